@@ -1,0 +1,243 @@
+//! ML-DSA-87 (FIPS 204) through liboqs.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use oqs::sig::{Algorithm, Sig};
+
+use crate::{hash, CryptoError, Domain, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SIGNATURE_BYTES};
+
+/// The process-wide liboqs ML-DSA-87 handle. `Sig` is `Send + Sync` and stateless between calls.
+pub(crate) fn scheme() -> Result<&'static Sig, CryptoError> {
+    static SCHEME: OnceLock<Result<Sig, String>> = OnceLock::new();
+    SCHEME
+        .get_or_init(|| {
+            oqs::init();
+            Sig::new(Algorithm::MlDsa87).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| CryptoError::Oqs(e.clone()))
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), CryptoError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(CryptoError::BadLength { what, expected, got })
+    }
+}
+
+/// An ML-DSA-87 public key (2592 bytes). Cheap to clone (one heap copy).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PublicKey(Box<[u8]>);
+
+impl PublicKey {
+    /// Parses a public key, checking its length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        check_len("ML-DSA-87 public key", PUBLIC_KEY_BYTES, bytes.len())?;
+        Ok(Self(bytes.into()))
+    }
+
+    /// The raw key bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The node id this key names (BLAKE3, see [`hash::node_id`]).
+    pub fn node_id(&self) -> [u8; 32] {
+        hash::node_id(&self.0)
+    }
+
+    /// Verifies `signature` over `message` in `domain`.
+    pub fn verify(&self, domain: Domain, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+        check_len("ML-DSA-87 signature", SIGNATURE_BYTES, signature.len())?;
+        let s = scheme()?;
+        let pk = s.public_key_from_bytes(&self.0).ok_or(CryptoError::BadLength {
+            what: "ML-DSA-87 public key",
+            expected: PUBLIC_KEY_BYTES,
+            got: self.0.len(),
+        })?;
+        let sig = s.signature_from_bytes(signature).ok_or(CryptoError::BadLength {
+            what: "ML-DSA-87 signature",
+            expected: SIGNATURE_BYTES,
+            got: signature.len(),
+        })?;
+        s.verify_with_ctx_str(message, sig, domain.context(), pk)
+            .map_err(|_| CryptoError::InvalidSignature)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(&self.node_id()[..8]))
+    }
+}
+
+/// An ML-DSA-87 secret key. Its bytes are zeroed on drop and never printed.
+pub struct SecretKey(Box<[u8]>);
+
+impl SecretKey {
+    /// Parses a secret key, checking its length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        check_len("ML-DSA-87 secret key", SECRET_KEY_BYTES, bytes.len())?;
+        Ok(Self(bytes.into()))
+    }
+
+    /// The raw key bytes (for writing the identity file only).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // Volatile so the zeroing is not optimised away.
+            // SAFETY: `b` is a valid, aligned, exclusive reference into our own buffer.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// An ML-DSA-87 signature (4627 bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signature(Vec<u8>);
+
+impl Signature {
+    /// Parses a signature, checking its length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        check_len("ML-DSA-87 signature", SIGNATURE_BYTES, bytes.len())?;
+        Ok(Self(bytes.to_vec()))
+    }
+
+    /// The raw signature bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Takes the bytes out.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", hex::encode(&self.0[..self.0.len().min(8)]))
+    }
+}
+
+/// A node's signing identity: an ML-DSA-87 key pair.
+pub struct Keypair {
+    public: PublicKey,
+    secret: SecretKey,
+}
+
+impl Keypair {
+    /// Generates a fresh key pair from the OS RNG (liboqs' `randombytes`).
+    pub fn generate() -> Result<Self, CryptoError> {
+        let (pk, sk) = scheme()?.keypair().map_err(|e| CryptoError::Oqs(e.to_string()))?;
+        Ok(Self {
+            public: PublicKey::from_bytes(pk.as_ref())?,
+            secret: SecretKey::from_bytes(sk.as_ref())?,
+        })
+    }
+
+    /// Joins a secret key with its public key, checking that they belong together by signing
+    /// and verifying a probe message.
+    pub fn from_parts(public: PublicKey, secret: SecretKey) -> Result<Self, CryptoError> {
+        let kp = Self { public, secret };
+        let probe = b"pqdag key pair consistency probe";
+        let sig = kp.sign(Domain::Alert, probe)?;
+        kp.public.verify(Domain::Alert, probe, sig.as_bytes())?;
+        Ok(kp)
+    }
+
+    /// The public half.
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The secret half.
+    pub fn secret(&self) -> &SecretKey {
+        &self.secret
+    }
+
+    /// Signs `message` in `domain` (hedged/randomised signing, as FIPS 204 recommends).
+    pub fn sign(&self, domain: Domain, message: &[u8]) -> Result<Signature, CryptoError> {
+        let s = scheme()?;
+        let sk = s.secret_key_from_bytes(&self.secret.0).ok_or(CryptoError::BadLength {
+            what: "ML-DSA-87 secret key",
+            expected: SECRET_KEY_BYTES,
+            got: self.secret.0.len(),
+        })?;
+        let sig = s
+            .sign_with_ctx_str(message, domain.context(), sk)
+            .map_err(|e| CryptoError::Oqs(e.to_string()))?;
+        Ok(Signature(sig.into_vec()))
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keypair").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_match_fips_204() {
+        let kp = Keypair::generate().expect("keygen");
+        assert_eq!(kp.public().as_bytes().len(), PUBLIC_KEY_BYTES);
+        assert_eq!(kp.secret().as_bytes().len(), SECRET_KEY_BYTES);
+        let sig = kp.sign(Domain::Vertex, b"m").expect("sign");
+        assert_eq!(sig.as_bytes().len(), SIGNATURE_BYTES);
+    }
+
+    #[test]
+    fn sign_verify_and_reject_tampering() {
+        let kp = Keypair::generate().expect("keygen");
+        let msg = b"a vertex id, say";
+        let sig = kp.sign(Domain::Vertex, msg).expect("sign");
+        kp.public().verify(Domain::Vertex, msg, sig.as_bytes()).expect("valid");
+        assert!(kp.public().verify(Domain::Vertex, b"another message", sig.as_bytes()).is_err());
+        let mut bad = sig.as_bytes().to_vec();
+        bad[100] ^= 1;
+        assert!(kp.public().verify(Domain::Vertex, msg, &bad).is_err());
+        assert!(matches!(
+            kp.public().verify(Domain::Vertex, msg, &bad[..10]),
+            Err(CryptoError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn a_signature_does_not_cross_domains() {
+        let kp = Keypair::generate().expect("keygen");
+        let msg = [42u8; 32];
+        for d in Domain::ALL {
+            let sig = kp.sign(d, &msg).expect("sign");
+            for other in Domain::ALL {
+                let ok = kp.public().verify(other, &msg, sig.as_bytes()).is_ok();
+                assert_eq!(ok, d == other, "signed as {d:?}, checked as {other:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_keys_signature_fails() {
+        let a = Keypair::generate().expect("keygen");
+        let b = Keypair::generate().expect("keygen");
+        let sig = a.sign(Domain::Response, b"x").expect("sign");
+        assert!(b.public().verify(Domain::Response, b"x", sig.as_bytes()).is_err());
+        assert!(Keypair::from_parts(b.public().clone(), SecretKey::from_bytes(a.secret().as_bytes()).expect("sk")).is_err());
+    }
+}

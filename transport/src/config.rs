@@ -1,0 +1,160 @@
+//! Configuration, peer ids and counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pqdag_crypto::{Keypair, PublicKey};
+
+/// Largest number of frames queued for one peer before vertices are dropped (oldest first)
+/// and queries are refused.
+pub const SEND_QUEUE_FRAMES_MAX: usize = 8192;
+/// Largest number of bytes queued for one peer (same policy as the frame cap).
+pub const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
+/// Frames delivered to the shard but not yet taken; beyond this, new frames are dropped and
+/// counted (a query then fails at the asker by reset, so nothing waits forever).
+pub const INCOMING_QUEUE_MAX: usize = 65_536;
+/// Bytes of vertex frames packed into one unidirectional stream.
+pub const UNI_BATCH_BYTES_MAX: usize = 256 << 10;
+/// Connections one endpoint holds at most (peers, duplicates being retired, clients).
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Concurrent unidirectional streams a peer may open (vertex batches, events).
+pub const UNI_STREAMS_MAX: u32 = 256;
+/// Concurrent bidirectional streams a peer may open (outstanding queries and fetches).
+pub const BI_STREAMS_MAX: u32 = 1024;
+/// Per-stream receive window: must exceed one maximal frame.
+pub const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// Per-connection receive window.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// A connection silent this long is dead. Short, so consensus notices a lost peer quickly.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive interval: five keep-alives fit in one idle timeout, so a few lost packets never
+/// close an idle but healthy connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Time a new connection has to complete the ML-DSA channel binding.
+pub const IDENTITY_TIMEOUT: Duration = Duration::from_secs(5);
+/// First re-dial delay after a failed or lost connection.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Re-dial delay cap.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a duplicate connection (both sides dialed at once) lingers before it is closed,
+/// so frames already in flight on it still arrive.
+pub const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+/// UDP datagrams sent concurrently by the I/O loop.
+pub const SENDS_IN_FLIGHT_MAX: usize = 32;
+
+/// A peer: index into the configured peer list (the cluster file's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub usize);
+
+/// A connected client of the client endpoint (unique per shard for the process lifetime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u64);
+
+/// One node of the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Its ML-DSA-87 key: the only thing that identifies it.
+    pub public_key: PublicKey,
+    /// Its base address; shard `s` listens on `port + s`.
+    pub addr: SocketAddr,
+}
+
+/// Everything one shard's transport needs.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Our ML-DSA-87 identity (shared by the shards of this node).
+    pub keypair: Arc<Keypair>,
+    /// The cluster, in cluster-file order (may include ourselves; that entry is never dialed).
+    pub peers: Vec<PeerConfig>,
+    /// Our shard index: we bind `bind.port() + shard` and talk to the peers' same shard.
+    pub shard: u16,
+    /// Base bind address of the node endpoint.
+    pub bind: SocketAddr,
+    /// Base bind address of the client endpoint (`None`: no client endpoint). Loopback by default.
+    pub client_bind: Option<SocketAddr>,
+    /// Per-peer send queue cap in frames (see [`SEND_QUEUE_FRAMES_MAX`]).
+    pub send_queue_frames_max: usize,
+    /// Incoming queue cap (see [`INCOMING_QUEUE_MAX`]).
+    pub incoming_queue_max: usize,
+}
+
+impl TransportConfig {
+    /// A config with default caps, no client endpoint.
+    pub fn new(keypair: Arc<Keypair>, peers: Vec<PeerConfig>, shard: u16, bind: SocketAddr) -> Self {
+        Self {
+            keypair,
+            peers,
+            shard,
+            bind,
+            client_bind: None,
+            send_queue_frames_max: SEND_QUEUE_FRAMES_MAX,
+            incoming_queue_max: INCOMING_QUEUE_MAX,
+        }
+    }
+}
+
+/// Adds `shard` to an address's port (shard `s` of a node listens on `base + s`).
+pub fn shard_addr(base: SocketAddr, shard: u16) -> SocketAddr {
+    let mut a = base;
+    if a.port() != 0 {
+        a.set_port(a.port().wrapping_add(shard));
+    }
+    a
+}
+
+/// Per-peer counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Frames received from the peer.
+    pub frames_in: u64,
+    /// Frames sent to the peer.
+    pub frames_out: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+    /// Streams of this peer we reset or stopped (garbage, over cap).
+    pub streams_reset: u64,
+    /// Frames to this peer dropped because its queue was full.
+    pub queue_drops: u64,
+    /// Connections to/from this peer lost after verification.
+    pub connections_lost: u64,
+}
+
+/// Counters of one shard's transport (plain numbers, for the engine's Prometheus export).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Handshakes completed with a verified ML-DSA identity (both endpoints).
+    pub handshakes_ok: u64,
+    /// Handshakes that failed (TLS error, refused identity, timeout).
+    pub handshakes_failed: u64,
+    /// Handshakes refused because the peer offered only classical key exchange.
+    pub classical_only_refusals: u64,
+    /// Connections closed for an unknown or mismatched ML-DSA identity.
+    pub identity_refusals: u64,
+    /// Dial attempts.
+    pub dials: u64,
+    /// Frames received (all peers and clients).
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Frame bytes received.
+    pub bytes_in: u64,
+    /// Frame bytes sent.
+    pub bytes_out: u64,
+    /// Streams reset or stopped for misbehaviour.
+    pub streams_reset: u64,
+    /// Frames dropped because a send queue was full.
+    pub queue_drops: u64,
+    /// Frames dropped because the shard did not take incoming frames fast enough.
+    pub incoming_drops: u64,
+    /// Verified connections lost.
+    pub connections_lost: u64,
+    /// UDP datagrams received / sent.
+    pub datagrams_in: u64,
+    /// UDP datagrams sent.
+    pub datagrams_out: u64,
+    /// Per peer, indexed by [`PeerId`].
+    pub peers: Vec<PeerStats>,
+}

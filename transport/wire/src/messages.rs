@@ -1,0 +1,397 @@
+//! The messages of the protocol (spec section 4.1, adapted: batched queries and responses, fetch
+//! by id, frontier announcements and Byzantine alerts).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::limits::*;
+use crate::types::{ConflictKey, NodeId, VertexId};
+use crate::WireError;
+
+/// A DAG vertex: a payload, the parents it builds on, the conflict keys it claims, signed by its
+/// creator. Its id is the BLAKE3 of [`Vertex::canonical_bytes`]; the creator signs the id.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Vertex {
+    /// BLAKE3 of the canonical bytes; a receiver recomputes it and refuses a mismatch.
+    pub id: VertexId,
+    /// Parent ids, [`PARENTS_MIN`]..=[`PARENTS_MAX`] of them, distinct.
+    pub parents: Vec<VertexId>,
+    /// Application bytes, at most [`PAYLOAD_BYTES_MAX`].
+    pub payload: Vec<u8>,
+    /// What the payload spends; vertices sharing a key conflict.
+    pub conflict_keys: Vec<ConflictKey>,
+    /// Creator's wall clock at creation, ms since the Unix epoch (tie-break only, never trusted
+    /// for safety).
+    pub timestamp_ms: u64,
+    /// Node id of the creator.
+    pub creator: NodeId,
+    /// ML-DSA-87 signature of the creator over `id`, in domain `Vertex`.
+    pub signature: Vec<u8>,
+}
+
+/// Version byte inside the canonical vertex bytes (independent of the frame version).
+pub const CANONICAL_VERTEX_VERSION: u8 = 1;
+
+/// Writes the canonical bytes from borrowed parts, so the owned and the archived form hash alike.
+///
+/// Layout (all integers little-endian): `version u8 · n_parents u16 · parents (32 each) ·
+/// n_keys u16 · keys (32 each) · timestamp_ms u64 · creator (32) · payload_len u32 · payload`.
+fn canonical_from_parts<'a>(
+    parents: impl ExactSizeIterator<Item = &'a [u8; 32]>,
+    keys: impl ExactSizeIterator<Item = &'a [u8; 32]>,
+    timestamp_ms: u64,
+    creator: &[u8; 32],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 2 + 32 * parents.len() + 2 + 32 * keys.len() + 8 + 32 + 4 + payload.len());
+    out.push(CANONICAL_VERTEX_VERSION);
+    // Lengths are bounded by the limits long before u16/u32 overflow; saturate defensively.
+    out.extend_from_slice(&u16::try_from(parents.len()).unwrap_or(u16::MAX).to_le_bytes());
+    parents.for_each(|p| out.extend_from_slice(p));
+    out.extend_from_slice(&u16::try_from(keys.len()).unwrap_or(u16::MAX).to_le_bytes());
+    keys.for_each(|k| out.extend_from_slice(k));
+    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+    out.extend_from_slice(creator);
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+impl Vertex {
+    /// Builds an unsigned vertex with its id computed. Sign [`Vertex::signed_bytes`] next.
+    pub fn new_unsigned(
+        parents: Vec<VertexId>,
+        payload: Vec<u8>,
+        conflict_keys: Vec<ConflictKey>,
+        timestamp_ms: u64,
+        creator: NodeId,
+    ) -> Self {
+        let mut v = Vertex {
+            id: VertexId::default(),
+            parents,
+            payload,
+            conflict_keys,
+            timestamp_ms,
+            creator,
+            signature: Vec::new(),
+        };
+        v.id = v.compute_id();
+        v
+    }
+
+    /// The bytes the id hashes: every field but `id` and `signature`.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical_from_parts(
+            self.parents.iter().map(|p| &p.0),
+            self.conflict_keys.iter().map(|k| &k.0),
+            self.timestamp_ms,
+            &self.creator.0,
+            &self.payload,
+        )
+    }
+
+    /// BLAKE3 id of the canonical bytes.
+    pub fn compute_id(&self) -> VertexId {
+        VertexId(pqdag_crypto::hash::vertex_id(&self.canonical_bytes()))
+    }
+
+    /// What the creator signs (domain `Vertex`): the 32-byte id.
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.id.0
+    }
+
+    /// Checks every bound of an owned vertex (what [`decode`](crate::decode) checks on receipt);
+    /// `encode` refuses a vertex that breaks one, so honest nodes never send one.
+    pub fn check_bounds(&self) -> Result<(), WireError> {
+        check_vertex_counts(self.parents.len(), self.payload.len(), self.conflict_keys.len(), self.signature.len(), true)?;
+        check_distinct("parents", self.parents.iter().map(|p| &p.0))?;
+        check_distinct("conflict_keys", self.conflict_keys.iter().map(|k| &k.0))
+    }
+
+    /// Approximate bytes held in memory (for budgets).
+    pub fn heap_bytes(&self) -> usize {
+        32 * (self.parents.len() + self.conflict_keys.len()) + self.payload.len() + self.signature.len() + 128
+    }
+}
+
+impl ArchivedVertex {
+    /// Canonical bytes computed straight from the archive (zero-copy path).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical_from_parts(
+            self.parents.iter().map(|p| &p.0),
+            self.conflict_keys.iter().map(|k| &k.0),
+            self.timestamp_ms.to_native(),
+            &self.creator.0,
+            self.payload.as_slice(),
+        )
+    }
+
+    /// BLAKE3 id of the canonical bytes; compare with `self.id` before trusting it.
+    pub fn compute_id(&self) -> VertexId {
+        VertexId(pqdag_crypto::hash::vertex_id(&self.canonical_bytes()))
+    }
+
+    /// True iff the carried id is the hash of the content.
+    pub fn id_matches(&self) -> bool {
+        self.compute_id().0 == self.id.0
+    }
+
+    /// The bytes the creator signed (its id).
+    pub fn signed_bytes(&self) -> &[u8; 32] {
+        &self.id.0
+    }
+
+    /// Deserializes into the owned form (after validation and signature checks).
+    pub fn to_owned(&self) -> Vertex {
+        Vertex {
+            id: VertexId(self.id.0),
+            parents: self.parents.iter().map(|p| VertexId(p.0)).collect(),
+            payload: self.payload.as_slice().to_vec(),
+            conflict_keys: self.conflict_keys.iter().map(|k| ConflictKey(k.0)).collect(),
+            timestamp_ms: self.timestamp_ms.to_native(),
+            creator: NodeId(self.creator.0),
+            signature: self.signature.as_slice().to_vec(),
+        }
+    }
+
+    pub(crate) fn check_bounds(&self) -> Result<(), WireError> {
+        check_vertex_counts(self.parents.len(), self.payload.len(), self.conflict_keys.len(), self.signature.len(), false)?;
+        check_distinct("parents", self.parents.iter().map(|p| &p.0))?;
+        check_distinct("conflict_keys", self.conflict_keys.iter().map(|k| &k.0))
+    }
+}
+
+fn check_vertex_counts(parents: usize, payload: usize, keys: usize, sig: usize, allow_unsigned: bool) -> Result<(), WireError> {
+    bound("parents", parents, PARENTS_MAX)?;
+    if parents < PARENTS_MIN {
+        return Err(WireError::BadField { what: "parents", reason: "a vertex needs at least one parent".into() });
+    }
+    bound("payload bytes", payload, PAYLOAD_BYTES_MAX)?;
+    bound("conflict keys", keys, CONFLICT_KEYS_MAX)?;
+    if sig != SIGNATURE_BYTES && !(allow_unsigned && sig == 0) {
+        return Err(WireError::BadField { what: "signature", reason: format!("{sig} bytes, ML-DSA-87 is {SIGNATURE_BYTES}") });
+    }
+    Ok(())
+}
+
+fn check_distinct<'a>(what: &'static str, ids: impl Iterator<Item = &'a [u8; 32]>) -> Result<(), WireError> {
+    let mut seen: Vec<&[u8; 32]> = ids.collect();
+    seen.sort_unstable();
+    if seen.windows(2).any(|w| w[0] == w[1]) {
+        return Err(WireError::BadField { what, reason: "duplicate entries".into() });
+    }
+    Ok(())
+}
+
+pub(crate) fn bound(what: &'static str, got: usize, max: usize) -> Result<(), WireError> {
+    if got > max {
+        Err(WireError::Bound { what, got, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// One batched poll: "what do you think of each of these vertices?" Signed by the requester.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Query {
+    /// Unique per requester; the response echoes it.
+    pub query_id: u64,
+    /// The requester's node id.
+    pub requester: NodeId,
+    /// The ids polled, at most [`QUERY_IDS_MAX`].
+    pub ids: Vec<VertexId>,
+    /// ML-DSA-87 over [`Query::signed_bytes`], domain `Query`.
+    pub signature: Vec<u8>,
+}
+
+impl Query {
+    /// `query_id u64 LE · requester (32) · id-list digest (32)`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        query_signed_bytes(self.query_id, &self.requester.0, &self.ids_digest())
+    }
+
+    /// BLAKE3 digest of the ordered ids; a response binds to it.
+    pub fn ids_digest(&self) -> [u8; 32] {
+        pqdag_crypto::hash::id_list_digest(self.ids.iter().map(|i| &i.0))
+    }
+}
+
+impl ArchivedQuery {
+    /// Same as [`Query::signed_bytes`], from the archive.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        query_signed_bytes(self.query_id.to_native(), &self.requester.0, &self.ids_digest())
+    }
+
+    /// Same as [`Query::ids_digest`], from the archive.
+    pub fn ids_digest(&self) -> [u8; 32] {
+        pqdag_crypto::hash::id_list_digest(self.ids.iter().map(|i| &i.0))
+    }
+
+    /// Owned copy.
+    pub fn to_owned(&self) -> Query {
+        Query {
+            query_id: self.query_id.to_native(),
+            requester: NodeId(self.requester.0),
+            ids: self.ids.iter().map(|i| VertexId(i.0)).collect(),
+            signature: self.signature.as_slice().to_vec(),
+        }
+    }
+}
+
+fn query_signed_bytes(query_id: u64, requester: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(72);
+    out.extend_from_slice(&query_id.to_le_bytes());
+    out.extend_from_slice(requester);
+    out.extend_from_slice(digest);
+    out
+}
+
+/// A vote on one polled vertex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Vote {
+    /// Not strongly preferred (or invalid).
+    No = 0,
+    /// Valid and strongly preferred.
+    Yes = 1,
+    /// The responder does not have the vertex (yet); counts as no, and hints it should be sent.
+    Unknown = 2,
+}
+
+impl Vote {
+    /// Parses a vote byte.
+    pub fn from_u8(b: u8) -> Option<Vote> {
+        match b {
+            0 => Some(Vote::No),
+            1 => Some(Vote::Yes),
+            2 => Some(Vote::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// One signed answer to a whole [`Query`]: a vote byte per polled id, in query order.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Response {
+    /// Echo of the query's id.
+    pub query_id: u64,
+    /// The responder's node id.
+    pub responder: NodeId,
+    /// Digest of the query's ordered ids: the signature commits to what was asked.
+    pub ids_digest: [u8; 32],
+    /// One [`Vote`] byte per polled id.
+    pub votes: Vec<u8>,
+    /// ML-DSA-87 over [`Response::signed_bytes`], domain `Response`.
+    pub signature: Vec<u8>,
+}
+
+impl Response {
+    /// `query_id u64 LE · responder (32) · ids_digest (32) · n u32 LE · votes`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        response_signed_bytes(self.query_id, &self.responder.0, &self.ids_digest, &self.votes)
+    }
+
+    /// The votes, parsed (bytes were validated on decode).
+    pub fn vote(&self, i: usize) -> Vote {
+        self.votes.get(i).copied().and_then(Vote::from_u8).unwrap_or(Vote::Unknown)
+    }
+}
+
+impl ArchivedResponse {
+    /// Same as [`Response::signed_bytes`], from the archive.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        response_signed_bytes(self.query_id.to_native(), &self.responder.0, &self.ids_digest, self.votes.as_slice())
+    }
+
+    /// Owned copy.
+    pub fn to_owned(&self) -> Response {
+        Response {
+            query_id: self.query_id.to_native(),
+            responder: NodeId(self.responder.0),
+            ids_digest: self.ids_digest,
+            votes: self.votes.as_slice().to_vec(),
+            signature: self.signature.as_slice().to_vec(),
+        }
+    }
+}
+
+fn response_signed_bytes(query_id: u64, responder: &[u8; 32], digest: &[u8; 32], votes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(76 + votes.len());
+    out.extend_from_slice(&query_id.to_le_bytes());
+    out.extend_from_slice(responder);
+    out.extend_from_slice(digest);
+    out.extend_from_slice(&u32::try_from(votes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(votes);
+    out
+}
+
+/// "Send me these vertices": used for missing parents, unknown polled ids and catch-up.
+/// Unsigned: it asks for data, and every vertex in the reply carries its creator's signature.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct VertexRequest {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// At most [`REQUEST_IDS_MAX`].
+    pub ids: Vec<VertexId>,
+}
+
+/// The vertices of a [`VertexRequest`] the responder has (possibly fewer than asked).
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct VertexReply {
+    /// The request's id.
+    pub request_id: u64,
+    /// At most [`REPLY_VERTICES_MAX`], each individually signed.
+    pub vertices: Vec<Vertex>,
+}
+
+/// A periodic "these are my DAG tips" announcement: a peer that does not know a tip fetches it,
+/// which is how partitions reconcile and restarted nodes catch up.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Frontier {
+    /// Sender's node id.
+    pub sender: NodeId,
+    /// Count of vertices the sender has finalized (progress hint).
+    pub finalized_count: u64,
+    /// Current tips, at most [`FRONTIER_IDS_MAX`].
+    pub tips: Vec<VertexId>,
+}
+
+/// Proof that a node misbehaved, checkable by anyone with the accused's public key.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub enum Evidence {
+    /// Two signed responses to the same query with different votes.
+    ConflictingResponses {
+        /// First response.
+        a: Response,
+        /// Second response.
+        b: Response,
+    },
+    /// Two signed vertices by one creator that share a conflict key (a double spend).
+    Equivocation {
+        /// First vertex.
+        a: Vertex,
+        /// Second vertex.
+        b: Vertex,
+    },
+}
+
+/// A gossiped Byzantine alert: carries the proof, so receivers check it instead of trusting the
+/// reporter.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Alert {
+    /// Who reports.
+    pub reporter: NodeId,
+    /// Who is accused.
+    pub accused: NodeId,
+    /// The proof.
+    pub evidence: Evidence,
+    /// Reporter's ML-DSA-87 over the evidence digest, domain `Alert`.
+    pub signature: Vec<u8>,
+}
