@@ -1,1 +1,365 @@
-//! placeholder
+//! pqdag's node transport: QUIC (sans-IO `quinn-proto`) driven by a glommio/io_uring loop, one
+//! endpoint per core, with hybrid post-quantum TLS and ML-DSA-87 peer identity.
+//!
+//! * Threading: a [`ShardTransport`] lives on one glommio executor (one core) and owns one UDP
+//!   socket and one endpoint. Shard `s` of every node listens on `base_port + s` and talks only
+//!   to shard `s` of the others, so the network path never crosses cores. Its futures are
+//!   `!Send` by design.
+//! * TLS ([`tls`]): TLS 1.3, key exchange X25519MLKEM768 only (never a fallback); certificates
+//!   are ephemeral and carry no trust.
+//! * Identity ([`identity`]): each side signs the TLS exporter with its ML-DSA-87 key; the other
+//!   checks it against the cluster file. Unknown or mismatched keys close the connection.
+//! * Streams ([`frame`]): uni streams carry vertices (fire and forget), bi streams carry one
+//!   request and one reply. Frames are `u32 LE length · bytes`, at most [`MAX_FRAME_BYTES`].
+//!
+//! See `docs/transport.md` for the design, limits and measured numbers.
+
+mod client;
+mod config;
+mod driver;
+mod error;
+pub mod frame;
+pub mod identity;
+pub mod tls;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+pub use client::ClientConnection;
+pub use config::*;
+pub use driver::{close_code, stream_code, Responder};
+pub use error::TransportError;
+pub use frame::MAX_FRAME_BYTES;
+
+use driver::{reply_pair, Driver, DriverParams, Mode, Out, Shared};
+use tls::KxLog;
+
+/// Something that arrived for the shard. Requests carry a [`Responder`] to answer later.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A vertex frame from a verified peer.
+    Vertex {
+        /// Sender.
+        peer: PeerId,
+        /// The frame (opaque to the transport).
+        bytes: Vec<u8>,
+    },
+    /// A query; answer with `reply.send(response)`.
+    Query {
+        /// Asker.
+        peer: PeerId,
+        /// The query frame.
+        bytes: Vec<u8>,
+        /// Where the response goes.
+        reply: Responder,
+    },
+    /// A vertex fetch request; answer with `reply.send(vertices)`.
+    VertexRequest {
+        /// Asker.
+        peer: PeerId,
+        /// The request frame.
+        bytes: Vec<u8>,
+        /// Where the reply goes.
+        reply: Responder,
+    },
+    /// A payload submitted on the client endpoint (the client is not authenticated).
+    ClientSubmit {
+        /// The submitting connection.
+        client: ClientId,
+        /// The payload frame.
+        bytes: Vec<u8>,
+        /// Where the acknowledgement goes.
+        reply: Responder,
+    },
+    /// An event pushed by a node (only seen by [`ClientConnection`]).
+    Event {
+        /// The event frame.
+        bytes: Vec<u8>,
+    },
+}
+
+pub(crate) fn transport_config() -> Result<Arc<quinn_proto::TransportConfig>, TransportError> {
+    let mut t = quinn_proto::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn_proto::IdleTimeout::try_from(IDLE_TIMEOUT).map_err(|e| TransportError::Config(e.to_string()))?,
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_uni_streams(UNI_STREAMS_MAX.into());
+    t.max_concurrent_bidi_streams(BI_STREAMS_MAX.into());
+    t.stream_receive_window(STREAM_WINDOW_BYTES.into());
+    t.receive_window(CONNECTION_WINDOW_BYTES.into());
+    t.send_window(u64::from(CONNECTION_WINDOW_BYTES));
+    t.datagram_receive_buffer_size(None);
+    Ok(Arc::new(t))
+}
+
+pub(crate) fn quic_client_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    cert: Option<&tls::EphemeralCert>,
+    alpn: &[u8],
+) -> Result<quinn_proto::ClientConfig, TransportError> {
+    let rc = tls::rustls_client_config(provider, cert, alpn)?;
+    let qc = quinn_proto::crypto::rustls::QuicClientConfig::try_from(rc)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut cc = quinn_proto::ClientConfig::new(Arc::new(qc));
+    cc.transport_config(transport_config()?);
+    Ok(cc)
+}
+
+pub(crate) fn quic_server_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    cert: &tls::EphemeralCert,
+    alpn: &[u8],
+) -> Result<Arc<quinn_proto::ServerConfig>, TransportError> {
+    let rs = tls::rustls_server_config(provider, cert, &[alpn])?;
+    let qs = quinn_proto::crypto::rustls::QuicServerConfig::try_from(rs)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut sc = quinn_proto::ServerConfig::with_crypto(Arc::new(qs));
+    sc.transport_config(transport_config()?);
+    Ok(Arc::new(sc))
+}
+
+pub(crate) fn recv_incoming(shared: &Shared) -> impl std::future::Future<Output = Incoming> + '_ {
+    std::future::poll_fn(move |cx| {
+        if let Some(i) = shared.incoming.borrow_mut().pop_front() {
+            return Poll::Ready(i);
+        }
+        *shared.incoming_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+}
+
+/// Races `fut` against a glommio timer.
+pub(crate) async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    futures_lite::future::or(fut, async {
+        glommio::timer::Timer::new(timeout).await;
+        Err(TransportError::Timeout(timeout))
+    })
+    .await
+}
+
+/// One shard's transport: the node endpoint (and optionally the client endpoint) of one core.
+/// Create it inside the shard's glommio executor; all methods are for that executor only.
+pub struct ShardTransport {
+    node: Rc<Driver>,
+    client: Option<Rc<Driver>>,
+    shared: Rc<Shared>,
+    kx: Arc<KxLog>,
+}
+
+impl std::fmt::Debug for ShardTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShardTransport({})", self.node.local_addr)
+    }
+}
+
+impl ShardTransport {
+    /// Binds the shard's socket(s) and starts its I/O loop on the current glommio executor.
+    pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
+        let kx = Arc::new(KxLog::default());
+        let provider = tls::hybrid_only_provider(kx.clone());
+        let cert = tls::EphemeralCert::generate()?;
+        let shared = Shared::new(config.incoming_queue_max, config.peers.len());
+        let peers: Vec<_> = config
+            .peers
+            .iter()
+            .map(|p| (p.public_key.clone(), shard_addr(p.addr, config.shard)))
+            .collect();
+        let node = Driver::new(
+            DriverParams {
+                mode: Mode::Node,
+                bind: shard_addr(config.bind, config.shard),
+                server_cfg: Some(quic_server_config(provider.clone(), &cert, tls::PEER_ALPN)?),
+                client_cfg: Some(quic_client_config(provider.clone(), Some(&cert), tls::PEER_ALPN)?),
+                keypair: Some(config.keypair.clone()),
+                peers,
+                frames_max: config.send_queue_frames_max,
+            },
+            shared.clone(),
+        )?;
+        let client = match config.client_bind {
+            None => None,
+            Some(b) => Some(Driver::new(
+                DriverParams {
+                    mode: Mode::ClientServer,
+                    bind: shard_addr(b, config.shard),
+                    server_cfg: Some(quic_server_config(provider, &cert, tls::CLIENT_ALPN)?),
+                    client_cfg: None,
+                    keypair: Some(config.keypair.clone()),
+                    peers: Vec::new(),
+                    frames_max: config.send_queue_frames_max,
+                },
+                shared.clone(),
+            )?),
+        };
+        node.start();
+        if let Some(c) = &client {
+            c.start();
+        }
+        Ok(Self { node, client, shared, kx })
+    }
+
+    /// The node endpoint's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.node.local_addr
+    }
+
+    /// The client endpoint's bound address, if enabled.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client.as_ref().map(|c| c.local_addr)
+    }
+
+    /// Number of configured peers (including ourselves if listed).
+    pub fn peer_count(&self) -> usize {
+        self.node.core.borrow().peers.len()
+    }
+
+    /// The 32-byte node id (BLAKE3 of the ML-DSA key) of a peer.
+    pub fn peer_node_id(&self, peer: PeerId) -> Option<[u8; 32]> {
+        self.node.core.borrow().peers.get(peer.0).map(|p| p.node_id)
+    }
+
+    /// The peer with this node id.
+    pub fn peer_by_node_id(&self, node_id: &[u8; 32]) -> Option<PeerId> {
+        self.node.core.borrow().peers.iter().position(|p| &p.node_id == node_id).map(PeerId)
+    }
+
+    /// Whether a verified connection to `peer` is up.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.node.peer_ready(peer.0)
+    }
+
+    /// Dials `peer` now (instead of lazily on first send) and waits until its identity is
+    /// verified: for warm-up and tests.
+    pub async fn connect(&self, peer: PeerId, timeout: Duration) -> Result<(), TransportError> {
+        if self.node.core.borrow().peers.get(peer.0).is_none_or(|p| p.is_self) {
+            return Err(TransportError::UnknownPeer);
+        }
+        self.node.dial_now(peer.0);
+        let node = self.node.clone();
+        with_timeout(timeout, async move { node.wait_verified(peer.0).await }).await
+    }
+
+    /// Queues a vertex frame for `peer` (fire and forget). A full queue drops its oldest vertex
+    /// (counted in `queue_drops`), so this only fails for bad arguments.
+    pub fn send_vertex(&self, peer: PeerId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        check_frame(&bytes)?;
+        self.node.enqueue(peer.0, Out::Uni { ty: frame::STREAM_VERTICES, frame: bytes })
+    }
+
+    /// Queues one vertex frame for each of `peers`; returns how many accepted it.
+    pub fn broadcast_vertex(&self, peers: &[PeerId], bytes: &[u8]) -> usize {
+        if check_frame(bytes).is_err() {
+            return 0;
+        }
+        peers.iter().filter(|p| self.send_vertex(**p, bytes.to_vec()).is_ok()).count()
+    }
+
+    async fn request(&self, peer: PeerId, ty: u8, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        check_frame(&bytes)?;
+        let (tx, rx) = reply_pair();
+        self.node.enqueue(peer.0, Out::Bi { ty, frame: bytes, reply: tx })?;
+        with_timeout(timeout, rx).await
+    }
+
+    /// Sends a query on its own bidirectional stream; resolves with the response frame.
+    pub async fn send_query(&self, peer: PeerId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        self.request(peer, frame::STREAM_QUERY, bytes, timeout).await
+    }
+
+    /// Sends a vertex fetch request; resolves with the reply frame.
+    pub async fn request_vertices(&self, peer: PeerId, bytes: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        self.request(peer, frame::STREAM_VERTEX_REQUEST, bytes, timeout).await
+    }
+
+    /// Sends the same query to every peer at once; all answers (or errors) by one deadline.
+    pub async fn batch_query(&self, peers: &[PeerId], bytes: &[u8], timeout: Duration) -> Vec<(PeerId, Result<Vec<u8>, TransportError>)> {
+        let deadline = Instant::now() + timeout;
+        let mut pending = Vec::with_capacity(peers.len());
+        for &p in peers {
+            let r = check_frame(bytes).and_then(|_| {
+                let (tx, rx) = reply_pair();
+                self.node.enqueue(p.0, Out::Bi { ty: frame::STREAM_QUERY, frame: bytes.to_vec(), reply: tx })?;
+                Ok(rx)
+            });
+            pending.push((p, r));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (p, r) in pending {
+            let res = match r {
+                Err(e) => Err(e),
+                Ok(rx) => with_timeout(deadline.saturating_duration_since(Instant::now()), rx)
+                    .await
+                    .map_err(|e| if matches!(e, TransportError::Timeout(_)) { TransportError::Timeout(timeout) } else { e }),
+            };
+            out.push((p, res));
+        }
+        out
+    }
+
+    /// Waits for the next incoming frame or request.
+    pub async fn recv(&self) -> Incoming {
+        recv_incoming(&self.shared).await
+    }
+
+    /// The next incoming item, if one is waiting.
+    pub fn try_recv(&self) -> Option<Incoming> {
+        self.shared.incoming.borrow_mut().pop_front()
+    }
+
+    /// Pushes an event frame to one client of the client endpoint.
+    pub fn send_client_event(&self, client: ClientId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        if bytes.is_empty() || bytes.len() > frame::MAX_CLIENT_FRAME_BYTES {
+            return Err(TransportError::FrameTooLarge { len: bytes.len(), max: frame::MAX_CLIENT_FRAME_BYTES });
+        }
+        let c = self.client.as_ref().ok_or(TransportError::UnknownPeer)?;
+        c.enqueue_client(client.0, Out::Uni { ty: frame::STREAM_EVENTS, frame: bytes })
+    }
+
+    /// Clients currently connected to the client endpoint.
+    pub fn clients(&self) -> Vec<ClientId> {
+        self.client.as_ref().map_or_else(Vec::new, |c| c.clients().into_iter().map(ClientId).collect())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TransportStats {
+        self.shared.stats.borrow().clone()
+    }
+
+    /// Key exchanges by group (proves X25519MLKEM768 was negotiated).
+    pub fn kx_log(&self) -> &KxLog {
+        &self.kx
+    }
+
+    /// Closes every connection (peers see an orderly close) and stops the I/O loop.
+    pub fn shutdown(&self) {
+        self.node.shutdown();
+        if let Some(c) = &self.client {
+            c.shutdown();
+        }
+    }
+}
+
+impl Drop for ShardTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn check_frame(bytes: &[u8]) -> Result<(), TransportError> {
+    if bytes.is_empty() || bytes.len() > MAX_FRAME_BYTES {
+        return Err(TransportError::FrameTooLarge { len: bytes.len(), max: MAX_FRAME_BYTES });
+    }
+    Ok(())
+}
+
+// Keeps `RefCell` in scope for doc links of internal modules.
+#[allow(dead_code)]
+type _Unused = RefCell<()>;
