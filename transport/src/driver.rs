@@ -22,7 +22,7 @@ use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError, StreamEvent, StreamId,
     VarInt, WriteError,
 };
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::config::*;
 use crate::frame::*;
@@ -319,6 +319,8 @@ struct Conn {
     /// Queue of a client connection (ClientServer): events to push.
     queue: OutQueue,
     lost_reason: Option<String>,
+    /// `on_lost` ran (by event, or because we closed it ourselves).
+    lost_handled: bool,
 }
 
 pub(crate) struct Core {
@@ -337,6 +339,7 @@ pub(crate) struct Core {
     buf: Vec<u8>,
     closing: bool,
     last_failure: HashMap<usize, Failure>,
+    rng: rand::rngs::SmallRng,
 }
 
 /// One socket + endpoint + its connections, driven by two local tasks.
@@ -408,6 +411,10 @@ impl Driver {
                 buf: Vec::with_capacity(1500),
                 closing: false,
                 last_failure: HashMap::new(),
+                rng: rand::rngs::SmallRng::seed_from_u64(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+                        ^ u64::from(local_addr.port()),
+                ),
             }),
             deferred: RefCell::new(Vec::new()),
             kicked: Cell::new(false),
@@ -574,10 +581,10 @@ impl Failure {
 
 // Core gets a failure log; kept outside the struct literal above for readability.
 impl Core {
-    fn jitter(d: Duration) -> Duration {
-        // Full jitter in [d/2, d): peers that lost each other together do not re-dial in step.
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // Jitter in [d/2, d): peers that lost each other together do not re-dial in step.
         let ms = d.as_millis().max(2) as u64;
-        Duration::from_millis(rand::rng().random_range(ms / 2..ms))
+        Duration::from_millis(self.rng.random_range(ms / 2..ms))
     }
 
     fn maybe_dial(&mut self, p: usize, now: Instant, shared: &Shared, force: bool) {
@@ -611,10 +618,11 @@ impl Core {
     }
 
     fn schedule_redial(&mut self, p: usize, now: Instant) {
-        if let Some(s) = self.peers.get_mut(p) {
-            s.next_dial = Some(now + Self::jitter(s.backoff));
-            s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
-        }
+        let Some(backoff) = self.peers.get(p).map(|s| s.backoff) else { return };
+        let delay = self.jitter(backoff);
+        let s = &mut self.peers[p];
+        s.next_dial = Some(now + delay);
+        s.backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -637,6 +645,7 @@ impl Conn {
             replies: HashMap::new(),
             queue: OutQueue::default(),
             lost_reason: None,
+            lost_handled: false,
         }
     }
 
@@ -862,6 +871,10 @@ impl Core {
                 Event::Stream(StreamEvent::Finished { .. }) | Event::Stream(StreamEvent::Available { .. }) => {}
             }
         }
+        // A connection we closed ourselves emits no ConnectionLost: do the bookkeeping now.
+        if self.conns.get(&h).is_some_and(|c| c.conn.is_closed() && !c.lost_handled) {
+            self.on_lost(h, now, ConnectionError::LocallyClosed, drv);
+        }
         // Send queued frames on verified connections.
         self.pump_conn(h, shared);
         // Endpoint events.
@@ -963,6 +976,10 @@ impl Core {
 
     fn on_lost(&mut self, h: usize, now: Instant, reason: ConnectionError, drv: &Driver) {
         let Some(c) = self.conns.get_mut(&h) else { return };
+        if c.lost_handled {
+            return;
+        }
+        c.lost_handled = true;
         let (classical, text) = classify_lost(&reason);
         let text = c.lost_reason.take().unwrap_or(text);
         let mut s = drv.shared.stats.borrow_mut();
@@ -1016,7 +1033,10 @@ impl Core {
         }
     }
 
-    fn forget(&mut self, h: usize, c: Conn, _now: Instant, _drv: &Driver) {
+    fn forget(&mut self, h: usize, c: Conn, _now: Instant, drv: &Driver) {
+        for w in drv.verified_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
         for p in self.peers.iter_mut() {
             if p.conn == Some(h) {
                 p.conn = None;
