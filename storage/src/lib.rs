@@ -1,1 +1,79 @@
-//! placeholder
+//! Durable storage of the DAG, one store per shard (share-nothing: a shard's core owns its store
+//! outright, no cross-core locking).
+//!
+//! What is stored, and the contract the engine relies on:
+//! * every vertex the node accepts is written (with status `Processing`) before the node votes for
+//!   it or relays it;
+//! * a vertex's final status (`Final { position }` or `Rejected`) is written before the finality
+//!   event leaves the node;
+//! * writes are applied in [`StoreBatch`]es (one per shard tick), atomically, with the WAL on, and
+//!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen.
+//!
+//! [`RocksStore`] is the production store; [`MemStore`] the in-memory twin used by tests and the
+//! simulator. Both pass the same conformance suite (`tests/conformance.rs`).
+
+mod error;
+mod mem;
+mod record;
+mod rocks;
+
+pub use error::StorageError;
+pub use mem::MemStore;
+pub use record::{Status, StoredVertex};
+pub use rocks::{RocksStore, SyncPolicy};
+
+use pqdag_wire::{Vertex, VertexId};
+
+/// One atomic group of writes.
+#[derive(Debug, Default, Clone)]
+pub struct StoreBatch {
+    pub(crate) vertices: Vec<Vertex>,
+    pub(crate) statuses: Vec<(VertexId, Status)>,
+    pub(crate) meta: Vec<(String, Vec<u8>)>,
+}
+
+impl StoreBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a vertex (status `Processing` unless a status for it is also in the batch).
+    pub fn put_vertex(&mut self, vertex: Vertex) {
+        self.vertices.push(vertex);
+    }
+
+    /// Sets a vertex's status. `Final` also appends it to the finality index at its position.
+    pub fn set_status(&mut self, id: VertexId, status: Status) {
+        self.statuses.push((id, status));
+    }
+
+    /// Sets a small metadata value (e.g. the node id the store belongs to).
+    pub fn put_meta(&mut self, key: &str, value: Vec<u8>) {
+        self.meta.push((key.to_owned(), value));
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty()
+    }
+
+    /// Number of records in the batch.
+    pub fn len(&self) -> usize {
+        self.vertices.len() + self.statuses.len() + self.meta.len()
+    }
+}
+
+/// What a shard needs from durable storage.
+pub trait Store {
+    /// Applies a batch atomically (all or nothing).
+    fn write(&mut self, batch: StoreBatch) -> Result<(), StorageError>;
+    /// One vertex and its status.
+    fn get(&self, id: &VertexId) -> Result<Option<StoredVertex>, StorageError>;
+    /// Every stored vertex with its status, in no particular order (recovery on restart).
+    fn load_all(&self) -> Result<Vec<StoredVertex>, StorageError>;
+    /// Finalized ids in finality order from `from_position` (inclusive), at most `limit`.
+    fn finalized_range(&self, from_position: u64, limit: usize) -> Result<Vec<(u64, VertexId)>, StorageError>;
+    /// A metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+}

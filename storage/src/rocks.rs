@@ -1,0 +1,167 @@
+//! The RocksDB store: one database per shard, four column families.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `vertices` | vertex id (32) | the vertex as a wire frame (validated again on read) |
+//! | `status` | vertex id (32) | tag u8 · position u64 BE |
+//! | `finalized` | position u64 BE | vertex id (32): the shard's finality order |
+//! | `meta` | utf-8 key | bytes |
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use pqdag_wire::VertexId;
+
+use crate::record::{check_transition, decode_vertex, encode_vertex};
+use crate::{Status, StorageError, Store, StoreBatch, StoredVertex};
+
+const CF_VERTICES: &str = "vertices";
+const CF_STATUS: &str = "status";
+const CF_FINALIZED: &str = "finalized";
+const CF_META: &str = "meta";
+const CFS: [&str; 4] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META];
+
+/// When writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// fsync the WAL on every batch: a batch acknowledged is a batch that survives power loss.
+    #[default]
+    EveryBatch,
+    /// WAL written but not synced per batch: survives a process crash (`kill -9`), not power
+    /// loss. For benchmarks and disposable test clusters.
+    WalNoSync,
+}
+
+/// RocksDB-backed [`Store`] for one shard.
+pub struct RocksStore {
+    db: DB,
+    sync: SyncPolicy,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore").field("path", &self.path).field("sync", &self.sync).finish()
+    }
+}
+
+fn corrupt(cf: &'static str, reason: &str) -> StorageError {
+    StorageError::Corrupt { cf, reason: reason.to_owned() }
+}
+
+fn to_id(cf: &'static str, b: &[u8]) -> Result<VertexId, StorageError> {
+    let arr: [u8; 32] = b.try_into().map_err(|_| corrupt(cf, "id length"))?;
+    Ok(VertexId(arr))
+}
+
+impl RocksStore {
+    /// Opens (creating if missing) the store at `path`.
+    pub fn open(path: &Path, sync: SyncPolicy) -> Result<Self, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Bounded memory: small write buffers and a small block cache per shard.
+        opts.set_write_buffer_size(16 << 20);
+        opts.set_max_write_buffer_number(3);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db, sync, path: path.to_path_buf() })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or_else(|| corrupt(name, "column family missing"))
+    }
+
+    fn status_of(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_STATUS)?, id.0)? {
+            Some(b) => Ok(Some(Status::decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a consistent copy of the store to `dir` (hard links where possible): online backup.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
+
+impl Store for RocksStore {
+    fn write(&mut self, batch: StoreBatch) -> Result<(), StorageError> {
+        let mut wb = WriteBatch::default();
+        let (cv, cs, cfz, cm) = (self.cf(CF_VERTICES)?, self.cf(CF_STATUS)?, self.cf(CF_FINALIZED)?, self.cf(CF_META)?);
+        let mut in_batch: Vec<VertexId> = Vec::with_capacity(batch.vertices.len());
+        for v in &batch.vertices {
+            wb.put_cf(cv, v.id.0, encode_vertex(v)?);
+            in_batch.push(v.id);
+            // A re-put of a known vertex must not reset its decided status.
+            if self.status_of(&v.id)?.is_none() && !batch.statuses.iter().any(|(id, _)| *id == v.id) {
+                wb.put_cf(cs, v.id.0, Status::Processing.encode());
+            }
+        }
+        for (id, status) in &batch.statuses {
+            let old = self.status_of(id)?;
+            if old.is_none() && !in_batch.contains(id) {
+                return Err(StorageError::UnknownVertex(id.to_hex()));
+            }
+            check_transition(id, old, *status)?;
+            wb.put_cf(cs, id.0, status.encode());
+            if let Status::Final { position } = status {
+                wb.put_cf(cfz, position.to_be_bytes(), id.0);
+            }
+        }
+        for (k, v) in &batch.meta {
+            wb.put_cf(cm, k.as_bytes(), v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync == SyncPolicy::EveryBatch);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    fn get(&self, id: &VertexId) -> Result<Option<StoredVertex>, StorageError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_VERTICES)?, id.0)? else { return Ok(None) };
+        let vertex = decode_vertex(&bytes)?;
+        let status = self.status_of(id)?.ok_or_else(|| corrupt(CF_STATUS, "vertex without status"))?;
+        Ok(Some(StoredVertex { vertex, status }))
+    }
+
+    fn load_all(&self) -> Result<Vec<StoredVertex>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_VERTICES)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = to_id(CF_VERTICES, &k)?;
+            let vertex = decode_vertex(&v)?;
+            if vertex.id != id {
+                return Err(corrupt(CF_VERTICES, "key does not match vertex id"));
+            }
+            let status = self.status_of(&id)?.ok_or_else(|| corrupt(CF_STATUS, "vertex without status"))?;
+            out.push(StoredVertex { vertex, status });
+        }
+        Ok(out)
+    }
+
+    fn finalized_range(&self, from_position: u64, limit: usize) -> Result<Vec<(u64, VertexId)>, StorageError> {
+        let start = from_position.to_be_bytes();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_FINALIZED)?, mode).take(limit) {
+            let (k, v) = item?;
+            let pos: [u8; 8] = k.as_ref().try_into().map_err(|_| corrupt(CF_FINALIZED, "position length"))?;
+            out.push((u64::from_be_bytes(pos), to_id(CF_FINALIZED, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, key.as_bytes())?)
+    }
+}
