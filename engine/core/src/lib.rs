@@ -1,1 +1,29 @@
-//! placeholder
+//! Sans-IO Avalanche DAG consensus core of pqdag (spec sections 2-3, 4.4, 4.5, 5.3).
+//!
+//! The shape follows quinn-proto and raft-rs: the shell calls [`Core::handle`] with the current
+//! monotonic time (microseconds) and one [`Event`], then drains [`Core::poll_action`] and arms a
+//! timer at [`Core::poll_timeout`]. The core never reads a clock, spawns a thread or does I/O;
+//! its randomness is a `ChaCha8Rng` seeded from [`Config::seed`], so a simulator replays it.
+//!
+//! Method classes: getters (`status`, `vertex`, `peer_score`, ...), `handle` (inputs),
+//! mutators (`restore`), and `poll_*` (outputs). Poll order: after every `handle`, drain
+//! `poll_action` until `None`, then read `poll_timeout`.
+//!
+//! Durability contract: a [`Action::Persist`] must be durable before any LATER send action of
+//! the same drained batch is released (raft's persist-before-send). Own vertices are persisted
+//! before they are gossiped. See docs/consensus.md for the design.
+
+mod core;
+mod error;
+mod params;
+mod peers;
+mod types;
+
+pub use crate::core::{Core, CoreStatus, PENDING_MAX, POLL_CLOSED_MAX, REQUESTED_MAX, TIMEOUT_WINDOW, VERTICES_MAX, WATCHED_MAX};
+pub use error::{ConsensusError, ConsensusResult};
+pub use params::{alpha_for, Params, SAMPLE_SIZE_MAX};
+pub use peers::{Misbehaviour, PeerScore, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US};
+pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, ShardMsg, Signer, VertexStatus, SHARDS_MAX};
+
+pub use pqdag_crypto::Domain;
+pub use pqdag_wire::{ConflictKey, NodeId, VertexId};

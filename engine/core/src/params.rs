@@ -1,0 +1,126 @@
+//! Protocol parameters (spec 3.2) with validation and profiles.
+
+use crate::error::{ConsensusError, ConsensusResult};
+
+/// Largest sample size: responder sets are u64 bit masks.
+pub const SAMPLE_SIZE_MAX: usize = 64;
+
+/// Avalanche parameters. Times are microseconds (the core's clock unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// k: peers sampled per poll (spec 3.2: 10/30/40 by network size).
+    pub sample_size: usize,
+    /// alpha: Yes votes for a successful round; must be > k/2.
+    pub alpha: usize,
+    /// beta: consecutive successful rounds needed for finality (FR-005).
+    pub beta: u32,
+    /// Confidence needed for finality (FR-005: 0.95).
+    pub finalization_threshold: f64,
+    /// Rounds after which a still-processing vertex is counted as stalled.
+    pub max_rounds: u32,
+    /// Query timeout (FR-002: 1 s).
+    pub query_timeout_us: u64,
+    /// Parents per new vertex (FR-003: 2).
+    pub parents: usize,
+    /// Time between poll launches (rounds are pipelined, so this sets the round rate).
+    pub poll_interval_us: u64,
+    /// Most polls outstanding at once.
+    pub polls_in_flight_max: usize,
+    /// A vertex is polled only once it is this old locally, so gossip reached most responders.
+    pub poll_min_age_us: u64,
+    /// Ring successors that always receive a new vertex (4.4 tier 1).
+    pub gossip_neighbours: usize,
+    /// Random peers that also receive it (4.4 tier 2).
+    pub gossip_random: usize,
+    /// Period of `Frontier` announcements (5.3 reconciliation).
+    pub frontier_interval_us: u64,
+    /// Peers each announcement goes to.
+    pub frontier_fanout: usize,
+}
+
+impl Params {
+    /// LAN profile: 20 ms rounds, beta 15; p95 finality well under 1 s (NFR-001).
+    ///
+    /// Confidence starts at the first round's ratio (see docs/consensus.md), so with honest
+    /// responders c >= 0.95 from round 1 and finality needs beta rounds: ~15 x 20 ms + gossip.
+    pub fn lan_default() -> Self {
+        Params {
+            sample_size: 20,
+            alpha: 15,
+            beta: 15,
+            finalization_threshold: 0.95,
+            max_rounds: 1000,
+            query_timeout_us: 1_000_000,
+            parents: 2,
+            poll_interval_us: 20_000,
+            polls_in_flight_max: 4,
+            poll_min_age_us: 5_000,
+            gossip_neighbours: 2,
+            gossip_random: 5,
+            frontier_interval_us: 250_000,
+            frontier_fanout: 2,
+        }
+    }
+
+    /// WAN profile: RTTs of 50-200 ms, so more polls in flight and an older poll age.
+    pub fn wan_default() -> Self {
+        Params {
+            poll_interval_us: 25_000,
+            polls_in_flight_max: 12,
+            poll_min_age_us: 150_000,
+            frontier_interval_us: 500_000,
+            ..Self::lan_default()
+        }
+    }
+
+    /// Spec 3.2 tuning by network size, with the small-network rule k = min(k, N-1) and
+    /// alpha = max(floor(k/2)+1, round(0.75 k)).
+    pub fn for_network_size(n: usize) -> Self {
+        Self::lan_default().scaled_to(n)
+    }
+
+    /// Applies the size rules to any profile.
+    pub fn scaled_to(mut self, n: usize) -> Self {
+        let k_target = if n <= 10 { 10 } else if n <= 100 { 20 } else { 30 };
+        let k = k_target.min(n.saturating_sub(1)).max(1);
+        self.sample_size = k;
+        self.alpha = alpha_for(k);
+        self
+    }
+
+    /// Checks the rules of spec 3.2 against a network of `n` nodes.
+    pub fn validate(&self, n: usize) -> ConsensusResult<()> {
+        let bad = |s: String| Err(ConsensusError::InvalidParams(s));
+        if self.sample_size == 0 || self.sample_size > SAMPLE_SIZE_MAX {
+            return bad(format!("k = {} not in 1..={SAMPLE_SIZE_MAX}", self.sample_size));
+        }
+        if n >= 2 && self.sample_size > n - 1 {
+            return bad(format!("k = {} > peers = {}", self.sample_size, n - 1));
+        }
+        if 2 * self.alpha <= self.sample_size || self.alpha > self.sample_size {
+            return bad(format!("alpha = {} must be in (k/2, k] with k = {}", self.alpha, self.sample_size));
+        }
+        if self.beta == 0 {
+            return bad("beta must be >= 1".into());
+        }
+        if !(self.finalization_threshold > 0.0 && self.finalization_threshold <= 1.0) {
+            return bad(format!("finalization threshold {} not in (0, 1]", self.finalization_threshold));
+        }
+        if self.query_timeout_us == 0 || self.poll_interval_us == 0 {
+            return bad("timeouts and intervals must be > 0".into());
+        }
+        if self.parents == 0 || self.parents > pqdag_wire::limits::PARENTS_MAX {
+            return bad(format!("parents = {} not in 1..={}", self.parents, pqdag_wire::limits::PARENTS_MAX));
+        }
+        if self.polls_in_flight_max == 0 || self.max_rounds == 0 {
+            return bad("polls_in_flight_max and max_rounds must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// alpha for a sample of k: a strict majority, about 75 % (spec: "typically 80 %"; 75 % lets
+/// 3 of 4 nodes outvote one Byzantine node, appendix B scenario 2).
+pub fn alpha_for(k: usize) -> usize {
+    (k / 2 + 1).max((3 * k + 2) / 4).min(k.max(1))
+}

@@ -1,0 +1,337 @@
+//! Inputs, outputs and configuration of the core.
+
+use std::sync::Arc;
+
+use pqdag_crypto::Domain;
+use pqdag_wire::{ConflictKey, Evidence, Frontier, NodeId, Query, Response, Vertex, VertexId, VertexReply, VertexRequest};
+
+use crate::params::Params;
+use crate::peers::Misbehaviour;
+
+/// Most shard instances per node (shard sets are u64 masks).
+pub const SHARDS_MAX: u32 = 64;
+
+/// Signs the core's own messages. The engine implements it with ML-DSA-87; the simulator with
+/// a keyed BLAKE3 MAC plus a cost model. Passed in so the core never holds key material.
+pub trait Signer {
+    /// Signature over `msg` under `domain`.
+    fn sign(&self, domain: Domain, msg: &[u8]) -> Vec<u8>;
+}
+
+/// Where a vertex stands. `Final` and `Rejected` are forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VertexStatus {
+    /// Still being polled.
+    Processing,
+    /// Finalized (FR-005).
+    Final,
+    /// Lost a conflict set or descends from a loser (4.5).
+    Rejected,
+}
+
+/// Static configuration of one core instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node.
+    pub me: NodeId,
+    /// Every node of the network, this one included (order irrelevant; sorted inside).
+    pub nodes: Vec<NodeId>,
+    /// Protocol parameters.
+    pub params: Params,
+    /// Seed of the core's RNG (sampling, gossip targets, parent choice).
+    pub seed: u64,
+    /// This instance's shard.
+    pub shard: u32,
+    /// Shards per node (1 = the simple path).
+    pub shard_count: u32,
+}
+
+/// One input to [`crate::Core::handle`]. Every peer message has ALREADY been verified by the
+/// shell (id recomputed, ML-DSA signature checked, bounds checked).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A client submits a payload; the core builds, signs, stores and gossips a vertex.
+    Submit {
+        /// Application bytes.
+        payload: Vec<u8>,
+        /// What the payload spends.
+        conflict_keys: Vec<ConflictKey>,
+        /// Echoed in [`Action::Created`].
+        client_tag: u64,
+        /// Wall clock of the shell (tie-break only).
+        timestamp_ms: u64,
+    },
+    /// A vertex from a peer (gossip).
+    Vertex {
+        /// Sender.
+        from: NodeId,
+        /// The verified vertex.
+        vertex: Arc<Vertex>,
+    },
+    /// A poll from a peer.
+    Query {
+        /// Sender.
+        from: NodeId,
+        /// The verified query.
+        query: Arc<Query>,
+    },
+    /// An answer to one of our polls.
+    Response {
+        /// Sender.
+        from: NodeId,
+        /// The verified response.
+        response: Response,
+    },
+    /// A peer asks for vertices.
+    VertexRequest {
+        /// Sender.
+        from: NodeId,
+        /// The request.
+        request: VertexRequest,
+    },
+    /// Vertices we asked for.
+    VertexReply {
+        /// Sender.
+        from: NodeId,
+        /// The verified vertices.
+        vertices: Vec<Arc<Vertex>>,
+    },
+    /// A peer's tips.
+    Frontier {
+        /// Sender.
+        from: NodeId,
+        /// The announcement.
+        frontier: Frontier,
+    },
+    /// The timer armed at `poll_timeout` fired (spurious calls are harmless).
+    Timer,
+    /// The shell refused a message of `from` (bad signature, malformed): scoring input.
+    InvalidMessage {
+        /// Offender.
+        from: NodeId,
+        /// What was wrong.
+        kind: Misbehaviour,
+    },
+    /// A verified Byzantine alert gossiped by a peer (its evidence is re-checked here).
+    Alert {
+        /// Reporter.
+        from: NodeId,
+        /// Accused.
+        accused: NodeId,
+        /// Proof.
+        evidence: Evidence,
+    },
+    /// A message from another shard of this node (delivered in order).
+    FromShard(ShardMsg),
+}
+
+/// One output of [`crate::Core::poll_action`].
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a vertex to these peers.
+    SendVertex {
+        /// Recipients.
+        to: Vec<NodeId>,
+        /// The vertex.
+        vertex: Arc<Vertex>,
+    },
+    /// Send one signed poll to every sampled peer.
+    SendQuery {
+        /// The sample.
+        to: Vec<NodeId>,
+        /// The signed query.
+        query: Arc<Query>,
+    },
+    /// Answer a poll.
+    SendResponse {
+        /// The querier.
+        to: NodeId,
+        /// The signed response.
+        response: Response,
+    },
+    /// Ask a peer for vertices we miss.
+    RequestVertices {
+        /// The peer believed to have them.
+        to: NodeId,
+        /// The request.
+        request: VertexRequest,
+    },
+    /// Answer a vertex request.
+    SendVertices {
+        /// The requester.
+        to: NodeId,
+        /// The vertices we have.
+        reply: VertexReply,
+    },
+    /// Announce our tips.
+    SendFrontier {
+        /// Recipients.
+        to: Vec<NodeId>,
+        /// The announcement.
+        frontier: Frontier,
+    },
+    /// Make this vertex and status durable BEFORE releasing any later send of this batch.
+    Persist {
+        /// The vertex (shared, never copied).
+        vertex: Arc<Vertex>,
+        /// Its status now.
+        status: VertexStatus,
+    },
+    /// A vertex is final: `position` is its index in this shard's finality order.
+    Finalized {
+        /// The vertex.
+        id: VertexId,
+        /// 1-based position in this shard's finality order (genesis is 0).
+        position: u64,
+        /// Time from local arrival (creation for own vertices) to finality.
+        latency_us: u64,
+    },
+    /// A vertex is rejected forever.
+    Rejected {
+        /// The vertex.
+        id: VertexId,
+    },
+    /// A peer crossed the exclusion score: gossip an alert (with proof when there is one).
+    Alert {
+        /// The accused.
+        peer: NodeId,
+        /// What tipped the score.
+        reason: Misbehaviour,
+        /// Transferable proof, when the misbehaviour has one.
+        evidence: Option<Box<Evidence>>,
+        /// Score after the incident.
+        score: f64,
+    },
+    /// Deliver to another shard of this node (in order).
+    ToShard {
+        /// Target shard.
+        shard: u32,
+        /// The message.
+        msg: ShardMsg,
+    },
+    /// A submission became vertex `id`.
+    Created {
+        /// Tag of the submission.
+        client_tag: u64,
+        /// The vertex.
+        id: VertexId,
+    },
+}
+
+/// Cross-shard facts (docs/consensus.md, "Sharding").
+#[derive(Debug, Clone)]
+pub enum ShardMsg {
+    /// Subscriber holds a child of `id`; the owner reports its status now and on changes, and
+    /// fetches it from `hint` if unknown.
+    Watch {
+        /// Watched vertex.
+        id: VertexId,
+        /// Subscribing shard.
+        subscriber: u32,
+        /// Peer that should have it.
+        hint: NodeId,
+    },
+    /// Status of a watched vertex.
+    Status {
+        /// The vertex.
+        id: VertexId,
+        /// Its status.
+        status: VertexStatus,
+        /// Whether it is strongly preferred at its owner.
+        strong: bool,
+    },
+    /// A vertex created on one shard and owned by the receiver: store, persist and gossip it.
+    Adopt {
+        /// The vertex.
+        vertex: Arc<Vertex>,
+        /// Submission tag.
+        client_tag: u64,
+    },
+    /// `member` (owned by shard `owner`) joins the set of `key` (owned by the receiver).
+    Join {
+        /// Conflict key.
+        key: ConflictKey,
+        /// New member.
+        member: VertexId,
+        /// Member's timestamp (tie-break).
+        timestamp_ms: u64,
+        /// Member's owner shard.
+        owner: u32,
+    },
+    /// `member` had a successful poll round: a snowball input for `key`.
+    Success {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Member.
+        member: VertexId,
+        /// Member's confidence (tie-break).
+        confidence: f64,
+    },
+    /// The preference (or decision) of the set of `key`.
+    Preference {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Preferred member.
+        preferred: VertexId,
+        /// True once the set is decided (then every other member is rejected).
+        decided: bool,
+    },
+    /// `member` met its thresholds: lock the set of `key` for it.
+    Claim {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Claimant.
+        member: VertexId,
+        /// Claimant's owner shard.
+        owner: u32,
+    },
+    /// Answer to a claim.
+    ClaimReply {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Claimant.
+        member: VertexId,
+        /// Lock taken.
+        granted: bool,
+    },
+    /// Drop a lock taken for `member` (another set refused).
+    Release {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Claimant.
+        member: VertexId,
+    },
+    /// `winner` is final: decide the set of `key`.
+    Decide {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Winner.
+        winner: VertexId,
+    },
+}
+
+/// Shard owning a vertex.
+pub fn shard_of_vertex(id: &VertexId, shard_count: u32) -> u32 {
+    (id.prefix_u64() % u64::from(shard_count.max(1))) as u32
+}
+
+/// Shard owning a conflict set.
+pub fn shard_of_key(key: &ConflictKey, shard_count: u32) -> u32 {
+    (key.prefix_u64() % u64::from(shard_count.max(1))) as u32
+}
+
+/// The fixed, well-known genesis vertex every node starts with (final at position 0). It has
+/// no parents and no signature; it is never sent on the wire.
+pub fn genesis() -> Arc<Vertex> {
+    let mut v = Vertex {
+        id: VertexId::default(),
+        parents: Vec::new(),
+        payload: b"pqdag genesis".to_vec(),
+        conflict_keys: Vec::new(),
+        timestamp_ms: 0,
+        creator: NodeId::default(),
+        signature: Vec::new(),
+    };
+    v.id = v.compute_id();
+    Arc::new(v)
+}
