@@ -1,1 +1,8 @@
-//! placeholder
+//! The pqdag node: configuration, key and testnet tooling, and (being built) the thread-per-core
+//! runtime that joins the consensus core, the QUIC transport and RocksDB storage.
+
+pub mod config;
+pub mod export;
+pub mod testnet;
+
+pub use config::{ClusterFile, ClusterNode, ConfigError, NodeConfig};

@@ -1,0 +1,219 @@
+//! The two files an operator edits: `cluster.toml` (shared by every node: who is in the cluster
+//! and the consensus parameters; public keys only) and `config.toml` (one per node: where its key,
+//! data and ports are).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pqdag_crypto::{identity, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// Why a config could not be used. Each is reported as one line and a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or a missing/mistyped field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The content parsed but is not usable.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key file is missing, corrupt or does not match the cluster file.
+    #[error(transparent)]
+    Key(#[from] pqdag_crypto::CryptoError),
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Consensus parameters shared by the cluster (spec 3.2); validated by the core on start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsFile {
+    /// Sample size k (reduced to N-1 on small clusters).
+    pub sample_size: usize,
+    /// Alpha: yes votes out of k for a successful poll; must exceed k/2.
+    pub alpha_threshold: usize,
+    /// Beta: consecutive successful polls to finalize.
+    pub beta_threshold: usize,
+    /// Confidence needed to finalize (FR-005).
+    pub finalization_threshold: f64,
+    /// Query timeout in milliseconds (FR-002: 1000).
+    pub query_timeout_ms: u64,
+}
+
+impl Default for ParamsFile {
+    fn default() -> Self {
+        Self { sample_size: 10, alpha_threshold: 8, beta_threshold: 20, finalization_threshold: 0.95, query_timeout_ms: 1000 }
+    }
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    /// Human name (e.g. `node-0`), used in logs.
+    pub name: String,
+    /// Host or IP the node's peers reach it at.
+    pub host: String,
+    /// Shard s listens on UDP `base_port + s`.
+    pub base_port: u16,
+    /// ML-DSA-87 public key, hex.
+    pub public_key: String,
+}
+
+/// `cluster.toml`: the same file on every node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Shards per node (every node runs the same count: shard s talks to shard s).
+    pub shards: u16,
+    /// Consensus parameters.
+    pub params: ParamsFile,
+    /// The members, in a fixed order (their index is their peer index).
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl ClusterFile {
+    /// Reads and checks a cluster file: at least one node, unique names/keys/endpoints, valid keys.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let c: ClusterFile = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(invalid(path, "no nodes"));
+        }
+        if self.shards == 0 || self.shards > 256 {
+            return Err(invalid(path, format!("shards = {} (must be 1..=256)", self.shards)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.nodes {
+            identity::public_key_from_hex(&n.public_key).map_err(|e| invalid(path, format!("node {}: {e}", n.name)))?;
+            if !seen.insert(n.public_key.clone()) || !seen.insert(n.name.clone()) || !seen.insert(format!("{}:{}", n.host, n.base_port)) {
+                return Err(invalid(path, format!("node {}: duplicate name, key or endpoint", n.name)));
+            }
+            if u32::from(n.base_port) + u32::from(self.shards) > 65536 {
+                return Err(invalid(path, format!("node {}: base_port + shards exceeds 65535", n.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed public keys, in node order.
+    pub fn public_keys(&self) -> Result<Vec<PublicKey>, ConfigError> {
+        self.nodes.iter().map(|n| Ok(identity::public_key_from_hex(&n.public_key)?)).collect()
+    }
+
+    /// Writes the file.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).map_err(|e| invalid(path, e.to_string()))?;
+        std::fs::write(path, text).map_err(|source| ConfigError::Io { path: path.into(), source })
+    }
+}
+
+/// How the node syncs its store (see `pqdag_storage::SyncPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// fsync every batch (default: safe against power loss).
+    #[default]
+    EveryBatch,
+    /// WAL without fsync (survives process crashes only).
+    WalNoSync,
+}
+
+/// `config.toml`: one per node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name in the cluster file.
+    pub name: String,
+    /// Path of `cluster.toml` (relative paths are relative to this config file).
+    pub cluster: PathBuf,
+    /// Folder holding `node.key` and `node.pub`.
+    pub key_dir: PathBuf,
+    /// Folder for RocksDB (one sub-folder per shard).
+    pub data_dir: PathBuf,
+    /// Address the node binds its peer UDP sockets to (port = base_port + shard).
+    pub listen_host: String,
+    /// Client API (submit payloads, stream finality): localhost by default.
+    pub client_addr: SocketAddr,
+    /// Prometheus `/metrics`, `/health`, `/status`.
+    pub metrics_addr: SocketAddr,
+    /// Pin shard s to `cores[s]`; empty = cores 0..shards.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// Store sync policy.
+    #[serde(default)]
+    pub sync: SyncMode,
+    /// Log filter (`RUST_LOG` syntax), overridden by the `RUST_LOG` variable.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// JSON log lines instead of text.
+    #[serde(default)]
+    pub log_json: bool,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+impl NodeConfig {
+    /// Reads a node config; relative paths inside are resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.cluster, &mut c.key_dir, &mut c.data_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Writes the file.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).map_err(|e| invalid(path, e.to_string()))?;
+        std::fs::write(path, text).map_err(|source| ConfigError::Io { path: path.into(), source })
+    }
+
+    /// Loads the cluster file and this node's key, and checks they agree: the node is listed, and
+    /// the key on disk is the one the cluster file names. Returns (cluster, own index, key pair).
+    pub fn resolve(&self, config_path: &Path) -> Result<(ClusterFile, usize, pqdag_crypto::Keypair), ConfigError> {
+        let cluster = ClusterFile::load(&self.cluster)?;
+        let index = cluster
+            .nodes
+            .iter()
+            .position(|n| n.name == self.name)
+            .ok_or_else(|| invalid(config_path, format!("node {:?} is not in {}", self.name, self.cluster.display())))?;
+        let keypair = identity::load_keypair(&self.key_dir)?;
+        if hex::encode(keypair.public().as_bytes()) != cluster.nodes[index].public_key {
+            return Err(invalid(config_path, format!("the key in {} is not the key the cluster file lists for {}", self.key_dir.display(), self.name)));
+        }
+        Ok((cluster, index, keypair))
+    }
+}
