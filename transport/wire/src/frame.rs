@@ -3,6 +3,7 @@
 use rkyv::rancor;
 
 use crate::limits::*;
+use crate::client::*;
 use crate::messages::{bound, *};
 use crate::WireError;
 
@@ -30,6 +31,10 @@ pub enum Kind {
     Frontier = 0x06,
     /// [`Alert`]
     Alert = 0x07,
+    /// [`ClientRequest`](crate::ClientRequest) (client ALPN only)
+    ClientRequest = 0x40,
+    /// [`ClientReply`](crate::ClientReply) (client ALPN only)
+    ClientReply = 0x41,
 }
 
 impl Kind {
@@ -43,6 +48,8 @@ impl Kind {
             0x05 => Kind::VertexReply,
             0x06 => Kind::Frontier,
             0x07 => Kind::Alert,
+            0x40 => Kind::ClientRequest,
+            0x41 => Kind::ClientReply,
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -57,6 +64,8 @@ impl Kind {
             Kind::VertexReply => "vertex_reply",
             Kind::Frontier => "frontier",
             Kind::Alert => "alert",
+            Kind::ClientRequest => "client_request",
+            Kind::ClientReply => "client_reply",
         }
     }
 }
@@ -93,6 +102,19 @@ wire_message!(VertexReply, Kind::VertexReply, |r| {
 });
 wire_message!(Frontier, Kind::Frontier, |f| bound("frontier tips", f.tips.len(), FRONTIER_IDS_MAX));
 wire_message!(Alert, Kind::Alert, |_a| Ok(()));
+wire_message!(ClientRequest, Kind::ClientRequest, |r| match r {
+    ClientRequest::Submit { payload, conflict_keys, .. } => {
+        bound("payload bytes", payload.len(), PAYLOAD_BYTES_MAX)?;
+        bound("conflict keys", conflict_keys.len(), CONFLICT_KEYS_MAX)
+    }
+    ClientRequest::Status { ids, .. } => bound("status ids", ids.len(), crate::client::CLIENT_STATUS_IDS_MAX),
+    ClientRequest::Subscribe => Ok(()),
+});
+wire_message!(ClientReply, Kind::ClientReply, |r| match r {
+    ClientReply::Events { events } => bound("events", events.len(), crate::client::CLIENT_EVENTS_MAX),
+    ClientReply::Statuses { statuses, .. } => bound("statuses", statuses.len(), crate::client::CLIENT_STATUS_IDS_MAX),
+    _ => Ok(()),
+});
 
 /// Encodes a message as a frame. Refuses (never sends) a message that breaks a bound.
 pub fn encode<T: WireMessage>(msg: &T) -> Result<Vec<u8>, WireError> {
@@ -123,6 +145,10 @@ pub enum FrameRef<'a> {
     Frontier(&'a ArchivedFrontier),
     /// A Byzantine alert.
     Alert(&'a ArchivedAlert),
+    /// A client request.
+    ClientRequest(&'a ArchivedClientRequest),
+    /// A client reply.
+    ClientReply(&'a ArchivedClientReply),
 }
 
 impl FrameRef<'_> {
@@ -136,6 +162,8 @@ impl FrameRef<'_> {
             FrameRef::VertexReply(_) => Kind::VertexReply,
             FrameRef::Frontier(_) => Kind::Frontier,
             FrameRef::Alert(_) => Kind::Alert,
+            FrameRef::ClientRequest(_) => Kind::ClientRequest,
+            FrameRef::ClientReply(_) => Kind::ClientReply,
         }
     }
 }
@@ -214,6 +242,16 @@ pub fn decode(frame: &[u8]) -> Result<FrameRef<'_>, WireError> {
                 }
             }
             FrameRef::Alert(a)
+        }
+        Kind::ClientRequest => {
+            let r: &ArchivedClientRequest = access(kind, body)?;
+            crate::client::check_request(r)?;
+            FrameRef::ClientRequest(r)
+        }
+        Kind::ClientReply => {
+            let r: &ArchivedClientReply = access(kind, body)?;
+            crate::client::check_reply(r)?;
+            FrameRef::ClientReply(r)
         }
     })
 }

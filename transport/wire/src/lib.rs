@@ -15,12 +15,17 @@
 //! the rkyv layout, so anyone can re-verify an exported history with an independent ML-DSA-87 and
 //! BLAKE3 implementation.
 
+mod client;
 mod error;
 mod frame;
 pub mod limits;
 mod messages;
 mod types;
 
+pub use client::{
+    ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientRequest, ArchivedClientStatus, ArchivedFinalityEvent,
+    ClientErrorCode, ClientReply, ClientRequest, ClientStatus, FinalityEvent, CLIENT_EVENTS_MAX, CLIENT_STATUS_IDS_MAX,
+};
 pub use error::WireError;
 pub use frame::{decode, encode, FrameRef, Kind, WireMessage, HEADER_BYTES, WIRE_VERSION};
 pub use messages::{

@@ -194,3 +194,19 @@ fn header_errors_are_typed() {
     assert!(matches!(decode(&vec![WIRE_VERSION; FRAME_BYTES_MAX + 1]), Err(WireError::TooLarge { .. })));
     assert!(matches!(decode(&[WIRE_VERSION, 1, 0, 0]), Err(WireError::Invalid { kind: "vertex", .. })));
 }
+
+#[test]
+fn client_messages_round_trip_and_are_bounded() {
+    let req = ClientRequest::Submit { tag: 5, payload: vec![1, 2, 3], conflict_keys: vec![ConflictKey([4; 32])] };
+    let buf = encode(&req).unwrap();
+    let FrameRef::ClientRequest(a) = decode(&buf).unwrap() else { panic!("kind") };
+    assert!(matches!(a, ArchivedClientRequest::Submit { .. }));
+    let rep = ClientReply::Events {
+        events: vec![FinalityEvent { id: VertexId([1; 32]), status: ClientStatus::Final { shard: 0, position: 9 }, latency_us: 1234 }],
+    };
+    let buf = encode(&rep).unwrap();
+    let FrameRef::ClientReply(ArchivedClientReply::Events { events }) = decode(&buf).unwrap() else { panic!("kind") };
+    assert_eq!(events[0].latency_us.to_native(), 1234);
+    let big = ClientRequest::Submit { tag: 1, payload: vec![0; PAYLOAD_BYTES_MAX + 1], conflict_keys: vec![] };
+    assert!(encode(&big).is_err());
+}

@@ -1,0 +1,138 @@
+//! The client API's messages (separate ALPN from the peer protocol): submit payloads, ask a
+//! vertex's status, stream finality events. Same framing and validation as peer frames, with
+//! their own kind bytes (0x40..), so a client frame can never be mistaken for a peer frame.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::limits::{CONFLICT_KEYS_MAX, PAYLOAD_BYTES_MAX};
+use crate::types::{ConflictKey, VertexId};
+
+/// Most ids a client may list in one status request.
+pub const CLIENT_STATUS_IDS_MAX: usize = 1024;
+/// Most events in one event batch.
+pub const CLIENT_EVENTS_MAX: usize = 4096;
+
+/// A request from a client.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub enum ClientRequest {
+    /// Propose a payload. Answered with [`ClientReply::Submitted`] carrying the new vertex id.
+    Submit {
+        /// Client's correlation tag, echoed.
+        tag: u64,
+        /// The payload, at most `PAYLOAD_BYTES_MAX`.
+        payload: Vec<u8>,
+        /// What it spends; at most `CONFLICT_KEYS_MAX`.
+        conflict_keys: Vec<ConflictKey>,
+    },
+    /// Ask the status of vertices.
+    Status {
+        /// Client's correlation tag.
+        tag: u64,
+        /// At most [`CLIENT_STATUS_IDS_MAX`].
+        ids: Vec<VertexId>,
+    },
+    /// Start streaming finality events of vertices created on this node.
+    Subscribe,
+}
+
+/// A vertex's status as the client sees it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub enum ClientStatus {
+    /// Not known to the node.
+    Unknown,
+    /// In the DAG, being decided.
+    Processing,
+    /// Final at this position of its shard's order.
+    Final {
+        /// Shard.
+        shard: u16,
+        /// Position in the shard's finality order.
+        position: u64,
+    },
+    /// Rejected (lost a conflict or descends from a loser).
+    Rejected,
+}
+
+/// One finality event.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct FinalityEvent {
+    /// The vertex.
+    pub id: VertexId,
+    /// Its decided status (`Final` or `Rejected`).
+    pub status: ClientStatus,
+    /// Microseconds from creation on this node to the decision.
+    pub latency_us: u64,
+}
+
+/// A reply or pushed event batch.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub enum ClientReply {
+    /// The payload became this vertex.
+    Submitted {
+        /// The request's tag.
+        tag: u64,
+        /// The vertex id.
+        id: VertexId,
+    },
+    /// Statuses in request order.
+    Statuses {
+        /// The request's tag.
+        tag: u64,
+        /// One per requested id.
+        statuses: Vec<ClientStatus>,
+    },
+    /// Pushed decisions.
+    Events {
+        /// At most [`CLIENT_EVENTS_MAX`].
+        events: Vec<FinalityEvent>,
+    },
+    /// The request was refused.
+    Error {
+        /// The request's tag (0 if unknown).
+        tag: u64,
+        /// Machine-readable code.
+        code: ClientErrorCode,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// Why a client request was refused.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub enum ClientErrorCode {
+    /// Undecodable or out-of-bounds request.
+    Malformed,
+    /// The node is overloaded (too many undecided vertices): retry later.
+    Overloaded,
+    /// The node is not ready (starting, catching up).
+    NotReady,
+    /// An internal failure (storage...).
+    Internal,
+}
+
+pub(crate) fn check_request(r: &ArchivedClientRequest) -> Result<(), crate::WireError> {
+    use crate::messages::bound;
+    match r {
+        ArchivedClientRequest::Submit { payload, conflict_keys, .. } => {
+            bound("payload bytes", payload.len(), PAYLOAD_BYTES_MAX)?;
+            bound("conflict keys", conflict_keys.len(), CONFLICT_KEYS_MAX)
+        }
+        ArchivedClientRequest::Status { ids, .. } => bound("status ids", ids.len(), CLIENT_STATUS_IDS_MAX),
+        ArchivedClientRequest::Subscribe => Ok(()),
+    }
+}
+
+pub(crate) fn check_reply(r: &ArchivedClientReply) -> Result<(), crate::WireError> {
+    use crate::messages::bound;
+    match r {
+        ArchivedClientReply::Statuses { statuses, .. } => bound("statuses", statuses.len(), CLIENT_STATUS_IDS_MAX),
+        ArchivedClientReply::Events { events } => bound("events", events.len(), CLIENT_EVENTS_MAX),
+        ArchivedClientReply::Error { message, .. } => bound("error message", message.len(), 4096),
+        ArchivedClientReply::Submitted { .. } => Ok(()),
+    }
+}
