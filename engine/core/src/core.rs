@@ -1,7 +1,8 @@
 //! The consensus state machine: DAG, pending buffer, conflict sets (Snowball), batched
 //! pipelined polls with transitive credit, finality, scoring, gossip, frontier, sharding.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use pqdag_crypto::hash::SetDigest;
@@ -42,6 +43,26 @@ const PARENT_RECENT_US: u64 = 10_000_000;
 const FETCH_RETRY_US: u64 = 500_000;
 /// Period of exclusion recomputation (decay makes exclusions expire).
 const EXCLUSION_REFRESH_US: u64 = 1_000_000;
+
+/// Hasher for 32-byte BLAKE3-derived keys: the bytes are already uniform, so fold them.
+/// Deterministic (no per-process random state), which keeps simulations replayable.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug)]
 struct Rec {
@@ -240,9 +261,9 @@ impl<S: Signer> Core<S> {
         }
         params.validate(n)?;
         let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != cfg.me).collect();
-        let peer_idx = peers.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        let peer_idx: HashMap<NodeId, usize> = peers.iter().enumerate().map(|(i, p)| (*p, i)).collect();
         let g = genesis();
-        let mut vertices = HashMap::new();
+        let mut vertices = HashMap::default();
         vertices.insert(
             g.id,
             Rec {
@@ -285,14 +306,14 @@ impl<S: Signer> Core<S> {
             vertices,
             processing: BTreeMap::new(),
             seq: 1,
-            sets: HashMap::new(),
-            remote_parents: HashMap::new(),
-            remote_sets: HashMap::new(),
-            watchers: HashMap::new(),
-            pending: HashMap::new(),
+            sets: HashMap::default(),
+            remote_parents: HashMap::default(),
+            remote_sets: HashMap::default(),
+            watchers: HashMap::default(),
+            pending: HashMap::default(),
             pending_order: VecDeque::new(),
-            waiting: HashMap::new(),
-            requested: HashMap::new(),
+            waiting: HashMap::default(),
+            requested: HashMap::default(),
             polls: BTreeMap::new(),
             closed: BTreeMap::new(),
             next_query_seq: 1,
@@ -1070,6 +1091,7 @@ impl<S: Signer> Core<S> {
         if now >= self.exclusion_refresh_at {
             self.refresh_exclusions(now);
         }
+        self.next_poll_at = now + self.params.poll_interval_us;
         let k = self.params.sample_size.min(self.eligible.len());
         if k == 0 {
             return;
@@ -1078,7 +1100,6 @@ impl<S: Signer> Core<S> {
         if ids.is_empty() {
             return;
         }
-        self.next_poll_at = now + self.params.poll_interval_us;
         // Uniform sample without replacement (partial Fisher-Yates).
         let mut pool = self.eligible.clone();
         for i in 0..k {
@@ -1512,6 +1533,8 @@ impl<S: Signer> Core<S> {
         for i in 1..=self.params.gossip_neighbours {
             to.push(self.nodes[(me_pos + i) % n]);
         }
+        // Relays add one random peer to the ring: ~3 copies per node, O(log N) hops.
+        let fan = if own { fan } else { self.params.gossip_neighbours + self.params.gossip_random.min(1) };
         let mut tries = 0;
         while to.len() < fan && tries < fan * 4 {
             tries += 1;

@@ -1,1 +1,112 @@
-fn main() {}
+//! `sim`: runs the deterministic simulator and prints a report (JSON with `--json`).
+
+use clap::Parser;
+use pqdag_sim::{Partition, Profile, SimConfig, Strategy};
+
+/// Deterministic pqdag consensus simulator. A failing run prints its seed: rerun with the same
+/// flags to reproduce it exactly.
+#[derive(Parser, Debug)]
+#[command(name = "sim")]
+struct Args {
+    /// Nodes.
+    #[arg(long)]
+    nodes: usize,
+    /// Master seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Workload duration, virtual seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Shard cores per node.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// Fraction of Byzantine nodes.
+    #[arg(long, default_value_t = 0.0)]
+    byzantine: f64,
+    /// flip-votes | equivocate | withhold | invalid-signatures | malformed
+    #[arg(long, default_value = "flip-votes")]
+    strategy: Strategy,
+    /// Partition `0-2|3-5@START-END` (seconds).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Vertices per second (whole network).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// lan | wan
+    #[arg(long, default_value = "lan")]
+    profile: String,
+    /// Fraction of submissions that are conflicting pairs.
+    #[arg(long, default_value_t = 0.0)]
+    conflict_ratio: f64,
+    /// Message loss probability.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Message duplication probability.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Crash `NODE@AT-RESTART` (seconds).
+    #[arg(long)]
+    crash: Option<String>,
+    /// Liveness budget after the workload (virtual seconds).
+    #[arg(long, default_value_t = 20.0)]
+    liveness_budget: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let a = Args::parse();
+    let mut cfg = SimConfig::new(a.nodes, a.seed, a.duration);
+    cfg.shards = a.shards;
+    cfg.byzantine = a.byzantine;
+    cfg.strategy = a.strategy;
+    cfg.rate = a.rate;
+    cfg.conflict_ratio = a.conflict_ratio;
+    cfg.loss = a.loss;
+    cfg.duplicate = a.duplicate;
+    cfg.liveness_budget_s = a.liveness_budget;
+    cfg.profile = match a.profile.as_str() {
+        "wan" => Profile::Wan,
+        _ => Profile::Lan,
+    };
+    if let Some(p) = &a.partition {
+        match Partition::parse(p, a.duration) {
+            Ok(p) => cfg.partition = Some(p),
+            Err(e) => {
+                eprintln!("bad --partition: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(c) = &a.crash {
+        let parsed = c.split_once('@').and_then(|(n, w)| {
+            let (x, y) = w.split_once('-')?;
+            Some((n.parse().ok()?, (x.parse::<f64>().ok()? * 1e6) as u64, (y.parse::<f64>().ok()? * 1e6) as u64))
+        });
+        match parsed {
+            Some(c) => cfg.crash = Some(c),
+            None => {
+                eprintln!("bad --crash, want NODE@AT-RESTART");
+                std::process::exit(2);
+            }
+        }
+    }
+    let seed = cfg.seed;
+    let r = match pqdag_sim::run(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sim: {e}");
+            std::process::exit(2);
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!("{r:#?}");
+    }
+    if r.safety_violations > 0 || !r.liveness_ok {
+        eprintln!("FAILED: seed {seed} (safety_violations {}, liveness_ok {})", r.safety_violations, r.liveness_ok);
+        std::process::exit(1);
+    }
+}
