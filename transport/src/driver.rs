@@ -548,6 +548,23 @@ impl Driver {
         })
     }
 
+    pub(crate) fn debug_summary(&self) -> String {
+        let c = self.core.borrow();
+        let mut out = String::new();
+        for (h, x) in &c.conns {
+            let st = x.conn.stats();
+            out.push_str(&format!(
+                "conn {h}: verified {} pending {} streams {} parked {} replies {} timeout {:?} path {:?} udp_tx {:?} udp_rx {:?} frame_tx {:?}\n",
+                x.verified, x.pending.len(), x.streams.len(), x.parked.len(), x.replies.len(),
+                x.conn.stats().path.rtt, st.path, st.udp_tx, st.udp_rx, st.frame_tx
+            ));
+        }
+        for (i, p) in c.peers.iter().enumerate() {
+            out.push_str(&format!("peer {i}: conn {:?} queued {}\n", p.conn, p.queue.q.len()));
+        }
+        out
+    }
+
     pub(crate) fn shutdown(&self) {
         {
             let mut c = self.core.borrow_mut();
@@ -655,37 +672,34 @@ impl Conn {
 
     /// Writes as much of `data` as flow control allows; the rest waits for `Writable`.
     fn write_all(&mut self, id: StreamId, data: Vec<u8>) {
-        let mut s = self.conn.send_stream(id);
-        match s.write(&data) {
-            Ok(n) if n == data.len() => {
-                let _ = s.finish();
-            }
-            Ok(n) => {
-                self.pending.insert(id, PendingWrite { data, off: n });
-            }
-            Err(WriteError::Blocked) => {
-                self.pending.insert(id, PendingWrite { data, off: 0 });
-            }
-            Err(_) => {}
-        }
+        self.write_from(id, PendingWrite { data, off: 0 });
     }
 
     fn resume_write(&mut self, id: StreamId) {
-        let Some(mut pw) = self.pending.remove(&id) else { return };
+        if let Some(pw) = self.pending.remove(&id) {
+            self.write_from(id, pw);
+        }
+    }
+
+    fn write_from(&mut self, id: StreamId, mut pw: PendingWrite) {
         let mut s = self.conn.send_stream(id);
-        match s.write(&pw.data[pw.off..]) {
-            Ok(n) => {
-                pw.off += n;
-                if pw.off == pw.data.len() {
-                    let _ = s.finish();
-                } else {
-                    self.pending.insert(id, pw);
+        // A partial write does not register the stream for a `Writable` event: only a write
+        // that returns `Blocked` does. So keep writing until done or blocked.
+        loop {
+            match s.write(&pw.data[pw.off..]) {
+                Ok(n) => {
+                    pw.off += n;
+                    if pw.off == pw.data.len() {
+                        let _ = s.finish();
+                        return;
+                    }
                 }
+                Err(WriteError::Blocked) => {
+                    self.pending.insert(id, pw);
+                    return;
+                }
+                Err(_) => return,
             }
-            Err(WriteError::Blocked) => {
-                self.pending.insert(id, pw);
-            }
-            Err(_) => {}
         }
     }
 

@@ -338,6 +338,12 @@ impl ShardTransport {
         &self.kx
     }
 
+    /// Connection internals, for debugging stalls.
+    #[doc(hidden)]
+    pub fn debug_summary(&self) -> String {
+        self.node.debug_summary()
+    }
+
     /// Closes every connection (peers see an orderly close) and stops the I/O loop.
     pub fn shutdown(&self) {
         self.node.shutdown();
