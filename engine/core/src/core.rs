@@ -157,6 +157,16 @@ struct Poll {
     alpha_at: Option<u64>,
 }
 
+/// A processing vertex in arrival order, with what the poll scheduler needs without lookups.
+#[derive(Debug, Clone, Copy)]
+struct ProcEntry {
+    id: VertexId,
+    arrival_us: u64,
+    /// Sequence of the earliest non-rejected local child (u64::MAX: none): an aged vertex is
+    /// a frontier tip iff this child is not aged.
+    min_child_seq: u64,
+}
+
 struct Closed {
     deadline_us: u64,
     sample: Vec<usize>,
@@ -196,6 +206,7 @@ pub struct Core<S: Signer> {
     signer: S,
     me: NodeId,
     nodes: Vec<NodeId>,
+    me_pos: usize,
     peers: Vec<NodeId>,
     peer_idx: HashMap<NodeId, usize>,
     scores: Vec<PeerScore>,
@@ -206,7 +217,7 @@ pub struct Core<S: Signer> {
     rng: ChaCha8Rng,
     genesis: Arc<Vertex>,
     vertices: HashMap<VertexId, Rec>,
-    processing: BTreeMap<u64, VertexId>,
+    processing: BTreeMap<u64, ProcEntry>,
     seq: u64,
     sets: HashMap<ConflictKey, ConflictSet>,
     remote_parents: HashMap<VertexId, RemoteParent>,
@@ -293,6 +304,7 @@ impl<S: Signer> Core<S> {
             params,
             signer,
             me: cfg.me,
+            me_pos: nodes.iter().position(|x| *x == cfg.me).unwrap_or(0),
             nodes,
             peers,
             peer_idx,
@@ -431,13 +443,7 @@ impl<S: Signer> Core<S> {
         if !self.processing.is_empty() {
             let poll_at = if self.polls.len() < self.params.polls_in_flight_max {
                 // The next aged vertex may only become pollable later.
-                let first_age = self
-                    .processing
-                    .values()
-                    .next()
-                    .and_then(|id| self.vertices.get(id))
-                    .map(|r| r.arrival_us + self.params.poll_min_age_us)
-                    .unwrap_or(0);
+                let first_age = self.processing.values().next().map(|e| e.arrival_us + self.params.poll_min_age_us).unwrap_or(0);
                 self.next_poll_at.max(first_age)
             } else {
                 u64::MAX
@@ -450,7 +456,8 @@ impl<S: Signer> Core<S> {
                 t = t.min(a + (a - p.sent_us).max(1_000));
             }
         }
-        if let Some(c) = self.closed.values().map(|c| c.deadline_us).min() {
+        // Deadlines grow with the query id (constant timeout), so the first closed poll is due first.
+        if let Some(c) = self.closed.values().next().map(|c| c.deadline_us) {
             t = t.min(c);
         }
         Some(t.max(self.now))
@@ -778,6 +785,11 @@ impl<S: Signer> Core<S> {
                         if r.status != VertexStatus::Final || r.children.len() < 4 {
                             r.children.push(id);
                         }
+                        if r.status == VertexStatus::Processing && status == VertexStatus::Processing {
+                            if let Some(e) = self.processing.get_mut(&r.seq) {
+                                e.min_child_seq = e.min_child_seq.min(seq);
+                            }
+                        }
                     }
                 } else if let Some(r) = self.remote_parents.get_mut(p) {
                     r.children.push(id);
@@ -805,7 +817,7 @@ impl<S: Signer> Core<S> {
                 },
             );
             if status == VertexStatus::Processing {
-                self.processing.insert(seq, id);
+                self.processing.insert(seq, ProcEntry { id, arrival_us: now, min_child_seq: u64::MAX });
             } else {
                 self.rejected += 1;
             }
@@ -1057,27 +1069,17 @@ impl<S: Signer> Core<S> {
     /// Aged frontier: processing vertices older than `poll_min_age` with no aged processing
     /// child. Returns (ids, any aged processing vertex).
     fn aged_frontier(&mut self, now: u64) -> Vec<VertexId> {
-        self.poll_no += 1;
-        let mark = self.poll_no;
         let cutoff = now.saturating_sub(self.params.poll_min_age_us);
-        let aged: Vec<VertexId> = self
-            .processing
-            .values()
-            .take_while(|id| self.vertices.get(*id).is_some_and(|r| r.arrival_us <= cutoff))
-            .copied()
-            .collect();
-        for id in &aged {
-            let parents = match self.vertices.get(id) {
-                Some(r) => r.v.clone(),
-                None => continue,
-            };
-            for p in &parents.parents {
-                if let Some(pr) = self.vertices.get_mut(p) {
-                    pr.mark = mark;
-                }
+        let mut last_aged = 0u64;
+        let mut cands: Vec<(u64, VertexId)> = Vec::new();
+        for (&seq, e) in &self.processing {
+            if e.arrival_us > cutoff {
+                break;
             }
+            last_aged = seq;
+            cands.push((e.min_child_seq, e.id));
         }
-        let mut tips: Vec<VertexId> = aged.iter().filter(|id| self.vertices.get(*id).is_some_and(|r| r.mark != mark)).copied().collect();
+        let mut tips: Vec<VertexId> = cands.into_iter().filter(|(c, _)| *c > last_aged).map(|(_, id)| id).collect();
         if tips.len() > QUERY_IDS_MAX {
             tips.drain(..tips.len() - QUERY_IDS_MAX);
         }
@@ -1455,6 +1457,18 @@ impl<S: Signer> Core<S> {
             let (seq, v, children) = (r.seq, r.v.clone(), r.children.clone());
             self.processing.remove(&seq);
             self.rejected += 1;
+            // A rejected child no longer covers its parents: recompute their earliest child.
+            for p in &v.parents {
+                let Some(pr) = self.vertices.get(p) else { continue };
+                if pr.status != VertexStatus::Processing {
+                    continue;
+                }
+                let pseq = pr.seq;
+                let min = pr.children.iter().filter_map(|c| self.vertices.get(c)).filter(|c| c.status != VertexStatus::Rejected).map(|c| c.seq).min().unwrap_or(u64::MAX);
+                if let Some(e) = self.processing.get_mut(&pseq) {
+                    e.min_child_seq = min;
+                }
+            }
             if !quiet {
                 self.push(Action::Persist { vertex: v, status: VertexStatus::Rejected });
                 self.push(Action::Rejected { id: x });
@@ -1502,7 +1516,7 @@ impl<S: Signer> Core<S> {
         if self.peers.is_empty() {
             return;
         }
-        let mut tips: Vec<VertexId> = self.processing.values().rev().filter(|id| self.vertices.get(*id).is_some_and(|r| r.children.is_empty())).take(FRONTIER_IDS_MAX / 2).copied().collect();
+        let mut tips: Vec<VertexId> = self.processing.values().rev().filter(|e| e.min_child_seq == u64::MAX).take(FRONTIER_IDS_MAX / 2).map(|e| e.id).collect();
         tips.extend(self.recent_final.iter().rev().filter(|id| **id != self.genesis.id).take(4));
         if tips.is_empty() {
             return;
@@ -1528,7 +1542,7 @@ impl<S: Signer> Core<S> {
         if n <= fan + 1 {
             return if own { self.peers.clone() } else { Vec::new() };
         }
-        let me_pos = self.nodes.iter().position(|x| *x == self.me).unwrap_or(0);
+        let me_pos = self.me_pos;
         let mut to = Vec::with_capacity(fan);
         for i in 1..=self.params.gossip_neighbours {
             to.push(self.nodes[(me_pos + i) % n]);
@@ -1785,7 +1799,7 @@ impl<S: Signer> Core<S> {
         for q in due {
             self.close_poll(now, q);
         }
-        let expired: Vec<u64> = self.closed.iter().filter(|(_, c)| now >= c.deadline_us).map(|(q, _)| *q).collect();
+        let expired: Vec<u64> = self.closed.iter().take_while(|(_, c)| now >= c.deadline_us).map(|(q, _)| *q).collect();
         for q in expired {
             self.expire_closed(q);
         }
@@ -1813,8 +1827,8 @@ impl<S: Signer> Core<S> {
         assert!(self.requested.len() <= REQUESTED_MAX);
         // Sampled check (the full DAG scan would make debug runs quadratic).
         if self.seq % 64 == 0 {
-            for id in self.processing.values().take(256) {
-                let r = &self.vertices[id];
+            for e in self.processing.values().take(256) {
+                let r = &self.vertices[&e.id];
                 assert_eq!(r.status, VertexStatus::Processing);
             }
         }
