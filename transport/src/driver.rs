@@ -824,13 +824,14 @@ impl Core {
 
     /// Processes everything pending on every connection; collects datagrams to send.
     fn drive_all(&mut self, now: Instant, drv: &Driver) {
+        // Dials for peers with queued frames first, so a new connection is driven (sends its
+        // Initial) in this same round.
+        for p in 0..self.peers.len() {
+            self.maybe_dial(p, now, &drv.shared, false);
+        }
         let handles: Vec<usize> = self.conns.keys().copied().collect();
         for h in handles {
             self.drive(h, now, drv);
-        }
-        // Dials for peers with queued frames.
-        for p in 0..self.peers.len() {
-            self.maybe_dial(p, now, &drv.shared, false);
         }
     }
 

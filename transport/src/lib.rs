@@ -344,7 +344,22 @@ impl ShardTransport {
         self.node.debug_summary()
     }
 
-    /// Closes every connection (peers see an orderly close) and stops the I/O loop.
+    /// Closes every connection and waits (at most 3 s) until they have drained and the I/O
+    /// loop has stopped, so the port is free again. The socket is bound with SO_REUSEPORT
+    /// (glommio's default): a live old socket on the same port would steal datagrams.
+    pub async fn close(self) {
+        self.shutdown();
+        let limit = Instant::now() + Duration::from_secs(3);
+        while !(self.node.stopped.get() && self.client.as_ref().is_none_or(|c| c.stopped.get())) && Instant::now() < limit {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        drop(self);
+        // Let the cancelled receive task be dropped, releasing the socket.
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+
+    /// Closes every connection (peers see an orderly close) and stops the I/O loop once they
+    /// have drained. Also done on drop.
     pub fn shutdown(&self) {
         self.node.shutdown();
         if let Some(c) = &self.client {

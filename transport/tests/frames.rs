@@ -154,8 +154,7 @@ fn lost_peer_is_redialed_after_restart() {
         let a = node(&kps, &peers, 0);
         let b = node(&kps, &peers, 1);
         a.connect(P1, T).await.expect("connect");
-        b.shutdown();
-        drop(b);
+        b.close().await;
         assert!(eventually(T, || !a.is_connected(P1)).await, "a did not notice b closing");
         glommio::timer::sleep(Duration::from_millis(50)).await;
         let b = node(&kps, &peers, 1);
@@ -170,7 +169,7 @@ fn lost_peer_is_redialed_after_restart() {
                 assert_eq!(peer, P0);
                 assert_eq!(bytes, b"\x01\x02after restart");
             }
-            other => panic!("no vertex after restart: {other:?} {:?}", a.stats()),
+            other => panic!("no vertex after restart: {other:?} {:?}\n{}\nB:{}", a.stats(), a.debug_summary(), b.debug_summary()),
         }
         assert!(a.stats().dials >= 2);
     });
