@@ -1,1 +1,4 @@
-//! placeholder
+//! Tools for operators and benchmarks: the load generator (`loadgen`) and shared helpers to find
+//! a cluster's client endpoints.
+
+pub mod targets;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod export;
+pub mod runtime;
 pub mod testnet;
 
 pub use config::{ClusterFile, ClusterNode, ConfigError, NodeConfig};

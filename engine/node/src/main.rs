@@ -45,6 +45,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SyncArg::EveryBatch)]
         sync: SyncArg,
     },
+    /// Run a node until SIGINT/SIGTERM, then flush and exit 0.
+    Run {
+        /// The node's config.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Export the finalized history of a stopped node (jsonl for audit, dot for a picture).
     Export {
         /// The node's config.toml.
@@ -65,9 +71,37 @@ enum SyncArg {
     WalNoSync,
 }
 
+fn init_logging(config: Option<&std::path::Path>) {
+    let cfg = config.and_then(|c| pqdag_node::NodeConfig::load(c).ok());
+    let default = cfg.as_ref().map(|c| c.log.clone()).unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.is_some_and(|c| c.log_json) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(config: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    pqdag_node::runtime::run_node(config, stop)?;
+    Ok("node stopped cleanly".into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(match &cli.command {
+        Command::Run { config } => Some(config.as_path()),
+        _ => None,
+    });
     let result: Result<String, Box<dyn std::error::Error>> = match cli.command {
+        Command::Run { config } => run(&config),
         Command::Keygen { out } => keygen(&out).map(|id| format!("node id {id}; keys in {}", out.display())).map_err(Into::into),
         Command::Testnet { nodes, dir, base_port, shards, sync } => {
             let sync = match sync {

@@ -1,0 +1,256 @@
+//! Prometheus metrics, `/health` and `/status`, served from a plain thread (off the shards).
+//!
+//! Shards update atomics (prometheus-client counters and gauges are atomics; no locks on the
+//! hot path); the per-peer families are refreshed from transport snapshots once per second.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of per-peer series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's name in the cluster file.
+    pub peer: String,
+}
+
+/// Label of per-kind series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// What kind (message kind, misbehaviour...).
+    pub kind: String,
+}
+
+/// Every metric the node exports. Shared by all shards (`Arc`), updated with atomics.
+pub struct Metrics {
+    registry: Registry,
+    /// Payloads accepted from clients.
+    pub submitted: Counter,
+    /// Vertices finalized.
+    pub finalized: Counter,
+    /// Vertices rejected.
+    pub rejected: Counter,
+    /// Vertices currently processing.
+    pub processing: Gauge,
+    /// Poll rounds (queries) sent.
+    pub polls: Counter,
+    /// Responses received and verified.
+    pub responses: Counter,
+    /// Submit-or-arrival to finality, seconds.
+    pub finality_latency: Histogram,
+    /// Query round-trip time, seconds.
+    pub query_rtt: Histogram,
+    /// Signatures verified per batch.
+    pub verify_batch: Histogram,
+    /// Frames refused, by reason.
+    pub invalid: Family<KindLabel, Counter>,
+    /// Byzantine alerts raised, by misbehaviour.
+    pub alerts: Family<KindLabel, Counter>,
+    /// Bytes received per peer.
+    pub peer_bytes_in: Family<PeerLabel, Gauge>,
+    /// Bytes sent per peer.
+    pub peer_bytes_out: Family<PeerLabel, Gauge>,
+    /// Byzantine score per peer (x1000).
+    pub peer_score_milli: Family<PeerLabel, Gauge>,
+    /// Peers with a verified connection (shard 0's view).
+    pub peers_connected: Gauge,
+    /// 1 while more than half of recent polls time out.
+    pub partition_suspected: Gauge,
+    /// Store batches written.
+    pub store_batches: Counter,
+    /// Store write time, seconds.
+    pub store_write: Histogram,
+    /// Process CPU seconds (from /proc) and resident bytes, refreshed on scrape.
+    pub cpu_seconds_milli: Gauge,
+    /// Resident set size in bytes.
+    pub rss_bytes: Gauge,
+}
+
+impl Metrics {
+    /// Builds and registers everything.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pqdag");
+        let latency = || Histogram::new(exponential_buckets(0.001, 1.6, 20));
+        let m = Metrics {
+            submitted: Counter::default(),
+            finalized: Counter::default(),
+            rejected: Counter::default(),
+            processing: Gauge::default(),
+            polls: Counter::default(),
+            responses: Counter::default(),
+            finality_latency: latency(),
+            query_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            verify_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            invalid: Family::default(),
+            alerts: Family::default(),
+            peer_bytes_in: Family::default(),
+            peer_bytes_out: Family::default(),
+            peer_score_milli: Family::default(),
+            peers_connected: Gauge::default(),
+            partition_suspected: Gauge::default(),
+            store_batches: Counter::default(),
+            store_write: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            cpu_seconds_milli: Gauge::default(),
+            rss_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("submitted", "Payloads accepted from clients", m.submitted.clone());
+        registry.register("finalized", "Vertices finalized", m.finalized.clone());
+        registry.register("rejected", "Vertices rejected", m.rejected.clone());
+        registry.register("processing", "Vertices being decided", m.processing.clone());
+        registry.register("polls", "Consensus poll rounds (queries) sent", m.polls.clone());
+        registry.register("responses", "Verified poll responses received", m.responses.clone());
+        registry.register("finality_latency_seconds", "Creation or arrival to finality", m.finality_latency.clone());
+        registry.register("query_rtt_seconds", "Query round-trip time", m.query_rtt.clone());
+        registry.register("verify_batch_size", "Signatures verified per batch", m.verify_batch.clone());
+        registry.register("invalid_frames", "Frames refused, by reason", m.invalid.clone());
+        registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
+        registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
+        registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());
+        registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());
+        registry.register("peers_connected", "Peers with a verified connection", m.peers_connected.clone());
+        registry.register("partition_suspected", "1 while most polls time out", m.partition_suspected.clone());
+        registry.register("store_batches", "Store batches written", m.store_batches.clone());
+        registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
+        registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
+        registry.register("process_resident_bytes", "Resident set size", m.rss_bytes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        refresh_process_stats(self);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn refresh_process_stats(m: &Metrics) {
+    // /proc/self/stat fields 14 and 15: utime and stime in clock ticks (100 Hz on Linux).
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        if let Some(rest) = stat.rsplit(')').next() {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.len() > 13 {
+                let ticks: i64 = f[11].parse::<i64>().unwrap_or(0) + f[12].parse::<i64>().unwrap_or(0);
+                m.cpu_seconds_milli.set(ticks * 10);
+            }
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        if let Some(rss_pages) = statm.split_whitespace().nth(1).and_then(|s| s.parse::<i64>().ok()) {
+            m.rss_bytes.set(rss_pages * 4096);
+        }
+    }
+}
+
+/// What `/status` and `/health` report, per shard; shards write, the HTTP thread reads.
+#[derive(Default)]
+pub struct ShardStatus {
+    /// Finalized vertices (genesis excluded).
+    pub finalized: AtomicU64,
+    /// Rejected vertices.
+    pub rejected: AtomicU64,
+    /// Processing vertices.
+    pub processing: AtomicU64,
+    /// Verified peer connections.
+    pub peers_connected: AtomicU64,
+    /// More than half of recent polls timed out.
+    pub partition_suspected: AtomicBool,
+    /// Storage restored and the loop running.
+    pub running: AtomicBool,
+    /// XOR digest of finalized ids (order-independent), refreshed each loop turn.
+    pub digest: Mutex<[u8; 32]>,
+}
+
+/// Node-wide view for the HTTP thread.
+pub struct NodeStatus {
+    /// Node id, hex.
+    pub node_id: String,
+    /// Node name.
+    pub name: String,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Per shard.
+    pub shards: Vec<Arc<ShardStatus>>,
+}
+
+impl NodeStatus {
+    /// `/status` JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let sum = |f: fn(&ShardStatus) -> u64| self.shards.iter().map(|s| f(s)).sum::<u64>();
+        let mut digest = [0u8; 32];
+        for s in &self.shards {
+            let d = s.digest.lock().map(|g| *g).unwrap_or([0; 32]);
+            digest.iter_mut().zip(d).for_each(|(a, b)| *a ^= b);
+        }
+        serde_json::json!({
+            "node_id": self.node_id,
+            "name": self.name,
+            "finalized": sum(|s| s.finalized.load(Ordering::Relaxed)),
+            "rejected": sum(|s| s.rejected.load(Ordering::Relaxed)),
+            "processing": sum(|s| s.processing.load(Ordering::Relaxed)),
+            "peers_connected": self.shards.first().map(|s| s.peers_connected.load(Ordering::Relaxed)).unwrap_or(0),
+            "partition_suspected": self.shards.iter().any(|s| s.partition_suspected.load(Ordering::Relaxed)),
+            "finalized_set_digest": pqdag_wire::VertexId(digest).to_hex(),
+            "healthy": self.healthy().is_ok(),
+        })
+    }
+
+    /// Healthy = every shard running, connected to a majority of the cluster, no partition
+    /// suspected. The reason when not.
+    pub fn healthy(&self) -> Result<(), String> {
+        for (i, s) in self.shards.iter().enumerate() {
+            if !s.running.load(Ordering::Relaxed) {
+                return Err(format!("shard {i} starting"));
+            }
+            if s.partition_suspected.load(Ordering::Relaxed) {
+                return Err(format!("shard {i}: partition suspected (most polls time out)"));
+            }
+            let connected = s.peers_connected.load(Ordering::Relaxed) as usize;
+            let quorum = self.nodes / 2; // peers needed, besides ourselves, for a majority
+            if connected < quorum {
+                return Err(format!("shard {i}: {connected} peers connected, need {quorum}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves `/metrics`, `/health`, `/status` on `addr` from a dedicated thread until `stop`.
+pub fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, status: Arc<NodeStatus>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("metrics address {addr}: {e}")))?;
+    std::thread::Builder::new().name("pqdag-http".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(200)) else { continue };
+            let (code, body, ctype) = match req.url() {
+                "/metrics" => (200, metrics.encode(), "text/plain; version=0.0.4"),
+                "/status" => (200, status.json().to_string(), "application/json"),
+                "/health" => match status.healthy() {
+                    Ok(()) => (200, "ok\n".to_string(), "text/plain"),
+                    Err(why) => (503, format!("{why}\n"), "text/plain"),
+                },
+                _ => (404, "not found\n".to_string(), "text/plain"),
+            };
+            let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+            if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()) {
+                resp.add_header(h);
+            }
+            let _ = req.respond(resp);
+        }
+    })
+}

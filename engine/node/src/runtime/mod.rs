@@ -1,0 +1,154 @@
+//! The node runtime: one pinned glommio executor per shard, the metrics thread, and signal
+//! handling. See docs/architecture.md.
+
+mod mailbox;
+pub mod metrics;
+pub mod shard;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use pqdag_core::Params;
+use pqdag_storage::SyncPolicy;
+use tracing::{error, info};
+
+use crate::config::{ConfigError, NodeConfig, SyncMode};
+use crate::export::shard_dir;
+use metrics::{Metrics, NodeStatus, ShardStatus};
+use shard::{run_shard, ShardSetup};
+
+/// Why the node could not start or stopped abnormally. Printed as one line; exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Config, cluster file or key problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An address could not be resolved or bound.
+    #[error("{0}")]
+    Address(String),
+    /// A shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// Which.
+        shard: u16,
+        /// Why.
+        message: String,
+    },
+    /// Parameters are invalid for this cluster.
+    #[error("consensus parameters: {0}")]
+    Params(String),
+}
+
+/// Protocol parameters from the cluster file, on top of the LAN profile, for `n` nodes.
+pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeError> {
+    let n = cluster.nodes.len();
+    let p = &cluster.params;
+    let mut params = Params::lan_default();
+    let k = p.sample_size.min(n.saturating_sub(1)).max(1);
+    params.sample_size = k;
+    params.alpha = if k < p.sample_size { pqdag_core::alpha_for(k) } else { p.alpha_threshold };
+    params.beta = u32::try_from(p.beta_threshold).map_err(|_| NodeError::Params("beta too large".into()))?;
+    params.finalization_threshold = p.finalization_threshold;
+    params.query_timeout_us = p.query_timeout_ms.saturating_mul(1000);
+    params.validate(n).map_err(|e| NodeError::Params(e.to_string()))?;
+    Ok(params)
+}
+
+/// A fresh seed per start for the core's sampling RNG (not a key: only needs to differ).
+fn seed_from_os() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, NodeError> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| NodeError::Address(format!("{host}:{port}: {e}")))?
+        .next()
+        .ok_or_else(|| NodeError::Address(format!("{host}:{port}: no address")))
+}
+
+/// Runs the node described by `config_path` until `stop` is set (SIGINT/SIGTERM in the binary).
+pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+    let cfg = NodeConfig::load(config_path)?;
+    let (cluster, me, keypair) = cfg.resolve(config_path)?;
+    let params = params_for(&cluster)?;
+    if cluster.shards != 1 {
+        return Err(NodeError::Params(format!(
+            "cluster has {} shards per node; this version's runtime runs 1 (the core and simulator support more)",
+            cluster.shards
+        )));
+    }
+    let keypair = Arc::new(keypair);
+    let public_keys = cluster.public_keys()?;
+    let metrics = Arc::new(Metrics::new());
+    let shards: Vec<Arc<ShardStatus>> = (0..cluster.shards).map(|_| Arc::new(ShardStatus::default())).collect();
+    let status = Arc::new(NodeStatus {
+        node_id: hex::encode(keypair.public().node_id()),
+        name: cfg.name.clone(),
+        nodes: cluster.nodes.len(),
+        shards: shards.clone(),
+    });
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let http = metrics::serve(cfg.metrics_addr, metrics.clone(), status.clone(), http_stop.clone())
+        .map_err(|e| NodeError::Address(e.to_string()))?;
+    info!(name = %cfg.name, node_id = %status.node_id, nodes = cluster.nodes.len(), shards = cluster.shards, k = params.sample_size, alpha = params.alpha, beta = params.beta, metrics = %cfg.metrics_addr, client = %cfg.client_addr, "starting node");
+
+    let mut handles = Vec::new();
+    for s in 0..cluster.shards {
+        let mut members = Vec::with_capacity(cluster.nodes.len());
+        for (n, pk) in cluster.nodes.iter().zip(&public_keys) {
+            members.push((n.name.clone(), pk.clone(), resolve(&n.host, n.base_port + s)?));
+        }
+        let setup = ShardSetup {
+            shard: s,
+            shard_count: cluster.shards,
+            me,
+            members,
+            keypair: keypair.clone(),
+            params: params.clone(),
+            bind: resolve(&cfg.listen_host, cluster.nodes[me].base_port + s)?,
+            client_bind: (s == 0).then_some(cfg.client_addr),
+            store_dir: shard_dir(&cfg.data_dir, s),
+            sync: match cfg.sync {
+                SyncMode::EveryBatch => SyncPolicy::EveryBatch,
+                SyncMode::WalNoSync => SyncPolicy::WalNoSync,
+            },
+            metrics: metrics.clone(),
+            status: shards[usize::from(s)].clone(),
+            stop: stop.clone(),
+            seed: seed_from_os(),
+        };
+        let placement = match cfg.cores.get(usize::from(s)) {
+            Some(core) => Placement::Fixed(*core),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("pqdag-shard-{s}"))
+            .spin_before_park(Duration::from_micros(200))
+            .spawn(move || async move { run_shard(setup).await.map_err(|e| e.to_string()) })
+            .map_err(|e| NodeError::Shard { shard: s, message: format!("executor: {e}") })?;
+        handles.push((s, handle));
+    }
+    let mut result = Ok(());
+    for (s, h) in handles {
+        let r = match h.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(NodeError::Shard { shard: s, message }),
+            Err(e) => Err(NodeError::Shard { shard: s, message: format!("executor failed: {e}") }),
+        };
+        if let Err(e) = r {
+            error!(error = %e, "shard stopped with an error");
+            stop.store(true, Ordering::Relaxed);
+            result = Err(e);
+        }
+    }
+    http_stop.store(true, Ordering::Relaxed);
+    let _ = http.join();
+    info!("node stopped");
+    result
+}
