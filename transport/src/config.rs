@@ -40,6 +40,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long a duplicate connection (both sides dialed at once) lingers before it is closed,
 /// so frames already in flight on it still arrive.
 pub const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+/// Kernel socket buffer requested each way (SO_RCVBUF/SO_SNDBUF).
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// UDP datagrams sent concurrently by the I/O loop.
 pub const SENDS_IN_FLIGHT_MAX: usize = 32;
 

@@ -371,6 +371,7 @@ pub(crate) struct DriverParams {
 impl Driver {
     pub(crate) fn new(p: DriverParams, shared: Rc<Shared>) -> Result<Rc<Self>, TransportError> {
         let socket = UdpSocket::bind(p.bind).map_err(|e| TransportError::Io(std::io::Error::other(format!("bind {}: {e}", p.bind))))?;
+        set_socket_buffers(&socket);
         let local_addr = socket.local_addr().map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
         let own = p.keypair.as_ref().map_or([0u8; 32], |k| k.public().node_id());
         let mut by_node_id = HashMap::new();
@@ -575,6 +576,27 @@ impl Driver {
             }
         }
         self.kick();
+    }
+}
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] of kernel buffer each way (the `*FORCE` variants first,
+/// which root may use beyond `net.core.rmem_max`). Bursts of a 32 MiB QUIC window otherwise
+/// overflow the default ~200 KiB receive buffer and turn into loss and congestion backoff.
+fn set_socket_buffers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let v = SOCKET_BUFFER_BYTES as libc::c_int;
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for opt in [force, plain] {
+            // SAFETY: `fd` is a valid socket owned by `socket`; the option value is a c_int
+            // that outlives the call, and its size is passed correctly.
+            let r = unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            };
+            if r == 0 {
+                break;
+            }
+        }
     }
 }
 
