@@ -235,6 +235,7 @@ pub struct Core<S: Signer> {
     next_frontier_at: u64,
     poll_no: u64,
     epoch: u64,
+    contested: u64,
     recent: VecDeque<VertexId>,
     recent_final: VecDeque<VertexId>,
     outcomes: VecDeque<bool>,
@@ -268,7 +269,7 @@ impl<S: Signer> Core<S> {
         let n = nodes.len();
         if n >= 2 && params.sample_size > n - 1 {
             params.sample_size = n - 1;
-            params.alpha = crate::params::alpha_for(params.sample_size).max(params.alpha.min(params.sample_size));
+            params.alpha = crate::params::alpha_for(params.sample_size);
         }
         params.validate(n)?;
         let peers: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != cfg.me).collect();
@@ -334,6 +335,7 @@ impl<S: Signer> Core<S> {
             next_frontier_at: 0,
             poll_no: 0,
             epoch: 1,
+            contested: 0,
             recent: VecDeque::new(),
             recent_final,
             outcomes: VecDeque::new(),
@@ -423,6 +425,24 @@ impl<S: Signer> Core<S> {
     /// Whether `peer` is excluded from sampling now.
     pub fn is_excluded(&self, peer: &NodeId) -> bool {
         self.peer_idx.get(peer).is_some_and(|&i| self.scores[i].excluded)
+    }
+
+    /// One line per processing vertex (oldest first, at most `max`): for debugging stuck runs.
+    pub fn debug_processing(&mut self, max: usize) -> Vec<String> {
+        let ids: Vec<VertexId> = self.processing.values().take(max).map(|e| e.id).collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let strong = self.strongly_preferred(&id);
+            let r = &self.vertices[&id];
+            let parents: Vec<String> = r.v.parents.iter().map(|p| format!("{p}:{:?}", self.parent_state(p))).collect();
+            let keys: Vec<String> = r.v.conflict_keys.iter().map(|k| {
+                let local = self.sets.get(k).map(|s| (s.preferred(), s.decided, s.lock, s.members.len()));
+                let remote = self.remote_sets.get(k).map(|s| (s.preferred, s.decided));
+                format!("{}: local {local:?} remote {remote:?}", hex8(&k.0))
+            }).collect();
+            out.push(format!("{id} succ {} conf {:.2} rounds {} strong {strong} claiming {} parents {parents:?} keys {keys:?}", r.successes, r.confidence, r.rounds, r.claiming));
+        }
+        out
     }
 
     /// Current preference of the local conflict set of `key`.
@@ -560,7 +580,7 @@ impl<S: Signer> Core<S> {
             self.reject(id, true);
         }
         self.actions.retain(|a| !matches!(a, Action::Persist { .. } | Action::Finalized { .. } | Action::Rejected { .. } | Action::SendVertex { .. }));
-        self.epoch += 1;
+        self.bump_epoch();
     }
 
     // ------------------------------------------------------------------ submit
@@ -888,6 +908,7 @@ impl<S: Signer> Core<S> {
         let decided = set.decided;
         set.members.push(member.clone());
         let idx = set.members.len() - 1;
+        let newly_contested = set.members.len() == 2 && decided.is_none();
         let mut changed = false;
         if set.members.len() == 1 {
             set.pref = 0;
@@ -907,8 +928,11 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
+        if newly_contested {
+            self.contested += 1;
+        }
         if changed {
-            self.epoch += 1;
+            self.bump_epoch();
         }
         if let Some(w) = decided {
             if w != member.id && member.owner == self.shard {
@@ -1034,8 +1058,12 @@ impl<S: Signer> Core<S> {
     }
 
     fn on_query(&mut self, now: u64, from: NodeId, q: &Query) {
-        let Some(&pi) = self.peer_idx.get(&from) else { return };
-        if self.scores[pi].excluded || q.ids.len() > QUERY_IDS_MAX {
+        if !self.peer_idx.contains_key(&from) {
+            return;
+        }
+        // Queries of excluded peers are still answered: an excluded honest peer (say, one that
+        // restarted after a crash) must be able to catch up; only its votes are ignored.
+        if q.ids.len() > QUERY_IDS_MAX {
             return;
         }
         let mut votes = Vec::with_capacity(q.ids.len());
@@ -1079,7 +1107,36 @@ impl<S: Signer> Core<S> {
             last_aged = seq;
             cands.push((e.min_child_seq, e.id));
         }
-        let mut tips: Vec<VertexId> = cands.into_iter().filter(|(c, _)| *c > last_aged).map(|(_, id)| id).collect();
+        let mut tips: Vec<VertexId> = if self.contested == 0 && self.shard_count == 1 {
+            // Fast path: without contested sets every processing vertex is strongly preferred.
+            cands.into_iter().filter(|(c, _)| *c > last_aged).map(|(_, id)| id).collect()
+        } else {
+            // The strongly-preferred frontier: a vertex is covered only by an aged, strongly
+            // preferred child. Otherwise ancestors whose every child descends from a losing
+            // conflict member would never be credited (and never finalize).
+            self.poll_no += 1;
+            let mark = self.poll_no;
+            let mut out = Vec::new();
+            for (_, id) in cands.into_iter().rev() {
+                let covered = self.vertices.get(&id).is_some_and(|r| r.mark == mark);
+                if !covered {
+                    out.push(id);
+                }
+                if self.strongly_preferred(&id) {
+                    let v = match self.vertices.get(&id) {
+                        Some(r) => r.v.clone(),
+                        None => continue,
+                    };
+                    for p in &v.parents {
+                        if let Some(pr) = self.vertices.get_mut(p) {
+                            pr.mark = mark;
+                        }
+                    }
+                }
+            }
+            out.reverse();
+            out
+        };
         if tips.len() > QUERY_IDS_MAX {
             tips.drain(..tips.len() - QUERY_IDS_MAX);
         }
@@ -1357,9 +1414,8 @@ impl<S: Signer> Core<S> {
         if i != set.pref && ConflictSet::better(&set.members[i], &set.members[set.pref]) {
             set.pref = i;
             let owners: Vec<u32> = set.members.iter().map(|m| m.owner).collect();
-            self.epoch += 1;
             self.broadcast_preference(key, id, false, &owners);
-            self.epoch_changed();
+            self.bump_epoch();
         }
     }
 
@@ -1427,6 +1483,9 @@ impl<S: Signer> Core<S> {
         debug_assert!(set.decided.is_none_or(|w| w == winner), "a conflict set is decided once");
         if set.decided.is_some() {
             return;
+        }
+        if set.members.len() >= 2 {
+            self.contested = self.contested.saturating_sub(1);
         }
         set.decided = Some(winner);
         set.lock = None;
@@ -1647,6 +1706,12 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Invalidates every cached strong preference (a preference, lock or remote fact changed).
+    fn bump_epoch(&mut self) {
+        self.epoch += 1;
+        self.epoch_changed();
+    }
+
     /// After a preference change, watchers of processing vertices learn strong-preference flips.
     fn epoch_changed(&mut self) {
         if self.shard_count == 1 || self.watchers.is_empty() {
@@ -1681,8 +1746,7 @@ impl<S: Signer> Core<S> {
                 e.strong = strong;
                 let children = e.children.clone();
                 if prev != (Some(status), strong) {
-                    self.epoch += 1;
-                    self.epoch_changed();
+                    self.bump_epoch();
                 }
                 if status == VertexStatus::Rejected {
                     for c in children {
@@ -1706,8 +1770,7 @@ impl<S: Signer> Core<S> {
                 rs.decided |= decided;
                 let mine = rs.mine.clone();
                 if changed {
-                    self.epoch += 1;
-                    self.epoch_changed();
+                    self.bump_epoch();
                 }
                 if decided {
                     for m in mine {
@@ -1726,7 +1789,7 @@ impl<S: Signer> Core<S> {
                     _ => false,
                 };
                 if granted {
-                    self.epoch += 1;
+                    self.bump_epoch();
                 }
                 self.push(Action::ToShard { shard: owner, msg: ShardMsg::ClaimReply { key, member, granted } });
             }
@@ -1764,7 +1827,7 @@ impl<S: Signer> Core<S> {
                 if let Some(set) = self.sets.get_mut(&key) {
                     if set.lock == Some(member) {
                         set.lock = None;
-                        self.epoch += 1;
+                        self.bump_epoch();
                     }
                 }
             }

@@ -27,3 +27,6 @@ pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, S
 
 pub use pqdag_crypto::Domain;
 pub use pqdag_wire::{ConflictKey, NodeId, VertexId};
+
+#[cfg(test)]
+mod tests;

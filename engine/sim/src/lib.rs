@@ -1115,6 +1115,35 @@ impl Sim {
         }
     }
 
+    /// Runs, then prints the processing vertices of node `node` (debugging aid).
+    pub fn run_debug(mut self, node: usize) -> Report {
+        let end_us = (self.cfg.duration_s * 1e6) as u64;
+        let budget_us = end_us + (self.cfg.liveness_budget_s * 1e6) as u64;
+        while let Some(Reverse((at, _, slot))) = self.queue.pop() {
+            if at > budget_us {
+                break;
+            }
+            self.now = at;
+            if self.workload_on && at >= end_us {
+                self.workload_on = false;
+            }
+            if let Some(ev) = self.slab[slot].take() {
+                self.free.push(slot);
+                self.step(ev);
+            }
+        }
+        for s in 0..self.cfg.shards as usize {
+            for (p, sc) in self.nodes[node].shards[s].peer_scores() {
+                eprintln!("node {node} shard {s}: peer {p} score {:.2} incidents {} excluded {} convicted {}", sc.score, sc.incidents, sc.excluded, sc.convicted);
+            }
+            eprintln!("{:?}", self.nodes[node].shards[s].status());
+            for l in self.nodes[node].shards[s].debug_processing(6) {
+                eprintln!("node {node} shard {s}: {l}");
+            }
+        }
+        self.report(end_us, None, 0.0)
+    }
+
     /// Observes partition suspicion (the harness polls it during partitions).
     pub fn partition_suspected_any(&self) -> bool {
         self.nodes.iter().any(|n| n.shards.iter().any(|c| c.partition_suspected()))

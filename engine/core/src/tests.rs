@@ -1,0 +1,395 @@
+//! Unit tests of the core rules, on a tiny in-memory network (quinn's `Pair` style): every
+//! action is delivered after 100 us, time jumps to the next timeout, bounded steps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
+
+use crate::*;
+
+struct TestSigner(u8);
+
+impl Signer for TestSigner {
+    fn sign(&self, _domain: Domain, msg: &[u8]) -> Vec<u8> {
+        let mut h = blake3::Hasher::new();
+        h.update(&[self.0]);
+        h.update(msg);
+        h.finalize().as_bytes().to_vec()
+    }
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId([i as u8 + 1; 32])
+}
+
+struct Net {
+    cores: Vec<Core<TestSigner>>,
+    now: u64,
+    queue: BTreeMap<(u64, u64), (usize, Event)>,
+    seq: u64,
+    finalized: Vec<Vec<VertexId>>,
+    rejected: Vec<Vec<VertexId>>,
+    persisted: Vec<Vec<(Arc<Vertex>, VertexStatus)>>,
+    alerts: Vec<(usize, NodeId)>,
+    /// Nodes whose responses are dropped (withholding).
+    mute: Vec<bool>,
+}
+
+impl Net {
+    fn new(n: usize, params: Params) -> Net {
+        let nodes: Vec<NodeId> = (0..n).map(node).collect();
+        let cores = (0..n)
+            .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
+            .collect();
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n] }
+    }
+
+    fn idx(&self, id: &NodeId) -> usize {
+        (id.0[0] - 1) as usize
+    }
+
+    fn push(&mut self, to: usize, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + 100, self.seq), (to, ev));
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(a) = self.cores[i].poll_action() {
+            let me = node(i);
+            match a {
+                Action::SendVertex { to, vertex } => {
+                    for p in to {
+                        let t = self.idx(&p);
+                        self.push(t, Event::Vertex { from: me, vertex: vertex.clone() });
+                    }
+                }
+                Action::SendQuery { to, query } => {
+                    for p in to {
+                        let t = self.idx(&p);
+                        self.push(t, Event::Query { from: me, query: query.clone() });
+                    }
+                }
+                Action::SendResponse { to, response } => {
+                    if !self.mute[i] {
+                        let t = self.idx(&to);
+                        self.push(t, Event::Response { from: me, response });
+                    }
+                }
+                Action::RequestVertices { to, request } => {
+                    let t = self.idx(&to);
+                    self.push(t, Event::VertexRequest { from: me, request });
+                }
+                Action::SendVertices { to, reply } => {
+                    let t = self.idx(&to);
+                    self.push(t, Event::VertexReply { from: me, vertices: reply.vertices.into_iter().map(Arc::new).collect() });
+                }
+                Action::SendFrontier { to, frontier } => {
+                    for p in to {
+                        let t = self.idx(&p);
+                        self.push(t, Event::Frontier { from: me, frontier: frontier.clone() });
+                    }
+                }
+                Action::Persist { vertex, status } => self.persisted[i].push((vertex, status)),
+                Action::Finalized { id, .. } => {
+                    // FR-005: finality needs every parent final first.
+                    let v = self.cores[i].vertex(&id).expect("finalized vertex is held").clone();
+                    for p in &v.parents {
+                        assert_eq!(self.cores[i].vertex_status(p), Some(VertexStatus::Final), "parent final before child");
+                    }
+                    self.finalized[i].push(id);
+                }
+                Action::Rejected { id } => {
+                    assert!(!self.finalized[i].contains(&id), "final is forever");
+                    self.rejected[i].push(id);
+                }
+                Action::Alert { peer, .. } => self.alerts.push((i, peer)),
+                Action::ToShard { .. } | Action::Created { .. } => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, ev: Event) {
+        let _ = self.cores[i].handle(self.now, ev);
+        self.drain(i);
+    }
+
+    fn submit(&mut self, i: usize, keys: Vec<ConflictKey>, tag: u64) {
+        let ts = self.now / 1000;
+        self.handle(i, Event::Submit { payload: tag.to_le_bytes().to_vec(), conflict_keys: keys, client_tag: tag, timestamp_ms: ts });
+    }
+
+    /// Runs until `until` (virtual us), bounded.
+    fn run(&mut self, until: u64) {
+        for _ in 0..2_000_000 {
+            let next_msg = self.queue.keys().next().map(|k| k.0);
+            let next_timer = self.cores.iter().filter_map(|c| c.poll_timeout()).min();
+            let t = match (next_msg, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(u64::MAX),
+            };
+            if t > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(t);
+            if next_msg == Some(t) {
+                let k = *self.queue.keys().next().expect("non-empty");
+                let (to, ev) = self.queue.remove(&k).expect("present");
+                self.handle(to, ev);
+            } else {
+                for i in 0..self.cores.len() {
+                    if self.cores[i].poll_timeout().is_some_and(|x| x <= self.now) {
+                        self.handle(i, Event::Timer);
+                    }
+                }
+            }
+        }
+        panic!("network did not go idle within the step bound");
+    }
+}
+
+fn fast_params() -> Params {
+    let mut p = Params::lan_default();
+    p.poll_min_age_us = 1_000;
+    p
+}
+
+#[test]
+fn params_validation_spec_3_2() {
+    let mut p = Params::lan_default();
+    assert!(p.validate(100).is_ok());
+    p.alpha = 10; // k = 20: alpha must be > k/2
+    assert!(matches!(p.validate(100), Err(ConsensusError::InvalidParams(_))));
+    let mut p = Params::lan_default();
+    p.beta = 0;
+    assert!(p.validate(100).is_err());
+    let p = Params::lan_default();
+    assert!(p.validate(5).is_err(), "k = 20 > peers = 4");
+    let mut p = Params::lan_default();
+    p.finalization_threshold = 1.5;
+    assert!(p.validate(100).is_err());
+    let p = Params::for_network_size(1000);
+    assert_eq!(p.sample_size, 30);
+    assert!(2 * p.alpha > p.sample_size);
+    assert!(Params::for_network_size(4).validate(4).is_ok());
+}
+
+#[test]
+fn small_network_rule_k_min_n_minus_1_spec_3_2() {
+    let net = Net::new(3, Params::lan_default());
+    assert_eq!(net.cores[0].params().sample_size, 2);
+    assert!(2 * net.cores[0].params().alpha > 2);
+    assert!(net.cores[0].params().validate(3).is_ok());
+}
+
+#[test]
+fn happy_path_three_nodes_appendix_b1() {
+    let mut net = Net::new(3, fast_params());
+    net.submit(0, vec![], 1);
+    net.run(2_000_000);
+    for i in 0..3 {
+        assert_eq!(net.finalized[i].len(), 1, "node {i} finalized V1");
+    }
+    let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn finality_needs_ancestors_final_fr_005() {
+    // Checked on every Finalized action by the harness: a chain of vertices finalizes in order.
+    let mut net = Net::new(4, fast_params());
+    for t in 0..30 {
+        net.submit((t % 4) as usize, vec![], t);
+        net.run(net.now + 3_000);
+    }
+    net.run(net.now + 2_000_000);
+    for i in 0..4 {
+        assert_eq!(net.finalized[i].len(), 30);
+        assert_eq!(net.cores[i].status().processing, 0);
+    }
+}
+
+#[test]
+fn losers_and_descendants_rejected_spec_4_5() {
+    let mut net = Net::new(4, fast_params());
+    let key = ConflictKey([9; 32]);
+    net.submit(0, vec![key], 1);
+    net.submit(1, vec![key], 2);
+    net.run(net.now + 300);
+    // A child of node 1's vertex, made by node 2 by hand (parents = node 1's vertex).
+    let v1 = net.persisted[1].iter().find(|(v, _)| v.creator == node(1)).map(|(v, _)| v.id).expect("node 1 vertex");
+    let mut child = Vertex::new_unsigned(vec![v1], b"child".to_vec(), vec![], 1, node(2));
+    child.signature = TestSigner(2).sign(Domain::Vertex, child.signed_bytes());
+    let child = Arc::new(child);
+    for i in 0..4 {
+        net.push(i, Event::Vertex { from: node(2), vertex: child.clone() });
+    }
+    net.run(net.now + 3_000_000);
+    let v0 = net.persisted[0].iter().find(|(v, _)| v.creator == node(0) && v.conflict_keys == vec![key]).map(|(v, _)| v.id).expect("node 0 vertex");
+    for i in 0..4 {
+        let f0 = net.finalized[i].contains(&v0);
+        let f1 = net.finalized[i].contains(&v1);
+        assert!(f0 ^ f1, "exactly one member of the conflict set is final on node {i}");
+        if f0 {
+            assert!(net.rejected[i].contains(&v1));
+            assert!(net.rejected[i].contains(&child.id), "descendant of a loser is rejected");
+        } else {
+            assert!(net.rejected[i].contains(&v0));
+            assert!(net.finalized[i].contains(&child.id));
+        }
+    }
+    let winners: Vec<bool> = (0..4).map(|i| net.finalized[i].contains(&v0)).collect();
+    assert!(winners.windows(2).all(|w| w[0] == w[1]), "the same member wins everywhere");
+}
+
+#[test]
+fn final_is_forever_and_restore_restores_it() {
+    let mut net = Net::new(3, fast_params());
+    for t in 0..10 {
+        net.submit((t % 3) as usize, vec![], t);
+        net.run(net.now + 5_000);
+    }
+    net.run(net.now + 2_000_000);
+    let before = net.cores[1].status();
+    assert_eq!(before.finalized, 10);
+    // Restart node 1 from what it persisted (latest status per vertex, first-persist order).
+    let mut order: Vec<Arc<Vertex>> = Vec::new();
+    let mut status: HashMap<VertexId, VertexStatus> = HashMap::new();
+    for (v, s) in &net.persisted[1] {
+        if status.insert(v.id, *s).is_none() {
+            order.push(v.clone());
+        }
+    }
+    let nodes: Vec<NodeId> = (0..3).map(node).collect();
+    let mut fresh = Core::new(Config { me: node(1), nodes, params: fast_params(), seed: 99, shard: 0, shard_count: 1 }, TestSigner(1)).expect("config");
+    fresh.restore(net.now, order.iter().map(|v| (v.clone(), status[&v.id])));
+    let after = fresh.status();
+    assert_eq!(after.finalized, before.finalized);
+    assert_eq!(after.finalized_digest, before.finalized_digest);
+    for id in &net.finalized[1] {
+        assert_eq!(fresh.vertex_status(id), Some(VertexStatus::Final));
+    }
+    // More traffic never changes a final vertex.
+    net.submit(0, vec![], 100);
+    net.run(net.now + 2_000_000);
+    for id in net.finalized[1].clone() {
+        assert_eq!(net.cores[1].vertex_status(&id), Some(VertexStatus::Final));
+    }
+}
+
+#[test]
+fn scoring_excludes_and_alerts_spec_3_7() {
+    let mut net = Net::new(7, fast_params());
+    let bad = node(6);
+    net.handle(0, Event::InvalidMessage { from: bad, kind: Misbehaviour::InvalidSignature });
+    assert!(!net.cores[0].is_excluded(&bad), "0.5 is not above the threshold");
+    net.handle(0, Event::InvalidMessage { from: bad, kind: Misbehaviour::Malformed });
+    assert!(net.cores[0].is_excluded(&bad));
+    assert!(net.alerts.contains(&(0, bad)));
+    // Decay: 60 s later the peer is back (no proof was involved).
+    net.now += 60_000_000;
+    net.handle(0, Event::Timer);
+    net.submit(0, vec![], 1);
+    net.run(net.now + 10_000);
+    assert!(!net.cores[0].is_excluded(&bad));
+    // One timeout incident of an honest peer does not exclude it.
+    net.handle(0, Event::InvalidMessage { from: node(5), kind: Misbehaviour::ExcessiveTimeouts });
+    assert!(!net.cores[0].is_excluded(&node(5)));
+}
+
+#[test]
+fn score_exclusions_are_capped_at_a_third() {
+    let mut net = Net::new(7, fast_params());
+    for p in 1..7 {
+        for _ in 0..3 {
+            net.handle(0, Event::InvalidMessage { from: node(p), kind: Misbehaviour::Malformed });
+        }
+    }
+    let excluded = (1..7).filter(|&p| net.cores[0].is_excluded(&node(p))).count();
+    assert_eq!(excluded, 2, "at most (N-1)/3 peers excluded without proof");
+}
+
+#[test]
+fn withholding_peer_is_excluded_and_liveness_holds_spec_3_7() {
+    let mut net = Net::new(4, fast_params());
+    net.mute[3] = true;
+    for t in 0..20 {
+        net.submit((t % 3) as usize, vec![], t);
+        net.run(net.now + 20_000);
+    }
+    net.run(net.now + 5_000_000);
+    for i in 0..3 {
+        assert_eq!(net.finalized[i].len(), 20, "honest node {i} finalized everything");
+        assert!(net.cores[i].is_excluded(&node(3)), "withholder excluded by {i}");
+    }
+}
+
+#[test]
+fn pending_buffer_fetches_missing_parents() {
+    let mut net = Net::new(3, fast_params());
+    // Node 0 builds a chain, then node 2 learns only the tip: it must fetch the parents.
+    let mut parent = net.cores[0].genesis_id();
+    let mut tip = None;
+    for i in 0..5u8 {
+        let mut v = Vertex::new_unsigned(vec![parent], vec![i], vec![], 1, node(0));
+        v.signature = TestSigner(0).sign(Domain::Vertex, v.signed_bytes());
+        let v = Arc::new(v);
+        parent = v.id;
+        net.handle(0, Event::Vertex { from: node(0), vertex: v.clone() });
+        tip = Some(v);
+    }
+    let tip = tip.expect("chain");
+    net.handle(2, Event::Vertex { from: node(0), vertex: tip.clone() });
+    assert_eq!(net.cores[2].status().pending, 1);
+    net.run(net.now + 3_000_000);
+    assert_eq!(net.cores[2].vertex_status(&tip.id), Some(VertexStatus::Final));
+    assert_eq!(net.cores[2].status().pending, 0);
+}
+
+#[test]
+fn equivocation_is_proven_and_convicts() {
+    let mut net = Net::new(4, fast_params());
+    let key = ConflictKey([3; 32]);
+    let g = net.cores[0].genesis_id();
+    for tag in 0..2u8 {
+        let mut v = Vertex::new_unsigned(vec![g], vec![tag], vec![key], 1, node(3));
+        v.signature = TestSigner(3).sign(Domain::Vertex, v.signed_bytes());
+        net.handle(0, Event::Vertex { from: node(3), vertex: Arc::new(v) });
+    }
+    assert!(net.cores[0].is_excluded(&node(3)));
+    assert!(net.cores[0].peer_scores().iter().any(|(p, s)| *p == node(3) && s.convicted));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+        /// Random submission schedules with random conflicts: at most one member per set is
+        /// ever final anywhere, and all nodes agree (spec 4.5; invariants asserted inside).
+        #[test]
+        fn random_schedules_agree(seed in 0u64..1000, n in 3usize..6, subs in proptest::collection::vec((0usize..6, 0u8..4, 0u64..20_000), 1..25)) {
+            let mut net = Net::new(n, fast_params());
+            let _ = seed;
+            let mut keys_used: HashMap<u8, Vec<usize>> = HashMap::new();
+            for (tag, (who, key, gap)) in subs.into_iter().enumerate() {
+                let who = who % n;
+                let keys = if key == 0 { vec![] } else {
+                    // One vertex per (key, node): honest nodes never double-spend themselves.
+                    let e = keys_used.entry(key).or_default();
+                    if e.contains(&who) { vec![] } else { e.push(who); vec![ConflictKey([key; 32])] }
+                };
+                net.submit(who, keys, tag as u64);
+                net.run(net.now + gap);
+            }
+            net.run(net.now + 5_000_000);
+            let d0 = net.cores[0].status().finalized_digest;
+            for i in 0..n {
+                prop_assert_eq!(net.cores[i].status().processing, 0);
+                prop_assert_eq!(net.cores[i].status().finalized_digest, d0);
+            }
+        }
+    }
+}
