@@ -799,6 +799,10 @@ fn classify_lost(reason: &ConnectionError) -> (bool, String) {
 }
 
 impl Core {
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], shared: &Shared) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -1056,11 +1060,9 @@ impl Core {
             Failure::Lost(text.clone())
         };
         let slot_peer = c.expected.or(c.peer);
-        let verified = c.verified;
         if let Some(p) = slot_peer {
             if self.peers.get(p).is_some_and(|s| s.conn == Some(h)) {
                 self.peers[p].conn = None;
-                let _ = verified;
                 self.schedule_redial(p, now);
                 self.last_failure.insert(p, failure);
             }
@@ -1142,7 +1144,7 @@ impl Core {
                     } else if mode != Mode::Node {
                         st.reader = FrameReader::new(MAX_CLIENT_FRAME_BYTES);
                     }
-                    let _ = bytes::Buf::advance(&mut data, 1);
+                    bytes::Buf::advance(&mut data, 1);
                 }
                 if let Err(e) = st.reader.push(&data, &mut |f| frames.push(f)) {
                     err = Some(frame_err_code(e));
@@ -1245,7 +1247,6 @@ impl Core {
 
     fn on_proof(&mut self, h: usize, proof: &[u8], now: Instant, drv: &Driver) {
         let shared = &*drv.shared;
-        let mode = self.mode;
         let Some(c) = self.conns.get_mut(&h) else { return };
         if c.verified {
             return;
@@ -1287,7 +1288,6 @@ impl Core {
                 c.peer = Some(p);
                 shared.stats.borrow_mut().handshakes_ok += 1;
                 let dialer_id = if c.dialer { self.own_id } else { self.peers[p].node_id };
-                let _ = mode;
                 // One connection per peer: if another exists, keep the one dialed by the smaller
                 // node id (both sides decide alike); the loser lingers, then closes.
                 let current = self.peers[p].conn;

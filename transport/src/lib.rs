@@ -22,7 +22,6 @@ pub mod frame;
 pub mod identity;
 pub mod tls;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -338,6 +337,11 @@ impl ShardTransport {
         &self.kx
     }
 
+    /// Connections the node endpoint holds (including ones draining or being retired).
+    pub fn open_connections(&self) -> usize {
+        self.node.core.borrow().connection_count()
+    }
+
     /// Connection internals, for debugging stalls.
     #[doc(hidden)]
     pub fn debug_summary(&self) -> String {
@@ -380,7 +384,3 @@ fn check_frame(bytes: &[u8]) -> Result<(), TransportError> {
     }
     Ok(())
 }
-
-// Keeps `RefCell` in scope for doc links of internal modules.
-#[allow(dead_code)]
-type _Unused = RefCell<()>;

@@ -83,3 +83,46 @@ fn a_node_answering_with_another_identity_is_refused() {
         assert_eq!(a.stats().handshakes_ok, 0);
     });
 }
+
+#[test]
+fn simultaneous_dials_settle_on_one_connection() {
+    run(|| async {
+        let (kps, peers) = cluster(2);
+        let a = node(&kps, &peers, 0);
+        let b = node(&kps, &peers, 1);
+        let (ra, rb) = futures_lite::future::zip(a.connect(P1, T), b.connect(P0, T)).await;
+        ra.expect("a connect");
+        rb.expect("b connect");
+        // Both sides pick the connection dialed by the smaller node id; the other closes with
+        // DUPLICATE after the grace period, and traffic keeps flowing both ways.
+        glommio::timer::sleep(pqdag_transport::DUPLICATE_GRACE + Duration::from_millis(300)).await;
+        assert!(a.is_connected(P1) && b.is_connected(P0));
+        assert!(eventually(T, || a.open_connections() == 1 && b.open_connections() == 1).await, "duplicate not retired");
+        for i in 0..20u8 {
+            a.send_vertex(P1, vec![1, 1, i]).expect("a send");
+            b.send_vertex(P0, vec![1, 2, i]).expect("b send");
+        }
+        for (t, tag) in [(&a, 2u8), (&b, 1u8)] {
+            let mut got = Vec::new();
+            while got.len() < 20 {
+                match futures_lite::future::or(async { Some(t.recv().await) }, async {
+                    glommio::timer::sleep(T).await;
+                    None
+                })
+                .await
+                {
+                    Some(pqdag_transport::Incoming::Vertex { bytes, .. }) => {
+                        assert_eq!(bytes[1], tag);
+                        got.push(bytes[2]);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            got.sort_unstable();
+            assert_eq!(got, (0..20).collect::<Vec<u8>>());
+        }
+        // Each side saw two verified handshakes; at most one connection was retired per side.
+        assert_eq!(a.stats().handshakes_ok + b.stats().handshakes_ok, 4, "{:?} {:?}", a.stats(), b.stats());
+        assert!(a.stats().connections_lost <= 1 && b.stats().connections_lost <= 1);
+    });
+}
