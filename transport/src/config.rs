@@ -26,6 +26,9 @@ pub const BI_STREAMS_MAX: u32 = 1024;
 pub const STREAM_WINDOW_BYTES: u32 = 2 << 20;
 /// Per-connection receive window.
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// Per-connection receive window until the peer's ML-DSA proof verifies: an unauthenticated
+/// connection can make us buffer at most this much (the proof itself is ~4.7 KiB).
+pub const PRE_AUTH_WINDOW_BYTES: u32 = 64 << 10;
 /// A connection silent this long is dead. Short, so consensus notices a lost peer quickly.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive interval: five keep-alives fit in one idle timeout, so a few lost packets never

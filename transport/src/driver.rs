@@ -1011,6 +1011,7 @@ impl Core {
         if mode == Mode::ClientServer {
             // Clients are not authenticated: the client endpoint is for load and operators.
             c.verified = true;
+            c.conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW_BYTES));
             shared.stats.borrow_mut().handshakes_ok += 1;
         }
     }
@@ -1286,6 +1287,7 @@ impl Core {
             Ok(p) => {
                 c.verified = true;
                 c.peer = Some(p);
+                c.conn.set_receive_window(VarInt::from_u32(CONNECTION_WINDOW_BYTES));
                 shared.stats.borrow_mut().handshakes_ok += 1;
                 let dialer_id = if c.dialer { self.own_id } else { self.peers[p].node_id };
                 // One connection per peer: if another exists, keep the one dialed by the smaller

@@ -90,7 +90,7 @@ pub(crate) fn transport_config() -> Result<Arc<quinn_proto::TransportConfig>, Tr
     t.max_concurrent_uni_streams(UNI_STREAMS_MAX.into());
     t.max_concurrent_bidi_streams(BI_STREAMS_MAX.into());
     t.stream_receive_window(STREAM_WINDOW_BYTES.into());
-    t.receive_window(CONNECTION_WINDOW_BYTES.into());
+    t.receive_window(PRE_AUTH_WINDOW_BYTES.into()); // raised once the peer is verified
     t.send_window(u64::from(CONNECTION_WINDOW_BYTES));
     t.datagram_receive_buffer_size(None);
     Ok(Arc::new(t))
