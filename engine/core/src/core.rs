@@ -240,6 +240,8 @@ pub struct Core<S: Signer> {
     recent_final: VecDeque<VertexId>,
     outcomes: VecDeque<bool>,
     outcomes_timeouts: usize,
+    /// Last polls: true = closed short of alpha answers (timed out).
+    poll_outcomes: u8,
     actions: VecDeque<Action>,
     final_position: u64,
     finalized: u64,
@@ -340,6 +342,7 @@ impl<S: Signer> Core<S> {
             recent_final,
             outcomes: VecDeque::new(),
             outcomes_timeouts: 0,
+            poll_outcomes: 0,
             actions: VecDeque::new(),
             final_position: 0,
             finalized: 0,
@@ -394,7 +397,8 @@ impl<S: Signer> Core<S> {
 
     /// More than half of the recent peer-queries timed out (spec 5.3 step 1).
     pub fn partition_suspected(&self) -> bool {
-        self.outcomes.len() >= 16 && self.outcomes_timeouts * 2 > self.outcomes.len()
+        // Either most recent peer-queries or most of the last 8 polls timed out.
+        (self.outcomes.len() >= 16 && self.outcomes_timeouts * 2 > self.outcomes.len()) || self.poll_outcomes.count_ones() > 4
     }
 
     /// The vertex with this id, if held (answers `VertexRequest`s).
@@ -1247,9 +1251,11 @@ impl<S: Signer> Core<S> {
         self.polls_completed += 1;
         let k = poll.sample.len();
         let got = poll.responded.count_ones() as usize;
-        if got < poll.alpha {
+        let short = got < poll.alpha;
+        if short {
             self.polls_short += 1;
         }
+        self.poll_outcomes = (self.poll_outcomes << 1) | u8::from(short);
         // Late answers are not timeouts: remember who is missing until the deadline.
         let missing = !poll.responded & if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
         if self.closed.len() >= POLL_CLOSED_MAX {
