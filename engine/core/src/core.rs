@@ -75,6 +75,7 @@ struct Rec {
     successes: u32,
     rounds: u32,
     children: Vec<VertexId>,
+    child_count: u32,
     strong_epoch: u64,
     strong: bool,
     mark: u64,
@@ -290,6 +291,7 @@ impl<S: Signer> Core<S> {
                 successes: 0,
                 rounds: 0,
                 children: Vec::new(),
+                child_count: 0,
                 strong_epoch: 0,
                 strong: true,
                 mark: 0,
@@ -654,7 +656,7 @@ impl<S: Signer> Core<S> {
             if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {
                 continue;
             }
-            let (processing, tip, conf, seq) = (r.status == VertexStatus::Processing, r.children.is_empty(), r.confidence, r.seq);
+            let (processing, tip, conf, seq) = (r.status == VertexStatus::Processing, r.child_count == 0, r.confidence, r.seq);
             if processing && !self.strongly_preferred(&id) {
                 continue;
             }
@@ -806,7 +808,10 @@ impl<S: Signer> Core<S> {
             for p in &v.parents {
                 if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.genesis.id {
                     if let Some(r) = self.vertices.get_mut(p) {
-                        if r.status != VertexStatus::Final || r.children.len() < 4 {
+                        r.child_count += 1;
+                        // Children are needed only while the parent can still be rejected or
+                        // polled; a final vertex keeps just the count (memory).
+                        if r.status != VertexStatus::Final {
                             r.children.push(id);
                         }
                         if r.status == VertexStatus::Processing && status == VertexStatus::Processing {
@@ -831,6 +836,7 @@ impl<S: Signer> Core<S> {
                     successes: 0,
                     rounds: 0,
                     children: Vec::new(),
+                    child_count: 0,
                     strong_epoch: 0,
                     strong: false,
                     mark: 0,
@@ -1047,11 +1053,14 @@ impl<S: Signer> Core<S> {
     }
 
     fn vote_for(&mut self, id: &VertexId) -> Vote {
-        match self.vertices.get(id).map(|r| r.status) {
+        let epoch = self.epoch;
+        match self.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
+            // Cached for this preference epoch: one lookup.
+            Some((VertexStatus::Processing, true, strong)) => if strong { Vote::Yes } else { Vote::No },
             None => Vote::Unknown,
-            Some(VertexStatus::Final) => Vote::Yes,
-            Some(VertexStatus::Rejected) => Vote::No,
-            Some(VertexStatus::Processing) => {
+            Some((VertexStatus::Final, _, _)) => Vote::Yes,
+            Some((VertexStatus::Rejected, _, _)) => Vote::No,
+            Some((VertexStatus::Processing, _, _)) => {
                 if self.strongly_preferred(id) {
                     Vote::Yes
                 } else {
@@ -1282,13 +1291,38 @@ impl<S: Signer> Core<S> {
                 r.mask |= poll.yes[i];
             }
         }
-        let mut touched: Vec<VertexId> = Vec::with_capacity(heap.len() * 2);
+        // Confidence (FR-004), streaks and snowball inputs, fused into the walk: a vertex is
+        // popped after all its children (higher sequence), so its mask is complete.
+        let beta = self.params.beta;
+        let max_rounds = self.params.max_rounds;
+        let mut successes: Vec<(VertexId, f64)> = Vec::new();
+        let mut candidates: Vec<VertexId> = Vec::new();
         while let Some((_, id)) = heap.pop() {
-            let (v, mask) = match self.vertices.get(&id) {
-                Some(r) => (r.v.clone(), r.mask),
+            let (v, mask) = match self.vertices.get_mut(&id) {
+                Some(r) => {
+                    let yes = r.mask.count_ones() as usize;
+                    let ratio = yes as f64 / k as f64;
+                    r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
+                    r.polled = true;
+                    r.rounds += 1;
+                    if r.rounds == max_rounds {
+                        self.stalled += 1;
+                    }
+                    if yes >= poll.alpha {
+                        r.successes += 1;
+                        if !r.v.conflict_keys.is_empty() {
+                            successes.push((id, r.confidence));
+                        }
+                        if r.successes >= beta {
+                            candidates.push(id);
+                        }
+                    } else {
+                        r.successes = 0;
+                    }
+                    (r.v.clone(), r.mask)
+                }
                 None => continue,
             };
-            touched.push(id);
             for p in &v.parents {
                 if let Some(pr) = self.vertices.get_mut(p) {
                     if pr.status != VertexStatus::Processing {
@@ -1303,32 +1337,8 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
-        // Confidence (FR-004) and streaks; snowball counts for successes.
-        let beta = self.params.beta;
-        let mut successes: Vec<(VertexId, f64)> = Vec::new();
-        let mut candidates: Vec<VertexId> = Vec::new();
-        for id in touched.iter().rev() {
-            let Some(r) = self.vertices.get_mut(id) else { continue };
-            let yes = r.mask.count_ones() as usize;
-            let ratio = yes as f64 / k as f64;
-            r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
-            r.polled = true;
-            r.rounds += 1;
-            if r.rounds == self.params.max_rounds {
-                self.stalled += 1;
-            }
-            if yes >= poll.alpha {
-                r.successes += 1;
-                if !r.v.conflict_keys.is_empty() {
-                    successes.push((*id, r.confidence));
-                }
-                if r.successes >= beta {
-                    candidates.push(*id);
-                }
-            } else {
-                r.successes = 0;
-            }
-        }
+        candidates.reverse();
+        successes.reverse();
         for (id, conf) in successes {
             self.snowball_success(id, conf);
         }
@@ -1461,7 +1471,7 @@ impl<S: Signer> Core<S> {
         }
         r.status = VertexStatus::Final;
         r.confidence = 1.0;
-        r.children.shrink_to_fit();
+        r.children = Vec::new();
         let (seq, arrival, v) = (r.seq, r.arrival_us, r.v.clone());
         self.processing.remove(&seq);
         self.final_position += 1;
