@@ -628,18 +628,14 @@ impl<S: Signer> Core<S> {
         if self.contains(&id) {
             return;
         }
+        // `insert` queues Persist before the creator's SendVertex (persist-before-send); when
+        // parents on other shards are not confirmed yet, both happen on release.
         if self.parents_known(&v) {
-            self.insert(now, v.clone(), None, false, false);
+            self.insert(now, v, Some(self.me), true, false);
         } else {
-            // Parents on other shards not yet confirmed: wait for their status.
-            self.pend(v.clone(), self.me, false);
             let missing = self.missing_parents(&v);
+            self.pend(v, self.me, true);
             self.request_missing(now, self.me, &missing);
-        }
-        // Persist was queued by `insert` (or will be on release); send after it (contract).
-        let to = self.gossip_targets(None, true);
-        if !to.is_empty() {
-            self.push(Action::SendVertex { to, vertex: v });
         }
         self.push(Action::Created { client_tag, id });
     }
@@ -866,7 +862,8 @@ impl<S: Signer> Core<S> {
             }
             self.recent.push_back(id);
             if relay && !quiet {
-                let to = self.gossip_targets(from, false);
+                let own = from == Some(self.me);
+                let to = if own { self.gossip_targets(None, true) } else { self.gossip_targets(from, false) };
                 if !to.is_empty() {
                     self.push(Action::SendVertex { to, vertex: v.clone() });
                 }
@@ -1857,8 +1854,7 @@ impl<S: Signer> Core<S> {
                 let ready = self.pending.get(&c).is_some_and(|e| self.parents_known(&e.v));
                 if ready {
                     if let Some(e) = self.pending.remove(&c) {
-                        let own = e.from == self.me;
-                        self.insert(now, e.v, Some(e.from), e.gossip && !own, false);
+                        self.insert(now, e.v, Some(e.from), e.gossip, false);
                     }
                 }
             }
