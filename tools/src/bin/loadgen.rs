@@ -63,6 +63,8 @@ struct State {
     submitted: u64,
     acked: u64,
     refused: u64,
+    /// double spends a node refused to sign (it knew the conflicting vertex)
+    double_spends_refused: u64,
     finalized: u64,
     rejected: u64,
     submit_errors: u64,
@@ -171,16 +173,17 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         let to_send = {
             let s = state.borrow();
             match args.inflight {
-                Some(n) => n.saturating_sub((s.submitted - s.finalized - s.rejected - s.submit_errors - s.refused) as usize) as u64,
+                Some(n) => n.saturating_sub((s.submitted - s.finalized - s.rejected - s.submit_errors - s.refused - s.double_spends_refused) as usize) as u64,
                 None => ((elapsed * args.rate) as u64).saturating_sub(s.submitted),
             }
         };
         for _ in 0..to_send.min(10_000) {
             tag += 1;
-            let node = (tag as usize) % conns.len();
+            let mut node = (tag as usize) % conns.len();
             let key = if args.conflict_ratio > 0.0 && !recent_keys.is_empty() && rng.random_bool(args.conflict_ratio.clamp(0.0, 1.0)) {
-                // Double-spend a recent key, through another node.
-                let (k, _) = recent_keys[rng.random_range(0..recent_keys.len())];
+                // Double-spend a recent key, through another node than the original.
+                let (k, orig) = recent_keys[rng.random_range(0..recent_keys.len())];
+                node = (orig + 1) % conns.len();
                 k
             } else {
                 let k = ConflictKey(rng.random());
@@ -216,7 +219,13 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                             s.open.insert(id, t0);
                         }
                     }
-                    Ok(Ok(FrameRef::ClientReply(ArchivedClientReply::Error { .. }))) => s.refused += 1,
+                    Ok(Ok(FrameRef::ClientReply(ArchivedClientReply::Error { code, .. }))) => {
+                        if matches!(code, pqdag_wire::ArchivedClientErrorCode::Conflict) {
+                            s.double_spends_refused += 1;
+                        } else {
+                            s.refused += 1;
+                        }
+                    }
                     _ => s.submit_errors += 1,
                 }
             })
@@ -253,7 +262,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
     let load_s = args.duration;
     let h = s.latency_us.as_ref();
     let q = |p: f64| h.map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
-    let lost = s.submitted - s.finalized - s.rejected;
+    let lost = s.submitted - s.finalized - s.rejected - s.double_spends_refused - s.refused;
     let summary = serde_json::json!({
         "submitted": s.submitted,
         "acknowledged": s.acked,
@@ -261,6 +270,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         "rejected": s.rejected,
         "lost": lost,
         "refused": s.refused,
+        "double_spends_refused": s.double_spends_refused,
         "submit_errors": s.submit_errors,
         "throughput_vps": s.finalized as f64 / load_s,
         "finality_ms": { "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0) },
@@ -273,7 +283,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
     });
     println!("submitted   {}", s.submitted);
     println!("finalized   {}  ({:.0} vertices/s over {:.0} s)", s.finalized, s.finalized as f64 / load_s, load_s);
-    println!("rejected    {}", s.rejected);
+    println!("rejected    {}  (+ {} double spends refused at submit, {} refused as overload)", s.rejected, s.double_spends_refused, s.refused);
     println!("lost        {}  (neither final nor rejected within the drain window)", lost);
     println!("finality    p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms", q(0.5), q(0.95), q(0.99), h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0));
     if let Some(path) = &args.json {

@@ -113,6 +113,9 @@ pub enum ClientErrorCode {
     NotReady,
     /// An internal failure (storage...).
     Internal,
+    /// The payload spends a conflict key a known vertex already spends (a double spend the
+    /// node will not sign).
+    Conflict,
 }
 
 pub(crate) fn check_request(r: &ArchivedClientRequest) -> Result<(), crate::WireError> {

@@ -371,8 +371,15 @@ impl Shard {
         let answer = match decode(bytes) {
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, payload, conflict_keys })) => {
                 let tag = tag.to_native();
+                let spent = conflict_keys.iter().map(pqdag_wire::ConflictKey::from).find(|k| self.core.preference(k).is_some());
                 if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX {
                     Some(error(tag, ClientErrorCode::Overloaded, format!("{CLIENT_INFLIGHT_MAX} submissions undecided; retry later")))
+                } else if let Some(k) = spent {
+                    // An honest node never signs a vertex conflicting with one it already knows:
+                    // that would make it an equivocator. The double spend is refused here; one
+                    // submitted concurrently elsewhere is decided by consensus (4.5).
+                    self.setup.metrics.invalid.get_or_create(&KindLabel { kind: "client_double_spend".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Conflict, format!("conflict key {k} is already spent by a known vertex")))
                 } else {
                     let internal = self.next_tag;
                     self.next_tag += 1;
