@@ -1,0 +1,231 @@
+//! Real-process tests of the engine (issue 5): `engine run` children, real QUIC with hybrid PQ
+//! TLS, real ML-DSA-87 signatures, real RocksDB. Each test cites the spec criterion it checks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pqdag_wire::{decode, ArchivedClientErrorCode, ArchivedClientReply, ClientStatus, FrameRef, VertexId};
+
+fn is_final(s: &ClientStatus) -> bool {
+    matches!(s, ClientStatus::Final { .. })
+}
+
+/// Waits until every id is decided (final or rejected) on the node behind `c`.
+async fn wait_decided(c: &pqdag_transport::ClientConnection, ids: &[VertexId], timeout: Duration) -> Vec<ClientStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = statuses(c, ids).await;
+        if st.iter().all(|s| is_final(s) || *s == ClientStatus::Rejected) || Instant::now() > deadline {
+            return st;
+        }
+        glommio::timer::Timer::new(Duration::from_millis(200)).await;
+    }
+}
+
+/// Spec 7.1 FS-001 (3-node consensus, 100 %) and FS-005 (conflicts resolved the same everywhere):
+/// 1000 payloads across 3 nodes all finalize, every node holds the same finalized set, and of
+/// each pair of concurrent double spends at most one finalizes, the same one on every node.
+#[test]
+fn three_nodes_finalize_all_payloads_and_resolve_conflicts_identically() {
+    let mut c = Cluster::new(3, 21000);
+    c.start_all();
+    let (ids, pairs) = c.with_clients(&[0, 1, 2], |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 0..1000u64 {
+                let node = (n % 3) as usize;
+                ids.push(submit(&conns[node], n, format!("payload {n}").into_bytes(), key(n)).await.expect("submit"));
+            }
+            // Concurrent double spends through two different nodes.
+            let mut pairs = Vec::new();
+            for p in 0..20u64 {
+                let k = key(1_000_000 + p);
+                let (a, b) = futures_lite::future::zip(
+                    submit(&conns[0], 5000 + p, b"spend A".to_vec(), k),
+                    submit(&conns[1], 6000 + p, b"spend B".to_vec(), k),
+                )
+                .await;
+                pairs.push((a.ok(), b.ok()));
+            }
+            let st = wait_decided(&conns[0], &ids, Duration::from_secs(120)).await;
+            assert!(st.iter().all(is_final), "not all finalized on node 0: {:?}", st.iter().filter(|s| !is_final(s)).count());
+            (ids, pairs)
+        })
+    });
+    let (finalized, _) = c.wait_converged(&[0, 1, 2], Duration::from_secs(120));
+    assert!(finalized >= 1000, "finalized {finalized}");
+    // Every node: the 1000 are final; each conflict pair has at most one winner, the same one.
+    let pair_ids: Vec<VertexId> = pairs.iter().flat_map(|(a, b)| a.iter().chain(b.iter()).copied()).collect();
+    let views: Vec<(Vec<ClientStatus>, Vec<ClientStatus>)> = c.with_clients(&[0, 1, 2], move |conns| {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for conn in &conns {
+                out.push((statuses(conn, &ids).await, wait_decided(conn, &pair_ids, Duration::from_secs(60)).await));
+            }
+            out
+        })
+    });
+    for (i, (plain, pair_st)) in views.iter().enumerate() {
+        assert!(plain.iter().all(is_final), "node {i}: a plain payload is not final");
+        assert_eq!(pair_st, &views[0].1, "node {i} decided the double spends differently");
+    }
+    let mut k = 0;
+    let mut both_accepted = 0;
+    for (a, b) in &pairs {
+        let n = usize::from(a.is_some()) + usize::from(b.is_some());
+        assert!(n >= 1, "both halves of a double spend refused");
+        let winners = views[0].1[k..k + n].iter().filter(|s| is_final(s)).count();
+        assert!(winners <= 1, "a conflict set finalized {winners} members");
+        if n == 2 {
+            both_accepted += 1;
+            assert_eq!(winners, 1, "a contested conflict set must be decided");
+        }
+        k += n;
+    }
+    eprintln!("double spends: {both_accepted} of 20 reached consensus as real conflicts; the rest were refused at submit");
+    for i in 0..3 {
+        assert!(c.stop(i), "node {i} did not exit 0 on SIGTERM");
+    }
+}
+
+/// Spec NFR-004 / 7.4 RS-002 and RS-004: `kill -9` of a node under load; the other two keep
+/// finalizing; the restarted node catches up, and nothing it had finalized is lost or changed.
+#[test]
+fn kill9_under_load_then_restart_loses_nothing_and_catches_up() {
+    let mut c = Cluster::new(3, 22000);
+    c.start_all();
+    let before: Vec<VertexId> = c.with_clients(&[0, 1, 2], |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 0..300u64 {
+                ids.push(submit(&conns[(n % 3) as usize], n, vec![1; 64], key(n)).await.expect("submit"));
+            }
+            let st = wait_decided(&conns[2], &ids, Duration::from_secs(60)).await;
+            assert!(st.iter().all(is_final));
+            ids
+        })
+    });
+    let (_, digest_before) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
+    // Load continues while node 2 dies.
+    let during: Vec<VertexId> = c.with_clients(&[0, 1], |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 300..400u64 {
+                ids.push(submit(&conns[(n % 2) as usize], n, vec![2; 64], key(n)).await.expect("submit"));
+            }
+            ids
+        })
+    });
+    c.kill9(2);
+    let after_kill: Vec<VertexId> = c.with_clients(&[0, 1], |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 400..600u64 {
+                ids.push(submit(&conns[(n % 2) as usize], n, vec![3; 64], key(n)).await.expect("submit"));
+            }
+            let st = wait_decided(&conns[0], &ids, Duration::from_secs(90)).await;
+            assert!(st.iter().all(is_final), "the two survivors must keep finalizing");
+            ids
+        })
+    });
+    let restarted = Instant::now();
+    c.start(2);
+    c.wait_healthy(2, Duration::from_secs(30));
+    let back = restarted.elapsed();
+    let (finalized, digest) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
+    let caught_up = restarted.elapsed();
+    eprintln!("restart: healthy after {back:?}, caught up ({finalized} final) after {caught_up:?}");
+    assert_ne!(digest, digest_before);
+    let all: Vec<VertexId> = before.iter().chain(&during).chain(&after_kill).copied().collect();
+    let st = c.with_clients(&[2], move |conns| Box::pin(async move { statuses(&conns[0], &all).await }));
+    assert!(st.iter().all(is_final), "restarted node lost or never learned a finalized vertex");
+    for i in 0..3 {
+        assert!(c.stop(i));
+    }
+}
+
+/// Spec 7.4 RS-004: the finalized history survives a restart of every node byte for byte.
+#[test]
+fn restart_all_keeps_finalized_history_byte_for_byte() {
+    let mut c = Cluster::new(3, 23000);
+    c.start_all();
+    c.with_clients(&[0, 1, 2], |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 0..150u64 {
+                ids.push(submit(&conns[(n % 3) as usize], n, vec![7; 100], key(n)).await.expect("submit"));
+            }
+            assert!(wait_decided(&conns[0], &ids, Duration::from_secs(60)).await.iter().all(is_final));
+        })
+    });
+    let (finalized, digest) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
+    for i in 0..3 {
+        assert!(c.stop(i), "node {i} did not exit 0 on SIGTERM");
+    }
+    let exports: Vec<Vec<u8>> = c.configs.iter().map(|p| export(p)).collect();
+    for e in &exports {
+        assert_eq!(e.iter().filter(|b| **b == b'\n').count() as u64, finalized, "export holds every finalized vertex");
+    }
+    c.start_all();
+    let (finalized2, digest2) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
+    assert_eq!((finalized2, &digest2), (finalized, &digest), "history changed across a restart");
+    for i in 0..3 {
+        assert!(c.stop(i));
+    }
+    for (i, p) in c.configs.iter().enumerate() {
+        assert_eq!(export(p), exports[i], "node {i}: export differs after restart");
+    }
+}
+
+/// Bad input on the client API gets a typed error reply and loses nothing; the node stays up.
+#[test]
+fn bad_client_input_gets_typed_errors_and_node_stays_up() {
+    let mut c = Cluster::new(3, 24000);
+    c.start_all();
+    c.with_clients(&[0], |conns| {
+        Box::pin(async move {
+            let c0 = &conns[0];
+            for garbage in [vec![0xffu8; 64], vec![1, 0x40, 1, 2, 3], vec![1, 0x01, 0, 0, 0, 0]] {
+                let reply = c0.submit(garbage, Duration::from_secs(5)).await.expect("a reply, not a dropped stream");
+                match decode(&reply) {
+                    Ok(FrameRef::ClientReply(ArchivedClientReply::Error { code, .. })) => {
+                        assert!(matches!(code, ArchivedClientErrorCode::Malformed), "{code:?}")
+                    }
+                    other => panic!("expected a typed error, got {other:?}"),
+                }
+            }
+            // A double spend of a known key is refused with Conflict, not signed.
+            let id = submit(c0, 1, b"first".to_vec(), key(77)).await.expect("submit");
+            let err = submit(c0, 2, b"second".to_vec(), key(77)).await.expect_err("double spend");
+            assert!(err.contains("Conflict"), "{err}");
+            assert!(wait_decided(c0, &[id], Duration::from_secs(30)).await.iter().all(is_final));
+        })
+    });
+    assert!(matches!(c.http(0, "/health"), Some((200, _))));
+    let (code, _) = c.http(0, "/nope").expect("http");
+    assert_eq!(code, 404);
+    let metrics = c.http(0, "/metrics").expect("metrics").1;
+    assert!(metrics.contains("pqdag_invalid_frames_total{kind=\"client_malformed\"} 3"), "{metrics}");
+    for i in 0..3 {
+        assert!(c.stop(i));
+    }
+}
+
+/// Bad configuration: one clear error line and a non-zero exit.
+#[test]
+fn bad_config_is_one_clear_error() {
+    let c = Cluster::new(1, 25000);
+    let out = std::process::Command::new(ENGINE).args(["run", "--config", "/nonexistent/config.toml"]).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("/nonexistent/config.toml"), "{err}");
+    // A port already in use.
+    let cfg = pqdag_node::NodeConfig::load(&c.configs[0]).expect("cfg");
+    let _hold = std::net::TcpListener::bind(cfg.metrics_addr).expect("bind");
+    let out = std::process::Command::new(ENGINE).args(["run", "--config"]).arg(&c.configs[0]).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains(&cfg.metrics_addr.to_string()), "{err}");
+}
