@@ -93,6 +93,8 @@ struct Member {
     timestamp_ms: u64,
     creator: NodeId,
     owner: u32,
+    /// Rejected (e.g. descends from another set's loser): can never be preferred again.
+    rejected: bool,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +109,9 @@ struct ConflictSet {
 
 impl ConflictSet {
     fn better(a: &Member, b: &Member) -> bool {
+        if a.rejected != b.rejected {
+            return b.rejected;
+        }
         // Snowball count first, then spec 4.5.2: confidence, earlier timestamp, lower id.
         (a.count, ordf(a.confidence), std::cmp::Reverse(a.timestamp_ms), std::cmp::Reverse(a.id))
             > (b.count, ordf(b.confidence), std::cmp::Reverse(b.timestamp_ms), std::cmp::Reverse(b.id))
@@ -894,7 +899,7 @@ impl<S: Signer> Core<S> {
             self.push(Action::ToShard { shard: owner, msg: ShardMsg::Join { key, member: v.id, timestamp_ms: v.timestamp_ms, owner: self.shard } });
             return;
         }
-        let member = Member { id: v.id, count: 0, confidence: 0.0, timestamp_ms: v.timestamp_ms, creator: v.creator, owner: self.shard };
+        let member = Member { id: v.id, count: 0, confidence: 0.0, timestamp_ms: v.timestamp_ms, creator: v.creator, owner: self.shard, rejected: false };
         self.join_local(key, member);
     }
 
@@ -1368,7 +1373,9 @@ impl<S: Signer> Core<S> {
     fn expire_closed(&mut self, qid: u64) {
         let Some(c) = self.closed.remove(&qid) else { return };
         let now = self.now;
-        let suspected = self.partition_suspected();
+        // Only the peer-level signal (most peers silent) gates timeout penalties: polls also
+        // come up short when a minority withholds answers, and withholders must be excluded.
+        let suspected = self.outcomes.len() >= 16 && self.outcomes_timeouts * 2 > self.outcomes.len();
         for (pos, &pi) in c.sample.iter().enumerate() {
             let timed_out = c.missing & (1u64 << pos) != 0;
             if self.outcomes.len() >= TIMEOUT_WINDOW {
@@ -1542,11 +1549,43 @@ impl<S: Signer> Core<S> {
                 }
             }
             if !quiet {
-                self.push(Action::Persist { vertex: v, status: VertexStatus::Rejected });
+                self.push(Action::Persist { vertex: v.clone(), status: VertexStatus::Rejected });
                 self.push(Action::Rejected { id: x });
             }
             self.notify_watchers(x);
+            for key in &v.conflict_keys {
+                if shard_of_key(key, self.shard_count) == self.shard {
+                    self.member_rejected(*key, x);
+                } else {
+                    let owner = shard_of_key(key, self.shard_count);
+                    self.push(Action::ToShard { shard: owner, msg: ShardMsg::MemberRejected { key: *key, member: x } });
+                }
+            }
             work.extend(children);
+        }
+    }
+
+    /// A rejected member leaves the race: if it was the preference, the best live member takes
+    /// over (otherwise the set would prefer a vertex that can never win, and stall).
+    fn member_rejected(&mut self, key: ConflictKey, id: VertexId) {
+        let Some(set) = self.sets.get_mut(&key) else { return };
+        let Some(i) = set.index(&id) else { return };
+        set.members[i].rejected = true;
+        if set.decided.is_some() || set.pref != i {
+            return;
+        }
+        let mut best = set.pref;
+        for j in 0..set.members.len() {
+            if ConflictSet::better(&set.members[j], &set.members[best]) {
+                best = j;
+            }
+        }
+        if best != set.pref {
+            set.pref = best;
+            let pref = set.preferred();
+            let owners: Vec<u32> = set.members.iter().map(|m| m.owner).collect();
+            self.broadcast_preference(key, pref, false, &owners);
+            self.bump_epoch();
         }
     }
 
@@ -1772,7 +1811,7 @@ impl<S: Signer> Core<S> {
             }
             ShardMsg::Adopt { vertex, client_tag } => self.adopt(now, vertex, client_tag),
             ShardMsg::Join { key, member, timestamp_ms, owner } => {
-                let m = Member { id: member, count: 0, confidence: 0.0, timestamp_ms, creator: NodeId::default(), owner };
+                let m = Member { id: member, count: 0, confidence: 0.0, timestamp_ms, creator: NodeId::default(), owner, rejected: false };
                 self.join_local(key, m);
             }
             ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),
@@ -1845,6 +1884,7 @@ impl<S: Signer> Core<S> {
                 }
             }
             ShardMsg::Decide { key, winner } => self.decide(key, winner, false),
+            ShardMsg::MemberRejected { key, member } => self.member_rejected(key, member),
         }
     }
 

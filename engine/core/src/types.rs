@@ -301,6 +301,13 @@ pub enum ShardMsg {
         /// Claimant.
         member: VertexId,
     },
+    /// `member` was rejected by its owner (it left the race for the set of `key`).
+    MemberRejected {
+        /// Conflict key.
+        key: ConflictKey,
+        /// Rejected member.
+        member: VertexId,
+    },
     /// `winner` is final: decide the set of `key`.
     Decide {
         /// Conflict key.
