@@ -50,6 +50,37 @@ enum Command {
         /// The node's config.toml.
         #[arg(long)]
         config: PathBuf,
+        /// Check config, cluster file, key, parameters, free ports and host tuning; do not start.
+        #[arg(long)]
+        check_config: bool,
+        /// With --check-config: also resolve and probe every peer's UDP port.
+        #[arg(long, requires = "check_config")]
+        check_peers: bool,
+        /// TEST ONLY: misbehave deliberately (detection and mitigation tests).
+        #[arg(long, hide = true, value_enum)]
+        byzantine: Option<pqdag_node::runtime::byzantine::ByzantineMode>,
+    },
+    /// Write a cluster spread over hosts: DIR/cluster.toml and DIR/<name>/ per host (keys generated
+    /// per node; copy each folder to its host). Re-run with an edited hosts file to add/remove nodes.
+    ClusterConfig {
+        /// One `host`, `host:port` or `name=host:port` per line, or TOML `hosts = [...]`.
+        #[arg(long)]
+        hosts: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Peer UDP port of hosts listed without one; client API = +18, metrics = +19.
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// Bind address of every node [default: the host if it is an IP, else 0.0.0.0].
+        #[arg(long)]
+        listen_host: Option<String>,
+        /// data_dir written into each config.toml (relative = beside it).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Store sync policy of the nodes.
+        #[arg(long, value_enum, default_value_t = SyncArg::EveryBatch)]
+        sync: SyncArg,
     },
     /// Export the finalized history of a stopped node (jsonl for audit, dot for a picture).
     Export {
@@ -83,25 +114,34 @@ fn init_logging(config: Option<&std::path::Path>) {
     }
 }
 
-fn run(config: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+fn run(config: &std::path::Path, byzantine: Option<pqdag_node::runtime::byzantine::ByzantineMode>) -> Result<String, Box<dyn std::error::Error>> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    pqdag_node::runtime::run_node(config, stop)?;
+    pqdag_node::runtime::run_node(config, stop, byzantine)?;
     Ok("node stopped cleanly".into())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(match &cli.command {
-        Command::Run { config } => Some(config.as_path()),
+        Command::Run { config, check_config: false, .. } => Some(config.as_path()),
         _ => None,
     });
     let result: Result<String, Box<dyn std::error::Error>> = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, check_config: true, check_peers, .. } => pqdag_node::check::run_check(&config, check_peers).map_err(Into::into),
+        Command::Run { config, byzantine, .. } => run(&config, byzantine),
+        Command::ClusterConfig { hosts, dir, base_port, listen_host, data_dir, sync } => {
+            let sync = match sync {
+                SyncArg::EveryBatch => SyncMode::EveryBatch,
+                SyncArg::WalNoSync => SyncMode::WalNoSync,
+            };
+            let spec = pqdag_node::cluster_config::ClusterConfigSpec { hosts_file: hosts, dir, base_port, listen_host, data_dir, sync };
+            pqdag_node::cluster_config::run_cluster_config(&spec).map_err(Into::into)
+        }
         Command::Keygen { out } => keygen(&out).map(|id| format!("node id {id}; keys in {}", out.display())).map_err(Into::into),
         Command::Testnet { nodes, dir, base_port, shards, sync } => {
             let sync = match sync {
