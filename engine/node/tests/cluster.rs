@@ -29,6 +29,7 @@ async fn wait_decided(c: &pqdag_transport::ClientConnection, ids: &[VertexId], t
 /// each pair of concurrent double spends at most one finalizes, the same one on every node.
 #[test]
 fn three_nodes_finalize_all_payloads_and_resolve_conflicts_identically() {
+    let _serial = cluster_lock();
     let mut c = Cluster::new(3, 21000);
     c.start_all();
     let (ids, pairs) = c.with_clients(&[0, 1, 2], |conns| {
@@ -94,6 +95,7 @@ fn three_nodes_finalize_all_payloads_and_resolve_conflicts_identically() {
 /// finalizing; the restarted node catches up, and nothing it had finalized is lost or changed.
 #[test]
 fn kill9_under_load_then_restart_loses_nothing_and_catches_up() {
+    let _serial = cluster_lock();
     let mut c = Cluster::new(3, 22000);
     c.start_all();
     let before: Vec<VertexId> = c.with_clients(&[0, 1, 2], |conns| {
@@ -149,6 +151,7 @@ fn kill9_under_load_then_restart_loses_nothing_and_catches_up() {
 /// Spec 7.4 RS-004: the finalized history survives a restart of every node byte for byte.
 #[test]
 fn restart_all_keeps_finalized_history_byte_for_byte() {
+    let _serial = cluster_lock();
     let mut c = Cluster::new(3, 23000);
     c.start_all();
     c.with_clients(&[0, 1, 2], |conns| {
@@ -182,6 +185,7 @@ fn restart_all_keeps_finalized_history_byte_for_byte() {
 /// Bad input on the client API gets a typed error reply and loses nothing; the node stays up.
 #[test]
 fn bad_client_input_gets_typed_errors_and_node_stays_up() {
+    let _serial = cluster_lock();
     let mut c = Cluster::new(3, 24000);
     c.start_all();
     c.with_clients(&[0], |conns| {
@@ -216,6 +220,7 @@ fn bad_client_input_gets_typed_errors_and_node_stays_up() {
 /// Bad configuration: one clear error line and a non-zero exit.
 #[test]
 fn bad_config_is_one_clear_error() {
+    let _serial = cluster_lock();
     let c = Cluster::new(1, 25000);
     let out = std::process::Command::new(ENGINE).args(["run", "--config", "/nonexistent/config.toml"]).output().expect("run");
     assert!(!out.status.success());

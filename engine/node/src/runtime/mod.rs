@@ -1,6 +1,7 @@
 //! The node runtime: one pinned glommio executor per shard, the metrics thread, and signal
 //! handling. See docs/architecture.md.
 
+pub mod byzantine;
 mod mailbox;
 pub mod metrics;
 pub mod shard;
@@ -73,7 +74,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, NodeError> {
 }
 
 /// Runs the node described by `config_path` until `stop` is set (SIGINT/SIGTERM in the binary).
-pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), NodeError> {
+pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byzantine::ByzantineMode>) -> Result<(), NodeError> {
     let cfg = NodeConfig::load(config_path)?;
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
@@ -84,6 +85,9 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), NodeErr
         )));
     }
     let keypair = Arc::new(keypair);
+    if let Some(mode) = byzantine {
+        tracing::warn!(?mode, "BYZANTINE TEST MODE: this node deliberately misbehaves; never run it in production");
+    }
     let public_keys = cluster.public_keys()?;
     let metrics = Arc::new(Metrics::new());
     let shards: Vec<Arc<ShardStatus>> = (0..cluster.shards).map(|_| Arc::new(ShardStatus::default())).collect();
@@ -122,6 +126,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>) -> Result<(), NodeErr
             status: shards[usize::from(s)].clone(),
             stop: stop.clone(),
             seed: seed_from_os(),
+            byzantine,
         };
         let placement = match cfg.cores.get(usize::from(s)) {
             Some(core) => Placement::Fixed(*core),

@@ -79,6 +79,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     /// Seed of the core's RNG.
     pub seed: u64,
+    /// Test-only misbehaviour (hidden `--byzantine` flag).
+    pub byzantine: Option<super::byzantine::ByzantineMode>,
 }
 
 /// Errors that stop a shard (reported by the node, which exits non-zero).
@@ -132,6 +134,7 @@ struct Shard {
     next_tag: u64,
     outstanding: usize,
     last_stats: Instant,
+    last_flood: Instant,
 }
 
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
@@ -185,6 +188,7 @@ impl Shard {
             next_tag: 1,
             outstanding: 0,
             last_stats: start,
+            last_flood: start,
             setup,
         })
     }
@@ -284,6 +288,15 @@ impl Shard {
     }
 
     fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>) {
+        if self.setup.byzantine == Some(super::byzantine::ByzantineMode::Flood) && self.last_flood.elapsed() >= Duration::from_millis(10) {
+            self.last_flood = Instant::now();
+            self.next_tag += 1;
+            let junk = super::byzantine::flood(self.node_ids[self.setup.me], self.next_tag);
+            let peers: Vec<PeerId> = (0..self.node_ids.len()).filter(|i| *i != self.setup.me).map(PeerId).collect();
+            for j in &junk {
+                self.transport.broadcast_vertex(&peers, j);
+            }
+        }
         let mut unverified = Vec::new();
         let mut events = Vec::new();
         for inc in incoming {
@@ -573,6 +586,7 @@ impl Shard {
         for a in actions {
             match a {
                 Action::Persist { .. } => {}
+                Action::SendVertex { to, vertex } if self.byzantine_vertex(&to, &vertex) => {}
                 Action::SendVertex { to, vertex } => {
                     if let Ok(bytes) = encode(&*vertex) {
                         let peers: Vec<PeerId> = to.iter().filter_map(|n| self.peer_of(n)).collect();
@@ -599,7 +613,13 @@ impl Shard {
                     self.setup.metrics.polls.inc();
                 }
                 Action::SendResponse { to, response } => {
-                    if let (Some(reply), Ok(bytes)) = (self.pending_responses.remove(&(to, response.query_id)), encode(&response)) {
+                    let Some(reply) = self.pending_responses.remove(&(to, response.query_id)) else { continue };
+                    let bytes = match self.setup.byzantine {
+                        Some(mode) => super::byzantine::tamper_response(mode, &self.setup.keypair, response),
+                        None => encode(&response).ok(),
+                    };
+                    // Withholding drops the responder: the asker's stream is reset.
+                    if let Some(bytes) = bytes {
                         let _ = reply.send(bytes);
                     }
                 }
@@ -666,6 +686,23 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Byzantine test modes: sends a tampered own vertex instead of the honest one. Returns
+    /// whether it handled the action.
+    fn byzantine_vertex(&mut self, to: &[NodeId], vertex: &Vertex) -> bool {
+        let Some(mode) = self.setup.byzantine else { return false };
+        if vertex.creator != self.node_ids[self.setup.me] {
+            return false;
+        }
+        let Some((first, second)) = super::byzantine::tamper_own_vertex(mode, &self.setup.keypair, vertex) else { return false };
+        let _ = to;
+        // Split every peer in two halves so each half sees a different story.
+        let peers: Vec<PeerId> = (0..self.node_ids.len()).filter(|i| *i != self.setup.me).map(PeerId).collect();
+        let (a, b) = peers.split_at(peers.len() / 2);
+        self.transport.broadcast_vertex(a, &first);
+        self.transport.broadcast_vertex(b, &second);
+        true
     }
 
     fn send_vertices(&mut self, to: NodeId, reply: VertexReply) {

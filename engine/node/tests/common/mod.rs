@@ -18,6 +18,21 @@ use pqdag_wire::{
 
 pub const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
 
+/// Multi-process clusters share two cores: tests that run one take this lock so they run one at
+/// a time (each is then closer to what it measures).
+pub fn cluster_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A metric's value summed over label sets, from Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub children: Vec<Option<Child>>,
@@ -54,10 +69,16 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts node `i` with extra `engine run` arguments (e.g. `--byzantine flip-votes`).
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).expect("log");
         let child = Command::new(ENGINE)
             .args(["run", "--config"])
             .arg(&self.configs[i])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
