@@ -217,6 +217,8 @@ pub struct Core<S: Signer> {
     peer_idx: HashMap<NodeId, usize>,
     scores: Vec<PeerScore>,
     eligible: Vec<usize>,
+    /// Per peer: the shell reported its connection down (see `Event::PeerReachability`).
+    unreachable: Vec<bool>,
     exclusion_refresh_at: u64,
     shard: u32,
     shard_count: u32,
@@ -308,6 +310,7 @@ impl<S: Signer> Core<S> {
         );
         let eligible = (0..peers.len()).collect();
         let scores = vec![PeerScore::default(); peers.len()];
+        let unreachable = vec![false; peers.len()];
         let mut recent_final = VecDeque::new();
         recent_final.push_back(g.id);
         Ok(Core {
@@ -319,6 +322,7 @@ impl<S: Signer> Core<S> {
             peers,
             peer_idx,
             scores,
+            unreachable,
             eligible,
             exclusion_refresh_at: 0,
             shard: cfg.shard,
@@ -532,6 +536,15 @@ impl<S: Signer> Core<S> {
                 Ok(())
             }
             Event::Timer => Ok(()),
+            Event::PeerReachability { peer, reachable } => {
+                if let Some(&i) = self.peer_idx.get(&peer) {
+                    if self.unreachable[i] == reachable {
+                        self.unreachable[i] = !reachable;
+                        self.refresh_exclusions(now);
+                    }
+                }
+                Ok(())
+            }
             Event::InvalidMessage { from, kind } => {
                 if let Some(&i) = self.peer_idx.get(&from) {
                     self.incident(now, i, kind, None);
@@ -1711,7 +1724,14 @@ impl<S: Signer> Core<S> {
         for &(_, i) in scored.iter().take(cap.saturating_sub(convicted)) {
             self.scores[i].excluded = true;
         }
-        self.eligible = (0..self.peers.len()).filter(|&i| !self.scores[i].excluded).collect();
+        // Unreachable peers leave the sample only while this node and the reachable peers are a
+        // strict majority of the cluster (never on both sides of a partition).
+        let reachable = self.unreachable.iter().filter(|u| !**u).count();
+        let majority = 2 * (reachable + 1) > self.peers.len() + 1;
+        let skip_unreachable = majority && reachable > 0;
+        self.eligible = (0..self.peers.len())
+            .filter(|&i| !self.scores[i].excluded && !(skip_unreachable && self.unreachable[i]))
+            .collect();
     }
 
     fn on_alert(&mut self, now: u64, accused: NodeId, evidence: Evidence) {

@@ -121,6 +121,16 @@ pub enum Event {
         /// Proof.
         evidence: Evidence,
     },
+    /// The shell's transport lost (or regained) its verified connection to `peer`. Unreachable
+    /// peers are left out of samples only while the reachable ones and this node still form a
+    /// strict majority of the cluster: a crashed node does not stall a 3-node cluster, but two
+    /// sides of a partition can never both shrink their samples and finalize alone.
+    PeerReachability {
+        /// The peer.
+        peer: NodeId,
+        /// Whether it is reachable now.
+        reachable: bool,
+    },
     /// A message from another shard of this node (delivered in order).
     FromShard(ShardMsg),
 }

@@ -135,6 +135,8 @@ struct Shard {
     outstanding: usize,
     last_stats: Instant,
     last_flood: Instant,
+    /// Last reachability reported to the core, per cluster index.
+    peer_up: Vec<Option<bool>>,
 }
 
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
@@ -189,6 +191,7 @@ impl Shard {
             outstanding: 0,
             last_stats: start,
             last_flood: start,
+            peer_up: vec![None; setup.members.len()],
             setup,
         })
     }
@@ -740,7 +743,16 @@ impl Shard {
         }
         if self.last_stats.elapsed() >= Duration::from_secs(1) {
             self.last_stats = Instant::now();
-            let connected = (0..self.node_ids.len()).filter(|i| *i != self.setup.me && self.transport.is_connected(PeerId(*i))).count();
+            let mut connected = 0;
+            for i in (0..self.node_ids.len()).filter(|i| *i != self.setup.me) {
+                let up = self.transport.is_connected(PeerId(i));
+                connected += usize::from(up);
+                if self.peer_up[i] != Some(up) {
+                    self.peer_up[i] = Some(up);
+                    let now = self.now();
+                    let _ = self.core.handle(now, Event::PeerReachability { peer: self.node_ids[i], reachable: up });
+                }
+            }
             st.peers_connected.store(connected as u64, Ordering::Relaxed);
             if self.setup.shard == 0 {
                 self.setup.metrics.peers_connected.set(connected as i64);
