@@ -228,6 +228,7 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
                 key_dir: PathBuf::from("."),
                 data_dir: spec.data_dir.clone(),
                 listen_host,
+                bind_base_port: None,
                 client_addr: SocketAddr::new(ip, n.base_port + PORT_STRIDE - 2),
                 metrics_addr: SocketAddr::new(ip, n.base_port + PORT_STRIDE - 1),
                 cores: Vec::new(),

@@ -159,6 +159,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address the node binds its peer UDP sockets to (port = base_port + shard).
     pub listen_host: String,
+    /// Bind shard s to `bind_base_port + s` instead of the cluster file's `base_port + s`: for
+    /// NAT/port-forwarding, or a fault proxy in front of the node. Default: the advertised port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_base_port: Option<u16>,
     /// Client API (submit payloads, stream finality): localhost by default.
     pub client_addr: SocketAddr,
     /// Prometheus `/metrics`, `/health`, `/status`.

@@ -71,6 +71,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
             key_dir: PathBuf::from("."),
             data_dir: PathBuf::from("data"),
             listen_host: "127.0.0.1".into(),
+            bind_base_port: None,
             client_addr: SocketAddr::from(([127, 0, 0, 1], base_port + PORT_STRIDE - 2)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], base_port + PORT_STRIDE - 1)),
             cores: Vec::new(),

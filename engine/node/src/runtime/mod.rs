@@ -115,7 +115,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             members,
             keypair: keypair.clone(),
             params: params.clone(),
-            bind: resolve(&cfg.listen_host, cluster.nodes[me].base_port + s)?,
+            bind: resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?,
             client_bind: (s == 0).then_some(cfg.client_addr),
             store_dir: shard_dir(&cfg.data_dir, s),
             sync: match cfg.sync {
