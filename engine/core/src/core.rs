@@ -241,6 +241,7 @@ pub struct Core<S: Signer> {
     next_request_id: u64,
     next_poll_at: u64,
     next_frontier_at: u64,
+    next_fetch_retry_at: u64,
     poll_no: u64,
     epoch: u64,
     contested: u64,
@@ -346,6 +347,7 @@ impl<S: Signer> Core<S> {
             next_request_id: 1,
             next_poll_at: 0,
             next_frontier_at: 0,
+            next_fetch_retry_at: 0,
             poll_no: 0,
             epoch: 1,
             contested: 0,
@@ -475,6 +477,9 @@ impl<S: Signer> Core<S> {
     /// When the shell must call `handle(t, Event::Timer)` next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.next_frontier_at;
+        if !self.waiting.is_empty() {
+            t = t.min(self.next_fetch_retry_at.max(self.now + 1));
+        }
         if !self.processing.is_empty() {
             let poll_at = if self.polls.len() < self.params.polls_in_flight_max {
                 // The next aged vertex may only become pollable later.
@@ -1316,7 +1321,9 @@ impl<S: Signer> Core<S> {
             let (v, mask) = match self.vertices.get_mut(&id) {
                 Some(r) => {
                     let yes = r.mask.count_ones() as usize;
-                    let ratio = yes as f64 / k as f64;
+                    // Spec 3.5: ratio = positive / responses received (a lost or withheld answer
+                    // does not drag confidence; alpha on absolute Yes counts keeps safety).
+                    let ratio = if got == 0 { 0.0 } else { yes as f64 / got as f64 };
                     r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
                     r.polled = true;
                     r.rounds += 1;
@@ -1635,6 +1642,30 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Re-requests parents that pending vertices still miss (a lost request or reply would
+    /// otherwise leave them pending forever: later children only name pending ids). Asks a
+    /// random peer, bounded per round.
+    fn retry_fetches(&mut self, now: u64) {
+        self.next_fetch_retry_at = now + FETCH_RETRY_US;
+        if self.peers.is_empty() {
+            return;
+        }
+        let mut missing: Vec<VertexId> = self
+            .waiting
+            .keys()
+            .filter(|id| !self.pending.contains_key(*id) && !self.vertices.contains_key(*id) && shard_of_vertex(id, self.shard_count) == self.shard)
+            .filter(|id| self.requested.get(*id).is_none_or(|&t| t <= now))
+            .take(REQUEST_IDS_MAX)
+            .copied()
+            .collect();
+        missing.sort_unstable(); // HashMap order must not leak into the output (determinism)
+        if missing.is_empty() {
+            return;
+        }
+        let peer = self.peers[self.rng.random_range(0..self.peers.len())];
+        self.request_missing(now, peer, &missing);
+    }
+
     fn send_frontier(&mut self, now: u64) {
         self.next_frontier_at = now + self.params.frontier_interval_us;
         if self.peers.is_empty() {
@@ -1940,6 +1971,9 @@ impl<S: Signer> Core<S> {
         }
         if now >= self.next_frontier_at {
             self.send_frontier(now);
+        }
+        if !self.waiting.is_empty() && now >= self.next_fetch_retry_at {
+            self.retry_fetches(now);
         }
         self.launch_poll(now);
         if self.pending_order.len() > 2 * PENDING_MAX {

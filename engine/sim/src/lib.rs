@@ -1132,6 +1132,10 @@ impl Sim {
                 self.step(ev);
             }
         }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let st = n.shards[0].status();
+            eprintln!("node {i}: finalized {} processing {} pending {} polls {} short {} excluded {} evicted {}", st.finalized, st.processing, st.pending, st.polls_completed, st.polls_short, st.excluded_peers, st.pending_evicted);
+        }
         for s in 0..self.cfg.shards as usize {
             for (p, sc) in self.nodes[node].shards[s].peer_scores() {
                 eprintln!("node {node} shard {s}: peer {p} score {:.2} incidents {} excluded {} convicted {}", sc.score, sc.incidents, sc.excluded, sc.convicted);
