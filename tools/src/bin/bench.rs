@@ -138,7 +138,7 @@ fn pick_base_port(nodes: usize) -> Result<u16, String> {
 }
 
 /// Returns Ok(true) when everything went well, Ok(false) when the run completed but a check
-/// failed (disagreeing digests, a node that crashed or had to be killed).
+/// failed (disagreeing digests, a node that exited badly or had to be killed).
 fn run(args: &Args) -> Result<bool, String> {
     if args.nodes == 0 {
         return Err("--nodes must be at least 1".into());
@@ -264,7 +264,6 @@ fn run(args: &Args) -> Result<bool, String> {
     let lg_pid = lg.spawn("loadgen", cmd, &lg_log).map_err(|e| format!("start loadgen: {e}"))?;
     let t0 = Instant::now();
     let mut ticks: Vec<Tick> = Vec::new();
-    let mut crashed: Vec<String> = Vec::new();
     let mut next = t0;
     let loadgen_status = loop {
         if stop.load(Ordering::Relaxed) {
@@ -284,11 +283,16 @@ fn run(args: &Args) -> Result<bool, String> {
                 progress(&tick, ticks.last(), &nodes);
             }
             ticks.push(tick);
-            for (name, how, log) in children.exited() {
-                if !crashed.iter().any(|c| c.starts_with(&name)) {
-                    eprintln!("bench: {name} exited during the run ({how}); log {}", log.display());
-                    crashed.push(format!("{name}: {how} during the run; log {}", log.display()));
-                }
+            let gone = children.exited();
+            if !gone.is_empty() {
+                // A node that leaves mid-run invalidates the measurement: stop here.
+                let list: Vec<String> = gone.iter().map(|(name, how, log)| format!("  {name}: {how}; log {}:\n{}", log.display(), tail(log, 5))).collect();
+                let hint = if gone.iter().any(|g| g.1 == "exit code 0") {
+                    "\n(exit code 0 is the node's clean stop on SIGINT/SIGTERM: something outside bench signalled it, e.g. a `pkill -f engine` on this host)"
+                } else {
+                    ""
+                };
+                return Err(format!("{} node(s) exited during the run at t={:.0} s, aborting:\n{}{hint}", gone.len(), t0.elapsed().as_secs_f64(), list.join("\n")));
             }
         }
         if let Some(st) = lg.try_wait(0) {
@@ -332,7 +336,7 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // 7. Report.
     let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree };
-    let (report, mut problems) = build_report(&ctx, &stops, &crashed);
+    let (report, mut problems) = build_report(&ctx, &stops);
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| format!("report.json: {e}"))?;
     let md = markdown(&report);
     std::fs::write(out.join("report.md"), &md).map_err(|e| format!("report.md: {e}"))?;
@@ -353,6 +357,10 @@ fn progress(tick: &Tick, prev: Option<&Tick>, nodes: &[Node]) {
         _ => f64::NAN,
     };
     let cpu: f64 = tick.nodes.iter().zip(&prev.nodes).filter_map(|(a, b)| Some((a.as_ref()?.cpu_ms - b.as_ref()?.cpu_ms) / dt / 10.0)).sum();
+    if tick.nodes.iter().all(|n| n.is_none()) {
+        eprintln!("bench: t={:>4.0}s  no node answers /metrics", tick.t);
+        return;
+    }
     let rss = tick.nodes.iter().flatten().map(|p| p.rss).fold(0.0, f64::max) / 1048576.0;
     eprintln!("bench: t={:>4.0}s  node-0 finalizes {rate:>6.0}/s  {} nodes use {cpu:>4.0}% of a core  max RSS {rss:.0} MiB", tick.t, nodes.len());
 }
@@ -378,8 +386,8 @@ fn r1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn build_report(c: &ReportCtx<'_>, stops: &[pqdag_tools::bench::procs::Stopped], crashed: &[String]) -> (Value, Vec<String>) {
-    let mut problems: Vec<String> = crashed.to_vec();
+fn build_report(c: &ReportCtx<'_>, stops: &[pqdag_tools::bench::procs::Stopped]) -> (Value, Vec<String>) {
+    let mut problems: Vec<String> = Vec::new();
     let n = c.nodes.len();
     let lg_final = c.lg["finalized"].as_f64().unwrap_or(0.0);
     let mut node_rows = Vec::new();
