@@ -572,6 +572,22 @@ impl<S: Signer> Core<S> {
         r
     }
 
+    /// Before [`Core::restore`] on a node of S > 1 shards: the decided statuses of vertices owned
+    /// by other shards (read from their stores) that this shard's stored vertices name as
+    /// parents, so those are not left pending for a cross-shard answer. Final and rejected are
+    /// forever, so a stored decision is as good as a fresh `ShardMsg::Status`.
+    pub fn restore_remote_facts(&mut self, facts: impl IntoIterator<Item = (VertexId, VertexStatus)>) {
+        for (id, st) in facts {
+            if st == VertexStatus::Processing || shard_of_vertex(&id, self.shard_count) == self.shard {
+                continue;
+            }
+            let e = self.remote_parents.entry(id).or_default();
+            debug_assert!(e.status.is_none_or(|old| old == st), "a decided remote status changed");
+            e.status = Some(st);
+            e.strong = st == VertexStatus::Final;
+        }
+    }
+
     /// Restores state from storage after a restart: `(vertex, status)` pairs in storage
     /// (arrival) order, parents before children. Final vertices get positions in the given
     /// order; nothing is re-persisted or re-gossiped; processing vertices re-enter polling.

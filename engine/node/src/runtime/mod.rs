@@ -3,6 +3,7 @@
 
 pub mod byzantine;
 mod mailbox;
+pub mod mesh;
 pub mod metrics;
 pub mod shard;
 
@@ -59,6 +60,47 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     Ok(params)
 }
 
+fn sync_policy(m: SyncMode) -> SyncPolicy {
+    match m {
+        SyncMode::EveryBatch => SyncPolicy::EveryBatch,
+        SyncMode::WalNoSync => SyncPolicy::WalNoSync,
+    }
+}
+
+/// For each shard, the decided statuses of other shards' vertices its stored vertices name as
+/// parents (read once from every shard's store before the shards start; see
+/// `Core::restore_remote_facts`).
+fn cross_shard_facts(data_dir: &Path, shards: u16, sync: SyncPolicy) -> Result<Vec<Vec<(pqdag_wire::VertexId, pqdag_core::VertexStatus)>>, NodeError> {
+    use pqdag_storage::{Status, Store};
+    use std::collections::{HashMap, HashSet};
+    let mut decided: HashMap<pqdag_wire::VertexId, pqdag_core::VertexStatus> = HashMap::new();
+    let mut wanted: Vec<HashSet<pqdag_wire::VertexId>> = vec![HashSet::new(); usize::from(shards)];
+    for s in 0..shards {
+        let dir = shard_dir(data_dir, s);
+        if !dir.exists() {
+            continue;
+        }
+        let store = pqdag_storage::RocksStore::open(&dir, sync).map_err(|e| NodeError::Shard { shard: s, message: format!("storage: {e}") })?;
+        for sv in store.load_all().map_err(|e| NodeError::Shard { shard: s, message: format!("storage: {e}") })? {
+            match sv.status {
+                Status::Final { .. } => {
+                    decided.insert(sv.vertex.id, pqdag_core::VertexStatus::Final);
+                }
+                Status::Rejected => {
+                    decided.insert(sv.vertex.id, pqdag_core::VertexStatus::Rejected);
+                }
+                Status::Processing => {}
+            }
+            for p in &sv.vertex.parents {
+                if pqdag_core::shard_of_vertex(p, u32::from(shards)) != u32::from(s) {
+                    wanted[usize::from(s)].insert(*p);
+                }
+            }
+        }
+    }
+    Ok(wanted.into_iter().map(|w| w.into_iter().filter_map(|id| decided.get(&id).map(|st| (id, *st))).collect()).collect())
+}
+
 /// A fresh seed per start for the core's sampling RNG (not a key: only needs to differ).
 fn seed_from_os() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -78,12 +120,6 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let cfg = NodeConfig::load(config_path)?;
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
-    if cluster.shards != 1 {
-        return Err(NodeError::Params(format!(
-            "cluster has {} shards per node; this version's runtime runs 1 (the core and simulator support more)",
-            cluster.shards
-        )));
-    }
     let keypair = Arc::new(keypair);
     if let Some(mode) = byzantine {
         tracing::warn!(?mode, "BYZANTINE TEST MODE: this node deliberately misbehaves; never run it in production");
@@ -102,6 +138,8 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         .map_err(|e| NodeError::Address(e.to_string()))?;
     info!(name = %cfg.name, node_id = %status.node_id, nodes = cluster.nodes.len(), shards = cluster.shards, k = params.sample_size, alpha = params.alpha, beta = params.beta, metrics = %cfg.metrics_addr, client = %cfg.client_addr, "starting node");
 
+    let mesh = (cluster.shards > 1).then(|| mesh::MeshSetup::new(usize::from(cluster.shards)));
+    let mut remote_facts = if cluster.shards > 1 { cross_shard_facts(&cfg.data_dir, cluster.shards, sync_policy(cfg.sync))? } else { Vec::new() };
     let mut handles = Vec::new();
     for s in 0..cluster.shards {
         let mut members = Vec::with_capacity(cluster.nodes.len());
@@ -118,15 +156,14 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             bind: resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?,
             client_bind: (s == 0).then_some(cfg.client_addr),
             store_dir: shard_dir(&cfg.data_dir, s),
-            sync: match cfg.sync {
-                SyncMode::EveryBatch => SyncPolicy::EveryBatch,
-                SyncMode::WalNoSync => SyncPolicy::WalNoSync,
-            },
+            sync: sync_policy(cfg.sync),
             metrics: metrics.clone(),
             status: shards[usize::from(s)].clone(),
             stop: stop.clone(),
             seed: seed_from_os(),
             byzantine,
+            mesh: mesh.clone(),
+            remote_facts: std::mem::take(remote_facts.get_mut(usize::from(s)).unwrap_or(&mut Vec::new())),
         };
         let placement = match cfg.cores.get(usize::from(s)) {
             Some(core) => Placement::Fixed(*core),

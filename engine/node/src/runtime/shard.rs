@@ -15,12 +15,13 @@ use pqdag_crypto::{BatchItem, BatchVerifier, Domain, Keypair, PublicKey};
 use pqdag_storage::{RocksStore, Status, Store, StoreBatch, SyncPolicy};
 use pqdag_transport::{ClientId, Incoming, PeerConfig, PeerId, Responder, ShardTransport, TransportConfig};
 use pqdag_wire::{
-    decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, FinalityEvent, FrameRef, NodeId,
+    decode, encode, ConflictKey, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, FinalityEvent, FrameRef, NodeId,
     Query, Response, Vertex, VertexId, VertexReply, VertexRequest, WireError,
 };
 use tracing::{debug, info, warn};
 
 use super::mailbox::Mailbox;
+use super::mesh::{MeshMsg, MeshSetup, ShardMesh};
 use super::metrics::{KindLabel, Metrics, PeerLabel, ShardStatus};
 
 /// Most incoming items handled per loop turn (bounds a turn's latency).
@@ -29,6 +30,9 @@ pub const TURN_INCOMING_MAX: usize = 1024;
 pub const PENDING_REPLIES_MAX: usize = 16_384;
 /// Most undecided own submissions; beyond it clients get `Overloaded`.
 pub const CLIENT_INFLIGHT_MAX: usize = 50_000;
+/// Conflict keys of own vertices remembered (shard 0) so the node never signs a second vertex
+/// spending one of them, even when the key's conflict set lives on another shard.
+pub const OWN_KEYS_MAX: usize = 500_000;
 /// Longest sleep of an idle loop (how fast a stop request is seen).
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
 
@@ -81,6 +85,11 @@ pub struct ShardSetup {
     pub seed: u64,
     /// Test-only misbehaviour (hidden `--byzantine` flag).
     pub byzantine: Option<super::byzantine::ByzantineMode>,
+    /// The node's shard mesh (None with one shard).
+    pub mesh: Option<MeshSetup>,
+    /// Decided statuses of other shards' vertices that this shard's stored vertices name as
+    /// parents (S > 1 restarts).
+    pub remote_facts: Vec<(VertexId, VertexStatus)>,
 }
 
 /// Errors that stop a shard (reported by the node, which exits non-zero).
@@ -95,6 +104,18 @@ pub enum ShardError {
     /// The core refused its configuration.
     #[error("consensus: {0}")]
     Consensus(#[from] pqdag_core::ConsensusError),
+    /// The shard mesh could not be set up.
+    #[error("mesh: {0}")]
+    Mesh(String),
+}
+
+/// A client `Status` request waiting for other shards' answers (shard 0 only).
+struct PendingStatus {
+    reply: Responder,
+    tag: u64,
+    statuses: Vec<ClientStatus>,
+    /// For each asked shard, the positions in `statuses` its answer fills.
+    slots: HashMap<usize, Vec<usize>>,
 }
 
 /// Replies of requests this shard made, pushed by the tasks awaiting them.
@@ -135,6 +156,18 @@ struct Shard {
     outstanding: usize,
     last_stats: Instant,
     last_flood: Instant,
+    /// This shard's end of the node's shard mesh (S > 1).
+    mesh: Option<ShardMesh>,
+    /// Messages from other shards.
+    cross: Mailbox<MeshMsg>,
+    pending_status: HashMap<u64, PendingStatus>,
+    /// Own (non-rejected) vertices' conflict keys, oldest first for eviction (shard 0).
+    own_keys: HashMap<ConflictKey, VertexId>,
+    own_keys_order: std::collections::VecDeque<ConflictKey>,
+    /// Own vertices this shard adopted from shard 0 (S > 1): their decisions go back to shard 0.
+    adopted_own: std::collections::HashSet<VertexId>,
+    /// Conflict keys of submissions not yet created, by internal tag.
+    submit_keys: HashMap<u64, Vec<ConflictKey>>,
     /// Last reachability reported to the core, per cluster index.
     peer_up: Vec<Option<bool>>,
 }
@@ -142,6 +175,9 @@ struct Shard {
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
 pub async fn run_shard(setup: ShardSetup) -> Result<(), ShardError> {
     let mut shard = Shard::open(setup)?;
+    if let Some(m) = shard.setup.mesh.take() {
+        shard.mesh = Some(ShardMesh::join(m, shard.setup.shard, shard.cross.clone()).await.map_err(ShardError::Mesh)?);
+    }
     shard.run().await;
     Ok(())
 }
@@ -167,6 +203,7 @@ impl Shard {
         };
         let mut core = Core::new(core_cfg, MlDsaSigner(setup.keypair.clone()))?;
         let start = Instant::now();
+        core.restore_remote_facts(setup.remote_facts.iter().copied());
         let restored = restore_order(store.load_all()?);
         let n = restored.len();
         core.restore(0, restored);
@@ -192,6 +229,13 @@ impl Shard {
             last_stats: start,
             last_flood: start,
             peer_up: vec![None; setup.members.len()],
+            mesh: None,
+            own_keys: HashMap::new(),
+            own_keys_order: std::collections::VecDeque::new(),
+            submit_keys: HashMap::new(),
+            adopted_own: std::collections::HashSet::new(),
+            cross: Mailbox::new(),
+            pending_status: HashMap::new(),
             setup,
         })
     }
@@ -220,9 +264,13 @@ impl Shard {
             while let Some(r) = self.mailbox.pop() {
                 replies.push(r);
             }
+            let mut cross = Vec::new();
+            while let Some(m) = self.cross.pop() {
+                cross.push(m);
+            }
             let now = self.now();
             let due = self.core.poll_timeout().is_some_and(|t| t <= now);
-            if incoming.is_empty() && replies.is_empty() && !due {
+            if incoming.is_empty() && replies.is_empty() && cross.is_empty() && !due {
                 let wait = self
                     .core
                     .poll_timeout()
@@ -234,7 +282,7 @@ impl Shard {
                     async { Some(transport.recv().await) },
                     futures_lite::future::or(
                         async {
-                            self.mailbox.ready().await;
+                            futures_lite::future::or(self.mailbox.ready(), self.cross.ready()).await;
                             None
                         },
                         async {
@@ -250,10 +298,13 @@ impl Shard {
                     continue;
                 }
             }
-            self.turn(incoming, replies);
+            self.turn(incoming, replies, cross);
         }
         info!(shard = self.setup.shard, "shard stopping: closing connections");
         self.transport.shutdown();
+        if let Some(m) = &self.mesh {
+            m.close();
+        }
         self.setup.status.running.store(false, Ordering::Relaxed);
     }
 
@@ -290,7 +341,7 @@ impl Shard {
         }
     }
 
-    fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>) {
+    fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>, cross: Vec<MeshMsg>) {
         if self.setup.byzantine == Some(super::byzantine::ByzantineMode::Flood) && self.last_flood.elapsed() >= Duration::from_millis(10) {
             self.last_flood = Instant::now();
             self.next_tag += 1;
@@ -309,10 +360,33 @@ impl Shard {
             self.decode_reply(r, &mut unverified);
         }
         self.verify(unverified, &mut events);
+        let mut decided: HashMap<ClientId, Vec<FinalityEvent>> = HashMap::new();
+        for m in cross {
+            self.on_mesh(m, &mut events, &mut decided);
+        }
+        self.send_client_events(decided);
         let mut now = self.now();
         for e in events {
+            let submit_tag = match &e {
+                Event::Submit { client_tag, .. } => Some(*client_tag),
+                _ => None,
+            };
             if let Err(err) = self.core.handle(now, e) {
                 debug!(error = %err, "core refused an event");
+                // A refused submission is answered, never left hanging.
+                if let Some(t) = submit_tag {
+                    self.submit_keys.remove(&t);
+                }
+                if let Some((reply, _, tag)) = submit_tag.and_then(|t| self.client_submits.remove(&t)) {
+                    let code = match err {
+                        pqdag_core::ConsensusError::Dag(_) => ClientErrorCode::Conflict,
+                        pqdag_core::ConsensusError::Capacity(_) => ClientErrorCode::Overloaded,
+                        _ => ClientErrorCode::Internal,
+                    };
+                    if let Ok(b) = encode(&ClientReply::Error { tag, code, message: err.to_string() }) {
+                        let _ = reply.send(b);
+                    }
+                }
             }
         }
         now = self.now();
@@ -387,7 +461,11 @@ impl Shard {
         let answer = match decode(bytes) {
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, payload, conflict_keys })) => {
                 let tag = tag.to_native();
-                let spent = conflict_keys.iter().map(pqdag_wire::ConflictKey::from).find(|k| self.core.preference(k).is_some());
+                let keys: Vec<ConflictKey> = conflict_keys.iter().map(ConflictKey::from).collect();
+                let spent = keys
+                    .iter()
+                    .find(|k| self.own_keys.contains_key(*k) || self.submit_keys.values().any(|ks| ks.contains(*k)) || self.core.preference(k).is_some())
+                    .copied();
                 if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX {
                     Some(error(tag, ClientErrorCode::Overloaded, format!("{CLIENT_INFLIGHT_MAX} submissions undecided; retry later")))
                 } else if let Some(k) = spent {
@@ -400,6 +478,7 @@ impl Shard {
                     let internal = self.next_tag;
                     self.next_tag += 1;
                     self.client_submits.insert(internal, (reply, client, tag));
+                    self.submit_keys.insert(internal, keys);
                     self.setup.metrics.submitted.inc();
                     events.push(Event::Submit {
                         payload: payload.as_slice().to_vec(),
@@ -411,19 +490,36 @@ impl Shard {
                 }
             }
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Status { tag, ids })) => {
-                let statuses = ids
-                    .iter()
-                    .map(|id| {
-                        let id: VertexId = id.into();
-                        match self.core.vertex_status(&id) {
-                            None => ClientStatus::Unknown,
-                            Some(VertexStatus::Processing) => ClientStatus::Processing,
-                            Some(VertexStatus::Rejected) => ClientStatus::Rejected,
-                            Some(VertexStatus::Final) => ClientStatus::Final { shard: self.setup.shard, position: 0 },
+                let ids: Vec<VertexId> = ids.iter().map(Into::into).collect();
+                let count = u32::from(self.setup.shard_count);
+                let mut statuses = Vec::with_capacity(ids.len());
+                let mut remote: HashMap<usize, (Vec<usize>, Vec<VertexId>)> = HashMap::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let owner = pqdag_core::shard_of_vertex(id, count) as usize;
+                    if owner == usize::from(self.setup.shard) || self.mesh.is_none() {
+                        statuses.push(self.local_status(id));
+                    } else {
+                        statuses.push(ClientStatus::Unknown);
+                        let e = remote.entry(owner).or_default();
+                        e.0.push(i);
+                        e.1.push(*id);
+                    }
+                }
+                if remote.is_empty() {
+                    Some(ClientReply::Statuses { tag: tag.to_native(), statuses })
+                } else {
+                    self.next_tag += 1;
+                    let req = self.next_tag;
+                    let mut slots = HashMap::new();
+                    for (shard, (positions, shard_ids)) in remote {
+                        slots.insert(shard, positions);
+                        if let Some(m) = &self.mesh {
+                            m.send(shard, MeshMsg::StatusQuery { req, ids: shard_ids });
                         }
-                    })
-                    .collect();
-                Some(ClientReply::Statuses { tag: tag.to_native(), statuses })
+                    }
+                    self.pending_status.insert(req, PendingStatus { reply, tag: tag.to_native(), statuses, slots });
+                    return;
+                }
             }
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Subscribe)) => Some(ClientReply::Events { events: vec![] }),
             Ok(other) => Some(error(0, ClientErrorCode::Malformed, format!("unexpected {} frame", other.kind().name()))),
@@ -584,11 +680,18 @@ impl Shard {
             self.setup.metrics.store_batches.inc();
             self.setup.metrics.store_write.observe(t.elapsed().as_secs_f64());
         }
-        // 2. Everything else, in order.
+        // 2. Creations first: the core may decide a vertex in the same batch that creates it
+        //    (a double spend of an already decided key), and its decision must find its client.
+        for a in &actions {
+            if let Action::Created { client_tag, id } = a {
+                self.created(*client_tag, *id);
+            }
+        }
+        // 3. Everything else, in order.
         let mut client_events: HashMap<ClientId, Vec<FinalityEvent>> = HashMap::new();
         for a in actions {
             match a {
-                Action::Persist { .. } => {}
+                Action::Persist { .. } | Action::Created { .. } => {}
                 Action::SendVertex { to, vertex } if self.byzantine_vertex(&to, &vertex) => {}
                 Action::SendVertex { to, vertex } => {
                     if let Ok(bytes) = encode(&*vertex) {
@@ -650,10 +753,12 @@ impl Shard {
                 Action::Finalized { id, latency_us, .. } => {
                     self.setup.metrics.finalized.inc();
                     self.setup.metrics.finality_latency.observe(latency_us as f64 / 1e6);
+                    let status = ClientStatus::Final { shard: self.setup.shard, position: positions.get(&id).copied().unwrap_or(0) };
                     if let Some(own) = self.own.remove(&id) {
                         let latency_us = own.created.elapsed().as_micros() as u64;
-                        let status = ClientStatus::Final { shard: self.setup.shard, position: positions.get(&id).copied().unwrap_or(0) };
                         client_events.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
+                    } else {
+                        self.tell_client_shard(id, status);
                     }
                 }
                 Action::Rejected { id } => {
@@ -661,6 +766,8 @@ impl Shard {
                     if let Some(own) = self.own.remove(&id) {
                         let latency_us = own.created.elapsed().as_micros() as u64;
                         client_events.entry(own.client).or_default().push(FinalityEvent { id, status: ClientStatus::Rejected, latency_us });
+                    } else {
+                        self.tell_client_shard(id, ClientStatus::Rejected);
                     }
                 }
                 Action::Alert { peer, reason, evidence, score } => {
@@ -668,24 +775,108 @@ impl Shard {
                     warn!(peer = %name, node_id = %peer, ?reason, score, proof = evidence.is_some(), "Byzantine peer excluded");
                     self.setup.metrics.alerts.get_or_create(&KindLabel { kind: format!("{reason:?}") }).inc();
                 }
-                Action::ToShard { shard, .. } => {
-                    // The runtime runs one shard per node in this version (see docs/architecture.md).
-                    warn!(shard, "cross-shard message with a single-shard runtime");
-                }
-                Action::Created { client_tag, id } => {
-                    if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
-                        self.own.insert(id, OwnSubmission { client, created: Instant::now() });
-                        if let Ok(b) = encode(&ClientReply::Submitted { tag, id }) {
-                            let _ = reply.send(b);
+                Action::ToShard { shard, msg } => match &self.mesh {
+                    Some(m) => {
+                        if !m.send(shard as usize, MeshMsg::Core(msg)) {
+                            warn!(shard, "shard mesh queue full: cross-shard message dropped");
                         }
                     }
-                }
+                    None => warn!(shard, "cross-shard message without a shard mesh"),
+                },
             }
         }
+        self.send_client_events(client_events);
+    }
+
+    fn send_client_events(&self, client_events: HashMap<ClientId, Vec<FinalityEvent>>) {
         for (client, events) in client_events {
             for chunk in events.chunks(pqdag_wire::CLIENT_EVENTS_MAX) {
                 if let Ok(b) = encode(&ClientReply::Events { events: chunk.to_vec() }) {
                     let _ = self.transport.send_client_event(client, b);
+                }
+            }
+        }
+    }
+
+    /// A submission became vertex `id` (on this shard, or adopted by this shard).
+    fn created(&mut self, client_tag: u64, id: VertexId) {
+        if self.setup.shard != 0 {
+            self.adopted_own.insert(id);
+            if let Some(m) = &self.mesh {
+                m.send(0, MeshMsg::Created { client_tag, id });
+            }
+            return;
+        }
+        self.remember_own_keys(client_tag, id);
+        if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
+            self.own.insert(id, OwnSubmission { client, created: Instant::now() });
+            if let Ok(b) = encode(&ClientReply::Submitted { tag, id }) {
+                let _ = reply.send(b);
+            }
+        }
+    }
+
+    fn remember_own_keys(&mut self, client_tag: u64, id: VertexId) {
+        for k in self.submit_keys.remove(&client_tag).unwrap_or_default() {
+            if self.own_keys.insert(k, id).is_none() {
+                self.own_keys_order.push_back(k);
+            }
+        }
+        while self.own_keys_order.len() > OWN_KEYS_MAX {
+            if let Some(k) = self.own_keys_order.pop_front() {
+                self.own_keys.remove(&k);
+            }
+        }
+    }
+
+    /// An own vertex decided on a shard other than 0: shard 0 holds the client connection.
+    fn tell_client_shard(&mut self, id: VertexId, status: ClientStatus) {
+        if !self.adopted_own.remove(&id) {
+            return;
+        }
+        if let Some(mesh) = &self.mesh {
+            mesh.send(0, MeshMsg::Decided { id, status });
+        }
+    }
+
+    fn local_status(&self, id: &VertexId) -> ClientStatus {
+        match self.core.vertex_status(id) {
+            None => ClientStatus::Unknown,
+            Some(VertexStatus::Processing) => ClientStatus::Processing,
+            Some(VertexStatus::Rejected) => ClientStatus::Rejected,
+            Some(VertexStatus::Final) => ClientStatus::Final { shard: self.setup.shard, position: 0 },
+        }
+    }
+
+    fn on_mesh(&mut self, m: MeshMsg, events: &mut Vec<Event>, decided: &mut HashMap<ClientId, Vec<FinalityEvent>>) {
+        match m {
+            MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
+            MeshMsg::Created { client_tag, id } => self.created(client_tag, id),
+            MeshMsg::Decided { id, status } => {
+                if let Some(own) = self.own.remove(&id) {
+                    let latency_us = own.created.elapsed().as_micros() as u64;
+                    decided.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
+                }
+            }
+            MeshMsg::StatusQuery { req, ids } => {
+                let statuses = ids.iter().map(|id| self.local_status(id)).collect();
+                if let Some(mesh) = &self.mesh {
+                    mesh.send(0, MeshMsg::StatusReply { req, shard: usize::from(self.setup.shard), statuses });
+                }
+            }
+            MeshMsg::StatusReply { req, shard, statuses } => {
+                let Some(p) = self.pending_status.get_mut(&req) else { return };
+                if let Some(slots) = p.slots.remove(&shard) {
+                    for (slot, st) in slots.into_iter().zip(statuses) {
+                        p.statuses[slot] = st;
+                    }
+                }
+                if p.slots.is_empty() {
+                    if let Some(p) = self.pending_status.remove(&req) {
+                        if let Ok(b) = encode(&ClientReply::Statuses { tag: p.tag, statuses: p.statuses }) {
+                            let _ = p.reply.send(b);
+                        }
+                    }
                 }
             }
         }

@@ -44,9 +44,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(nodes: usize, base_port: u16) -> Cluster {
+        Self::with_shards(nodes, base_port, 1)
+    }
+
+    pub fn with_shards(nodes: usize, base_port: u16, shards: u16) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = Command::new(ENGINE)
-            .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--sync", "every-batch", "--dir"])
+            .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", &shards.to_string(), "--sync", "every-batch", "--dir"])
             .arg(dir.path())
             .output()
             .expect("run engine testnet");
