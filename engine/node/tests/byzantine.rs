@@ -73,7 +73,11 @@ fn scenario(mode: &'static str, base_port: u16) {
             .find(|l| l.starts_with("pqdag_peer_score_milli{peer=\"node-3\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0);
-        eprintln!("{mode}: node-{i} alerts {alerts} score(node-3) {score}");
+        let gossiped = metric_sum(&m, "pqdag_alerts_verified_total");
+        eprintln!("{mode}: node-{i} alerts {alerts} score(node-3) {score} verified gossiped proofs {gossiped}");
+        if equivocation {
+            assert!(gossiped >= 1.0, "node-{i} received no verifiable equivocation proof from its peers");
+        }
         if alerts >= 1.0 {
             detected += 1;
         }

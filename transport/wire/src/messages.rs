@@ -395,3 +395,42 @@ pub struct Alert {
     /// Reporter's ML-DSA-87 over the evidence digest, domain `Alert`.
     pub signature: Vec<u8>,
 }
+
+impl Evidence {
+    /// A digest of the proof: every signed byte and signature it carries, in order.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("pqdag 2026-11 evidence digest v1");
+        match self {
+            Evidence::ConflictingResponses { a, b } => {
+                h.update(b"conflicting-responses");
+                for r in [a, b] {
+                    let sb = r.signed_bytes();
+                    h.update(&(sb.len() as u64).to_le_bytes());
+                    h.update(&sb);
+                    h.update(&r.signature);
+                }
+            }
+            Evidence::Equivocation { a, b } => {
+                h.update(b"equivocation");
+                for v in [a, b] {
+                    let cb = v.canonical_bytes();
+                    h.update(&(cb.len() as u64).to_le_bytes());
+                    h.update(&cb);
+                    h.update(&v.signature);
+                }
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+impl Alert {
+    /// What the reporter signs (domain `Alert`): `reporter (32) · accused (32) · evidence digest (32)`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(&self.reporter.0);
+        out.extend_from_slice(&self.accused.0);
+        out.extend_from_slice(&self.evidence.digest());
+        out
+    }
+}

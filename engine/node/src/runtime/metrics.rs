@@ -52,6 +52,8 @@ pub struct Metrics {
     pub invalid: Family<KindLabel, Counter>,
     /// Byzantine alerts raised, by misbehaviour.
     pub alerts: Family<KindLabel, Counter>,
+    /// Gossiped alerts whose proof verified (then re-checked by the core).
+    pub alerts_verified: Counter,
     /// Bytes received per peer.
     pub peer_bytes_in: Family<PeerLabel, Gauge>,
     /// Bytes sent per peer.
@@ -89,6 +91,7 @@ impl Metrics {
             verify_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             invalid: Family::default(),
             alerts: Family::default(),
+            alerts_verified: Counter::default(),
             peer_bytes_in: Family::default(),
             peer_bytes_out: Family::default(),
             peer_score_milli: Family::default(),
@@ -111,6 +114,7 @@ impl Metrics {
         registry.register("verify_batch_size", "Signatures verified per batch", m.verify_batch.clone());
         registry.register("invalid_frames", "Frames refused, by reason", m.invalid.clone());
         registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
+        registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());
         registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());

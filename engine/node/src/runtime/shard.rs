@@ -130,6 +130,8 @@ enum Unverified {
     Query { from: NodeId, query: Query, reply: Responder },
     Response { from: NodeId, response: Response },
     Reply { from: NodeId, vertices: Vec<Vertex> },
+    /// A gossiped Byzantine alert: the reporter's signature and every signature of its proof.
+    Alert { from: NodeId, alert: pqdag_wire::Alert },
 }
 
 struct OwnSubmission {
@@ -419,10 +421,10 @@ impl Shard {
                         Ok(frontier) if frontier.sender == from => events.push(Event::Frontier { from, frontier }),
                         _ => self.invalid(Some(from), "frontier", Misbehaviour::Malformed),
                     },
-                    Ok(FrameRef::Alert(_)) => {
-                        // Alert gossip is verified and acted on in a later version; counted.
-                        self.setup.metrics.invalid.get_or_create(&KindLabel { kind: "alert_ignored".into() }).inc();
-                    }
+                    Ok(FrameRef::Alert(a)) => match rkyv::deserialize::<pqdag_wire::Alert, rkyv::rancor::Error>(a) {
+                        Ok(alert) if alert.reporter == from && evidence_well_formed(&alert) => out.push(Unverified::Alert { from, alert }),
+                        _ => self.invalid(Some(from), "alert", Misbehaviour::Malformed),
+                    },
                     Ok(other) => self.invalid(Some(from), other.kind().name(), Misbehaviour::Malformed),
                     Err(e) => self.invalid(Some(from), wire_reason(&e), Misbehaviour::Malformed),
                 }
@@ -576,11 +578,19 @@ impl Shard {
             return;
         }
         // Signed bytes that are not borrowed from the message itself.
-        let owned_msgs: Vec<Vec<u8>> = items
+        let owned_msgs: Vec<Vec<Vec<u8>>> = items
             .iter()
             .map(|u| match u {
-                Unverified::Query { query, .. } => query.signed_bytes(),
-                Unverified::Response { response, .. } => response.signed_bytes(),
+                Unverified::Query { query, .. } => vec![query.signed_bytes()],
+                Unverified::Response { response, .. } => vec![response.signed_bytes()],
+                Unverified::Alert { alert, .. } => {
+                    let mut v = vec![alert.signed_bytes()];
+                    if let pqdag_wire::Evidence::ConflictingResponses { a, b } = &alert.evidence {
+                        v.push(a.signed_bytes());
+                        v.push(b.signed_bytes());
+                    }
+                    v
+                }
                 _ => Vec::new(),
             })
             .collect();
@@ -591,8 +601,21 @@ impl Shard {
             let start = wanted.len();
             match u {
                 Unverified::Vertex { vertex, .. } => wanted.push((vertex.creator, Domain::Vertex, vertex.signed_bytes(), &vertex.signature)),
-                Unverified::Query { from, query, .. } => wanted.push((*from, Domain::Query, &owned_msgs[i], &query.signature)),
-                Unverified::Response { from, response } => wanted.push((*from, Domain::Response, &owned_msgs[i], &response.signature)),
+                Unverified::Query { from, query, .. } => wanted.push((*from, Domain::Query, &owned_msgs[i][0], &query.signature)),
+                Unverified::Response { from, response } => wanted.push((*from, Domain::Response, &owned_msgs[i][0], &response.signature)),
+                Unverified::Alert { from, alert } => {
+                    wanted.push((*from, Domain::Alert, &owned_msgs[i][0], &alert.signature));
+                    match &alert.evidence {
+                        pqdag_wire::Evidence::ConflictingResponses { a, b } => {
+                            wanted.push((alert.accused, Domain::Response, &owned_msgs[i][1], &a.signature));
+                            wanted.push((alert.accused, Domain::Response, &owned_msgs[i][2], &b.signature));
+                        }
+                        pqdag_wire::Evidence::Equivocation { a, b } => {
+                            wanted.push((alert.accused, Domain::Vertex, a.signed_bytes(), &a.signature));
+                            wanted.push((alert.accused, Domain::Vertex, b.signed_bytes(), &b.signature));
+                        }
+                    }
+                }
                 Unverified::Reply { vertices, .. } => {
                     for v in vertices {
                         wanted.push((v.creator, Domain::Vertex, v.signed_bytes(), &v.signature));
@@ -633,6 +656,14 @@ impl Shard {
                 }
                 Unverified::Reply { from, vertices } if all_ok => {
                     events.push(Event::VertexReply { from, vertices: vertices.into_iter().map(Arc::new).collect() })
+                }
+                Unverified::Alert { from, alert } if all_ok => {
+                    self.setup.metrics.alerts_verified.inc();
+                    events.push(Event::Alert { from, accused: alert.accused, evidence: alert.evidence });
+                }
+                Unverified::Alert { from, .. } => {
+                    // A proof that does not verify is a false accusation: charge the reporter.
+                    self.invalid(Some(from), "false_alert", Misbehaviour::InvalidSignature);
                 }
                 Unverified::Vertex { from, .. } | Unverified::Reply { from, .. } => {
                     // A relayed vertex may be signed by a third party: charge the relay only for
@@ -772,8 +803,13 @@ impl Shard {
                 }
                 Action::Alert { peer, reason, evidence, score } => {
                     let name = self.index_of.get(&peer).map(|i| self.setup.members[*i].0.clone()).unwrap_or_default();
-                    warn!(peer = %name, node_id = %peer, ?reason, score, proof = evidence.is_some(), "Byzantine peer excluded");
+                    let evidence_id = evidence.as_ref().map(|e| pqdag_wire::VertexId(e.digest()).to_hex());
+                    warn!(peer = %name, node_id = %peer, ?reason, score, evidence = evidence_id.as_deref().unwrap_or("none"), "Byzantine peer excluded");
                     self.setup.metrics.alerts.get_or_create(&KindLabel { kind: format!("{reason:?}") }).inc();
+                    // Gossip the proof (spec 3.7.3 strategy 4) so honest peers check it themselves.
+                    if let Some(evidence) = evidence {
+                        self.gossip_alert(peer, *evidence);
+                    }
                 }
                 Action::ToShard { shard, msg } => match &self.mesh {
                     Some(m) => {
@@ -786,6 +822,18 @@ impl Shard {
             }
         }
         self.send_client_events(client_events);
+    }
+
+    fn gossip_alert(&mut self, accused: NodeId, evidence: pqdag_wire::Evidence) {
+        let me = self.node_ids[self.setup.me];
+        let mut alert = pqdag_wire::Alert { reporter: me, accused, evidence, signature: Vec::new() };
+        match self.setup.keypair.sign(Domain::Alert, &alert.signed_bytes()) {
+            Ok(sig) => alert.signature = sig.into_bytes(),
+            Err(_) => return,
+        }
+        let Ok(bytes) = encode(&alert) else { return };
+        let peers: Vec<PeerId> = (0..self.node_ids.len()).filter(|i| *i != self.setup.me && self.node_ids[*i] != accused).map(PeerId).collect();
+        self.transport.broadcast_vertex(&peers, &bytes);
     }
 
     fn send_client_events(&self, client_events: HashMap<ClientId, Vec<FinalityEvent>>) {
@@ -961,6 +1009,24 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Structural checks of an alert's proof before any signature is verified: the evidence must
+/// incriminate the accused (its creator / responder) and actually conflict.
+fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
+    match &alert.evidence {
+        pqdag_wire::Evidence::Equivocation { a, b } => {
+            a.creator == alert.accused
+                && b.creator == alert.accused
+                && a.id != b.id
+                && a.compute_id() == a.id
+                && b.compute_id() == b.id
+                && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k))
+        }
+        pqdag_wire::Evidence::ConflictingResponses { a, b } => {
+            a.responder == alert.accused && b.responder == alert.accused && a.query_id == b.query_id && a.ids_digest == b.ids_digest && a.votes != b.votes
         }
     }
 }
