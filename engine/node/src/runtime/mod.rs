@@ -120,6 +120,9 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let cfg = NodeConfig::load(config_path)?;
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
+    for w in crate::host_tuning::check_host() {
+        tracing::warn!("host tuning: {w}");
+    }
     let keypair = Arc::new(keypair);
     if let Some(mode) = byzantine {
         tracing::warn!(?mode, "BYZANTINE TEST MODE: this node deliberately misbehaves; never run it in production");
