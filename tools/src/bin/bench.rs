@@ -301,7 +301,19 @@ fn run(args: &Args) -> Result<bool, String> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let window_s = t0.elapsed().as_secs_f64();
-    let end: Vec<Option<NodeMetrics>> = nodes.iter().map(|n| scrape(n.metrics)).collect();
+    // Keep each node's last /metrics text for diagnosis (OUT/metrics/node-i.prom).
+    let metrics_dir = out.join("metrics");
+    let _ = std::fs::create_dir_all(&metrics_dir);
+    let end: Vec<Option<NodeMetrics>> = nodes
+        .iter()
+        .map(|n| match http::get(n.metrics, "/metrics", Duration::from_millis(800)) {
+            Ok((200, body)) => {
+                let _ = std::fs::write(metrics_dir.join(format!("{}.prom", n.name)), &body);
+                Some(NodeMetrics::from_text(&body))
+            }
+            _ => None,
+        })
+        .collect();
     drop(lg);
     if !loadgen_status.success() {
         return Err(format!("loadgen failed ({loadgen_status}); its log {}:\n{}", lg_log.display(), tail(&lg_log, 15)));
@@ -327,6 +339,11 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    for (n, st) in nodes.iter().zip(&statuses) {
+        if let Some(v) = st {
+            let _ = std::fs::write(metrics_dir.join(format!("{}.status.json", n.name)), v.to_string());
+        }
+    }
     let digests: Vec<Option<String>> = statuses.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str().map(String::from))).collect();
     let agree = !digests.is_empty() && digests.iter().all(|d| d.is_some() && *d == digests[0]);
 
@@ -627,7 +644,7 @@ fn markdown(r: &Value) -> String {
             s += &format!("- {p}\n");
         }
     }
-    s += "\nPlots: `throughput.svg`, `latency_cdf.svg`, `rss.svg`, `cpu.svg`. Raw data: `report.json` (timeline), `loadgen.json`, `logs/`.\n";
+    s += "\nPlots: `throughput.svg`, `latency_cdf.svg`, `rss.svg`, `cpu.svg`. Raw data: `report.json` (timeline), `loadgen.json`, `metrics/` (each node's last `/metrics` and `/status`), `logs/`.\n";
     s
 }
 
