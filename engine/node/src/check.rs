@@ -42,7 +42,7 @@ impl fmt::Display for Check {
             Status::Fail => "FAIL",
             Status::Skip => "skip",
         };
-        write!(f, "{tag} {:<28} {}", self.what, self.detail)
+        write!(f, "{tag} {:<30} {}", self.what, self.detail)
     }
 }
 
@@ -144,18 +144,14 @@ pub fn check_config(config_path: &Path, check_peers: bool) -> Report {
     r.push(
         Status::Ok,
         "key matches cluster file",
-        format!("{} is member {me} ({}), node id {}", cfg.key_dir.join("node.key").display(), cfg.name, hex::encode(keypair.public().node_id())),
+        format!("{} is member {me} ({}), node id {}", key_file(&cfg.key_dir).display(), cfg.name, hex::encode(keypair.public().node_id())),
     );
-    key_permissions(&mut r, &cfg.key_dir.join("node.key"));
+    key_permissions(&mut r, &key_file(&cfg.key_dir));
     match crate::runtime::params_for(&cluster) {
         Ok(p) => r.push(Status::Ok, "consensus parameters", format!("k={} alpha={} beta={} query_timeout={} ms", p.sample_size, p.alpha, p.beta, p.query_timeout_us / 1000)),
         Err(e) => r.push(Status::Fail, "consensus parameters", e.to_string()),
     }
-    if cluster.shards == 1 {
-        r.push(Status::Ok, "shards", "1 (what this version's runtime runs)");
-    } else {
-        r.push(Status::Fail, "shards", format!("{} per node; this version's runtime runs 1", cluster.shards));
-    }
+    r.push(Status::Ok, "shards", format!("{} per node (one pinned executor and one peer port each)", cluster.shards));
     cores(&mut r, &cfg.cores, cluster.shards);
     data_dir(&mut r, &cfg.data_dir);
 
@@ -172,8 +168,12 @@ pub fn check_config(config_path: &Path, check_peers: bool) -> Report {
         }
         Err(e) => r.push(Status::Fail, "advertised host", format!("{}: {e}", own.host)),
     }
+    let bind_base = cfg.bind_base_port.unwrap_or(own.base_port);
     for s in 0..cluster.shards {
-        let port = own.base_port + s;
+        let Some(port) = bind_base.checked_add(s) else {
+            r.push(Status::Fail, format!("peer port shard {s}"), format!("{bind_base} + {s} exceeds 65535"));
+            continue;
+        };
         let what = format!("peer port udp {}:{port}", cfg.listen_host);
         match resolve(&cfg.listen_host, port) {
             Ok(a) => match udp_free(a[0]) {
@@ -242,6 +242,11 @@ fn host(r: &mut Report) {
             HostOutcome::Skipped(d) => r.push(Status::Skip, what, d),
         }
     }
+}
+
+/// `key_dir/node.key`, without a `./` in the middle for display.
+fn key_file(key_dir: &Path) -> std::path::PathBuf {
+    key_dir.components().collect::<std::path::PathBuf>().join("node.key")
 }
 
 fn key_permissions(r: &mut Report, key: &Path) {

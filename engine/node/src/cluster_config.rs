@@ -52,6 +52,8 @@ pub struct ClusterConfigSpec {
     pub data_dir: PathBuf,
     /// Store sync policy of every node.
     pub sync: SyncMode,
+    /// Shards per node of a new cluster (default 1); an existing cluster keeps its count.
+    pub shards: Option<u16>,
 }
 
 /// What `write_cluster_config` did.
@@ -152,7 +154,16 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
     }
     let cluster_path = spec.dir.join("cluster.toml");
     let existing = if cluster_path.exists() { Some(ClusterFile::load(&cluster_path)?) } else { None };
-    let shards = existing.as_ref().map_or(1, |c| c.shards);
+    let shards = match (&existing, spec.shards) {
+        (Some(c), Some(n)) if n != c.shards => {
+            return Err(invalid(&cluster_path, format!("has {} shards per node; --shards {n} cannot change an existing cluster (every store is split by shard)", c.shards)));
+        }
+        (Some(c), _) => c.shards,
+        (None, n) => n.unwrap_or(1),
+    };
+    if shards == 0 || shards > PORT_STRIDE - 2 {
+        return Err(invalid(&spec.hosts_file, format!("--shards {shards} (must be 1..={}: peer ports sit below the client port, base + 18)", PORT_STRIDE - 2)));
+    }
     if u32::from(spec.base_port) + u32::from(PORT_STRIDE) > 65535 {
         return Err(invalid(&spec.hosts_file, "--base-port too high: client and metrics ports are base + 18 and base + 19"));
     }
@@ -321,6 +332,7 @@ mod tests {
             listen_host: None,
             data_dir: PathBuf::from("data"),
             sync: SyncMode::EveryBatch,
+            shards: None,
         }
     }
 
@@ -363,6 +375,9 @@ mod tests {
             let path = s.dir.join(n).join("config.toml");
             NodeConfig::load(&path).expect("load").resolve(&path).expect("resolve after reconcile");
         }
+        // The shard count of an existing cluster cannot change.
+        let err = write_cluster_config(&ClusterConfigSpec { shards: Some(2), ..s.clone() }).expect_err("shards change");
+        assert!(err.to_string().contains("cannot change"), "{err}");
         // Duplicates are refused before anything is written.
         std::fs::write(&s.hosts_file, "127.0.0.9\n127.0.0.9\n").expect("rewrite");
         assert!(write_cluster_config(&s).is_err());

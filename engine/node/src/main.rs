@@ -81,6 +81,9 @@ enum Command {
         /// Store sync policy of the nodes.
         #[arg(long, value_enum, default_value_t = SyncArg::EveryBatch)]
         sync: SyncArg,
+        /// Shards per node of a new cluster [default: 1]; an existing cluster keeps its count.
+        #[arg(long)]
+        shards: Option<u16>,
     },
     /// Export the finalized history of a stopped node (jsonl for audit, dot for a picture).
     Export {
@@ -134,12 +137,12 @@ fn main() -> ExitCode {
     let result: Result<String, Box<dyn std::error::Error>> = match cli.command {
         Command::Run { config, check_config: true, check_peers, .. } => pqdag_node::check::run_check(&config, check_peers).map_err(Into::into),
         Command::Run { config, byzantine, .. } => run(&config, byzantine),
-        Command::ClusterConfig { hosts, dir, base_port, listen_host, data_dir, sync } => {
+        Command::ClusterConfig { hosts, dir, base_port, listen_host, data_dir, sync, shards } => {
             let sync = match sync {
                 SyncArg::EveryBatch => SyncMode::EveryBatch,
                 SyncArg::WalNoSync => SyncMode::WalNoSync,
             };
-            let spec = pqdag_node::cluster_config::ClusterConfigSpec { hosts_file: hosts, dir, base_port, listen_host, data_dir, sync };
+            let spec = pqdag_node::cluster_config::ClusterConfigSpec { hosts_file: hosts, dir, base_port, listen_host, data_dir, sync, shards };
             pqdag_node::cluster_config::run_cluster_config(&spec).map_err(Into::into)
         }
         Command::Keygen { out } => keygen(&out).map(|id| format!("node id {id}; keys in {}", out.display())).map_err(Into::into),
