@@ -300,20 +300,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let window_s = t0.elapsed().as_secs_f64();
-    // Keep each node's last /metrics text for diagnosis (OUT/metrics/node-i.prom).
-    let metrics_dir = out.join("metrics");
-    let _ = std::fs::create_dir_all(&metrics_dir);
-    let end: Vec<Option<NodeMetrics>> = nodes
-        .iter()
-        .map(|n| match http::get(n.metrics, "/metrics", Duration::from_millis(800)) {
-            Ok((200, body)) => {
-                let _ = std::fs::write(metrics_dir.join(format!("{}.prom", n.name)), &body);
-                Some(NodeMetrics::from_text(&body))
-            }
-            _ => None,
-        })
-        .collect();
+    let load_s = t0.elapsed().as_secs_f64();
     drop(lg);
     if !loadgen_status.success() {
         return Err(format!("loadgen failed ({loadgen_status}); its log {}:\n{}", lg_log.display(), tail(&lg_log, 15)));
@@ -339,20 +326,36 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    let digests: Vec<Option<String>> = statuses.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str().map(String::from))).collect();
+    let agree = !digests.is_empty() && digests.iter().all(|d| d.is_some() && *d == digests[0]);
+
+    // The end of the measured window: after loadgen and after the nodes agreed (or 10 s), so
+    // a node that caught up late is counted with its catch-up work.
+    let window_s = t0.elapsed().as_secs_f64();
+    // Keep each node's last /metrics text for diagnosis (OUT/metrics/node-i.prom).
+    let metrics_dir = out.join("metrics");
+    let _ = std::fs::create_dir_all(&metrics_dir);
+    let end: Vec<Option<NodeMetrics>> = nodes
+        .iter()
+        .map(|n| match http::get(n.metrics, "/metrics", Duration::from_millis(800)) {
+            Ok((200, body)) => {
+                let _ = std::fs::write(metrics_dir.join(format!("{}.prom", n.name)), &body);
+                Some(NodeMetrics::from_text(&body))
+            }
+            _ => None,
+        })
+        .collect();
     for (n, st) in nodes.iter().zip(&statuses) {
         if let Some(v) = st {
             let _ = std::fs::write(metrics_dir.join(format!("{}.status.json", n.name)), v.to_string());
         }
     }
-    let digests: Vec<Option<String>> = statuses.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str().map(String::from))).collect();
-    let agree = !digests.is_empty() && digests.iter().all(|d| d.is_some() && *d == digests[0]);
-
     // 6. Stop the nodes.
-    eprintln!("bench: load done after {window_s:.1} s; stopping the nodes (SIGTERM, SIGKILL after 15 s)");
+    eprintln!("bench: load done after {load_s:.1} s, nodes compared after {window_s:.1} s; stopping the nodes (SIGTERM, SIGKILL after 15 s)");
     let stops = children.stop_all(Duration::from_secs(15));
 
     // 7. Report.
-    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree };
+    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree };
     let (report, mut problems) = build_report(&ctx, &stops);
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| format!("report.json: {e}"))?;
     let md = markdown(&report);
@@ -387,6 +390,7 @@ struct ReportCtx<'a> {
     machine: &'a MachineInfo,
     base_port: u16,
     startup_s: f64,
+    load_s: f64,
     window_s: f64,
     nodes: &'a [Node],
     pids: &'a [u32],
@@ -452,7 +456,7 @@ fn build_report(c: &ReportCtx<'_>, stops: &[pqdag_tools::bench::procs::Stopped])
             "bytes_in": bytes_in,
             "bytes_out_per_vertex": per(bytes_out),
             "bytes_in_per_vertex": per(bytes_in),
-            "polls_per_vertex": per((e.polls - b.polls).max(0.0)),
+            "polls_per_vertex": if fin > 0.0 { Some(((e.polls - b.polls).max(0.0) / fin * 1000.0).round() / 1000.0) } else { None },
             "status_finalized": c.statuses[i].as_ref().and_then(|s| s["finalized"].as_u64()),
             "finalized_set_digest": c.digests[i],
             "exit": exit,
@@ -519,7 +523,7 @@ fn build_report(c: &ReportCtx<'_>, stops: &[pqdag_tools::bench::procs::Stopped])
         "bench": {
             "nodes": n, "rate": c.args.rate, "duration_s": c.args.duration, "drain_s": c.args.drain,
             "payload_bytes": c.args.payload_bytes, "conflict_ratio": c.args.conflict_ratio, "sync": c.args.sync,
-            "base_port": c.base_port, "startup_to_healthy_s": r1(c.startup_s), "window_s": r1(c.window_s),
+            "base_port": c.base_port, "startup_to_healthy_s": r1(c.startup_s), "load_s": r1(c.load_s), "window_s": r1(c.window_s),
             "version": env!("CARGO_PKG_VERSION"),
         },
         "machine": c.machine,
@@ -605,7 +609,7 @@ fn markdown(r: &Value) -> String {
     s += &format!("| machine busy (all processes) / other processes | {}% of all cores / {}% of one core |\n", fmt_opt(&cl["machine_busy_pct_of_all_cores"], 1), fmt_opt(&cl["other_processes_pct_of_one_core"], 1));
     s += &format!("| max RSS of any node | {} MiB |\n", fmt_opt(&cl["rss_max_mib_any_node"], 1));
     s += &format!("| finalized-set digests | {} |\n", if r["agreement"]["agree"].as_bool() == Some(true) { "**all nodes agree**" } else { "**DISAGREE**" });
-    s += &format!("| start-up to healthy / measured window | {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["window_s"], 1));
+    s += &format!("| start-up to healthy / loadgen (load + drain) / measured window (to agreement) | {} s / {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["load_s"], 1), fmt_opt(&b["window_s"], 1));
 
     s += "| node | finalized | CPU s | % of a core | CPU us/vertex | RSS max MiB | out B/vertex | in B/vertex | polls/vertex | exit |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for n in r["nodes"].as_array().into_iter().flatten() {
@@ -619,7 +623,7 @@ fn markdown(r: &Value) -> String {
             fmt_opt(&n["rss_max_mib"], 0),
             fmt_opt(&n["bytes_out_per_vertex"], 0),
             fmt_opt(&n["bytes_in_per_vertex"], 0),
-            fmt_opt(&n["polls_per_vertex"], 2),
+            fmt_opt(&n["polls_per_vertex"], 3),
             n["exit"].as_str().unwrap_or("?"),
             fmt_opt(&n["shutdown_seconds"], 1),
         );
