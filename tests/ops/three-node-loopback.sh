@@ -40,11 +40,11 @@ steps=$(grep -c '^echo; echo "### walkthrough' "$script" || true)
 
 cleanup() {
   rc=$?
-  # Stop any node the walkthrough left running: only our own processes, by their recorded pid.
-  for f in "$work"/pqdag-walkthrough/node-*.pid; do
+  # Stop any node (or Prometheus) the walkthrough left running: only our own processes, by pid.
+  for f in "$work"/pqdag-walkthrough/node-*.pid "$work"/pqdag-walkthrough/prom.pid; do
     [ -e "$f" ] || continue
     pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "engine run"; then
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -Eq "engine run|prometheus"; then
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -KILL "$pid" 2>/dev/null || true
