@@ -1,6 +1,7 @@
 //! `engine run --config F --check-config [--check-peers]`: everything that can be checked before
 //! starting a node, without starting it. Each check prints one line (`ok`, `warn`, `FAIL`, `skip`);
-//! any `FAIL` makes the command exit non-zero. Warnings (host tuning) do not.
+//! any `FAIL` makes the command exit non-zero. Host tuning warnings do not (except the two that
+//! stop glommio: memlock below 512 KiB, io_uring disabled).
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
@@ -239,6 +240,7 @@ fn host(r: &mut Report) {
         match c.outcome {
             HostOutcome::Ok(d) => r.push(Status::Ok, what, d),
             HostOutcome::Warn(d) => r.push(Status::Warn, what, d),
+            HostOutcome::Fatal(d) => r.push(Status::Fail, what, format!("{d} (the node cannot start with this)")),
             HostOutcome::Skipped(d) => r.push(Status::Skip, what, d),
         }
     }
@@ -327,7 +329,9 @@ mod tests {
         let spec = TestnetSpec { nodes: 3, dir: dir.path().to_path_buf(), base_port: 41700, shards: 1, sync: SyncMode::WalNoSync };
         let configs = write_testnet(&spec).expect("testnet");
         let r = check_config(&configs[0], true);
-        assert_eq!(r.failures(), 0, "{:#?}", r.checks);
+        // (Host checks depend on the machine running the test: not asserted here.)
+        let failed = r.checks.iter().filter(|c| c.status == Status::Fail && !c.what.starts_with("host ")).count();
+        assert_eq!(failed, 0, "{:#?}", r.checks);
         // Nobody listens on the peers' ports: the probe says so (a warning, not a failure).
         assert!(r.checks.iter().any(|c| c.what.starts_with("peer node-1") && c.status == Status::Warn && c.detail.contains("unreachable")), "{:#?}", r.checks);
 

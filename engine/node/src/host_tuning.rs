@@ -1,7 +1,8 @@
 //! Host tuning checks: kernel and process limits that the node needs for full speed.
 //!
-//! None of these stop the node; each is a warning an operator should fix (see
-//! `docs/operations.md`, "Host tuning", and `deploy/`). Read from `/proc` and `/sys` only (no
+//! Each is a warning an operator should fix (see `docs/operations.md`, "Host tuning", and
+//! `deploy/`); two are fatal (glommio cannot start): a memlock limit below 512 KiB and
+//! `kernel.io_uring_disabled = 2`. `engine run --check-config` reports those as FAIL. Read from `/proc` and `/sys` only (no
 //! syscalls, no privileges), so the checks run the same inside systemd's sandbox.
 //!
 //! | check | source | wanted | why |
@@ -31,11 +32,13 @@ pub struct HostWarning {
     pub check: &'static str,
     /// Found value, wanted value, fix.
     pub message: String,
+    /// The node cannot start with this setting (glommio refuses), not just run slower.
+    pub fatal: bool,
 }
 
 impl fmt::Display for HostWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.check, self.message)
+        write!(f, "{}: {}{}", self.check, self.message, if self.fatal { " (the node cannot start with this)" } else { "" })
     }
 }
 
@@ -46,6 +49,8 @@ pub enum HostOutcome {
     Ok(String),
     /// Below what the node wants; found, wanted, fix.
     Warn(String),
+    /// The node cannot start like this (e.g. glommio refuses a memlock limit below 512 KiB).
+    Fatal(String),
     /// Not applicable or not readable here (e.g. no cpufreq in a VM); why.
     Skipped(String),
 }
@@ -59,12 +64,13 @@ pub struct HostCheck {
     pub outcome: HostOutcome,
 }
 
-/// The warnings only: what `engine run` should log at start (one `warn!` line each).
+/// The warnings only (fatal ones included, flagged): what `engine run` logs at start.
 pub fn check_host() -> Vec<HostWarning> {
     host_checks()
         .into_iter()
         .filter_map(|c| match c.outcome {
-            HostOutcome::Warn(message) => Some(HostWarning { check: c.check, message }),
+            HostOutcome::Warn(message) => Some(HostWarning { check: c.check, message, fatal: false }),
+            HostOutcome::Fatal(message) => Some(HostWarning { check: c.check, message, fatal: true }),
             _ => None,
         })
         .collect()
@@ -145,7 +151,9 @@ fn limit_min(check: &'static str, limits: Option<&str>, row: &str, min: u64, fix
         Some(Limit::Value(v)) if v >= min => HostOutcome::Ok(if check == "RLIMIT_NOFILE" { v.to_string() } else { human(v) }),
         Some(Limit::Value(v)) => {
             let (found, want) = if check == "RLIMIT_NOFILE" { (v.to_string(), min.to_string()) } else { (human(v), human(min)) };
-            HostOutcome::Warn(format!("soft limit {found} (want >= {want}): {fix}"))
+            let message = format!("soft limit {found} (want >= {want}): {fix}");
+            // glommio refuses to start below 512 KiB ("MemLockLimit(65536/524288)"); few files only slow RocksDB down.
+            if check == "RLIMIT_MEMLOCK" { HostOutcome::Fatal(message) } else { HostOutcome::Warn(message) }
         }
     };
     HostCheck { check, outcome }
@@ -160,7 +168,7 @@ fn io_uring_allowed(value: Option<&str>) -> HostCheck {
         Some("1") => HostOutcome::Warn(
             "1: io_uring only for members of kernel.io_uring_group; add the pqdag user to that group or set `sysctl kernel.io_uring_disabled=0`".into(),
         ),
-        Some(v) => HostOutcome::Warn(format!("{v}: io_uring is disabled and the node (glommio) cannot start: `sysctl kernel.io_uring_disabled=0`")),
+        Some(v) => HostOutcome::Fatal(format!("{v}: io_uring is disabled for everyone: `sysctl kernel.io_uring_disabled=0`")),
     };
     HostCheck { check, outcome }
 }
@@ -222,7 +230,7 @@ Max stack size            unlimited            unlimited            bytes     \n
     #[test]
     fn low_limits_warn_and_high_ones_pass() {
         let c = limit_min("RLIMIT_MEMLOCK", Some(LIMITS), "Max locked memory", MEMLOCK_MIN, "fix");
-        assert!(matches!(&c.outcome, HostOutcome::Warn(m) if m.contains("64 KiB") && m.contains("512 KiB")), "{c:?}");
+        assert!(matches!(&c.outcome, HostOutcome::Fatal(m) if m.contains("64 KiB") && m.contains("512 KiB")), "{c:?}");
         let c = limit_min("RLIMIT_NOFILE", Some(LIMITS), "Max open files", NOFILE_MIN, "fix");
         assert!(matches!(&c.outcome, HostOutcome::Warn(m) if m.contains("1024") && m.contains("65536")), "{c:?}");
         let c = limit_min("RLIMIT_STACK", Some(LIMITS), "Max stack size", 1, "fix");
@@ -256,13 +264,16 @@ Max stack size            unlimited            unlimited            bytes     \n
         assert!(matches!(governor(&[]).outcome, HostOutcome::Skipped(_)));
         assert!(matches!(io_uring_allowed(Some("0\n")).outcome, HostOutcome::Ok(_)));
         assert!(matches!(io_uring_allowed(None).outcome, HostOutcome::Ok(_)));
-        assert!(matches!(io_uring_allowed(Some("2")).outcome, HostOutcome::Warn(_)));
+        assert!(matches!(io_uring_allowed(Some("2")).outcome, HostOutcome::Fatal(_)));
     }
 
     #[test]
     fn check_host_returns_only_warnings() {
-        // Whatever this machine's settings, check_host is the Warn subset of host_checks.
-        let warns = host_checks().into_iter().filter(|c| matches!(c.outcome, HostOutcome::Warn(_))).count();
-        assert_eq!(check_host().len(), warns);
+        // Whatever this machine's settings, check_host is the Warn and Fatal subset of host_checks.
+        let checks = host_checks();
+        let warns = checks.iter().filter(|c| matches!(c.outcome, HostOutcome::Warn(_))).count();
+        let fatal = checks.iter().filter(|c| matches!(c.outcome, HostOutcome::Fatal(_))).count();
+        let got = check_host();
+        assert_eq!((got.len(), got.iter().filter(|w| w.fatal).count()), (warns + fatal, fatal));
     }
 }
