@@ -29,7 +29,12 @@ pub const TURN_INCOMING_MAX: usize = 1024;
 /// Most outstanding query/fetch replies awaited; beyond it new requests are answered Overloaded.
 pub const PENDING_REPLIES_MAX: usize = 16_384;
 /// Most undecided own submissions; beyond it clients get `Overloaded`.
-pub const CLIENT_INFLIGHT_MAX: usize = 50_000;
+pub const CLIENT_INFLIGHT_MAX: usize = 8_192;
+/// Admission control: above this many undecided vertices (processing + waiting for parents) on
+/// this shard, new submissions are refused as `Overloaded`. Past the knee an Avalanche node that
+/// keeps accepting work polls an ever larger frontier and finalizes nothing; refusing turns that
+/// collapse into a plateau at capacity (measured: docs/benchmark.md).
+pub const ADMIT_UNDECIDED_MAX: u64 = 6_000;
 /// Conflict keys of own vertices remembered (shard 0) so the node never signs a second vertex
 /// spending one of them, even when the key's conflict set lives on another shard.
 pub const OWN_KEYS_MAX: usize = 500_000;
@@ -170,6 +175,8 @@ struct Shard {
     adopted_own: std::collections::HashSet<VertexId>,
     /// Conflict keys of submissions not yet created, by internal tag.
     submit_keys: HashMap<u64, Vec<ConflictKey>>,
+    /// Undecided vertices (processing + pending) at the end of the last turn.
+    undecided: u64,
     /// Last reachability reported to the core, per cluster index.
     peer_up: Vec<Option<bool>>,
 }
@@ -235,6 +242,7 @@ impl Shard {
             own_keys: HashMap::new(),
             own_keys_order: std::collections::VecDeque::new(),
             submit_keys: HashMap::new(),
+            undecided: 0,
             adopted_own: std::collections::HashSet::new(),
             cross: Mailbox::new(),
             pending_status: HashMap::new(),
@@ -468,8 +476,10 @@ impl Shard {
                     .iter()
                     .find(|k| self.own_keys.contains_key(*k) || self.submit_keys.values().any(|ks| ks.contains(*k)) || self.core.preference(k).is_some())
                     .copied();
-                if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX {
-                    Some(error(tag, ClientErrorCode::Overloaded, format!("{CLIENT_INFLIGHT_MAX} submissions undecided; retry later")))
+                let undecided = self.undecided;
+                if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX || undecided >= ADMIT_UNDECIDED_MAX {
+                    self.setup.metrics.invalid.get_or_create(&KindLabel { kind: "client_overloaded".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {} own submissions in flight; retry later", self.own.len())))
                 } else if let Some(k) = spent {
                     // An honest node never signs a vertex conflicting with one it already knows:
                     // that would make it an equivocator. The double spend is refused here; one
@@ -968,6 +978,7 @@ impl Shard {
 
     fn publish_status(&mut self) {
         let s = self.core.status();
+        self.undecided = s.processing + s.pending;
         let st = &self.setup.status;
         st.finalized.store(s.finalized, Ordering::Relaxed);
         st.rejected.store(s.rejected, Ordering::Relaxed);
