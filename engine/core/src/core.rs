@@ -698,7 +698,7 @@ impl<S: Signer> Core<S> {
             let score = u8::from(tip) * 4 + u8::from(processing) * 2 + u8::from(conf > 0.8);
             cands.push((score, seq, id));
         }
-        cands.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        cands.sort_unstable_by_key(|c| std::cmp::Reverse((c.0, c.1)));
         let mut out: Vec<VertexId> = Vec::with_capacity(want);
         // Random pick among the best few: balanced parent distribution (FR-003).
         let top = cands.len().min(want * 2);
@@ -1414,10 +1414,8 @@ impl<S: Signer> Core<S> {
         let suspected = self.outcomes.len() >= 16 && self.outcomes_timeouts * 2 > self.outcomes.len();
         for (pos, &pi) in c.sample.iter().enumerate() {
             let timed_out = c.missing & (1u64 << pos) != 0;
-            if self.outcomes.len() >= TIMEOUT_WINDOW {
-                if self.outcomes.pop_front() == Some(true) {
-                    self.outcomes_timeouts -= 1;
-                }
+            if self.outcomes.len() >= TIMEOUT_WINDOW && self.outcomes.pop_front() == Some(true) {
+                self.outcomes_timeouts -= 1;
             }
             self.outcomes.push_back(timed_out);
             if timed_out {

@@ -341,6 +341,9 @@ enum Ev {
     Restart { node: usize },
 }
 
+/// What one shard persisted: vertices in first-persist order and their latest status.
+type ShardStore = (Vec<Arc<Vertex>>, HashMap<VertexId, VertexStatus>);
+
 struct Node {
     id: NodeId,
     signer: MacSigner,
@@ -352,7 +355,7 @@ struct Node {
     up: bool,
     restarts: u64,
     /// Storage: per shard, vertices in first-persist order and their latest status.
-    storage: Vec<(Vec<Arc<Vertex>>, HashMap<VertexId, VertexStatus>)>,
+    storage: Vec<ShardStore>,
     keep_storage: bool,
     finalized_before_crash: u64,
 }
@@ -662,8 +665,7 @@ impl Sim {
         let shard = self.work_rng.random_range(0..self.cfg.shards);
         let tag = self.submitted;
         let ts = self.now / 1000;
-        let created = self.handle(node, shard, Event::Submit { payload, conflict_keys: keys, client_tag: tag, timestamp_ms: ts }, 0);
-        created
+        self.handle(node, shard, Event::Submit { payload, conflict_keys: keys, client_tag: tag, timestamp_ms: ts }, 0)
     }
 
     /// Byzantine equivocation: two conflicting vertices from one creator to two halves.
