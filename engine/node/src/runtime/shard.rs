@@ -147,7 +147,8 @@ struct OwnSubmission {
 struct Shard {
     setup: ShardSetup,
     transport: Rc<ShardTransport>,
-    store: RocksStore,
+    /// `None` only while a write runs on the blocking thread.
+    store: Option<RocksStore>,
     core: Core<MlDsaSigner>,
     mailbox: Mailbox<Reply>,
     verifier: BatchVerifier,
@@ -221,7 +222,7 @@ impl Shard {
         info!(shard = setup.shard, restored = n, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
         Ok(Shard {
             transport,
-            store,
+            store: Some(store),
             core,
             mailbox: Mailbox::new(),
             verifier: BatchVerifier::new(),
@@ -308,7 +309,7 @@ impl Shard {
                     continue;
                 }
             }
-            self.turn(incoming, replies, cross);
+            self.turn(incoming, replies, cross).await;
         }
         info!(shard = self.setup.shard, "shard stopping: closing connections");
         self.transport.shutdown();
@@ -351,7 +352,7 @@ impl Shard {
         }
     }
 
-    fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>, cross: Vec<MeshMsg>) {
+    async fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>, cross: Vec<MeshMsg>) {
         if self.setup.byzantine == Some(super::byzantine::ByzantineMode::Flood) && self.last_flood.elapsed() >= Duration::from_millis(10) {
             self.last_flood = Instant::now();
             self.next_tag += 1;
@@ -408,7 +409,7 @@ impl Shard {
             actions.push(a);
         }
         if !actions.is_empty() {
-            self.execute(actions);
+            self.execute(actions).await;
         }
         self.publish_status();
     }
@@ -687,7 +688,7 @@ impl Shard {
         }
     }
 
-    fn execute(&mut self, actions: Vec<Action>) {
+    async fn execute(&mut self, actions: Vec<Action>) {
         // 1. Durability first: every persist of the turn in one atomic batch, before any send.
         let positions: HashMap<VertexId, u64> = actions
             .iter()
@@ -712,7 +713,21 @@ impl Shard {
         }
         if !batch.is_empty() {
             let t = Instant::now();
-            if let Err(e) = self.store.write(batch) {
+            // The write (and its fsync) runs on the executor's blocking thread, so the shard's
+            // QUIC I/O keeps flowing meanwhile; this turn's sends wait for it (persist first).
+            // The store moves there and back: one owner at a time, no lock.
+            let Some(mut store) = self.store.take() else {
+                self.setup.stop.store(true, Ordering::Relaxed);
+                return;
+            };
+            let (store, result) = glommio::executor()
+                .spawn_blocking(move || {
+                    let r = store.write(batch);
+                    (store, r)
+                })
+                .await;
+            self.store = Some(store);
+            if let Err(e) = result {
                 // Without durability the node must not vote or announce: stop the node.
                 tracing::error!(error = %e, "store write failed; stopping the node");
                 self.setup.stop.store(true, Ordering::Relaxed);
