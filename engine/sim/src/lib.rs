@@ -1076,7 +1076,10 @@ impl Sim {
             let fa = self.decided.get(a).map(|d| d.0).unwrap_or(0);
             let fb = self.decided.get(b).map(|d| d.0).unwrap_or(0);
             let h = self.honest as u32;
-            if (fa == h && fb == 0) || (fb == h && fa == 0) {
+            let ra = self.decided.get(a).map(|d| d.1).unwrap_or(0);
+            let rb = self.decided.get(b).map(|d| d.1).unwrap_or(0);
+            // One winner everywhere, or both rejected everywhere (both descend from losers).
+            if (fa == h && fb == 0) || (fb == h && fa == 0) || (ra == h && rb == h) {
                 resolved += 1;
             } else if fa > 0 && fb > 0 {
                 let _ = k;
@@ -1136,6 +1139,9 @@ impl Sim {
         }
         for (i, n) in self.nodes.iter().enumerate() {
             let st = n.shards[0].status();
+            if self.cfg.nodes > 50 && st.processing == 0 && st.pending == 0 {
+                continue;
+            }
             eprintln!("node {i}: finalized {} processing {} pending {} polls {} short {} excluded {} evicted {}", st.finalized, st.processing, st.pending, st.polls_completed, st.polls_short, st.excluded_peers, st.pending_evicted);
         }
         for s in 0..self.cfg.shards as usize {
