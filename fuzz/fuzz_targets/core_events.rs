@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(alert) => Event::Alert { from, accused: alert.accused, evidence: alert.evidence },
                 Err(_) => continue,
             },
-            Ok(FrameRef::ClientRequest(_)) | Ok(FrameRef::ClientReply(_)) => Event::Timer,
+            Ok(FrameRef::ClientRequest(_)) | Ok(FrameRef::ClientReply(_)) | Ok(FrameRef::SyncRequest(_)) | Ok(FrameRef::SyncReply(_)) => Event::Timer,
             Err(_) => Event::Submit { payload: frame.to_vec(), conflict_keys: vec![], client_tag: steps, timestamp_ms: now / 1000 },
         };
         let _ = core.handle(now, event);

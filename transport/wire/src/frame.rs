@@ -31,6 +31,10 @@ pub enum Kind {
     Frontier = 0x06,
     /// [`Alert`]
     Alert = 0x07,
+    /// [`SyncRequest`]
+    SyncRequest = 0x08,
+    /// [`SyncReply`]
+    SyncReply = 0x09,
     /// [`ClientRequest`](crate::ClientRequest) (client ALPN only)
     ClientRequest = 0x40,
     /// [`ClientReply`](crate::ClientReply) (client ALPN only)
@@ -48,6 +52,8 @@ impl Kind {
             0x05 => Kind::VertexReply,
             0x06 => Kind::Frontier,
             0x07 => Kind::Alert,
+            0x08 => Kind::SyncRequest,
+            0x09 => Kind::SyncReply,
             0x40 => Kind::ClientRequest,
             0x41 => Kind::ClientReply,
             other => return Err(WireError::UnknownKind(other)),
@@ -64,6 +70,8 @@ impl Kind {
             Kind::VertexReply => "vertex_reply",
             Kind::Frontier => "frontier",
             Kind::Alert => "alert",
+            Kind::SyncRequest => "sync_request",
+            Kind::SyncReply => "sync_reply",
             Kind::ClientRequest => "client_request",
             Kind::ClientReply => "client_reply",
         }
@@ -102,6 +110,8 @@ wire_message!(VertexReply, Kind::VertexReply, |r| {
 });
 wire_message!(Frontier, Kind::Frontier, |f| bound("frontier tips", f.tips.len(), FRONTIER_IDS_MAX));
 wire_message!(Alert, Kind::Alert, |_a| Ok(()));
+wire_message!(SyncRequest, Kind::SyncRequest, |r| bound("sync max", r.max as usize, SYNC_IDS_MAX));
+wire_message!(SyncReply, Kind::SyncReply, |r| bound("sync ids", r.ids.len(), SYNC_IDS_MAX));
 wire_message!(ClientRequest, Kind::ClientRequest, |r| match r {
     ClientRequest::Submit { payload, conflict_keys, .. } => {
         bound("payload bytes", payload.len(), PAYLOAD_BYTES_MAX)?;
@@ -145,6 +155,10 @@ pub enum FrameRef<'a> {
     Frontier(&'a ArchivedFrontier),
     /// A Byzantine alert.
     Alert(&'a ArchivedAlert),
+    /// A history sync request.
+    SyncRequest(&'a ArchivedSyncRequest),
+    /// A history sync reply.
+    SyncReply(&'a ArchivedSyncReply),
     /// A client request.
     ClientRequest(&'a ArchivedClientRequest),
     /// A client reply.
@@ -162,6 +176,8 @@ impl FrameRef<'_> {
             FrameRef::VertexReply(_) => Kind::VertexReply,
             FrameRef::Frontier(_) => Kind::Frontier,
             FrameRef::Alert(_) => Kind::Alert,
+            FrameRef::SyncRequest(_) => Kind::SyncRequest,
+            FrameRef::SyncReply(_) => Kind::SyncReply,
             FrameRef::ClientRequest(_) => Kind::ClientRequest,
             FrameRef::ClientReply(_) => Kind::ClientReply,
         }
@@ -242,6 +258,16 @@ pub fn decode(frame: &[u8]) -> Result<FrameRef<'_>, WireError> {
                 }
             }
             FrameRef::Alert(a)
+        }
+        Kind::SyncRequest => {
+            let r: &ArchivedSyncRequest = access(kind, body)?;
+            bound("sync max", r.max.to_native() as usize, SYNC_IDS_MAX)?;
+            FrameRef::SyncRequest(r)
+        }
+        Kind::SyncReply => {
+            let r: &ArchivedSyncReply = access(kind, body)?;
+            bound("sync ids", r.ids.len(), SYNC_IDS_MAX)?;
+            FrameRef::SyncReply(r)
         }
         Kind::ClientRequest => {
             let r: &ArchivedClientRequest = access(kind, body)?;

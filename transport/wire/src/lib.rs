@@ -31,6 +31,6 @@ pub use frame::{decode, encode, FrameRef, Kind, WireMessage, HEADER_BYTES, WIRE_
 pub use messages::{
     ArchivedAlert, ArchivedEvidence, ArchivedFrontier, ArchivedQuery, ArchivedResponse,
     ArchivedVertex, ArchivedVertexReply, ArchivedVertexRequest, Alert, Evidence, Frontier, Query, CANONICAL_VERTEX_VERSION,
-    Response, Vertex, VertexReply, VertexRequest, Vote,
+    Response, Vertex, VertexReply, VertexRequest, Vote, SyncRequest, SyncReply, ArchivedSyncRequest, ArchivedSyncReply,
 };
 pub use types::{ArchivedConflictKey, ArchivedNodeId, ArchivedVertexId, ConflictKey, NodeId, VertexId};

@@ -21,3 +21,5 @@ pub const REPLY_VERTICES_MAX: usize = 128;
 pub const FRONTIER_IDS_MAX: usize = 1024;
 /// Length of every signature field (ML-DSA-87).
 pub const SIGNATURE_BYTES: usize = 4627;
+/// Most ids in one sync reply.
+pub const SYNC_IDS_MAX: usize = 4096;

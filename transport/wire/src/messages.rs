@@ -348,6 +348,32 @@ pub struct VertexReply {
     pub vertices: Vec<Vertex>,
 }
 
+/// "Which vertices did you finalize, in your finality order, from this position on?" Lets a node
+/// that lost its disk (or was down long) walk a peer's whole finalized history, then fetch the
+/// vertices it lacks by id. Unsigned: the answer is only ids, checked by fetching signed vertices.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct SyncRequest {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// First finality position wanted (positions start at 1; genesis is 0).
+    pub from_position: u64,
+    /// Most ids wanted, at most [`SYNC_IDS_MAX`].
+    pub max: u32,
+}
+
+/// Finalized ids of the responder's shard from `from_position`, in finality order.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct SyncReply {
+    /// The request's id.
+    pub request_id: u64,
+    /// Where the next request should start (past the last id here).
+    pub next_position: u64,
+    /// At most [`SYNC_IDS_MAX`] ids.
+    pub ids: Vec<VertexId>,
+}
+
 /// A periodic "these are my DAG tips" announcement: a peer that does not know a tip fetches it,
 /// which is how partitions reconcile and restarted nodes catch up.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]

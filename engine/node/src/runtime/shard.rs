@@ -38,6 +38,10 @@ pub const ADMIT_UNDECIDED_MAX: u64 = 6_000;
 /// Conflict keys of own vertices remembered (shard 0) so the node never signs a second vertex
 /// spending one of them, even when the key's conflict set lives on another shard.
 pub const OWN_KEYS_MAX: usize = 500_000;
+/// Pause between history-sync requests once caught up with a peer.
+const SYNC_IDLE: Duration = Duration::from_secs(2);
+/// Ids asked per history-sync request.
+const SYNC_BATCH: u32 = 1024;
 /// Longest sleep of an idle loop (how fast a stop request is seen).
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
 
@@ -125,6 +129,7 @@ struct PendingStatus {
 
 /// Replies of requests this shard made, pushed by the tasks awaiting them.
 enum Reply {
+    Sync { peer: PeerId, result: Result<Vec<u8>, pqdag_transport::TransportError> },
     Response { peer: PeerId, sent: Instant, result: Result<Vec<u8>, pqdag_transport::TransportError> },
     Vertices { peer: PeerId, result: Result<Vec<u8>, pqdag_transport::TransportError> },
 }
@@ -176,6 +181,12 @@ struct Shard {
     adopted_own: std::collections::HashSet<VertexId>,
     /// Conflict keys of submissions not yet created, by internal tag.
     submit_keys: HashMap<u64, Vec<ConflictKey>>,
+    /// History sync: next finality position to ask each peer for, a request in flight, and
+    /// when to ask next (see `maybe_sync`).
+    sync_cursor: Vec<u64>,
+    sync_in_flight: bool,
+    sync_next_at: Instant,
+    sync_rr: usize,
     /// Undecided vertices (processing + pending) at the end of the last turn.
     undecided: u64,
     /// Last reachability reported to the core, per cluster index.
@@ -244,6 +255,10 @@ impl Shard {
             own_keys_order: std::collections::VecDeque::new(),
             submit_keys: HashMap::new(),
             undecided: 0,
+            sync_cursor: vec![1; setup.members.len()],
+            sync_in_flight: false,
+            sync_next_at: start,
+            sync_rr: 0,
             adopted_own: std::collections::HashSet::new(),
             cross: Mailbox::new(),
             pending_status: HashMap::new(),
@@ -264,6 +279,7 @@ impl Shard {
         self.publish_status();
         self.spawn_dialer();
         while !self.setup.stop.load(Ordering::Relaxed) {
+            self.maybe_sync();
             let mut incoming = Vec::new();
             while incoming.len() < TURN_INCOMING_MAX {
                 match self.transport.try_recv() {
@@ -458,6 +474,7 @@ impl Shard {
                         }
                         _ => self.invalid(None, "vertex_request_dropped", Misbehaviour::Malformed),
                     },
+                    Ok(FrameRef::SyncRequest(r)) => self.serve_sync(r.request_id.to_native(), r.from_position.to_native(), r.max.to_native(), reply),
                     Ok(_) => self.invalid(Some(from), "request_kind", Misbehaviour::Malformed),
                     Err(e) => self.invalid(Some(from), wire_reason(&e), Misbehaviour::Malformed),
                 }
@@ -561,6 +578,7 @@ impl Shard {
                     Err(e) => self.invalid(Some(from), wire_reason(&e), Misbehaviour::Malformed),
                 }
             }
+            Reply::Sync { peer, result } => self.on_sync_reply(peer, result),
             Reply::Vertices { peer, result } => {
                 let from = self.node_ids[peer.0];
                 let Ok(bytes) = result else { return };
@@ -847,6 +865,86 @@ impl Shard {
             }
         }
         self.send_client_events(client_events);
+    }
+
+    /// History sync (catch-up after a long outage or a lost disk): walk each connected peer's
+    /// finality log of this shard from where we left it, and fetch by id what we do not have.
+    /// Frontier announcements only reach vertices near the tips; this reaches all of history.
+    fn maybe_sync(&mut self) {
+        if self.sync_in_flight || Instant::now() < self.sync_next_at {
+            return;
+        }
+        let n = self.node_ids.len();
+        let Some(peer) = (1..=n)
+            .map(|k| (self.sync_rr + k) % n)
+            .find(|i| *i != self.setup.me && self.peer_up[*i] == Some(true))
+        else {
+            self.sync_next_at = Instant::now() + SYNC_IDLE;
+            return;
+        };
+        self.sync_rr = peer;
+        self.next_tag += 1;
+        let req = pqdag_wire::SyncRequest { request_id: self.next_tag, from_position: self.sync_cursor[peer], max: SYNC_BATCH };
+        let Ok(bytes) = encode(&req) else { return };
+        self.sync_in_flight = true;
+        let (t, mb, p) = (self.transport.clone(), self.mailbox.clone(), PeerId(peer));
+        let timeout = Duration::from_micros(self.setup.params.query_timeout_us.max(1_000_000) * 2);
+        self.outstanding += 1;
+        glommio::spawn_local(async move {
+            let result = t.request_vertices(p, bytes, timeout).await;
+            mb.push(Reply::Sync { peer: p, result });
+        })
+        .detach();
+    }
+
+    fn on_sync_reply(&mut self, peer: PeerId, result: Result<Vec<u8>, pqdag_transport::TransportError>) {
+        self.sync_in_flight = false;
+        self.sync_next_at = Instant::now() + SYNC_IDLE;
+        let Ok(bytes) = result else { return };
+        let from = self.node_ids[peer.0];
+        let reply = match decode(&bytes) {
+            Ok(FrameRef::SyncReply(r)) => r,
+            Ok(_) => return self.invalid(Some(from), "sync_reply_kind", Misbehaviour::Malformed),
+            Err(e) => return self.invalid(Some(from), wire_reason(&e), Misbehaviour::Malformed),
+        };
+        let next = reply.next_position.to_native();
+        if next < self.sync_cursor[peer.0] {
+            return; // stale or rewound reply: ignore
+        }
+        self.sync_cursor[peer.0] = next;
+        if reply.ids.len() as u32 >= SYNC_BATCH {
+            self.sync_next_at = Instant::now(); // more to walk: go on at once
+        }
+        let missing: Vec<VertexId> = reply.ids.iter().map(VertexId::from).filter(|id| !self.core.contains(id)).collect();
+        if !missing.is_empty() {
+            self.setup.metrics.invalid.get_or_create(&KindLabel { kind: "sync_missing_fetched".into() }).inc_by(missing.len() as u64);
+        }
+        let timeout = Duration::from_micros(self.setup.params.query_timeout_us.max(1_000_000) * 2);
+        for chunk in missing.chunks(pqdag_wire::limits::REPLY_VERTICES_MAX) {
+            self.next_tag += 1;
+            let Ok(bytes) = encode(&VertexRequest { request_id: self.next_tag, ids: chunk.to_vec() }) else { continue };
+            self.outstanding += 1;
+            let (t, mb) = (self.transport.clone(), self.mailbox.clone());
+            glommio::spawn_local(async move {
+                let result = t.request_vertices(peer, bytes, timeout).await;
+                mb.push(Reply::Vertices { peer, result });
+            })
+            .detach();
+        }
+    }
+
+    /// Answers a history-sync request from this shard's finality index in the store.
+    fn serve_sync(&mut self, request_id: u64, from_position: u64, max: u32, reply: Responder) {
+        let max = (max as usize).min(pqdag_wire::limits::SYNC_IDS_MAX);
+        let range = match &self.store {
+            Some(store) => store.finalized_range(from_position.max(1), max).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let next_position = range.last().map(|(p, _)| p + 1).unwrap_or(from_position.max(1));
+        let ids = range.into_iter().map(|(_, id)| id).collect();
+        if let Ok(b) = encode(&pqdag_wire::SyncReply { request_id, next_position, ids }) {
+            let _ = reply.send(b);
+        }
     }
 
     fn gossip_alert(&mut self, accused: NodeId, evidence: pqdag_wire::Evidence) {
