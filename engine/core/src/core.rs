@@ -1388,7 +1388,9 @@ impl<S: Signer> Core<S> {
         // conflict-free vertices, on most such ids, is flipping votes.
         let mut decided_ids = Vec::new();
         for (i, id) in poll.ids.iter().enumerate() {
-            if poll.yes[i].count_ones() as usize >= poll.alpha && self.vertices.get(id).is_some_and(|r| !r.in_conflict) {
+            // Conflict-free ids, or ids final here by now (the network decided them): an honest
+            // responder votes No on those only transiently.
+            if poll.yes[i].count_ones() as usize >= poll.alpha && self.vertices.get(id).is_some_and(|r| !r.in_conflict || r.status == VertexStatus::Final) {
                 decided_ids.push(i);
             }
         }
@@ -1759,8 +1761,12 @@ impl<S: Signer> Core<S> {
         let mut scored: Vec<(u64, usize)> = Vec::new();
         for (i, s) in self.scores.iter_mut().enumerate() {
             s.decay(now);
+            // Hysteresis: an excluded peer returns only once its score fell below half the
+            // threshold, so a persistent offender is out most of the time while one incident of
+            // an honest peer (at most 0.5) never excludes it.
+            let threshold = if s.excluded { EXCLUDE_SCORE / 2.0 } else { EXCLUDE_SCORE };
             s.excluded = s.convicted;
-            if !s.convicted && s.score > EXCLUDE_SCORE {
+            if !s.convicted && s.score > threshold {
                 scored.push((ordf(s.score / 8.0), i));
             }
         }

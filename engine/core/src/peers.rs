@@ -2,8 +2,9 @@
 
 /// Score above which a peer is excluded from sampling and its responses ignored (3.7.2).
 pub const EXCLUDE_SCORE: f64 = 0.5;
-/// Half-life of scores: honest peers' occasional incidents fade.
-pub const SCORE_HALF_LIFE_US: u64 = 10_000_000;
+/// Half-life of scores: honest peers' occasional incidents fade (one +0.2 incident every 15 s
+/// or rarer never excludes), persistent offenders stay out (with the 0.25 re-entry hysteresis).
+pub const SCORE_HALF_LIFE_US: u64 = 20_000_000;
 /// Queries in a peer's timeout window; more than half timing out is "excessive".
 pub const PEER_TIMEOUT_WINDOW: u32 = 8;
 
