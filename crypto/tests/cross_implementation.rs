@@ -62,3 +62,51 @@ fn rustcrypto_signatures_and_keys_work_with_oqs() {
     let sig2 = kp.sign(Domain::Query, msg).expect("oqs sign");
     assert!(rc_verify(vk_bytes.as_slice(), Domain::Query, msg, sig2.as_bytes()));
 }
+
+/// Decodes the base64 body of a PEM file (no external crate: the alphabet is 64 symbols).
+fn pem_body(pem: &str) -> Vec<u8> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => 0,
+    };
+    let bytes: Vec<u8> = b64.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|c| u32::from(val(*c))).collect();
+        let n = v.iter().enumerate().fold(0u32, |acc, (i, x)| acc | (x << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+/// Known answer: the IETF LAMPS ML-DSA-87 example key (seed 00..1f) must derive to the published
+/// public key, and liboqs, given that key pair, must produce signatures that verify against the
+/// published key (under our domain contexts) and fail under a tampered one.
+#[test]
+fn lamps_example_key_is_a_known_answer_for_both_implementations() {
+    let spki = pem_body(include_str!("vectors/lamps-ML-DSA-87.pub"));
+    let published = &spki[spki.len() - pqdag_crypto::PUBLIC_KEY_BYTES..];
+    let pkcs8 = pem_body(include_str!("vectors/lamps-ML-DSA-87-seed.priv"));
+    let seed: [u8; 32] = pkcs8[pkcs8.len() - 32..].try_into().expect("32-byte seed");
+    assert_eq!(seed.to_vec(), (0u8..32).collect::<Vec<u8>>(), "the LAMPS example seed is 00..1f");
+
+    let rc = SigningKey::<MlDsa87>::from_seed(&seed.into());
+    assert_eq!(rc.verifying_key().encode().as_slice(), published, "seed -> public key (FIPS 204 KeyGen) mismatch");
+
+    #[allow(deprecated)]
+    let sk = rc.expanded_key().to_expanded();
+    let pk = PublicKey::from_bytes(published).expect("pk");
+    let kp = Keypair::from_parts(pk, SecretKey::from_bytes(sk.as_slice()).expect("sk")).expect("liboqs accepts the LAMPS key pair");
+    let msg = b"pqdag known-answer check";
+    let sig = kp.sign(Domain::Vertex, msg).expect("oqs sign");
+    assert!(rc_verify(published, Domain::Vertex, msg, sig.as_bytes()));
+    let mut tampered = published.to_vec();
+    tampered[100] ^= 1;
+    assert!(!rc_verify(&tampered, Domain::Vertex, msg, sig.as_bytes()));
+    assert!(PublicKey::from_bytes(&tampered).expect("pk").verify(Domain::Vertex, msg, sig.as_bytes()).is_err());
+}
