@@ -121,6 +121,11 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
     for w in crate::host_tuning::check_host() {
+        if w.fatal {
+            // glommio cannot run (io_uring disabled, memlock below 512 KiB): say why up front
+            // instead of failing inside an executor.
+            return Err(NodeError::Params(format!("host: {w}")));
+        }
         tracing::warn!("host tuning: {w}");
     }
     let keypair = Arc::new(keypair);
