@@ -40,6 +40,9 @@ pub enum NodeError {
         /// Why.
         message: String,
     },
+    /// The host cannot run the node (see `engine run --check-config`).
+    #[error("host: {0}")]
+    Host(String),
     /// Parameters are invalid for this cluster.
     #[error("consensus parameters: {0}")]
     Params(String),
@@ -124,7 +127,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         if w.fatal {
             // glommio cannot run (io_uring disabled, memlock below 512 KiB): say why up front
             // instead of failing inside an executor.
-            return Err(NodeError::Params(format!("host: {w}")));
+            return Err(NodeError::Host(w.to_string()));
         }
         tracing::warn!("host tuning: {w}");
     }
