@@ -247,6 +247,9 @@ pub struct Core<S: Signer> {
     contested: u64,
     recent: VecDeque<VertexId>,
     recent_final: VecDeque<VertexId>,
+    /// Final vertices in finality order with their finality time, for stripping (see
+    /// `Params::strip_final_after_us`).
+    strip_queue: VecDeque<(u64, VertexId)>,
     outcomes: VecDeque<bool>,
     outcomes_timeouts: usize,
     /// Last polls: true = closed short of alpha answers (timed out).
@@ -353,6 +356,7 @@ impl<S: Signer> Core<S> {
             contested: 0,
             recent: VecDeque::new(),
             recent_final,
+            strip_queue: VecDeque::new(),
             outcomes: VecDeque::new(),
             outcomes_timeouts: 0,
             poll_outcomes: 0,
@@ -1008,10 +1012,13 @@ impl<S: Signer> Core<S> {
         if creator == self.me {
             return;
         }
-        let ev = Evidence::Equivocation { a: (*ra.v).clone(), b: (*rb.v).clone() };
+        // A stripped (old final) vertex no longer carries its signature: the equivocation is
+        // still scored, but without a transferable proof.
+        let proof = !ra.v.signature.is_empty() && !rb.v.signature.is_empty();
+        let ev = proof.then(|| Evidence::Equivocation { a: (*ra.v).clone(), b: (*rb.v).clone() });
         if let Some(&i) = self.peer_idx.get(&creator) {
             let now = self.now;
-            self.incident(now, i, Misbehaviour::Equivocation, Some(ev));
+            self.incident(now, i, Misbehaviour::Equivocation, ev);
         }
     }
 
@@ -1521,6 +1528,9 @@ impl<S: Signer> Core<S> {
             self.recent_final.pop_front();
         }
         self.recent_final.push_back(id);
+        if self.params.strip_final_after_us > 0 {
+            self.strip_queue.push_back((now, id));
+        }
         if !quiet {
             self.push(Action::Persist { vertex: v.clone(), status: VertexStatus::Final });
             self.push(Action::Finalized { id, position: self.final_position, latency_us: now.saturating_sub(arrival) });
@@ -1631,7 +1641,7 @@ impl<S: Signer> Core<S> {
         let mut out = Vec::new();
         for id in req.ids.iter().take(REQUEST_IDS_MAX) {
             if let Some(v) = self.vertex(id) {
-                if v.id != self.genesis.id {
+                if v.id != self.genesis.id && !v.signature.is_empty() {
                     out.push((**v).clone());
                 }
             }
@@ -1974,7 +1984,34 @@ impl<S: Signer> Core<S> {
 
     // ------------------------------------------------------------------ timers
 
+    /// Drops payload and signature of vertices final for longer than `strip_final_after_us`.
+    fn strip_old_finals(&mut self, now: u64) {
+        let after = self.params.strip_final_after_us;
+        while let Some(&(at, id)) = self.strip_queue.front() {
+            if after == 0 || at.saturating_add(after) > now {
+                break;
+            }
+            self.strip_queue.pop_front();
+            if let Some(r) = self.vertices.get_mut(&id) {
+                debug_assert_eq!(r.status, VertexStatus::Final, "only final vertices are stripped");
+                if r.status == VertexStatus::Final && !r.v.signature.is_empty() {
+                    let v = &r.v;
+                    r.v = Arc::new(Vertex {
+                        id: v.id,
+                        parents: v.parents.clone(),
+                        payload: Vec::new(),
+                        conflict_keys: v.conflict_keys.clone(),
+                        timestamp_ms: v.timestamp_ms,
+                        creator: v.creator,
+                        signature: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
     fn tick(&mut self, now: u64) {
+        self.strip_old_finals(now);
         // Close polls that timed out or had alpha answers plus a grace period as long again.
         let due: Vec<u64> = self
             .polls

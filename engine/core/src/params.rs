@@ -36,6 +36,10 @@ pub struct Params {
     pub frontier_interval_us: u64,
     /// Peers each announcement goes to.
     pub frontier_fanout: usize,
+    /// Drop the payload and signature of vertices final for this long, keeping only what
+    /// consensus needs (id, parents, keys, status): ~5 KB -> ~0.3 KB per final vertex. 0 = keep
+    /// everything (the simulator). The engine enables it and serves old vertices from its store.
+    pub strip_final_after_us: u64,
 }
 
 impl Params {
@@ -59,6 +63,7 @@ impl Params {
             gossip_random: 5,
             frontier_interval_us: 250_000,
             frontier_fanout: 2,
+            strip_final_after_us: 0,
         }
     }
 

@@ -291,6 +291,11 @@ fn lost_disk_node_resyncs_the_whole_history() {
         })
     });
     let (finalized, digest) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
+    // Let the peers strip these finals from memory (FINAL_IN_MEMORY_US): the resync must then be
+    // served from their RocksDB stores.
+    std::thread::sleep(Duration::from_micros(pqdag_node::runtime::FINAL_IN_MEMORY_US) + Duration::from_secs(1));
+    let rss_peer = c.http(0, "/metrics").map(|m| metric_sum(&m.1, "pqdag_process_resident_bytes")).unwrap_or(0.0);
+    eprintln!("peer RSS after stripping: {:.0} MiB", rss_peer / 1048576.0);
     assert!(c.stop(2));
     let data = pqdag_node::NodeConfig::load(&c.configs[2]).expect("cfg").data_dir;
     std::fs::remove_dir_all(&data).expect("wipe data dir");

@@ -467,13 +467,14 @@ impl Shard {
             Incoming::VertexRequest { peer, bytes, reply } => {
                 let from = self.node_ids[peer.0];
                 match decode(&bytes) {
-                    Ok(FrameRef::VertexRequest(r)) => match rkyv::deserialize::<VertexRequest, rkyv::rancor::Error>(r) {
-                        Ok(request) if self.pending_fetches.len() < PENDING_REPLIES_MAX => {
-                            self.pending_fetches.insert((from, request.request_id), reply);
-                            events.push(Event::VertexRequest { from, request });
-                        }
-                        _ => self.invalid(None, "vertex_request_dropped", Misbehaviour::Malformed),
-                    },
+                    Ok(FrameRef::VertexRequest(r)) => {
+                        // Answered here, always (possibly with nothing): from the core's memory
+                        // while a vertex is recent, else from the store (old finals are stripped
+                        // in memory). Everything in memory was persisted in an earlier turn.
+                        let ids: Vec<VertexId> = r.ids.iter().take(pqdag_wire::limits::REQUEST_IDS_MAX).map(Into::into).collect();
+                        let vertices = self.lookup_vertices(&ids);
+                        send_trimmed(reply, VertexReply { request_id: r.request_id.to_native(), vertices });
+                    }
                     Ok(FrameRef::SyncRequest(r)) => self.serve_sync(r.request_id.to_native(), r.from_position.to_native(), r.max.to_native(), reply),
                     Ok(_) => self.invalid(Some(from), "request_kind", Misbehaviour::Malformed),
                     Err(e) => self.invalid(Some(from), wire_reason(&e), Misbehaviour::Malformed),
@@ -1071,22 +1072,29 @@ impl Shard {
     }
 
     fn send_vertices(&mut self, to: NodeId, reply: VertexReply) {
-        let Some(responder) = self.pending_fetches.remove(&(to, reply.request_id)) else { return };
-        // Trim to the frame limit: a reply that does not fit is cut, the asker re-requests.
-        let mut reply = reply;
-        loop {
-            match encode(&reply) {
-                Ok(b) => {
-                    let _ = responder.send(b);
-                    return;
+        if let Some(responder) = self.pending_fetches.remove(&(to, reply.request_id)) {
+            send_trimmed(responder, reply);
+        }
+    }
+
+    /// Full, signed vertices for `ids` (at most a reply's worth), from memory or the store.
+    fn lookup_vertices(&self, ids: &[VertexId]) -> Vec<Vertex> {
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= pqdag_wire::limits::REPLY_VERTICES_MAX {
+                break;
+            }
+            match self.core.vertex(id) {
+                Some(v) if !v.signature.is_empty() => out.push((**v).clone()),
+                Some(v) if v.parents.is_empty() => {} // genesis: every node has it
+                _ => {
+                    if let Some(Ok(Some(sv))) = self.store.as_ref().map(|s| s.get(id)) {
+                        out.push(sv.vertex);
+                    }
                 }
-                Err(_) if !reply.vertices.is_empty() => {
-                    let keep = reply.vertices.len() / 2;
-                    reply.vertices.truncate(keep);
-                }
-                Err(_) => return,
             }
         }
+        out
     }
 
     fn publish_status(&mut self) {
@@ -1151,6 +1159,23 @@ fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
         }
         pqdag_wire::Evidence::ConflictingResponses { a, b } => {
             a.responder == alert.accused && b.responder == alert.accused && a.query_id == b.query_id && a.ids_digest == b.ids_digest && a.votes != b.votes
+        }
+    }
+}
+
+/// Sends a vertex reply, halving it until it fits a frame (the asker re-requests the rest).
+fn send_trimmed(responder: Responder, mut reply: VertexReply) {
+    loop {
+        match encode(&reply) {
+            Ok(b) => {
+                let _ = responder.send(b);
+                return;
+            }
+            Err(_) if !reply.vertices.is_empty() => {
+                let keep = reply.vertices.len() / 2;
+                reply.vertices.truncate(keep);
+            }
+            Err(_) => return,
         }
     }
 }
