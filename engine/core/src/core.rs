@@ -652,7 +652,7 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
-        let parents = self.select_parents(now);
+        let parents = self.select_parents(now, &keys);
         let mut v = Vertex::new_unsigned(parents, payload, keys, ts, self.me);
         v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
         let v = Arc::new(v);
@@ -686,7 +686,7 @@ impl<S: Signer> Core<S> {
     /// FR-003: recent (10 s), strongly preferred, high confidence (>0.8) first, prefer
     /// not-yet-final tips (no children: keeps the DAG narrow and every new vertex a transitive
     /// vote for many), never rejected; fall back to recent finals, then genesis.
-    fn select_parents(&mut self, now: u64) -> Vec<VertexId> {
+    fn select_parents(&mut self, now: u64, keys: &[ConflictKey]) -> Vec<VertexId> {
         let want = self.params.parents;
         let mut cands: Vec<(u8, u64, VertexId)> = Vec::with_capacity(RECENT_MAX);
         let recent: Vec<VertexId> = self.recent.iter().rev().copied().collect();
@@ -697,6 +697,11 @@ impl<S: Signer> Core<S> {
             }
             let (processing, tip, conf, seq) = (r.status == VertexStatus::Processing, r.child_count == 0, r.confidence, r.seq);
             if processing && !self.strongly_preferred(&id) {
+                continue;
+            }
+            // Never build on a vertex that spends (or descends from one that spends) a key this
+            // submission spends: the new vertex could never win (see `spends_ancestor_key`).
+            if processing && !keys.is_empty() && (r_keys_overlap(&self.vertices[&id].v.conflict_keys, keys) || self.spends_ancestor_key(keys, &[id])) {
                 continue;
             }
             let score = u8::from(tip) * 4 + u8::from(processing) * 2 + u8::from(conf > 0.8);
@@ -842,6 +847,12 @@ impl<S: Signer> Core<S> {
             if v.parents.iter().any(|p| self.parent_state(p) == Some(VertexStatus::Rejected)) {
                 status = VertexStatus::Rejected;
             }
+            // A vertex spending a key one of its own ancestors spends can never be strongly
+            // preferred (it and that ancestor would both need to be the set's preference): it is
+            // invalid, and every honest node sees the same ancestry, so all reject it.
+            if status == VertexStatus::Processing && self.spends_ancestor_key(&v.conflict_keys, &v.parents) {
+                status = VertexStatus::Rejected;
+            }
             let seq = self.seq;
             self.seq += 1;
             for p in &v.parents {
@@ -923,6 +934,42 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
+    }
+
+    /// True if a processing member of a local set of one of `keys` is an ancestor of `parents`
+    /// (walk pruned by arrival sequence: an ancestor is always older).
+    fn spends_ancestor_key(&self, keys: &[ConflictKey], parents: &[VertexId]) -> bool {
+        for k in keys {
+            let Some(set) = self.sets.get(k) else { continue };
+            for m in &set.members {
+                let Some(mr) = self.vertices.get(&m.id) else { continue };
+                if mr.status != VertexStatus::Processing {
+                    continue;
+                }
+                let target_seq = mr.seq;
+                let mut stack: Vec<VertexId> = parents.to_vec();
+                let mut seen: std::collections::HashSet<VertexId> = std::collections::HashSet::new();
+                let mut steps = 0usize;
+                while let Some(x) = stack.pop() {
+                    steps += 1;
+                    if steps > self.processing.len() * 8 + 64 {
+                        break;
+                    }
+                    if x == m.id {
+                        return true;
+                    }
+                    if !seen.insert(x) {
+                        continue;
+                    }
+                    let Some(r) = self.vertices.get(&x) else { continue };
+                    if r.status != VertexStatus::Processing || r.seq < target_seq {
+                        continue;
+                    }
+                    stack.extend(r.v.parents.iter().copied());
+                }
+            }
+        }
+        false
     }
 
     fn join_set(&mut self, now: u64, v: &Arc<Vertex>, key: ConflictKey) {
@@ -2073,6 +2120,10 @@ impl<S: Signer> Core<S> {
             }
         }
     }
+}
+
+fn r_keys_overlap(a: &[ConflictKey], b: &[ConflictKey]) -> bool {
+    a.iter().any(|k| b.contains(k))
 }
 
 fn hex8(b: &[u8; 32]) -> String {

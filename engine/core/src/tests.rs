@@ -366,7 +366,7 @@ mod prop {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
         /// Random submission schedules with random conflicts: at most one member per set is
         /// ever final anywhere, and all nodes agree (spec 4.5; invariants asserted inside).
         #[test]
@@ -391,5 +391,25 @@ mod prop {
                 prop_assert_eq!(net.cores[i].status().finalized_digest, d0);
             }
         }
+    }
+}
+
+/// Regression (proptest): two conflicting submissions 100 us apart on a 3-node network must
+/// resolve (spec 4.5).
+#[test]
+fn close_conflicting_submissions_resolve() {
+    let mut net = Net::new(3, fast_params());
+    net.submit(2, vec![ConflictKey([1; 32])], 0);
+    net.run(net.now + 100);
+    net.submit(0, vec![ConflictKey([1; 32])], 1);
+    net.run(net.now + 655);
+    net.run(net.now + 5_000_000);
+    for i in 0..3 {
+        for l in net.cores[i].debug_processing(4) {
+            eprintln!("node {i}: {l}");
+        }
+    }
+    for i in 0..3 {
+        assert_eq!(net.cores[i].status().processing, 0, "node {i}");
     }
 }
