@@ -52,6 +52,9 @@ pub enum NodeError {
 /// them): bounds RSS to ~0.3 KB per old final vertex instead of ~5 KB.
 pub const FINAL_IN_MEMORY_US: u64 = 10_000_000;
 
+/// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
+pub const POLL_INTERVAL_US: u64 = 10_000;
+
 /// Protocol parameters from the cluster file, on top of the LAN profile, for `n` nodes.
 pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeError> {
     let n = cluster.nodes.len();
@@ -65,6 +68,11 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.query_timeout_us = p.query_timeout_ms.saturating_mul(1000);
     // The node serves old vertices from RocksDB, so memory keeps only what consensus needs.
     params.strip_final_after_us = FINAL_IN_MEMORY_US;
+    // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
+    // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
+    // and halves the time beta rounds take (docs/benchmark.md).
+    params.poll_interval_us = POLL_INTERVAL_US;
+    params.polls_in_flight_max = params.polls_in_flight_max.max(8);
     params.validate(n).map_err(|e| NodeError::Params(e.to_string()))?;
     Ok(params)
 }
