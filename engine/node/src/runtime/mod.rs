@@ -71,7 +71,9 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
     // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
     // and halves the time beta rounds take (docs/benchmark.md).
-    params.poll_interval_us = POLL_INTERVAL_US;
+    // A round costs one sign plus k remote verify+sign and k local verifies: with k peers per
+    // round, keep the signature work per second roughly constant as k grows.
+    params.poll_interval_us = POLL_INTERVAL_US * (params.sample_size as u64).div_ceil(2).max(1);
     params.polls_in_flight_max = params.polls_in_flight_max.max(8);
     params.validate(n).map_err(|e| NodeError::Params(e.to_string()))?;
     Ok(params)
