@@ -162,7 +162,6 @@ struct Shard {
     keys: HashMap<NodeId, PublicKey>,
     start: Instant,
     pending_responses: HashMap<(NodeId, u64), Responder>,
-    pending_fetches: HashMap<(NodeId, u64), Responder>,
     client_submits: HashMap<u64, (Responder, ClientId, u64)>,
     own: HashMap<VertexId, OwnSubmission>,
     next_tag: u64,
@@ -242,7 +241,6 @@ impl Shard {
             keys,
             start,
             pending_responses: HashMap::new(),
-            pending_fetches: HashMap::new(),
             client_submits: HashMap::new(),
             own: HashMap::new(),
             next_tag: 1,
@@ -398,8 +396,17 @@ impl Shard {
                 Event::Submit { client_tag, .. } => Some(*client_tag),
                 _ => None,
             };
+            let query_key = match &e {
+                Event::Query { from, query } => Some((*from, query.query_id)),
+                _ => None,
+            };
             if let Err(err) = self.core.handle(now, e) {
                 debug!(error = %err, "core refused an event");
+                // A refused query is never answered: drop its responder (the asker's stream is
+                // reset) instead of letting it occupy the bounded map.
+                if let Some(k) = query_key {
+                    self.pending_responses.remove(&k);
+                }
                 // A refused submission is answered, never left hanging.
                 if let Some(t) = submit_tag {
                     self.submit_keys.remove(&t);
@@ -818,7 +825,8 @@ impl Shard {
                     })
                     .detach();
                 }
-                Action::SendVertices { to, reply } => self.send_vertices(to, reply),
+                // Fetches are answered by the shell (memory or store), never through the core.
+                Action::SendVertices { .. } => {}
                 Action::SendFrontier { to, frontier } => {
                     if let Ok(bytes) = encode(&frontier) {
                         let peers: Vec<PeerId> = to.iter().filter_map(|n| self.peer_of(n)).collect();
@@ -1069,12 +1077,6 @@ impl Shard {
         self.transport.broadcast_vertex(a, &first);
         self.transport.broadcast_vertex(b, &second);
         true
-    }
-
-    fn send_vertices(&mut self, to: NodeId, reply: VertexReply) {
-        if let Some(responder) = self.pending_fetches.remove(&(to, reply.request_id)) {
-            send_trimmed(responder, reply);
-        }
     }
 
     /// Full, signed vertices for `ids` (at most a reply's worth), from memory or the store.
