@@ -161,6 +161,8 @@ struct Poll {
     responses: Vec<Option<Response>>,
     alpha: usize,
     alpha_at: Option<u64>,
+    /// When half the sample had answered: the round-trip signal of the poll window.
+    half_at: Option<u64>,
 }
 
 /// A processing vertex in arrival order, with what the poll scheduler needs without lookups.
@@ -254,6 +256,8 @@ pub struct Core<S: Signer> {
     outcomes_timeouts: usize,
     /// Last polls: true = closed short of alpha answers (timed out).
     poll_outcomes: u8,
+    /// Polls allowed in flight now (1..=polls_in_flight_max): delay-based AIMD, see `adapt_window`.
+    poll_window: usize,
     actions: VecDeque<Action>,
     final_position: u64,
     finalized: u64,
@@ -317,6 +321,7 @@ impl<S: Signer> Core<S> {
         let unreachable = vec![false; peers.len()];
         let mut recent_final = VecDeque::new();
         recent_final.push_back(g.id);
+        let poll_window = params.polls_in_flight_max;
         Ok(Core {
             params,
             signer,
@@ -360,6 +365,7 @@ impl<S: Signer> Core<S> {
             outcomes: VecDeque::new(),
             outcomes_timeouts: 0,
             poll_outcomes: 0,
+            poll_window,
             actions: VecDeque::new(),
             final_position: 0,
             finalized: 0,
@@ -485,7 +491,7 @@ impl<S: Signer> Core<S> {
             t = t.min(self.next_fetch_retry_at.max(self.now + 1));
         }
         if !self.processing.is_empty() {
-            let poll_at = if self.polls.len() < self.params.polls_in_flight_max {
+            let poll_at = if self.polls.len() < self.poll_window {
                 // The next aged vertex may only become pollable later.
                 let first_age = self.processing.values().next().map(|e| e.arrival_us + self.params.poll_min_age_us).unwrap_or(0);
                 self.next_poll_at.max(first_age)
@@ -1247,7 +1253,7 @@ impl<S: Signer> Core<S> {
     }
 
     fn launch_poll(&mut self, now: u64) {
-        if self.polls.len() >= self.params.polls_in_flight_max || now < self.next_poll_at || self.processing.is_empty() {
+        if self.polls.len() >= self.poll_window || now < self.next_poll_at || self.processing.is_empty() {
             return;
         }
         if now >= self.exclusion_refresh_at {
@@ -1292,6 +1298,7 @@ impl<S: Signer> Core<S> {
                 responses: vec![None; k],
                 alpha,
                 alpha_at: None,
+                half_at: None,
             },
         );
         self.push(Action::SendQuery { to, query: Arc::new(query) });
@@ -1340,6 +1347,9 @@ impl<S: Signer> Core<S> {
         if got >= poll.alpha && poll.alpha_at.is_none() {
             poll.alpha_at = Some(now);
         }
+        if 2 * got >= poll.sample.len() && poll.half_at.is_none() {
+            poll.half_at = Some(now);
+        }
         if got == poll.sample.len() {
             self.close_poll(now, qid);
         }
@@ -1348,6 +1358,7 @@ impl<S: Signer> Core<S> {
     fn close_poll(&mut self, now: u64, qid: u64) {
         let Some(poll) = self.polls.remove(&qid) else { return };
         self.polls_completed += 1;
+        self.adapt_window(&poll);
         let k = poll.sample.len();
         let got = poll.responded.count_ones() as usize;
         let short = got < poll.alpha;
@@ -1460,6 +1471,25 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
+    }
+
+    /// Poll congestion control. A round costs every responder a verify and a signature whatever
+    /// it carries, so N nodes with W polls in flight each queue N x W x k of them. When the
+    /// machines cannot keep up, answers slow down, and more rounds in flight only lengthen the
+    /// queues until queries time out and no round succeeds. So the window halves when half the
+    /// sample took longer than a quarter of the query timeout to answer, and grows by one per
+    /// prompt poll (TCP's AIMD, on delay as in Vegas). Missing answers are not a signal:
+    /// withholders and partitions leave fast answers from the rest, and must not slow polling.
+    fn adapt_window(&mut self, poll: &Poll) {
+        let Some(half) = poll.half_at else { return };
+        let slow = half.saturating_sub(poll.sent_us) > self.params.query_timeout_us / 4;
+        self.poll_window = if slow { (self.poll_window / 2).max(1) } else { (self.poll_window + 1).min(self.params.polls_in_flight_max) };
+        debug_assert!((1..=self.params.polls_in_flight_max).contains(&self.poll_window));
+    }
+
+    /// Polls allowed in flight now (the congestion window; `polls_in_flight_max` at most).
+    pub fn poll_window(&self) -> usize {
+        self.poll_window
     }
 
     fn expire_closed(&mut self, qid: u64) {
@@ -2096,6 +2126,7 @@ impl<S: Signer> Core<S> {
         assert_eq!(self.finalized, self.final_position, "positions are dense");
         assert!(self.pending.len() <= PENDING_MAX);
         assert!(self.polls.len() <= self.params.polls_in_flight_max);
+        assert!((1..=self.params.polls_in_flight_max).contains(&self.poll_window));
         assert!(self.closed.len() <= POLL_CLOSED_MAX);
         assert!(self.requested.len() <= REQUESTED_MAX);
         // Sampled check (the full DAG scan would make debug runs quadratic).

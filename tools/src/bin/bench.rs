@@ -58,9 +58,10 @@ struct Args {
     /// Seconds loadgen waits for outstanding decisions after the load (loadgen --drain).
     #[arg(long, default_value_t = 15.0)]
     drain: f64,
-    /// Seconds to wait for every node's /health = 200.
-    #[arg(long, default_value_t = 60.0)]
-    health_timeout: f64,
+    /// Seconds to wait for every node's /health = 200 [default: 60, or 1.5 per node above 40:
+    /// 100 processes on a 2-core machine need ~N^2/2 post-quantum handshakes to mesh].
+    #[arg(long)]
+    health_timeout: Option<f64>,
 }
 
 /// One scrape of one node.
@@ -235,7 +236,8 @@ fn run(args: &Args) -> Result<bool, String> {
                 Err(e) => last_answer[i] = e.to_string(),
             }
         }
-        if t_health.elapsed().as_secs_f64() > args.health_timeout {
+        let health_timeout = args.health_timeout.unwrap_or(60f64.max(1.5 * args.nodes as f64));
+        if t_health.elapsed().as_secs_f64() > health_timeout {
             let bad: Vec<String> = nodes
                 .iter()
                 .zip(&healthy)
@@ -243,7 +245,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 .filter(|((_, h), _)| !**h)
                 .map(|((n, _), a)| format!("  {} (http://{}/health: {a}); log {}", n.name, n.metrics, n.log.display()))
                 .collect();
-            return Err(format!("not healthy after {:.0} s:\n{}", args.health_timeout, bad.join("\n")));
+            return Err(format!("not healthy after {health_timeout:.0} s:\n{}", bad.join("\n")));
         }
         sleep_or_stop(Duration::from_millis(250), &stop)?;
     }

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub peers_connected: Gauge,
     /// 1 while more than half of recent polls time out.
     pub partition_suspected: Gauge,
+    /// Polls the core allows in flight (shrinks when answers slow down: the machines are saturated).
+    pub poll_window: Gauge,
     /// Store batches written.
     pub store_batches: Counter,
     /// Store write time, seconds.
@@ -97,6 +99,7 @@ impl Metrics {
             peer_score_milli: Family::default(),
             peers_connected: Gauge::default(),
             partition_suspected: Gauge::default(),
+            poll_window: Gauge::default(),
             store_batches: Counter::default(),
             store_write: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             cpu_seconds_milli: Gauge::default(),
@@ -120,6 +123,7 @@ impl Metrics {
         registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());
         registry.register("peers_connected", "Peers with a verified connection", m.peers_connected.clone());
         registry.register("partition_suspected", "1 while most polls time out", m.partition_suspected.clone());
+        registry.register("poll_window", "Polls allowed in flight (congestion window)", m.poll_window.clone());
         registry.register("store_batches", "Store batches written", m.store_batches.clone());
         registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
         registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
