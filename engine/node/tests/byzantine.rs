@@ -72,9 +72,12 @@ fn run_scenario(mode: &'static str, base_port: u16) -> Outcome {
         c.start(i);
     }
     c.start_with(3, &["--byzantine", mode]);
-    for i in 0..4 {
+    for i in 0..3 {
         c.wait_healthy(i, Duration::from_secs(60));
     }
+    // Not `wait_healthy`: a flooder is disconnected by the honest nodes at once, so it may never
+    // see the peers /health asks for.
+    c.wait_running(3, Duration::from_secs(60));
     let mut o = Outcome::default();
     let t0 = Instant::now();
     let equivocation = mode == "equivocate";
@@ -279,7 +282,7 @@ fn detection_rates() {
         let mut results = Vec::new();
         for r in 0..runs {
             // A fresh port range per run: nothing of the previous cluster can linger on it.
-            let base = 41_000 + (mi as u16) * 1_000 + (r as u16 % 10) * 100;
+            let base = 41_000 + (mi as u16) * 1_000 + (r as u16 % 5) * 100;
             let res = std::panic::catch_unwind(|| run_scenario(mode, base));
             match &res {
                 Ok(o) => eprintln!(
@@ -338,4 +341,75 @@ fn withheld_responses_are_detected_and_excluded() {
 #[test]
 fn flood_of_junk_vertices_is_refused_and_excluded() {
     scenario("flood", 47750);
+}
+
+/// Beyond the liveness bound, on real processes: `PQDAG_BYZ_NODES` nodes (default 6) of which the
+/// last `PQDAG_BYZ_FLIPPERS` (default 2) flip every vote. With 6 and 2, f = N/3 breaks N >= 3f+1;
+/// and with k = N-1, alpha = 0.75k a sample holds alpha honest answers only while
+/// f <= k - alpha (1 for N = 5..8), so no honest payload can gather alpha Yes votes. Measures
+/// safety (honest nodes never decide a payload differently; asserted) and liveness (how many
+/// honest payloads finalize within 60 s; printed only). docs/benchmark.md records the figures.
+#[test]
+#[ignore = "measurement beyond the liveness bound (docs/benchmark.md)"]
+fn flip_voters_at_a_third() {
+    let _serial = cluster_lock();
+    let n: usize = std::env::var("PQDAG_BYZ_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let f: usize = std::env::var("PQDAG_BYZ_FLIPPERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let honest = n - f;
+    let mut c = Cluster::new(n, 46_500);
+    for i in 0..honest {
+        c.start(i);
+    }
+    for i in honest..n {
+        c.start_with(i, &["--byzantine", "flip-votes"]);
+    }
+    for i in 0..n {
+        c.wait_running(i, Duration::from_secs(60));
+    }
+    let nodes: Vec<usize> = (0..honest).collect();
+    let t0 = Instant::now();
+    let (finals, undecided, agreed, total) = c.with_clients(&nodes, move |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for k in 0..120u64 {
+                if let Ok(id) = submit(&conns[k as usize % conns.len()], k, format!("third-{k}").into_bytes(), key(k)).await {
+                    ids.push(id);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut views = Vec::new();
+                for conn in &conns {
+                    views.push(statuses(conn, &ids).await);
+                }
+                let decided = views.iter().all(|v| v.iter().all(|s| matches!(s, ClientStatus::Final { .. } | ClientStatus::Rejected)));
+                if decided || Instant::now() > deadline {
+                    let conflict = |a: &ClientStatus, b: &ClientStatus| {
+                        matches!((a, b), (ClientStatus::Final { .. }, ClientStatus::Rejected) | (ClientStatus::Rejected, ClientStatus::Final { .. }))
+                    };
+                    let agreed = views.iter().all(|v| v.iter().zip(&views[0]).all(|(a, b)| !conflict(a, b)));
+                    let finals: Vec<usize> = views.iter().map(|v| v.iter().filter(|s| matches!(s, ClientStatus::Final { .. })).count()).collect();
+                    let undecided = views.iter().map(|v| v.iter().filter(|s| matches!(s, ClientStatus::Processing | ClientStatus::Unknown)).count()).max().unwrap_or(0);
+                    return (finals, undecided, agreed, ids.len());
+                }
+                glommio::timer::Timer::new(Duration::from_millis(500)).await;
+            }
+        })
+    });
+    let took = t0.elapsed();
+    let mut alerts = Vec::new();
+    let mut processing = Vec::new();
+    for i in 0..honest {
+        let m = c.http(i, "/metrics").map(|r| r.1).unwrap_or_default();
+        alerts.push(metric_sum(&m, "pqdag_byzantine_alerts_total"));
+        processing.push(c.status(i)["processing"].as_u64().unwrap_or(0));
+    }
+    eprintln!(
+        "N={n} flip-voters={f}: honest payloads final per honest node {finals:?} of {total} after {took:?}; max undecided {undecided}; \
+         no conflicting decisions: {agreed}; alerts per honest node {alerts:?}; processing {processing:?}"
+    );
+    assert!(agreed, "N={n} flip-voters={f}: honest nodes decided a payload differently (safety)");
+    for i in 0..n {
+        c.kill9(i);
+    }
 }
