@@ -8,7 +8,8 @@
 #
 # Usage (from anywhere):  bash tests/ops/byzantine-rates.sh [R] [mode,mode,...]
 #   R defaults to 10; modes default to all six (flip-votes, equivocate, invalid-signatures,
-#   malformed, withhold, flood). Each run takes ~20-40 s. Uses ports 41000-46499.
+#   malformed, withhold, flood); add `none` (all four honest) for the latency baseline. Each run
+#   takes ~10-40 s. Uses ports 41000-47499.
 #   CARGO_TARGET_DIR is honoured. TEST_BIN=path runs an already built test binary
 #   (target/debug/deps/byzantine-*) without invoking cargo. The full log is kept in
 #   $OUT (default /tmp/pqdag-byzantine-rates.log); the BYZRUN/BYZRATE lines are printed.

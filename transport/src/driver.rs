@@ -587,7 +587,7 @@ impl Driver {
             if slot.is_self {
                 return Err(TransportError::UnknownPeer);
             }
-            let newly = !slot.banned_until.is_some_and(|t| t > now);
+            let newly = slot.banned_until.is_none_or(|t| t <= now);
             slot.banned_until = Some(slot.banned_until.filter(|t| *t > until).unwrap_or(until));
             slot.conn = None;
             slot.next_dial = None;

@@ -133,7 +133,10 @@ fn run_scenario(mode: &'static str, base_port: u16) -> Outcome {
     let detect_start = Instant::now();
     let mut detected = 0;
     let mut round = 0u64;
-    while byzantine {
+    loop {
+        if !byzantine {
+            break; // the all-honest baseline has nothing to detect
+        }
         detected = 0;
         for i in 0..3 {
             let m = c.http(i, "/metrics").map(|r| r.1).unwrap_or_default();
