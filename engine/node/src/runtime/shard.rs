@@ -205,6 +205,9 @@ struct Shard {
     undecided: u64,
     /// Last reachability reported to the core, per cluster index.
     peer_up: Vec<Option<bool>>,
+    /// Incidents the core had counted per peer at the last stats tick (re-banning convicted
+    /// peers that misbehave again after their cool-off).
+    incidents_seen: HashMap<NodeId, u32>,
 }
 
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
@@ -263,6 +266,7 @@ impl Shard {
             last_stats: start,
             last_flood: start,
             peer_up: vec![None; setup.members.len()],
+            incidents_seen: HashMap::new(),
             mesh: None,
             own_keys: HashMap::new(),
             own_keys_order: std::collections::VecDeque::new(),
@@ -382,14 +386,14 @@ impl Shard {
             // Re-judged after a cool-off: a peer the core still excludes that sends proven junk
             // again is disconnected again (its first exclusion bans it through `Action::Alert`).
             if was_excluded && proven_misbehaviour(kind, false) {
-                self.ban(from, kind, "repeated after the cool-off");
+                self.ban(from, Some(kind), "proven misbehaviour while excluded");
             }
         }
     }
 
     /// Disconnects `peer` for [`BAN_COOL_OFF`] (transport ban), counts it and logs it, unless it
-    /// is banned already.
-    fn ban(&mut self, peer: NodeId, reason: Misbehaviour, why: &str) {
+    /// is banned already. `reason`: the misbehaviour that proved it, when one incident did.
+    fn ban(&mut self, peer: NodeId, reason: Option<Misbehaviour>, why: &str) {
         let Some(p) = self.peer_of(&peer) else { return };
         if self.transport.is_banned(p) {
             return;
@@ -900,7 +904,7 @@ impl Shard {
                     }
                     // Mitigation 3.7.3: proven misbehaviour also disconnects (bounded cool-off).
                     if proven {
-                        self.ban(peer, reason, "excluded");
+                        self.ban(peer, Some(reason), "excluded");
                     }
                 }
                 Action::ToShard { shard, msg } => match &self.mesh {
@@ -1142,7 +1146,7 @@ impl Shard {
     fn publish_status(&mut self) {
         let s = self.core.status();
         self.undecided = s.processing + s.pending;
-        let st = &self.setup.status;
+        let st = self.setup.status.clone(); // owned: the stats tick below may ban a peer (&mut self)
         st.finalized.store(s.finalized, Ordering::Relaxed);
         st.rejected.store(s.rejected, Ordering::Relaxed);
         st.processing.store(s.processing, Ordering::Relaxed);
@@ -1167,6 +1171,14 @@ impl Shard {
                 }
             }
             st.peers_connected.store(connected as u64, Ordering::Relaxed);
+            // A convicted peer is never polled, so any new incident of it is another proof
+            // (equivocation, bad frames) once its cool-off is over: ban it again.
+            for (node, score) in self.core.peer_scores() {
+                let seen = self.incidents_seen.insert(node, score.incidents).unwrap_or(score.incidents);
+                if score.convicted && score.excluded && score.incidents > seen {
+                    self.ban(node, None, "convicted peer misbehaved again");
+                }
+            }
             let banned = self.transport.banned_count();
             st.peers_banned.store(banned as u64, Ordering::Relaxed);
             if self.setup.shard == 0 {
