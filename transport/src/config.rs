@@ -156,6 +156,10 @@ pub struct TransportStats {
     pub incoming_drops: u64,
     /// Verified connections lost.
     pub connections_lost: u64,
+    /// Peers banned by [`crate::ShardTransport::ban_peer`] (each ban counted once).
+    pub bans: u64,
+    /// Connections of a banned peer refused or closed while its ban lasts (its reconnects).
+    pub ban_refusals: u64,
     /// UDP datagrams received / sent.
     pub datagrams_in: u64,
     /// UDP datagrams sent.

@@ -43,6 +43,8 @@ pub mod close_code {
     pub const BAD_PROOF: u32 = 4;
     /// Both sides dialed; this connection lost the tie-break.
     pub const DUPLICATE: u32 = 5;
+    /// The peer is banned for proven misbehaviour; reconnects are refused until the ban ends.
+    pub const BANNED: u32 = 6;
 }
 
 /// Stream error codes (RESET_STREAM / STOP_SENDING).
@@ -282,6 +284,8 @@ pub(crate) struct PeerSlot {
     backoff: Duration,
     next_dial: Option<Instant>,
     pub(crate) queue: OutQueue,
+    /// Banned until then: no dial, no send, its connections are closed on sight.
+    banned_until: Option<Instant>,
 }
 
 struct PendingWrite {
@@ -403,6 +407,7 @@ impl Driver {
                     backoff: BACKOFF_INITIAL,
                     next_dial: None,
                     queue: OutQueue::default(),
+                    banned_until: None,
                 }
             })
             .collect();
@@ -473,9 +478,13 @@ impl Driver {
     pub(crate) fn enqueue(&self, p: usize, o: Out) -> Result<(), TransportError> {
         let mut c = self.core.borrow_mut();
         let frames_max = c.frames_max;
+        let now = Instant::now();
         let slot = c.peers.get_mut(p).ok_or(TransportError::UnknownPeer)?;
         if slot.is_self {
             return Err(TransportError::UnknownPeer);
+        }
+        if slot.banned_until.is_some_and(|t| t > now) {
+            return Err(TransportError::Banned);
         }
         let conn = slot.conn;
         match slot.queue.push(o, frames_max) {
@@ -585,6 +594,75 @@ impl Driver {
         out
     }
 
+    /// Bans peer `p` until `until`: closes its connections (code [`close_code::BANNED`]), fails
+    /// its queued requests, and refuses its reconnects meanwhile. Returns whether it was not
+    /// banned before (a longer `until` extends a running ban).
+    pub(crate) fn ban(&self, p: usize, until: Instant) -> Result<bool, TransportError> {
+        let now = Instant::now();
+        let newly = {
+            let mut guard = self.core.borrow_mut();
+            let c = &mut *guard;
+            let slot = c.peers.get_mut(p).ok_or(TransportError::UnknownPeer)?;
+            if slot.is_self {
+                return Err(TransportError::UnknownPeer);
+            }
+            let newly = slot.banned_until.is_none_or(|t| t <= now);
+            slot.banned_until = Some(slot.banned_until.filter(|t| *t > until).unwrap_or(until));
+            slot.conn = None;
+            slot.next_dial = None;
+            let queued: Vec<Out> = std::iter::from_fn(|| slot.queue.pop()).collect();
+            for o in queued {
+                if let Out::Bi { reply, .. } = o {
+                    reply.complete(Err(TransportError::Banned));
+                }
+            }
+            let mut closed = 0u64;
+            let mut touched = Vec::new();
+            for (&h, conn) in c.conns.iter_mut() {
+                if (conn.peer == Some(p) || conn.expected == Some(p)) && !conn.conn.is_closed() {
+                    conn.close(now, close_code::BANNED, "banned");
+                    conn.lost_reason = Some("banned for misbehaviour".into());
+                    closed += 1;
+                    touched.push(h);
+                }
+            }
+            // Closed outside a drive: the next round must send the close and do the bookkeeping.
+            for h in touched {
+                c.mark(h);
+            }
+            let mut s = self.shared.stats.borrow_mut();
+            if newly {
+                s.bans += 1;
+            }
+            drop(s);
+            tracing::debug!(peer = p, closed, "peer banned");
+            newly
+        };
+        for w in self.verified_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        self.kick();
+        Ok(newly)
+    }
+
+    /// Lifts a ban now; the peer may reconnect (and is dialed again) at once.
+    pub(crate) fn unban(&self, p: usize) {
+        {
+            let mut c = self.core.borrow_mut();
+            let Some(slot) = c.peers.get_mut(p) else { return };
+            slot.banned_until = None;
+            slot.backoff = BACKOFF_INITIAL;
+            slot.next_dial = None;
+        }
+        self.kick();
+    }
+
+    /// Whether peer `p` is banned now.
+    pub(crate) fn is_banned(&self, p: usize) -> bool {
+        let now = Instant::now();
+        self.core.borrow().peers.get(p).is_some_and(|s| s.banned_until.is_some_and(|t| t > now))
+    }
+
     pub(crate) fn shutdown(&self) {
         {
             let mut c = self.core.borrow_mut();
@@ -647,10 +725,21 @@ impl Core {
     }
 
     fn maybe_dial(&mut self, p: usize, now: Instant, shared: &Shared, force: bool) {
-        let Some(slot) = self.peers.get(p) else { return };
+        let Some(slot) = self.peers.get_mut(p) else { return };
         if slot.is_self || slot.conn.is_some() || self.closing {
             return;
         }
+        match slot.banned_until {
+            Some(t) if t > now => return,
+            Some(_) => {
+                // The cool-off is over: dial afresh; the core re-judges the peer by its score.
+                slot.banned_until = None;
+                slot.backoff = BACKOFF_INITIAL;
+                slot.next_dial = None;
+            }
+            None => {}
+        }
+        let slot = &self.peers[p];
         if !force && slot.queue.q.is_empty() {
             return;
         }
@@ -849,7 +938,14 @@ impl Core {
                 }
             }
             Some(DatagramEvent::NewConnection(inc)) => {
-                if self.mode == Mode::ClientDialer || self.closing || self.conns.len() >= CONNECTIONS_MAX {
+                // A banned peer's reconnect is refused before the handshake when it comes from its
+                // configured address (cheap); from elsewhere it is closed once its proof names it.
+                let banned_addr = self.mode == Mode::Node
+                    && self.peers.iter().any(|s| s.addr == inc.remote_address() && s.banned_until.is_some_and(|t| t > now));
+                if banned_addr {
+                    shared.stats.borrow_mut().ban_refusals += 1;
+                }
+                if self.mode == Mode::ClientDialer || self.closing || self.conns.len() >= CONNECTIONS_MAX || banned_addr {
                     let t = self.endpoint.refuse(inc, &mut buf);
                     self.out.push((t.destination, buf[..t.size].to_vec()));
                 } else {
@@ -1365,6 +1461,11 @@ impl Core {
                 c.lost_reason = Some(format!("identity refused: {reason}"));
                 shared.stats.borrow_mut().identity_refusals += 1;
             }
+            Ok(p) if self.peers[p].banned_until.is_some_and(|t| t > now) => {
+                c.close(now, close_code::BANNED, "banned");
+                c.lost_reason = Some("banned for misbehaviour".into());
+                shared.stats.borrow_mut().ban_refusals += 1;
+            }
             Ok(p) => {
                 c.verified = true;
                 c.peer = Some(p);
@@ -1462,7 +1563,7 @@ impl Core {
         }
         for p in &self.peers {
             if p.conn.is_none() && !p.queue.q.is_empty() {
-                take(p.next_dial.unwrap_or(now));
+                take(p.banned_until.filter(|t| *t > now).or(p.next_dial).unwrap_or(now));
             }
         }
         d

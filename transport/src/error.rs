@@ -50,6 +50,10 @@ pub enum TransportError {
     /// The ML-DSA-87 layer failed (signing our proof).
     #[error("crypto: {0}")]
     Crypto(#[from] pqdag_crypto::CryptoError),
+    /// The peer is banned (disconnected for proven misbehaviour) until its cool-off ends:
+    /// nothing is sent to it and its connections are refused.
+    #[error("peer is banned for misbehaviour")]
+    Banned,
     /// The transport was shut down.
     #[error("transport closed")]
     Closed,

@@ -236,18 +236,50 @@ impl ShardTransport {
     }
 
     /// Dials `peer` now (instead of lazily on first send) and waits until its identity is
-    /// verified: for warm-up and tests.
+    /// verified: for warm-up and tests. Fails at once with [`TransportError::Banned`] while the
+    /// peer is banned.
     pub async fn connect(&self, peer: PeerId, timeout: Duration) -> Result<(), TransportError> {
         if self.node.core.borrow().peers.get(peer.0).is_none_or(|p| p.is_self) {
             return Err(TransportError::UnknownPeer);
+        }
+        if self.node.is_banned(peer.0) {
+            return Err(TransportError::Banned);
         }
         self.node.dial_now(peer.0);
         let node = self.node.clone();
         with_timeout(timeout, async move { node.wait_verified(peer.0).await }).await
     }
 
+    /// Disconnects `peer` and refuses it for `cool_off`: its connections are closed (application
+    /// code [`close_code::BANNED`]), queued frames are dropped and queued requests fail with
+    /// [`TransportError::Banned`], nothing new is sent to it, it is not dialed, and its
+    /// reconnects are refused (before the handshake from its configured address, else once its
+    /// identity proof names it). Mitigation of proven misbehaviour (spec 3.7.3): the consensus
+    /// already ignores an excluded peer, this also stops it costing us bandwidth and signature
+    /// checks. The ban is bounded so a wrongly banned peer comes back on its own; after it the
+    /// peer is dialed again. Returns whether the peer was not banned already (re-banning
+    /// extends the cool-off to the later end).
+    pub fn ban_peer(&self, peer: PeerId, cool_off: Duration) -> Result<bool, TransportError> {
+        self.node.ban(peer.0, Instant::now() + cool_off)
+    }
+
+    /// Lifts a ban before its cool-off ends (operator action, tests); the peer is dialed again.
+    pub fn unban_peer(&self, peer: PeerId) {
+        self.node.unban(peer.0);
+    }
+
+    /// Whether `peer` is banned now.
+    pub fn is_banned(&self, peer: PeerId) -> bool {
+        self.node.is_banned(peer.0)
+    }
+
+    /// How many peers are banned now.
+    pub fn banned_count(&self) -> usize {
+        (0..self.peer_count()).filter(|p| self.node.is_banned(*p)).count()
+    }
+
     /// Queues a vertex frame for `peer` (fire and forget). A full queue drops its oldest vertex
-    /// (counted in `queue_drops`), so this only fails for bad arguments.
+    /// (counted in `queue_drops`), so this only fails for bad arguments or a banned peer.
     pub fn send_vertex(&self, peer: PeerId, bytes: Vec<u8>) -> Result<(), TransportError> {
         check_frame(&bytes)?;
         self.node.enqueue(peer.0, Out::Uni { ty: frame::STREAM_VERTICES, frame: bytes })

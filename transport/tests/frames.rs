@@ -174,3 +174,36 @@ fn lost_peer_is_redialed_after_restart() {
         assert!(a.stats().dials >= 2);
     });
 }
+
+#[test]
+fn banned_peer_is_disconnected_refused_and_let_back_after_the_cool_off() {
+    run(|| async {
+        let (kps, peers) = cluster(2);
+        let a = node(&kps, &peers, 0);
+        let b = node(&kps, &peers, 1);
+        a.connect(P1, T).await.expect("connect");
+        assert!(eventually(T, || b.is_connected(P0)).await, "b never saw a");
+        assert!(a.ban_peer(P1, Duration::from_secs(3)).expect("ban"), "first ban is new");
+        assert!(!a.ban_peer(P1, Duration::from_secs(3)).expect("ban"), "second ban only extends");
+        assert!(a.is_banned(P1) && a.banned_count() == 1);
+        assert!(!a.is_connected(P1), "a still sends to a banned peer");
+        assert!(matches!(a.send_vertex(P1, b"\x01x".to_vec()), Err(TransportError::Banned)));
+        assert!(matches!(a.send_query(P1, b"\x01q".to_vec(), T).await, Err(TransportError::Banned)));
+        assert!(matches!(a.connect(P1, T).await, Err(TransportError::Banned)));
+        assert!(eventually(T, || !b.is_connected(P0)).await, "b was not disconnected");
+        // b's reconnects are refused while the ban lasts.
+        assert!(b.connect(P0, Duration::from_secs(1)).await.is_err(), "banned peer got back in");
+        assert!(a.stats().ban_refusals >= 1, "{:?}", a.stats());
+        assert!(!a.is_connected(P1));
+        assert_eq!(a.stats().bans, 1);
+        // After the cool-off it may come back.
+        assert!(eventually(Duration::from_secs(5), || !a.is_banned(P1)).await);
+        b.connect(P0, T).await.expect("reconnect after the cool-off");
+        assert!(eventually(T, || a.is_connected(P1)).await);
+        // An operator can lift a ban early.
+        a.ban_peer(P1, Duration::from_secs(600)).expect("ban");
+        assert!(eventually(T, || !b.is_connected(P0)).await);
+        a.unban_peer(P1);
+        a.connect(P1, T).await.expect("connect after unban");
+    });
+}

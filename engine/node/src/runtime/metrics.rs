@@ -62,6 +62,10 @@ pub struct Metrics {
     pub peer_score_milli: Family<PeerLabel, Gauge>,
     /// Peers with a verified connection (shard 0's view).
     pub peers_connected: Gauge,
+    /// Peers disconnected and refused now for proven misbehaviour (shard 0's view).
+    pub peers_banned: Gauge,
+    /// Bans imposed for proven misbehaviour (all shards; a ban is bounded, then re-judged).
+    pub peer_bans: Counter,
     /// 1 while more than half of recent polls time out.
     pub partition_suspected: Gauge,
     /// Polls the core allows in flight (shrinks when answers slow down: the machines are saturated).
@@ -98,6 +102,8 @@ impl Metrics {
             peer_bytes_out: Family::default(),
             peer_score_milli: Family::default(),
             peers_connected: Gauge::default(),
+            peers_banned: Gauge::default(),
+            peer_bans: Counter::default(),
             partition_suspected: Gauge::default(),
             poll_window: Gauge::default(),
             store_batches: Counter::default(),
@@ -122,6 +128,8 @@ impl Metrics {
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());
         registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());
         registry.register("peers_connected", "Peers with a verified connection", m.peers_connected.clone());
+        registry.register("peers_banned", "Peers disconnected for proven misbehaviour (cool-off running)", m.peers_banned.clone());
+        registry.register("peer_bans", "Peers disconnected for proven misbehaviour", m.peer_bans.clone());
         registry.register("partition_suspected", "1 while most polls time out", m.partition_suspected.clone());
         registry.register("poll_window", "Polls allowed in flight (congestion window)", m.poll_window.clone());
         registry.register("store_batches", "Store batches written", m.store_batches.clone());
@@ -177,6 +185,8 @@ pub struct ShardStatus {
     pub processing: AtomicU64,
     /// Verified peer connections.
     pub peers_connected: AtomicU64,
+    /// Peers banned (disconnected for proven misbehaviour) now.
+    pub peers_banned: AtomicU64,
     /// More than half of recent polls timed out.
     pub partition_suspected: AtomicBool,
     /// Storage restored and the loop running.
@@ -213,6 +223,7 @@ impl NodeStatus {
             "rejected": sum(|s| s.rejected.load(Ordering::Relaxed)),
             "processing": sum(|s| s.processing.load(Ordering::Relaxed)),
             "peers_connected": self.shards.first().map(|s| s.peers_connected.load(Ordering::Relaxed)).unwrap_or(0),
+            "peers_banned": self.shards.first().map(|s| s.peers_banned.load(Ordering::Relaxed)).unwrap_or(0),
             "partition_suspected": self.shards.iter().any(|s| s.partition_suspected.load(Ordering::Relaxed)),
             "finalized_set_digest": pqdag_wire::VertexId(digest).to_hex(),
             "healthy": self.healthy().is_ok(),

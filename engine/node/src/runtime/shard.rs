@@ -44,6 +44,21 @@ const SYNC_IDLE: Duration = Duration::from_secs(2);
 const SYNC_BATCH: u32 = 1024;
 /// Longest sleep of an idle loop (how fast a stop request is seen).
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
+/// How long a peer excluded for proven misbehaviour stays disconnected. Bounded so a peer banned
+/// by mistake (or repaired by its operator) comes back on its own; after it the peer reconnects
+/// and the core re-judges it by its score (a convicted equivocator stays out of the sample, and
+/// new proven misbehaviour while excluded bans it again).
+pub const BAN_COOL_OFF: Duration = Duration::from_secs(60);
+
+/// Whether an exclusion rests on proof, and so also disconnects the peer (docs/architecture.md,
+/// "Byzantine mitigation"): transferable signed evidence (equivocation, two contradictory signed
+/// responses), or a bad signature / malformed frame on the peer's own authenticated connection,
+/// which an honest node never sends. Timeouts and votes against the majority are not proof: an
+/// honest node that is slow, partitioned or merely behind looks alike, so those only exclude it
+/// from sampling, and its queries are still answered so it can catch up.
+pub fn proven_misbehaviour(reason: Misbehaviour, has_evidence: bool) -> bool {
+    has_evidence || matches!(reason, Misbehaviour::Equivocation | Misbehaviour::InvalidSignature | Misbehaviour::Malformed)
+}
 
 /// ML-DSA-87 signer the core uses for own vertices, queries and responses.
 pub struct MlDsaSigner(pub Arc<Keypair>);
@@ -190,6 +205,9 @@ struct Shard {
     undecided: u64,
     /// Last reachability reported to the core, per cluster index.
     peer_up: Vec<Option<bool>>,
+    /// Incidents the core had counted per peer at the last stats tick (re-banning convicted
+    /// peers that misbehave again after their cool-off).
+    incidents_seen: HashMap<NodeId, u32>,
 }
 
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
@@ -248,6 +266,7 @@ impl Shard {
             last_stats: start,
             last_flood: start,
             peer_up: vec![None; setup.members.len()],
+            incidents_seen: HashMap::new(),
             mesh: None,
             own_keys: HashMap::new(),
             own_keys_order: std::collections::VecDeque::new(),
@@ -384,7 +403,27 @@ impl Shard {
         self.setup.metrics.invalid.get_or_create(&KindLabel { kind: why.to_owned() }).inc();
         if let Some(from) = from {
             debug!(peer = %from, why, "refused frame");
+            let was_excluded = self.core.is_excluded(&from);
             let _ = self.core.handle(self.now(), Event::InvalidMessage { from, kind });
+            // Re-judged after a cool-off: a peer the core still excludes that sends proven junk
+            // again is disconnected again (its first exclusion bans it through `Action::Alert`).
+            if was_excluded && proven_misbehaviour(kind, false) {
+                self.ban(from, Some(kind), "proven misbehaviour while excluded");
+            }
+        }
+    }
+
+    /// Disconnects `peer` for [`BAN_COOL_OFF`] (transport ban), counts it and logs it, unless it
+    /// is banned already. `reason`: the misbehaviour that proved it, when one incident did.
+    fn ban(&mut self, peer: NodeId, reason: Option<Misbehaviour>, why: &str) {
+        let Some(p) = self.peer_of(&peer) else { return };
+        if self.transport.is_banned(p) {
+            return;
+        }
+        if let Ok(true) = self.transport.ban_peer(p, BAN_COOL_OFF) {
+            self.setup.metrics.peer_bans.inc();
+            let name = &self.setup.members[p.0].0;
+            warn!(peer = %name, node_id = %peer, ?reason, cool_off_s = BAN_COOL_OFF.as_secs(), why, "disconnecting Byzantine peer: proven misbehaviour");
         }
     }
 
@@ -880,9 +919,14 @@ impl Shard {
                     let evidence_id = evidence.as_ref().map(|e| pqdag_wire::VertexId(e.digest()).to_hex());
                     warn!(peer = %name, node_id = %peer, ?reason, score, evidence = evidence_id.as_deref().unwrap_or("none"), "Byzantine peer excluded");
                     self.setup.metrics.alerts.get_or_create(&KindLabel { kind: format!("{reason:?}") }).inc();
+                    let proven = proven_misbehaviour(reason, evidence.is_some());
                     // Gossip the proof (spec 3.7.3 strategy 4) so honest peers check it themselves.
                     if let Some(evidence) = evidence {
                         self.gossip_alert(peer, *evidence);
+                    }
+                    // Mitigation 3.7.3: proven misbehaviour also disconnects (bounded cool-off).
+                    if proven {
+                        self.ban(peer, Some(reason), "excluded");
                     }
                 }
                 Action::ToShard { shard, msg } => match &self.mesh {
@@ -1124,7 +1168,7 @@ impl Shard {
     fn publish_status(&mut self) {
         let s = self.core.status();
         self.undecided = s.processing + s.pending;
-        let st = &self.setup.status;
+        let st = self.setup.status.clone(); // owned: the stats tick below may ban a peer (&mut self)
         st.finalized.store(s.finalized, Ordering::Relaxed);
         st.rejected.store(s.rejected, Ordering::Relaxed);
         st.processing.store(s.processing, Ordering::Relaxed);
@@ -1150,8 +1194,19 @@ impl Shard {
                 }
             }
             st.peers_connected.store(connected as u64, Ordering::Relaxed);
+            // A convicted peer is never polled, so any new incident of it is another proof
+            // (equivocation, bad frames) once its cool-off is over: ban it again.
+            for (node, score) in self.core.peer_scores() {
+                let seen = self.incidents_seen.insert(node, score.incidents).unwrap_or(score.incidents);
+                if score.convicted && score.excluded && score.incidents > seen {
+                    self.ban(node, None, "convicted peer misbehaved again");
+                }
+            }
+            let banned = self.transport.banned_count();
+            st.peers_banned.store(banned as u64, Ordering::Relaxed);
             if self.setup.shard == 0 {
                 self.setup.metrics.peers_connected.set(connected as i64);
+                self.setup.metrics.peers_banned.set(banned as i64);
                 let stats = self.transport.stats();
                 for (i, p) in stats.peers.iter().enumerate() {
                     let Some((name, _, _)) = self.setup.members.get(i) else { continue };

@@ -153,6 +153,21 @@ impl Cluster {
         panic!("node {i} not healthy after {timeout:?}; log:\n{}", std::fs::read_to_string(self.log_path(i)).unwrap_or_default());
     }
 
+    /// Waits until node `i` has restored its store and runs its shards, healthy or not (a
+    /// Byzantine node may be disconnected by the honest ones as soon as it misbehaves).
+    pub fn wait_running(&self, i: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((code, body)) = self.http(i, "/health") {
+                if code == 200 || !body.contains("starting") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {i} not running after {timeout:?}; log:\n{}", std::fs::read_to_string(self.log_path(i)).unwrap_or_default());
+    }
+
     /// Waits until every listed node reports the same finalized count and digest, with nothing
     /// processing; returns (finalized, digest).
     pub fn wait_converged(&self, nodes: &[usize], timeout: Duration) -> (u64, String) {
