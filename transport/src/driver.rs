@@ -803,11 +803,15 @@ impl Conn {
     fn timers(&mut self) -> Option<Instant> {
         let mut d = self.conn.poll_timeout();
         let mut take = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
-        if self.connected && !self.verified {
-            take(self.identity_deadline);
-        }
-        if let Some(t) = self.retire_at {
-            take(t);
+        // Both act only on an open connection: once it is closed (draining), a past identity
+        // deadline or retirement would wake the driver in a busy loop until the drain ends.
+        if !self.conn.is_closed() {
+            if self.connected && !self.verified {
+                take(self.identity_deadline);
+            }
+            if let Some(t) = self.retire_at {
+                take(t);
+            }
         }
         d
     }
