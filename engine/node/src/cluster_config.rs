@@ -246,6 +246,7 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
                 sync: spec.sync,
                 log: "info".into(),
                 log_json: false,
+                spin_before_park_us: crate::config::DEFAULT_SPIN_BEFORE_PARK_US,
             };
             if spec.data_dir.is_relative() {
                 std::fs::create_dir_all(folder.join(&spec.data_dir)).map_err(io(&folder))?;

@@ -179,6 +179,19 @@ pub struct NodeConfig {
     /// JSON log lines instead of text.
     #[serde(default)]
     pub log_json: bool,
+    /// How long a shard's executor busy-polls for work before it sleeps, in microseconds.
+    /// Spinning trims wake-up latency on a core the node owns; where nodes share cores (a
+    /// local testnet, a VM) a spin can take CPU another process needed.
+    #[serde(default = "default_spin_before_park_us")]
+    pub spin_before_park_us: u64,
+}
+
+/// Default executor spin before parking (us). On the 2-vCPU VM, 0 and 200 measured the same CPU
+/// per vertex (docs/benchmark.md).
+pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 200;
+
+fn default_spin_before_park_us() -> u64 {
+    DEFAULT_SPIN_BEFORE_PARK_US
 }
 
 fn default_log() -> String {

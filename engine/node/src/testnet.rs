@@ -78,6 +78,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
             sync: spec.sync,
             log: "info".into(),
             log_json: false,
+            spin_before_park_us: crate::config::DEFAULT_SPIN_BEFORE_PARK_US,
         };
         let path = node_dir.join("config.toml");
         cfg.save(&path)?;

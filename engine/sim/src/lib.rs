@@ -4,9 +4,14 @@
 //! not shift network delays. A safety checker runs after every step; a liveness phase follows
 //! the run (workload stopped, faults healed) with a time budget. A failing run prints its seed.
 //!
-//! Signatures are a keyed BLAKE3 MAC (not ML-DSA-87) plus a CPU cost model: every sign and
-//! verify delays the node's (shard's) CPU queue by `sign_us` / `verify_us` (defaults 116 / 60 us,
-//! measured ML-DSA-87 figures). Byte counts use ML-DSA-87 sizes (see [`msg_bytes`]).
+//! Signatures are a keyed BLAKE3 MAC (not ML-DSA-87) plus a CPU cost model calibrated from real
+//! processes (`calibrate`, `docs/simulator.md`): every sign and verify delays the node's
+//! (shard's) CPU queue by `sign_us` / `verify_us`, every byte sent or received by `byte_ns` (QUIC,
+//! AEAD, syscalls), every store batch by `batch_us` (the shell's event-loop turn: RocksDB write,
+//! fsync, wake-ups; a node groups the persists of `batch_window_us` into one batch, as the real
+//! shell's group commit does), and every open connection costs `conn_us_per_s` (keep-alives).
+//! Byte counts use ML-DSA-87 sizes ([`msg_bytes`]). With `host_cores` > 0 all nodes share that
+//! many cores, as N processes on one machine do.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -19,6 +24,24 @@ use rand_chacha::ChaCha8Rng;
 
 /// Bytes of an ML-DSA-87 signature (what the byte model charges).
 pub const SIG_BYTES: usize = 4627;
+
+// The calibrated CPU cost model (defaults of [`SimConfig`]), for one 2-vCPU AMD EPYC VM core.
+// Sign / verify: the criterion benches (`cargo bench -p benches --bench crypto`). The rest: the
+// least-squares fit of per-node CPU over real `bench` runs at 3, 10, 20 and 100 processes, after
+// subtracting the signatures (`target/release/calibrate DIR...`, docs/simulator.md
+// "Calibration").
+/// CPU of one ML-DSA-87 signature, us.
+pub const COST_SIGN_US: u64 = 122;
+/// CPU of one ML-DSA-87 verification, us.
+pub const COST_VERIFY_US: u64 = 62;
+/// CPU per network byte sent or received, ns.
+pub const COST_BYTE_NS: f64 = 8.6;
+/// CPU per store batch (event-loop turn that persists), us.
+pub const COST_BATCH_US: u64 = 434;
+/// Group-commit window: the real shell's mean store write time (fsync) on the VM, us.
+pub const COST_BATCH_WINDOW_US: u64 = 800;
+/// CPU per open connection per second, us.
+pub const COST_CONN_US_PER_S: u64 = 25;
 
 /// Network profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -140,6 +163,17 @@ pub struct SimConfig {
     pub sign_us: u64,
     /// CPU cost of a verification (us).
     pub verify_us: u64,
+    /// CPU cost of one network byte sent or received (ns): QUIC, AEAD, syscalls, framing.
+    pub byte_ns: f64,
+    /// CPU cost of one store batch (us): the turn that persists (RocksDB write, fsync, wake-up).
+    pub batch_us: u64,
+    /// Persists within this long of a node's last batch join it (the real shell's write time).
+    pub batch_window_us: u64,
+    /// CPU cost of one open peer connection per second (us): keep-alives, timers.
+    pub conn_us_per_s: u64,
+    /// 0: every node shard has a core of its own (one node per host). C > 0: all nodes share C
+    /// cores, like N processes on one machine (used to check the model against such a run).
+    pub host_cores: usize,
     /// Payload bytes per vertex.
     pub payload_bytes: usize,
     /// Liveness budget after the workload (virtual seconds).
@@ -165,8 +199,13 @@ impl SimConfig {
             loss: 0.0,
             duplicate: 0.0,
             crash: None,
-            sign_us: 116,
-            verify_us: 60,
+            sign_us: COST_SIGN_US,
+            verify_us: COST_VERIFY_US,
+            byte_ns: COST_BYTE_NS,
+            batch_us: COST_BATCH_US,
+            batch_window_us: COST_BATCH_WINDOW_US,
+            conn_us_per_s: COST_CONN_US_PER_S,
+            host_cores: 0,
             payload_bytes: 64,
             liveness_budget_s: 20.0,
             params: None,
@@ -240,6 +279,8 @@ pub struct Report {
     pub events: u64,
     /// Mean CPU utilisation of the busiest node's shard (cost model).
     pub cpu_util_max: f64,
+    /// Modelled CPU per finalized vertex per node, us (compare: `bench`'s CPU us/vertex per node).
+    pub cpu_us_per_vertex_per_node: f64,
 }
 
 /// The keyed-MAC signer of the simulator (stands in for ML-DSA-87).
@@ -318,6 +359,20 @@ pub enum MsgKind {
     },
 }
 
+/// Bytes an action puts on the network (all recipients), for the byte cost of the sender.
+fn action_bytes(a: &Action, nodes: usize) -> usize {
+    match a {
+        Action::SendVertex { to, vertex } => to.len() * msg_bytes(&MsgKind::Vertex { payload: vertex.payload.len() }),
+        Action::SendQuery { to, query } => to.len() * msg_bytes(&MsgKind::Query { ids: query.ids.len() }),
+        Action::SendResponse { response, .. } => msg_bytes(&MsgKind::Response { ids: response.votes.len() }),
+        Action::RequestVertices { request, .. } => 32 * request.ids.len() + 64,
+        Action::SendVertices { reply, .. } => reply.vertices.iter().map(|v| v.payload.len() + SIG_BYTES + 200).sum::<usize>() + 16,
+        Action::SendFrontier { to, frontier } => to.len() * (32 * frontier.tips.len() + 80),
+        Action::Alert { evidence: Some(_), .. } => nodes.saturating_sub(1) * (3 * SIG_BYTES + 600),
+        _ => 0,
+    }
+}
+
 fn size_of(m: &Msg) -> usize {
     match m {
         Msg::Vertex(v) => msg_bytes(&MsgKind::Vertex { payload: v.payload.len() }),
@@ -350,6 +405,10 @@ struct Node {
     shards: Vec<Core<MacSigner>>,
     cpu_free: Vec<u64>,
     cpu_busy: Vec<u64>,
+    /// When this node's connection upkeep was last charged (virtual us).
+    upkeep_at: u64,
+    /// Until when this node's current store batch (group commit) takes more persists.
+    batch_open_until: u64,
     timer_at: Vec<u64>,
     byz: bool,
     up: bool,
@@ -394,6 +453,8 @@ pub struct Sim {
     partition_seen: bool,
     workload_on: bool,
     link_base_us: Vec<u32>,
+    /// With `host_cores` > 0: when each shared host core is next free (virtual us).
+    host_free: Vec<u64>,
 }
 
 const NODE_STRIDE: usize = 64;
@@ -431,6 +492,8 @@ impl Sim {
                 shards,
                 cpu_free: vec![0; cfg.shards as usize],
                 cpu_busy: vec![0; cfg.shards as usize],
+                upkeep_at: 0,
+                batch_open_until: 0,
                 timer_at: vec![u64::MAX; cfg.shards as usize],
                 byz: i >= n - n_byz,
                 up: true,
@@ -478,6 +541,7 @@ impl Sim {
             partition_seen: false,
             workload_on: true,
             link_base_us,
+            host_free: vec![0; cfg.host_cores],
             cfg,
         };
         for i in 0..n {
@@ -754,7 +818,8 @@ impl Sim {
 
     fn deliver(&mut self, to: usize, from: usize, msg: Msg) {
         let from_id = self.nodes[from].id;
-        let v_us = self.cfg.verify_us;
+        // Receiving costs its bytes (charged with the input's verification).
+        let v_us = self.cfg.verify_us + (size_of(&msg) as f64 * self.cfg.byte_ns / 1000.0) as u64;
         match msg {
             Msg::Vertex(v) => {
                 let s = self.shard_for_vertex(&v.id);
@@ -817,8 +882,15 @@ impl Sim {
             guard += 1;
             assert!(guard < 1_000_000, "shard message storm");
             let si = s as usize;
-            let start = self.now.max(self.nodes[node].cpu_free[si]);
+            let mut start = self.now.max(self.nodes[node].cpu_free[si]);
             let mut cpu = cost + 2;
+            // Connection upkeep accrues with time; the next job of the node pays it.
+            let nd = &mut self.nodes[node];
+            if self.cfg.conn_us_per_s > 0 && self.now > nd.upkeep_at {
+                let conns = (self.cfg.nodes - 1) as u64;
+                cpu += (self.now - nd.upkeep_at) * conns * self.cfg.conn_us_per_s / 1_000_000;
+                nd.upkeep_at = self.now;
+            }
             let r = self.nodes[node].shards[si].handle(self.now, ev);
             if let Err(e) = r {
                 let _ = e; // own conflicting submission refused: fine
@@ -827,12 +899,28 @@ impl Sim {
             while let Some(a) = self.nodes[node].shards[si].poll_action() {
                 out.push(a);
             }
+            let mut bytes = 0usize;
+            let mut persists = false;
             for a in &out {
                 cpu += match a {
                     Action::SendQuery { .. } | Action::SendResponse { .. } | Action::Created { .. } => self.cfg.sign_us,
                     Action::Alert { .. } => self.cfg.sign_us,
                     _ => 0,
                 };
+                persists |= matches!(a, Action::Persist { .. });
+                bytes += action_bytes(a, self.cfg.nodes);
+            }
+            cpu += (bytes as f64 * self.cfg.byte_ns / 1000.0) as u64;
+            if persists && start >= self.nodes[node].batch_open_until {
+                // A new store batch; persists of the next window join it (group commit).
+                cpu += self.cfg.batch_us;
+                self.nodes[node].batch_open_until = start + self.cfg.batch_window_us;
+            }
+            if !self.host_free.is_empty() {
+                // One machine: the job also needs one of its shared cores (earliest free).
+                let (h, free) = self.host_free.iter().copied().enumerate().min_by_key(|&(_, f)| f).unwrap_or((0, 0));
+                start = start.max(free);
+                self.host_free[h] = start + cpu;
             }
             let done = start + cpu;
             self.nodes[node].cpu_free[si] = done;
@@ -1117,6 +1205,7 @@ impl Sim {
             trace_hash: self.trace.finalize().to_hex().to_string(),
             events: self.events,
             cpu_util_max: busy as f64 / (self.now.max(1) as f64),
+            cpu_us_per_vertex_per_node: self.nodes.iter().flat_map(|n| n.cpu_busy.iter().copied()).sum::<u64>() as f64 / self.cfg.nodes as f64 / finalized.max(1) as f64,
         }
     }
 

@@ -50,6 +50,30 @@ struct Args {
     /// Liveness budget after the workload (virtual seconds).
     #[arg(long, default_value_t = 20.0)]
     liveness_budget: f64,
+    /// CPU per ML-DSA-87 signature, us (default: calibrated, see docs/simulator.md).
+    #[arg(long, default_value_t = pqdag_sim::COST_SIGN_US)]
+    sign_us: u64,
+    /// CPU per verification, us.
+    #[arg(long, default_value_t = pqdag_sim::COST_VERIFY_US)]
+    verify_us: u64,
+    /// CPU per network byte sent or received, ns.
+    #[arg(long, default_value_t = pqdag_sim::COST_BYTE_NS)]
+    byte_ns: f64,
+    /// CPU per store batch (a persisting event-loop turn), us.
+    #[arg(long, default_value_t = pqdag_sim::COST_BATCH_US)]
+    batch_us: u64,
+    /// Group-commit window of a node's store batches, us.
+    #[arg(long, default_value_t = pqdag_sim::COST_BATCH_WINDOW_US)]
+    batch_window_us: u64,
+    /// CPU per open connection per second, us.
+    #[arg(long, default_value_t = pqdag_sim::COST_CONN_US_PER_S)]
+    conn_us_per_s: u64,
+    /// All nodes share this many cores (N processes on one machine); 0 = a host per node.
+    #[arg(long, default_value_t = 0)]
+    host_cores: usize,
+    /// Payload bytes per vertex.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -66,6 +90,14 @@ fn main() {
     cfg.loss = a.loss;
     cfg.duplicate = a.duplicate;
     cfg.liveness_budget_s = a.liveness_budget;
+    cfg.sign_us = a.sign_us;
+    cfg.verify_us = a.verify_us;
+    cfg.byte_ns = a.byte_ns;
+    cfg.batch_us = a.batch_us;
+    cfg.batch_window_us = a.batch_window_us;
+    cfg.conn_us_per_s = a.conn_us_per_s;
+    cfg.host_cores = a.host_cores;
+    cfg.payload_bytes = a.payload_bytes;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,
         _ => Profile::Lan,

@@ -198,7 +198,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("pqdag-shard-{s}"))
-            .spin_before_park(Duration::from_micros(200))
+            .spin_before_park(Duration::from_micros(cfg.spin_before_park_us))
             .spawn(move || async move { run_shard(setup).await.map_err(|e| e.to_string()) })
             .map_err(|e| NodeError::Shard { shard: s, message: format!("executor: {e}") })?;
         handles.push((s, handle));
