@@ -191,6 +191,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             byzantine,
             mesh: mesh.clone(),
             remote_facts: std::mem::take(remote_facts.get_mut(usize::from(s)).unwrap_or(&mut Vec::new())),
+            turn_interval_min_us: cfg.turn_interval_min_us,
         };
         let placement = match cfg.cores.get(usize::from(s)) {
             Some(core) => Placement::Fixed(*core),

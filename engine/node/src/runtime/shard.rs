@@ -114,6 +114,8 @@ pub struct ShardSetup {
     /// Decided statuses of other shards' vertices that this shard's stored vertices name as
     /// parents (S > 1 restarts).
     pub remote_facts: Vec<(VertexId, VertexStatus)>,
+    /// Least time between the starts of two turns, us (0: no pacing).
+    pub turn_interval_min_us: u64,
 }
 
 /// Errors that stop a shard (reported by the node, which exits non-zero).
@@ -295,7 +297,15 @@ impl Shard {
         self.setup.status.running.store(true, Ordering::Relaxed);
         self.publish_status();
         self.spawn_dialer();
+        // Turn pacing: a turn starts at most every `turn_interval_min_us`, so one store batch
+        // (fsync) and one wake-up serve more messages; see `NodeConfig::turn_interval_min_us`.
+        let turn_min = Duration::from_micros(self.setup.turn_interval_min_us);
+        let mut last_turn = Instant::now();
         while !self.setup.stop.load(Ordering::Relaxed) {
+            let since = last_turn.elapsed();
+            if since < turn_min {
+                glommio::timer::Timer::new(turn_min - since).await;
+            }
             self.maybe_sync();
             let mut incoming = Vec::new();
             while incoming.len() < TURN_INCOMING_MAX {
@@ -342,6 +352,7 @@ impl Shard {
                     continue;
                 }
             }
+            last_turn = Instant::now();
             self.turn(incoming, replies, cross).await;
         }
         info!(shard = self.setup.shard, "shard stopping: closing connections");
