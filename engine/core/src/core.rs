@@ -63,6 +63,7 @@ impl Hasher for IdHasher {
 }
 
 type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug)]
 struct Rec {
@@ -252,6 +253,13 @@ pub struct Core<S: Signer> {
     /// Final vertices in finality order with their finality time, for stripping (see
     /// `Params::strip_final_after_us`).
     strip_queue: VecDeque<(u64, VertexId)>,
+    /// Final vertices in finality order with their finality time, for forgetting (see
+    /// `Params::forget_final_after_us`).
+    forget_queue: VecDeque<(u64, VertexId)>,
+    /// Ids of forgotten final vertices (their records are gone; they count as final).
+    forgotten: HashSet<VertexId>,
+    /// Winners of forgotten decided conflict sets: a late spend of such a key loses.
+    decided_keys: HashMap<ConflictKey, VertexId>,
     outcomes: VecDeque<bool>,
     outcomes_timeouts: usize,
     /// Last polls: true = closed short of alpha answers (timed out).
@@ -362,6 +370,9 @@ impl<S: Signer> Core<S> {
             recent: VecDeque::new(),
             recent_final,
             strip_queue: VecDeque::new(),
+            forget_queue: VecDeque::new(),
+            forgotten: HashSet::default(),
+            decided_keys: HashMap::default(),
             outcomes: VecDeque::new(),
             outcomes_timeouts: 0,
             poll_outcomes: 0,
@@ -431,17 +442,22 @@ impl<S: Signer> Core<S> {
 
     /// Status of a vertex held in the DAG (not pending).
     pub fn vertex_status(&self, id: &VertexId) -> Option<VertexStatus> {
-        self.vertices.get(id).map(|r| r.status)
+        self.vertices.get(id).map(|r| r.status).or_else(|| self.forgotten.contains(id).then_some(VertexStatus::Final))
     }
 
     /// Confidence of a vertex (FR-004), 1.0 once final.
     pub fn confidence(&self, id: &VertexId) -> Option<f64> {
-        self.vertices.get(id).map(|r| r.confidence)
+        self.vertices.get(id).map(|r| r.confidence).or_else(|| self.forgotten.contains(id).then_some(1.0))
     }
 
     /// True if the DAG or the pending buffer holds `id` (the shell skips verifying duplicates).
     pub fn contains(&self, id: &VertexId) -> bool {
-        self.vertices.contains_key(id) || self.pending.contains_key(id)
+        self.vertices.contains_key(id) || self.pending.contains_key(id) || self.forgotten.contains(id)
+    }
+
+    /// Forgotten final vertices (ids only) and forgotten decided conflict sets (winners only).
+    pub fn forgotten_counts(&self) -> (usize, usize) {
+        (self.forgotten.len(), self.decided_keys.len())
     }
 
     /// Score of every peer (3.7.2).
@@ -474,7 +490,7 @@ impl<S: Signer> Core<S> {
 
     /// Current preference of the local conflict set of `key`.
     pub fn preference(&self, key: &ConflictKey) -> Option<VertexId> {
-        self.sets.get(key).map(|s| s.preferred())
+        self.sets.get(key).map(|s| s.preferred()).or_else(|| self.decided_keys.get(key).copied())
     }
 
     // ------------------------------------------------------------------ poll_*
@@ -760,7 +776,7 @@ impl<S: Signer> Core<S> {
 
     fn parent_state(&self, p: &VertexId) -> Option<VertexStatus> {
         if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.genesis.id {
-            self.vertices.get(p).map(|r| r.status)
+            self.vertices.get(p).map(|r| r.status).or_else(|| self.forgotten.contains(p).then_some(VertexStatus::Final))
         } else {
             self.remote_parents.get(p).and_then(|r| r.status)
         }
@@ -995,6 +1011,17 @@ impl<S: Signer> Core<S> {
     }
 
     fn join_local(&mut self, key: ConflictKey, member: Member) {
+        if let Some(&winner) = self.decided_keys.get(&key) {
+            // The set was decided long ago and forgotten: a late spend of its key loses.
+            if member.id != winner {
+                if member.owner == self.shard {
+                    self.reject(member.id, false);
+                } else {
+                    self.broadcast_preference(key, winner, true, &[member.owner]);
+                }
+            }
+            return;
+        }
         let set = self.sets.entry(key).or_default();
         if set.index(&member.id).is_some() {
             return;
@@ -1115,7 +1142,7 @@ impl<S: Signer> Core<S> {
                                 VertexStatus::Rejected => false,
                                 VertexStatus::Processing => pr.strong,
                             },
-                            None => false,
+                            None => self.forgotten.contains(p),
                         }
                     } else {
                         self.remote_parents.get(p).is_some_and(|rp| rp.status == Some(VertexStatus::Final) || (rp.status == Some(VertexStatus::Processing) && rp.strong))
@@ -1153,6 +1180,7 @@ impl<S: Signer> Core<S> {
         match self.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
             // Cached for this preference epoch: one lookup.
             Some((VertexStatus::Processing, true, strong)) => if strong { Vote::Yes } else { Vote::No },
+            None if self.forgotten.contains(id) => Vote::Yes,
             None => Vote::Unknown,
             Some((VertexStatus::Final, _, _)) => Vote::Yes,
             Some((VertexStatus::Rejected, _, _)) => Vote::No,
@@ -1608,6 +1636,9 @@ impl<S: Signer> Core<S> {
         if self.params.strip_final_after_us > 0 {
             self.strip_queue.push_back((now, id));
         }
+        if self.params.forget_final_after_us > 0 {
+            self.forget_queue.push_back((now, id));
+        }
         if !quiet {
             self.push(Action::Persist { vertex: v.clone(), status: VertexStatus::Final });
             self.push(Action::Finalized { id, position: self.final_position, latency_us: now.saturating_sub(arrival) });
@@ -1649,6 +1680,7 @@ impl<S: Signer> Core<S> {
     fn reject(&mut self, id: VertexId, quiet: bool) {
         let mut work = vec![id];
         while let Some(x) = work.pop() {
+            assert!(!self.forgotten.contains(&x), "rejecting a final (forgotten) vertex {x:?}");
             let Some(r) = self.vertices.get_mut(&x) else { continue };
             // Final is forever: a loser or a loser's descendant is never final (4.5, FR-005).
             assert!(r.status != VertexStatus::Final, "rejecting a final vertex {x:?}");
@@ -1756,7 +1788,7 @@ impl<S: Signer> Core<S> {
         let mut missing: Vec<VertexId> = self
             .waiting
             .keys()
-            .filter(|id| !self.pending.contains_key(*id) && !self.vertices.contains_key(*id) && shard_of_vertex(id, self.shard_count) == self.shard)
+            .filter(|id| !self.pending.contains_key(*id) && !self.vertices.contains_key(*id) && !self.forgotten.contains(*id) && shard_of_vertex(id, self.shard_count) == self.shard)
             .filter(|id| self.requested.get(*id).is_none_or(|&t| t <= now))
             .take(REQUEST_IDS_MAX)
             .copied()
@@ -1941,6 +1973,10 @@ impl<S: Signer> Core<S> {
                 if subscriber >= self.shard_count || (self.watchers.len() >= WATCHED_MAX && !self.watchers.contains_key(&id)) {
                     return;
                 }
+                if self.forgotten.contains(&id) {
+                    self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status: VertexStatus::Final, strong: true } });
+                    return;
+                }
                 self.watchers.entry(id).or_insert((0, false)).0 |= 1u64 << subscriber;
                 if self.vertices.contains_key(&id) {
                     self.notify_watchers(id);
@@ -2087,8 +2123,50 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Forgets the records of vertices final for longer than `forget_final_after_us`: the id
+    /// moves to `forgotten` (still final to every lookup), and each of its conflict sets, once
+    /// decided with no member still processing, shrinks to its winner in `decided_keys`.
+    /// Recently final vertices that parent selection may still name are kept a while longer.
+    fn forget_old_finals(&mut self, now: u64) {
+        let after = self.params.forget_final_after_us;
+        let mut requeue = Vec::new();
+        while let Some(&(at, id)) = self.forget_queue.front() {
+            if after == 0 || at.saturating_add(after) > now {
+                break;
+            }
+            self.forget_queue.pop_front();
+            if self.recent_final.contains(&id) || self.watchers.contains_key(&id) {
+                requeue.push((now, id));
+                continue;
+            }
+            let Some(r) = self.vertices.get(&id) else { continue };
+            debug_assert_eq!(r.status, VertexStatus::Final, "only final vertices are forgotten");
+            if r.status != VertexStatus::Final {
+                continue;
+            }
+            let keys = r.v.conflict_keys.clone();
+            self.vertices.remove(&id);
+            self.forgotten.insert(id);
+            for k in keys {
+                if shard_of_key(&k, self.shard_count) != self.shard {
+                    continue;
+                }
+                let Some(set) = self.sets.get(&k) else { continue };
+                let Some(winner) = set.decided else { continue };
+                let settled = set.members.iter().all(|m| m.owner != self.shard || self.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Processing));
+                if settled && set.members.iter().all(|m| m.owner == self.shard) {
+                    debug_assert!(self.vertex_status(&winner) == Some(VertexStatus::Final) || winner != id);
+                    self.sets.remove(&k);
+                    self.decided_keys.insert(k, winner);
+                }
+            }
+        }
+        self.forget_queue.extend(requeue);
+    }
+
     fn tick(&mut self, now: u64) {
         self.strip_old_finals(now);
+        self.forget_old_finals(now);
         // Close polls that timed out or had alpha answers plus a grace period as long again.
         let due: Vec<u64> = self
             .polls

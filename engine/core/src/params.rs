@@ -40,6 +40,10 @@ pub struct Params {
     /// consensus needs (id, parents, keys, status): ~5 KB -> ~0.3 KB per final vertex. 0 = keep
     /// everything (the simulator). The engine enables it and serves old vertices from its store.
     pub strip_final_after_us: u64,
+    /// Forget the record of vertices final for this long: only the id stays (in a compact set,
+    /// ~40 B instead of ~1 KB with its conflict set), and a decided conflict set keeps only its
+    /// winner. Lookups treat a forgotten id as final; the store keeps everything. 0 = never.
+    pub forget_final_after_us: u64,
 }
 
 impl Params {
@@ -64,6 +68,7 @@ impl Params {
             frontier_interval_us: 250_000,
             frontier_fanout: 2,
             strip_final_after_us: 0,
+            forget_final_after_us: 0,
         }
     }
 

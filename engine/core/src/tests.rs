@@ -413,3 +413,52 @@ fn close_conflicting_submissions_resolve() {
         assert_eq!(net.cores[i].status().processing, 0, "node {i}");
     }
 }
+
+/// Forgetting old finals (`Params::forget_final_after_us`, what bounds a long-running node's
+/// memory): a forgotten vertex still counts as final to every rule. A new vertex naming it as
+/// parent is accepted and finalizes; a late spend of its conflict key loses everywhere; and
+/// nothing final changes.
+#[test]
+fn forgotten_finals_still_count_as_final() {
+    let mut p = fast_params();
+    p.forget_final_after_us = 500_000;
+    let mut net = Net::new(4, p);
+    let key = ConflictKey([7; 32]);
+    net.submit(0, vec![key], 1);
+    net.run(net.now + 1_000_000);
+    let va = net.finalized[0][0];
+    // Push va out of the recently-final window (fallback parents are kept a while longer).
+    for t in 0..20 {
+        net.submit((t % 4) as usize, vec![], 100 + t);
+        net.run(net.now + 5_000);
+    }
+    net.run(net.now + 3_000_000);
+    for i in 0..4 {
+        assert!(net.finalized[i].contains(&va));
+        assert!(net.cores[i].vertex(&va).is_none(), "node {i} forgot va's record");
+        assert_eq!(net.cores[i].vertex_status(&va), Some(VertexStatus::Final));
+        assert!(net.cores[i].contains(&va), "a forgotten id is still known (no refetch, no re-insert)");
+        let (ids, keys) = net.cores[i].forgotten_counts();
+        assert!(ids >= 1 && keys >= 1, "node {i}: {ids} ids, {keys} keys forgotten");
+        assert_eq!(net.cores[i].preference(&key), Some(va));
+    }
+    // A vertex whose parent is the forgotten va: accepted, final everywhere.
+    let mut child = Vertex::new_unsigned(vec![va], b"late child".to_vec(), vec![], net.now / 1000, node(3));
+    child.signature = TestSigner(3).sign(Domain::Vertex, child.signed_bytes());
+    let child = Arc::new(child);
+    for i in 0..4 {
+        net.push(i, Event::Vertex { from: node(3), vertex: child.clone() });
+    }
+    // A late double spend of va's key, by another node.
+    net.submit(2, vec![key], 999);
+    net.run(net.now + 3_000_000);
+    let vb = net.persisted[2].iter().rev().find(|(v, _)| v.conflict_keys == vec![key] && v.id != va).map(|(v, _)| v.id).expect("node 2 created the late spend");
+    for i in 0..4 {
+        assert!(net.finalized[i].contains(&child.id), "node {i}: child of a forgotten final finalizes");
+        assert!(net.rejected[i].contains(&vb), "node {i}: late spend of a forgotten key is rejected");
+        assert!(!net.finalized[i].contains(&vb));
+        assert_eq!(net.cores[i].status().processing, 0);
+    }
+    let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+}

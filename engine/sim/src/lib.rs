@@ -171,6 +171,11 @@ pub struct SimConfig {
     pub batch_window_us: u64,
     /// CPU cost of one open peer connection per second (us): keep-alives, timers.
     pub conn_us_per_s: u64,
+    /// Cores forget the records of vertices final for this long (virtual us; 0 = never), as the
+    /// engine does after 30 s; the default 1 s makes every scenario run through forgotten
+    /// parents and forgotten conflict sets. The shell answers fetches of forgotten vertices
+    /// from its archive, as the engine's does from its store.
+    pub forget_final_after_us: u64,
     /// 0: every node shard has a core of its own (one node per host). C > 0: all nodes share C
     /// cores, like N processes on one machine (used to check the model against such a run).
     pub host_cores: usize,
@@ -206,6 +211,7 @@ impl SimConfig {
             batch_window_us: COST_BATCH_WINDOW_US,
             conn_us_per_s: COST_CONN_US_PER_S,
             host_cores: 0,
+            forget_final_after_us: 1_000_000,
             payload_bytes: 64,
             liveness_budget_s: 20.0,
             params: None,
@@ -455,6 +461,9 @@ pub struct Sim {
     link_base_us: Vec<u32>,
     /// With `host_cores` > 0: when each shared host core is next free (virtual us).
     host_free: Vec<u64>,
+    /// Every vertex ever persisted (one copy per id): the shells' store, serving fetches of
+    /// vertices a core has forgotten.
+    archive: HashMap<VertexId, Arc<Vertex>>,
 }
 
 const NODE_STRIDE: usize = 64;
@@ -470,7 +479,8 @@ impl Sim {
             Profile::Lan => Params::lan_default(),
             Profile::Wan => Params::wan_default(),
         };
-        let params = cfg.params.clone().unwrap_or_else(|| base.scaled_to(n));
+        let mut params = cfg.params.clone().unwrap_or_else(|| base.scaled_to(n));
+        params.forget_final_after_us = cfg.forget_final_after_us;
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = (0..n).map(|i| NodeId(pqdag_crypto::hash::node_id(&signers[i].key))).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;
@@ -542,6 +552,7 @@ impl Sim {
             workload_on: true,
             link_base_us,
             host_free: vec![0; cfg.host_cores],
+            archive: HashMap::new(),
             cfg,
         };
         for i in 0..n {
@@ -841,7 +852,14 @@ impl Sim {
                 for s in 0..self.cfg.shards {
                     let ids: Vec<VertexId> = req.ids.iter().filter(|id| self.shard_for_vertex(id) == s).copied().collect();
                     if !ids.is_empty() {
+                        // Forgotten by the core but final here: the shell answers from its store.
+                        let core = &self.nodes[to].shards[s as usize];
+                        let stored: Vec<Arc<Vertex>> = ids.iter().filter(|id| core.vertex(id).is_none() && core.vertex_status(id).is_some()).filter_map(|id| self.archive.get(id).cloned()).collect();
                         self.handle(to, s, Event::VertexRequest { from: from_id, request: VertexRequest { request_id: req.request_id, ids } }, 0);
+                        if !stored.is_empty() && self.nodes[to].up {
+                            let at = self.now.max(self.nodes[to].cpu_free[s as usize]);
+                            self.send(to, from, at, Msg::Reply(stored));
+                        }
                     }
                 }
             }
@@ -1010,6 +1028,9 @@ impl Sim {
                 }
             }
             Action::Persist { vertex, status } => {
+                if self.cfg.forget_final_after_us > 0 {
+                    self.archive.entry(vertex.id).or_insert_with(|| vertex.clone());
+                }
                 if self.nodes[node].keep_storage {
                     let (order, map) = &mut self.nodes[node].storage[shard];
                     if map.insert(vertex.id, status).is_none() {

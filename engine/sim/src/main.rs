@@ -74,6 +74,9 @@ struct Args {
     /// Payload bytes per vertex.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
+    /// Cores forget final vertices' records after this many virtual ms (0 = never).
+    #[arg(long, default_value_t = 1000)]
+    forget_final_after_ms: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -98,6 +101,7 @@ fn main() {
     cfg.conn_us_per_s = a.conn_us_per_s;
     cfg.host_cores = a.host_cores;
     cfg.payload_bytes = a.payload_bytes;
+    cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,
         _ => Profile::Lan,

@@ -52,6 +52,10 @@ pub enum NodeError {
 /// them): bounds RSS to ~0.3 KB per old final vertex instead of ~5 KB.
 pub const FINAL_IN_MEMORY_US: u64 = 10_000_000;
 
+/// How long a final vertex keeps its record in the consensus core; then only its id stays (and
+/// of its decided conflict set, the winner): ~1 KB -> ~0.1 KB per old final vertex.
+pub const FINAL_RECORD_US: u64 = 30_000_000;
+
 /// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
 pub const POLL_INTERVAL_US: u64 = 10_000;
 
@@ -68,6 +72,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.query_timeout_us = p.query_timeout_ms.saturating_mul(1000);
     // The node serves old vertices from RocksDB, so memory keeps only what consensus needs.
     params.strip_final_after_us = FINAL_IN_MEMORY_US;
+    params.forget_final_after_us = FINAL_RECORD_US;
     // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
     // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
     // and halves the time beta rounds take (docs/benchmark.md).
