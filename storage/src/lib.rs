@@ -20,7 +20,7 @@ mod rocks;
 pub use error::StorageError;
 pub use mem::MemStore;
 pub use record::{Status, StoredVertex};
-pub use rocks::{RocksStore, SyncPolicy};
+pub use rocks::{RocksStore, StoreMemory, SyncPolicy};
 
 use pqdag_wire::{Vertex, VertexId};
 

@@ -38,6 +38,19 @@ pub struct RocksStore {
     db: DB,
     sync: SyncPolicy,
     path: PathBuf,
+    cache: rocksdb::Cache,
+}
+
+/// What a store holds in memory, bytes (for the `pqdag_memory_bytes` metric: RSS that grows
+/// while these stay flat is the core's or the allocator's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Active and immutable memtables of every column family.
+    pub memtables: u64,
+    /// Table readers outside the block cache (index and filter blocks not cached).
+    pub table_readers: u64,
+    /// The shared block cache.
+    pub block_cache: u64,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -114,7 +127,18 @@ impl RocksStore {
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, sync, path: path.to_path_buf() })
+        Ok(Self { db, sync, path: path.to_path_buf(), cache })
+    }
+
+    /// Memory held by RocksDB for this store (properties summed over column families).
+    pub fn memory(&self) -> StoreMemory {
+        let mut m = StoreMemory { block_cache: self.cache.get_usage() as u64, ..StoreMemory::default() };
+        for name in CFS {
+            let Some(cf) = self.db.cf_handle(name) else { continue };
+            m.memtables += self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0);
+            m.table_readers += self.db.property_int_value_cf(cf, "rocksdb.estimate-table-readers-mem").ok().flatten().unwrap_or(0);
+        }
+        m
     }
 
     /// Where the store lives.

@@ -460,6 +460,12 @@ impl<S: Signer> Core<S> {
         (self.forgotten.len(), self.decided_keys.len())
     }
 
+    /// Records held, for the memory metrics: (vertex records, conflict sets, forgotten ids,
+    /// forgotten decided keys).
+    pub fn record_counts(&self) -> (usize, usize, usize, usize) {
+        (self.vertices.len(), self.sets.len(), self.forgotten.len(), self.decided_keys.len())
+    }
+
     /// Score of every peer (3.7.2).
     pub fn peer_scores(&self) -> Vec<(NodeId, PeerScore)> {
         self.peers.iter().copied().zip(self.scores.iter().cloned()).collect()

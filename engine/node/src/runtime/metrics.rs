@@ -27,6 +27,15 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label of per-shard, per-kind series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardKindLabel {
+    /// The shard.
+    pub shard: String,
+    /// What kind.
+    pub kind: String,
+}
+
 /// Every metric the node exports. Shared by all shards (`Arc`), updated with atomics.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +63,11 @@ pub struct Metrics {
     pub alerts: Family<KindLabel, Counter>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,
+    /// RocksDB memory by shard and kind (memtables, table_readers, block_cache).
+    pub store_memory: Family<ShardKindLabel, Gauge>,
+    /// Consensus-core records by shard and kind (vertices, conflict_sets, forgotten_ids,
+    /// forgotten_keys): what the core's share of RSS is made of.
+    pub core_records: Family<ShardKindLabel, Gauge>,
     /// Bytes received per peer.
     pub peer_bytes_in: Family<PeerLabel, Gauge>,
     /// Bytes sent per peer.
@@ -98,6 +112,8 @@ impl Metrics {
             invalid: Family::default(),
             alerts: Family::default(),
             alerts_verified: Counter::default(),
+            store_memory: Family::default(),
+            core_records: Family::default(),
             peer_bytes_in: Family::default(),
             peer_bytes_out: Family::default(),
             peer_score_milli: Family::default(),
@@ -124,6 +140,8 @@ impl Metrics {
         registry.register("invalid_frames", "Frames refused, by reason", m.invalid.clone());
         registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
+        registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
+        registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());
         registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());
         registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());

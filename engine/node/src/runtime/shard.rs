@@ -1194,6 +1194,18 @@ impl Shard {
         }
         if self.last_stats.elapsed() >= Duration::from_secs(1) {
             self.last_stats = Instant::now();
+            let shard = self.setup.shard.to_string();
+            let label = |kind: &str| super::metrics::ShardKindLabel { shard: shard.clone(), kind: kind.into() };
+            if let Some(store) = &self.store {
+                let mem = store.memory();
+                for (kind, v) in [("memtables", mem.memtables), ("table_readers", mem.table_readers), ("block_cache", mem.block_cache)] {
+                    self.setup.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
+                }
+            }
+            let (vertices, sets, forgotten, keys) = self.core.record_counts();
+            for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys)] {
+                self.setup.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
+            }
             let mut connected = 0;
             for i in (0..self.node_ids.len()).filter(|i| *i != self.setup.me) {
                 let up = self.transport.is_connected(PeerId(i));
