@@ -187,13 +187,15 @@ pub struct NodeConfig {
     /// Least time between the starts of two event-loop turns of a shard, in microseconds. Each
     /// turn ends with one store batch (one fsync) and its sends, so pacing turns makes each
     /// batch, wake-up and fsync serve more messages: on the 2-vCPU VM, 3000 cut CPU per
-    /// vertex 11 % at 1200/s for +25 ms of median finality (docs/benchmark.md). 0 = no pacing.
+    /// vertex 11 % at 1200/s (3 nodes) for +25 ms of median finality, but where many nodes
+    /// share few cores every paced turn waits for the scheduler again (100 processes on 2
+    /// cores: median finality 38 s instead of 17 s). Hence off by default (docs/benchmark.md).
     #[serde(default = "default_turn_interval_min_us")]
     pub turn_interval_min_us: u64,
 }
 
 /// Default turn pacing (us), see [`NodeConfig::turn_interval_min_us`].
-pub const DEFAULT_TURN_INTERVAL_MIN_US: u64 = 3000;
+pub const DEFAULT_TURN_INTERVAL_MIN_US: u64 = 0;
 
 fn default_turn_interval_min_us() -> u64 {
     DEFAULT_TURN_INTERVAL_MIN_US
