@@ -78,7 +78,7 @@ pub(crate) const BLOCK_CACHE_BYTES: usize = 32 << 20;
 /// vertex), so the point-lookup CFs carry bloom filters: without them each miss reads an index
 /// and data block from every L0 file, a cost that grows with the database. Vertex bytes (~5 KB,
 /// written once, never updated) live in blob files so compaction moves 40-byte pointers
-/// instead of payloads.
+/// instead of payloads (and, with no blob GC, never rewrites them).
 fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(cache);
@@ -96,7 +96,11 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             o.set_enable_blob_files(true);
             o.set_min_blob_size(1024);
             o.set_blob_file_size(128 << 20);
-            o.set_enable_blob_gc(true);
+            // No blob GC: vertex bytes are written once and never updated or deleted, so GC
+            // reclaims nothing, yet it rewrote the oldest quarter of the blob files in every
+            // compaction (0.5-0.75 GB per compaction after 4 minutes at 1200/s), saturating
+            // the disk until fsyncs stalled the shard (docs/benchmark.md, "Memory over minutes").
+            o.set_enable_blob_gc(false);
             o.set_level_compaction_dynamic_level_bytes(true);
         }
         CF_STATUS | CF_FINALIZED => {
