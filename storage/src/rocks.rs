@@ -213,6 +213,36 @@ impl Store for RocksStore {
         Ok(Some(StoredVertex { vertex, status }))
     }
 
+    fn load_unfinal(&self) -> Result<Vec<StoredVertex>, StorageError> {
+        // Walk the small status column family; read vertex bytes only for the few non-final.
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_STATUS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = to_id(CF_STATUS, &k)?;
+            if matches!(Status::decode(&v)?, Status::Final { .. }) {
+                continue;
+            }
+            if let Some(sv) = self.get(&id)? {
+                out.push(sv);
+            }
+        }
+        Ok(out)
+    }
+
+    fn visit_all(&self, f: &mut dyn FnMut(StoredVertex)) -> Result<(), StorageError> {
+        for item in self.db.iterator_cf(self.cf(CF_VERTICES)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id = to_id(CF_VERTICES, &k)?;
+            let vertex = decode_vertex(&v)?;
+            if vertex.id != id {
+                return Err(corrupt(CF_VERTICES, "key does not match vertex id"));
+            }
+            let status = self.status_of(&id)?.ok_or_else(|| corrupt(CF_STATUS, "vertex without status"))?;
+            f(StoredVertex { vertex, status });
+        }
+        Ok(())
+    }
+
     fn load_all(&self) -> Result<Vec<StoredVertex>, StorageError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_VERTICES)?, IteratorMode::Start) {

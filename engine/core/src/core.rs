@@ -620,6 +620,27 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Restores one final vertex without its record, as if long forgotten (restart of a node
+    /// with a long history: holding every stored vertex in full would need ~6 KB each). Call it
+    /// for the finals in finality order, all of them before [`Core::restore`] gets the rest
+    /// (the last few finals and every non-final vertex): each gets the next position, counts
+    /// in `finalized` and the digest, and decides its locally owned conflict keys.
+    pub fn restore_forgotten_final(&mut self, id: VertexId, conflict_keys: &[ConflictKey]) {
+        if id == self.genesis.id || self.contains(&id) || shard_of_vertex(&id, self.shard_count) != self.shard {
+            return;
+        }
+        debug_assert!(self.processing.is_empty(), "forgotten finals are restored before anything else");
+        self.forgotten.insert(id);
+        self.final_position += 1;
+        self.finalized += 1;
+        self.digest.add(&id.0);
+        for k in conflict_keys {
+            if shard_of_key(k, self.shard_count) == self.shard {
+                self.decided_keys.insert(*k, id);
+            }
+        }
+    }
+
     /// Restores state from storage after a restart: `(vertex, status)` pairs in storage
     /// (arrival) order, parents before children. Final vertices get positions in the given
     /// order; nothing is re-persisted or re-gossiped; processing vertices re-enter polling.

@@ -803,7 +803,15 @@ impl Sim {
                 }
             };
             let (order, status) = &self.nodes[node].storage[s as usize];
-            let items: Vec<(Arc<Vertex>, VertexStatus)> = order.iter().map(|v| (v.clone(), status[&v.id])).collect();
+            // As the engine does: older finals come back as forgotten ids, the last few finals
+            // and every non-final vertex in full.
+            let finals: Vec<&Arc<Vertex>> = order.iter().filter(|v| status[&v.id] == VertexStatus::Final).collect();
+            let compact = finals.len().saturating_sub(32);
+            for v in &finals[..compact] {
+                core.restore_forgotten_final(v.id, &v.conflict_keys);
+            }
+            let skip: HashSet<VertexId> = finals[..compact].iter().map(|v| v.id).collect();
+            let items: Vec<(Arc<Vertex>, VertexStatus)> = order.iter().filter(|v| !skip.contains(&v.id)).map(|v| (v.clone(), status[&v.id])).collect();
             core.restore(self.now, items);
             shards.push(core);
         }
