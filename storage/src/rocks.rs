@@ -245,16 +245,7 @@ impl Store for RocksStore {
 
     fn load_all(&self) -> Result<Vec<StoredVertex>, StorageError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_VERTICES)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let id = to_id(CF_VERTICES, &k)?;
-            let vertex = decode_vertex(&v)?;
-            if vertex.id != id {
-                return Err(corrupt(CF_VERTICES, "key does not match vertex id"));
-            }
-            let status = self.status_of(&id)?.ok_or_else(|| corrupt(CF_STATUS, "vertex without status"))?;
-            out.push(StoredVertex { vertex, status });
-        }
+        self.visit_all(&mut |sv| out.push(sv))?;
         Ok(out)
     }
 
