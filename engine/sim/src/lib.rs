@@ -400,6 +400,9 @@ enum Ev {
     Equivocate { node: usize },
     Crash { node: usize },
     Restart { node: usize },
+    /// A restarted node's shell asks a peer for finalized vertices it lacks (the engine's
+    /// history sync by finality position); `left` more rounds follow, one a second.
+    HistorySync { node: usize, left: u32 },
 }
 
 /// What one shard persisted: vertices in first-persist order and their latest status.
@@ -699,6 +702,7 @@ impl Sim {
                 n.finalized_before_crash = n.shards.iter().map(|c| c.status().finalized).sum();
             }
             Ev::Restart { node } => self.restart(node),
+            Ev::HistorySync { node, left } => self.history_sync(node, left),
         }
     }
 
@@ -828,6 +832,37 @@ impl Sim {
         for s in 0..self.cfg.shards {
             self.nodes[node].timer_at[s as usize] = self.now;
             self.schedule(self.now, Ev::Timer { node, shard: s });
+        }
+        self.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: 20 });
+    }
+
+    /// The engine shell's history sync (`maybe_sync`): the first up honest peer sends the
+    /// restarted node, from its store, finalized vertices the node does not hold (what gossip
+    /// and frontiers never lead to: finalized leaves from while it was down). At most 256 a
+    /// round, in id order (deterministic).
+    fn history_sync(&mut self, node: usize, left: u32) {
+        if left > 0 {
+            self.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: left - 1 });
+        }
+        if !self.nodes[node].up {
+            return;
+        }
+        let Some(peer) = (0..self.cfg.nodes).find(|&j| j != node && self.nodes[j].up && !self.nodes[j].byz) else { return };
+        let mut missing: Vec<VertexId> = self
+            .decided
+            .iter()
+            .filter(|(_, d)| d.0 > 0)
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                let s = self.shard_for_vertex(id) as usize;
+                !self.nodes[node].shards[s].contains(id) && self.nodes[peer].shards[s].vertex_status(id) == Some(VertexStatus::Final)
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.truncate(256);
+        let vs: Vec<Arc<Vertex>> = missing.iter().filter_map(|id| self.archive.get(id).cloned()).collect();
+        if !vs.is_empty() {
+            self.send(peer, node, self.now, Msg::Reply(vs));
         }
     }
 
