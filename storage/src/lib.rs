@@ -72,9 +72,6 @@ pub trait Store {
     fn get(&self, id: &VertexId) -> Result<Option<StoredVertex>, StorageError>;
     /// Every stored vertex with its status, in no particular order (recovery on restart).
     fn load_all(&self) -> Result<Vec<StoredVertex>, StorageError>;
-    /// Every stored vertex that is not final (processing or rejected), with its status: what a
-    /// restart must restore in full; final ones are restored from `finalized_range` + `get`.
-    fn load_unfinal(&self) -> Result<Vec<StoredVertex>, StorageError>;
     /// Calls `f` for every stored vertex, one at a time (a restart's streaming pass over a long
     /// history: nothing is collected).
     fn visit_all(&self, f: &mut dyn FnMut(StoredVertex)) -> Result<(), StorageError>;

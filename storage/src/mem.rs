@@ -62,10 +62,6 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn load_unfinal(&self) -> Result<Vec<StoredVertex>, StorageError> {
-        Ok(self.vertices.values().filter(|s| !matches!(s.status, Status::Final { .. })).cloned().collect())
-    }
-
     fn finalized_range(&self, from_position: u64, limit: usize) -> Result<Vec<(u64, VertexId)>, StorageError> {
         Ok(self.finalized.range(from_position..).take(limit).map(|(p, id)| (*p, *id)).collect())
     }

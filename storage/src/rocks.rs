@@ -41,7 +41,7 @@ pub struct RocksStore {
     cache: rocksdb::Cache,
 }
 
-/// What a store holds in memory, bytes (for the `pqdag_memory_bytes` metric: RSS that grows
+/// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
 /// while these stay flat is the core's or the allocator's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreMemory {
@@ -211,22 +211,6 @@ impl Store for RocksStore {
         let vertex = decode_vertex(&bytes)?;
         let status = self.status_of(id)?.ok_or_else(|| corrupt(CF_STATUS, "vertex without status"))?;
         Ok(Some(StoredVertex { vertex, status }))
-    }
-
-    fn load_unfinal(&self) -> Result<Vec<StoredVertex>, StorageError> {
-        // Walk the small status column family; read vertex bytes only for the few non-final.
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_STATUS)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let id = to_id(CF_STATUS, &k)?;
-            if matches!(Status::decode(&v)?, Status::Final { .. }) {
-                continue;
-            }
-            if let Some(sv) = self.get(&id)? {
-                out.push(sv);
-            }
-        }
-        Ok(out)
     }
 
     fn visit_all(&self, f: &mut dyn FnMut(StoredVertex)) -> Result<(), StorageError> {

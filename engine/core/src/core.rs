@@ -455,11 +455,6 @@ impl<S: Signer> Core<S> {
         self.vertices.contains_key(id) || self.pending.contains_key(id) || self.forgotten.contains(id)
     }
 
-    /// Forgotten final vertices (ids only) and forgotten decided conflict sets (winners only).
-    pub fn forgotten_counts(&self) -> (usize, usize) {
-        (self.forgotten.len(), self.decided_keys.len())
-    }
-
     /// Records held, for the memory metrics: (vertex records, conflict sets, forgotten ids,
     /// forgotten decided keys).
     pub fn record_counts(&self) -> (usize, usize, usize, usize) {
@@ -622,9 +617,10 @@ impl<S: Signer> Core<S> {
 
     /// Restores one final vertex without its record, as if long forgotten (restart of a node
     /// with a long history: holding every stored vertex in full would need ~6 KB each). Call it
-    /// for the finals in finality order, all of them before [`Core::restore`] gets the rest
-    /// (the last few finals and every non-final vertex): each gets the next position, counts
-    /// in `finalized` and the digest, and decides its locally owned conflict keys.
+    /// for the older finals, in any order, all of them before [`Core::restore`] gets the rest
+    /// (the last few finals and every non-final vertex): each takes a position (the store keeps
+    /// the real ones; the core keeps the count dense), counts in `finalized` and the digest, and
+    /// decides its locally owned conflict keys.
     pub fn restore_forgotten_final(&mut self, id: VertexId, conflict_keys: &[ConflictKey]) {
         if id == self.genesis.id || self.contains(&id) || shard_of_vertex(&id, self.shard_count) != self.shard {
             return;
@@ -2180,9 +2176,10 @@ impl<S: Signer> Core<S> {
                 }
                 let Some(set) = self.sets.get(&k) else { continue };
                 let Some(winner) = set.decided else { continue };
-                let settled = set.members.iter().all(|m| m.owner != self.shard || self.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Processing));
-                if settled && set.members.iter().all(|m| m.owner == self.shard) {
-                    debug_assert!(self.vertex_status(&winner) == Some(VertexStatus::Final) || winner != id);
+                // Only sets whose members are all local and none still processing shrink.
+                let settled = set.members.iter().all(|m| m.owner == self.shard && self.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Processing));
+                if settled {
+                    debug_assert_eq!(self.vertex_status(&winner), Some(VertexStatus::Final), "a decided set's winner is final");
                     self.sets.remove(&k);
                     self.decided_keys.insert(k, winner);
                 }

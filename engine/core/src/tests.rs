@@ -438,7 +438,7 @@ fn forgotten_finals_still_count_as_final() {
         assert!(net.cores[i].vertex(&va).is_none(), "node {i} forgot va's record");
         assert_eq!(net.cores[i].vertex_status(&va), Some(VertexStatus::Final));
         assert!(net.cores[i].contains(&va), "a forgotten id is still known (no refetch, no re-insert)");
-        let (ids, keys) = net.cores[i].forgotten_counts();
+        let (_, _, ids, keys) = net.cores[i].record_counts();
         assert!(ids >= 1 && keys >= 1, "node {i}: {ids} ids, {keys} keys forgotten");
         assert_eq!(net.cores[i].preference(&key), Some(va));
     }

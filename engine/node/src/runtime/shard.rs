@@ -247,23 +247,21 @@ impl Shard {
         let mut core = Core::new(core_cfg, MlDsaSigner(setup.keypair.clone()))?;
         let start = Instant::now();
         core.restore_remote_facts(setup.remote_facts.iter().copied());
-        // Finals before the last RESTORE_FULL_FINALS come back as forgotten ids (one vertex in
-        // memory at a time); the tail and every non-final vertex come back in full.
-        // One sequential pass over the store (point reads in finality order were 1.5x slower).
+        // One sequential pass over the store (point reads in finality order were 1.5x slower):
+        // finals before the last RESTORE_FULL_FINALS come back as forgotten ids (one vertex in
+        // memory at a time); the tail and every non-final vertex are kept and restored in full.
         let finals = store.finalized_range(0, usize::MAX)?;
         let compact = finals.len().saturating_sub(RESTORE_FULL_FINALS);
         let tail: std::collections::HashSet<VertexId> = finals[compact..].iter().map(|(_, id)| *id).collect();
+        drop(finals);
+        let mut full = Vec::new();
         store.visit_all(&mut |sv| {
             if matches!(sv.status, Status::Final { .. }) && !tail.contains(&sv.vertex.id) {
                 core.restore_forgotten_final(sv.vertex.id, &sv.vertex.conflict_keys);
-            }
-        })?;
-        let mut full = store.load_unfinal()?;
-        for (_, id) in &finals[compact..] {
-            if let Some(sv) = store.get(id)? {
+            } else {
                 full.push(sv);
             }
-        }
+        })?;
         let restored = restore_order(full);
         let n = restored.len() + compact;
         core.restore(0, restored);
