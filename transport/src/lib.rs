@@ -25,7 +25,6 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 pub use client::ClientConnection;
@@ -123,13 +122,7 @@ pub(crate) fn quic_server_config(
 }
 
 pub(crate) fn recv_incoming(shared: &Shared) -> impl std::future::Future<Output = Incoming> + '_ {
-    std::future::poll_fn(move |cx| {
-        if let Some(i) = shared.incoming.borrow_mut().pop_front() {
-            return Poll::Ready(i);
-        }
-        *shared.incoming_waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    })
+    shared.inbox.recv()
 }
 
 /// Races `fut` against a glommio timer.
@@ -342,7 +335,7 @@ impl ShardTransport {
 
     /// The next incoming item, if one is waiting.
     pub fn try_recv(&self) -> Option<Incoming> {
-        self.shared.incoming.borrow_mut().pop_front()
+        self.shared.inbox.pop()
     }
 
     /// Pushes an event frame to one client of the client endpoint.
@@ -361,7 +354,7 @@ impl ShardTransport {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> TransportStats {
-        self.shared.stats.borrow().clone()
+        self.shared.stats.snapshot()
     }
 
     /// Key exchanges by group (proves X25519MLKEM768 was negotiated).

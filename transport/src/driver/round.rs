@@ -1,0 +1,193 @@
+//! One round of the work task, and what the receive task does with a datagram: the endpoint's
+//! state split by owner ([`Core`]) and the dispatch of connection events to the module that
+//! owns each (identity to auth, stream data to streams and the inbox, loss to connection,
+//! sends to queues, datagrams to udp).
+//!
+//! Owns: [`Core`] (the per-module states of one endpoint). May call: every driver module;
+//! reads the [`Driver`] handle for the shared inbox and stats, the kick flag and the waiters.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId};
+
+use super::auth::{self, Auth};
+use super::connection::{self, Conns};
+use super::endpoint::EndpointState;
+use super::peers::Peers;
+use super::streams::{self, StreamRead, StreamSt};
+use super::udp::Datagrams;
+use super::{inbox, queues, Driver, Shared};
+use crate::TransportError;
+
+/// The state of one endpoint, one field per owning module.
+pub(crate) struct Core {
+    pub(crate) endpoint: EndpointState,
+    pub(crate) auth: Auth,
+    pub(crate) peers: Peers,
+    pub(crate) conns: Conns,
+    /// Datagrams this round produced, sent by the work task after the round.
+    pub(crate) out: Datagrams,
+    /// Frames a send queue holds at most.
+    pub(crate) frames_max: usize,
+}
+
+impl Core {
+    /// Connections the endpoint holds (including ones draining or being retired).
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Feeds one received datagram to the endpoint.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], shared: &Shared) {
+        self.endpoint.handle_datagram(now, from, data, &mut self.conns, &self.peers, &mut self.out, &shared.stats);
+    }
+
+    /// Drives the connections that have something to do: new input, or a due timer.
+    pub(crate) fn drive_all(&mut self, now: Instant, drv: &Driver) {
+        // Dials for peers with queued frames first, so a new connection is driven (sends its
+        // Initial) in this same round.
+        for p in 0..self.peers.len() {
+            if self.peers.wants_dial(p) {
+                self.peers.maybe_dial(p, now, &mut self.endpoint, &mut self.conns, &drv.shared.stats, false);
+            }
+        }
+        self.conns.mark_due(now);
+        // Driving one connection can queue another (a duplicate retired, a winner to pump).
+        let mut rounds = 0;
+        while !self.conns.dirty.is_empty() && rounds < 4 {
+            rounds += 1;
+            let mut batch = std::mem::take(&mut self.conns.dirty);
+            batch.sort_unstable();
+            for h in batch {
+                let Some(c) = self.conns.map.get_mut(&h) else { continue };
+                c.dirty = false;
+                self.drive(h, now, drv);
+                if let Some(c) = self.conns.map.get_mut(&h) {
+                    c.wake_at = c.timers();
+                }
+            }
+        }
+        if !self.conns.dirty.is_empty() {
+            drv.kick.raise();
+        }
+    }
+
+    /// Drives connection `h`: timers, application events, loss bookkeeping, queued sends,
+    /// endpoint events, datagrams (in that order).
+    fn drive(&mut self, h: usize, now: Instant, drv: &Driver) {
+        let shared = &*drv.shared;
+        // Timers.
+        {
+            let Some(c) = self.conns.map.get_mut(&h) else { return };
+            c.handle_timers(now);
+        }
+        // Application events.
+        loop {
+            let Some(c) = self.conns.map.get_mut(&h) else { return };
+            let Some(ev) = c.conn.poll() else { break };
+            match ev {
+                Event::HandshakeDataReady | Event::DatagramReceived | Event::DatagramsUnblocked => {}
+                Event::Connected => self.auth.on_connected(self.endpoint.mode, c, now, &shared.stats),
+                Event::ConnectionLost { reason } => self.conns.on_lost(h, now, reason, &mut self.peers, &shared.stats, &drv.waiters),
+                Event::Stream(StreamEvent::Opened { dir }) => loop {
+                    let Some(c) = self.conns.map.get_mut(&h) else { return };
+                    let Some(id) = c.conn.streams().accept(dir) else { break };
+                    c.streams.states.insert(id, StreamSt::incoming());
+                    // Uni streams are read at once (the first carries the proof; frames of
+                    // others are held until it verifies); bi streams wait for the proof.
+                    if c.verified || dir == Dir::Uni {
+                        self.read_stream(h, id, now, drv);
+                    } else {
+                        c.streams.parked.push(id);
+                    }
+                },
+                Event::Stream(StreamEvent::Readable { id }) => {
+                    if !c.streams.parked.contains(&id) {
+                        self.read_stream(h, id, now, drv);
+                    }
+                }
+                Event::Stream(StreamEvent::Writable { id }) => c.streams.resume_write(&mut c.conn, id),
+                Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                    c.streams.pending.remove(&id);
+                    if let Some(r) = c.replies.remove(&id) {
+                        r.complete(Err(TransportError::StreamReset(error_code.into_inner())));
+                    }
+                }
+                Event::Stream(StreamEvent::Finished { .. }) | Event::Stream(StreamEvent::Available { .. }) => {}
+            }
+        }
+        // A connection we closed ourselves emits no ConnectionLost: do the bookkeeping now.
+        if self.conns.map.get(&h).is_some_and(|c| c.conn.is_closed() && !c.lost_handled) {
+            self.conns.on_lost(h, now, ConnectionError::LocallyClosed, &mut self.peers, &shared.stats, &drv.waiters);
+        }
+        // Send queued frames on verified connections.
+        queues::pump_conn(self.endpoint.mode, h, &mut self.conns, &mut self.peers, &shared.stats);
+        // Endpoint events, then datagrams.
+        let mut drained = false;
+        if let Some(c) = self.conns.map.get_mut(&h) {
+            drained = self.endpoint.poll_events(h, &mut c.conn);
+            if self.conns.transmit(h, now, &mut self.out) {
+                drv.kick.raise();
+            }
+        }
+        if drained {
+            if let Some(c) = self.conns.map.remove(&h) {
+                connection::forget(h, c, &mut self.peers, &drv.waiters);
+            }
+        }
+    }
+
+    fn read_stream(&mut self, h: usize, id: StreamId, now: Instant, drv: &Driver) {
+        let Some(c) = self.conns.map.get_mut(&h) else { return };
+        match streams::read(c, h, id, self.endpoint.mode, now, &drv.shared.stats) {
+            StreamRead::Nothing => {}
+            StreamRead::Proof(proof) => self.on_proof(h, &proof, now, drv),
+            StreamRead::Deliver { ty, outgoing, frames } => self.deliver(h, id, ty, outgoing, frames, drv),
+        }
+    }
+
+    fn deliver(&mut self, h: usize, id: StreamId, ty: u8, outgoing: bool, frames: Vec<Vec<u8>>, drv: &Driver) {
+        let Some(c) = self.conns.map.get_mut(&h) else { return };
+        inbox::deliver(c, h, id, ty, outgoing, frames, &drv.shared, &drv.weak_self());
+    }
+
+    /// The peer's identity proof arrived on `h`: refuse the connection, or adopt it for its
+    /// peer and release what arrived before the proof.
+    fn on_proof(&mut self, h: usize, proof: &[u8], now: Instant, drv: &Driver) {
+        let shared = &*drv.shared;
+        let Some(c) = self.conns.map.get_mut(&h) else { return };
+        if c.verified {
+            return;
+        }
+        match auth::check_proof(c, proof, &self.peers) {
+            Err((code, reason)) => auth::refuse(c, h, now, code, &reason, &shared.stats),
+            Ok(p) if self.peers.is_banned(p, now) => Peers::refuse_banned(c, now, &shared.stats),
+            Ok(p) => {
+                auth::accept(c, p, &shared.stats);
+                let dialer = c.dialer;
+                self.peers.adopt(p, h, dialer, self.auth.own_id, &mut self.conns, now);
+                // Release data that arrived before the proof.
+                if let Some(c) = self.conns.map.get_mut(&h) {
+                    let parked = std::mem::take(&mut c.streams.parked);
+                    let held = std::mem::take(&mut c.streams.parked_frames);
+                    for (id, ty, frames) in held {
+                        self.deliver(h, id, ty, false, frames, drv);
+                    }
+                    for id in parked {
+                        self.read_stream(h, id, now, drv);
+                    }
+                }
+                drv.waiters.wake_all();
+            }
+        }
+    }
+
+    /// The earliest instant the work task must wake at.
+    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        match (self.conns.next_wake(), self.peers.next_dial(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
