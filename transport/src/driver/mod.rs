@@ -289,7 +289,9 @@ impl Driver {
 
     /// Lifts a ban now; the peer may reconnect (and is dialed again) at once.
     pub(crate) fn unban(&self, p: usize) {
-        self.core.borrow_mut().peers.unban(p);
+        if !self.core.borrow_mut().peers.unban(p) {
+            return;
+        }
         self.kick();
     }
 

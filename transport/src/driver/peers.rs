@@ -326,12 +326,13 @@ impl Peers {
         Ok(newly)
     }
 
-    /// Lifts `p`'s ban; it may be dialed at once.
-    pub(crate) fn unban(&mut self, p: usize) {
-        let Some(slot) = self.slots.get_mut(p) else { return };
+    /// Lifts `p`'s ban; it may be dialed at once. Returns false for an unknown peer.
+    pub(crate) fn unban(&mut self, p: usize) -> bool {
+        let Some(slot) = self.slots.get_mut(p) else { return false };
         slot.banned_until = None;
         slot.backoff = BACKOFF_INITIAL;
         slot.next_dial = None;
+        true
     }
 
     /// Whether `p` is banned at `now`.
