@@ -107,8 +107,10 @@ fn classical_only_client_is_refused() {
     std::thread::sleep(Duration::from_millis(50));
     done.store(true, Ordering::Release);
     let (stats, _, hybrid) = h.join().expect("node thread");
-    assert_eq!(stats.classical_only_refusals, 1, "{stats:?}");
-    assert_eq!(stats.handshakes_failed, 1);
+    // One refusal per connection attempt; a loaded machine may see the client's Initial
+    // retransmitted after the first refusal, which is refused again (never accepted).
+    assert!(stats.classical_only_refusals >= 1, "{stats:?}");
+    assert_eq!(stats.handshakes_failed, stats.classical_only_refusals, "{stats:?}");
     assert_eq!(stats.handshakes_ok, 0);
     assert_eq!(hybrid, 0, "no hybrid exchange should have happened");
 }
