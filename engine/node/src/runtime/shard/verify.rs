@@ -13,6 +13,8 @@ use super::super::metrics::Metrics;
 use super::ingress::Unverified;
 
 /// A verified item, or the sender to charge for a failed one.
+// Carries an `Unverified` by value, as that enum does its vertices (moved once per item).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Verdict {
     /// Every signature of the item verified.
     Passed(Unverified),
