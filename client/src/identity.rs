@@ -76,6 +76,6 @@ mod tests {
         // Right id, wrong signer.
         let mut forged = pqdag_transport::identity::make_proof(&b, &x).expect("sign");
         forged[5..37].copy_from_slice(&a.public().node_id());
-        assert!(check_proof(a.public(), &x, &forged).unwrap_err().contains("does not verify"));
+        assert!(check_proof(a.public(), &x, &forged).expect_err("forged").contains("does not verify"));
     }
 }
