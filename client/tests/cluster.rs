@@ -1,7 +1,8 @@
 //! The client against REAL node processes: `engine testnet` + `engine run` children (the
 //! approach of `engine/node/tests/common/mod.rs`; that harness needs `pqdag-node`, which this
-//! crate must not depend on). The release `engine` binary is built with cargo once, unless
-//! `PQDAG_ENGINE` names one.
+//! crate must not depend on). The debug `engine` binary (the one `cargo test --workspace` has
+//! already built for the node's own tests) is built with cargo once, unless `PQDAG_ENGINE`
+//! names one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,12 +28,12 @@ fn engine() -> &'static Path {
         let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "--release", "--locked", "-p", "pqdag-node", "--bin", "engine"])
+            .args(["build", "--locked", "-p", "pqdag-node", "--bin", "engine"])
             .env("CARGO_TARGET_DIR", &target)
             .status()
             .expect("cargo build engine");
-        assert!(st.success(), "building the release engine failed");
-        target.join("release/engine")
+        assert!(st.success(), "building the engine failed");
+        target.join("debug/engine")
     })
 }
 
