@@ -9,6 +9,7 @@ use std::sync::Arc;
 use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
 
 use crate::core::Core;
+use crate::gossip::gossip_targets;
 use crate::id_hash::{HashMap, HashSet};
 use crate::pending::PENDING_MAX;
 use crate::types::{Action, Signer, VertexStatus, genesis, shard_of_vertex};
@@ -240,7 +241,7 @@ impl<S: Signer> Core<S> {
                 }
             }
             // Conflict sets (4.5): join every set this vertex claims.
-            for k in v.conflict_keys.clone() {
+            for &k in &v.conflict_keys {
                 self.join_set(now, &v, k);
             }
             if self.dag.recent.len() >= RECENT_MAX {
@@ -249,7 +250,7 @@ impl<S: Signer> Core<S> {
             self.dag.recent.push_back(id);
             if relay && !quiet {
                 let own = from == Some(self.me);
-                let to = if own { self.gossip_targets(None, true) } else { self.gossip_targets(from, false) };
+                let to = if own { gossip_targets(&self.peers, &self.params, &mut self.rng, None, true) } else { gossip_targets(&self.peers, &self.params, &mut self.rng, from, false) };
                 if !to.is_empty() {
                     self.push(Action::SendVertex { to, vertex: v.clone() });
                 }

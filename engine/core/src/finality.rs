@@ -28,11 +28,11 @@ impl<S: Signer> Core<S> {
         if r.status != VertexStatus::Processing || r.successes < self.params.beta || r.confidence < self.params.finalization_threshold || r.claiming > 0 {
             return;
         }
-        let v = r.v.clone();
+        let v = &r.v;
         if !v.parents.iter().all(|p| self.parent_state(p) == Some(VertexStatus::Final)) {
             return;
         }
-        if !self.preferred_everywhere(&v) {
+        if !self.preferred_everywhere(v) {
             return;
         }
         let remote: Vec<ConflictKey> = v.conflict_keys.iter().filter(|k| shard_of_key(k, self.shard_count) != self.shard).copied().collect();

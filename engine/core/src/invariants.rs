@@ -9,7 +9,6 @@ use crate::types::{Signer, VertexStatus};
 
 impl<S: Signer> Core<S> {
     /// TigerBeetle-style invariants, checked after every event in debug builds.
-    #[cfg(debug_assertions)]
     pub(crate) fn check_invariants(&self) {
         assert_eq!(self.finality.finalized, self.finality.final_position, "positions are dense");
         assert!(self.pending.entries.len() <= PENDING_MAX);

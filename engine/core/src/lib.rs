@@ -22,6 +22,7 @@ mod error;
 mod finality;
 mod gossip;
 mod id_hash;
+#[cfg(debug_assertions)]
 mod invariants;
 mod params;
 mod peers;

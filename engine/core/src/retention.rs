@@ -7,6 +7,7 @@ use std::sync::Arc;
 use pqdag_wire::{Vertex, VertexId};
 
 use crate::core::Core;
+use crate::dag::Dag;
 use crate::types::{Signer, VertexStatus, shard_of_key};
 
 /// Final vertices in finality order with their finality time.
@@ -18,16 +19,15 @@ pub(crate) struct Retention {
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,
 }
 
-impl<S: Signer> Core<S> {
+impl Retention {
     /// Drops payload and signature of vertices final for longer than `strip_final_after_us`.
-    pub(crate) fn strip_old_finals(&mut self, now: u64) {
-        let after = self.params.strip_final_after_us;
-        while let Some(&(at, id)) = self.retention.strip_queue.front() {
+    pub(crate) fn strip_old_finals(&mut self, dag: &mut Dag, after: u64, now: u64) {
+        while let Some(&(at, id)) = self.strip_queue.front() {
             if after == 0 || at.saturating_add(after) > now {
                 break;
             }
-            self.retention.strip_queue.pop_front();
-            if let Some(r) = self.dag.vertices.get_mut(&id) {
+            self.strip_queue.pop_front();
+            if let Some(r) = dag.vertices.get_mut(&id) {
                 debug_assert_eq!(r.status, VertexStatus::Final, "only final vertices are stripped");
                 if r.status == VertexStatus::Final && !r.v.signature.is_empty() {
                     let v = &r.v;
@@ -44,7 +44,9 @@ impl<S: Signer> Core<S> {
             }
         }
     }
+}
 
+impl<S: Signer> Core<S> {
     /// Forgets the records of vertices final for longer than `forget_final_after_us`: the id
     /// moves to `forgotten` (still final to every lookup), and each of its conflict sets, once
     /// decided with no member still processing, shrinks to its winner in `decided_keys`.
@@ -66,10 +68,9 @@ impl<S: Signer> Core<S> {
             if r.status != VertexStatus::Final {
                 continue;
             }
-            let keys = r.v.conflict_keys.clone();
-            self.dag.vertices.remove(&id);
+            let Some(rec) = self.dag.vertices.remove(&id) else { continue };
             self.dag.forgotten.insert(id);
-            for k in keys {
+            for &k in &rec.v.conflict_keys {
                 if shard_of_key(&k, self.shard_count) != self.shard {
                     continue;
                 }
