@@ -7,7 +7,7 @@
 //!
 //! Owns every node shard's CPU queue (when free, how long busy), the connection upkeep and
 //! group-commit clocks and the shared host cores. Calls only the byte model of
-//! [`crate::network`].
+//! `crate::network`.
 
 use pqdag_core::Action;
 

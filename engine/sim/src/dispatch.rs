@@ -1,6 +1,6 @@
 //! How inputs and outputs reach the module that owns them: a delivered message goes through
-//! the node's shell to its shard core(s) ([`Sim::deliver`]), the core's actions are charged by
-//! the cost model and carried out ([`Sim::handle`], [`Sim::act`]): sends through the network
+//! the node's shell to its shard core(s) (`Sim::deliver`), the core's actions are charged by
+//! the cost model and carried out (`Sim::handle`, `Sim::act`): sends through the network
 //! (the adversary rewrites a Byzantine node's answers), persists to the shell's storage,
 //! decisions to the checker. Part of the [`Sim`] facade; owns no state of its own.
 

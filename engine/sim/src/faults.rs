@@ -1,7 +1,7 @@
 //! Environmental faults: crashes (which node goes down when, and when it comes back) and
 //! partitions (which groups cannot talk, when). Owns the fault plan of a run; calls nothing.
-//! What a crash and a restart do to a node's state is the shell's job ([`crate::shell`]); which
-//! messages a partition drops is decided here and applied by [`crate::network`].
+//! What a crash and a restart do to a node's state is the shell's job (`crate::shell`); which
+//! messages a partition drops is decided here and applied by `crate::network`.
 
 /// A partition: groups of node indices that cannot talk to each other in [start, end).
 #[derive(Debug, Clone, PartialEq, Eq)]

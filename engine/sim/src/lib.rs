@@ -14,14 +14,14 @@
 //! many cores, as N processes on one machine do.
 //!
 //! Module map (each owns its state; "where does X happen" is the file name):
-//! - [`network`]: messages, wire sizes, latency, loss and duplication (where messages drop).
-//! - [`workload`]: client submissions and conflicting pairs.
-//! - [`faults`]: crash and partition plans.
-//! - [`adversary`]: Byzantine strategies (what a Byzantine node sends).
-//! - [`checker`]: safety invariants, convergence, partition recovery.
-//! - [`cost`]: the host CPU cost model.
-//! - [`shell`]: the node shell around each core (routing, storage, restart, history sync).
-//! - [`report`]: the report, metrics and the determinism trace.
+//! - `network`: messages, wire sizes, latency, loss and duplication (where messages drop).
+//! - `workload`: client submissions and conflicting pairs.
+//! - `faults`: crash and partition plans.
+//! - `adversary`: Byzantine strategies (what a Byzantine node sends).
+//! - `checker`: safety invariants, convergence, partition recovery.
+//! - `cost`: the host CPU cost model.
+//! - `shell`: the node shell around each core (routing, storage, restart, history sync).
+//! - `report`: the report, metrics and the determinism trace.
 //! - `queue`: the virtual-time event queue.
 //! - `dispatch`: routes delivered messages and core actions to the modules above.
 //!
@@ -436,7 +436,7 @@ impl Sim {
         self.queue.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: 20 });
     }
 
-    /// One round of the shell's history sync for restarted node `node` ([`shell::history_for`]).
+    /// One round of the shell's history sync for restarted node `node` (`shell::history_for`).
     fn history_sync(&mut self, node: usize, left: u32) {
         if left > 0 {
             self.queue.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: left - 1 });

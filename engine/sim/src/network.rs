@@ -3,7 +3,7 @@
 //!
 //! Owns the network PRNG stream, the WAN link base latencies and the message/byte counters.
 //! **Where the simulator drops a message:** [`Network::send`] drops it when the sender's caller
-//! says the receiver is unreachable (crashed, or across a partition: [`crate::faults`] decides)
+//! says the receiver is unreachable (crashed, or across a partition: `crate::faults` decides)
 //! and on random loss (`loss`); it also duplicates (`duplicate`). A message in flight to a node
 //! that crashes meanwhile is dropped at delivery (`Sim::step`). Calls nothing but its own RNG; the
 //! caller schedules the deliveries it hands back.

@@ -5,7 +5,7 @@
 //! which shard an input goes to, skips duplicate vertices, answers fetches from the store,
 //! restores a restarted node and picks the history a restarted node is sent.
 //!
-//! Calls only `pqdag-core`; the facade ([`crate::Sim`]) hands inputs in and routes the actions
+//! Calls only `pqdag-core`; the facade (`Sim`) hands inputs in and routes the actions
 //! that come out.
 
 use std::collections::{HashMap, HashSet};
