@@ -29,8 +29,15 @@ pub(crate) struct Round<'a> {
     pub(crate) yes: &'a [u64],
     /// Per id, the bit mask of responders that voted No.
     pub(crate) no: &'a [u64],
-    /// Yes votes a success needs.
+    /// Yes votes a success needs (a round toward finality: alpha for confidence).
     pub(crate) alpha: usize,
+    /// Yes votes from peers a Snowball count needs (alpha for preference, Snowman's
+    /// `alphaPreference`): a strict majority of the sample. Lower than `alpha` in whole-network
+    /// polls, so a node whose own preference is the minority one still moves to the majority's
+    /// (with both at the BFT quorum, 3 honest nodes of 4 split 2:1 never move).
+    pub(crate) alpha_pref: usize,
+    /// The bit of this node's own vote in the masks (0: not counted).
+    pub(crate) own_bit: u64,
     /// Consecutive successes that make a finality candidate.
     pub(crate) beta: u32,
     /// Rounds after which a processing vertex counts as stalled.
@@ -84,11 +91,12 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 if r.rounds == round.max_rounds {
                     out.stalled += 1;
                 }
+                let peer_yes = (r.mask & !round.own_bit).count_ones() as usize;
+                if peer_yes >= round.alpha_pref && !r.v.conflict_keys.is_empty() {
+                    out.successes.push((id, r.confidence));
+                }
                 if yes >= round.alpha {
                     r.successes += 1;
-                    if !r.v.conflict_keys.is_empty() {
-                        out.successes.push((id, r.confidence));
-                    }
                     if r.successes >= round.beta {
                         out.candidates.push(id);
                     }

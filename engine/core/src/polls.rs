@@ -299,7 +299,8 @@ impl<S: Signer> Core<S> {
         }
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
 
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let (alpha_pref, own_bit) = if poll.own { (k / 2 + 1, 1u64 << k) } else { (poll.alpha, 0) };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, own_bit, beta: self.params.beta, max_rounds: self.params.max_rounds };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, .. } = credited;
