@@ -52,12 +52,14 @@ impl ConflictSet {
         if a.rejected != b.rejected {
             return b.rejected;
         }
-        // Snowball count first, then confidence; on a tie the incumbent (first seen here)
-        // stays. Not the creator's timestamp nor the id: both are the creator's choice, so a
-        // double spender could backdate or grind its vertex to win the initial preference
-        // everywhere (issue 14, hole 4). Arrival order differs between nodes; Snowball's
-        // counts make them converge.
-        (a.count, ordf(a.confidence)) > (b.count, ordf(b.confidence))
+        // Snowball count first, then confidence, then the lower id: one deterministic order,
+        // so all nodes start from the same preference and a conflict resolves in few rounds
+        // even with a quarter of the voters flipping. Not the creator's timestamp: a double
+        // spender could backdate its vertex to win every tie (issue 14, hole 4). An id can be
+        // ground too, but that only picks which of two conflicting vertices wins, never
+        // whether nodes agree; first-seen (no tie-break) was measured to split the honest
+        // nodes' preferences so that 7 flip-voters of 30 stalled every conflicting seed.
+        (a.count, ordf(a.confidence), std::cmp::Reverse(a.id)) > (b.count, ordf(b.confidence), std::cmp::Reverse(b.id))
     }
     /// The preferred member.
     pub(crate) fn preferred(&self) -> VertexId {
