@@ -582,12 +582,13 @@ fn unknown_voters_do_not_stall_finality() {
 }
 
 /// Hole 4 (backdating): a double spender's timestamp has no say in the preference: the same
-/// race ends the same way whether its vertex claims the oldest or the newest time.
+/// race is decided by the id order whether its vertex claims a time long before the honest
+/// vertex or long after it (before the fix, every backdated one won).
 #[test]
 fn backdated_timestamp_does_not_win_the_preference() {
     let key = ConflictKey([4; 32]);
     let mut prefs = Vec::new();
-    for ts in [0u64, 1 << 40] {
+    for ts in [0u64, 1, 2, 3, 4, 5, 6, 7, 1 << 40] {
         let mut net = Net::new(4, fast_params());
         net.now = 50_000_000;
         let g = net.cores[0].genesis_id();
