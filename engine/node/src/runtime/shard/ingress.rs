@@ -143,8 +143,8 @@ pub(super) fn decode_reply(node_ids: &[NodeId], r: Reply) -> Option<Decoded> {
     }
 }
 
-/// Structural checks of an alert's proof before any signature is verified: the evidence must
-/// incriminate the accused (its creator / responder) and actually conflict.
+/// Structural checks of an alert's proof before any signature is verified: the evidence must be
+/// an equivocation that incriminates the accused and actually conflicts.
 fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
     match &alert.evidence {
         pqdag_wire::Evidence::Equivocation { a, b } => {
@@ -155,9 +155,10 @@ fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
                 && b.compute_id() == b.id
                 && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k))
         }
-        pqdag_wire::Evidence::ConflictingResponses { a, b } => {
-            a.responder == alert.accused && b.responder == alert.accused && a.query_id == b.query_id && a.ids_digest == b.ids_digest && a.votes != b.votes
-        }
+        // Not proof of anything (an honest vote changes over time and an asker may repeat a
+        // query id: see `pqdag_core` `on_alert`), and honest nodes never send it: refused before
+        // its three signatures are verified, and counted against the reporter.
+        pqdag_wire::Evidence::ConflictingResponses { .. } => false,
     }
 }
 
