@@ -13,16 +13,39 @@
 //! the same drained batch is released (raft's persist-before-send). Own vertices are persisted
 //! before they are gossiped. See docs/consensus.md for the design.
 
+mod conflicts;
 mod core;
+mod credit;
+mod cross_shard;
+mod dag;
 mod error;
+mod finality;
+mod gossip;
+mod id_hash;
+#[cfg(debug_assertions)]
+mod invariants;
 mod params;
 mod peers;
+mod pending;
+mod polls;
+mod restore;
+mod retention;
+mod snowball;
+mod submit;
+mod sync;
+mod timers;
 mod types;
+mod votes;
 
-pub use crate::core::{Core, CoreStatus, PENDING_MAX, POLL_CLOSED_MAX, REQUESTED_MAX, TIMEOUT_WINDOW, VERTICES_MAX, WATCHED_MAX};
+pub use crate::core::{Core, CoreStatus};
+pub use cross_shard::WATCHED_MAX;
+pub use dag::VERTICES_MAX;
+pub use pending::PENDING_MAX;
+pub use polls::POLL_CLOSED_MAX;
+pub use sync::REQUESTED_MAX;
 pub use error::{ConsensusError, ConsensusResult};
 pub use params::{alpha_for, Params, SAMPLE_SIZE_MAX};
-pub use peers::{Misbehaviour, PeerScore, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US};
+pub use peers::{Misbehaviour, PeerScore, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US, TIMEOUT_WINDOW};
 pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, ShardMsg, Signer, VertexStatus, SHARDS_MAX};
 
 pub use pqdag_crypto::Domain;

@@ -1,5 +1,14 @@
 //! Per-peer Byzantine scoring (spec 3.7.2/3.7.3) with decay, and uniform sampling.
 
+use std::collections::VecDeque;
+
+use pqdag_wire::{Evidence, NodeId, VertexId};
+
+use crate::conflicts::ordf;
+use crate::core::Core;
+use crate::id_hash::HashMap;
+use crate::types::{Action, Signer};
+
 /// Score above which a peer is excluded from sampling and its responses ignored (3.7.2).
 pub const EXCLUDE_SCORE: f64 = 0.5;
 /// Half-life of scores: honest peers' occasional incidents fade (one +0.2 incident every 15 s
@@ -62,6 +71,151 @@ impl PeerScore {
             let dt = (now - self.updated_us) as f64 / SCORE_HALF_LIFE_US as f64;
             self.score *= 0.5f64.powf(dt);
             self.updated_us = now;
+        }
+    }
+}
+
+/// Peer-query outcomes in the partition detector window (5.3).
+pub const TIMEOUT_WINDOW: usize = 64;
+/// Period of exclusion recomputation (decay makes exclusions expire).
+pub(crate) const EXCLUSION_REFRESH_US: u64 = 1_000_000;
+
+/// The membership as this node sees it: the ring, peer scores and exclusions, reachability,
+/// and the partition detector's window of query outcomes.
+pub(crate) struct Peers {
+    /// Every node, sorted (the gossip ring).
+    pub(crate) nodes: Vec<NodeId>,
+    /// This node's position in `nodes`.
+    pub(crate) me_pos: usize,
+    /// Every node but this one, sorted: a peer's index is its position here.
+    pub(crate) ids: Vec<NodeId>,
+    pub(crate) index: HashMap<NodeId, usize>,
+    pub(crate) scores: Vec<PeerScore>,
+    /// Peers that may be sampled now.
+    pub(crate) eligible: Vec<usize>,
+    /// Per peer: the shell reported its connection down (see `Event::PeerReachability`).
+    pub(crate) unreachable: Vec<bool>,
+    pub(crate) refresh_at: u64,
+    pub(crate) outcomes: VecDeque<bool>,
+    pub(crate) outcomes_timeouts: usize,
+}
+
+impl Peers {
+    /// Every peer eligible, none scored.
+    pub(crate) fn new(nodes: Vec<NodeId>, me: NodeId) -> Self {
+        let ids: Vec<NodeId> = nodes.iter().copied().filter(|p| *p != me).collect();
+        let index: HashMap<NodeId, usize> = ids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        let n = ids.len();
+        Peers {
+            me_pos: nodes.iter().position(|x| *x == me).unwrap_or(0),
+            nodes,
+            ids,
+            index,
+            scores: vec![PeerScore::default(); n],
+            eligible: (0..n).collect(),
+            unreachable: vec![false; n],
+            refresh_at: 0,
+            outcomes: VecDeque::new(),
+            outcomes_timeouts: 0,
+        }
+    }
+
+    /// Most recent peer-queries timed out (the peer-level signal of 5.3).
+    pub(crate) fn most_queries_timed_out(&self) -> bool {
+        self.outcomes.len() >= 16 && self.outcomes_timeouts * 2 > self.outcomes.len()
+    }
+
+    /// Records one query outcome in the partition detector window.
+    pub(crate) fn record_outcome(&mut self, timed_out: bool) {
+        if self.outcomes.len() >= TIMEOUT_WINDOW && self.outcomes.pop_front() == Some(true) {
+            self.outcomes_timeouts -= 1;
+        }
+        self.outcomes.push_back(timed_out);
+        if timed_out {
+            self.outcomes_timeouts += 1;
+        }
+    }
+
+    /// Recomputes exclusions: convicted peers always; scored peers above 0.5, at most
+    /// (N-1)/3 of them in total (highest scores first).
+    pub(crate) fn refresh_exclusions(&mut self, now: u64) {
+        self.refresh_at = now + EXCLUSION_REFRESH_US;
+        let cap = self.ids.len() / 3;
+        let mut scored: Vec<(u64, usize)> = Vec::new();
+        for (i, s) in self.scores.iter_mut().enumerate() {
+            s.decay(now);
+            // Hysteresis: an excluded peer returns only once its score fell below half the
+            // threshold, so a persistent offender is out most of the time while one incident of
+            // an honest peer (at most 0.5) never excludes it.
+            let threshold = if s.excluded { EXCLUDE_SCORE / 2.0 } else { EXCLUDE_SCORE };
+            s.excluded = s.convicted;
+            if !s.convicted && s.score > threshold {
+                scored.push((ordf(s.score / 8.0), i));
+            }
+        }
+        let convicted = self.scores.iter().filter(|s| s.convicted).count();
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        for &(_, i) in scored.iter().take(cap.saturating_sub(convicted)) {
+            self.scores[i].excluded = true;
+        }
+        // Unreachable peers leave the sample only while this node and the reachable peers are a
+        // strict majority of the cluster (never on both sides of a partition).
+        let reachable = self.unreachable.iter().filter(|u| !**u).count();
+        let majority = 2 * (reachable + 1) > self.ids.len() + 1;
+        let skip_unreachable = majority && reachable > 0;
+        self.eligible = (0..self.ids.len()).filter(|&i| !self.scores[i].excluded && !(skip_unreachable && self.unreachable[i])).collect();
+    }
+}
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn incident(&mut self, now: u64, pi: usize, kind: Misbehaviour, evidence: Option<Evidence>) {
+        let s = &mut self.peers.scores[pi];
+        s.decay(now);
+        s.score += kind.weight();
+        s.incidents += 1;
+        if evidence.is_some() {
+            s.convicted = true;
+        }
+        let was = s.excluded;
+        self.peers.refresh_exclusions(now);
+        let s = &self.peers.scores[pi];
+        if s.excluded && !was {
+            let score = s.score;
+            self.push(Action::Alert { peer: self.peers.ids[pi], reason: kind, evidence: evidence.map(Box::new), score });
+        }
+    }
+
+    pub(crate) fn on_alert(&mut self, now: u64, accused: NodeId, evidence: Evidence) {
+        // Receivers check the proof instead of trusting the reporter (signatures were checked
+        // by the shell).
+        let valid = match &evidence {
+            Evidence::Equivocation { a, b } => a.creator == accused && b.creator == accused && a.id != b.id && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k)),
+            Evidence::ConflictingResponses { a, b } => a.responder == accused && b.responder == accused && a.query_id == b.query_id && a.ids_digest == b.ids_digest && a.votes != b.votes,
+        };
+        if !valid || accused == self.me {
+            return;
+        }
+        if let Some(&i) = self.peers.index.get(&accused) {
+            if !self.peers.scores[i].convicted {
+                let kind = if matches!(evidence, Evidence::Equivocation { .. }) { Misbehaviour::Equivocation } else { Misbehaviour::ConflictingVotes };
+                self.incident(now, i, kind, Some(evidence));
+            }
+        }
+    }
+
+    pub(crate) fn equivocation(&mut self, a: VertexId, b: VertexId) {
+        let (Some(ra), Some(rb)) = (self.dag.vertices.get(&a), self.dag.vertices.get(&b)) else { return };
+        let creator = ra.v.creator;
+        if creator == self.me {
+            return;
+        }
+        // A stripped (old final) vertex no longer carries its signature: the equivocation is
+        // still scored, but without a transferable proof.
+        let proof = !ra.v.signature.is_empty() && !rb.v.signature.is_empty();
+        let ev = proof.then(|| Evidence::Equivocation { a: (*ra.v).clone(), b: (*rb.v).clone() });
+        if let Some(&i) = self.peers.index.get(&creator) {
+            let now = self.now;
+            self.incident(now, i, Misbehaviour::Equivocation, ev);
         }
     }
 }

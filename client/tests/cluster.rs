@@ -1,0 +1,251 @@
+//! The client against REAL node processes: `engine testnet` + `engine run` children (the
+//! approach of `engine/node/tests/common/mod.rs`; that harness needs `pqdag-node`, which this
+//! crate must not depend on). The debug `engine` binary (the one `cargo test --workspace` has
+//! already built for the node's own tests) is built with cargo once, unless `PQDAG_ENGINE`
+//! names one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pqdag_client::{blocking, Client, ClientError, ClientOptions, ConflictKey, Decision, NodeTarget};
+
+/// Multi-process clusters share two cores: one at a time.
+fn cluster_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn engine() -> &'static Path {
+    static ENGINE: OnceLock<PathBuf> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        if let Ok(p) = std::env::var("PQDAG_ENGINE") {
+            return PathBuf::from(p);
+        }
+        // <target>/debug/deps/cluster-<hash> -> <target>
+        let exe = std::env::current_exe().expect("test exe");
+        let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--locked", "-p", "pqdag-node", "--bin", "engine"])
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("cargo build engine");
+        assert!(st.success(), "building the engine failed");
+        target.join("debug/engine")
+    })
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start(nodes: usize, base_port: u16) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(engine())
+            .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("engine testnet");
+        assert!(out.status.success(), "testnet: {}", String::from_utf8_lossy(&out.stderr));
+        let mut c = Cluster { children: (0..nodes).map(|_| None).collect(), dir };
+        for i in 0..nodes {
+            let log = std::fs::File::create(c.dir.path().join(format!("node-{i}.log"))).expect("log");
+            let child = Command::new(engine())
+                .args(["run", "--config"])
+                .arg(c.dir.path().join(format!("node-{i}/config.toml")))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("engine run");
+            c.children[i] = Some(child);
+        }
+        c
+    }
+
+    fn cluster_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+fn opts(preferred: usize) -> ClientOptions {
+    ClientOptions {
+        preferred,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(3),
+        decision_timeout: Duration::from_secs(60),
+        ..ClientOptions::default()
+    }
+}
+
+fn key(n: u64) -> ConflictKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&n.to_le_bytes());
+    k[8] = 0xc1;
+    ConflictKey(k)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio")
+}
+
+/// Connects once the nodes listen (they take a moment to start).
+async fn connect_when_up(file: &Path, o: ClientOptions) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Client::from_cluster_file(file, o.clone()).await {
+            Ok(c) => return c,
+            Err(e @ ClientError::IdentityMismatch { .. }) => panic!("{e}"),
+            Err(e) if Instant::now() > deadline => panic!("cluster never came up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+fn assert_final_with_position(d: &Decision) {
+    match d {
+        Decision::Final { position, .. } => assert!(*position > 0, "final without a position: {d:?}"),
+        other => panic!("expected Final, got {other:?}"),
+    }
+}
+
+#[test]
+fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() {
+    let _serial = cluster_lock();
+    let c = Cluster::start(3, 51200);
+    let file = c.cluster_file();
+    let rt = rt();
+    rt.block_on(async {
+        let client = connect_when_up(&file, opts(0)).await;
+        let mut sub = client.subscribe(None).await.expect("subscribe");
+        assert!(matches!(client.subscribe(Some(pqdag_client::Cursor::from_bytes(vec![1]))).await, Err(ClientError::Unsupported(_))));
+        let mut ids = Vec::new();
+        for n in 0..5u64 {
+            ids.push(client.submit(format!("async payload {n}").into_bytes(), vec![key(n)]).await.expect("submit"));
+        }
+        for id in &ids {
+            let d = client.wait(*id).await.unwrap_or_else(|e| panic!("wait {id}: {e}\n{}", c.logs()));
+            assert_final_with_position(&d);
+        }
+        // The pushed events reached the subscription too.
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < ids.len() {
+            let ev = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("event in time").expect("open").expect("event");
+            assert!(ev.decision.is_final());
+            seen.insert(ev.id);
+        }
+        assert!(ids.iter().all(|id| seen.contains(id)));
+        let st = client.status(&ids).await.expect("status");
+        assert!(st.iter().all(|s| matches!(s, pqdag_client::Status::Decided(Decision::Final { .. }))), "{st:?}");
+
+        // A double spend: the same key submitted through two nodes at once.
+        let other = connect_when_up(&file, opts(1)).await;
+        let k = key(1000);
+        let (a, b) = tokio::join!(
+            client.submit_and_wait(b"spend A".to_vec(), vec![k]),
+            other.submit_and_wait(b"spend B".to_vec(), vec![k])
+        );
+        let outcomes = [a, b];
+        let finals = outcomes.iter().filter(|r| matches!(r, Ok((_, Decision::Final { .. })))).count();
+        for r in &outcomes {
+            assert!(matches!(r, Ok(_) | Err(ClientError::Conflict { .. })), "{r:?}");
+        }
+        assert_eq!(finals, 1, "exactly one spend wins: {outcomes:?}");
+    });
+    drop(rt);
+
+    // The blocking client, from a plain thread.
+    let client = blocking::Client::from_cluster_file(&file, opts(2)).expect("blocking connect");
+    for n in 0..3u64 {
+        let (id, d) = client.submit_and_wait(format!("blocking payload {n}").into_bytes(), vec![key(2000 + n)]).expect("submit and wait");
+        assert_final_with_position(&d);
+        assert!(matches!(client.status(&[id]).expect("status")[0], pqdag_client::Status::Decided(Decision::Final { .. })));
+    }
+    let double = client.submit(b"again".to_vec(), vec![key(2000)]);
+    assert!(matches!(double, Err(ClientError::Conflict { .. })), "{double:?}");
+}
+
+#[test]
+fn the_client_fails_over_when_its_node_is_killed() {
+    let _serial = cluster_lock();
+    let mut c = Cluster::start(3, 51300);
+    let file = c.cluster_file();
+    let rt = rt();
+    let client = rt.block_on(connect_when_up(&file, opts(0)));
+    assert_eq!(client.current_node().name, "node-0");
+    // Submitted to node 0, still undecided or not when it dies.
+    let early: Vec<_> = rt.block_on(async {
+        let mut ids = Vec::new();
+        for n in 0..3u64 {
+            ids.push(client.submit(b"before".to_vec(), vec![key(3000 + n)]).await.expect("submit"));
+        }
+        ids
+    });
+    c.kill9(0);
+    rt.block_on(async {
+        let mut ids = early.clone();
+        for n in 0..5u64 {
+            let id = client.submit(b"after".to_vec(), vec![key(3100 + n)]).await.unwrap_or_else(|e| panic!("submit after kill: {e}"));
+            ids.push(id);
+        }
+        assert_ne!(client.current_node().name, "node-0", "the client moved to a live node");
+        for id in &ids {
+            let d = client.wait(*id).await.unwrap_or_else(|e| panic!("wait {id}: {e}\n{}", c.logs()));
+            assert!(d.is_final(), "{id}: {d:?}");
+        }
+    });
+}
+
+#[test]
+fn a_wrong_server_key_is_an_identity_mismatch() {
+    let _serial = cluster_lock();
+    let c = Cluster::start(1, 51400);
+    let mut nodes = pqdag_client::cluster::load_cluster_file(&c.cluster_file()).expect("cluster file");
+    let impostor = pqdag_crypto_key();
+    nodes[0] = NodeTarget { public_key: impostor, ..nodes[0].clone() };
+    let rt = rt();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        match rt.block_on(Client::connect(nodes.clone(), opts(0))) {
+            Ok(_) => panic!("a node with another key was accepted"),
+            Err(e @ ClientError::IdentityMismatch { .. }) => break e,
+            Err(e) if Instant::now() > deadline => panic!("node never came up: {e}\n{}", c.logs()),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    assert!(err.to_string().contains("node-0"), "{err}");
+    // The blocking client reports it the same way.
+    let b = blocking::Client::connect(nodes, opts(0));
+    assert!(matches!(b, Err(ClientError::IdentityMismatch { .. })), "{b:?}");
+}
+
+/// A key no node holds.
+fn pqdag_crypto_key() -> pqdag_client::PublicKey {
+    pqdag_crypto::Keypair::generate().expect("keygen").public().clone()
+}

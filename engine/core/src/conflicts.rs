@@ -1,0 +1,260 @@
+//! Conflict sets (4.5): membership, preference, locks, decisions, and the winners of forgotten
+//! decided sets. Owns [`Conflicts`]; calls `finality` (reject losers), `votes` (bump the
+//! preference epoch), `peers` (equivocation) and the outbox (preferences to other shards).
+
+use std::sync::Arc;
+
+use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
+
+use crate::core::Core;
+use crate::dag::Dag;
+use crate::id_hash::{HashMap, HashSet};
+use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key};
+
+/// Members of one conflict set considered (more are refused: spam).
+pub(crate) const SET_MEMBERS_MAX: usize = 64;
+
+/// One member of a conflict set, with its Snowball counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) id: VertexId,
+    pub(crate) count: u32,
+    pub(crate) confidence: f64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) creator: NodeId,
+    pub(crate) owner: u32,
+    /// Rejected (e.g. descends from another set's loser): can never be preferred again.
+    pub(crate) rejected: bool,
+}
+
+/// The vertices spending one conflict key.
+#[derive(Debug, Default)]
+pub(crate) struct ConflictSet {
+    pub(crate) members: Vec<Member>,
+    pub(crate) pref: usize,
+    pub(crate) last_winner: usize,
+    pub(crate) streak: u32,
+    pub(crate) decided: Option<VertexId>,
+    pub(crate) lock: Option<VertexId>,
+}
+
+impl ConflictSet {
+    /// Whether `a` beats `b` for the preference.
+    pub(crate) fn better(a: &Member, b: &Member) -> bool {
+        if a.rejected != b.rejected {
+            return b.rejected;
+        }
+        // Snowball count first, then spec 4.5.2: confidence, earlier timestamp, lower id.
+        (a.count, ordf(a.confidence), std::cmp::Reverse(a.timestamp_ms), std::cmp::Reverse(a.id))
+            > (b.count, ordf(b.confidence), std::cmp::Reverse(b.timestamp_ms), std::cmp::Reverse(b.id))
+    }
+    /// The preferred member.
+    pub(crate) fn preferred(&self) -> VertexId {
+        self.members[self.pref].id
+    }
+    /// Position of member `id`.
+    pub(crate) fn index(&self, id: &VertexId) -> Option<usize> {
+        self.members.iter().position(|m| m.id == *id)
+    }
+    /// The shard of every member, in member order (preference broadcasts go to them).
+    pub(crate) fn owners(&self) -> Vec<u32> {
+        self.members.iter().map(|m| m.owner).collect()
+    }
+}
+
+/// Orders a value of [0, 1] as an integer (ties at 1e-9 resolution).
+pub(crate) fn ordf(x: f64) -> u64 {
+    (x.clamp(0.0, 1.0) * 1e9) as u64
+}
+
+/// The conflict sets of the keys this shard owns.
+#[derive(Default)]
+pub(crate) struct Conflicts {
+    pub(crate) sets: HashMap<ConflictKey, ConflictSet>,
+    /// Winners of forgotten decided conflict sets: a late spend of such a key loses.
+    pub(crate) decided_keys: HashMap<ConflictKey, VertexId>,
+    /// Undecided sets with two members or more (0: every processing vertex is preferred).
+    pub(crate) contested: u64,
+}
+
+impl Conflicts {
+    /// True if a processing member of a local set of one of `keys` is an ancestor of `parents`
+    /// (walk pruned by arrival sequence: an ancestor is always older).
+    pub(crate) fn spends_ancestor_key(&self, dag: &Dag, keys: &[ConflictKey], parents: &[VertexId]) -> bool {
+        for k in keys {
+            let Some(set) = self.sets.get(k) else { continue };
+            for m in &set.members {
+                let Some(mr) = dag.vertices.get(&m.id) else { continue };
+                if mr.status != VertexStatus::Processing {
+                    continue;
+                }
+                let target_seq = mr.seq;
+                let mut stack: Vec<VertexId> = parents.to_vec();
+                // Only membership is asked of `seen` (never iterated): the hasher cannot change
+                // the walk.
+                let mut seen: HashSet<VertexId> = HashSet::default();
+                let mut steps = 0usize;
+                while let Some(x) = stack.pop() {
+                    steps += 1;
+                    if steps > dag.processing.len() * 8 + 64 {
+                        break;
+                    }
+                    if x == m.id {
+                        return true;
+                    }
+                    if !seen.insert(x) {
+                        continue;
+                    }
+                    let Some(r) = dag.vertices.get(&x) else { continue };
+                    if r.status != VertexStatus::Processing || r.seq < target_seq {
+                        continue;
+                    }
+                    stack.extend(r.v.parents.iter().copied());
+                }
+            }
+        }
+        false
+    }
+}
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn join_set(&mut self, now: u64, v: &Arc<Vertex>, key: ConflictKey) {
+        let _ = now;
+        let owner = shard_of_key(&key, self.shard_count);
+        if owner != self.shard {
+            let rs = self.cross.remote_sets.entry(key).or_default();
+            rs.mine.push(v.id);
+            if rs.decided && rs.preferred != Some(v.id) {
+                self.reject(v.id, false);
+            }
+            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Join { key, member: v.id, timestamp_ms: v.timestamp_ms, owner: self.shard } });
+            return;
+        }
+        let member = Member { id: v.id, count: 0, confidence: 0.0, timestamp_ms: v.timestamp_ms, creator: v.creator, owner: self.shard, rejected: false };
+        self.join_local(key, member);
+    }
+
+    pub(crate) fn join_local(&mut self, key: ConflictKey, member: Member) {
+        if let Some(&winner) = self.conflicts.decided_keys.get(&key) {
+            // The set was decided long ago and forgotten: a late spend of its key loses.
+            if member.id != winner {
+                if member.owner == self.shard {
+                    self.reject(member.id, false);
+                } else {
+                    self.broadcast_preference(key, winner, true, &[member.owner]);
+                }
+            }
+            return;
+        }
+        let set = self.conflicts.sets.entry(key).or_default();
+        if set.index(&member.id).is_some() {
+            return;
+        }
+        if set.members.len() >= SET_MEMBERS_MAX {
+            // Spam: a set this large is already contested; the newcomer cannot win it.
+            let id = member.id;
+            if member.owner == self.shard {
+                self.reject(id, false);
+            }
+            return;
+        }
+        let equivocator = set.members.iter().find(|m| m.creator == member.creator && m.owner == self.shard && member.owner == self.shard).map(|m| m.id);
+        let decided = set.decided;
+        set.members.push(member.clone());
+        let idx = set.members.len() - 1;
+        let newly_contested = set.members.len() == 2 && decided.is_none();
+        let mut changed = false;
+        if set.members.len() == 1 {
+            set.pref = 0;
+            set.last_winner = 0;
+        } else if decided.is_none() && ConflictSet::better(&set.members[idx], &set.members[set.pref]) {
+            set.pref = idx;
+            changed = true;
+        }
+        let pref = set.preferred();
+        let multi = set.members.len() > 1;
+        let owners = set.owners();
+        let member_ids: Vec<VertexId> = set.members.iter().filter(|m| m.owner == self.shard).map(|m| m.id).collect();
+        if multi {
+            for id in member_ids {
+                if let Some(r) = self.dag.vertices.get_mut(&id) {
+                    r.in_conflict = true;
+                }
+            }
+        }
+        if newly_contested {
+            self.conflicts.contested += 1;
+        }
+        if changed {
+            self.bump_epoch();
+        }
+        if let Some(w) = decided {
+            if w != member.id && member.owner == self.shard {
+                self.reject(member.id, false);
+            }
+        }
+        // Tell remote members' owners the (possibly new) preference.
+        self.broadcast_preference(key, pref, decided.is_some(), &owners);
+        if let Some(a) = equivocator {
+            self.equivocation(a, member.id);
+        }
+    }
+
+    pub(crate) fn broadcast_preference(&mut self, key: ConflictKey, preferred: VertexId, decided: bool, owners: &[u32]) {
+        let mut sent = 0u64;
+        for &o in owners {
+            if o != self.shard && sent & (1 << o) == 0 {
+                sent |= 1 << o;
+                self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided } });
+            }
+        }
+    }
+
+    pub(crate) fn decide(&mut self, key: ConflictKey, winner: VertexId, quiet: bool) {
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        debug_assert!(set.decided.is_none_or(|w| w == winner), "a conflict set is decided once");
+        if set.decided.is_some() {
+            return;
+        }
+        if set.members.len() >= 2 {
+            self.conflicts.contested = self.conflicts.contested.saturating_sub(1);
+        }
+        set.decided = Some(winner);
+        set.lock = None;
+        if let Some(i) = set.index(&winner) {
+            set.pref = i;
+        }
+        let losers: Vec<(VertexId, u32)> = set.members.iter().filter(|m| m.id != winner).map(|m| (m.id, m.owner)).collect();
+        let owners = set.owners();
+        self.broadcast_preference(key, winner, true, &owners);
+        for (l, owner) in losers {
+            if owner == self.shard {
+                self.reject(l, quiet);
+            }
+        }
+    }
+
+    /// A rejected member leaves the race: if it was the preference, the best live member takes
+    /// over (otherwise the set would prefer a vertex that can never win, and stall).
+    pub(crate) fn member_rejected(&mut self, key: ConflictKey, id: VertexId) {
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        let Some(i) = set.index(&id) else { return };
+        set.members[i].rejected = true;
+        if set.decided.is_some() || set.pref != i {
+            return;
+        }
+        let mut best = set.pref;
+        for j in 0..set.members.len() {
+            if ConflictSet::better(&set.members[j], &set.members[best]) {
+                best = j;
+            }
+        }
+        if best != set.pref {
+            set.pref = best;
+            let pref = set.preferred();
+            let owners = set.owners();
+            self.broadcast_preference(key, pref, false, &owners);
+            self.bump_epoch();
+        }
+    }
+}

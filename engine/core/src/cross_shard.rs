@@ -1,0 +1,194 @@
+//! Cross-shard facts and protocol (S > 1): statuses of parents owned by other shards, the
+//! preferences of remote conflict sets, watchers of local vertices, and the `ShardMsg`
+//! handlers (watch/status, join/success/preference, claim/release/decide). Owns
+//! [`CrossShard`]; calls `votes`, `conflicts`, `snowball`, `finality`, `pending` and `sync`.
+
+use pqdag_wire::{ConflictKey, NodeId, VertexId};
+
+use crate::conflicts::Member;
+use crate::core::Core;
+use crate::id_hash::HashMap;
+use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key};
+
+/// Vertices with cross-shard watchers.
+pub const WATCHED_MAX: usize = 65_536;
+
+/// What this shard knows of a parent owned by another shard.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteParent {
+    pub(crate) status: Option<VertexStatus>,
+    pub(crate) strong: bool,
+    pub(crate) children: Vec<VertexId>,
+    pub(crate) watched: bool,
+}
+
+/// What this shard knows of a conflict set owned by another shard.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteSet {
+    pub(crate) preferred: Option<VertexId>,
+    pub(crate) decided: bool,
+    pub(crate) mine: Vec<VertexId>,
+}
+
+/// Remote facts and local watchers.
+#[derive(Default)]
+pub(crate) struct CrossShard {
+    pub(crate) remote_parents: HashMap<VertexId, RemoteParent>,
+    pub(crate) remote_sets: HashMap<ConflictKey, RemoteSet>,
+    /// Local vertex -> (mask of subscribed shards, last strong preference sent).
+    pub(crate) watchers: HashMap<VertexId, (u64, bool)>,
+}
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn notify_watchers(&mut self, id: VertexId) {
+        if self.shard_count == 1 {
+            return;
+        }
+        let Some(&(mask, _)) = self.cross.watchers.get(&id) else { return };
+        let status = match self.dag.vertices.get(&id) {
+            Some(r) => r.status,
+            None => return,
+        };
+        let strong = self.strongly_preferred(&id);
+        for s in 0..self.shard_count {
+            if mask & (1u64 << s) != 0 {
+                self.push(Action::ToShard { shard: s, msg: ShardMsg::Status { id, status, strong } });
+            }
+        }
+        if status == VertexStatus::Processing {
+            if let Some(w) = self.cross.watchers.get_mut(&id) {
+                w.1 = strong;
+            }
+        } else {
+            self.cross.watchers.remove(&id);
+        }
+    }
+
+    /// After a preference change, watchers of processing vertices learn strong-preference flips.
+    pub(crate) fn epoch_changed(&mut self) {
+        if self.shard_count == 1 || self.cross.watchers.is_empty() {
+            return;
+        }
+        let ids: Vec<(VertexId, bool)> = self.cross.watchers.iter().map(|(k, v)| (*k, v.1)).collect();
+        for (id, last) in ids {
+            if self.dag.vertices.get(&id).is_some_and(|r| r.status == VertexStatus::Processing) && self.strongly_preferred(&id) != last {
+                self.notify_watchers(id);
+            }
+        }
+    }
+
+    pub(crate) fn on_shard_msg(&mut self, now: u64, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Watch { id, subscriber, hint } => {
+                if subscriber >= self.shard_count || (self.cross.watchers.len() >= WATCHED_MAX && !self.cross.watchers.contains_key(&id)) {
+                    return;
+                }
+                if self.dag.forgotten.contains(&id) {
+                    self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status: VertexStatus::Final, strong: true } });
+                    return;
+                }
+                self.cross.watchers.entry(id).or_insert((0, false)).0 |= 1u64 << subscriber;
+                if self.dag.vertices.contains_key(&id) {
+                    self.notify_watchers(id);
+                } else {
+                    self.request_missing(now, hint, &[id]);
+                }
+            }
+            ShardMsg::Status { id, status, strong } => {
+                let e = self.cross.remote_parents.entry(id).or_default();
+                let first = e.status.is_none();
+                let prev = (e.status, e.strong);
+                e.status = Some(status);
+                e.strong = strong;
+                let children = e.children.clone();
+                if prev != (Some(status), strong) {
+                    self.bump_epoch();
+                }
+                if status == VertexStatus::Rejected {
+                    for c in children {
+                        self.reject(c, false);
+                    }
+                }
+                if first {
+                    self.release_waiting(now, id);
+                }
+            }
+            ShardMsg::Adopt { vertex, client_tag } => self.adopt(now, vertex, client_tag),
+            ShardMsg::Join { key, member, timestamp_ms, owner } => {
+                let m = Member { id: member, count: 0, confidence: 0.0, timestamp_ms, creator: NodeId::default(), owner, rejected: false };
+                self.join_local(key, m);
+            }
+            ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),
+            ShardMsg::Preference { key, preferred, decided } => {
+                let rs = self.cross.remote_sets.entry(key).or_default();
+                let changed = rs.preferred != Some(preferred);
+                rs.preferred = Some(preferred);
+                rs.decided |= decided;
+                let mine = rs.mine.clone();
+                if changed {
+                    self.bump_epoch();
+                }
+                if decided {
+                    for m in mine {
+                        if m != preferred {
+                            self.reject(m, false);
+                        }
+                    }
+                }
+            }
+            ShardMsg::Claim { key, member, owner } => {
+                let granted = match self.conflicts.sets.get_mut(&key) {
+                    Some(set) if set.decided.is_none() && set.preferred() == member && set.lock.is_none_or(|l| l == member) => {
+                        set.lock = Some(member);
+                        true
+                    }
+                    _ => false,
+                };
+                if granted {
+                    self.bump_epoch();
+                }
+                self.push(Action::ToShard { shard: owner, msg: ShardMsg::ClaimReply { key, member, granted } });
+            }
+            ShardMsg::ClaimReply { key, member, granted } => {
+                let Some(r) = self.dag.vertices.get_mut(&member) else { return };
+                if r.claiming == 0 {
+                    return;
+                }
+                r.claiming -= 1;
+                if granted {
+                    r.claim_granted.push(key);
+                } else {
+                    r.successes = 0; // try again after new rounds
+                }
+                if r.claiming == 0 {
+                    let total = r.v.conflict_keys.iter().filter(|k| shard_of_key(k, self.shard_count) != self.shard).count();
+                    let granted_keys = std::mem::take(&mut r.claim_granted);
+                    let all = granted_keys.len() == total && r.status == VertexStatus::Processing;
+                    let parents_ok = all && r.v.clone().parents.iter().all(|p| self.parent_state(p) == Some(VertexStatus::Final));
+                    if parents_ok {
+                        self.finalize(now, member, false);
+                        for key in granted_keys {
+                            let owner = shard_of_key(&key, self.shard_count);
+                            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Decide { key, winner: member } });
+                        }
+                    } else {
+                        for key in granted_keys {
+                            let owner = shard_of_key(&key, self.shard_count);
+                            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Release { key, member } });
+                        }
+                    }
+                }
+            }
+            ShardMsg::Release { key, member } => {
+                if let Some(set) = self.conflicts.sets.get_mut(&key) {
+                    if set.lock == Some(member) {
+                        set.lock = None;
+                        self.bump_epoch();
+                    }
+                }
+            }
+            ShardMsg::Decide { key, winner } => self.decide(key, winner, false),
+            ShardMsg::MemberRejected { key, member } => self.member_rejected(key, member),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The DAG: vertex records, the processing index in arrival order, recent tips, forgotten
+//! finals and the traversal marks. Owns [`Dag`]; the intake path (`on_vertex`, `insert`) calls
+//! `pending` (release children), `conflicts` (join sets), `gossip` (relay) and `cross_shard`
+//! (watchers); `parent_state` reads `cross_shard`'s remote parents.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
+
+use crate::core::Core;
+use crate::gossip::gossip_targets;
+use crate::id_hash::{HashMap, HashSet};
+use crate::pending::PENDING_MAX;
+use crate::types::{Action, Signer, VertexStatus, genesis, shard_of_vertex};
+
+/// Vertices held in memory; beyond it submissions and receptions are refused.
+pub const VERTICES_MAX: usize = 8_000_000;
+/// Recently inserted vertices scanned for parent selection (FR-003).
+pub(crate) const RECENT_MAX: usize = 64;
+/// Recently finalized vertices kept as fallback parents and frontier tips.
+pub(crate) const RECENT_FINAL_MAX: usize = 16;
+
+/// What the core knows about one vertex of its shard.
+#[derive(Debug)]
+pub(crate) struct Rec {
+    pub(crate) v: Arc<Vertex>,
+    pub(crate) status: VertexStatus,
+    pub(crate) seq: u64,
+    pub(crate) arrival_us: u64,
+    pub(crate) confidence: f64,
+    pub(crate) polled: bool,
+    pub(crate) successes: u32,
+    pub(crate) rounds: u32,
+    pub(crate) children: Vec<VertexId>,
+    pub(crate) child_count: u32,
+    pub(crate) strong_epoch: u64,
+    pub(crate) strong: bool,
+    pub(crate) mark: u64,
+    pub(crate) mask: u64,
+    pub(crate) in_conflict: bool,
+    pub(crate) claiming: u32,
+    pub(crate) claim_granted: Vec<ConflictKey>,
+}
+
+impl Rec {
+    /// A fresh record of `v`, arrived at `arrival_us` with sequence `seq`.
+    fn new(v: Arc<Vertex>, status: VertexStatus, seq: u64, arrival_us: u64) -> Self {
+        Rec {
+            v,
+            status,
+            seq,
+            arrival_us,
+            confidence: 0.0,
+            polled: false,
+            successes: 0,
+            rounds: 0,
+            children: Vec::new(),
+            child_count: 0,
+            strong_epoch: 0,
+            strong: false,
+            mark: 0,
+            mask: 0,
+            in_conflict: false,
+            claiming: 0,
+            claim_granted: Vec::new(),
+        }
+    }
+}
+
+/// A processing vertex in arrival order, with what the poll scheduler needs without lookups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcEntry {
+    pub(crate) id: VertexId,
+    pub(crate) arrival_us: u64,
+    /// Sequence of the earliest non-rejected local child (u64::MAX: none): an aged vertex is
+    /// a frontier tip iff this child is not aged.
+    pub(crate) min_child_seq: u64,
+}
+
+/// The vertex store of one shard and its indexes.
+pub(crate) struct Dag {
+    pub(crate) genesis: Arc<Vertex>,
+    pub(crate) vertices: HashMap<VertexId, Rec>,
+    pub(crate) processing: BTreeMap<u64, ProcEntry>,
+    pub(crate) seq: u64,
+    pub(crate) recent: VecDeque<VertexId>,
+    pub(crate) recent_final: VecDeque<VertexId>,
+    /// Ids of forgotten final vertices (their records are gone; they count as final).
+    pub(crate) forgotten: HashSet<VertexId>,
+    /// Last traversal mark handed out (frontier and credit walks mark records with it).
+    pub(crate) mark_no: u64,
+}
+
+impl Dag {
+    /// A DAG holding only the final genesis.
+    pub(crate) fn new() -> Self {
+        let g = genesis();
+        let mut vertices = HashMap::default();
+        let mut rec = Rec::new(g.clone(), VertexStatus::Final, 0, 0);
+        rec.confidence = 1.0;
+        rec.polled = true;
+        rec.strong = true;
+        vertices.insert(g.id, rec);
+        let mut recent_final = VecDeque::new();
+        recent_final.push_back(g.id);
+        Dag {
+            genesis: g,
+            vertices,
+            processing: BTreeMap::new(),
+            seq: 1,
+            recent: VecDeque::new(),
+            recent_final,
+            forgotten: HashSet::default(),
+            mark_no: 0,
+        }
+    }
+
+    /// Status of a held or forgotten vertex.
+    pub(crate) fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+        self.vertices.get(id).map(|r| r.status).or_else(|| self.forgotten.contains(id).then_some(VertexStatus::Final))
+    }
+
+    /// A new traversal mark (never reused).
+    pub(crate) fn next_mark(&mut self) -> u64 {
+        self.mark_no += 1;
+        self.mark_no
+    }
+}
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn on_vertex(&mut self, now: u64, from: NodeId, v: Arc<Vertex>, gossip: bool) {
+        self.sync.requested.remove(&v.id);
+        if self.contains(&v.id) || v.parents.is_empty() {
+            return;
+        }
+        if shard_of_vertex(&v.id, self.shard_count) != self.shard {
+            return; // mis-routed by the shell; not ours
+        }
+        if self.dag.vertices.len() >= VERTICES_MAX {
+            return;
+        }
+        if self.parents_known(&v) {
+            self.insert(now, v, Some(from), gossip, false);
+        } else {
+            let missing = self.missing_parents(&v);
+            self.pend(v, from, gossip);
+            self.request_missing(now, from, &missing);
+        }
+    }
+
+    pub(crate) fn parent_state(&self, p: &VertexId) -> Option<VertexStatus> {
+        if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+            self.dag.status(p)
+        } else {
+            self.cross.remote_parents.get(p).and_then(|r| r.status)
+        }
+    }
+
+    pub(crate) fn parents_known(&self, v: &Vertex) -> bool {
+        v.parents.iter().all(|p| self.parent_state(p).is_some())
+    }
+
+    pub(crate) fn missing_parents(&self, v: &Vertex) -> Vec<VertexId> {
+        v.parents.iter().filter(|p| self.parent_state(p).is_none()).copied().collect()
+    }
+
+    /// Adds a vertex whose parents are all known; releases pending children. `quiet` is the
+    /// restore path (no persist, no gossip).
+    pub(crate) fn insert(&mut self, now: u64, v: Arc<Vertex>, from: Option<NodeId>, relay: bool, quiet: bool) {
+        let mut work = vec![(v, from, relay)];
+        let mut budget = PENDING_MAX + 1;
+        while let Some((v, from, relay)) = work.pop() {
+            budget -= 1;
+            assert!(budget > 0 || work.is_empty(), "insert worklist over bound");
+            let id = v.id;
+            debug_assert!(!self.dag.vertices.contains_key(&id));
+            debug_assert!(self.parents_known(&v));
+            let mut status = VertexStatus::Processing;
+            if v.parents.iter().any(|p| self.parent_state(p) == Some(VertexStatus::Rejected)) {
+                status = VertexStatus::Rejected;
+            }
+            // A vertex spending a key one of its own ancestors spends can never be strongly
+            // preferred (it and that ancestor would both need to be the set's preference): it is
+            // invalid, and every honest node sees the same ancestry, so all reject it.
+            if status == VertexStatus::Processing && self.conflicts.spends_ancestor_key(&self.dag, &v.conflict_keys, &v.parents) {
+                status = VertexStatus::Rejected;
+            }
+            let seq = self.dag.seq;
+            self.dag.seq += 1;
+            for p in &v.parents {
+                if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+                    if let Some(r) = self.dag.vertices.get_mut(p) {
+                        r.child_count += 1;
+                        // Children are needed only while the parent can still be rejected or
+                        // polled; a final vertex keeps just the count (memory).
+                        if r.status != VertexStatus::Final {
+                            r.children.push(id);
+                        }
+                        if r.status == VertexStatus::Processing && status == VertexStatus::Processing {
+                            if let Some(e) = self.dag.processing.get_mut(&r.seq) {
+                                e.min_child_seq = e.min_child_seq.min(seq);
+                            }
+                        }
+                    }
+                } else if let Some(r) = self.cross.remote_parents.get_mut(p) {
+                    r.children.push(id);
+                }
+            }
+            self.dag.vertices.insert(
+                id,
+                Rec {
+                    v: v.clone(),
+                    status,
+                    seq,
+                    arrival_us: now,
+                    confidence: 0.0,
+                    polled: false,
+                    successes: 0,
+                    rounds: 0,
+                    children: Vec::new(),
+                    child_count: 0,
+                    strong_epoch: 0,
+                    strong: false,
+                    mark: 0,
+                    mask: 0,
+                    in_conflict: false,
+                    claiming: 0,
+                    claim_granted: Vec::new(),
+                },
+            );
+            if status == VertexStatus::Processing {
+                self.dag.processing.insert(seq, ProcEntry { id, arrival_us: now, min_child_seq: u64::MAX });
+            } else {
+                self.finality.rejected += 1;
+            }
+            if !quiet {
+                self.push(Action::Persist { vertex: v.clone(), status });
+                if status == VertexStatus::Rejected {
+                    self.push(Action::Rejected { id });
+                }
+            }
+            // Conflict sets (4.5): join every set this vertex claims.
+            for &k in &v.conflict_keys {
+                self.join_set(now, &v, k);
+            }
+            if self.dag.recent.len() >= RECENT_MAX {
+                self.dag.recent.pop_front();
+            }
+            self.dag.recent.push_back(id);
+            if relay && !quiet {
+                let own = from == Some(self.me);
+                let to = if own { gossip_targets(&self.peers, &self.params, &mut self.rng, None, true) } else { gossip_targets(&self.peers, &self.params, &mut self.rng, from, false) };
+                if !to.is_empty() {
+                    self.push(Action::SendVertex { to, vertex: v.clone() });
+                }
+            }
+            self.notify_watchers(id);
+            if let Some(children) = self.pending.waiting.remove(&id) {
+                for c in children {
+                    let ready = self.pending.entries.get(&c).is_some_and(|e| self.parents_known(&e.v));
+                    if ready {
+                        if let Some(e) = self.pending.entries.remove(&c) {
+                            work.push((e.v, Some(e.from), e.gossip));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Polls (3.4): choosing the aged frontier, sampling, collecting responses, closing polls and
+//! the congestion window. Owns [`Polls`] (open and recently closed polls, query ids, window,
+//! counters); calls `credit` (the transitive credit walk), `snowball`, `finality` and `peers`
+//! (timeouts and vote contradictions).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pqdag_crypto::Domain;
+use pqdag_wire::{Evidence, NodeId, Query, Response, VertexId, Vote};
+use pqdag_wire::limits::QUERY_IDS_MAX;
+use rand::Rng;
+
+use crate::core::Core;
+use crate::credit::{Credited, Round, credit};
+use crate::params::Params;
+use crate::peers::{Misbehaviour, PEER_TIMEOUT_WINDOW};
+use crate::types::{Action, Signer, VertexStatus};
+
+/// Closed polls kept until their timeout to tell late answers from timeouts.
+pub const POLL_CLOSED_MAX: usize = 256;
+
+/// A poll in flight.
+pub(crate) struct Poll {
+    pub(crate) sent_us: u64,
+    pub(crate) deadline_us: u64,
+    pub(crate) sample: Vec<usize>,
+    pub(crate) ids: Vec<VertexId>,
+    pub(crate) digest: [u8; 32],
+    pub(crate) yes: Vec<u64>,
+    pub(crate) no: Vec<u64>,
+    pub(crate) responded: u64,
+    pub(crate) responses: Vec<Option<Response>>,
+    pub(crate) alpha: usize,
+    pub(crate) alpha_at: Option<u64>,
+    /// When half the sample had answered: the round-trip signal of the poll window.
+    pub(crate) half_at: Option<u64>,
+}
+
+impl Poll {
+    /// When the poll closes at the latest: its deadline, or alpha answers plus a grace period
+    /// as long again.
+    pub(crate) fn due(&self, now: u64) -> bool {
+        now >= self.deadline_us || self.alpha_at.is_some_and(|a| now >= a + (a - self.sent_us).max(1_000))
+    }
+}
+
+/// A closed poll waiting for its deadline (late answers are not timeouts).
+pub(crate) struct Closed {
+    pub(crate) deadline_us: u64,
+    pub(crate) sample: Vec<usize>,
+    pub(crate) missing: u64,
+}
+
+/// Poll state of one shard.
+pub(crate) struct Polls {
+    pub(crate) open: BTreeMap<u64, Poll>,
+    pub(crate) closed: BTreeMap<u64, Closed>,
+    pub(crate) next_query_seq: u64,
+    pub(crate) next_poll_at: u64,
+    /// Last polls: true = closed short of alpha answers (timed out).
+    pub(crate) outcomes: u8,
+    /// Polls allowed in flight now (1..=polls_in_flight_max): delay-based AIMD, see `adapt_window`.
+    pub(crate) window: usize,
+    pub(crate) completed: u64,
+    pub(crate) short: u64,
+}
+
+impl Polls {
+    /// No poll yet; the window starts fully open.
+    pub(crate) fn new(window: usize) -> Self {
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0 }
+    }
+
+    /// Poll congestion control. A round costs every responder a verify and a signature whatever
+    /// it carries, so N nodes with W polls in flight each queue N x W x k of them. When the
+    /// machines cannot keep up, answers slow down, and more rounds in flight only lengthen the
+    /// queues until queries time out and no round succeeds. So the window halves when half the
+    /// sample took longer than a quarter of the query timeout to answer, and grows by one per
+    /// prompt poll (TCP's AIMD, on delay as in Vegas). Missing answers are not a signal:
+    /// withholders and partitions leave fast answers from the rest, and must not slow polling.
+    pub(crate) fn adapt_window(&mut self, params: &Params, poll: &Poll) {
+        let Some(half) = poll.half_at else { return };
+        let slow = half.saturating_sub(poll.sent_us) > params.query_timeout_us / 4;
+        self.window = if slow { (self.window / 2).max(1) } else { (self.window + 1).min(params.polls_in_flight_max) };
+        debug_assert!((1..=params.polls_in_flight_max).contains(&self.window));
+    }
+}
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn eligible_alpha(&self, k: usize) -> usize {
+        if k >= self.params.sample_size {
+            self.params.alpha
+        } else {
+            let scaled = (self.params.alpha * k).div_ceil(self.params.sample_size);
+            scaled.max(k / 2 + 1).min(k)
+        }
+    }
+
+    /// Aged frontier: processing vertices older than `poll_min_age` with no aged processing
+    /// child. Returns (ids, any aged processing vertex).
+    pub(crate) fn aged_frontier(&mut self, now: u64) -> Vec<VertexId> {
+        let cutoff = now.saturating_sub(self.params.poll_min_age_us);
+        let mut last_aged = 0u64;
+        let mut cands: Vec<(u64, VertexId)> = Vec::new();
+        for (&seq, e) in &self.dag.processing {
+            if e.arrival_us > cutoff {
+                break;
+            }
+            last_aged = seq;
+            cands.push((e.min_child_seq, e.id));
+        }
+        let mut tips: Vec<VertexId> = if self.conflicts.contested == 0 && self.shard_count == 1 {
+            // Fast path: without contested sets every processing vertex is strongly preferred.
+            cands.into_iter().filter(|(c, _)| *c > last_aged).map(|(_, id)| id).collect()
+        } else {
+            // The strongly-preferred frontier: a vertex is covered only by an aged, strongly
+            // preferred child. Otherwise ancestors whose every child descends from a losing
+            // conflict member would never be credited (and never finalize).
+            let mark = self.dag.next_mark();
+            let mut out = Vec::new();
+            for (_, id) in cands.into_iter().rev() {
+                let covered = self.dag.vertices.get(&id).is_some_and(|r| r.mark == mark);
+                if !covered {
+                    out.push(id);
+                }
+                if self.strongly_preferred(&id) {
+                    let v = match self.dag.vertices.get(&id) {
+                        Some(r) => r.v.clone(),
+                        None => continue,
+                    };
+                    for p in &v.parents {
+                        if let Some(pr) = self.dag.vertices.get_mut(p) {
+                            pr.mark = mark;
+                        }
+                    }
+                }
+            }
+            out.reverse();
+            out
+        };
+        if tips.len() > QUERY_IDS_MAX {
+            tips.drain(..tips.len() - QUERY_IDS_MAX);
+        }
+        tips
+    }
+
+    pub(crate) fn launch_poll(&mut self, now: u64) {
+        if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || self.dag.processing.is_empty() {
+            return;
+        }
+        if now >= self.peers.refresh_at {
+            self.peers.refresh_exclusions(now);
+        }
+        self.polls.next_poll_at = now + self.params.poll_interval_us;
+        let k = self.params.sample_size.min(self.peers.eligible.len());
+        if k == 0 {
+            return;
+        }
+        let ids = self.aged_frontier(now);
+        if ids.is_empty() {
+            return;
+        }
+        // Uniform sample without replacement (partial Fisher-Yates).
+        let mut pool = self.peers.eligible.clone();
+        for i in 0..k {
+            let j = self.rng.random_range(i..pool.len());
+            pool.swap(i, j);
+        }
+        pool.truncate(k);
+        let query_id = (self.polls.next_query_seq << 8) | u64::from(self.shard);
+        self.polls.next_query_seq += 1;
+        let mut query = Query { query_id, requester: self.me, ids, signature: Vec::new() };
+        query.signature = self.signer.sign(Domain::Query, &query.signed_bytes());
+        let digest = query.ids_digest();
+        let n = query.ids.len();
+        let alpha = self.eligible_alpha(k);
+        let to = pool.iter().map(|&i| self.peers.ids[i]).collect();
+        let ids = query.ids.clone();
+        self.polls.open.insert(
+            query_id,
+            Poll {
+                sent_us: now,
+                deadline_us: now + self.params.query_timeout_us,
+                sample: pool,
+                ids,
+                digest,
+                yes: vec![0; n],
+                no: vec![0; n],
+                responded: 0,
+                responses: vec![None; k],
+                alpha,
+                alpha_at: None,
+                half_at: None,
+            },
+        );
+        self.push(Action::SendQuery { to, query: Arc::new(query) });
+    }
+
+    pub(crate) fn on_response(&mut self, now: u64, from: NodeId, resp: Response) {
+        let Some(&pi) = self.peers.index.get(&from) else { return };
+        if self.peers.scores[pi].excluded {
+            return; // 3.7.3: responses of excluded peers are ignored
+        }
+        let qid = resp.query_id;
+        let Some(poll) = self.polls.open.get_mut(&qid) else {
+            if let Some(c) = self.polls.closed.get_mut(&qid) {
+                if let Some(pos) = c.sample.iter().position(|&s| s == pi) {
+                    c.missing &= !(1u64 << pos);
+                }
+            }
+            return;
+        };
+        let Some(pos) = poll.sample.iter().position(|&s| s == pi) else { return };
+        let bit = 1u64 << pos;
+        if resp.ids_digest != poll.digest || resp.votes.len() != poll.ids.len() || resp.votes.iter().any(|&b| Vote::from_u8(b).is_none()) {
+            self.incident(now, pi, Misbehaviour::Malformed, None);
+            return;
+        }
+        if poll.responded & bit != 0 {
+            let differs = poll.responses[pos].as_ref().is_some_and(|r| r.votes != resp.votes);
+            if differs {
+                let a = poll.responses[pos].clone();
+                if let Some(a) = a {
+                    self.incident(now, pi, Misbehaviour::ConflictingVotes, Some(Evidence::ConflictingResponses { a, b: resp }));
+                }
+            }
+            return;
+        }
+        poll.responded |= bit;
+        for (i, &b) in resp.votes.iter().enumerate() {
+            match Vote::from_u8(b) {
+                Some(Vote::Yes) => poll.yes[i] |= bit,
+                Some(Vote::No) => poll.no[i] |= bit,
+                _ => {}
+            }
+        }
+        poll.responses[pos] = Some(resp);
+        let got = poll.responded.count_ones() as usize;
+        if got >= poll.alpha && poll.alpha_at.is_none() {
+            poll.alpha_at = Some(now);
+        }
+        if 2 * got >= poll.sample.len() && poll.half_at.is_none() {
+            poll.half_at = Some(now);
+        }
+        if got == poll.sample.len() {
+            self.close_poll(now, qid);
+        }
+    }
+
+    pub(crate) fn close_poll(&mut self, now: u64, qid: u64) {
+        let Some(poll) = self.polls.open.remove(&qid) else { return };
+        self.polls.completed += 1;
+        self.polls.adapt_window(&self.params, &poll);
+        let k = poll.sample.len();
+        let got = poll.responded.count_ones() as usize;
+        let short = got < poll.alpha;
+        if short {
+            self.polls.short += 1;
+        }
+        self.polls.outcomes = (self.polls.outcomes << 1) | u8::from(short);
+        // Late answers are not timeouts: remember who is missing until the deadline.
+        let missing = !poll.responded & if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+        if self.polls.closed.len() >= POLL_CLOSED_MAX {
+            if let Some((&old, _)) = self.polls.closed.iter().next() {
+                self.expire_closed(old);
+            }
+        }
+        self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
+
+        let round = Round { ids: &poll.ids, yes: &poll.yes, got, alpha: poll.alpha, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let credited = credit(&mut self.dag, &round);
+        self.finality.stalled += credited.stalled;
+        let Credited { successes, candidates, .. } = credited;
+        for (id, conf) in successes {
+            self.snowball_success(id, conf);
+        }
+        // Finality (FR-005), ancestors first.
+        for id in candidates {
+            self.try_finalize(now, id);
+        }
+        // Vote-contradiction detection: a responder voting No where alpha said Yes on
+        // conflict-free vertices, on most such ids, is flipping votes.
+        let mut decided_ids = Vec::new();
+        for (i, id) in poll.ids.iter().enumerate() {
+            // Conflict-free ids, or ids final here by now (the network decided them): an honest
+            // responder votes No on those only transiently.
+            if poll.yes[i].count_ones() as usize >= poll.alpha && self.dag.vertices.get(id).is_some_and(|r| !r.in_conflict || r.status == VertexStatus::Final) {
+                decided_ids.push(i);
+            }
+        }
+        if !decided_ids.is_empty() {
+            for (pos, &pi) in poll.sample.iter().enumerate() {
+                let bit = 1u64 << pos;
+                if poll.responded & bit == 0 {
+                    continue;
+                }
+                let against = decided_ids.iter().filter(|&&i| poll.no[i] & bit != 0).count();
+                if against * 2 > decided_ids.len() {
+                    self.incident(now, pi, Misbehaviour::ConflictingVotes, None);
+                }
+            }
+        }
+    }
+
+    /// Polls allowed in flight now (the congestion window; `polls_in_flight_max` at most).
+    pub fn poll_window(&self) -> usize {
+        self.polls.window
+    }
+
+    pub(crate) fn expire_closed(&mut self, qid: u64) {
+        let Some(c) = self.polls.closed.remove(&qid) else { return };
+        let now = self.now;
+        // Only the peer-level signal (most peers silent) gates timeout penalties: polls also
+        // come up short when a minority withholds answers, and withholders must be excluded.
+        let suspected = self.peers.most_queries_timed_out();
+        for (pos, &pi) in c.sample.iter().enumerate() {
+            let timed_out = c.missing & (1u64 << pos) != 0;
+            self.peers.record_outcome(timed_out);
+            let s = &mut self.peers.scores[pi];
+            s.window_queries += 1;
+            s.window_timeouts += u32::from(timed_out);
+            if s.window_queries >= PEER_TIMEOUT_WINDOW {
+                let excessive = s.window_timeouts * 2 > s.window_queries;
+                s.window_queries = 0;
+                s.window_timeouts = 0;
+                // A partition times out honest peers too: do not punish them for it.
+                if excessive && !suspected {
+                    self.incident(now, pi, Misbehaviour::ExcessiveTimeouts, None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Restart: rebuilding the core from storage (remote facts, forgotten finals, then the stored
+//! vertices in arrival order) without re-persisting or re-gossiping. Owns no state; calls
+//! `dag`, `pending`, `finality` and `votes`.
+
+use std::sync::Arc;
+
+use pqdag_wire::{ConflictKey, Vertex, VertexId};
+
+use crate::core::Core;
+use crate::types::{Action, Signer, VertexStatus, shard_of_key, shard_of_vertex};
+
+impl<S: Signer> Core<S> {
+    /// Before [`Core::restore`] on a node of S > 1 shards: the decided statuses of vertices owned
+    /// by other shards (read from their stores) that this shard's stored vertices name as
+    /// parents, so those are not left pending for a cross-shard answer. Final and rejected are
+    /// forever, so a stored decision is as good as a fresh `ShardMsg::Status`.
+    pub fn restore_remote_facts(&mut self, facts: impl IntoIterator<Item = (VertexId, VertexStatus)>) {
+        for (id, st) in facts {
+            if st == VertexStatus::Processing || shard_of_vertex(&id, self.shard_count) == self.shard {
+                continue;
+            }
+            let e = self.cross.remote_parents.entry(id).or_default();
+            debug_assert!(e.status.is_none_or(|old| old == st), "a decided remote status changed");
+            e.status = Some(st);
+            e.strong = st == VertexStatus::Final;
+        }
+    }
+
+    /// Restores one final vertex without its record, as if long forgotten (restart of a node
+    /// with a long history: holding every stored vertex in full would need ~6 KB each). Call it
+    /// for the older finals, in any order, all of them before [`Core::restore`] gets the rest
+    /// (the last few finals and every non-final vertex): each takes a position (the store keeps
+    /// the real ones; the core keeps the count dense), counts in `finalized` and the digest, and
+    /// decides its locally owned conflict keys.
+    pub fn restore_forgotten_final(&mut self, id: VertexId, conflict_keys: &[ConflictKey]) {
+        if id == self.dag.genesis.id || self.contains(&id) || shard_of_vertex(&id, self.shard_count) != self.shard {
+            return;
+        }
+        debug_assert!(self.dag.processing.is_empty(), "forgotten finals are restored before anything else");
+        self.dag.forgotten.insert(id);
+        self.finality.final_position += 1;
+        self.finality.finalized += 1;
+        self.finality.digest.add(&id.0);
+        for k in conflict_keys {
+            if shard_of_key(k, self.shard_count) == self.shard {
+                self.conflicts.decided_keys.insert(*k, id);
+            }
+        }
+    }
+
+    /// Restores state from storage after a restart: `(vertex, status)` pairs in storage
+    /// (arrival) order, parents before children. Final vertices get positions in the given
+    /// order; nothing is re-persisted or re-gossiped; processing vertices re-enter polling.
+    pub fn restore(&mut self, now: u64, items: impl IntoIterator<Item = (Arc<Vertex>, VertexStatus)>) {
+        self.now = self.now.max(now);
+        let mut finals = Vec::new();
+        let mut rejects = Vec::new();
+        for (v, st) in items {
+            if v.id == self.dag.genesis.id || self.dag.vertices.contains_key(&v.id) {
+                continue;
+            }
+            if shard_of_vertex(&v.id, self.shard_count) != self.shard {
+                continue;
+            }
+            if !self.parents_known(&v) {
+                // Storage order is arrival order, so this only happens for a vertex whose parent
+                // was never stored (a bug upstream); keep it pending instead of dropping it.
+                self.pend(v, self.me, false);
+                continue;
+            }
+            let id = v.id;
+            self.insert(now, v, None, false, true);
+            match st {
+                VertexStatus::Final => finals.push(id),
+                VertexStatus::Rejected => rejects.push(id),
+                VertexStatus::Processing => {}
+            }
+        }
+        for id in finals {
+            if self.dag.vertices.get(&id).is_some_and(|r| r.status == VertexStatus::Processing) {
+                self.finalize(now, id, true);
+            }
+        }
+        for id in rejects {
+            self.reject(id, true);
+        }
+        self.actions.retain(|a| !matches!(a, Action::Persist { .. } | Action::Finalized { .. } | Action::Rejected { .. } | Action::SendVertex { .. }));
+        self.bump_epoch();
+    }
+}

@@ -1,0 +1,120 @@
+//! Own vertices: a client's submission, adoption by the owning shard, and parent selection
+//! (FR-003). Owns no state; calls `dag` (insert), `pending`, `sync` and `conflicts` (the
+//! double-spend checks), and draws parents from the core's RNG.
+
+use std::sync::Arc;
+
+use pqdag_crypto::Domain;
+use pqdag_wire::{ConflictKey, Vertex, VertexId};
+use rand::Rng;
+
+use crate::core::{Core, hex8};
+use crate::dag::{RECENT_MAX, VERTICES_MAX};
+use crate::error::{ConsensusError, ConsensusResult};
+use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_vertex};
+
+/// Parent recency window of FR-003.
+const PARENT_RECENT_US: u64 = 10_000_000;
+
+impl<S: Signer> Core<S> {
+    pub(crate) fn submit(&mut self, now: u64, payload: Vec<u8>, keys: Vec<ConflictKey>, client_tag: u64, ts: u64) -> ConsensusResult<VertexId> {
+        if self.dag.vertices.len() >= VERTICES_MAX {
+            return Err(ConsensusError::Capacity("VERTICES_MAX"));
+        }
+        if payload.len() > pqdag_wire::limits::PAYLOAD_BYTES_MAX || keys.len() > pqdag_wire::limits::CONFLICT_KEYS_MAX {
+            return Err(ConsensusError::Dag("payload or conflict keys over the wire limits".into()));
+        }
+        let mut keys = keys;
+        keys.sort_unstable();
+        keys.dedup();
+        // An honest node never double-spends itself: that would be equivocation (3.7.2).
+        for k in &keys {
+            if let Some(set) = self.conflicts.sets.get(k) {
+                if set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)) {
+                    return Err(ConsensusError::Dag(format!("own vertex already claims key {}", hex8(&k.0))));
+                }
+            }
+        }
+        let parents = self.select_parents(now, &keys);
+        let mut v = Vertex::new_unsigned(parents, payload, keys, ts, self.me);
+        v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
+        let v = Arc::new(v);
+        let id = v.id;
+        let owner = shard_of_vertex(&id, self.shard_count);
+        if owner != self.shard {
+            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: v, client_tag } });
+            return Ok(id);
+        }
+        self.adopt(now, v, client_tag);
+        Ok(id)
+    }
+
+    pub(crate) fn adopt(&mut self, now: u64, v: Arc<Vertex>, client_tag: u64) {
+        let id = v.id;
+        if self.contains(&id) {
+            return;
+        }
+        // `insert` queues Persist before the creator's SendVertex (persist-before-send); when
+        // parents on other shards are not confirmed yet, both happen on release.
+        if self.parents_known(&v) {
+            self.insert(now, v, Some(self.me), true, false);
+        } else {
+            let missing = self.missing_parents(&v);
+            self.pend(v, self.me, true);
+            self.request_missing(now, self.me, &missing);
+        }
+        self.push(Action::Created { client_tag, id });
+    }
+
+    /// FR-003: recent (10 s), strongly preferred, high confidence (>0.8) first, prefer
+    /// not-yet-final tips (no children: keeps the DAG narrow and every new vertex a transitive
+    /// vote for many), never rejected; fall back to recent finals, then genesis.
+    pub(crate) fn select_parents(&mut self, now: u64, keys: &[ConflictKey]) -> Vec<VertexId> {
+        let want = self.params.parents;
+        let mut cands: Vec<(u8, u64, VertexId)> = Vec::with_capacity(RECENT_MAX);
+        let recent: Vec<VertexId> = self.dag.recent.iter().rev().copied().collect();
+        for id in recent {
+            let Some(r) = self.dag.vertices.get(&id) else { continue };
+            if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {
+                continue;
+            }
+            let (processing, tip, conf, seq) = (r.status == VertexStatus::Processing, r.child_count == 0, r.confidence, r.seq);
+            if processing && !self.strongly_preferred(&id) {
+                continue;
+            }
+            // Never build on a vertex that spends (or descends from one that spends) a key this
+            // submission spends: the new vertex could never win (see `spends_ancestor_key`).
+            if processing && !keys.is_empty() && (r_keys_overlap(&self.dag.vertices[&id].v.conflict_keys, keys) || self.conflicts.spends_ancestor_key(&self.dag, keys, &[id])) {
+                continue;
+            }
+            let score = u8::from(tip) * 4 + u8::from(processing) * 2 + u8::from(conf > 0.8);
+            cands.push((score, seq, id));
+        }
+        cands.sort_unstable_by_key(|c| std::cmp::Reverse((c.0, c.1)));
+        let mut out: Vec<VertexId> = Vec::with_capacity(want);
+        // Random pick among the best few: balanced parent distribution (FR-003).
+        let top = cands.len().min(want * 2);
+        let mut pool: Vec<VertexId> = cands[..top].iter().map(|c| c.2).collect();
+        while out.len() < want && !pool.is_empty() {
+            let i = self.rng.random_range(0..pool.len());
+            out.push(pool.swap_remove(i));
+        }
+        for id in cands.iter().skip(top).map(|c| c.2).chain(self.dag.recent_final.iter().rev().copied()) {
+            if out.len() >= want {
+                break;
+            }
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        if out.is_empty() {
+            out.push(self.dag.genesis.id);
+        }
+        out
+    }
+}
+
+/// Whether two key lists share a key.
+fn r_keys_overlap(a: &[ConflictKey], b: &[ConflictKey]) -> bool {
+    a.iter().any(|k| b.contains(k))
+}

@@ -1,0 +1,139 @@
+//! Votes (3.4.3): the strong-preference test, its per-epoch cache (`Rec::strong_epoch`), and
+//! answering queries. Owns [`Votes`] (the preference epoch); reads `dag`, `conflicts` and
+//! `cross_shard`; `on_query` calls `sync` for unknown ids.
+
+use pqdag_crypto::Domain;
+use pqdag_wire::{NodeId, Query, Response, Vertex, VertexId, Vote};
+use pqdag_wire::limits::QUERY_IDS_MAX;
+
+use crate::core::Core;
+use crate::types::{Action, Signer, VertexStatus, shard_of_key, shard_of_vertex};
+
+/// The preference epoch: strong preferences cached in an older epoch are stale.
+pub(crate) struct Votes {
+    pub(crate) epoch: u64,
+}
+
+impl<S: Signer> Core<S> {
+    /// Strongly preferred (3.4.3 adapted): not rejected, preferred in all its sets, and every
+    /// non-final parent strongly preferred. Memoised per preference epoch, iterative.
+    pub(crate) fn strongly_preferred(&mut self, id: &VertexId) -> bool {
+        let epoch = self.votes.epoch;
+        let mut stack: Vec<(VertexId, bool)> = vec![(*id, false)];
+        let mut steps = 0usize;
+        while let Some((x, expanded)) = stack.pop() {
+            steps += 1;
+            debug_assert!(steps <= 4 * (self.dag.vertices.len() + 8) * 9, "strong-preference walk over bound");
+            let Some(r) = self.dag.vertices.get(&x) else { continue };
+            match r.status {
+                VertexStatus::Final | VertexStatus::Rejected => continue,
+                VertexStatus::Processing => {}
+            }
+            if r.strong_epoch == epoch {
+                continue;
+            }
+            if !expanded {
+                stack.push((x, true));
+                for p in &r.v.parents {
+                    if let Some(pr) = self.dag.vertices.get(p) {
+                        if pr.status == VertexStatus::Processing && pr.strong_epoch != epoch {
+                            stack.push((*p, false));
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut ok = self.preferred_everywhere(&r.v);
+            if ok {
+                for p in &r.v.parents {
+                    let good = if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+                        match self.dag.vertices.get(p) {
+                            Some(pr) => match pr.status {
+                                VertexStatus::Final => true,
+                                VertexStatus::Rejected => false,
+                                VertexStatus::Processing => pr.strong,
+                            },
+                            None => self.dag.forgotten.contains(p),
+                        }
+                    } else {
+                        self.cross.remote_parents.get(p).is_some_and(|rp| rp.status == Some(VertexStatus::Final) || (rp.status == Some(VertexStatus::Processing) && rp.strong))
+                    };
+                    if !good {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if let Some(r) = self.dag.vertices.get_mut(&x) {
+                r.strong = ok;
+                r.strong_epoch = epoch;
+            }
+        }
+        self.dag.vertices.get(id).is_some_and(|r| match r.status {
+            VertexStatus::Final => true,
+            VertexStatus::Rejected => false,
+            VertexStatus::Processing => r.strong,
+        })
+    }
+
+    pub(crate) fn preferred_everywhere(&self, v: &Vertex) -> bool {
+        v.conflict_keys.iter().all(|k| {
+            if shard_of_key(k, self.shard_count) == self.shard {
+                self.conflicts.sets.get(k).is_some_and(|s| s.preferred() == v.id && s.lock.is_none_or(|l| l == v.id))
+            } else {
+                self.cross.remote_sets.get(k).is_some_and(|s| s.preferred == Some(v.id))
+            }
+        })
+    }
+
+    pub(crate) fn vote_for(&mut self, id: &VertexId) -> Vote {
+        let epoch = self.votes.epoch;
+        match self.dag.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
+            // Cached for this preference epoch: one lookup.
+            Some((VertexStatus::Processing, true, strong)) => if strong { Vote::Yes } else { Vote::No },
+            None if self.dag.forgotten.contains(id) => Vote::Yes,
+            None => Vote::Unknown,
+            Some((VertexStatus::Final, _, _)) => Vote::Yes,
+            Some((VertexStatus::Rejected, _, _)) => Vote::No,
+            Some((VertexStatus::Processing, _, _)) => {
+                if self.strongly_preferred(id) {
+                    Vote::Yes
+                } else {
+                    Vote::No
+                }
+            }
+        }
+    }
+
+    pub(crate) fn on_query(&mut self, now: u64, from: NodeId, q: &Query) {
+        if !self.peers.index.contains_key(&from) {
+            return;
+        }
+        // Queries of excluded peers are still answered: an excluded honest peer (say, one that
+        // restarted after a crash) must be able to catch up; only its votes are ignored.
+        if q.ids.len() > QUERY_IDS_MAX {
+            return;
+        }
+        let mut votes = Vec::with_capacity(q.ids.len());
+        let mut unknown = Vec::new();
+        for id in &q.ids {
+            let vote = self.vote_for(id);
+            if vote == Vote::Unknown && !self.pending.entries.contains_key(id) && shard_of_vertex(id, self.shard_count) == self.shard {
+                unknown.push(*id);
+            }
+            votes.push(vote as u8);
+        }
+        if !unknown.is_empty() {
+            self.request_missing(now, from, &unknown);
+        }
+        let mut response = Response { query_id: q.query_id, responder: self.me, ids_digest: q.ids_digest(), votes, signature: Vec::new() };
+        response.signature = self.signer.sign(Domain::Response, &response.signed_bytes());
+        self.push(Action::SendResponse { to: from, response });
+    }
+
+    /// Invalidates every cached strong preference (a preference, lock or remote fact changed).
+    pub(crate) fn bump_epoch(&mut self) {
+        self.votes.epoch += 1;
+        self.epoch_changed();
+    }
+}

@@ -1,0 +1,313 @@
+//! The client gateway: decodes client frames, admits or refuses submissions (admission control,
+//! double-spend refusal), answers status queries (across the shard mesh when the vertex lives
+//! on another shard) and tells clients how their vertices were decided. Owns every client-facing
+//! record: submissions in flight, own vertices awaiting a decision, own conflict keys, vertices
+//! adopted from shard 0, status queries awaiting other shards. Reads the core (preference,
+//! status), never changes it directly: submissions leave as `Event::Submit` for the step.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pqdag_core::{ConsensusError, Core, Event, VertexStatus};
+use pqdag_transport::{ClientId, Responder, ShardTransport};
+use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, ConflictKey, FinalityEvent, FrameRef, VertexId};
+
+use super::super::mesh::{MeshMsg, ShardMesh};
+use super::super::metrics::{KindLabel, Metrics};
+use super::ingress::ClientFrame;
+use super::signer::MlDsaSigner;
+use super::Tags;
+
+/// Most undecided own submissions; beyond it clients get `Overloaded`.
+pub const CLIENT_INFLIGHT_MAX: usize = 8_192;
+/// Admission control: above this many undecided vertices (processing + waiting for parents) on
+/// this shard, new submissions are refused as `Overloaded`. Past the knee an Avalanche node that
+/// keeps accepting work polls an ever larger frontier and finalizes nothing; refusing turns that
+/// collapse into a plateau at capacity (measured: docs/benchmark.md).
+pub const ADMIT_UNDECIDED_MAX: u64 = 6_000;
+/// Conflict keys of own vertices remembered (shard 0) so the node never signs a second vertex
+/// spending one of them, even when the key's conflict set lives on another shard.
+pub const OWN_KEYS_MAX: usize = 500_000;
+
+/// Finality events per client, sent at the end of a turn step.
+pub(super) type ClientEvents = HashMap<ClientId, Vec<FinalityEvent>>;
+
+/// A client `Status` request waiting for other shards' answers (shard 0 only).
+struct PendingStatus {
+    reply: Responder,
+    tag: u64,
+    statuses: Vec<ClientStatus>,
+    /// For each asked shard, the positions in `statuses` its answer fills.
+    slots: HashMap<usize, Vec<usize>>,
+}
+
+/// An own vertex awaiting its decision: whom to tell, and since when.
+struct OwnSubmission {
+    client: ClientId,
+    created: Instant,
+}
+
+/// The client gateway of one shard (the client endpoint is on shard 0).
+pub(super) struct Gateway {
+    shard: u16,
+    shard_count: u16,
+    transport: Rc<ShardTransport>,
+    metrics: Arc<Metrics>,
+    /// Submissions handed to the core and not yet created, by internal tag.
+    client_submits: HashMap<u64, (Responder, ClientId, u64)>,
+    /// Own vertices awaiting a decision (shard 0).
+    own: HashMap<VertexId, OwnSubmission>,
+    /// Own (non-rejected) vertices' conflict keys, oldest first for eviction (shard 0).
+    own_keys: HashMap<ConflictKey, VertexId>,
+    own_keys_order: VecDeque<ConflictKey>,
+    /// Own vertices this shard adopted from shard 0 (S > 1): their decisions go back to shard 0.
+    adopted_own: HashSet<VertexId>,
+    /// Conflict keys of submissions not yet created, by internal tag.
+    submit_keys: HashMap<u64, Vec<ConflictKey>>,
+    pending_status: HashMap<u64, PendingStatus>,
+    /// Undecided vertices (processing + pending) at the end of the last turn.
+    undecided: u64,
+}
+
+impl Gateway {
+    /// No client known yet.
+    pub(super) fn new(shard: u16, shard_count: u16, transport: Rc<ShardTransport>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            shard,
+            shard_count,
+            transport,
+            metrics,
+            client_submits: HashMap::new(),
+            own: HashMap::new(),
+            own_keys: HashMap::new(),
+            own_keys_order: VecDeque::new(),
+            adopted_own: HashSet::new(),
+            submit_keys: HashMap::new(),
+            pending_status: HashMap::new(),
+            undecided: 0,
+        }
+    }
+
+    /// The core's load at the end of a turn (admission control reads it).
+    pub(super) fn set_undecided(&mut self, undecided: u64) {
+        self.undecided = undecided;
+    }
+
+    /// Handles one client frame: a submission becomes an `Event::Submit` in `events` (answered
+    /// once created or refused); everything else is answered here or across the mesh.
+    pub(super) fn request(
+        &mut self,
+        core: &Core<MlDsaSigner>,
+        mesh: Option<&ShardMesh>,
+        tags: &mut Tags,
+        frame: ClientFrame,
+        events: &mut Vec<Event>,
+    ) {
+        let ClientFrame { client, bytes, reply } = frame;
+        let error = |tag: u64, code: ClientErrorCode, message: String| ClientReply::Error { tag, code, message };
+        let answer = match decode(&bytes) {
+            Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, payload, conflict_keys })) => {
+                let tag = tag.to_native();
+                let keys: Vec<ConflictKey> = conflict_keys.iter().map(ConflictKey::from).collect();
+                let spent = keys
+                    .iter()
+                    .find(|k| self.own_keys.contains_key(*k) || self.submit_keys.values().any(|ks| ks.contains(*k)) || core.preference(k).is_some())
+                    .copied();
+                let undecided = self.undecided;
+                if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX || undecided >= ADMIT_UNDECIDED_MAX {
+                    self.metrics.invalid.get_or_create(&KindLabel { kind: "client_overloaded".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {} own submissions in flight; retry later", self.own.len())))
+                } else if let Some(k) = spent {
+                    // An honest node never signs a vertex conflicting with one it already knows:
+                    // that would make it an equivocator. The double spend is refused here; one
+                    // submitted concurrently elsewhere is decided by consensus (4.5).
+                    self.metrics.invalid.get_or_create(&KindLabel { kind: "client_double_spend".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Conflict, format!("conflict key {k} is already spent by a known vertex")))
+                } else {
+                    let internal = tags.take();
+                    self.client_submits.insert(internal, (reply, client, tag));
+                    self.submit_keys.insert(internal, keys);
+                    self.metrics.submitted.inc();
+                    events.push(Event::Submit {
+                        payload: payload.as_slice().to_vec(),
+                        conflict_keys: conflict_keys.iter().map(Into::into).collect(),
+                        client_tag: internal,
+                        timestamp_ms: wall_ms(),
+                    });
+                    return;
+                }
+            }
+            Ok(FrameRef::ClientRequest(ArchivedClientRequest::Status { tag, ids })) => {
+                let ids: Vec<VertexId> = ids.iter().map(Into::into).collect();
+                let count = u32::from(self.shard_count);
+                let mut statuses = Vec::with_capacity(ids.len());
+                let mut remote: HashMap<usize, (Vec<usize>, Vec<VertexId>)> = HashMap::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let owner = pqdag_core::shard_of_vertex(id, count) as usize;
+                    if owner == usize::from(self.shard) || mesh.is_none() {
+                        statuses.push(local_status(core, self.shard, id));
+                    } else {
+                        statuses.push(ClientStatus::Unknown);
+                        let e = remote.entry(owner).or_default();
+                        e.0.push(i);
+                        e.1.push(*id);
+                    }
+                }
+                if remote.is_empty() {
+                    Some(ClientReply::Statuses { tag: tag.to_native(), statuses })
+                } else {
+                    let req = tags.bump();
+                    let mut slots = HashMap::new();
+                    for (shard, (positions, shard_ids)) in remote {
+                        slots.insert(shard, positions);
+                        if let Some(m) = mesh {
+                            m.send(shard, MeshMsg::StatusQuery { req, ids: shard_ids });
+                        }
+                    }
+                    self.pending_status.insert(req, PendingStatus { reply, tag: tag.to_native(), statuses, slots });
+                    return;
+                }
+            }
+            Ok(FrameRef::ClientRequest(ArchivedClientRequest::Subscribe)) => Some(ClientReply::Events { events: vec![] }),
+            Ok(other) => Some(error(0, ClientErrorCode::Malformed, format!("unexpected {} frame", other.kind().name()))),
+            Err(e) => {
+                self.metrics.invalid.get_or_create(&KindLabel { kind: "client_malformed".into() }).inc();
+                Some(error(0, ClientErrorCode::Malformed, e.to_string()))
+            }
+        };
+        if let Some(a) = answer {
+            if let Ok(b) = encode(&a) {
+                let _ = reply.send(b);
+            }
+        }
+    }
+
+    /// The core refused submission `client_tag`: it is answered, never left hanging.
+    pub(super) fn refused(&mut self, client_tag: u64, err: &ConsensusError) {
+        self.submit_keys.remove(&client_tag);
+        if let Some((reply, _, tag)) = self.client_submits.remove(&client_tag) {
+            let code = match err {
+                ConsensusError::Dag(_) => ClientErrorCode::Conflict,
+                ConsensusError::Capacity(_) => ClientErrorCode::Overloaded,
+                _ => ClientErrorCode::Internal,
+            };
+            if let Ok(b) = encode(&ClientReply::Error { tag, code, message: err.to_string() }) {
+                let _ = reply.send(b);
+            }
+        }
+    }
+
+    /// A submission became vertex `id` (on this shard, or adopted by this shard).
+    pub(super) fn created(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId) {
+        if self.shard != 0 {
+            self.adopted_own.insert(id);
+            if let Some(m) = mesh {
+                m.send(0, MeshMsg::Created { client_tag, id });
+            }
+            return;
+        }
+        self.remember_own_keys(client_tag, id);
+        if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
+            self.own.insert(id, OwnSubmission { client, created: Instant::now() });
+            if let Ok(b) = encode(&ClientReply::Submitted { tag, id }) {
+                let _ = reply.send(b);
+            }
+        }
+    }
+
+    fn remember_own_keys(&mut self, client_tag: u64, id: VertexId) {
+        for k in self.submit_keys.remove(&client_tag).unwrap_or_default() {
+            if self.own_keys.insert(k, id).is_none() {
+                self.own_keys_order.push_back(k);
+            }
+        }
+        while self.own_keys_order.len() > OWN_KEYS_MAX {
+            if let Some(k) = self.own_keys_order.pop_front() {
+                self.own_keys.remove(&k);
+            }
+        }
+    }
+
+    /// Vertex `id` was decided here: its client hears of it (here, or through shard 0).
+    pub(super) fn decided(&mut self, mesh: Option<&ShardMesh>, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
+        if let Some(own) = self.own.remove(&id) {
+            let latency_us = own.created.elapsed().as_micros() as u64;
+            client_events.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
+        } else {
+            self.tell_client_shard(mesh, id, status);
+        }
+    }
+
+    /// An own vertex decided on a shard other than 0: shard 0 holds the client connection.
+    fn tell_client_shard(&mut self, mesh: Option<&ShardMesh>, id: VertexId, status: ClientStatus) {
+        if !self.adopted_own.remove(&id) {
+            return;
+        }
+        if let Some(mesh) = mesh {
+            mesh.send(0, MeshMsg::Decided { id, status });
+        }
+    }
+
+    /// A message from another shard of this node: core traffic goes to `events`, the rest is
+    /// client bookkeeping.
+    pub(super) fn on_mesh(&mut self, core: &Core<MlDsaSigner>, mesh: Option<&ShardMesh>, m: MeshMsg, events: &mut Vec<Event>, decided: &mut ClientEvents) {
+        match m {
+            MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
+            MeshMsg::Created { client_tag, id } => self.created(mesh, client_tag, id),
+            MeshMsg::Decided { id, status } => {
+                if let Some(own) = self.own.remove(&id) {
+                    let latency_us = own.created.elapsed().as_micros() as u64;
+                    decided.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
+                }
+            }
+            MeshMsg::StatusQuery { req, ids } => {
+                let statuses = ids.iter().map(|id| local_status(core, self.shard, id)).collect();
+                if let Some(mesh) = mesh {
+                    mesh.send(0, MeshMsg::StatusReply { req, shard: usize::from(self.shard), statuses });
+                }
+            }
+            MeshMsg::StatusReply { req, shard, statuses } => {
+                let Some(p) = self.pending_status.get_mut(&req) else { return };
+                if let Some(slots) = p.slots.remove(&shard) {
+                    for (slot, st) in slots.into_iter().zip(statuses) {
+                        p.statuses[slot] = st;
+                    }
+                }
+                if p.slots.is_empty() {
+                    if let Some(p) = self.pending_status.remove(&req) {
+                        if let Ok(b) = encode(&ClientReply::Statuses { tag: p.tag, statuses: p.statuses }) {
+                            let _ = p.reply.send(b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends each client its finality events, a frame's worth at a time.
+    pub(super) fn send_client_events(&self, client_events: ClientEvents) {
+        for (client, events) in client_events {
+            for chunk in events.chunks(pqdag_wire::CLIENT_EVENTS_MAX) {
+                if let Ok(b) = encode(&ClientReply::Events { events: chunk.to_vec() }) {
+                    let _ = self.transport.send_client_event(client, b);
+                }
+            }
+        }
+    }
+}
+
+/// How this shard's core knows vertex `id`, as a client sees it.
+fn local_status(core: &Core<MlDsaSigner>, shard: u16, id: &VertexId) -> ClientStatus {
+    match core.vertex_status(id) {
+        None => ClientStatus::Unknown,
+        Some(VertexStatus::Processing) => ClientStatus::Processing,
+        Some(VertexStatus::Rejected) => ClientStatus::Rejected,
+        Some(VertexStatus::Final) => ClientStatus::Final { shard, position: 0 },
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,338 @@
+//! One shard: a pinned glommio executor owning a consensus core, a QUIC endpoint and a RocksDB
+//! store outright. This module owns the [`Shard`] (one field per stage) and its turn loop; the
+//! turn is a one-way pipeline:
+//!
+//! 1. [`ingress`] decodes every frame of the turn and checks identities, routing what is not
+//!    consensus traffic to the [`gateway`] (clients), the [`sync_server`] (fetch and history
+//!    sync requests), the [`sync_client`] (history-sync replies) and the [`guard`] (refusals);
+//! 2. [`verify`] checks every signature of the turn as one batch;
+//! 3. [`step`] feeds the verified events to the core and drains its actions;
+//! 4. [`persist`] makes the turn's persists durable in one write batch;
+//! 5. [`effects`] releases the sends (through the [`tamper`] decorator in a Byzantine test mode).
+//!
+//! Then [`telemetry`] publishes the state. [`restore`] rebuilds the core at start, [`dialer`]
+//! keeps connections up, [`outbound`] owns the requests this shard made.
+
+mod dialer;
+mod effects;
+mod gateway;
+mod guard;
+mod ingress;
+mod outbound;
+mod persist;
+mod restore;
+mod roster;
+mod setup;
+mod signer;
+mod step;
+mod sync_client;
+mod sync_server;
+mod tamper;
+mod telemetry;
+mod verify;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pqdag_core::{Config as CoreConfig, Core, Misbehaviour};
+use pqdag_storage::RocksStore;
+use pqdag_transport::{Incoming, PeerConfig, ShardTransport, TransportConfig};
+use pqdag_wire::NodeId;
+use tracing::info;
+
+use super::mailbox::Mailbox;
+use super::mesh::{MeshMsg, MeshSetup, ShardMesh};
+use effects::{Effects, Stages};
+use gateway::{ClientEvents, Gateway};
+use guard::Guard;
+use ingress::{Decoded, Unverified};
+use outbound::{Outbound, Reply};
+use persist::Persist;
+use roster::Roster;
+use step::Step;
+use sync_client::SyncClient;
+use tamper::Tamper;
+use telemetry::Telemetry;
+use verify::{Verdict, Verify};
+
+pub use gateway::{ADMIT_UNDECIDED_MAX, CLIENT_INFLIGHT_MAX, OWN_KEYS_MAX};
+pub use guard::{proven_misbehaviour, BAN_COOL_OFF};
+pub use outbound::PENDING_REPLIES_MAX;
+pub use setup::{ShardError, ShardSetup};
+pub use signer::MlDsaSigner;
+
+/// Most incoming items handled per loop turn (bounds a turn's latency).
+pub const TURN_INCOMING_MAX: usize = 1024;
+/// Longest sleep of an idle loop (how fast a stop request is seen).
+const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
+
+/// The shard's time base: microseconds since the shard opened (the core's `now`).
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+/// The one counter behind every tag this shard makes up (internal submission tags, request
+/// ids, status-query ids, flood seeds): one sequence, so no two collide.
+struct Tags {
+    next: u64,
+}
+
+impl Tags {
+    /// The current tag; the counter moves on.
+    fn take(&mut self) -> u64 {
+        let t = self.next;
+        self.next += 1;
+        t
+    }
+
+    /// Moves the counter on and returns the new tag.
+    fn bump(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+}
+
+/// One shard: the stages of its turn, each owning its own state.
+struct Shard {
+    shard: u16,
+    stop: Arc<AtomicBool>,
+    turn_interval_min_us: u64,
+    clock: Clock,
+    roster: Rc<Roster>,
+    transport: Rc<ShardTransport>,
+    core: Core<MlDsaSigner>,
+    tags: Tags,
+    /// This shard's end of the node's shard mesh (S > 1).
+    mesh: Option<ShardMesh>,
+    /// Messages from other shards.
+    cross: Mailbox<MeshMsg>,
+    outbound: Outbound,
+    verify: Verify,
+    step: Step,
+    persist: Persist,
+    effects: Effects,
+    gateway: Gateway,
+    sync: SyncClient,
+    guard: Guard,
+    telemetry: Telemetry,
+}
+
+/// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
+pub async fn run_shard(setup: ShardSetup) -> Result<(), ShardError> {
+    let (mut shard, mesh) = Shard::open(setup)?;
+    if let Some(m) = mesh {
+        shard.mesh = Some(ShardMesh::join(m, shard.shard, shard.cross.clone()).await.map_err(ShardError::Mesh)?);
+    }
+    shard.run().await;
+    Ok(())
+}
+
+impl Shard {
+    /// Opens the endpoint and the store and restores the core; returns the mesh still to join.
+    fn open(setup: ShardSetup) -> Result<(Self, Option<MeshSetup>), ShardError> {
+        let node_ids: Vec<NodeId> = setup.members.iter().map(|(_, pk, _)| NodeId(pk.node_id())).collect();
+        let keys: HashMap<_, _> = node_ids.iter().copied().zip(setup.members.iter().map(|(_, pk, _)| pk.clone())).collect();
+        let names = setup.members.iter().map(|(name, _, _)| name.clone()).collect();
+        let roster = Rc::new(Roster::new(setup.me, node_ids.clone(), names));
+        let peers = setup.members.iter().map(|(_, pk, addr)| PeerConfig { public_key: pk.clone(), addr: *addr }).collect();
+        let mut tcfg = TransportConfig::new(setup.keypair.clone(), peers, setup.shard, setup.bind);
+        tcfg.client_bind = setup.client_bind;
+        let transport = Rc::new(ShardTransport::new(tcfg)?);
+
+        let store = RocksStore::open(&setup.store_dir, setup.sync)?;
+        let core_cfg = CoreConfig {
+            me: node_ids[setup.me],
+            nodes: node_ids,
+            params: setup.params.clone(),
+            seed: setup.seed,
+            shard: u32::from(setup.shard),
+            shard_count: u32::from(setup.shard_count),
+        };
+        let mut core = Core::new(core_cfg, MlDsaSigner(setup.keypair.clone()))?;
+        let start = Instant::now();
+        let clock = Clock { start };
+        core.restore_remote_facts(setup.remote_facts.iter().copied());
+        restore::restore(&mut core, &store, setup.shard)?;
+        let metrics = setup.metrics;
+        let query_timeout_us = setup.params.query_timeout_us;
+        let tamper = setup.byzantine.map(|mode| Tamper::new(mode, setup.keypair.clone(), roster.clone(), start));
+        let shard = Shard {
+            shard: setup.shard,
+            stop: setup.stop.clone(),
+            turn_interval_min_us: setup.turn_interval_min_us,
+            clock,
+            core,
+            tags: Tags { next: 1 },
+            mesh: None,
+            cross: Mailbox::new(),
+            outbound: Outbound::new(transport.clone(), metrics.clone()),
+            verify: Verify::new(keys, metrics.clone()),
+            step: Step::new(metrics.clone(), clock),
+            persist: Persist::new(store, metrics.clone(), setup.stop),
+            effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
+            gateway: Gateway::new(setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
+            sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
+            guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
+            telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
+            roster,
+            transport,
+        };
+        Ok((shard, setup.mesh))
+    }
+
+    async fn run(&mut self) {
+        self.telemetry.set_running(true);
+        self.publish();
+        dialer::spawn_dialer(self.transport.clone(), self.roster.me, self.roster.len(), self.stop.clone());
+        // Turn pacing: a turn starts at most every `turn_interval_min_us`, so one store batch
+        // (fsync) and one wake-up serve more messages; see `NodeConfig::turn_interval_min_us`.
+        let turn_min = Duration::from_micros(self.turn_interval_min_us);
+        let mut last_turn = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let since = last_turn.elapsed();
+            if since < turn_min {
+                glommio::timer::Timer::new(turn_min - since).await;
+            }
+            self.sync.maybe_sync(&self.roster, &self.guard, &mut self.tags, &mut self.outbound);
+            let mut incoming = Vec::new();
+            while incoming.len() < TURN_INCOMING_MAX {
+                match self.transport.try_recv() {
+                    Some(i) => incoming.push(i),
+                    None => break,
+                }
+            }
+            let mut replies = Vec::new();
+            while let Some(r) = self.outbound.mailbox().pop() {
+                replies.push(r);
+            }
+            let mut cross = Vec::new();
+            while let Some(m) = self.cross.pop() {
+                cross.push(m);
+            }
+            let now = self.clock.now();
+            let due = self.core.poll_timeout().is_some_and(|t| t <= now);
+            if incoming.is_empty() && replies.is_empty() && cross.is_empty() && !due {
+                let wait = self
+                    .core
+                    .poll_timeout()
+                    .map(|t| Duration::from_micros(t.saturating_sub(now)))
+                    .unwrap_or(IDLE_WAIT_MAX)
+                    .min(IDLE_WAIT_MAX);
+                let transport = self.transport.clone();
+                let woke = futures_lite::future::or(
+                    async { Some(transport.recv().await) },
+                    futures_lite::future::or(
+                        async {
+                            futures_lite::future::or(self.outbound.mailbox().ready(), self.cross.ready()).await;
+                            None
+                        },
+                        async {
+                            glommio::timer::Timer::new(wait).await;
+                            None
+                        },
+                    ),
+                )
+                .await;
+                if let Some(i) = woke {
+                    incoming.push(i);
+                } else {
+                    continue;
+                }
+            }
+            last_turn = Instant::now();
+            self.turn(incoming, replies, cross).await;
+        }
+        info!(shard = self.shard, "shard stopping: closing connections");
+        self.transport.shutdown();
+        if let Some(m) = &self.mesh {
+            m.close();
+        }
+        self.telemetry.set_running(false);
+    }
+
+    /// One turn: decode, verify, step, persist, effects, publish.
+    async fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>, cross: Vec<MeshMsg>) {
+        self.effects.before_turn(&mut self.tags);
+        let mut unverified = Vec::new();
+        let mut events = Vec::new();
+        for inc in incoming {
+            if let Some(d) = ingress::decode_incoming(&self.roster.node_ids, inc) {
+                self.route(d, &mut unverified, &mut events);
+            }
+        }
+        for r in replies {
+            self.outbound.settle(&r);
+            if let Some(d) = ingress::decode_reply(&self.roster.node_ids, r) {
+                self.route(d, &mut unverified, &mut events);
+            }
+        }
+        for verdict in self.verify.verify(unverified) {
+            match verdict {
+                Verdict::Passed(item) => self.step.admit(item, &mut events),
+                Verdict::Failed { from, why } => self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::InvalidSignature),
+            }
+        }
+        let mut decided = ClientEvents::new();
+        for m in cross {
+            self.gateway.on_mesh(&self.core, self.mesh.as_ref(), m, &mut events, &mut decided);
+        }
+        self.gateway.send_client_events(decided);
+        let actions = self.step.feed(&mut self.core, events, &mut self.gateway);
+        if !actions.is_empty() {
+            // Durability first: every persist of the turn in one atomic batch, before any send.
+            if let Some(positions) = self.persist.commit(&actions).await {
+                let stages = Stages {
+                    gateway: &mut self.gateway,
+                    guard: &mut self.guard,
+                    responders: self.step.responders(),
+                    outbound: &mut self.outbound,
+                    mesh: self.mesh.as_ref(),
+                };
+                self.effects.apply(actions, &positions, stages);
+            }
+        }
+        self.publish();
+    }
+
+    /// Sends one decoded item where it goes, at once (so the turn keeps its order).
+    fn route(&mut self, d: Decoded, unverified: &mut Vec<Unverified>, events: &mut Vec<pqdag_core::Event>) {
+        match d {
+            Decoded::Unverified(u) => unverified.push(u),
+            Decoded::Event(e) => events.push(e),
+            Decoded::Fetch { request_id, ids, reply } => sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply),
+            Decoded::SyncRequest { request_id, from_position, max, reply } => sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply),
+            Decoded::Client(frame) => self.gateway.request(&self.core, self.mesh.as_ref(), &mut self.tags, frame, events),
+            Decoded::SyncReply { peer, result } => {
+                if let Some((from, why)) = self.sync.on_reply(&self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
+                    self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::Malformed);
+                }
+            }
+            Decoded::Invalid { from, why } => self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::Malformed),
+        }
+    }
+
+    /// Publishes the core's state every turn; once a second also the stats tick, in which the
+    /// guard reports reachability to the core and re-bans repeat offenders.
+    fn publish(&mut self) {
+        let s = self.core.status();
+        self.gateway.set_undecided(s.processing + s.pending);
+        self.telemetry.publish_status(&s, &self.core);
+        if self.telemetry.stats_due() {
+            self.telemetry.publish_records(self.persist.store(), &self.core);
+            let connected = self.guard.report_reachability(&mut self.core);
+            self.telemetry.publish_connected(connected);
+            self.guard.reban_repeat_offenders(&self.core);
+            self.telemetry.publish_peers(connected, &self.core);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! History sync, the asking side (catch-up after a long outage or a lost disk): walks each
+//! connected peer's finality log of this shard from where it left it, and fetches by id what the
+//! core does not have. Frontier announcements only reach vertices near the tips; this reaches
+//! all of history. Owns the per-peer cursors and the one request in flight; reads the core,
+//! sends through [`Outbound`], and hands refusals back to the caller (for the guard).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pqdag_core::Core;
+use pqdag_transport::{PeerId, TransportError};
+use pqdag_wire::{decode, encode, FrameRef, NodeId, VertexId, VertexRequest};
+
+use super::super::metrics::{KindLabel, Metrics};
+use super::guard::Guard;
+use super::ingress::wire_reason;
+use super::outbound::Outbound;
+use super::roster::Roster;
+use super::signer::MlDsaSigner;
+use super::Tags;
+
+/// Pause between history-sync requests once caught up with a peer.
+const SYNC_IDLE: Duration = Duration::from_secs(2);
+/// Ids asked per history-sync request.
+const SYNC_BATCH: u32 = 1024;
+
+/// The history-sync walk.
+pub(super) struct SyncClient {
+    /// Next finality position to ask each peer for.
+    cursor: Vec<u64>,
+    in_flight: bool,
+    next_at: Instant,
+    /// The peer asked last (round robin).
+    rr: usize,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl SyncClient {
+    /// Every cursor at position 1; the first request may go at `start`.
+    pub(super) fn new(members: usize, start: Instant, query_timeout_us: u64, metrics: Arc<Metrics>) -> Self {
+        let timeout = Duration::from_micros(query_timeout_us.max(1_000_000) * 2);
+        Self { cursor: vec![1; members], in_flight: false, next_at: start, rr: 0, timeout, metrics }
+    }
+
+    /// Asks the next connected peer for its next stretch of finals, unless a request is in
+    /// flight or it is not time yet.
+    pub(super) fn maybe_sync(&mut self, roster: &Roster, guard: &Guard, tags: &mut Tags, outbound: &mut Outbound) {
+        if self.in_flight || Instant::now() < self.next_at {
+            return;
+        }
+        let n = roster.len();
+        let Some(peer) = (1..=n).map(|k| (self.rr + k) % n).find(|i| *i != roster.me && guard.peer_up(*i) == Some(true)) else {
+            self.next_at = Instant::now() + SYNC_IDLE;
+            return;
+        };
+        self.rr = peer;
+        let req = pqdag_wire::SyncRequest { request_id: tags.bump(), from_position: self.cursor[peer], max: SYNC_BATCH };
+        let Ok(bytes) = encode(&req) else { return };
+        self.in_flight = true;
+        outbound.sync(PeerId(peer), bytes, self.timeout);
+    }
+
+    /// Moves `peer`'s cursor and fetches the ids the core lacks. Returns the peer to charge
+    /// and why, when the reply is malformed.
+    pub(super) fn on_reply(
+        &mut self,
+        core: &Core<MlDsaSigner>,
+        roster: &Roster,
+        tags: &mut Tags,
+        outbound: &mut Outbound,
+        peer: PeerId,
+        result: Result<Vec<u8>, TransportError>,
+    ) -> Option<(NodeId, &'static str)> {
+        self.in_flight = false;
+        self.next_at = Instant::now() + SYNC_IDLE;
+        let Ok(bytes) = result else { return None };
+        let from = roster.node_ids[peer.0];
+        let reply = match decode(&bytes) {
+            Ok(FrameRef::SyncReply(r)) => r,
+            Ok(_) => return Some((from, "sync_reply_kind")),
+            Err(e) => return Some((from, wire_reason(&e))),
+        };
+        let next = reply.next_position.to_native();
+        if next < self.cursor[peer.0] {
+            return None; // stale or rewound reply: ignore
+        }
+        self.cursor[peer.0] = next;
+        if reply.ids.len() as u32 >= SYNC_BATCH {
+            self.next_at = Instant::now(); // more to walk: go on at once
+        }
+        let missing: Vec<VertexId> = reply.ids.iter().map(VertexId::from).filter(|id| !core.contains(id)).collect();
+        if !missing.is_empty() {
+            self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_missing_fetched".into() }).inc_by(missing.len() as u64);
+        }
+        for chunk in missing.chunks(pqdag_wire::limits::REPLY_VERTICES_MAX) {
+            let Ok(bytes) = encode(&VertexRequest { request_id: tags.bump(), ids: chunk.to_vec() }) else { continue };
+            outbound.fetch(peer, bytes, self.timeout);
+        }
+        None
+    }
+}

@@ -1,0 +1,109 @@
+//! Telemetry: publishes the shard's state to its `/status` slot and (shard 0, or per shard where
+//! labelled) to Prometheus. Owns only the stats-tick clock; reads the core, the store and the
+//! transport, and never changes consensus state (reachability reports and re-bans on the stats
+//! tick belong to the guard, which the turn loop calls between these reads).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pqdag_core::{Core, CoreStatus};
+use pqdag_storage::RocksStore;
+use pqdag_transport::ShardTransport;
+
+use super::super::metrics::{Metrics, PeerLabel, ShardKindLabel, ShardStatus};
+use super::roster::Roster;
+use super::signer::MlDsaSigner;
+
+/// The shard's published state.
+pub(super) struct Telemetry {
+    status: Arc<ShardStatus>,
+    metrics: Arc<Metrics>,
+    shard: u16,
+    roster: Rc<Roster>,
+    transport: Rc<ShardTransport>,
+    last_stats: Instant,
+}
+
+impl Telemetry {
+    /// Publishes into `status` and `metrics`; the first stats tick is due a second after `start`.
+    pub(super) fn new(status: Arc<ShardStatus>, metrics: Arc<Metrics>, shard: u16, roster: Rc<Roster>, transport: Rc<ShardTransport>, start: Instant) -> Self {
+        Self { status, metrics, shard, roster, transport, last_stats: start }
+    }
+
+    /// Whether the shard's loop runs (`/health`).
+    pub(super) fn set_running(&self, running: bool) {
+        self.status.running.store(running, Ordering::Relaxed);
+    }
+
+    /// The core's counters and digest, every turn.
+    pub(super) fn publish_status(&self, s: &CoreStatus, core: &Core<MlDsaSigner>) {
+        let st = &self.status;
+        st.finalized.store(s.finalized, Ordering::Relaxed);
+        st.rejected.store(s.rejected, Ordering::Relaxed);
+        st.processing.store(s.processing, Ordering::Relaxed);
+        st.partition_suspected.store(s.partition_suspected, Ordering::Relaxed);
+        if let Ok(mut d) = st.digest.lock() {
+            *d = s.finalized_digest;
+        }
+        if self.shard == 0 {
+            self.metrics.processing.set(s.processing as i64);
+            self.metrics.partition_suspected.set(i64::from(s.partition_suspected));
+            self.metrics.poll_window.set(core.poll_window() as i64);
+        }
+    }
+
+    /// Whether a stats tick (once a second) is due; starts it when it is.
+    pub(super) fn stats_due(&mut self) -> bool {
+        if self.last_stats.elapsed() >= Duration::from_secs(1) {
+            self.last_stats = Instant::now();
+            return true;
+        }
+        false
+    }
+
+    /// Stats tick: the store's memory and the core's record counts.
+    pub(super) fn publish_records(&self, store: Option<&RocksStore>, core: &Core<MlDsaSigner>) {
+        let shard = self.shard.to_string();
+        let label = |kind: &str| ShardKindLabel { shard: shard.clone(), kind: kind.into() };
+        if let Some(store) = store {
+            let mem = store.memory();
+            for (kind, v) in [("memtables", mem.memtables), ("table_readers", mem.table_readers), ("block_cache", mem.block_cache)] {
+                self.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
+            }
+        }
+        let (vertices, sets, forgotten, keys) = core.record_counts();
+        for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys)] {
+            self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
+        }
+    }
+
+    /// Stats tick: how many peers are connected.
+    pub(super) fn publish_connected(&self, connected: usize) {
+        self.status.peers_connected.store(connected as u64, Ordering::Relaxed);
+    }
+
+    /// Stats tick: bans, and (shard 0) per-peer traffic and scores.
+    pub(super) fn publish_peers(&self, connected: usize, core: &Core<MlDsaSigner>) {
+        let banned = self.transport.banned_count();
+        self.status.peers_banned.store(banned as u64, Ordering::Relaxed);
+        if self.shard == 0 {
+            self.metrics.peers_connected.set(connected as i64);
+            self.metrics.peers_banned.set(banned as i64);
+            let stats = self.transport.stats();
+            for (i, p) in stats.peers.iter().enumerate() {
+                let Some(name) = self.roster.name(i) else { continue };
+                let label = PeerLabel { peer: name.to_owned() };
+                self.metrics.peer_bytes_in.get_or_create(&label).set(p.bytes_in as i64);
+                self.metrics.peer_bytes_out.get_or_create(&label).set(p.bytes_out as i64);
+            }
+            for (node, score) in core.peer_scores() {
+                if let Some(i) = self.roster.index_of(&node) {
+                    let label = PeerLabel { peer: self.roster.name(i).unwrap_or_default().to_owned() };
+                    self.metrics.peer_score_milli.get_or_create(&label).set((score.score * 1000.0) as i64);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The adversary: what Byzantine nodes send. The Byzantine nodes (the last ones) still run the
+//! real core; a strategy ([`Behaviour`]) sees what its node received and decides what goes out
+//! instead of (or besides) what the honest core would send. The Byzantine nodes collude: one
+//! [`Adversary`] drives them all, with one PRNG stream (the "faults" stream of the seed).
+//!
+//! Owns the coalition's strategy and PRNG. Calls nothing but the node's signer and core (read
+//! only, through [`NodeView`]); the facade sends what it decides.
+
+use std::sync::Arc;
+
+use pqdag_core::{ConflictKey, Core, Domain, Misbehaviour, NodeId, Signer, VertexId};
+use pqdag_wire::{Response, Vertex};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::network::Msg;
+use crate::shell::MacSigner;
+
+/// What Byzantine nodes do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Strategy {
+    /// Answer every query with inverted votes (validly signed).
+    FlipVotes,
+    /// Issue pairs of conflicting vertices to the two halves of the peers.
+    Equivocate,
+    /// Never answer queries.
+    Withhold,
+    /// Answer with bad signatures.
+    InvalidSignatures,
+    /// Answer with undecodable frames.
+    Malformed,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "flip-votes" => Strategy::FlipVotes,
+            "equivocate" => Strategy::Equivocate,
+            "withhold" => Strategy::Withhold,
+            "invalid-signatures" => Strategy::InvalidSignatures,
+            "malformed" => Strategy::Malformed,
+            _ => return Err(format!("unknown strategy {s}")),
+        })
+    }
+}
+
+/// A Byzantine node as a strategy sees it.
+pub(crate) struct NodeView<'a> {
+    /// Its index.
+    pub(crate) index: usize,
+    /// Its id.
+    pub(crate) id: NodeId,
+    /// Its key (a Byzantine node signs what it likes).
+    pub(crate) signer: &'a MacSigner,
+    /// Its shard-0 core (read only).
+    pub(crate) core: &'a Core<MacSigner>,
+}
+
+/// A message a strategy sends to node `to`.
+pub(crate) struct Outgoing {
+    /// Recipient index.
+    pub(crate) to: usize,
+    /// The message.
+    pub(crate) msg: Msg,
+}
+
+/// What a strategy does on one of its own ticks.
+#[derive(Default)]
+pub(crate) struct Tick {
+    /// Vertices it created (the checker times them).
+    pub(crate) created: Vec<VertexId>,
+    /// What it sends, in order.
+    pub(crate) sends: Vec<Outgoing>,
+}
+
+/// Everything a strategy may use when it decides.
+pub(crate) struct Ctx<'a> {
+    /// Virtual time, us.
+    pub(crate) now: u64,
+    /// Nodes in the run.
+    pub(crate) nodes: usize,
+    /// The node it acts for.
+    pub(crate) me: NodeView<'a>,
+    /// The coalition's PRNG stream.
+    pub(crate) rng: &'a mut ChaCha8Rng,
+}
+
+/// A Byzantine strategy: sees what its node received, decides what it sends.
+pub(crate) trait Behaviour {
+    /// Its node received `msg` from `from` (the core gets it too). Default: ignore.
+    fn received(&mut self, _node: usize, _from: usize, _msg: &Msg) {}
+    /// Its node's core answers a query with `response` to `to`: what goes out instead.
+    /// Default: the honest response.
+    fn respond(&mut self, _ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
+        vec![Outgoing { to, msg: Msg::Response(response) }]
+    }
+    /// When node `node` first ticks (virtual us); `None`: never.
+    fn first_tick_us(&self, _node: usize) -> Option<u64> {
+        None
+    }
+    /// Period of its ticks while the workload runs, us.
+    fn tick_period_us(&self) -> u64 {
+        200_000
+    }
+    /// One of its node's own ticks: what it creates and sends on its own initiative.
+    fn tick(&mut self, _ctx: Ctx<'_>) -> Tick {
+        Tick::default()
+    }
+}
+
+/// Inverts every vote and signs the result validly.
+struct FlipVotes;
+
+impl Behaviour for FlipVotes {
+    fn respond(&mut self, ctx: Ctx<'_>, to: usize, mut response: Response) -> Vec<Outgoing> {
+        for b in response.votes.iter_mut() {
+            *b = match *b {
+                0 => 1,
+                1 => 0,
+                x => x,
+            };
+        }
+        response.signature = ctx.me.signer.sign(Domain::Response, &response.signed_bytes());
+        vec![Outgoing { to, msg: Msg::Response(response) }]
+    }
+}
+
+/// Never answers.
+struct Withhold;
+
+impl Behaviour for Withhold {
+    fn respond(&mut self, _ctx: Ctx<'_>, _to: usize, _response: Response) -> Vec<Outgoing> {
+        Vec::new()
+    }
+}
+
+/// Answers with a frame the receiver's shell refuses as `.0`.
+struct Garbage(Misbehaviour);
+
+impl Behaviour for Garbage {
+    fn respond(&mut self, _ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
+        vec![Outgoing { to, msg: Msg::Garbage(self.0, response.query_id) }]
+    }
+}
+
+/// Answers honestly, but every tick issues two conflicting vertices, one to each half.
+struct Equivocate;
+
+impl Behaviour for Equivocate {
+    fn first_tick_us(&self, node: usize) -> Option<u64> {
+        Some(50_000 + node as u64)
+    }
+
+    fn tick(&mut self, ctx: Ctx<'_>) -> Tick {
+        let mut k = [0u8; 32];
+        ctx.rng.fill(&mut k);
+        let key = ConflictKey(k);
+        let g = ctx.me.core.genesis_id();
+        let me = ctx.me.id;
+        let now = ctx.now;
+        let mk = |tag: u8, signer: &MacSigner| {
+            let mut v = Vertex::new_unsigned(vec![g], vec![tag; 16], vec![key], now / 1000, me);
+            v.signature = signer.sign(Domain::Vertex, v.signed_bytes());
+            Arc::new(v)
+        };
+        let a = mk(1, ctx.me.signer);
+        let b = mk(2, ctx.me.signer);
+        let n = ctx.nodes;
+        let node = ctx.me.index;
+        let sends = (0..n).filter(|&to| to != node).map(|to| Outgoing { to, msg: Msg::Vertex(if to < n / 2 { a.clone() } else { b.clone() }) }).collect();
+        Tick { created: vec![a.id, b.id], sends }
+    }
+}
+
+/// The Byzantine coalition of a run.
+pub(crate) struct Adversary {
+    rng: ChaCha8Rng,
+    behaviour: Box<dyn Behaviour>,
+}
+
+impl Adversary {
+    /// The coalition playing `strategy`, its PRNG stream from `seed`.
+    pub(crate) fn new(seed: u64, strategy: Strategy) -> Self {
+        let behaviour: Box<dyn Behaviour> = match strategy {
+            Strategy::FlipVotes => Box::new(FlipVotes),
+            Strategy::Equivocate => Box::new(Equivocate),
+            Strategy::Withhold => Box::new(Withhold),
+            Strategy::InvalidSignatures => Box::new(Garbage(Misbehaviour::InvalidSignature)),
+            Strategy::Malformed => Box::new(Garbage(Misbehaviour::Malformed)),
+        };
+        Adversary { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473_0000), behaviour }
+    }
+
+    /// Byzantine node `node` received `msg` from `from`.
+    pub(crate) fn received(&mut self, node: usize, from: usize, msg: &Msg) {
+        self.behaviour.received(node, from, msg);
+    }
+
+    /// Byzantine node `me`'s core answers `to` with `response`: what it sends instead.
+    pub(crate) fn respond(&mut self, now: u64, nodes: usize, me: NodeView<'_>, to: usize, response: Response) -> Vec<Outgoing> {
+        let ctx = Ctx { now, nodes, me, rng: &mut self.rng };
+        self.behaviour.respond(ctx, to, response)
+    }
+
+    /// When Byzantine node `node` first ticks, if ever.
+    pub(crate) fn first_tick_us(&self, node: usize) -> Option<u64> {
+        self.behaviour.first_tick_us(node)
+    }
+
+    /// Period of the ticks, us.
+    pub(crate) fn tick_period_us(&self) -> u64 {
+        self.behaviour.tick_period_us()
+    }
+
+    /// A tick of Byzantine node `me`.
+    pub(crate) fn tick(&mut self, now: u64, nodes: usize, me: NodeView<'_>) -> Tick {
+        let ctx = Ctx { now, nodes, me, rng: &mut self.rng };
+        self.behaviour.tick(ctx)
+    }
+}

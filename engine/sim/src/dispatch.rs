@@ -1,0 +1,205 @@
+//! How inputs and outputs reach the module that owns them: a delivered message goes through
+//! the node's shell to its shard core(s) (`Sim::deliver`), the core's actions are charged by
+//! the cost model and carried out (`Sim::handle`, `Sim::act`): sends through the network
+//! (the adversary rewrites a Byzantine node's answers), persists to the shell's storage,
+//! decisions to the checker. Part of the [`Sim`] facade; owns no state of its own.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use pqdag_core::{Action, ConflictKey, Event, Misbehaviour, VertexId};
+use pqdag_wire::VertexRequest;
+
+use crate::adversary::NodeView;
+use crate::network::{size_of, Msg};
+use crate::shell::{shard_for_query, shard_for_query_id, shard_for_response, shard_for_vertex};
+use crate::{Ev, Sim};
+
+impl Sim {
+    /// Sends through the network: unreachable if the receiver is down or across a partition.
+    pub(crate) fn send(&mut self, from: usize, to: usize, depart: u64, msg: Msg) {
+        let reachable = self.shells[to].is_up() && !self.faults.partitioned(from, to, self.now);
+        let queue = &mut self.queue;
+        self.network.send(from, to, depart, msg, reachable, |at, msg| queue.schedule(at, Ev::Deliver { to, from, msg }));
+    }
+
+    /// A message reaches node `to`'s shell: it routes it to the shard core(s) it concerns.
+    pub(crate) fn deliver(&mut self, to: usize, from: usize, msg: Msg) {
+        if self.shells[to].is_byzantine() {
+            self.adversary.received(to, from, &msg);
+        }
+        let from_id = self.shells[from].id();
+        let shards = self.cfg.shards;
+        // Receiving costs its bytes (charged with the input's verification).
+        let v_us = self.cost.receive_us(size_of(&msg));
+        match msg {
+            Msg::Vertex(v) => {
+                let s = shard_for_vertex(&v.id, shards);
+                // The shell skips verifying duplicates (cheap id lookup first).
+                if self.shells[to].holds(s, &v.id) {
+                    return;
+                }
+                self.handle(to, s, Event::Vertex { from: from_id, vertex: v }, v_us);
+            }
+            Msg::Query(q) => {
+                let s = shard_for_query(&q, shards);
+                self.handle(to, s, Event::Query { from: from_id, query: q }, v_us);
+            }
+            Msg::Response(r) => {
+                let s = shard_for_response(&r, shards);
+                self.handle(to, s, Event::Response { from: from_id, response: r }, v_us);
+            }
+            Msg::Request(req) => {
+                for s in 0..shards {
+                    let ids: Vec<VertexId> = req.ids.iter().filter(|id| shard_for_vertex(id, shards) == s).copied().collect();
+                    if !ids.is_empty() {
+                        // Forgotten by the core but final here: the shell answers from its store.
+                        let stored = self.archive.forgotten_by(self.shells[to].core(s), &ids);
+                        self.handle(to, s, Event::VertexRequest { from: from_id, request: VertexRequest { request_id: req.request_id, ids } }, 0);
+                        if !stored.is_empty() && self.shells[to].is_up() {
+                            let at = self.now.max(self.cost.free_at(to, s as usize));
+                            self.send(to, from, at, Msg::Reply(stored));
+                        }
+                    }
+                }
+            }
+            Msg::Reply(vs) => {
+                for v in vs {
+                    let s = shard_for_vertex(&v.id, shards);
+                    if self.shells[to].holds(s, &v.id) {
+                        continue;
+                    }
+                    self.handle(to, s, Event::VertexReply { from: from_id, vertices: vec![v] }, v_us);
+                }
+            }
+            Msg::Frontier(f) => {
+                for s in 0..shards {
+                    self.handle(to, s, Event::Frontier { from: from_id, frontier: (*f).clone() }, 0);
+                }
+            }
+            Msg::Alert(accused, ev) => {
+                for s in 0..shards {
+                    self.handle(to, s, Event::Alert { from: from_id, accused, evidence: (*ev).clone() }, 2 * v_us);
+                }
+            }
+            Msg::Garbage(kind, qid) => {
+                let s = shard_for_query_id(qid, shards);
+                self.handle(to, s, Event::InvalidMessage { from: from_id, kind }, if kind == Misbehaviour::InvalidSignature { v_us } else { 1 });
+            }
+        }
+    }
+
+    /// Runs one event through a shard core, then drains its actions (and in-process shard
+    /// messages, in order). `cost_us` is the shell's verification cost of the input.
+    pub(crate) fn handle(&mut self, node: usize, shard: u32, ev: Event, cost_us: u64) -> Option<VertexId> {
+        let mut created = None;
+        let mut inbox: VecDeque<(u32, Event, u64)> = VecDeque::new();
+        inbox.push_back((shard, ev, cost_us));
+        let mut guard = 0usize;
+        while let Some((s, ev, cost)) = inbox.pop_front() {
+            guard += 1;
+            assert!(guard < 1_000_000, "shard message storm");
+            let out = self.shells[node].run(s, self.now, ev);
+            let done = self.cost.charge(node, s as usize, self.now, cost, &out);
+            for a in out {
+                match a {
+                    Action::ToShard { shard, msg } => inbox.push_back((shard, Event::FromShard(msg), 0)),
+                    Action::Created { id, .. } => {
+                        created = Some(id);
+                        self.checker.created(id, self.now);
+                    }
+                    other => self.act(node, s as usize, done, other),
+                }
+            }
+            if self.faults.has_partition() && !self.metrics.partition_seen && self.shells[node].core(s).partition_suspected() {
+                self.metrics.partition_seen = true;
+            }
+            if let Some(t) = self.shells[node].rearm_timer(s, self.now) {
+                self.queue.schedule(t, Ev::Timer { node, shard: s });
+            }
+        }
+        created
+    }
+
+    /// Carries out one action of node `node`'s shard `shard`, whose job is done at `done`.
+    fn act(&mut self, node: usize, shard: usize, done: u64, a: Action) {
+        let byz = self.shells[node].is_byzantine();
+        match a {
+            Action::SendVertex { to, vertex } => {
+                for p in to {
+                    let t = self.node_index[&p];
+                    self.send(node, t, done, Msg::Vertex(vertex.clone()));
+                }
+            }
+            Action::SendQuery { to, query } => {
+                for p in to {
+                    let t = self.node_index[&p];
+                    self.send(node, t, done, Msg::Query(query.clone()));
+                }
+            }
+            Action::SendResponse { to, response } => {
+                let t = self.node_index[&to];
+                if byz {
+                    let sh = &self.shells[node];
+                    let view = NodeView { index: node, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
+                    for o in self.adversary.respond(self.now, self.cfg.nodes, view, t, response) {
+                        self.send(node, o.to, done, o.msg);
+                    }
+                    return;
+                }
+                self.send(node, t, done, Msg::Response(response));
+            }
+            Action::RequestVertices { to, request } => {
+                let t = self.node_index[&to];
+                self.send(node, t, done, Msg::Request(request));
+            }
+            Action::SendVertices { to, reply } => {
+                let t = self.node_index[&to];
+                let vs = reply.vertices.into_iter().map(Arc::new).collect();
+                self.send(node, t, done, Msg::Reply(vs));
+            }
+            Action::SendFrontier { to, frontier } => {
+                let f = Arc::new(frontier);
+                for p in to {
+                    let t = self.node_index[&p];
+                    self.send(node, t, done, Msg::Frontier(f.clone()));
+                }
+            }
+            Action::Persist { vertex, status } => {
+                self.archive.record(&vertex);
+                self.shells[node].persist(shard, vertex, status);
+            }
+            Action::Finalized { id, .. } => {
+                if !byz {
+                    self.on_final(node, id);
+                }
+            }
+            Action::Rejected { id } => {
+                if !byz {
+                    self.checker.on_reject(node, id, self.now);
+                }
+            }
+            Action::Alert { peer, evidence, .. } => {
+                if let Some(ev) = evidence {
+                    let ev = Arc::new(*ev);
+                    for t in 0..self.cfg.nodes {
+                        if t != node {
+                            self.send(node, t, done, Msg::Alert(peer, ev.clone()));
+                        }
+                    }
+                }
+            }
+            Action::ToShard { .. } | Action::Created { .. } => {}
+        }
+    }
+
+    /// An honest node finalized `id`: traced, timed, checked.
+    fn on_final(&mut self, node: usize, id: VertexId) {
+        self.trace.finalized(&id);
+        if let Some(t) = self.checker.created_at(&id) {
+            self.metrics.record_latency(self.now.saturating_sub(t).max(1));
+        }
+        let keys: Vec<ConflictKey> = self.shells[node].vertex_keys(&id, self.cfg.shards);
+        self.checker.on_final(node, id, keys, self.now);
+    }
+}

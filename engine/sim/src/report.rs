@@ -1,0 +1,231 @@
+//! The report of a run ([`Report`], the `--json` object), the measurements it is built from
+//! ([`Metrics`]: finality latencies, events, partition suspicion) and the determinism trace
+//! ([`Trace`], whose BLAKE3 is `trace_hash`). Owns those; reads the other modules' results when
+//! the run ends ([`build`]), and prints the debugging dump of `Sim::run_debug`.
+
+use pqdag_core::VertexId;
+
+use crate::shell::Shell;
+
+/// Finality percentiles in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// Max.
+    pub max: f64,
+}
+
+/// The result of a run (the `--json` object).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// Nodes.
+    pub nodes: usize,
+    /// Shards per node.
+    pub shards: u32,
+    /// Seed.
+    pub seed: u64,
+    /// Workload seconds.
+    pub duration_s: f64,
+    /// Vertices submitted by the workload.
+    pub submitted: u64,
+    /// Vertices finalized by every honest node (min over honest nodes).
+    pub finalized: u64,
+    /// finalized / duration.
+    pub throughput_vps: f64,
+    /// Submission-to-finality latency over (vertex, honest node) pairs.
+    pub finality_ms: Percentiles,
+    /// Safety violations seen by the checker (must be 0).
+    pub safety_violations: u64,
+    /// First violation, if any.
+    pub first_violation: Option<String>,
+    /// Every honest node converged (same finalized digest, nothing processing) in budget.
+    pub liveness_ok: bool,
+    /// Virtual ms from the end of the workload to convergence.
+    pub converge_ms: f64,
+    /// Virtual ms from partition heal until everything created before it was decided everywhere.
+    pub recovery_ms: Option<f64>,
+    /// Network messages per submitted vertex.
+    pub messages_per_vertex: f64,
+    /// Network bytes (ML-DSA-87 sizes) per submitted vertex.
+    pub bytes_per_vertex: f64,
+    /// Wall-clock seconds of the run.
+    pub wall_seconds: f64,
+    /// Byzantine nodes.
+    pub byzantine_nodes: usize,
+    /// Byzantine nodes excluded by every honest node at the end.
+    pub byzantine_excluded_by_all: usize,
+    /// Honest nodes excluded by some honest node at the end (false positives).
+    pub honest_excluded: usize,
+    /// Some honest node suspected a partition at some point.
+    pub partition_suspected_seen: bool,
+    /// Conflict sets (pairs) submitted / decided with exactly one final member everywhere.
+    pub conflict_sets: u64,
+    /// Conflict sets with exactly one winner, the same on every honest node.
+    pub conflict_sets_resolved: u64,
+    /// BLAKE3 of the full event trace (determinism check).
+    pub trace_hash: String,
+    /// Events processed.
+    pub events: u64,
+    /// Mean CPU utilisation of the busiest node's shard (cost model).
+    pub cpu_util_max: f64,
+    /// Modelled CPU per finalized vertex per node, us (compare: `bench`'s CPU us/vertex per node).
+    pub cpu_us_per_vertex_per_node: f64,
+}
+
+/// The determinism trace: every delivery, timer, finality, crash and restart, in order.
+pub(crate) struct Trace(blake3::Hasher);
+
+impl Trace {
+    /// An empty trace.
+    pub(crate) fn new() -> Self {
+        Trace(blake3::Hasher::new())
+    }
+    /// A message from `from` is delivered to `to` at `now`.
+    pub(crate) fn delivered(&mut self, now: u64, to: usize, from: usize) {
+        self.0.update(&[1]);
+        self.0.update(&now.to_le_bytes());
+        self.0.update(&(to as u32).to_le_bytes());
+        self.0.update(&(from as u32).to_le_bytes());
+    }
+    /// A timer of `node` fires at `now`.
+    pub(crate) fn timer(&mut self, now: u64, node: usize) {
+        self.0.update(&[2]);
+        self.0.update(&now.to_le_bytes());
+        self.0.update(&(node as u32).to_le_bytes());
+    }
+    /// An honest node finalized `id`.
+    pub(crate) fn finalized(&mut self, id: &VertexId) {
+        self.0.update(&[3]);
+        self.0.update(&id.0);
+    }
+    /// A node crashed.
+    pub(crate) fn crashed(&mut self) {
+        self.0.update(&[4]);
+    }
+    /// A node restarted.
+    pub(crate) fn restarted(&mut self) {
+        self.0.update(&[5]);
+    }
+    /// The trace hash, hex.
+    pub(crate) fn hash_hex(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
+/// Measurements taken during the run.
+pub(crate) struct Metrics {
+    latencies: hdrhistogram::Histogram<u64>,
+    /// Events processed.
+    pub(crate) events: u64,
+    /// Some honest node suspected a partition at some point.
+    pub(crate) partition_seen: bool,
+}
+
+impl Metrics {
+    /// Empty measurements.
+    pub(crate) fn new() -> Result<Self, String> {
+        let latencies = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+        Ok(Metrics { latencies, events: 0, partition_seen: false })
+    }
+    /// One submission-to-finality latency, us.
+    pub(crate) fn record_latency(&mut self, us: u64) {
+        let _ = self.latencies.record(us);
+    }
+}
+
+/// Totals of the other modules at the end of a run, for [`build`].
+pub(crate) struct Totals {
+    /// Virtual time at the end, us.
+    pub(crate) now: u64,
+    /// End of the workload, us.
+    pub(crate) end_us: u64,
+    /// When the run converged, if it did.
+    pub(crate) converged_at: Option<u64>,
+    /// Wall-clock seconds.
+    pub(crate) wall_seconds: f64,
+    /// Vertices submitted.
+    pub(crate) submitted: u64,
+    /// Messages sent.
+    pub(crate) messages: u64,
+    /// Bytes sent.
+    pub(crate) bytes: u64,
+    /// Safety violations.
+    pub(crate) violations: u64,
+    /// First violation.
+    pub(crate) first_violation: Option<String>,
+    /// Partition recovery, ms.
+    pub(crate) recovery_ms: Option<f64>,
+    /// Conflict sets submitted.
+    pub(crate) conflict_sets: u64,
+    /// Conflict sets resolved.
+    pub(crate) conflict_sets_resolved: u64,
+    /// Busiest shard's CPU time, us.
+    pub(crate) busy_max: u64,
+    /// All shards' CPU time, us.
+    pub(crate) busy_total: u64,
+}
+
+/// Builds the report of a run.
+pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics, trace: &Trace, t: Totals) -> Report {
+    let honest: Vec<usize> = (0..cfg.nodes).filter(|&i| !shells[i].is_byzantine()).collect();
+    let finalized = honest.iter().map(|&i| shells[i].cores().iter().map(|c| c.status().finalized).sum::<u64>()).min().unwrap_or(0);
+    let byz: Vec<usize> = (0..cfg.nodes).filter(|&i| shells[i].is_byzantine()).collect();
+    let byzantine_excluded_by_all = byz.iter().filter(|&&b| honest.iter().all(|&h| shells[h].cores().iter().all(|c| c.is_excluded(&shells[b].id())))).count();
+    let honest_excluded = honest.iter().filter(|&&x| honest.iter().any(|&h| h != x && shells[h].cores().iter().any(|c| c.is_excluded(&shells[x].id())))).count();
+    let q = |p: f64| metrics.latencies.value_at_quantile(p) as f64 / 1000.0;
+    let vertices = t.submitted.max(1) as f64;
+    Report {
+        nodes: cfg.nodes,
+        shards: cfg.shards,
+        seed: cfg.seed,
+        duration_s: cfg.duration_s,
+        submitted: t.submitted,
+        finalized,
+        throughput_vps: finalized as f64 / cfg.duration_s,
+        finality_ms: Percentiles { p50: q(0.5), p95: q(0.95), p99: q(0.99), max: metrics.latencies.max() as f64 / 1000.0 },
+        safety_violations: t.violations,
+        first_violation: t.first_violation,
+        liveness_ok: t.converged_at.is_some(),
+        converge_ms: t.converged_at.map(|c| c.saturating_sub(t.end_us) as f64 / 1000.0).unwrap_or(-1.0),
+        recovery_ms: t.recovery_ms,
+        messages_per_vertex: t.messages as f64 / vertices,
+        bytes_per_vertex: t.bytes as f64 / vertices,
+        wall_seconds: t.wall_seconds,
+        byzantine_nodes: byz.len(),
+        byzantine_excluded_by_all,
+        honest_excluded,
+        partition_suspected_seen: metrics.partition_seen,
+        conflict_sets: t.conflict_sets,
+        conflict_sets_resolved: t.conflict_sets_resolved,
+        trace_hash: trace.hash_hex(),
+        events: metrics.events,
+        cpu_util_max: t.busy_max as f64 / (t.now.max(1) as f64),
+        cpu_us_per_vertex_per_node: t.busy_total as f64 / cfg.nodes as f64 / finalized.max(1) as f64,
+    }
+}
+
+/// Prints the state of every node and the processing vertices of node `node` (debugging aid).
+pub(crate) fn debug_dump(shells: &mut [Shell], node: usize, shards: u32) {
+    for (i, n) in shells.iter().enumerate() {
+        let st = n.core(0).status();
+        if shells.len() > 50 && st.processing == 0 && st.pending == 0 {
+            continue;
+        }
+        eprintln!("node {i}: finalized {} processing {} pending {} polls {} short {} excluded {} evicted {}", st.finalized, st.processing, st.pending, st.polls_completed, st.polls_short, st.excluded_peers, st.pending_evicted);
+    }
+    for s in 0..shards {
+        let core = shells[node].core_mut(s);
+        for (p, sc) in core.peer_scores() {
+            eprintln!("node {node} shard {s}: peer {p} score {:.2} incidents {} excluded {} convicted {}", sc.score, sc.incidents, sc.excluded, sc.convicted);
+        }
+        eprintln!("{:?}", core.status());
+        for l in core.debug_processing(6) {
+            eprintln!("node {node} shard {s}: {l}");
+        }
+    }
+}
