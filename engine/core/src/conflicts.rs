@@ -11,8 +11,13 @@ use crate::dag::Dag;
 use crate::id_hash::{HashMap, HashSet};
 use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key};
 
-/// Members of one conflict set considered (more are refused: spam).
-pub(crate) const SET_MEMBERS_MAX: usize = 64;
+/// Members of one conflict set per creator. An honest creator spends a key once; a second
+/// member of the same creator is already the proof of its equivocation. Further ones are kept
+/// aside (`ConflictSet::overflow`), so a set holds at most 2 members per node however many
+/// vertices an equivocator signs, while no vertex is ever rejected for arriving late: a rule
+/// that depended on arrival order would let an equivocator make one vertex final at one node
+/// and rejected at another (issue 14, hole 2).
+pub(crate) const CREATOR_MEMBERS_MAX: usize = 2;
 
 /// One member of a conflict set, with its Snowball counters.
 #[derive(Debug, Clone)]
@@ -20,7 +25,6 @@ pub(crate) struct Member {
     pub(crate) id: VertexId,
     pub(crate) count: u32,
     pub(crate) confidence: f64,
-    pub(crate) timestamp_ms: u64,
     pub(crate) creator: NodeId,
     pub(crate) owner: u32,
     /// Rejected (e.g. descends from another set's loser): can never be preferred again.
@@ -36,6 +40,10 @@ pub(crate) struct ConflictSet {
     pub(crate) streak: u32,
     pub(crate) decided: Option<VertexId>,
     pub(crate) lock: Option<VertexId>,
+    /// Vertices of creators that already have [`CREATOR_MEMBERS_MAX`] members here: never
+    /// preferred (so never voted for or finalized here) until the network's votes promote one
+    /// into the set (`set_success`); rejected when the set is decided for another.
+    pub(crate) overflow: Vec<Member>,
 }
 
 impl ConflictSet {
@@ -44,9 +52,14 @@ impl ConflictSet {
         if a.rejected != b.rejected {
             return b.rejected;
         }
-        // Snowball count first, then spec 4.5.2: confidence, earlier timestamp, lower id.
-        (a.count, ordf(a.confidence), std::cmp::Reverse(a.timestamp_ms), std::cmp::Reverse(a.id))
-            > (b.count, ordf(b.confidence), std::cmp::Reverse(b.timestamp_ms), std::cmp::Reverse(b.id))
+        // Snowball count first, then confidence, then the lower id: one deterministic order,
+        // so all nodes start from the same preference and a conflict resolves in few rounds
+        // even with a quarter of the voters flipping. Not the creator's timestamp: a double
+        // spender could backdate its vertex to win every tie (issue 14, hole 4). An id can be
+        // ground too, but that only picks which of two conflicting vertices wins, never
+        // whether nodes agree; first-seen (no tie-break) was measured to split the honest
+        // nodes' preferences so that 7 flip-voters of 30 stalled every conflicting seed.
+        (a.count, ordf(a.confidence), std::cmp::Reverse(a.id)) > (b.count, ordf(b.confidence), std::cmp::Reverse(b.id))
     }
     /// The preferred member.
     pub(crate) fn preferred(&self) -> VertexId {
@@ -127,10 +140,10 @@ impl<S: Signer> Core<S> {
             if rs.decided && rs.preferred != Some(v.id) {
                 self.reject(v.id, false);
             }
-            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Join { key, member: v.id, timestamp_ms: v.timestamp_ms, owner: self.shard } });
+            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Join { key, member: v.id, creator: v.creator, owner: self.shard } });
             return;
         }
-        let member = Member { id: v.id, count: 0, confidence: 0.0, timestamp_ms: v.timestamp_ms, creator: v.creator, owner: self.shard, rejected: false };
+        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected: false };
         self.join_local(key, member);
     }
 
@@ -150,11 +163,21 @@ impl<S: Signer> Core<S> {
         if set.index(&member.id).is_some() {
             return;
         }
-        if set.members.len() >= SET_MEMBERS_MAX {
-            // Spam: a set this large is already contested; the newcomer cannot win it.
-            let id = member.id;
+        if set.members.iter().filter(|m| m.creator == member.creator).count() >= CREATOR_MEMBERS_MAX {
+            // An equivocator's third vertex on one key: aside, not a member (see
+            // `CREATOR_MEMBERS_MAX`). Its creator is convicted already.
+            if set.overflow.iter().any(|m| m.id == member.id) {
+                return;
+            }
+            let decided = set.decided;
+            set.overflow.push(member.clone());
             if member.owner == self.shard {
-                self.reject(id, false);
+                if let Some(r) = self.dag.vertices.get_mut(&member.id) {
+                    r.in_conflict = true;
+                }
+                if decided.is_some_and(|w| w != member.id) {
+                    self.reject(member.id, false);
+                }
             }
             return;
         }
@@ -224,7 +247,7 @@ impl<S: Signer> Core<S> {
         if let Some(i) = set.index(&winner) {
             set.pref = i;
         }
-        let losers: Vec<(VertexId, u32)> = set.members.iter().filter(|m| m.id != winner).map(|m| (m.id, m.owner)).collect();
+        let losers: Vec<(VertexId, u32)> = set.members.iter().chain(set.overflow.iter()).filter(|m| m.id != winner).map(|m| (m.id, m.owner)).collect();
         let owners = set.owners();
         self.broadcast_preference(key, winner, true, &owners);
         for (l, owner) in losers {

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 use pqdag_wire::VertexId;
 
 use crate::dag::Dag;
+use crate::id_hash::HashMap;
 use crate::types::VertexStatus;
 
 /// What one credit walk produced, for the callers that act on it.
@@ -26,10 +27,17 @@ pub(crate) struct Round<'a> {
     pub(crate) ids: &'a [VertexId],
     /// Per id, the bit mask of responders that voted Yes.
     pub(crate) yes: &'a [u64],
-    /// Responses received.
-    pub(crate) got: usize,
-    /// Yes votes a success needs.
+    /// Per id, the bit mask of responders that voted No.
+    pub(crate) no: &'a [u64],
+    /// Yes votes a success needs (a round toward finality: alpha for confidence).
     pub(crate) alpha: usize,
+    /// Yes votes from peers a Snowball count needs (alpha for preference, Snowman's
+    /// `alphaPreference`): a strict majority of the sample. Lower than `alpha` in whole-network
+    /// polls, so a node whose own preference is the minority one still moves to the majority's
+    /// (with both at the BFT quorum, 3 honest nodes of 4 split 2:1 never move).
+    pub(crate) alpha_pref: usize,
+    /// The bit of this node's own vote in the masks (0: not counted).
+    pub(crate) own_bit: u64,
     /// Consecutive successes that make a finality candidate.
     pub(crate) beta: u32,
     /// Rounds after which a processing vertex counts as stalled.
@@ -40,6 +48,13 @@ pub(crate) struct Round<'a> {
 pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     let mark = dag.next_mark();
     let mut heap: BinaryHeap<(u64, VertexId)> = BinaryHeap::new();
+    // Direct No votes: the only answers besides Yes that say something about a vertex.
+    let mut no: HashMap<VertexId, u64> = HashMap::default();
+    for (i, id) in round.ids.iter().enumerate() {
+        if round.no[i] != 0 {
+            *no.entry(*id).or_default() |= round.no[i];
+        }
+    }
     for (i, id) in round.ids.iter().enumerate() {
         if let Some(r) = dag.vertices.get_mut(id) {
             if r.status != VertexStatus::Processing {
@@ -55,27 +70,33 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     }
     // Confidence (FR-004), streaks and snowball inputs, fused into the walk: a vertex is
     // popped after all its children (higher sequence), so its mask is complete.
-    let got = round.got;
     let mut out = Credited::default();
     while let Some((_, id)) = heap.pop() {
         // The Arc clone releases the record's borrow: the parents are records of the same map.
         let (v, mask) = match dag.vertices.get_mut(&id) {
             Some(r) => {
                 let yes = r.mask.count_ones() as usize;
-                // Spec 3.5: ratio = positive / responses received (a lost or withheld answer
-                // does not drag confidence; alpha on absolute Yes counts keeps safety).
-                let ratio = if got == 0 { 0.0 } else { yes as f64 / got as f64 };
-                r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
-                r.polled = true;
+                // Spec 3.5: ratio = positive / informative answers. A lost or withheld answer,
+                // and an `Unknown` (a lagging node, or one withholding its vote), says nothing
+                // about the vertex and does not drag confidence; only Yes (on it or a
+                // descendant) and a direct No count. Alpha on absolute Yes counts keeps safety;
+                // the EMA gate holds finality back while a minority keeps voting No.
+                let informative = (r.mask | no.get(&id).copied().unwrap_or(0)).count_ones() as usize;
+                if informative > 0 {
+                    let ratio = yes as f64 / informative as f64;
+                    r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
+                    r.polled = true;
+                }
                 r.rounds += 1;
                 if r.rounds == round.max_rounds {
                     out.stalled += 1;
                 }
+                let peer_yes = (r.mask & !round.own_bit).count_ones() as usize;
+                if peer_yes >= round.alpha_pref && !r.v.conflict_keys.is_empty() {
+                    out.successes.push((id, r.confidence));
+                }
                 if yes >= round.alpha {
                     r.successes += 1;
-                    if !r.v.conflict_keys.is_empty() {
-                        out.successes.push((id, r.confidence));
-                    }
                     if r.successes >= round.beta {
                         out.candidates.push(id);
                     }

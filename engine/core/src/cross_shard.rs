@@ -3,7 +3,7 @@
 //! handlers (watch/status, join/success/preference, claim/release/decide). Owns
 //! [`CrossShard`]; calls `votes`, `conflicts`, `snowball`, `finality`, `pending` and `sync`.
 
-use pqdag_wire::{ConflictKey, NodeId, VertexId};
+use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::conflicts::Member;
 use crate::core::Core;
@@ -114,8 +114,8 @@ impl<S: Signer> Core<S> {
                 }
             }
             ShardMsg::Adopt { vertex, client_tag } => self.adopt(now, vertex, client_tag),
-            ShardMsg::Join { key, member, timestamp_ms, owner } => {
-                let m = Member { id: member, count: 0, confidence: 0.0, timestamp_ms, creator: NodeId::default(), owner, rejected: false };
+            ShardMsg::Join { key, member, creator, owner } => {
+                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false };
                 self.join_local(key, m);
             }
             ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),

@@ -22,7 +22,8 @@ pub const PEER_TIMEOUT_WINDOW: u32 = 8;
 pub enum Misbehaviour {
     /// Bad signature: +0.5.
     InvalidSignature,
-    /// Two different signed responses to one query, or votes against the alpha-majority: +0.3.
+    /// Votes against the alpha-majority on decided vertices, or `Unknown` on vertices every
+    /// honest node has had long enough to learn: +0.3 (a score, never a proof).
     ConflictingVotes,
     /// Most recent queries timed out: +0.2.
     ExcessiveTimeouts,
@@ -68,11 +69,34 @@ impl PeerScore {
     /// Decays the score to `now`.
     pub(crate) fn decay(&mut self, now: u64) {
         if now > self.updated_us {
-            let dt = (now - self.updated_us) as f64 / SCORE_HALF_LIFE_US as f64;
-            self.score *= 0.5f64.powf(dt);
+            self.score *= half_life_factor(now - self.updated_us);
             self.updated_us = now;
         }
     }
+}
+
+/// `0.5^(dt / SCORE_HALF_LIFE_US)` with IEEE basic operations only (no libm `powf`, whose
+/// last bits differ between platforms): whole half-lives are exact halvings, the fraction a
+/// degree-8 Taylor series of `e^(-x ln 2)` (error < 2e-8 on [0, 1)). A replay of the same
+/// events therefore gives the same scores, exclusions and samples on every machine.
+fn half_life_factor(dt_us: u64) -> f64 {
+    let halvings = dt_us / SCORE_HALF_LIFE_US;
+    if halvings >= 1100 {
+        return 0.0; // below the smallest subnormal
+    }
+    let frac = (dt_us % SCORE_HALF_LIFE_US) as f64 / SCORE_HALF_LIFE_US as f64;
+    let y = -frac * std::f64::consts::LN_2;
+    let mut term = 1.0f64;
+    let mut sum = 1.0f64;
+    for i in 1..=8u32 {
+        term = term * y / f64::from(i);
+        sum += term;
+    }
+    let mut f = sum;
+    for _ in 0..halvings {
+        f *= 0.5;
+    }
+    f
 }
 
 /// Peer-query outcomes in the partition detector window (5.3).
@@ -136,28 +160,31 @@ impl Peers {
         }
     }
 
-    /// Recomputes exclusions: convicted peers always; scored peers above 0.5, at most
-    /// (N-1)/3 of them in total (highest scores first).
+    /// Recomputes exclusions: at most f = (N-1)/3 peers in total, convicted ones included
+    /// (convicted first, then the highest scores above 0.5). More proofs than the fault bound
+    /// means the proofs, not the network, are wrong: no rule may leave a node sampling fewer
+    /// than N-1-f peers.
     pub(crate) fn refresh_exclusions(&mut self, now: u64) {
         self.refresh_at = now + EXCLUSION_REFRESH_US;
         let cap = self.ids.len() / 3;
-        let mut scored: Vec<(u64, usize)> = Vec::new();
+        let mut ranked: Vec<(bool, u64, usize)> = Vec::new();
         for (i, s) in self.scores.iter_mut().enumerate() {
             s.decay(now);
             // Hysteresis: an excluded peer returns only once its score fell below half the
             // threshold, so a persistent offender is out most of the time while one incident of
             // an honest peer (at most 0.5) never excludes it.
             let threshold = if s.excluded { EXCLUDE_SCORE / 2.0 } else { EXCLUDE_SCORE };
-            s.excluded = s.convicted;
-            if !s.convicted && s.score > threshold {
-                scored.push((ordf(s.score / 8.0), i));
+            s.excluded = false;
+            if s.convicted || s.score > threshold {
+                ranked.push((s.convicted, ordf(s.score / 8.0), i));
             }
         }
-        let convicted = self.scores.iter().filter(|s| s.convicted).count();
-        scored.sort_unstable_by(|a, b| b.cmp(a));
-        for &(_, i) in scored.iter().take(cap.saturating_sub(convicted)) {
+        // Convicted first, then by score; ties by index (deterministic).
+        ranked.sort_unstable_by(|a, b| (b.0, b.1, std::cmp::Reverse(b.2)).cmp(&(a.0, a.1, std::cmp::Reverse(a.2))));
+        for &(_, _, i) in ranked.iter().take(cap) {
             self.scores[i].excluded = true;
         }
+        debug_assert!(self.scores.iter().filter(|s| s.excluded).count() <= cap, "exclusions capped at f");
         // Unreachable peers leave the sample only while this node and the reachable peers are a
         // strict majority of the cluster (never on both sides of a partition).
         let reachable = self.unreachable.iter().filter(|u| !**u).count();
@@ -187,18 +214,22 @@ impl<S: Signer> Core<S> {
 
     pub(crate) fn on_alert(&mut self, now: u64, accused: NodeId, evidence: Evidence) {
         // Receivers check the proof instead of trusting the reporter (signatures were checked
-        // by the shell).
+        // by the shell). Only an equivocation is proof: two signed vertices of one creator
+        // spending one key can never both come from an honest node. Two different signed
+        // answers to one query id are not: an honest vote legitimately changes as vertices
+        // arrive, and an asker can repeat its query id at will, so such a pair proves nothing
+        // against the responder (issue 14, framing by replay). It is ignored, as is a proof
+        // against this node.
         let valid = match &evidence {
             Evidence::Equivocation { a, b } => a.creator == accused && b.creator == accused && a.id != b.id && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k)),
-            Evidence::ConflictingResponses { a, b } => a.responder == accused && b.responder == accused && a.query_id == b.query_id && a.ids_digest == b.ids_digest && a.votes != b.votes,
+            Evidence::ConflictingResponses { .. } => false,
         };
         if !valid || accused == self.me {
             return;
         }
         if let Some(&i) = self.peers.index.get(&accused) {
             if !self.peers.scores[i].convicted {
-                let kind = if matches!(evidence, Evidence::Equivocation { .. }) { Misbehaviour::Equivocation } else { Misbehaviour::ConflictingVotes };
-                self.incident(now, i, kind, Some(evidence));
+                self.incident(now, i, Misbehaviour::Equivocation, Some(evidence));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pqdag_crypto::Domain;
-use pqdag_wire::{Evidence, NodeId, Query, Response, VertexId, Vote};
+use pqdag_wire::{NodeId, Query, Response, VertexId, Vote};
 use pqdag_wire::limits::QUERY_IDS_MAX;
 use rand::Rng;
 
@@ -30,8 +30,10 @@ pub(crate) struct Poll {
     pub(crate) yes: Vec<u64>,
     pub(crate) no: Vec<u64>,
     pub(crate) responded: u64,
-    pub(crate) responses: Vec<Option<Response>>,
+    /// Yes votes a success needs (this node's own vote included when `own`).
     pub(crate) alpha: usize,
+    /// The sample is the whole network: this node's own vote counts (bit `sample.len()`).
+    pub(crate) own: bool,
     pub(crate) alpha_at: Option<u64>,
     /// When half the sample had answered: the round-trip signal of the poll window.
     pub(crate) half_at: Option<u64>,
@@ -88,6 +90,26 @@ impl Polls {
 }
 
 impl<S: Signer> Core<S> {
+    /// Whether polls sample the whole network (k = N-1, small clusters). Then a poll is a
+    /// quorum count over all nodes, this node's own vote included, with a BFT quorum as its
+    /// threshold (see [`Self::quorum`]); otherwise the Avalanche sample of k peers with alpha.
+    pub(crate) fn whole_network(&self) -> bool {
+        let peers = self.peers.ids.len();
+        peers > 0 && peers < 64 && self.params.sample_size >= peers
+    }
+
+    /// The BFT quorum of N nodes with f = (N-1)/3 faulty: q = floor((N+f)/2)+1. Two quorums
+    /// share at least 2q-N >= f+1 nodes, so at least one honest node; and q <= N-f, so the
+    /// honest nodes alone form one when every faulty node lies or is silent. Never scaled down
+    /// when peers are excluded or unreachable: a poll with fewer than q possible voters fails.
+    pub(crate) fn quorum(&self) -> usize {
+        let n = self.peers.ids.len() + 1;
+        let f = (n - 1) / 3;
+        (n + f) / 2 + 1
+    }
+
+    /// Alpha for a sample of `k` of the eligible peers (Avalanche mode): alpha scaled to the
+    /// sample, never below a strict majority of it.
     pub(crate) fn eligible_alpha(&self, k: usize) -> usize {
         if k >= self.params.sample_size {
             self.params.alpha
@@ -174,7 +196,8 @@ impl<S: Signer> Core<S> {
         query.signature = self.signer.sign(Domain::Query, &query.signed_bytes());
         let digest = query.ids_digest();
         let n = query.ids.len();
-        let alpha = self.eligible_alpha(k);
+        let own = self.whole_network();
+        let alpha = if own { self.quorum() } else { self.eligible_alpha(k) };
         let to = pool.iter().map(|&i| self.peers.ids[i]).collect();
         let ids = query.ids.clone();
         self.polls.open.insert(
@@ -188,8 +211,8 @@ impl<S: Signer> Core<S> {
                 yes: vec![0; n],
                 no: vec![0; n],
                 responded: 0,
-                responses: vec![None; k],
                 alpha,
+                own,
                 alpha_at: None,
                 half_at: None,
             },
@@ -218,13 +241,8 @@ impl<S: Signer> Core<S> {
             return;
         }
         if poll.responded & bit != 0 {
-            let differs = poll.responses[pos].as_ref().is_some_and(|r| r.votes != resp.votes);
-            if differs {
-                let a = poll.responses[pos].clone();
-                if let Some(a) = a {
-                    self.incident(now, pi, Misbehaviour::ConflictingVotes, Some(Evidence::ConflictingResponses { a, b: resp }));
-                }
-            }
+            // A second answer (a duplicated query, or a replay): the first one counts. Different
+            // votes are not evidence (see `on_alert`).
             return;
         }
         poll.responded |= bit;
@@ -235,9 +253,8 @@ impl<S: Signer> Core<S> {
                 _ => {}
             }
         }
-        poll.responses[pos] = Some(resp);
         let got = poll.responded.count_ones() as usize;
-        if got >= poll.alpha && poll.alpha_at.is_none() {
+        if got + usize::from(poll.own) >= poll.alpha && poll.alpha_at.is_none() {
             poll.alpha_at = Some(now);
         }
         if 2 * got >= poll.sample.len() && poll.half_at.is_none() {
@@ -249,11 +266,25 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn close_poll(&mut self, now: u64, qid: u64) {
-        let Some(poll) = self.polls.open.remove(&qid) else { return };
+        let Some(mut poll) = self.polls.open.remove(&qid) else { return };
         self.polls.completed += 1;
         self.polls.adapt_window(&self.params, &poll);
         let k = poll.sample.len();
-        let got = poll.responded.count_ones() as usize;
+        let mut got = poll.responded.count_ones() as usize;
+        if poll.own {
+            // This node's own vote, as of now, in the spare bit after the sample.
+            debug_assert!(k < 64);
+            let bit = 1u64 << k;
+            for i in 0..poll.ids.len() {
+                let id = poll.ids[i];
+                match self.vote_for(&id) {
+                    Vote::Yes => poll.yes[i] |= bit,
+                    Vote::No => poll.no[i] |= bit,
+                    Vote::Unknown => {}
+                }
+            }
+            got += 1;
+        }
         let short = got < poll.alpha;
         if short {
             self.polls.short += 1;
@@ -268,7 +299,8 @@ impl<S: Signer> Core<S> {
         }
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
 
-        let round = Round { ids: &poll.ids, yes: &poll.yes, got, alpha: poll.alpha, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let (alpha_pref, own_bit) = if poll.own { (k / 2 + 1, 1u64 << k) } else { (poll.alpha, 0) };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, own_bit, beta: self.params.beta, max_rounds: self.params.max_rounds };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, .. } = credited;
@@ -280,13 +312,20 @@ impl<S: Signer> Core<S> {
             self.try_finalize(now, id);
         }
         // Vote-contradiction detection: a responder voting No where alpha said Yes on
-        // conflict-free vertices, on most such ids, is flipping votes.
-        let mut decided_ids = Vec::new();
+        // conflict-free vertices, on most such ids, is flipping votes; one answering Unknown on
+        // most such ids that this node has held for longer than a query timeout is withholding
+        // its vote (an honest responder fetches an unknown polled id from the asker at once).
+        let mut decided_ids: Vec<(usize, bool)> = Vec::new();
         for (i, id) in poll.ids.iter().enumerate() {
             // Conflict-free ids, or ids final here by now (the network decided them): an honest
             // responder votes No on those only transiently.
-            if poll.yes[i].count_ones() as usize >= poll.alpha && self.dag.vertices.get(id).is_some_and(|r| !r.in_conflict || r.status == VertexStatus::Final) {
-                decided_ids.push(i);
+            if poll.yes[i].count_ones() as usize >= poll.alpha {
+                if let Some(r) = self.dag.vertices.get(id) {
+                    if !r.in_conflict || r.status == VertexStatus::Final {
+                        let old = now.saturating_sub(r.arrival_us) > self.params.query_timeout_us;
+                        decided_ids.push((i, old));
+                    }
+                }
             }
         }
         if !decided_ids.is_empty() {
@@ -295,7 +334,7 @@ impl<S: Signer> Core<S> {
                 if poll.responded & bit == 0 {
                     continue;
                 }
-                let against = decided_ids.iter().filter(|&&i| poll.no[i] & bit != 0).count();
+                let against = decided_ids.iter().filter(|&&(i, old)| poll.no[i] & bit != 0 || (old && (poll.yes[i] | poll.no[i]) & bit == 0)).count();
                 if against * 2 > decided_ids.len() {
                     self.incident(now, pi, Misbehaviour::ConflictingVotes, None);
                 }

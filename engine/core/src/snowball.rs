@@ -29,7 +29,25 @@ impl<S: Signer> Core<S> {
         if set.decided.is_some() {
             return;
         }
-        let Some(i) = set.index(&id) else { return };
+        let i = match set.index(&id) {
+            Some(i) => i,
+            None => {
+                // An over-cap vertex the network votes for: promote it in place of its
+                // creator's weakest member that is not the preference, so this node can follow
+                // the network instead of stalling on a vertex it may never prefer.
+                let Some(o) = set.overflow.iter().position(|m| m.id == id) else { return };
+                let creator = set.overflow[o].creator;
+                let pref = set.pref;
+                let Some(j) = (0..set.members.len()).filter(|&j| j != pref && set.members[j].creator == creator).min_by_key(|&j| (set.members[j].count, j)) else { return };
+                let promoted = set.overflow.swap_remove(o);
+                let demoted = std::mem::replace(&mut set.members[j], promoted);
+                set.overflow.push(demoted);
+                if set.last_winner == j {
+                    set.streak = 0;
+                }
+                j
+            }
+        };
         set.members[i].count += 1;
         set.members[i].confidence = conf;
         if set.last_winner == i {

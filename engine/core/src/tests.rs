@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
+use pqdag_wire::{ConflictKey, Evidence, NodeId, Query, Response, Vertex, VertexId, Vote};
 
 use crate::*;
 
@@ -34,6 +34,10 @@ struct Net {
     alerts: Vec<(usize, NodeId)>,
     /// Nodes whose responses are dropped (withholding).
     mute: Vec<bool>,
+    /// Nodes that answer every id `Unknown`.
+    unknown_voters: Vec<usize>,
+    /// Nodes that flip every Yes/No they answer.
+    flip_voters: Vec<usize>,
 }
 
 impl Net {
@@ -42,7 +46,7 @@ impl Net {
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
             .collect();
-        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n] }
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![] }
     }
 
     fn idx(&self, id: &NodeId) -> usize {
@@ -70,7 +74,19 @@ impl Net {
                         self.push(t, Event::Query { from: me, query: query.clone() });
                     }
                 }
-                Action::SendResponse { to, response } => {
+                Action::SendResponse { to, mut response } => {
+                    if self.unknown_voters.contains(&i) {
+                        response.votes.iter_mut().for_each(|b| *b = Vote::Unknown as u8);
+                    }
+                    if self.flip_voters.contains(&i) {
+                        for b in response.votes.iter_mut() {
+                            *b = match Vote::from_u8(*b) {
+                                Some(Vote::Yes) => Vote::No as u8,
+                                Some(Vote::No) => Vote::Yes as u8,
+                                _ => *b,
+                            };
+                        }
+                    }
                     if !self.mute[i] {
                         let t = self.idx(&to);
                         self.push(t, Event::Response { from: me, response });
@@ -461,4 +477,146 @@ fn forgotten_finals_still_count_as_final() {
     }
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
+}
+
+// ------------------------------------------------------------------ adversaries (issue 14)
+// Each test reproduces a hole found by reading the code as an attacker would; it failed before
+// the fix it names.
+
+fn byz_vertex(creator: usize, parents: Vec<VertexId>, payload: &[u8], keys: Vec<ConflictKey>, ts: u64) -> Arc<Vertex> {
+    let mut v = Vertex::new_unsigned(parents, payload.to_vec(), keys, ts, node(creator));
+    v.signature = TestSigner(creator as u8).sign(Domain::Vertex, v.signed_bytes());
+    Arc::new(v)
+}
+
+fn take_response<S: Signer>(core: &mut Core<S>) -> Option<Response> {
+    let mut out = None;
+    while let Some(a) = core.poll_action() {
+        if let Action::SendResponse { response, .. } = a {
+            out = Some(response);
+        }
+    }
+    out
+}
+
+/// Hole 1 (framing by replay): a Byzantine asker polls honest node 0 about V before and after V
+/// reached it, with the same query id, and hands both signed answers to node 1 as proof.
+#[test]
+fn replayed_query_cannot_frame_an_honest_responder() {
+    let mut net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let v = byz_vertex(3, vec![g], b"v", vec![], 1);
+    let mut q = Query { query_id: 7, requester: node(3), ids: vec![v.id], signature: Vec::new() };
+    q.signature = TestSigner(3).sign(Domain::Query, &q.signed_bytes());
+    let q = Arc::new(q);
+    let now = net.now;
+    let _ = net.cores[0].handle(now, Event::Query { from: node(3), query: q.clone() });
+    let a = take_response(&mut net.cores[0]).expect("first answer");
+    assert_eq!(a.vote(0), Vote::Unknown);
+    let _ = net.cores[0].handle(now + 10, Event::Vertex { from: node(3), vertex: v.clone() });
+    while net.cores[0].poll_action().is_some() {}
+    let _ = net.cores[0].handle(now + 20, Event::Query { from: node(3), query: q.clone() });
+    let b = take_response(&mut net.cores[0]);
+    if let Some(b) = b {
+        net.handle(1, Event::Alert { from: node(3), accused: node(0), evidence: Evidence::ConflictingResponses { a, b } });
+    }
+    assert!(!net.cores[1].is_excluded(&node(0)), "an honest responder is never excluded on replayed answers");
+    assert!(!net.cores[1].peer_scores().iter().any(|(p, s)| *p == node(0) && s.convicted), "nor convicted");
+}
+
+/// Exclusions, convictions included, are capped at f = (N-1)/3 peers: proofs against more peers
+/// than the fault bound mean the proofs are wrong, not that the network is.
+#[test]
+fn convictions_are_capped_at_f() {
+    let mut net = Net::new(7, fast_params());
+    let key = ConflictKey([5; 32]);
+    let g = net.cores[0].genesis_id();
+    for p in 1..7 {
+        let a = byz_vertex(p, vec![g], b"a", vec![key], 1);
+        let b = byz_vertex(p, vec![g], b"b", vec![key], 1);
+        net.handle(0, Event::Alert { from: node(1), accused: node(p), evidence: Evidence::Equivocation { a: (*a).clone(), b: (*b).clone() } });
+    }
+    let excluded = (1..7).filter(|&p| net.cores[0].is_excluded(&node(p))).count();
+    assert_eq!(excluded, 2, "at most f = 2 of 7 excluded, convictions included");
+}
+
+/// Hole 2 (over-cap set member): 64 equivocating members on K from node 3 reach node 0 first;
+/// honest H on K from node 2 then reaches nodes 0-2. H was rejected at node 0 (member 65) and
+/// final at node 3: it must be final everywhere, never final at one node and rejected at
+/// another.
+#[test]
+fn set_spam_cannot_fork_an_honest_member() {
+    let mut net = Net::new(4, fast_params());
+    let key = ConflictKey([8; 32]);
+    let g = net.cores[0].genesis_id();
+    for i in 0..64u32 {
+        let s = byz_vertex(3, vec![g], &i.to_le_bytes(), vec![key], 1);
+        net.handle(0, Event::Vertex { from: node(3), vertex: s });
+    }
+    // Honest H on K by node 2, delivered to nodes 0-2 (node 3 learns it by gossip).
+    let h = byz_vertex(2, vec![g], b"honest", vec![key], 1);
+    for i in 0..3 {
+        net.handle(i, Event::Vertex { from: node(2), vertex: h.clone() });
+    }
+    net.run(net.now + 10_000_000);
+    // Every core here runs the honest code; node 3's simply saw H before any spam.
+    let st: Vec<Option<VertexStatus>> = (0..4).map(|i| net.cores[i].vertex_status(&h.id)).collect();
+    assert!(st.iter().all(|s| *s == Some(VertexStatus::Final)), "H final at every node, the spam rejected: {st:?}");
+}
+
+/// Hole 3 (Unknown voters): 2 of 21 nodes answer every id Unknown; the others must still
+/// finalize.
+#[test]
+fn unknown_voters_do_not_stall_finality() {
+    let mut p = fast_params();
+    p.sample_size = 20;
+    p.alpha = 15;
+    let mut net = Net::new(21, p);
+    net.unknown_voters = vec![19, 20];
+    for t in 0..5 {
+        net.submit(0, vec![], t);
+        net.run(net.now + 5_000);
+    }
+    net.run(net.now + 30_000_000);
+    assert_eq!(net.finalized[0].len(), 5, "all 5 vertices final at node 0 with 2 of 21 voting Unknown");
+}
+
+/// Hole 4 (backdating): a double spender's timestamp has no say in the preference: the same
+/// race is decided by the id order whether its vertex claims a time long before the honest
+/// vertex or long after it (before the fix, every backdated one won).
+#[test]
+fn backdated_timestamp_does_not_win_the_preference() {
+    let key = ConflictKey([4; 32]);
+    let mut prefs = Vec::new();
+    for ts in [0u64, 1, 2, 3, 4, 5, 6, 7, 1 << 40] {
+        let mut net = Net::new(4, fast_params());
+        net.now = 50_000_000;
+        let g = net.cores[0].genesis_id();
+        let h = byz_vertex(0, vec![g], b"honest", vec![key], 50_000);
+        net.handle(1, Event::Vertex { from: node(0), vertex: h.clone() });
+        // Same payload, so the ids differ only through the timestamp; compare by who wins.
+        let b = byz_vertex(3, vec![g], b"double spend", vec![key], ts);
+        net.handle(1, Event::Vertex { from: node(3), vertex: b.clone() });
+        let p = net.cores[1].preference(&key).expect("set exists");
+        prefs.push((p == h.id, h.id.0 < b.id.0));
+    }
+    for (h_preferred, h_lower_id) in prefs {
+        assert_eq!(h_preferred, h_lower_id, "the lower id wins the tie, whatever the timestamp");
+    }
+}
+
+/// 7 nodes, the sample is the whole network (k = N-1 = 6): 2 flip-voters must not stop the 5
+/// honest nodes (BFT quorum 2f+1 = 5, the node's own vote included).
+#[test]
+fn seven_nodes_with_two_flip_voters_stay_live() {
+    let mut net = Net::new(7, fast_params());
+    net.flip_voters = vec![5, 6];
+    for t in 0..10 {
+        net.submit((t % 5) as usize, vec![], t);
+        net.run(net.now + 20_000);
+    }
+    net.run(net.now + 10_000_000);
+    for i in 0..5 {
+        assert_eq!(net.finalized[i].len(), 10, "honest node {i} finalized all 10");
+    }
 }

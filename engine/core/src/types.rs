@@ -263,8 +263,8 @@ pub enum ShardMsg {
         key: ConflictKey,
         /// New member.
         member: VertexId,
-        /// Member's timestamp (tie-break).
-        timestamp_ms: u64,
+        /// Member's creator (a set holds at most two members per creator).
+        creator: NodeId,
         /// Member's owner shard.
         owner: u32,
     },

@@ -1,10 +1,30 @@
 //! Pieces of the `bench` driver: a tiny blocking HTTP client, a Prometheus text parser, child
-//! process control (no orphans), machine and `/proc` readings, and SVG plots.
+//! process control (no orphans), machine and `/proc` readings, SVG plots, and the report built
+//! from one run's samples.
 //!
-//! `bench` itself (`src/bin/bench.rs`) wires them together; everything here is synchronous and
+//! `bench` itself (`src/bin/bench.rs`) parses [`args::Args`] and runs the steps (testnet files,
+//! start, health, load with [`sample`] once per second, agreement, stop), then hands what it
+//! collected to [`report`], [`markdown`] and [`charts`]. Everything here is synchronous and
 //! dependency-light so the driver costs next to nothing on the machine it measures.
+//!
+//! | module | owns | may call |
+//! |---|---|---|
+//! | [`args`] | the command line | clap |
+//! | [`sample`] | one scrape per node, one tick per second, the progress line | `http`, `prom` |
+//! | [`report`] | `report.json` and the problems that fail a run | `prom`, `procs` (types) |
+//! | [`markdown`] | `report.md` from `report.json` | nothing |
+//! | [`charts`] | the four SVG plots of a run | `plot`, `prom` |
+//! | [`http`] | blocking HTTP/1.0 GET | std |
+//! | [`prom`] | Prometheus text parsing, histogram deltas and quantiles | nothing |
+//! | [`procs`] | child processes, `/proc`, machine info, free ports | libc |
+//! | [`plot`] | SVG line and CDF charts | plotters |
 
+pub mod args;
+pub mod charts;
 pub mod http;
+pub mod markdown;
 pub mod plot;
 pub mod procs;
 pub mod prom;
+pub mod report;
+pub mod sample;

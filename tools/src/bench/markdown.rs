@@ -1,0 +1,100 @@
+//! `report.md`: the human-readable page of a `bench` run, rendered from the `report.json`
+//! value of [`super::report`] alone (so a stored report can be rendered again). Pure.
+
+use serde_json::Value;
+
+fn fmt_opt(v: &Value, digits: usize) -> String {
+    match v.as_f64() {
+        Some(x) => format!("{x:.digits$}"),
+        None => match v.as_str() {
+            Some(s) => s.to_string(),
+            None => "-".into(),
+        },
+    }
+}
+
+/// Renders `report.md` from a `report.json` value.
+pub fn markdown(r: &Value) -> String {
+    let b = &r["bench"];
+    let m = &r["machine"];
+    let lg = &r["loadgen"];
+    let cl = &r["cluster"];
+    let mut s = String::new();
+    s += &format!(
+        "# pqdag bench: {} nodes, {} submissions/s, {} s\n\n",
+        b["nodes"], fmt_opt(&b["rate"], 0), fmt_opt(&b["duration_s"], 0)
+    );
+    s += &format!(
+        "Machine: {} CPUs, {} ({}), {:.1} GiB RAM, kernel {}, load average {} at start. Sync `{}`, payload {} B, conflict ratio {}.\n\n",
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["cpu_flags"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+        m["mem_total_bytes"].as_f64().unwrap_or(0.0) / 1073741824.0,
+        m["kernel"].as_str().unwrap_or("?"),
+        fmt_opt(&m["loadavg_1m_at_start"], 2),
+        b["sync"].as_str().unwrap_or("?"),
+        b["payload_bytes"],
+        b["conflict_ratio"],
+    );
+    s += "| metric | value |\n|---|---|\n";
+    s += &format!("| submitted / finalized / rejected / lost | {} / {} / {} / {} |\n", lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"]);
+    s += &format!("| refused at submit (double spends / overload), submit errors | {} / {}, {} |\n", lg["double_spends_refused"], lg["refused"], lg["submit_errors"]);
+    s += &format!("| throughput (finalized / load seconds) | **{} vertices/s** |\n", fmt_opt(&lg["throughput_vps"], 0));
+    let f = &lg["finality_ms"];
+    s += &format!(
+        "| finality, client-observed (submit to final) | p50 {} ms, **p95 {} ms**, p99 {} ms, max {} ms |\n",
+        fmt_opt(&f["p50"], 0), fmt_opt(&f["p95"], 0), fmt_opt(&f["p99"], 0), fmt_opt(&f["max"], 0)
+    );
+    let nq = &cl["node0_finality_ms_bucket_upper_bound"];
+    s += &format!("| finality at node-0 (creation/arrival to final, histogram bucket bound) | p50 <= {} ms, p95 <= {} ms, p99 <= {} ms |\n", fmt_opt(&nq["p50"], 0), fmt_opt(&nq["p95"], 0), fmt_opt(&nq["p99"], 0));
+    s += &format!(
+        "| CPU per finalized vertex, all nodes | **{} us** (ML-DSA floor {} us: 1 sign + N-1 verifies) |\n",
+        fmt_opt(&cl["cpu_us_per_finalized_vertex_all_nodes"], 0), fmt_opt(&cl["mldsa_floor_us_per_vertex"], 0)
+    );
+    s += &format!("| node CPU total | {} s ({}% of the machine) |\n", fmt_opt(&cl["node_cpu_seconds_total"], 1), fmt_opt(&r["nfr_001"]["cpu_utilization_pct_of_machine"], 1));
+    s += &format!("| loadgen CPU | {} s |\n", fmt_opt(&cl["loadgen_cpu_seconds"], 1));
+    s += &format!("| machine busy (all processes) / other processes | {}% of all cores / {}% of one core |\n", fmt_opt(&cl["machine_busy_pct_of_all_cores"], 1), fmt_opt(&cl["other_processes_pct_of_one_core"], 1));
+    s += &format!("| max RSS of any node | {} MiB |\n", fmt_opt(&cl["rss_max_mib_any_node"], 1));
+    s += &format!("| finalized-set digests | {} |\n", if r["agreement"]["agree"].as_bool() == Some(true) { "**all nodes agree**" } else { "**DISAGREE**" });
+    s += &format!("| start-up to healthy / loadgen (load + drain) / measured window (to agreement) | {} s / {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["load_s"], 1), fmt_opt(&b["window_s"], 1));
+
+    s += "| node | finalized | CPU s | % of a core | CPU us/vertex | RSS max MiB | out B/vertex | in B/vertex | polls/vertex | exit |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for n in r["nodes"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({} s) |\n",
+            n["name"].as_str().unwrap_or("?"),
+            fmt_opt(&n["finalized"], 0),
+            fmt_opt(&n["cpu_seconds"], 1),
+            fmt_opt(&n["cpu_pct_of_one_core"], 0),
+            fmt_opt(&n["cpu_us_per_finalized_vertex"], 0),
+            fmt_opt(&n["rss_max_mib"], 0),
+            fmt_opt(&n["bytes_out_per_vertex"], 0),
+            fmt_opt(&n["bytes_in_per_vertex"], 0),
+            fmt_opt(&n["polls_per_vertex"], 3),
+            n["exit"].as_str().unwrap_or("?"),
+            fmt_opt(&n["shutdown_seconds"], 1),
+        );
+    }
+    let nfr = &r["nfr_001"];
+    let yn = |v: &Value| if v.as_bool() == Some(true) { "met" } else { "NOT met" };
+    s += &format!(
+        "\nNFR-001 on this run: finality p95 < 1 s {}; throughput > {} vertices/s {}; memory < 500 MB per node {}; CPU < 50% {} ({}% of the machine).\n",
+        yn(&nfr["finality_p95_below_1s"]),
+        fmt_opt(&nfr["throughput_target_vps"], 0),
+        yn(&nfr["throughput_met"]),
+        yn(&nfr["memory_below_500mb_per_node"]),
+        yn(&nfr["cpu_below_50pct"]),
+        fmt_opt(&nfr["cpu_utilization_pct_of_machine"], 1),
+    );
+    let problems: Vec<&str> = r["problems"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    if problems.is_empty() {
+        s += "\nNo problems: every node exited cleanly after SIGTERM.\n";
+    } else {
+        s += "\nProblems:\n";
+        for p in problems {
+            s += &format!("- {p}\n");
+        }
+    }
+    s += "\nPlots: `throughput.svg`, `latency_cdf.svg`, `rss.svg`, `cpu.svg`. Raw data: `report.json` (timeline), `loadgen.json`, `metrics/` (each node's last `/metrics` and `/status`), `logs/`.\n";
+    s
+}

@@ -1,0 +1,208 @@
+//! `report.json`: everything one `bench` run measured, folded into one JSON value (per-node
+//! CPU, memory, traffic and exit; cluster totals against the ML-DSA floor; the NFR-001 verdict;
+//! the agreement of the finalized-set digests; the timeline) and the list of problems that make
+//! the run fail. Pure: it reads the samples in a [`ReportCtx`] and calls [`super::prom`] for the
+//! latency histogram; [`super::markdown`] and [`super::charts`] render from the same data.
+
+use serde_json::{json, Value};
+
+use super::args::Args;
+use super::procs::{Ending, MachineInfo, Stopped};
+use super::prom::{bucket_delta, bucket_quantile, NodeMetrics};
+use super::sample::{Node, Tick};
+
+/// ML-DSA-87 sign cost, microseconds, and [`VERIFY_US`] the verify cost on the reference 2-core machine (criterion, `cargo bench -p
+/// benches`), used to express CPU per vertex against the signature floor.
+pub const SIGN_US: f64 = 147.0;
+/// ML-DSA-87 verify cost on the reference machine, microseconds (see [`SIGN_US`]).
+pub const VERIFY_US: f64 = 69.0;
+
+/// Everything one run collected, borrowed from `bench`'s `run` for the report and the plots.
+pub struct ReportCtx<'a> {
+    /// The command line.
+    pub args: &'a Args,
+    /// The machine, read at start.
+    pub machine: &'a MachineInfo,
+    /// First port of the testnet.
+    pub base_port: u16,
+    /// Seconds from starting the nodes to all healthy.
+    pub startup_s: f64,
+    /// Seconds loadgen ran (load and drain).
+    pub load_s: f64,
+    /// Seconds of the measured window (to agreement or 10 s after loadgen).
+    pub window_s: f64,
+    /// The nodes.
+    pub nodes: &'a [Node],
+    /// Their process ids, in the order of `nodes`.
+    pub pids: &'a [u32],
+    /// Each node's `/metrics` before the load.
+    pub baseline: &'a [Option<NodeMetrics>],
+    /// Each node's `/metrics` at the end of the window.
+    pub end: &'a [Option<NodeMetrics>],
+    /// The once-per-second samples.
+    pub ticks: &'a [Tick],
+    /// loadgen's JSON summary.
+    pub lg: &'a Value,
+    /// Each node's `finalized_set_digest` from `/status`.
+    pub digests: &'a [Option<String>],
+    /// Each node's `/status` JSON.
+    pub statuses: &'a [Option<Value>],
+    /// Whether every digest was present and equal.
+    pub agree: bool,
+}
+
+fn r1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Builds `report.json` and the list of problems (a node that did not stop cleanly, digests that
+/// differ); the run fails when the list is not empty.
+pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>) {
+    let mut problems: Vec<String> = Vec::new();
+    let n = c.nodes.len();
+    let lg_final = c.lg["finalized"].as_f64().unwrap_or(0.0);
+    let mut node_rows = Vec::new();
+    let mut total_cpu_ms = 0.0;
+    let mut max_rss: f64 = 0.0;
+    for (i, node) in c.nodes.iter().enumerate() {
+        let b = c.baseline[i].clone().unwrap_or_default();
+        let e = c.end[i].clone().or_else(|| c.ticks.iter().rev().find_map(|t| t.nodes[i].clone()).map(|p| NodeMetrics {
+            cpu_ms: p.cpu_ms,
+            rss_bytes: p.rss,
+            bytes_in: p.bytes_in,
+            bytes_out: p.bytes_out,
+            finalized: p.finalized,
+            ..NodeMetrics::default()
+        }));
+        let e = e.unwrap_or_default();
+        let cpu_ms = (e.cpu_ms - b.cpu_ms).max(0.0);
+        let fin = (e.finalized - b.finalized).max(0.0);
+        let rss_max = c.ticks.iter().filter_map(|t| t.nodes[i].as_ref().map(|p| p.rss)).fold(e.rss_bytes, f64::max);
+        let bytes_out = (e.bytes_out - b.bytes_out).max(0.0);
+        let bytes_in = (e.bytes_in - b.bytes_in).max(0.0);
+        total_cpu_ms += cpu_ms;
+        max_rss = max_rss.max(rss_max);
+        let stop = stops.iter().find(|s| s.name == node.name);
+        let exit = stop.map(|s| s.ending.to_string()).unwrap_or_else(|| "unknown".into());
+        if let Some(s) = stop {
+            match &s.ending {
+                Ending::Clean => {}
+                Ending::Killed => problems.push(format!("{} did not exit within 15 s of SIGTERM and was SIGKILLed", node.name)),
+                other => problems.push(format!("{}: {other}", node.name)),
+            }
+        }
+        let per = |x: f64| if fin > 0.0 { Some(r1(x / fin)) } else { None };
+        node_rows.push(json!({
+            "name": node.name,
+            "pid": c.pids.get(i),
+            "finalized": fin,
+            "rejected": (e.rejected - b.rejected).max(0.0),
+            "rss_max_bytes": rss_max,
+            "rss_max_mib": r1(rss_max / 1048576.0),
+            "cpu_seconds": cpu_ms / 1000.0,
+            "cpu_pct_of_one_core": r1(cpu_ms / 10.0 / c.window_s),
+            "cpu_us_per_finalized_vertex": per(cpu_ms * 1000.0),
+            "bytes_out": bytes_out,
+            "bytes_in": bytes_in,
+            "bytes_out_per_vertex": per(bytes_out),
+            "bytes_in_per_vertex": per(bytes_in),
+            "polls_per_vertex": if fin > 0.0 { Some(((e.polls - b.polls).max(0.0) / fin * 1000.0).round() / 1000.0) } else { None },
+            "status_finalized": c.statuses[i].as_ref().and_then(|s| s["finalized"].as_u64()),
+            "finalized_set_digest": c.digests[i],
+            "exit": exit,
+            "shutdown_seconds": stop.map(|s| r1(s.seconds)),
+            "log": node.log,
+        }));
+    }
+    if !c.agree {
+        problems.push("the nodes' finalized-set digests differ (see agreement)".into());
+    }
+    // Loadgen and machine CPU over the window.
+    let first = c.ticks.first();
+    let last = c.ticks.last();
+    let span_ms = |f: fn(&Tick) -> Option<f64>| match (first.and_then(f), last.and_then(f)) {
+        (Some(a), Some(b)) => Some((b - a).max(0.0)),
+        _ => None,
+    };
+    let lg_cpu_ms = c.ticks.iter().rev().find_map(|t| t.loadgen.map(|l| l.0));
+    let machine_busy_ms = span_ms(|t| t.machine.map(|m| m.0));
+    let machine_total_ms = span_ms(|t| t.machine.map(|m| m.1));
+    let tick_span_ms = match (first, last) {
+        (Some(a), Some(b)) => (b.t - a.t) * 1000.0,
+        _ => 0.0,
+    };
+    let nodes_cpu_in_ticks: f64 = (0..n)
+        .filter_map(|i| {
+            let a = c.ticks.iter().find_map(|t| t.nodes[i].as_ref().map(|p| p.cpu_ms))?;
+            let b = c.ticks.iter().rev().find_map(|t| t.nodes[i].as_ref().map(|p| p.cpu_ms))?;
+            Some(b - a)
+        })
+        .sum();
+    let own_ms = match (first, last) {
+        (Some(a), Some(b)) => b.own_cpu_ms - a.own_cpu_ms,
+        _ => 0.0,
+    };
+    let lg_in_ticks = match (first.and_then(|t| t.loadgen), c.ticks.iter().rev().find_map(|t| t.loadgen)) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    let others_pct = machine_busy_ms.map(|busy| r1((busy - nodes_cpu_in_ticks - lg_in_ticks - own_ms).max(0.0) / tick_span_ms.max(1.0) * 100.0));
+    let floor = SIGN_US + (n.saturating_sub(1)) as f64 * VERIFY_US;
+    let cluster_cpu_per_vertex = if lg_final > 0.0 { Some(r1(total_cpu_ms * 1000.0 / lg_final)) } else { None };
+    let node0_delta = match (c.end.first().cloned().flatten(), c.baseline.first().cloned().flatten()) {
+        (Some(e), Some(b)) => bucket_delta(&e.latency_buckets, &b.latency_buckets),
+        (Some(e), None) => e.latency_buckets,
+        _ => Vec::new(),
+    };
+    let q = |p: f64| bucket_quantile(&node0_delta, p).map(|s| if s.is_finite() { json!(s * 1000.0) } else { json!("+Inf") });
+    let nfr = {
+        let p95 = c.lg["finality_ms"]["p95"].as_f64().unwrap_or(f64::NAN);
+        let tput = c.lg["throughput_vps"].as_f64().unwrap_or(0.0);
+        let target = if n >= 100 { 5000.0 } else { 1000.0 };
+        let util = total_cpu_ms / (c.window_s * 1000.0 * c.machine.nproc as f64) * 100.0;
+        json!({
+            "finality_p95_below_1s": p95 < 1000.0 && lg_final > 0.0,
+            "throughput_target_vps": target,
+            "throughput_met": tput > target,
+            "memory_below_500mb_per_node": max_rss < 500.0 * 1048576.0,
+            "cpu_utilization_pct_of_machine": r1(util),
+            "cpu_below_50pct": util < 50.0,
+        })
+    };
+    let report = json!({
+        "bench": {
+            "nodes": n, "rate": c.args.rate, "duration_s": c.args.duration, "drain_s": c.args.drain,
+            "payload_bytes": c.args.payload_bytes, "conflict_ratio": c.args.conflict_ratio, "sync": c.args.sync,
+            "base_port": c.base_port, "startup_to_healthy_s": r1(c.startup_s), "load_s": r1(c.load_s), "window_s": r1(c.window_s),
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "machine": c.machine,
+        "loadgen": c.lg,
+        "nodes": node_rows,
+        "cluster": {
+            "node_cpu_seconds_total": total_cpu_ms / 1000.0,
+            "cpu_us_per_finalized_vertex_all_nodes": cluster_cpu_per_vertex,
+            "mldsa_floor_us_per_vertex": floor,
+            "mldsa_floor_note": format!("1 ML-DSA-87 sign ({SIGN_US} us) + {} verifies ({VERIFY_US} us) per vertex on this cluster size; per-poll query/response signatures come on top", n.saturating_sub(1)),
+            "rss_max_mib_any_node": r1(max_rss / 1048576.0),
+            "loadgen_cpu_seconds": lg_cpu_ms.map(|m| m / 1000.0),
+            "machine_busy_pct_of_all_cores": machine_busy_ms.zip(machine_total_ms).map(|(b, t)| r1(b / t.max(1.0) * 100.0)),
+            "other_processes_pct_of_one_core": others_pct,
+            "node0_finality_ms_bucket_upper_bound": {"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)},
+        },
+        "nfr_001": nfr,
+        "agreement": {
+            "agree": c.agree,
+            "digests": c.nodes.iter().zip(c.digests).map(|(n, d)| (n.name.clone(), json!(d))).collect::<serde_json::Map<_, _>>(),
+        },
+        "problems": problems,
+        "timeline": c.ticks.iter().map(|t| json!({
+            "t": r1(t.t),
+            "nodes": t.nodes.iter().map(|p| p.as_ref().map(|p| json!({"cpu_ms": p.cpu_ms, "rss": p.rss, "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "finalized": p.finalized}))).collect::<Vec<_>>(),
+            "loadgen_cpu_ms": t.loadgen.map(|l| l.0),
+            "machine_busy_ms": t.machine.map(|m| m.0),
+        })).collect::<Vec<_>>(),
+        "node0_finality_latency_buckets": node0_delta.iter().map(|(le, c)| json!([if le.is_finite() { json!(le) } else { json!("+Inf") }, c])).collect::<Vec<_>>(),
+    });
+    (report, problems)
+}
