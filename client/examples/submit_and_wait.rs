@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! engine testnet --nodes 3 --dir /tmp/tn && for i in 0 1 2; do engine run --config /tmp/tn/node-$i/config.toml & done
-//! cargo run -p pqdag-client --example submit_and_wait -- --cluster /tmp/tn/cluster.toml [--count 5]
+//! cargo run -p pqdag-client --example submit_and_wait -- --cluster /tmp/tn/cluster.toml [--count 5] [--key /tmp/tn/client/client.key]
 //! ```
 
 use std::path::PathBuf;
@@ -14,22 +14,35 @@ use pqdag_client::{Client, ClientOptions, ConflictKey};
 async fn main() -> ExitCode {
     let mut cluster: Option<PathBuf> = None;
     let mut count = 5u64;
+    let mut key: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cluster" => cluster = args.next().map(PathBuf::from),
             "--count" => count = args.next().and_then(|c| c.parse().ok()).unwrap_or(count),
+            "--key" => key = args.next().map(PathBuf::from),
             _ => {
-                eprintln!("usage: submit_and_wait --cluster FILE [--count N]");
+                eprintln!("usage: submit_and_wait --cluster FILE [--count N] [--key client.key]");
                 return ExitCode::FAILURE;
             }
         }
     }
     let Some(cluster) = cluster else {
-        eprintln!("usage: submit_and_wait --cluster FILE [--count N]");
+        eprintln!("usage: submit_and_wait --cluster FILE [--count N] [--key client.key]");
         return ExitCode::FAILURE;
     };
-    let client = match Client::from_cluster_file(&cluster, ClientOptions::default()).await {
+    // Without --key: the testnet's client/client.key beside the cluster file.
+    let mut opts = ClientOptions::default();
+    if let Some(k) = &key {
+        match pqdag_client::identity::load_client_key(k) {
+            Ok(k) => opts = opts.with_key(k),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let client = match Client::from_cluster_file(&cluster, opts).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pqdag_crypto::Keypair;
 use pqdag_wire::limits::{CONFLICT_KEYS_MAX, PAYLOAD_BYTES_MAX};
 use pqdag_wire::{ClientErrorCode, ClientReply, ClientRequest, ClientStatus, CLIENT_STATUS_IDS_MAX};
 use tokio::sync::Mutex;
@@ -17,9 +18,15 @@ use crate::registry::{Registry, Subscription, Waiter};
 use crate::types::{ConflictKey, Cursor, Decision, Status, VertexId};
 use crate::ClientError;
 
-/// Timeouts and retry policy. `Default` suits a LAN cluster.
+/// The client key, timeouts and retry policy. `Default` suits a LAN cluster (and, through
+/// [`Client::from_cluster_file`], a testnet: its `client/client.key` is used when `key` is
+/// `None`).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// The ML-DSA-87 client identity proven to every node (the nodes' `client_keys` must list
+    /// its public key). `None`: [`Client::from_cluster_file`] loads `client/client.key` beside
+    /// the cluster file (what `engine testnet` writes); [`Client::connect`] fails.
+    pub key: Option<Arc<Keypair>>,
     /// Index (in the node list) of the node tried first; the others follow round robin.
     pub preferred: usize,
     /// QUIC handshake plus identity proof, per node.
@@ -38,6 +45,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
+            key: None,
             preferred: 0,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
@@ -45,6 +53,14 @@ impl Default for ClientOptions {
             status_poll_interval: Duration::from_millis(500),
             overload_backoff: Duration::from_millis(200),
         }
+    }
+}
+
+impl ClientOptions {
+    /// These options proving `key`.
+    pub fn with_key(mut self, key: Arc<Keypair>) -> Self {
+        self.key = Some(key);
+        self
     }
 }
 
@@ -63,6 +79,7 @@ impl std::fmt::Debug for Client {
 
 struct Inner {
     nodes: Vec<NodeTarget>,
+    key: Arc<Keypair>,
     opts: ClientOptions,
     endpoint: quinn::Endpoint,
     conns: Vec<Mutex<Option<NodeConn>>>,
@@ -85,14 +102,17 @@ enum Outcome {
 }
 
 impl Client {
-    /// Connects to the cluster: to the preferred node, or the next one that answers. Fails with
-    /// [`ClientError::IdentityMismatch`] if a node does not hold its configured key, and with
+    /// Connects to the cluster, proving `opts.key` (required here): to the preferred node, or
+    /// the next one that answers. Fails with [`ClientError::NotAuthorized`] if a node does not
+    /// accept the key, [`ClientError::IdentityMismatch`] if a node does not hold its configured
+    /// key, and with
     /// [`ClientError::AllNodesUnavailable`] if none can be reached. Must run inside a Tokio
     /// runtime (with the `time` and `net` drivers enabled).
     pub async fn connect(nodes: Vec<NodeTarget>, opts: ClientOptions) -> Result<Client, ClientError> {
         if nodes.is_empty() {
             return Err(ClientError::Config("no nodes".into()));
         }
+        let key = opts.key.clone().ok_or_else(|| ClientError::Config("no client key (ClientOptions::key; `engine keygen --client` makes one)".into()))?;
         let v6 = nodes.iter().all(|n| n.addr.is_ipv6());
         let bind: SocketAddr = if v6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
         let mut endpoint = quinn::Endpoint::client(bind)?;
@@ -103,6 +123,7 @@ impl Client {
                 conns: (0..n).map(|_| Mutex::new(None)).collect(),
                 current: AtomicUsize::new(opts.preferred % n),
                 nodes,
+                key,
                 opts,
                 endpoint,
                 registry: Arc::new(Registry::default()),
@@ -117,15 +138,19 @@ impl Client {
                     client.inner.current.store(i, Ordering::Relaxed);
                     return Ok(client);
                 }
-                Err(e @ ClientError::IdentityMismatch { .. }) => return Err(e),
+                Err(e @ (ClientError::IdentityMismatch { .. } | ClientError::NotAuthorized { .. })) => return Err(e),
                 Err(e) => attempts.push(format!("{}: {e}", client.inner.nodes[i].name)),
             }
         }
         Err(ClientError::AllNodesUnavailable { attempts })
     }
 
-    /// [`Client::connect`] to the nodes of a `cluster.toml` (see [`crate::cluster`]).
-    pub async fn from_cluster_file(path: &Path, opts: ClientOptions) -> Result<Client, ClientError> {
+    /// [`Client::connect`] to the nodes of a `cluster.toml` (see [`crate::cluster`]); without
+    /// `opts.key`, proves the testnet's `client/client.key` beside it.
+    pub async fn from_cluster_file(path: &Path, mut opts: ClientOptions) -> Result<Client, ClientError> {
+        if opts.key.is_none() {
+            opts.key = Some(crate::identity::load_client_key(&crate::identity::testnet_client_key(path))?);
+        }
         Self::connect(load_cluster_file(path)?, opts).await
     }
 
@@ -259,7 +284,7 @@ impl Client {
             return Ok(c.conn.clone());
         }
         let t = &self.inner.nodes[i];
-        let c = NodeConn::connect(&self.inner.endpoint, t, self.inner.opts.connect_timeout, self.inner.registry.clone()).await?;
+        let c = NodeConn::connect(&self.inner.endpoint, t, &self.inner.key, self.inner.opts.connect_timeout, self.inner.registry.clone()).await?;
         let conn = c.conn.clone();
         *slot = Some(c);
         Ok(conn)

@@ -2,8 +2,10 @@
 //!
 //! Streams (same framing as `pqdag-transport`'s `frame` module: a type byte, then frames of
 //! `u32 LE length · bytes`):
+//! * client → node, uni, first: [`STREAM_IDENTITY`](crate::identity::STREAM_IDENTITY) with our
+//!   ML-DSA-87 client-key proof (the node reads nothing else of ours until it verifies);
 //! * node → client, uni, first: [`STREAM_IDENTITY`](crate::identity::STREAM_IDENTITY) with the
-//!   node's ML-DSA-87 proof; nothing else is trusted until it verifies;
+//!   node's ML-DSA-87 proof, sent once ours verified; nothing else is trusted until it verifies;
 //! * client → node, bi: [`STREAM_SUBMIT`] and one `ClientRequest` frame, answered by one
 //!   `ClientReply` frame (no type byte on the answer);
 //! * node → client, uni: [`STREAM_EVENTS`] and `ClientReply::Events` frames (decisions of the
@@ -15,7 +17,7 @@ use std::time::Duration;
 use pqdag_wire::{decode, encode, ArchivedClientReply, ClientReply, ClientRequest, FrameRef};
 
 use crate::cluster::NodeTarget;
-use crate::identity::{self, CONTEXT_ACCEPTOR, EXPORTER_BYTES, EXPORTER_LABEL, PROOF_BYTES, STREAM_IDENTITY};
+use crate::identity::{self, CLOSE_NOT_AUTHORIZED, CONTEXT_ACCEPTOR, CONTEXT_CLIENT, EXPORTER_BYTES, EXPORTER_LABEL, PROOF_BYTES, STREAM_IDENTITY};
 use crate::registry::Registry;
 use crate::{proto, ClientError};
 
@@ -49,16 +51,26 @@ fn io(node: &str, e: impl std::fmt::Display) -> ClientError {
 }
 
 impl NodeConn {
-    /// Connects to `t` and checks its identity proof; events go to `registry`.
+    /// Connects to `t`, proves `key`, and checks the node's identity proof; events go to
+    /// `registry`.
     pub(crate) async fn connect(
         endpoint: &quinn::Endpoint,
         t: &NodeTarget,
+        key: &pqdag_crypto::Keypair,
         timeout: Duration,
         registry: Arc<Registry>,
     ) -> Result<NodeConn, ClientError> {
         let connecting = endpoint.connect(t.addr, crate::tls::SERVER_NAME).map_err(|e| io(&t.name, e))?;
         let conn = tokio::time::timeout(timeout, async {
             let conn = connecting.await.map_err(|e| io(&t.name, format!("handshake: {e}")))?;
+            // We prove first; the node answers only for a key it accepts.
+            let mut xc = [0u8; EXPORTER_BYTES];
+            conn.export_keying_material(&mut xc, EXPORTER_LABEL, CONTEXT_CLIENT)
+                .map_err(|_| ClientError::Tls("TLS exporter unavailable".into()))?;
+            let ours = identity::proof_stream(key, &xc)?;
+            let mut send = conn.open_uni().await.map_err(|e| io(&t.name, format!("identity stream: {e}")))?;
+            send.write_all(&ours).await.map_err(|e| io(&t.name, format!("identity stream: {e}")))?;
+            let _ = send.finish();
             let proof = read_proof(&conn, &t.name).await?;
             let mut x = [0u8; EXPORTER_BYTES];
             conn.export_keying_material(&mut x, EXPORTER_LABEL, CONTEXT_ACCEPTOR)
@@ -83,7 +95,13 @@ impl NodeConn {
 }
 
 async fn read_proof(conn: &quinn::Connection, node: &str) -> Result<Vec<u8>, ClientError> {
-    let mut recv = conn.accept_uni().await.map_err(|e| io(node, format!("waiting for the identity proof: {e}")))?;
+    let mut recv = conn.accept_uni().await.map_err(|e| match e {
+        quinn::ConnectionError::ApplicationClosed(ac) if u64::from(ac.error_code) == u64::from(CLOSE_NOT_AUTHORIZED) => ClientError::NotAuthorized {
+            node: node.into(),
+            message: "the node does not accept this client key (add its client.pub to the node's client_keys)".into(),
+        },
+        e => io(node, format!("waiting for the identity proof: {e}")),
+    })?;
     let mut hdr = [0u8; 5];
     recv.read_exact(&mut hdr).await.map_err(|e| io(node, format!("identity stream: {e}")))?;
     let len = u32::from_le_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;

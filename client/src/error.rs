@@ -5,8 +5,9 @@ use std::time::Duration;
 /// What went wrong. Variants that name a `node` say which cluster member answered.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    /// The node refused this client. Reserved: today's nodes authorize every client (the
-    /// client endpoint is unauthenticated), so no node sends this yet.
+    /// The node does not accept this client's key (it closed the connection at connect with
+    /// QUIC application code 7, `NOT_AUTHORIZED`). Never failed over: every node of a cluster
+    /// is normally given the same `client_keys`, and the fix is the operator's.
     #[error("{node}: not authorized: {message}")]
     NotAuthorized {
         /// The refusing node.

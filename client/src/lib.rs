@@ -2,9 +2,11 @@
 //!
 //! * Async on Tokio ([`Client`]) or blocking ([`blocking::Client`], which owns a runtime).
 //! * QUIC (`quinn` 0.11) with TLS 1.3 restricted to the hybrid post-quantum group
-//!   X25519MLKEM768 ([`tls`]), ALPN `pqdag-client/1`, like the node's client endpoint.
-//! * Every node proves its ML-DSA-87 identity over the TLS exporter before anything else is
-//!   read ([`identity`]); a node without the expected key is [`ClientError::IdentityMismatch`].
+//!   X25519MLKEM768 ([`tls`]), ALPN `pqdag-client/2`, like the node's client endpoint.
+//! * The client proves its ML-DSA-87 client key first ([`ClientOptions::key`]); a node that
+//!   does not list it refuses with [`ClientError::NotAuthorized`]. Then every node proves its
+//!   own ML-DSA-87 identity over the TLS exporter before anything else is read ([`identity`]);
+//!   a node without the expected key is [`ClientError::IdentityMismatch`].
 //! * Speaks the client protocol of `pqdag-wire` (`ClientRequest`/`ClientReply`).
 //! * Nodes come from a list ([`NodeTarget`]) or a `cluster.toml` ([`cluster`]); a request that
 //!   fails on one node (connection error, timeout, not ready, overloaded) moves on to the
@@ -35,6 +37,6 @@ mod types;
 pub use client::{Client, ClientOptions};
 pub use cluster::NodeTarget;
 pub use error::ClientError;
-pub use pqdag_crypto::PublicKey;
+pub use pqdag_crypto::{Keypair, PublicKey};
 pub use registry::Subscription;
 pub use types::{ConflictKey, Cursor, Decision, DecisionEvent, Status, VertexId};

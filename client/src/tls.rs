@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme};
 use crate::ClientError;
 
 /// ALPN of the node's client endpoint (equal to `pqdag_transport::tls::CLIENT_ALPN`).
-pub const CLIENT_ALPN: &[u8] = b"pqdag-client/1";
+pub const CLIENT_ALPN: &[u8] = b"pqdag-client/2";
 /// The TLS server name every dialer uses: certificates carry no trust, so it is a constant.
 pub const SERVER_NAME: &str = "pqdag.invalid";
 /// The one key-exchange group allowed.

@@ -229,10 +229,11 @@ fn a_wrong_server_key_is_an_identity_mismatch() {
     let mut nodes = pqdag_client::cluster::load_cluster_file(&c.cluster_file()).expect("cluster file");
     let impostor = pqdag_crypto_key();
     nodes[0] = NodeTarget { public_key: impostor, ..nodes[0].clone() };
+    let me = pqdag_client::identity::load_client_key(&pqdag_client::identity::testnet_client_key(&c.cluster_file())).expect("testnet client key");
     let rt = rt();
     let deadline = Instant::now() + Duration::from_secs(60);
     let err = loop {
-        match rt.block_on(Client::connect(nodes.clone(), opts(0))) {
+        match rt.block_on(Client::connect(nodes.clone(), opts(0).with_key(me.clone()))) {
             Ok(_) => panic!("a node with another key was accepted"),
             Err(e @ ClientError::IdentityMismatch { .. }) => break e,
             Err(e) if Instant::now() > deadline => panic!("node never came up: {e}\n{}", c.logs()),
@@ -241,8 +242,28 @@ fn a_wrong_server_key_is_an_identity_mismatch() {
     };
     assert!(err.to_string().contains("node-0"), "{err}");
     // The blocking client reports it the same way.
-    let b = blocking::Client::connect(nodes, opts(0));
+    let b = blocking::Client::connect(nodes, opts(0).with_key(me));
     assert!(matches!(b, Err(ClientError::IdentityMismatch { .. })), "{b:?}");
+}
+
+#[test]
+fn a_client_key_the_nodes_do_not_accept_is_not_authorized() {
+    let _serial = cluster_lock();
+    let c = Cluster::start(1, 51450);
+    let file = c.cluster_file();
+    let rt = rt();
+    // The testnet's own key works (and tells us the node is up) ...
+    let good = rt.block_on(connect_when_up(&file, opts(0)));
+    drop(good);
+    // ... a key the node does not list is refused at connect, typed, and not failed over.
+    let stranger = std::sync::Arc::new(pqdag_crypto::Keypair::generate().expect("keygen"));
+    let r = rt.block_on(Client::from_cluster_file(&file, opts(0).with_key(stranger.clone())));
+    match r {
+        Err(ClientError::NotAuthorized { node, .. }) => assert_eq!(node, "node-0"),
+        other => panic!("expected NotAuthorized, got {other:?}\n{}", c.logs()),
+    }
+    let b = blocking::Client::from_cluster_file(&file, opts(0).with_key(stranger));
+    assert!(matches!(b, Err(ClientError::NotAuthorized { .. })), "{b:?}");
 }
 
 /// A key no node holds.

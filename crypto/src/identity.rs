@@ -8,6 +8,8 @@
 //! | `node.pub` | `PQDAGPK\x01` (8) · algorithm `0x87` (1) · public key (2592) · BLAKE3 of all before (32) |
 //!
 //! The public key is also written into the cluster file as hex; the secret never leaves `node.key`.
+//! A client identity (`engine keygen --client`) is the same two formats under the names
+//! `client.key` and `client.pub`: the node lists the `.pub` (or its hex) in `client_keys`.
 //! Loading checks magic, algorithm byte, length, checksum and (for `node.key`) that the secret key
 //! signs for the stored public key: a truncated, corrupt or foreign file is a typed error.
 
@@ -23,6 +25,11 @@ pub const ALGORITHM_ML_DSA_87: u8 = 0x87;
 pub const SECRET_KEY_FILE: &str = "node.key";
 /// File name of the public key inside a node folder.
 pub const PUBLIC_KEY_FILE: &str = "node.pub";
+
+/// File name of a client's secret key.
+pub const CLIENT_SECRET_KEY_FILE: &str = "client.key";
+/// File name of a client's public key.
+pub const CLIENT_PUBLIC_KEY_FILE: &str = "client.pub";
 
 const SK_MAGIC: &[u8; 8] = b"PQDAGSK\x01";
 const PK_MAGIC: &[u8; 8] = b"PQDAGPK\x01";
@@ -69,9 +76,18 @@ fn open<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 8], len: usize) -> Result
 /// Writes `node.key` (0600, created fresh: an existing key is never overwritten) and `node.pub`
 /// into `dir`, creating `dir` if needed. Returns the two paths.
 pub fn write_identity(dir: &Path, keypair: &Keypair) -> Result<(PathBuf, PathBuf), CryptoError> {
+    write_identity_as(dir, keypair, SECRET_KEY_FILE, PUBLIC_KEY_FILE)
+}
+
+/// Writes a client identity: `client.key` (0600, never overwritten) and `client.pub` in `dir`.
+pub fn write_client_identity(dir: &Path, keypair: &Keypair) -> Result<(PathBuf, PathBuf), CryptoError> {
+    write_identity_as(dir, keypair, CLIENT_SECRET_KEY_FILE, CLIENT_PUBLIC_KEY_FILE)
+}
+
+fn write_identity_as(dir: &Path, keypair: &Keypair, sk_name: &str, pk_name: &str) -> Result<(PathBuf, PathBuf), CryptoError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let sk_path = dir.join(SECRET_KEY_FILE);
-    let pk_path = dir.join(PUBLIC_KEY_FILE);
+    let sk_path = dir.join(sk_name);
+    let pk_path = dir.join(pk_name);
 
     let mut sk_body = Vec::with_capacity(SK_FILE_BYTES);
     sk_body.extend_from_slice(SK_MAGIC);
@@ -106,7 +122,13 @@ pub fn write_public_key(path: &Path, public_key: &PublicKey) -> Result<(), Crypt
 
 /// Loads the key pair from `dir/node.key`, checking the file and that its halves belong together.
 pub fn load_keypair(dir: &Path) -> Result<Keypair, CryptoError> {
-    let path = dir.join(SECRET_KEY_FILE);
+    load_keypair_file(&dir.join(SECRET_KEY_FILE))
+}
+
+/// Loads a key pair from a secret key file of any name (e.g. a client's `client.key`), with
+/// the same checks as [`load_keypair`].
+pub fn load_keypair_file(path: &Path) -> Result<Keypair, CryptoError> {
+    let path = path.to_path_buf();
     let bytes = fs::read(&path).map_err(io_err(&path))?;
     let body = open(&path, &bytes, SK_MAGIC, SK_FILE_BYTES)?;
     let (sk, pk) = body.split_at(SECRET_KEY_BYTES);

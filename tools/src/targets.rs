@@ -1,9 +1,10 @@
 //! Where a cluster's client endpoints are, from its files.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use pqdag_crypto::PublicKey;
+use pqdag_crypto::{identity, Keypair, PublicKey};
 use pqdag_node::{ClusterFile, NodeConfig};
 
 /// A node's client endpoint and the key it proves itself with.
@@ -42,4 +43,16 @@ pub fn client_targets(cluster_path: &Path, overrides: &[String]) -> Result<Vec<C
         return Err("no client endpoints: give --client NAME=ADDR for remote nodes".into());
     }
     Ok(out)
+}
+
+/// Where the client key is by default: the testnet's `<cluster dir>/client/client.key`.
+pub fn default_client_key(cluster_path: &Path) -> PathBuf {
+    cluster_path.parent().unwrap_or(Path::new(".")).join("client").join(identity::CLIENT_SECRET_KEY_FILE)
+}
+
+/// Loads the client identity to connect with: `key` if given, else [`default_client_key`].
+/// Every node must list its public key in `client_keys`, or it refuses the connection.
+pub fn client_key(cluster_path: &Path, key: Option<&Path>) -> Result<Arc<Keypair>, String> {
+    let path = key.map_or_else(|| default_client_key(cluster_path), Path::to_path_buf);
+    identity::load_keypair_file(&path).map(Arc::new).map_err(|e| format!("client key: {e} (give --key PATH, e.g. a client.key from `engine keygen --client`)"))
 }

@@ -1,15 +1,16 @@
 //! Client connector for the client endpoint (load generators, operators).
 //!
 //! Runs on a glommio executor like the node side (a load generator spawns one executor per
-//! connection thread). It authenticates the server by its ML-DSA-87 key through the same
-//! exporter binding nodes use; it presents no identity itself.
+//! connection thread). It proves its own ML-DSA-87 client key first (the node accepts only the
+//! keys its config lists), then authenticates the server by its ML-DSA-87 key through the same
+//! exporter binding nodes use.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pqdag_crypto::PublicKey;
+use pqdag_crypto::{Keypair, PublicKey};
 
 use crate::driver::{reply_pair, Driver, DriverParams, Mode, Out, Shared};
 use crate::tls::{self, KxLog};
@@ -29,9 +30,10 @@ impl std::fmt::Debug for ClientConnection {
 }
 
 impl ClientConnection {
-    /// Connects to `server` and verifies it holds `server_key`; fails with
-    /// `IdentityMismatch` if it does not.
-    pub async fn connect(server: SocketAddr, server_key: PublicKey, timeout: Duration) -> Result<Self, TransportError> {
+    /// Connects to `server`, proves `key` and verifies the server holds `server_key`. Fails
+    /// with [`TransportError::NotAuthorized`] if the node does not accept `key`, and with
+    /// [`TransportError::IdentityMismatch`] if the server is not `server_key`.
+    pub async fn connect(server: SocketAddr, server_key: PublicKey, key: Arc<Keypair>, timeout: Duration) -> Result<Self, TransportError> {
         let kx = Arc::new(KxLog::default());
         let provider = tls::hybrid_only_provider(kx.clone());
         let shared = Shared::new(INCOMING_QUEUE_MAX, 1);
@@ -44,7 +46,8 @@ impl ClientConnection {
                 bind,
                 server_cfg: None,
                 client_cfg: Some(crate::quic_client_config(provider, None, tls::CLIENT_ALPN)?),
-                keypair: None,
+                keypair: key,
+                client_keys: Vec::new(),
                 peers: vec![(server_key, server)],
                 frames_max: SEND_QUEUE_FRAMES_MAX,
             },

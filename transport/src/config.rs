@@ -34,8 +34,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive interval: five keep-alives fit in one idle timeout, so a few lost packets never
 /// close an idle but healthy connection.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
-/// Time a new connection has to complete the ML-DSA channel binding.
+/// Time a dialer has, from its handshake's completion, to receive the acceptor's proof (the
+/// acceptor answers only after verifying ours: one verify and one signature on its side).
 pub const IDENTITY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time an accepted connection has, from its first packet, to complete TLS and prove its
+/// identity. Short: until then it holds a pre-auth slot (see [`PRE_AUTH_SHARED_MAX`]). An honest
+/// dialer needs one or two round trips and one ML-DSA-87 signature.
+pub const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pre-auth slots reserved for each configured peer: taken by a connection whose (validated)
+/// source address is that peer's configured address, so a flood from elsewhere cannot lock
+/// the cluster out. Two: a reconnect may overlap a dying attempt.
+pub const PRE_AUTH_RESERVED_PER_PEER: usize = 2;
+/// Pre-auth slots shared by every other source (unknown addresses, clients, a peer whose own
+/// reserved slots are busy). Beyond it new connections are refused (`pre_auth_full_refusals`).
+pub const PRE_AUTH_SHARED_MAX: usize = 64;
+/// Once this many shared slots are held, a new connection from an unvalidated address is sent a
+/// stateless Retry first, so a flood from spoofed addresses holds no slot at all.
+pub const PRE_AUTH_RETRY_ABOVE: usize = PRE_AUTH_SHARED_MAX / 2;
 /// First re-dial delay after a failed or lost connection.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Re-dial delay cap.
@@ -55,6 +70,20 @@ pub struct PeerId(pub usize);
 /// A connected client of the client endpoint (unique per shard for the process lifetime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientId(pub u64);
+
+/// Which client key a client connection proved: BLAKE3 of its ML-DSA-87 public key (the same
+/// derivation as a node id). What per-client accounting (quotas, the feed) is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKeyId(pub [u8; 32]);
+
+impl std::fmt::Display for ClientKeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
 
 /// One node of the cluster.
 #[derive(Debug, Clone)]
@@ -78,6 +107,9 @@ pub struct TransportConfig {
     pub bind: SocketAddr,
     /// Base bind address of the client endpoint (`None`: no client endpoint). Loopback by default.
     pub client_bind: Option<SocketAddr>,
+    /// ML-DSA-87 keys of the clients the client endpoint accepts; a client proving any other
+    /// key is closed with [`crate::close_code::NOT_AUTHORIZED`] before anything it sent is read.
+    pub client_keys: Vec<PublicKey>,
     /// Per-peer send queue cap in frames (see [`SEND_QUEUE_FRAMES_MAX`]).
     pub send_queue_frames_max: usize,
     /// Incoming queue cap (see [`INCOMING_QUEUE_MAX`]).
@@ -93,6 +125,7 @@ impl TransportConfig {
             shard,
             bind,
             client_bind: None,
+            client_keys: Vec::new(),
             send_queue_frames_max: SEND_QUEUE_FRAMES_MAX,
             incoming_queue_max: INCOMING_QUEUE_MAX,
         }
@@ -140,6 +173,22 @@ pub struct TransportStats {
     pub identity_refusals: u64,
     /// Dial attempts.
     pub dials: u64,
+    /// ML-DSA-87 identity proofs we signed (an acceptor signs only after the dialer's verified).
+    pub proofs_signed: u64,
+    /// Identity proofs we verified (at most one per connection).
+    pub proofs_verified: u64,
+    /// New connections refused because every pre-auth slot they may take was held.
+    pub pre_auth_full_refusals: u64,
+    /// New connections refused because the connection table was full.
+    pub connections_full_refusals: u64,
+    /// New connections refused because the endpoint is shutting down (or never accepts).
+    pub closing_refusals: u64,
+    /// Stateless Retries sent to validate a source address before it may hold a slot.
+    pub retries_sent: u64,
+    /// Accepted connections closed because no identity was proven within [`PRE_AUTH_TIMEOUT`].
+    pub pre_auth_timeouts: u64,
+    /// Client connections refused because their key is not in the accepted list.
+    pub client_refusals: u64,
     /// Frames received (all peers and clients).
     pub frames_in: u64,
     /// Frames sent.

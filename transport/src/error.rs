@@ -24,6 +24,10 @@ pub enum TransportError {
     /// The peer's channel-binding proof did not verify against the expected ML-DSA-87 key.
     #[error("peer identity mismatch: {0}")]
     IdentityMismatch(String),
+    /// The node does not accept our client key (it closed with
+    /// [`crate::close_code::NOT_AUTHORIZED`]): add the key to the node's `client_keys`.
+    #[error("not authorized: the node does not accept this client key ({0})")]
+    NotAuthorized(String),
     /// A frame exceeds [`crate::MAX_FRAME_BYTES`].
     #[error("frame of {len} bytes exceeds the {max} byte cap")]
     FrameTooLarge {

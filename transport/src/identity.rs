@@ -1,12 +1,20 @@
 //! Channel binding: each side proves its ML-DSA-87 identity over the TLS exporter.
 //!
 //! After the QUIC handshake both ends derive `EXPORTER_BYTES` bytes from the TLS exporter with
-//! label [`EXPORTER_LABEL`] and a per-role context ([`CONTEXT_DIALER`] / [`CONTEXT_ACCEPTOR`]),
-//! sign them under `Domain::TransportBinding` and send the proof as the single frame of their
-//! first unidirectional stream (stream type [`crate::frame::STREAM_IDENTITY`]). The exporter is
+//! label [`EXPORTER_LABEL`] and a per-role context ([`CONTEXT_DIALER`] for a node dialing a
+//! node, [`CONTEXT_CLIENT`] for a client, [`CONTEXT_ACCEPTOR`] for the accepting node), sign
+//! them under `Domain::TransportBinding` and send the proof as the single frame of their first
+//! unidirectional stream (stream type [`crate::frame::STREAM_IDENTITY`]). The exporter is
 //! unique to this TLS session, so a proof cannot be replayed on another connection, and a
 //! man in the middle (who terminates two TLS sessions) cannot forward one. The role context
-//! stops a proof being reflected back to its sender.
+//! stops a proof being reflected back to its sender, and a client proof being taken for a
+//! node's.
+//!
+//! Order (ALPN version 2): the dialer proves first; the acceptor verifies that proof (it must
+//! name a configured peer, or an accepted client key) and only then signs and sends its own.
+//! An unproven connection costs the acceptor at most one verification, never a signature. The
+//! dialer's proof is bound to the TLS session, so sending it to a server not yet verified gives
+//! that server nothing it could use elsewhere.
 //!
 //! Proof layout: `magic "PQID"` (4) · version 1 (1) · node id (32) · ML-DSA-87 signature (4627).
 
@@ -16,6 +24,8 @@ use pqdag_crypto::{Domain, Keypair, PublicKey, SIGNATURE_BYTES};
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-pqdag-transport-binding-v1";
 /// Exporter context of the proof signed by the dialing side.
 pub const CONTEXT_DIALER: &[u8] = b"dialer";
+/// Exporter context of the proof signed by a client (client endpoint, ALPN `pqdag-client/2`).
+pub const CONTEXT_CLIENT: &[u8] = b"client";
 /// Exporter context of the proof signed by the accepting side.
 pub const CONTEXT_ACCEPTOR: &[u8] = b"acceptor";
 /// Exporter output length.

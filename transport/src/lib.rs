@@ -8,7 +8,9 @@
 //! * TLS ([`tls`]): TLS 1.3, key exchange X25519MLKEM768 only (never a fallback); certificates
 //!   are ephemeral and carry no trust.
 //! * Identity ([`identity`]): each side signs the TLS exporter with its ML-DSA-87 key; the other
-//!   checks it against the cluster file. Unknown or mismatched keys close the connection.
+//!   checks it against the cluster file (or, on the client endpoint, the accepted client keys).
+//!   The dialer proves first; the acceptor signs only for a proven dialer. Unknown or
+//!   mismatched keys close the connection. Unproven connections hold bounded pre-auth slots.
 //! * Streams ([`frame`]): uni streams carry vertices (fire and forget), bi streams carry one
 //!   request and one reply. Frames are `u32 LE length · bytes`, at most [`MAX_FRAME_BYTES`].
 //!
@@ -64,10 +66,12 @@ pub enum Incoming {
         /// Where the reply goes.
         reply: Responder,
     },
-    /// A payload submitted on the client endpoint (the client is not authenticated).
+    /// A payload submitted on the client endpoint by a client whose key the node accepts.
     ClientSubmit {
         /// The submitting connection.
         client: ClientId,
+        /// The client key it proved (what the gateway records and accounts by).
+        key: ClientKeyId,
         /// The payload frame.
         bytes: Vec<u8>,
         /// Where the acknowledgement goes.
@@ -170,7 +174,8 @@ impl ShardTransport {
                 bind: shard_addr(config.bind, config.shard),
                 server_cfg: Some(quic_server_config(provider.clone(), &cert, tls::PEER_ALPN)?),
                 client_cfg: Some(quic_client_config(provider.clone(), Some(&cert), tls::PEER_ALPN)?),
-                keypair: Some(config.keypair.clone()),
+                keypair: config.keypair.clone(),
+                client_keys: Vec::new(),
                 peers,
                 frames_max: config.send_queue_frames_max,
             },
@@ -184,7 +189,8 @@ impl ShardTransport {
                     bind: shard_addr(b, config.shard),
                     server_cfg: Some(quic_server_config(provider, &cert, tls::CLIENT_ALPN)?),
                     client_cfg: None,
-                    keypair: Some(config.keypair.clone()),
+                    keypair: config.keypair.clone(),
+                    client_keys: config.client_keys.clone(),
                     peers: Vec::new(),
                     frames_max: config.send_queue_frames_max,
                 },

@@ -19,10 +19,11 @@ use rustls::{DigitallySignedStruct, DistinguishedName, NamedGroup, SignatureSche
 
 use crate::TransportError;
 
-/// ALPN of node-to-node connections.
-pub const PEER_ALPN: &[u8] = b"pqdag/1";
-/// ALPN of the client-facing endpoint (load generators, operators).
-pub const CLIENT_ALPN: &[u8] = b"pqdag-client/1";
+/// ALPN of node-to-node connections. Version 2: the dialer proves its identity first.
+pub const PEER_ALPN: &[u8] = b"pqdag/2";
+/// ALPN of the client-facing endpoint (load generators, operators). Version 2: the client
+/// proves its ML-DSA-87 key first, then the node proves its own.
+pub const CLIENT_ALPN: &[u8] = b"pqdag-client/2";
 /// The TLS server name every dialer uses: certificates carry no trust, so it is a constant.
 pub const SERVER_NAME: &str = "pqdag.invalid";
 

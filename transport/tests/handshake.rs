@@ -25,6 +25,7 @@ fn two_endpoints_handshake_with_hybrid_group_and_verified_identities() {
         for t in [&a, &b] {
             let s = t.stats();
             assert_eq!(s.handshakes_ok, 1, "{s:?}");
+            assert_eq!((s.proofs_signed, s.proofs_verified), (1, 1), "{s:?}");
             assert_eq!(s.handshakes_failed, 0);
             assert_eq!(s.identity_refusals, 0);
             assert!(t.kx_log().hybrid.load(Ordering::Relaxed) >= 1, "X25519MLKEM768 not used");
@@ -55,13 +56,19 @@ fn unknown_ml_dsa_key_is_refused() {
             PeerConfig { public_key: outsider.public().clone(), addr: free_addr() },
         ];
         let o = ShardTransport::new(TransportConfig::new(outsider, o_peers.clone(), 0, o_peers[1].addr)).expect("o");
-        // The outsider may verify a (a's proof is valid) before a's refusal lands; it must end
-        // up disconnected, with a counting the refusal.
-        let _ = o.connect(P0, T).await;
+        // The outsider proves first; a refuses it without ever signing its own proof, so the
+        // outsider never verifies a.
+        match o.connect(P0, T).await {
+            Err(TransportError::IdentityMismatch(_)) => {}
+            other => panic!("expected IdentityMismatch (unknown peer), got {other:?}"),
+        }
         assert!(eventually(T, || a.stats().identity_refusals == 1).await, "a did not refuse: {:?}", a.stats());
-        assert!(eventually(T, || !o.is_connected(P0)).await, "outsider still connected");
+        assert!(!o.is_connected(P0), "outsider connected");
         assert!(!a.is_connected(P1));
-        assert_eq!(a.stats().handshakes_ok, 0);
+        let s = a.stats();
+        assert_eq!(s.handshakes_ok, 0);
+        assert_eq!(s.proofs_signed, 0, "a signed for an unknown dialer: {s:?}");
+        assert_eq!(s.proofs_verified, 0, "an unknown node id is refused without a verification: {s:?}");
     });
 }
 

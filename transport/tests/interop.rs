@@ -177,6 +177,7 @@ fn impersonator_without_the_key_is_refused() {
     let (stats, vertices, _) = h.join().expect("node thread");
     assert_eq!(stats.identity_refusals, 1, "{stats:?}");
     assert_eq!(stats.handshakes_ok, 0);
+    assert_eq!(stats.proofs_signed, 0, "the node signs nothing for an impersonator: {stats:?}");
     assert!(vertices.is_empty());
 }
 

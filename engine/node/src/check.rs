@@ -188,6 +188,11 @@ pub fn check_config(config_path: &Path, check_peers: bool) -> Report {
         Ok(()) => r.push(Status::Ok, "client port udp", format!("{} free", cfg.client_addr)),
         Err(e) => r.push(Status::Fail, "client port udp", format!("{}: {e}", cfg.client_addr)),
     }
+    match cfg.client_public_keys() {
+        Ok(k) if k.is_empty() => r.push(Status::Warn, "client keys", "client_keys is empty: the client API refuses every client"),
+        Ok(k) => r.push(Status::Ok, "client keys", format!("{} accepted client key(s)", k.len())),
+        Err(e) => r.push(Status::Fail, "client keys", e.to_string()),
+    }
     match tcp_free(cfg.metrics_addr) {
         Ok(()) => r.push(Status::Ok, "metrics port tcp", format!("{} free", cfg.metrics_addr)),
         Err(e) => r.push(Status::Fail, "metrics port tcp", format!("{}: {e}", cfg.metrics_addr)),

@@ -48,6 +48,9 @@ pub struct ClusterConfigSpec {
     pub base_port: u16,
     /// Bind address of every node; default: the host itself if it is an IP, else `0.0.0.0`.
     pub listen_host: Option<String>,
+    /// Bind address of the client API of a new node; default loopback (`127.0.0.1`): clients
+    /// on other hosts need it set explicitly (and their keys in `client_keys`).
+    pub client_host: Option<IpAddr>,
     /// `data_dir` written into every config (relative = beside the config).
     pub data_dir: PathBuf,
     /// Store sync policy of every node.
@@ -240,7 +243,8 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
                 data_dir: spec.data_dir.clone(),
                 listen_host,
                 bind_base_port: None,
-                client_addr: SocketAddr::new(ip, n.base_port + PORT_STRIDE - 2),
+                client_addr: SocketAddr::new(spec.client_host.unwrap_or(IpAddr::from([127, 0, 0, 1])), n.base_port + PORT_STRIDE - 2),
+                client_keys: Vec::new(),
                 metrics_addr: SocketAddr::new(ip, n.base_port + PORT_STRIDE - 1),
                 cores: Vec::new(),
                 sync: spec.sync,
@@ -332,6 +336,7 @@ mod tests {
             dir: dir.join("out"),
             base_port: 7000,
             listen_host: None,
+            client_host: None,
             data_dir: PathBuf::from("data"),
             sync: SyncMode::EveryBatch,
             shards: None,
@@ -362,7 +367,7 @@ mod tests {
         let c0 = NodeConfig::load(&s.dir.join("node-0/config.toml")).expect("c0");
         assert_eq!((c0.listen_host.as_str(), c0.metrics_addr.to_string().as_str()), ("127.0.0.2", "127.0.0.2:7019"));
         let c2 = NodeConfig::load(&s.dir.join("node-2/config.toml")).expect("c2");
-        assert_eq!((c2.listen_host.as_str(), c2.client_addr.to_string().as_str()), ("0.0.0.0", "0.0.0.0:7118"));
+        assert_eq!((c2.listen_host.as_str(), c2.client_addr.to_string().as_str()), ("0.0.0.0", "127.0.0.1:7118"));
 
         // Add a host, drop one: keys and order of the kept nodes do not change.
         std::fs::write(&s.hosts_file, "127.0.0.2\nhost.example:7100\n127.0.0.4\n").expect("rewrite");

@@ -41,6 +41,11 @@ pub enum ConfigError {
     Key(#[from] pqdag_crypto::CryptoError),
 }
 
+/// Whether a `client_keys` entry is a hex public key rather than a path.
+fn is_hex_key(s: &str) -> bool {
+    s.len() == 2 * pqdag_crypto::PUBLIC_KEY_BYTES && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { path: path.to_path_buf(), message: message.into() }
 }
@@ -165,6 +170,13 @@ pub struct NodeConfig {
     pub bind_base_port: Option<u16>,
     /// Client API (submit payloads, stream finality): localhost by default.
     pub client_addr: SocketAddr,
+    /// The clients the client API accepts, by ML-DSA-87 public key. Each entry is one of: a key
+    /// in hex (as in `cluster.toml`), a `.pub` file (`engine keygen --client` writes
+    /// `client.pub`), or a folder whose `*.pub` files are all read (drop a file in, restart).
+    /// Relative paths are relative to this file. Empty (the default): no client can connect;
+    /// a client whose key is not listed is closed at connect as not authorized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_keys: Vec<String>,
     /// Prometheus `/metrics`, `/health`, `/status`.
     pub metrics_addr: SocketAddr,
     /// Pin shard s to `cores[s]`; empty = cores 0..shards.
@@ -224,7 +236,44 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
+        for k in &mut c.client_keys {
+            if !is_hex_key(k) && Path::new(k.as_str()).is_relative() {
+                *k = base.join(k.as_str()).to_string_lossy().into_owned();
+            }
+        }
         Ok(c)
+    }
+
+    /// The accepted client keys (see [`NodeConfig::client_keys`]), in entry order, duplicates
+    /// dropped. A missing, unreadable or corrupt entry is an error naming it.
+    pub fn client_public_keys(&self) -> Result<Vec<PublicKey>, ConfigError> {
+        let mut keys: Vec<PublicKey> = Vec::new();
+        let mut add = |k: PublicKey| {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        };
+        for entry in &self.client_keys {
+            if is_hex_key(entry) {
+                add(identity::public_key_from_hex(entry)?);
+                continue;
+            }
+            let path = Path::new(entry.as_str());
+            if path.is_dir() {
+                let rd = std::fs::read_dir(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+                let mut files: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                    .collect();
+                files.sort();
+                for f in files {
+                    add(identity::load_public_key(&f)?);
+                }
+            } else {
+                add(identity::load_public_key(path)?);
+            }
+        }
+        Ok(keys)
     }
 
     /// Writes the file.

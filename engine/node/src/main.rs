@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pqdag_node::config::SyncMode;
 use pqdag_node::export::{export, ExportFormat};
-use pqdag_node::testnet::{keygen, write_testnet, TestnetSpec};
+use pqdag_crypto::identity;
+use pqdag_node::testnet::{keygen, keygen_client, write_testnet, TestnetSpec};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,11 +22,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate an ML-DSA-87 identity (node.key, mode 0600, and node.pub) in DIR.
+    /// Generate an ML-DSA-87 identity (node.key, mode 0600, and node.pub) in DIR; with
+    /// --client a client identity (client.key and client.pub, for a node's client_keys).
     Keygen {
         /// Output folder (created; an existing key is never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Write a client identity instead of a node identity.
+        #[arg(long)]
+        client: bool,
     },
     /// Write a local cluster: DIR/cluster.toml and DIR/node-<i>/ (config, keys, data dir).
     Testnet {
@@ -75,6 +80,9 @@ enum Command {
         /// Bind address of every node [default: the host if it is an IP, else 0.0.0.0].
         #[arg(long)]
         listen_host: Option<String>,
+        /// Bind address of each new node's client API [default: 127.0.0.1].
+        #[arg(long)]
+        client_host: Option<std::net::IpAddr>,
         /// data_dir written into each config.toml (relative = beside it).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
@@ -137,15 +145,18 @@ fn main() -> ExitCode {
     let result: Result<String, Box<dyn std::error::Error>> = match cli.command {
         Command::Run { config, check_config: true, check_peers, .. } => pqdag_node::check::run_check(&config, check_peers).map_err(Into::into),
         Command::Run { config, byzantine, .. } => run(&config, byzantine),
-        Command::ClusterConfig { hosts, dir, base_port, listen_host, data_dir, sync, shards } => {
+        Command::ClusterConfig { hosts, dir, base_port, listen_host, client_host, data_dir, sync, shards } => {
             let sync = match sync {
                 SyncArg::EveryBatch => SyncMode::EveryBatch,
                 SyncArg::WalNoSync => SyncMode::WalNoSync,
             };
-            let spec = pqdag_node::cluster_config::ClusterConfigSpec { hosts_file: hosts, dir, base_port, listen_host, data_dir, sync, shards };
+            let spec = pqdag_node::cluster_config::ClusterConfigSpec { hosts_file: hosts, dir, base_port, listen_host, client_host, data_dir, sync, shards };
             pqdag_node::cluster_config::run_cluster_config(&spec).map_err(Into::into)
         }
-        Command::Keygen { out } => keygen(&out).map(|id| format!("node id {id}; keys in {}", out.display())).map_err(Into::into),
+        Command::Keygen { out, client: false } => keygen(&out).map(|id| format!("node id {id}; keys in {}", out.display())).map_err(Into::into),
+        Command::Keygen { out, client: true } => keygen_client(&out)
+            .map(|id| format!("client key id {id}; {} (secret) and {} (list it in a node's client_keys) in {}", identity::CLIENT_SECRET_KEY_FILE, identity::CLIENT_PUBLIC_KEY_FILE, out.display()))
+            .map_err(Into::into),
         Command::Testnet { nodes, dir, base_port, shards, sync } => {
             let sync = match sync {
                 SyncArg::EveryBatch => SyncMode::EveryBatch,

@@ -14,6 +14,17 @@ pub fn keygen(dir: &Path) -> Result<String, ConfigError> {
     Ok(hex::encode(kp.public().node_id()))
 }
 
+/// Generates a client identity into `dir`: `client.key` (0600, never overwritten) and
+/// `client.pub` (what a node lists in `client_keys`). Returns the client key id, hex.
+pub fn keygen_client(dir: &Path) -> Result<String, ConfigError> {
+    let kp = Keypair::generate()?;
+    identity::write_client_identity(dir, &kp)?;
+    Ok(hex::encode(kp.public().node_id()))
+}
+
+/// Folder of the testnet's client identity (`DIR/client/client.key`), relative to `DIR`.
+pub const TESTNET_CLIENT_DIR: &str = "client";
+
 /// Options of `engine testnet`.
 #[derive(Debug, Clone)]
 pub struct TestnetSpec {
@@ -32,8 +43,9 @@ pub struct TestnetSpec {
 /// Ports each node reserves: peers (one per shard), client, metrics.
 pub const PORT_STRIDE: u16 = 20;
 
-/// Writes `DIR/cluster.toml` and `DIR/node-<i>/{config.toml,node.key,node.pub,data/}` for a local
-/// cluster on 127.0.0.1. Returns the config paths.
+/// Writes `DIR/cluster.toml`, `DIR/node-<i>/{config.toml,node.key,node.pub,data/}` for a local
+/// cluster on 127.0.0.1, and one client identity `DIR/client/{client.key,client.pub}` that
+/// every node accepts (its `client_keys` names `../client/client.pub`). Returns the config paths.
 pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -50,6 +62,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
         return Err(ConfigError::Invalid { path: spec.dir.clone(), message: "ports would exceed 65535: lower --base-port or --nodes".into() });
     }
     std::fs::create_dir_all(&spec.dir).map_err(io(&spec.dir))?;
+    keygen_client(&spec.dir.join(TESTNET_CLIENT_DIR))?;
     let mut nodes = Vec::with_capacity(spec.nodes);
     let mut configs = Vec::with_capacity(spec.nodes);
     for i in 0..spec.nodes {
@@ -73,6 +86,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
             listen_host: "127.0.0.1".into(),
             bind_base_port: None,
             client_addr: SocketAddr::from(([127, 0, 0, 1], base_port + PORT_STRIDE - 2)),
+            client_keys: vec![format!("../{TESTNET_CLIENT_DIR}/{}", identity::CLIENT_PUBLIC_KEY_FILE)],
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], base_port + PORT_STRIDE - 1)),
             cores: Vec::new(),
             sync: spec.sync,
@@ -106,6 +120,10 @@ mod tests {
             assert_eq!(index, i);
             assert_eq!(cluster.shards, 2);
             assert_eq!(cluster.public_keys().expect("keys")[i], *kp.public());
+            // Every node accepts the testnet's one client key.
+            let client = identity::load_keypair_file(&dir.path().join("client/client.key")).expect("client key");
+            assert_eq!(cfg.client_public_keys().expect("client keys"), vec![client.public().clone()]);
+            assert!(cfg.client_addr.ip().is_loopback());
         }
         // Node 0 pointed at node 1's key: refused with a clear message.
         let mut cfg = NodeConfig::load(&configs[0]).expect("load");

@@ -32,6 +32,17 @@ fn three_nodes_finalize_all_payloads_and_resolve_conflicts_identically() {
     let _serial = cluster_lock();
     let mut c = Cluster::new(3, 21000);
     c.start_all();
+    // Issue 16: a client key the nodes do not list is refused at connect, typed.
+    let (addr, server) = (c.clients[0], c.keys[0].clone());
+    let refused = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let stranger = std::sync::Arc::new(pqdag_crypto::Keypair::generate().expect("keygen"));
+            pqdag_transport::ClientConnection::connect(addr, server, stranger, Duration::from_secs(10)).await.map(|_| ())
+        })
+        .expect("executor")
+        .join()
+        .expect("client thread");
+    assert!(matches!(refused, Err(pqdag_transport::TransportError::NotAuthorized(_))), "{refused:?}");
     let (ids, pairs) = c.with_clients(&[0, 1, 2], |conns| {
         Box::pin(async move {
             let mut ids = Vec::new();

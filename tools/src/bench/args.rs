@@ -38,6 +38,10 @@ pub struct Args {
     /// Seconds loadgen waits for outstanding decisions after the load (loadgen --drain).
     #[arg(long, default_value_t = 15.0)]
     pub drain: f64,
+    /// Client identity loadgen proves (loadgen --key); its public key is added to every node's
+    /// `client_keys` [default: the testnet's `client/client.key`].
+    #[arg(long)]
+    pub key: Option<PathBuf>,
     /// Seconds to wait for every node's /health = 200 [default: 60, or 1.5 per node above 40:
     /// 100 processes on a 2-core machine need ~N^2/2 post-quantum handshakes to mesh].
     #[arg(long)]

@@ -25,6 +25,11 @@ use pqdag_tools::bench::report::{build_report, ReportCtx};
 use pqdag_tools::bench::sample::{point, progress, scrape, Node, Tick};
 use serde_json::Value;
 
+/// A public key as `client_keys` takes it (hex).
+fn hex_key(kp: &pqdag_crypto::Keypair) -> String {
+    kp.public().as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -123,10 +128,18 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     let cluster_toml = cluster_dir.join("cluster.toml");
     let cluster = ClusterFile::load(&cluster_toml).map_err(|e| e.to_string())?;
+    let client_pub = match &args.key {
+        Some(k) => Some(hex_key(&*pqdag_tools::targets::client_key(&cluster_toml, Some(k))?)),
+        None => None,
+    };
     let mut nodes = Vec::new();
     for n in &cluster.nodes {
         let config = cluster_dir.join(&n.name).join("config.toml");
-        let cfg = NodeConfig::load(&config).map_err(|e| e.to_string())?;
+        let mut cfg = NodeConfig::load(&config).map_err(|e| e.to_string())?;
+        if let Some(k) = &client_pub {
+            cfg.client_keys.push(k.clone());
+            cfg.save(&config).map_err(|e| e.to_string())?;
+        }
         nodes.push(Node { name: n.name.clone(), metrics: cfg.metrics_addr, log: logs.join(format!("{}.log", n.name)), config });
     }
 
@@ -184,6 +197,9 @@ fn run(args: &Args) -> Result<bool, String> {
         .args(["--rate", &args.rate.to_string(), "--duration", &args.duration.to_string(), "--drain", &args.drain.to_string()])
         .args(["--payload-bytes", &args.payload_bytes.to_string(), "--conflict-ratio", &args.conflict_ratio.to_string(), "--quiet", "--json"])
         .arg(&loadgen_json);
+    if let Some(k) = &args.key {
+        cmd.arg("--key").arg(k);
+    }
     let lg_log = logs.join("loadgen.log");
     let lg_pid = lg.spawn("loadgen", cmd, &lg_log).map_err(|e| format!("start loadgen: {e}"))?;
     let t0 = Instant::now();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use pqdag_tools::targets::{client_targets, ClientTarget};
+use pqdag_tools::targets::{client_key, client_targets, ClientTarget};
 use pqdag_transport::ClientConnection;
 use pqdag_wire::{decode, encode, ArchivedClientReply, ArchivedClientStatus, ClientRequest, ConflictKey, FrameRef, VertexId};
 use rand::{Rng, SeedableRng};
@@ -29,6 +29,10 @@ struct Args {
     /// Client address of a node, `NAME=HOST:PORT` (repeatable; for remote clusters).
     #[arg(long)]
     client: Vec<String>,
+    /// The client identity to prove (a `client.key`) [default: `client/client.key` beside the
+    /// cluster file, the testnet's, which every testnet node accepts].
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Open-loop submissions per second (ignored with --inflight).
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -132,9 +136,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
+    let me = client_key(&args.cluster, args.key.as_deref())?;
     let mut conns = Vec::new();
     for t in &targets {
-        let c = ClientConnection::connect(t.addr, t.public_key.clone(), Duration::from_secs(10))
+        let c = ClientConnection::connect(t.addr, t.public_key.clone(), me.clone(), Duration::from_secs(10))
             .await
             .map_err(|e| format!("connect {} at {}: {e}", t.name, t.addr))?;
         conns.push(Rc::new(c));

@@ -36,6 +36,17 @@ pub mod close_code {
     pub const DUPLICATE: u32 = 5;
     /// The peer is banned for proven misbehaviour; reconnects are refused until the ban ends.
     pub const BANNED: u32 = 6;
+    /// The client's ML-DSA key is not in the node's accepted client keys.
+    pub const NOT_AUTHORIZED: u32 = 7;
+}
+
+/// Which pre-auth pool an accepted, not yet verified connection counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PreAuth {
+    /// One of the slots reserved for configured peer `p` (its validated source address).
+    Reserved(usize),
+    /// The pool shared by every other source.
+    Shared,
 }
 
 /// One connection and what the driver knows of it.
@@ -50,6 +61,14 @@ pub(crate) struct Conn {
     /// The peer proven (Node), or `Some(0)` for the server (ClientDialer).
     pub(crate) peer: Option<usize>,
     pub(crate) verified: bool,
+    /// A proof arrived (verified or not): a second one is never checked.
+    pub(crate) proof_seen: bool,
+    /// The client's key id, once its proof verified (ClientServer).
+    pub(crate) client_key: Option<[u8; 32]>,
+    /// The pre-auth slot an accepted connection holds until it is verified or closed.
+    pub(crate) pre_auth: Option<PreAuth>,
+    /// Dialer: when the acceptor's proof is due (set at handshake completion). Acceptor: when
+    /// the dialer's proof is due (set on arrival, [`PRE_AUTH_TIMEOUT`]).
     pub(crate) identity_deadline: Instant,
     pub(crate) retire_at: Option<Instant>,
     pub(crate) streams: Streams,
@@ -67,8 +86,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A new connection (`dialer`: we dialed it, to `expected`).
-    pub(crate) fn new(conn: quinn_proto::Connection, serial: u64, dialer: bool, expected: Option<usize>, now: Instant) -> Self {
+    /// A new connection (`dialer`: we dialed it, to `expected`; else it holds `pre_auth`).
+    pub(crate) fn new(conn: quinn_proto::Connection, serial: u64, dialer: bool, expected: Option<usize>, pre_auth: Option<PreAuth>, now: Instant) -> Self {
         Self {
             conn,
             serial,
@@ -77,7 +96,10 @@ impl Conn {
             expected,
             peer: None,
             verified: false,
-            identity_deadline: now + IDENTITY_TIMEOUT,
+            proof_seen: false,
+            client_key: None,
+            pre_auth,
+            identity_deadline: now + if dialer { IDENTITY_TIMEOUT } else { PRE_AUTH_TIMEOUT },
             retire_at: None,
             streams: Streams::default(),
             replies: HashMap::new(),
@@ -89,6 +111,12 @@ impl Conn {
         }
     }
 
+    /// Whether its identity deadline is running: a dialer's from handshake completion, an
+    /// acceptor's from arrival (it covers TLS and the proof).
+    fn awaiting_proof(&self) -> bool {
+        !self.verified && (self.connected || !self.dialer)
+    }
+
     /// The earliest of its timers (QUIC's, the identity deadline, retirement).
     pub(crate) fn timers(&mut self) -> Option<Instant> {
         let mut d = self.conn.poll_timeout();
@@ -96,7 +124,7 @@ impl Conn {
         // Both act only on an open connection: once it is closed (draining), a past identity
         // deadline or retirement would wake the driver in a busy loop until the drain ends.
         if !self.conn.is_closed() {
-            if self.connected && !self.verified {
+            if self.awaiting_proof() {
                 take(self.identity_deadline);
             }
             if let Some(t) = self.retire_at {
@@ -107,13 +135,16 @@ impl Conn {
     }
 
     /// Fires what is due: QUIC timers, the identity deadline, retirement of a duplicate.
-    pub(crate) fn handle_timers(&mut self, now: Instant) {
+    pub(crate) fn handle_timers(&mut self, now: Instant, stats: &Stats) {
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             self.conn.handle_timeout(now);
         }
-        if !self.verified && self.connected && now >= self.identity_deadline && !self.conn.is_closed() {
+        if self.awaiting_proof() && now >= self.identity_deadline && !self.conn.is_closed() {
             self.close(now, close_code::IDENTITY_TIMEOUT, "identity timeout");
             self.lost_reason = Some("identity proof timeout".into());
+            if !self.dialer {
+                stats.get().pre_auth_timeouts += 1;
+            }
         }
         if self.retire_at.is_some_and(|t| now >= t) && !self.conn.is_closed() {
             self.close(now, close_code::DUPLICATE, "duplicate connection");
@@ -147,6 +178,11 @@ impl Conns {
     /// Connections held (including ones draining or being retired).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Pre-auth slots of kind `slot` held now: accepted, not verified, not closed.
+    pub(crate) fn pre_auth_held(&self, slot: PreAuth) -> usize {
+        self.map.values().filter(|c| c.pre_auth == Some(slot) && !c.verified && !c.conn.is_closed()).count()
     }
 
     /// Adds a new connection and queues it for this round (it has an Initial to send).

@@ -13,12 +13,22 @@ use std::time::Instant;
 use bytes::BytesMut;
 use quinn_proto::{ConnectError, ConnectionHandle, DatagramEvent, Endpoint};
 
-use super::connection::{classify_lost, Conn, Conns};
+use super::connection::{classify_lost, Conn, Conns, PreAuth};
 use super::peers::Peers;
 use super::stats::Stats;
 use super::udp::Datagrams;
 use super::Mode;
 use crate::config::*;
+
+/// What to do with a new connection.
+enum Admit {
+    /// Refuse it (CONNECTION_REFUSED), counted by reason.
+    Refuse,
+    /// Send a stateless Retry: it holds a slot only once its address is validated.
+    Retry,
+    /// Accept it into this pre-auth slot.
+    Accept(PreAuth),
+}
 
 /// One endpoint's protocol state.
 pub(crate) struct EndpointState {
@@ -53,7 +63,7 @@ impl EndpointState {
     pub(crate) fn connect(&mut self, now: Instant, cfg: quinn_proto::ClientConfig, addr: SocketAddr, p: usize) -> Result<(usize, Conn), ConnectError> {
         let (h, conn) = self.endpoint.connect(now, cfg, addr, crate::tls::SERVER_NAME)?;
         let serial = self.serial();
-        Ok((h.0, Conn::new(conn, serial, true, Some(p), now)))
+        Ok((h.0, Conn::new(conn, serial, true, Some(p), None, now)))
     }
 
     /// Feeds one datagram from `from`; replies it causes (refusals, stateless resets) go to
@@ -78,45 +88,88 @@ impl EndpointState {
                     conns.mark(h.0);
                 }
             }
-            Some(DatagramEvent::NewConnection(inc)) => {
-                // A banned peer's reconnect is refused before the handshake when it comes from its
-                // configured address (cheap); from elsewhere it is closed once its proof names it.
-                let banned_addr = self.mode == Mode::Node && peers.is_banned_addr(inc.remote_address(), now);
-                if banned_addr {
-                    stats.get().ban_refusals += 1;
-                }
-                if self.mode == Mode::ClientDialer || self.closing || conns.len() >= CONNECTIONS_MAX || banned_addr {
+            Some(DatagramEvent::NewConnection(inc)) => match self.admit(&inc, now, conns, peers, stats) {
+                Admit::Refuse => {
                     let t = self.endpoint.refuse(inc, &mut buf);
                     out.push((t.destination, buf[..t.size].to_vec()));
-                } else {
-                    match self.endpoint.accept(inc, now, &mut buf, None) {
-                        Ok((h, conn)) => {
-                            let serial = self.serial();
-                            conns.insert(h.0, Conn::new(conn, serial, false, None, now));
+                }
+                Admit::Retry => match self.endpoint.retry(inc, &mut buf) {
+                    Ok(t) => {
+                        stats.get().retries_sent += 1;
+                        out.push((t.destination, buf[..t.size].to_vec()));
+                    }
+                    Err(e) => {
+                        let t = self.endpoint.refuse(e.into_incoming(), &mut buf);
+                        out.push((t.destination, buf[..t.size].to_vec()));
+                    }
+                },
+                Admit::Accept(slot) => match self.endpoint.accept(inc, now, &mut buf, None) {
+                    Ok((h, conn)) => {
+                        let serial = self.serial();
+                        conns.insert(h.0, Conn::new(conn, serial, false, None, Some(slot), now));
+                    }
+                    Err(e) => {
+                        let (classical, text) = classify_lost(&e.cause);
+                        let mut s = stats.get();
+                        s.handshakes_failed += 1;
+                        if classical {
+                            s.classical_only_refusals += 1;
+                            tracing::warn!(%from, "refused handshake: peer offered no X25519MLKEM768 key share ({text})");
+                        } else {
+                            tracing::debug!(%from, "refused handshake: {text}");
                         }
-                        Err(e) => {
-                            let (classical, text) = classify_lost(&e.cause);
-                            let mut s = stats.get();
-                            s.handshakes_failed += 1;
-                            if classical {
-                                s.classical_only_refusals += 1;
-                                tracing::warn!(%from, "refused handshake: peer offered no X25519MLKEM768 key share ({text})");
-                            } else {
-                                tracing::debug!(%from, "refused handshake: {text}");
-                            }
-                            if let Some(t) = e.response {
-                                out.push((t.destination, buf[..t.size].to_vec()));
-                            }
+                        if let Some(t) = e.response {
+                            out.push((t.destination, buf[..t.size].to_vec()));
                         }
                     }
-                }
-            }
+                },
+            },
             Some(DatagramEvent::Response(t)) => {
                 out.push((t.destination, buf[..t.size].to_vec()));
             }
             None => {}
         }
         self.buf = buf;
+    }
+
+    /// Decides on a new connection before any handshake work: refuse (closing, banned address,
+    /// table full, no pre-auth slot), ask for address validation (a stateless Retry), or accept
+    /// into a pre-auth slot. A source that is a configured peer's address takes one of that
+    /// peer's reserved slots once validated (so a spoofed source cannot take them); everyone
+    /// else shares [`PRE_AUTH_SHARED_MAX`] slots, with a Retry first once half are held.
+    fn admit(&self, inc: &quinn_proto::Incoming, now: Instant, conns: &Conns, peers: &Peers, stats: &Stats) -> Admit {
+        let from = inc.remote_address();
+        if self.mode == Mode::ClientDialer || self.closing {
+            stats.get().closing_refusals += 1;
+            return Admit::Refuse;
+        }
+        // A banned peer's reconnect is refused before the handshake when it comes from its
+        // configured address (cheap); from elsewhere it is closed once its proof names it.
+        if self.mode == Mode::Node && peers.is_banned_addr(from, now) {
+            stats.get().ban_refusals += 1;
+            return Admit::Refuse;
+        }
+        if conns.len() >= CONNECTIONS_MAX {
+            stats.get().connections_full_refusals += 1;
+            return Admit::Refuse;
+        }
+        let validated = inc.remote_address_validated();
+        if self.mode == Mode::Node {
+            if let Some(p) = peers.by_addr(from) {
+                if conns.pre_auth_held(PreAuth::Reserved(p)) < PRE_AUTH_RESERVED_PER_PEER {
+                    return if validated { Admit::Accept(PreAuth::Reserved(p)) } else { Admit::Retry };
+                }
+            }
+        }
+        let shared = conns.pre_auth_held(PreAuth::Shared);
+        if shared >= PRE_AUTH_SHARED_MAX {
+            stats.get().pre_auth_full_refusals += 1;
+            Admit::Refuse
+        } else if !validated && shared >= PRE_AUTH_RETRY_ABOVE {
+            Admit::Retry
+        } else {
+            Admit::Accept(PreAuth::Shared)
+        }
     }
 
     /// Relays connection `h`'s endpoint events (and the endpoint's answers back to it).

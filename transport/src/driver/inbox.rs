@@ -17,7 +17,7 @@ use super::rpc::Responder;
 use super::stats::Stats;
 use super::{Driver, Shared};
 use crate::frame::*;
-use crate::{ClientId, Incoming, PeerId};
+use crate::{ClientId, ClientKeyId, Incoming, PeerId};
 
 /// Items delivered to the shard but not yet taken, at most `max`.
 pub(crate) struct Inbox {
@@ -95,7 +95,10 @@ pub(crate) fn deliver(
             (STREAM_VERTICES, Some(p)) => Incoming::Vertex { peer: PeerId(p), bytes },
             (STREAM_QUERY, Some(p)) => Incoming::Query { peer: PeerId(p), bytes, reply: responder() },
             (STREAM_VERTEX_REQUEST, Some(p)) => Incoming::VertexRequest { peer: PeerId(p), bytes, reply: responder() },
-            (STREAM_SUBMIT, _) => Incoming::ClientSubmit { client: ClientId(c.serial), bytes, reply: responder() },
+            (STREAM_SUBMIT, _) => match c.client_key {
+                Some(k) => Incoming::ClientSubmit { client: ClientId(c.serial), key: ClientKeyId(k), bytes, reply: responder() },
+                None => continue, // only a verified client's frames are delivered
+            },
             (STREAM_EVENTS, _) => Incoming::Event { bytes },
             _ => continue,
         };

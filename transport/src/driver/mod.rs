@@ -69,9 +69,9 @@ use crate::TransportError;
 pub(crate) enum Mode {
     /// Node endpoint: dials and accepts peers, mutual ML-DSA binding.
     Node,
-    /// Client endpoint of a node: accepts clients, proves itself, does not authenticate them.
+    /// Client endpoint of a node: accepts clients whose key it lists, then proves itself.
     ClientServer,
-    /// Client connector: dials one server, verifies its proof.
+    /// Client connector: dials one server, proves its client key, verifies the server's proof.
     ClientDialer,
 }
 
@@ -131,7 +131,8 @@ pub(crate) struct DriverParams {
     pub(crate) bind: SocketAddr,
     pub(crate) server_cfg: Option<Arc<quinn_proto::ServerConfig>>,
     pub(crate) client_cfg: Option<quinn_proto::ClientConfig>,
-    pub(crate) keypair: Option<Arc<Keypair>>,
+    pub(crate) keypair: Arc<Keypair>,
+    pub(crate) client_keys: Vec<PublicKey>,
     pub(crate) peers: Vec<(PublicKey, SocketAddr)>,
     pub(crate) frames_max: usize,
 }
@@ -141,7 +142,7 @@ impl Driver {
     pub(crate) fn new(p: DriverParams, shared: Rc<Shared>) -> Result<Rc<Self>, TransportError> {
         let udp = Udp::bind(p.bind)?;
         let local_addr = udp.local_addr;
-        let auth = Auth::new(p.keypair);
+        let auth = Auth::new(p.keypair, p.client_keys);
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(local_addr.port());
         let peers = Peers::new(p.peers, auth.own_id, p.mode, seed);

@@ -52,6 +52,7 @@ impl PeerSlot {
 pub(crate) enum Failure {
     Refused(String),
     Identity(String),
+    NotAuthorized(String),
     Lost(String),
 }
 
@@ -61,6 +62,7 @@ impl Failure {
         match self {
             Failure::Refused(reason) => TransportError::HandshakeRefused { reason },
             Failure::Identity(r) => TransportError::IdentityMismatch(r),
+            Failure::NotAuthorized(r) => TransportError::NotAuthorized(r),
             Failure::Lost(r) => TransportError::ConnectionLost(r),
         }
     }
@@ -71,7 +73,9 @@ impl Failure {
             Failure::Refused("no common key exchange: X25519MLKEM768 is required".into())
         } else if let ConnectionError::ApplicationClosed(ac) = reason {
             let code = u64::from(ac.error_code);
-            if code == close_code::UNKNOWN_PEER as u64 || code == close_code::IDENTITY_MISMATCH as u64 {
+            if code == close_code::NOT_AUTHORIZED as u64 {
+                Failure::NotAuthorized(text.to_owned())
+            } else if code == close_code::UNKNOWN_PEER as u64 || code == close_code::IDENTITY_MISMATCH as u64 {
                 Failure::Identity(text.to_owned())
             } else {
                 Failure::Lost(text.to_owned())
@@ -338,6 +342,11 @@ impl Peers {
     /// Whether `p` is banned at `now`.
     pub(crate) fn is_banned(&self, p: usize, now: Instant) -> bool {
         self.slots.get(p).is_some_and(|s| s.banned_at(now))
+    }
+
+    /// The configured peer (not ourselves) whose address is `addr`.
+    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.slots.iter().position(|s| s.addr == addr && !s.is_self)
     }
 
     /// Whether `addr` is the configured address of a peer banned at `now`.

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId};
 
-use super::auth::{self, Auth};
-use super::connection::{self, Conns};
+use super::auth::{self, Auth, Proven};
+use super::connection::{self, close_code, Conns};
 use super::endpoint::EndpointState;
 use super::peers::Peers;
 use super::streams::{self, StreamRead, StreamSt};
@@ -80,7 +80,7 @@ impl Core {
         // Timers.
         {
             let Some(c) = self.conns.map.get_mut(&h) else { return };
-            c.handle_timers(now);
+            c.handle_timers(now, &shared.stats);
         }
         // Application events.
         loop {
@@ -152,35 +152,46 @@ impl Core {
         inbox::deliver(c, h, id, ty, outgoing, frames, &drv.shared, &drv.weak_self());
     }
 
-    /// The peer's identity proof arrived on `h`: refuse the connection, or adopt it for its
-    /// peer and release what arrived before the proof.
+    /// The other side's identity proof arrived on `h`: refuse the connection, or (an acceptor
+    /// answers with its own proof first) adopt it and release what arrived before the proof.
+    /// Only the first proof of a connection is ever checked.
     fn on_proof(&mut self, h: usize, proof: &[u8], now: Instant, drv: &Driver) {
         let shared = &*drv.shared;
+        let mode = self.endpoint.mode;
         let Some(c) = self.conns.map.get_mut(&h) else { return };
-        if c.verified {
+        if c.verified || c.conn.is_closed() {
             return;
         }
-        match auth::check_proof(c, proof, &self.peers) {
-            Err((code, reason)) => auth::refuse(c, h, now, code, &reason, &shared.stats),
-            Ok(p) if self.peers.is_banned(p, now) => Peers::refuse_banned(c, now, &shared.stats),
-            Ok(p) => {
-                auth::accept(c, p, &shared.stats);
-                let dialer = c.dialer;
-                self.peers.adopt(p, h, dialer, self.auth.own_id, &mut self.conns, now);
-                // Release data that arrived before the proof.
-                if let Some(c) = self.conns.map.get_mut(&h) {
-                    let parked = std::mem::take(&mut c.streams.parked);
-                    let held = std::mem::take(&mut c.streams.parked_frames);
-                    for (id, ty, frames) in held {
-                        self.deliver(h, id, ty, false, frames, drv);
-                    }
-                    for id in parked {
-                        self.read_stream(h, id, now, drv);
-                    }
-                }
-                drv.waiters.wake_all();
+        if std::mem::replace(&mut c.proof_seen, true) {
+            auth::refuse(c, h, now, close_code::BAD_PROOF, "second identity proof", &shared.stats);
+            return;
+        }
+        let who = match self.auth.check_proof(mode, c, proof, &self.peers, &shared.stats) {
+            Err((code, reason)) => return auth::refuse(c, h, now, code, &reason, &shared.stats),
+            Ok(Proven::Peer(p)) if self.peers.is_banned(p, now) => return Peers::refuse_banned(c, now, &shared.stats),
+            Ok(who) => who,
+        };
+        // The acceptor signs only now, for a proven peer or client.
+        if !c.dialer && !self.auth.answer(c, now, &shared.stats) {
+            return;
+        }
+        auth::accept(c, &who, &shared.stats);
+        if let Proven::Peer(p) = who {
+            let dialer = c.dialer;
+            self.peers.adopt(p, h, dialer, self.auth.own_id, &mut self.conns, now);
+        }
+        // Release data that arrived before the proof.
+        if let Some(c) = self.conns.map.get_mut(&h) {
+            let parked = std::mem::take(&mut c.streams.parked);
+            let held = std::mem::take(&mut c.streams.parked_frames);
+            for (id, ty, frames) in held {
+                self.deliver(h, id, ty, false, frames, drv);
+            }
+            for id in parked {
+                self.read_stream(h, id, now, drv);
             }
         }
+        drv.waiters.wake_all();
     }
 
     /// The earliest instant the work task must wake at.

@@ -173,6 +173,7 @@ pub(crate) fn read(c: &mut Conn, h: usize, id: StreamId, mode: Mode, now: Instan
                     (_, Dir::Bi, true) => true,
                     (Mode::Node, Dir::Uni, _) => ty == STREAM_IDENTITY || ty == STREAM_VERTICES,
                     (Mode::Node, Dir::Bi, false) => ty == STREAM_QUERY || ty == STREAM_VERTEX_REQUEST,
+                    (Mode::ClientServer, Dir::Uni, _) => ty == STREAM_IDENTITY,
                     (Mode::ClientServer, Dir::Bi, false) => ty == STREAM_SUBMIT,
                     (Mode::ClientDialer, Dir::Uni, _) => ty == STREAM_IDENTITY || ty == STREAM_EVENTS,
                     _ => false,

@@ -157,6 +157,10 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         tracing::warn!(?mode, "BYZANTINE TEST MODE: this node deliberately misbehaves; never run it in production");
     }
     let public_keys = cluster.public_keys()?;
+    let client_keys = cfg.client_public_keys()?;
+    if client_keys.is_empty() {
+        tracing::warn!(client = %cfg.client_addr, "client_keys is empty: the client API refuses every client");
+    }
     let metrics = Arc::new(Metrics::new());
     let shards: Vec<Arc<ShardStatus>> = (0..cluster.shards).map(|_| Arc::new(ShardStatus::default())).collect();
     let status = Arc::new(NodeStatus {
@@ -187,6 +191,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             params: params.clone(),
             bind: resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?,
             client_bind: (s == 0).then_some(cfg.client_addr),
+            client_keys: if s == 0 { client_keys.clone() } else { Vec::new() },
             store_dir: shard_dir(&cfg.data_dir, s),
             sync: sync_policy(cfg.sync),
             metrics: metrics.clone(),

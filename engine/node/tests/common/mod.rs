@@ -185,6 +185,12 @@ impl Cluster {
         panic!("nodes {nodes:?} did not converge: {last:#?}");
     }
 
+    /// The testnet's client identity (`DIR/client/client.key`), which every node accepts.
+    pub fn client_key(&self) -> std::sync::Arc<pqdag_crypto::Keypair> {
+        let path = self.dir.path().join("client/client.key");
+        std::sync::Arc::new(pqdag_crypto::identity::load_keypair_file(&path).expect("testnet client key"))
+    }
+
     /// Runs `f` with client connections to the given nodes, inside a glommio executor thread.
     pub fn with_clients<T: Send + 'static>(
         &self,
@@ -192,11 +198,12 @@ impl Cluster {
         f: impl FnOnce(Vec<ClientConnection>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
     ) -> T {
         let targets: Vec<(SocketAddr, PublicKey)> = nodes.iter().map(|i| (self.clients[*i], self.keys[*i].clone())).collect();
+        let me = self.client_key();
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
                 let mut conns = Vec::new();
                 for (addr, key) in targets {
-                    conns.push(ClientConnection::connect(addr, key, Duration::from_secs(10)).await.expect("client connect"));
+                    conns.push(ClientConnection::connect(addr, key, me.clone(), Duration::from_secs(10)).await.expect("client connect"));
                 }
                 f(conns).await
             })

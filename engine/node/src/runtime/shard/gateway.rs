@@ -105,7 +105,10 @@ impl Gateway {
         frame: ClientFrame,
         events: &mut Vec<Event>,
     ) {
-        let ClientFrame { client, bytes, reply } = frame;
+        let ClientFrame { client, key, bytes, reply } = frame;
+        // The proven client key travels with each request; the feed and per-client quotas will
+        // record and account by it.
+        tracing::trace!(client = client.0, key = %key, bytes = bytes.len(), "client request");
         let error = |tag: u64, code: ClientErrorCode, message: String| ClientReply::Error { tag, code, message };
         let answer = match decode(&bytes) {
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, payload, conflict_keys })) => {

@@ -5,7 +5,7 @@
 //! requests to the sync server, sync replies to the sync client, refusals to the guard.
 
 use pqdag_core::Event;
-use pqdag_transport::{ClientId, Incoming, PeerId, Responder, TransportError};
+use pqdag_transport::{ClientId, ClientKeyId, Incoming, PeerId, Responder, TransportError};
 use pqdag_wire::{decode, FrameRef, NodeId, Query, Response, Vertex, VertexId, WireError};
 
 use super::outbound::Reply;
@@ -28,6 +28,8 @@ pub(super) enum Unverified {
 pub(super) struct ClientFrame {
     /// The submitting connection.
     pub(super) client: ClientId,
+    /// The client key it proved at connect (what the feed and quotas will record).
+    pub(super) key: ClientKeyId,
     /// The request frame.
     pub(super) bytes: Vec<u8>,
     /// Where the answer goes.
@@ -103,7 +105,7 @@ pub(super) fn decode_incoming(node_ids: &[NodeId], inc: Incoming) -> Option<Deco
                 Err(e) => invalid(from, wire_reason(&e)),
             }
         }
-        Incoming::ClientSubmit { client, bytes, reply } => Some(Decoded::Client(ClientFrame { client, bytes, reply })),
+        Incoming::ClientSubmit { client, key, bytes, reply } => Some(Decoded::Client(ClientFrame { client, key, bytes, reply })),
         Incoming::Event { .. } => None,
     }
 }

@@ -147,6 +147,7 @@ impl Shard {
         let peers = setup.members.iter().map(|(_, pk, addr)| PeerConfig { public_key: pk.clone(), addr: *addr }).collect();
         let mut tcfg = TransportConfig::new(setup.keypair.clone(), peers, setup.shard, setup.bind);
         tcfg.client_bind = setup.client_bind;
+        tcfg.client_keys = setup.client_keys.clone();
         let transport = Rc::new(ShardTransport::new(tcfg)?);
 
         let store = RocksStore::open(&setup.store_dir, setup.sync)?;

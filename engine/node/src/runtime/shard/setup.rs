@@ -31,6 +31,8 @@ pub struct ShardSetup {
     pub bind: SocketAddr,
     /// Client endpoint (shard 0 only).
     pub client_bind: Option<SocketAddr>,
+    /// Client keys the client endpoint accepts (`client_keys` of the node config).
+    pub client_keys: Vec<PublicKey>,
     /// RocksDB folder of this shard.
     pub store_dir: std::path::PathBuf,
     /// Store sync policy.
