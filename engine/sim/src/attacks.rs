@@ -21,6 +21,8 @@ use crate::shell::MacSigner;
 
 /// Members a set spammer signs on one conflict key per tick.
 pub(crate) const SPAM_MEMBERS: usize = 72;
+/// Tick period of the set spammer, us (a new key spammed twice a second per node).
+pub(crate) const SPAM_TICK_US: u64 = 500_000;
 /// Vertices a flooder sends per tick ([`FLOOD_TICK_US`]).
 pub(crate) const FLOOD_VERTICES_PER_TICK: usize = 10;
 /// Queries a flooder sends to every honest node per tick.
@@ -188,15 +190,21 @@ impl Behaviour for ReplayQueries {
     }
 }
 
-/// Conflict-set spam (see [`crate::Strategy::SetSpam`]).
+/// Conflict-set spam (see [`crate::Strategy::SetSpam`]). The coalition spams one key per
+/// [`SPAM_TICK_US`], its nodes taking turns (whichever ticks first).
 #[derive(Default)]
 pub(crate) struct SetSpam {
     keys: KeyWatch,
+    next_at: u64,
 }
 
 impl Behaviour for SetSpam {
     fn first_tick_us(&self, node: usize) -> Option<u64> {
         Some(50_000 + node as u64)
+    }
+
+    fn tick_period_us(&self) -> u64 {
+        SPAM_TICK_US
     }
 
     fn received(&mut self, ctx: Ctx<'_>, _from: usize, msg: &Msg) -> Vec<Outgoing> {
@@ -206,9 +214,10 @@ impl Behaviour for SetSpam {
 
     fn tick(&mut self, mut ctx: Ctx<'_>) -> Tick {
         let mut tick = Tick::default();
-        if ctx.honest == 0 {
+        if ctx.honest == 0 || ctx.now < self.next_at {
             return tick;
         }
+        self.next_at = ctx.now + SPAM_TICK_US;
         let key = self.keys.next(&mut ctx, &mut tick);
         let g = ctx.me.core.genesis_id();
         let now_ms = ctx.now / 1000;
