@@ -119,12 +119,12 @@ impl Guard {
     /// Looks at every honest core's peer scores and holdings at `now` (see the module docs).
     pub(crate) fn scan(&mut self, now: u64, shells: &[Shell], index: &HashMap<NodeId, usize>, checker: &mut Checker) {
         self.next_scan = now + SCAN_US;
-        for h in 0..self.honest {
-            if !shells[h].is_up() {
+        for (h, shell) in shells.iter().enumerate().take(self.honest) {
+            if !shell.is_up() {
                 continue;
             }
             let mut excluded_now: HashSet<usize> = HashSet::new();
-            for c in shells[h].cores() {
+            for c in shell.cores() {
                 for (p, sc) in c.peer_scores() {
                     let Some(&pi) = index.get(&p) else { continue };
                     let seen = self.incidents_seen.insert((h, c.shard(), pi), sc.incidents).unwrap_or(sc.incidents);
@@ -149,7 +149,7 @@ impl Guard {
                     self.excluded_max_us = self.excluded_max_us.max(now - since);
                 }
             }
-            let cores = shells[h].cores();
+            let cores = shell.cores();
             let held = &mut self.held[h];
             held.retain(|id, _| cores.iter().any(|c| c.vertex(id).is_some()));
             let mut per_peer: HashMap<usize, u64> = HashMap::new();

@@ -34,9 +34,9 @@ impl Behaviour for Mixed {
 
     fn received(&mut self, ctx: Ctx<'_>, from: usize, msg: &Msg) -> Vec<Outgoing> {
         let Ctx { now, nodes, honest, ids, me, rng } = ctx;
-        let mut out = self.replay.received(Ctx { now, nodes, honest, ids, me: me.clone(), rng }, from, msg);
-        out.extend(self.spam.received(Ctx { now, nodes, honest, ids, me: me.clone(), rng }, from, msg));
-        out.extend(self.qflood.received(Ctx { now, nodes, honest, ids, me: me.clone(), rng }, from, msg));
+        let mut out = self.replay.received(Ctx { now, nodes, honest, ids, me, rng }, from, msg);
+        out.extend(self.spam.received(Ctx { now, nodes, honest, ids, me, rng }, from, msg));
+        out.extend(self.qflood.received(Ctx { now, nodes, honest, ids, me, rng }, from, msg));
         // Backdating reacts to what it sees only on a coin flip: the rest of the keys are left
         // to the spammer or to nobody.
         if rng.random_bool(0.5) {
@@ -58,7 +58,7 @@ impl Behaviour for Mixed {
     fn tick(&mut self, ctx: Ctx<'_>) -> Tick {
         // The framing needs its follow-up tick whatever is drawn: it runs every tick.
         let Ctx { now, nodes, honest, ids, me, rng } = ctx;
-        let mut t = self.replay.tick(Ctx { now, nodes, honest, ids, me: me.clone(), rng });
+        let mut t = self.replay.tick(Ctx { now, nodes, honest, ids, me, rng });
         let ctx = Ctx { now, nodes, honest, ids, me, rng };
         let other = match ctx.rng.random_range(0..6u8) {
             0 => self.spam.tick(ctx),
