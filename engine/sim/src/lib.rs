@@ -133,6 +133,9 @@ pub struct SimConfig {
     /// sees them, as the engine's does. `false` is a deliberately broken shell: only for the
     /// test that proves the checker catches honest nodes being convicted.
     pub shell_checks_evidence: bool,
+    /// Do not print the first safety violation to stderr as it happens (the soak reports its
+    /// own summary).
+    pub quiet: bool,
 }
 
 impl SimConfig {
@@ -164,6 +167,7 @@ impl SimConfig {
             liveness_budget_s: 20.0,
             params: None,
             shell_checks_evidence: true,
+            quiet: false,
         }
     }
 }
@@ -245,7 +249,7 @@ impl Sim {
             archive: Archive::new(cfg.forget_final_after_us > 0),
             network,
             workload: Workload::new(&cfg, honest),
-            checker: Checker::new(cfg.seed, honest, faults.heal_at()),
+            checker: Checker::new(cfg.seed, honest, faults.heal_at(), cfg.quiet),
             guard: Guard::new(honest),
             faults,
             adversary: Adversary::new(cfg.seed, cfg.strategy),

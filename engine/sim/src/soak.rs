@@ -76,6 +76,7 @@ impl Run {
         c.rate = a.rate;
         c.conflict_ratio = a.conflict_ratio;
         c.liveness_budget_s = a.liveness_budget;
+        c.quiet = true;
         c
     }
 
