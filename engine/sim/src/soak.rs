@@ -222,7 +222,7 @@ fn main() {
         let broken: Vec<String> = by_strategy.iter().filter(|(_, v)| v.1 + v.2 > 0).map(|(k, v)| format!("{k}:{}s/{}l", v.1, v.2)).collect();
         let first_s = first.map_or("none".to_string(), |o| format!("`{}` ({})", o.run.command(&a), o.why()));
         println!(
-            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), max_bytes_held_for_one_peer {held}, failing strategies [{}], first failure: {first_s}, {:.0} s",
+            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, failing strategies [{}], first failure: {first_s}, {:.0} s",
             outcomes.len(),
             broken.join(" "),
             wall.elapsed().as_secs_f64()
