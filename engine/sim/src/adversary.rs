@@ -1,7 +1,10 @@
 //! The adversary: what Byzantine nodes send. The Byzantine nodes (the last ones) still run the
-//! real core; a strategy ([`Behaviour`]) sees what its node received and decides what goes out
-//! instead of (or besides) what the honest core would send. The Byzantine nodes collude: one
-//! [`Adversary`] drives them all, with one PRNG stream (the "faults" stream of the seed).
+//! real core; a strategy ([`Behaviour`]) sees everything its node received and decides what goes
+//! out instead of (or besides) what the honest core would send: any well-formed (or malformed)
+//! message, to anyone, on receipt or on its own ticks. The Byzantine nodes collude: one
+//! [`Adversary`] drives them all (one strategy object = the coalition's shared state), with one
+//! PRNG stream (the "faults" stream of the seed). The attacks beyond the five filters live in
+//! `attacks` (framing, floods, set spam, backdating, selective lying) and `mixed`.
 //!
 //! Owns the coalition's strategy and PRNG. Calls nothing but the node's signer and core (read
 //! only, through [`NodeView`]); the facade sends what it decides.
@@ -14,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::network::Msg;
-use crate::shell::MacSigner;
+use crate::shell::MacSigner;use crate::{attacks, mixed};
 
 /// What Byzantine nodes do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,23 +32,79 @@ pub enum Strategy {
     InvalidSignatures,
     /// Answer with undecodable frames.
     Malformed,
+    /// Framing by replay: poll an honest node about a vertex it lacks (signed `Unknown`), give
+    /// it the vertex, poll again with the same query id (signed `Yes`), gossip the two answers
+    /// as `ConflictingResponses` evidence against it.
+    ReplayQueries,
+    /// Many signed members (64+) on one conflict key, in a different order to every honest node,
+    /// racing an honest vertex on that key.
+    SetSpam,
+    /// Answer every id `Unknown` (validly signed).
+    VoteUnknown,
+    /// Valid signed vertices at a high rate (on genesis and on its own tips).
+    VertexFlood,
+    /// Signed queries at a high rate to every honest node (each costs them a signature).
+    QueryFlood,
+    /// Double-spend honest vertices' keys with a backdated timestamp (the tie-break).
+    Backdate,
+    /// Honest to one half of the honest nodes, lying (flipped votes) or silent to the other.
+    Selective,
+    /// Colluding nodes pick a strategy of the above per poll and per tick (seeded).
+    Mixed,
+    /// Gossips `ConflictingResponses` evidence with forged signatures against honest nodes: the
+    /// shell's evidence check must stop it (the checker's self-test breaks that check).
+    ForgeAlerts,
+}
+
+impl Strategy {
+    /// Every strategy, in `--strategy` spelling order.
+    pub const ALL: [Strategy; 14] = [
+        Strategy::FlipVotes,
+        Strategy::Equivocate,
+        Strategy::Withhold,
+        Strategy::InvalidSignatures,
+        Strategy::Malformed,
+        Strategy::ReplayQueries,
+        Strategy::SetSpam,
+        Strategy::VoteUnknown,
+        Strategy::VertexFlood,
+        Strategy::QueryFlood,
+        Strategy::Backdate,
+        Strategy::Selective,
+        Strategy::Mixed,
+        Strategy::ForgeAlerts,
+    ];
+
+    /// The `--strategy` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::FlipVotes => "flip-votes",
+            Strategy::Equivocate => "equivocate",
+            Strategy::Withhold => "withhold",
+            Strategy::InvalidSignatures => "invalid-signatures",
+            Strategy::Malformed => "malformed",
+            Strategy::ReplayQueries => "replay-queries",
+            Strategy::SetSpam => "set-spam",
+            Strategy::VoteUnknown => "vote-unknown",
+            Strategy::VertexFlood => "vertex-flood",
+            Strategy::QueryFlood => "query-flood",
+            Strategy::Backdate => "backdate",
+            Strategy::Selective => "selective",
+            Strategy::Mixed => "mixed",
+            Strategy::ForgeAlerts => "forge-alerts",
+        }
+    }
 }
 
 impl std::str::FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "flip-votes" => Strategy::FlipVotes,
-            "equivocate" => Strategy::Equivocate,
-            "withhold" => Strategy::Withhold,
-            "invalid-signatures" => Strategy::InvalidSignatures,
-            "malformed" => Strategy::Malformed,
-            _ => return Err(format!("unknown strategy {s}")),
-        })
+        Strategy::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| format!("unknown strategy {s}"))
     }
 }
 
 /// A Byzantine node as a strategy sees it.
+#[derive(Clone, Copy)]
 pub(crate) struct NodeView<'a> {
     /// Its index.
     pub(crate) index: usize,
@@ -72,6 +131,9 @@ pub(crate) struct Tick {
     pub(crate) created: Vec<VertexId>,
     /// What it sends, in order.
     pub(crate) sends: Vec<Outgoing>,
+    /// Client submissions it has made to honest nodes: (node, conflict keys). A colluding
+    /// client submits an honest vertex on a key the coalition then attacks.
+    pub(crate) submits: Vec<(usize, Vec<ConflictKey>)>,
 }
 
 /// Everything a strategy may use when it decides.
@@ -80,6 +142,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now: u64,
     /// Nodes in the run.
     pub(crate) nodes: usize,
+    /// Honest nodes (indices `0..honest`; the Byzantine ones follow).
+    pub(crate) honest: usize,
+    /// Every node's id, by index.
+    pub(crate) ids: &'a [NodeId],
     /// The node it acts for.
     pub(crate) me: NodeView<'a>,
     /// The coalition's PRNG stream.
@@ -88,8 +154,11 @@ pub(crate) struct Ctx<'a> {
 
 /// A Byzantine strategy: sees what its node received, decides what it sends.
 pub(crate) trait Behaviour {
-    /// Its node received `msg` from `from` (the core gets it too). Default: ignore.
-    fn received(&mut self, _node: usize, _from: usize, _msg: &Msg) {}
+    /// Its node received `msg` from `from` (the core gets it too): what it sends in reaction,
+    /// now. Default: nothing.
+    fn received(&mut self, _ctx: Ctx<'_>, _from: usize, _msg: &Msg) -> Vec<Outgoing> {
+        Vec::new()
+    }
     /// Its node's core answers a query with `response` to `to`: what goes out instead.
     /// Default: the honest response.
     fn respond(&mut self, _ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
@@ -110,24 +179,29 @@ pub(crate) trait Behaviour {
 }
 
 /// Inverts every vote and signs the result validly.
-struct FlipVotes;
+pub(crate) struct FlipVotes;
+
+/// `response` with every Yes/No vote inverted, re-signed by `signer`.
+pub(crate) fn flipped(signer: &MacSigner, mut response: Response) -> Response {
+    for b in response.votes.iter_mut() {
+        *b = match *b {
+            0 => 1,
+            1 => 0,
+            x => x,
+        };
+    }
+    response.signature = signer.sign(Domain::Response, &response.signed_bytes());
+    response
+}
 
 impl Behaviour for FlipVotes {
-    fn respond(&mut self, ctx: Ctx<'_>, to: usize, mut response: Response) -> Vec<Outgoing> {
-        for b in response.votes.iter_mut() {
-            *b = match *b {
-                0 => 1,
-                1 => 0,
-                x => x,
-            };
-        }
-        response.signature = ctx.me.signer.sign(Domain::Response, &response.signed_bytes());
-        vec![Outgoing { to, msg: Msg::Response(response) }]
+    fn respond(&mut self, ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
+        vec![Outgoing { to, msg: Msg::Response(flipped(ctx.me.signer, response)) }]
     }
 }
 
 /// Never answers.
-struct Withhold;
+pub(crate) struct Withhold;
 
 impl Behaviour for Withhold {
     fn respond(&mut self, _ctx: Ctx<'_>, _to: usize, _response: Response) -> Vec<Outgoing> {
@@ -145,7 +219,7 @@ impl Behaviour for Garbage {
 }
 
 /// Answers honestly, but every tick issues two conflicting vertices, one to each half.
-struct Equivocate;
+pub(crate) struct Equivocate;
 
 impl Behaviour for Equivocate {
     fn first_tick_us(&self, node: usize) -> Option<u64> {
@@ -169,7 +243,7 @@ impl Behaviour for Equivocate {
         let n = ctx.nodes;
         let node = ctx.me.index;
         let sends = (0..n).filter(|&to| to != node).map(|to| Outgoing { to, msg: Msg::Vertex(if to < n / 2 { a.clone() } else { b.clone() }) }).collect();
-        Tick { created: vec![a.id, b.id], sends }
+        Tick { created: vec![a.id, b.id], sends, submits: Vec::new() }
     }
 }
 
@@ -188,18 +262,28 @@ impl Adversary {
             Strategy::Withhold => Box::new(Withhold),
             Strategy::InvalidSignatures => Box::new(Garbage(Misbehaviour::InvalidSignature)),
             Strategy::Malformed => Box::new(Garbage(Misbehaviour::Malformed)),
+            Strategy::ReplayQueries => Box::new(attacks::ReplayQueries::default()),
+            Strategy::SetSpam => Box::new(attacks::SetSpam::default()),
+            Strategy::VoteUnknown => Box::new(attacks::VoteUnknown),
+            Strategy::VertexFlood => Box::new(attacks::VertexFlood::default()),
+            Strategy::QueryFlood => Box::new(attacks::QueryFlood::default()),
+            Strategy::Backdate => Box::new(attacks::Backdate::default()),
+            Strategy::Selective => Box::new(attacks::Selective),
+            Strategy::Mixed => Box::new(mixed::Mixed::default()),
+            Strategy::ForgeAlerts => Box::new(attacks::ForgeAlerts),
         };
         Adversary { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473_0000), behaviour }
     }
 
-    /// Byzantine node `node` received `msg` from `from`.
-    pub(crate) fn received(&mut self, node: usize, from: usize, msg: &Msg) {
-        self.behaviour.received(node, from, msg);
+    /// Byzantine node `me` received `msg` from `from`: what it sends in reaction.
+    pub(crate) fn received(&mut self, env: Env<'_>, me: NodeView<'_>, from: usize, msg: &Msg) -> Vec<Outgoing> {
+        let ctx = Ctx { now: env.now, nodes: env.ids.len(), honest: env.honest, ids: env.ids, me, rng: &mut self.rng };
+        self.behaviour.received(ctx, from, msg)
     }
 
     /// Byzantine node `me`'s core answers `to` with `response`: what it sends instead.
-    pub(crate) fn respond(&mut self, now: u64, nodes: usize, me: NodeView<'_>, to: usize, response: Response) -> Vec<Outgoing> {
-        let ctx = Ctx { now, nodes, me, rng: &mut self.rng };
+    pub(crate) fn respond(&mut self, env: Env<'_>, me: NodeView<'_>, to: usize, response: Response) -> Vec<Outgoing> {
+        let ctx = Ctx { now: env.now, nodes: env.ids.len(), honest: env.honest, ids: env.ids, me, rng: &mut self.rng };
         self.behaviour.respond(ctx, to, response)
     }
 
@@ -214,8 +298,19 @@ impl Adversary {
     }
 
     /// A tick of Byzantine node `me`.
-    pub(crate) fn tick(&mut self, now: u64, nodes: usize, me: NodeView<'_>) -> Tick {
-        let ctx = Ctx { now, nodes, me, rng: &mut self.rng };
+    pub(crate) fn tick(&mut self, env: Env<'_>, me: NodeView<'_>) -> Tick {
+        let ctx = Ctx { now: env.now, nodes: env.ids.len(), honest: env.honest, ids: env.ids, me, rng: &mut self.rng };
         self.behaviour.tick(ctx)
     }
+}
+
+/// The run as the coalition sees it when it acts: the time and the membership.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    /// Virtual time, us.
+    pub(crate) now: u64,
+    /// Honest nodes (indices `0..honest`).
+    pub(crate) honest: usize,
+    /// Every node's id, by index.
+    pub(crate) ids: &'a [NodeId],
 }

@@ -15,6 +15,7 @@ use crate::shell::Shell;
 /// Safety and liveness checking of a run.
 pub(crate) struct Checker {
     seed: u64,
+    quiet: bool,
     honest: usize,
     created_at: HashMap<VertexId, u64>,
     key_winner: HashMap<ConflictKey, VertexId>,
@@ -29,10 +30,12 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    /// A checker for `honest` honest nodes; `heal_at`: when a partition heals, if any.
-    pub(crate) fn new(seed: u64, honest: usize, heal_at: Option<u64>) -> Self {
+    /// A checker for `honest` honest nodes; `heal_at`: when a partition heals, if any;
+    /// `quiet`: do not print the first violation.
+    pub(crate) fn new(seed: u64, honest: usize, heal_at: Option<u64>, quiet: bool) -> Self {
         Checker {
             seed,
+            quiet,
             honest,
             created_at: HashMap::new(),
             key_winner: HashMap::new(),
@@ -50,7 +53,9 @@ impl Checker {
     pub(crate) fn violation(&mut self, what: String) {
         self.violations += 1;
         if self.first_violation.is_none() {
-            eprintln!("SAFETY VIOLATION (seed {}): {what}", self.seed);
+            if !self.quiet {
+                eprintln!("SAFETY VIOLATION (seed {}): {what}", self.seed);
+            }
             self.first_violation = Some(what);
         }
     }

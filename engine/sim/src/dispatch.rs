@@ -10,35 +10,61 @@ use std::sync::Arc;
 use pqdag_core::{Action, ConflictKey, Event, Misbehaviour, VertexId};
 use pqdag_wire::VertexRequest;
 
-use crate::adversary::NodeView;
+use crate::adversary::{Env, NodeView};
 use crate::network::{size_of, Msg};
 use crate::shell::{shard_for_query, shard_for_query_id, shard_for_response, shard_for_vertex};
-use crate::{Ev, Sim};
+use crate::{verify, Ev, Sim};
 
 impl Sim {
     /// Sends through the network: unreachable if the receiver is down or across a partition.
     pub(crate) fn send(&mut self, from: usize, to: usize, depart: u64, msg: Msg) {
         let reachable = self.shells[to].is_up() && !self.faults.partitioned(from, to, self.now);
         let queue = &mut self.queue;
-        self.network.send(from, to, depart, msg, reachable, |at, msg| queue.schedule(at, Ev::Deliver { to, from, msg }));
+        let guard = &mut self.guard;
+        self.network.send(from, to, depart, msg, reachable, |at, msg| {
+            guard.in_flight(from, to, size_of(&msg));
+            queue.schedule(at, Ev::Deliver { to, from, msg })
+        });
     }
 
     /// A message reaches node `to`'s shell: it routes it to the shard core(s) it concerns.
     pub(crate) fn deliver(&mut self, to: usize, from: usize, msg: Msg) {
         if self.shells[to].is_byzantine() {
-            self.adversary.received(to, from, &msg);
+            let sh = &self.shells[to];
+            let view = NodeView { index: to, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
+            let env = Env { now: self.now, honest: self.guard_honest(), ids: &self.ids };
+            let out = self.adversary.received(env, view, from, &msg);
+            for o in out {
+                self.send(to, o.to, self.now, o.msg);
+            }
         }
         let from_id = self.shells[from].id();
         let shards = self.cfg.shards;
         // Receiving costs its bytes (charged with the input's verification).
         let v_us = self.cost.receive_us(size_of(&msg));
+        let duplicate = matches!(&msg, Msg::Vertex(v) if self.shells[to].holds(shard_for_vertex(&v.id, shards), &v.id));
+        if !duplicate {
+            let keys = |id: &pqdag_core::NodeId| self.node_index.get(id).map(|&i| self.shells[i].signer());
+            if let Err(kind) = verify::check(&msg, &from_id, keys, self.cfg.shell_checks_evidence) {
+                let s = match &msg {
+                    Msg::Vertex(v) => shard_for_vertex(&v.id, shards),
+                    Msg::Query(q) => shard_for_query(q, shards),
+                    Msg::Response(r) => shard_for_response(r, shards),
+                    _ => 0,
+                };
+                self.refuse(to, from, s, kind, v_us);
+                return;
+            }
+        }
         match msg {
             Msg::Vertex(v) => {
                 let s = shard_for_vertex(&v.id, shards);
                 // The shell skips verifying duplicates (cheap id lookup first).
-                if self.shells[to].holds(s, &v.id) {
+                if duplicate {
                     return;
                 }
+                let creator = self.node_index.get(&v.creator).copied();
+                self.guard.delivered_vertex(to, creator, v.id, v.heap_bytes());
                 self.handle(to, s, Event::Vertex { from: from_id, vertex: v }, v_us);
             }
             Msg::Query(q) => {
@@ -69,6 +95,8 @@ impl Sim {
                     if self.shells[to].holds(s, &v.id) {
                         continue;
                     }
+                    let creator = self.node_index.get(&v.creator).copied();
+                    self.guard.delivered_vertex(to, creator, v.id, v.heap_bytes());
                     self.handle(to, s, Event::VertexReply { from: from_id, vertices: vec![v] }, v_us);
                 }
             }
@@ -84,8 +112,19 @@ impl Sim {
             }
             Msg::Garbage(kind, qid) => {
                 let s = shard_for_query_id(qid, shards);
-                self.handle(to, s, Event::InvalidMessage { from: from_id, kind }, if kind == Misbehaviour::InvalidSignature { v_us } else { 1 });
+                self.refuse(to, from, s, kind, if kind == Misbehaviour::InvalidSignature { v_us } else { 1 });
             }
+        }
+    }
+
+    /// Node `to`'s shell refused a frame of `from` as `kind`: charged to `from` in shard `s`
+    /// (as the engine's guard does: a proven-bad frame of an excluded peer bans it again).
+    fn refuse(&mut self, to: usize, from: usize, s: u32, kind: Misbehaviour, cost_us: u64) {
+        let from_id = self.shells[from].id();
+        let was_excluded = self.shells[to].core(s).is_excluded(&from_id);
+        self.handle(to, s, Event::InvalidMessage { from: from_id, kind }, cost_us);
+        if !self.shells[to].is_byzantine() {
+            self.guard.refused(to, from, kind, was_excluded, &mut self.checker);
         }
     }
 
@@ -142,7 +181,8 @@ impl Sim {
                 if byz {
                     let sh = &self.shells[node];
                     let view = NodeView { index: node, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
-                    for o in self.adversary.respond(self.now, self.cfg.nodes, view, t, response) {
+                    let env = Env { now: self.now, honest: self.guard_honest(), ids: &self.ids };
+                    for o in self.adversary.respond(env, view, t, response) {
                         self.send(node, o.to, done, o.msg);
                     }
                     return;
@@ -179,7 +219,11 @@ impl Sim {
                     self.checker.on_reject(node, id, self.now);
                 }
             }
-            Action::Alert { peer, evidence, .. } => {
+            Action::Alert { peer, evidence, reason, .. } => {
+                if !byz {
+                    let p = self.node_index[&peer];
+                    self.guard.excluded(node, p, reason, evidence.is_some(), &mut self.checker);
+                }
                 if let Some(ev) = evidence {
                     let ev = Arc::new(*ev);
                     for t in 0..self.cfg.nodes {

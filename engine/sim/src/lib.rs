@@ -33,14 +33,18 @@ use std::collections::HashMap;
 use pqdag_core::{Event, NodeId, Params, VertexId};
 
 mod adversary;
+mod attacks;
 mod checker;
 mod cost;
 mod dispatch;
 mod faults;
+mod guard;
+mod mixed;
 mod network;
 mod queue;
 mod report;
 mod shell;
+mod verify;
 mod workload;
 
 pub use adversary::Strategy;
@@ -50,10 +54,11 @@ pub use network::{msg_bytes, MsgKind, SIG_BYTES};
 pub use report::{Percentiles, Report};
 pub use shell::MacSigner;
 
-use adversary::{Adversary, NodeView};
+use adversary::{Adversary, Env, NodeView};
 use checker::Checker;
 use cost::CpuModel;
 use faults::Faults;
+use guard::Guard;
 use network::{Msg, Network};
 use queue::EventQueue;
 use report::{Metrics, Totals, Trace};
@@ -124,6 +129,13 @@ pub struct SimConfig {
     pub liveness_budget_s: f64,
     /// Parameter override (else the profile default scaled to N).
     pub params: Option<Params>,
+    /// The shell checks alerts' proofs (structure and the accused's signatures) before the core
+    /// sees them, as the engine's does. `false` is a deliberately broken shell: only for the
+    /// test that proves the checker catches honest nodes being convicted.
+    pub shell_checks_evidence: bool,
+    /// Do not print the first safety violation to stderr as it happens (the soak reports its
+    /// own summary).
+    pub quiet: bool,
 }
 
 impl SimConfig {
@@ -154,6 +166,8 @@ impl SimConfig {
             payload_bytes: 64,
             liveness_budget_s: 20.0,
             params: None,
+            shell_checks_evidence: true,
+            quiet: false,
         }
     }
 }
@@ -193,6 +207,7 @@ pub struct Sim {
     faults: Faults,
     adversary: Adversary,
     checker: Checker,
+    guard: Guard,
     cost: CpuModel,
     metrics: Metrics,
     trace: Trace,
@@ -234,7 +249,8 @@ impl Sim {
             archive: Archive::new(cfg.forget_final_after_us > 0),
             network,
             workload: Workload::new(&cfg, honest),
-            checker: Checker::new(cfg.seed, honest, faults.heal_at()),
+            checker: Checker::new(cfg.seed, honest, faults.heal_at(), cfg.quiet),
+            guard: Guard::new(honest),
             faults,
             adversary: Adversary::new(cfg.seed, cfg.strategy),
             cost: CpuModel::new(&cfg),
@@ -322,6 +338,7 @@ impl Sim {
         if converged_at.is_some() {
             self.checker.check_end_state(&self.shells);
         }
+        self.guard.scan(self.now, &self.shells, &self.node_index, &mut self.checker);
         let totals = Totals {
             now: self.now,
             end_us,
@@ -337,13 +354,21 @@ impl Sim {
             conflict_sets_resolved: self.checker.conflict_sets_resolved(),
             busy_max: self.cost.busy_max(),
             busy_total: self.cost.busy_total(),
+            honest_convicted: self.guard.honest_convicted(),
+            honest_banned: self.guard.honest_banned(),
+            honest_excluded_max_ms: self.guard.honest_excluded_max_ms(self.now),
+            max_bytes_held_for_one_peer: self.guard.max_bytes_held_for_one_peer(),
         };
         report::build(&self.cfg, &self.shells, &self.metrics, &self.trace, totals)
     }
 
     fn step(&mut self, ev: Ev) {
+        if self.guard.due(self.now) {
+            self.guard.scan(self.now, &self.shells, &self.node_index, &mut self.checker);
+        }
         match ev {
             Ev::Deliver { to, from, msg } => {
+                self.guard.landed(from, to, network::size_of(&msg));
                 if !self.shells[to].is_up() {
                     return;
                 }
@@ -408,7 +433,17 @@ impl Sim {
         }
         let sh = &self.shells[node];
         let view = NodeView { index: node, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
-        let tick = self.adversary.tick(self.now, self.cfg.nodes, view);
+        let env = Env { now: self.now, honest: self.guard_honest(), ids: &self.ids };
+        let tick = self.adversary.tick(env, view);
+        for (i, (to, keys)) in tick.submits.into_iter().enumerate() {
+            // A colluding client's submission to an honest node (the node itself is honest).
+            if self.shells[to].is_up() && !self.shells[to].is_byzantine() {
+                let mut payload = self.now.to_le_bytes().to_vec();
+                payload.extend_from_slice(&(node as u64 * 1024 + i as u64).to_le_bytes());
+                let ev = Event::Submit { payload, conflict_keys: keys, client_tag: 1 << 63, timestamp_ms: self.now / 1000 };
+                self.handle(to, 0, ev, 0);
+            }
+        }
         for id in tick.created {
             self.checker.created(id, self.now);
         }
@@ -416,6 +451,11 @@ impl Sim {
         for o in tick.sends {
             self.send(node, o.to, depart, o.msg);
         }
+    }
+
+    /// Honest nodes (the first ones).
+    pub(crate) fn guard_honest(&self) -> usize {
+        self.shells.iter().filter(|s| !s.is_byzantine()).count()
     }
 
     fn restart(&mut self, node: usize) {

@@ -23,7 +23,9 @@ struct Args {
     /// Fraction of Byzantine nodes.
     #[arg(long, default_value_t = 0.0)]
     byzantine: f64,
-    /// flip-votes | equivocate | withhold | invalid-signatures | malformed
+    /// flip-votes | equivocate | withhold | invalid-signatures | malformed | replay-queries |
+    /// set-spam | vote-unknown | vertex-flood | query-flood | backdate | selective | mixed |
+    /// forge-alerts
     #[arg(long, default_value = "flip-votes")]
     strategy: Strategy,
     /// Partition `0-2|3-5@START-END` (seconds).

@@ -61,6 +61,17 @@ pub struct Report {
     pub byzantine_excluded_by_all: usize,
     /// Honest nodes excluded by some honest node at the end (false positives).
     pub honest_excluded: usize,
+    /// Honest nodes convicted (excluded for good, on "proof") by some honest core, ever. Each
+    /// one is also a safety violation.
+    pub honest_convicted: usize,
+    /// Honest nodes some honest shell would ban (the engine guard's rule), ever. Each one is
+    /// also a safety violation.
+    pub honest_banned: usize,
+    /// Longest exclusion without proof of an honest node by an honest node, virtual ms.
+    pub honest_excluded_max_ms: f64,
+    /// Most bytes an honest node held on behalf of one peer (its vertices in memory plus its
+    /// messages in flight to the node), at any scan.
+    pub max_bytes_held_for_one_peer: u64,
     /// Some honest node suspected a partition at some point.
     pub partition_suspected_seen: bool,
     /// Conflict sets (pairs) submitted / decided with exactly one final member everywhere.
@@ -168,6 +179,14 @@ pub(crate) struct Totals {
     pub(crate) busy_max: u64,
     /// All shards' CPU time, us.
     pub(crate) busy_total: u64,
+    /// Honest nodes convicted by honest ones.
+    pub(crate) honest_convicted: usize,
+    /// Honest nodes banned by honest ones.
+    pub(crate) honest_banned: usize,
+    /// Longest exclusion of an honest node, ms.
+    pub(crate) honest_excluded_max_ms: f64,
+    /// Most bytes held for one peer.
+    pub(crate) max_bytes_held_for_one_peer: u64,
 }
 
 /// Builds the report of a run.
@@ -199,6 +218,10 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         byzantine_nodes: byz.len(),
         byzantine_excluded_by_all,
         honest_excluded,
+        honest_convicted: t.honest_convicted,
+        honest_banned: t.honest_banned,
+        honest_excluded_max_ms: t.honest_excluded_max_ms,
+        max_bytes_held_for_one_peer: t.max_bytes_held_for_one_peer,
         partition_suspected_seen: metrics.partition_seen,
         conflict_sets: t.conflict_sets,
         conflict_sets_resolved: t.conflict_sets_resolved,

@@ -32,6 +32,10 @@ impl MacSigner {
     pub(crate) fn node_id(&self) -> NodeId {
         NodeId(pqdag_crypto::hash::node_id(&self.key))
     }
+    /// Whether `sig` is this key's signature of `msg` under `domain` (the shell's verify).
+    pub(crate) fn verifies(&self, domain: Domain, msg: &[u8], sig: &[u8]) -> bool {
+        self.mac(domain, msg) == sig
+    }
     fn mac(&self, domain: Domain, msg: &[u8]) -> Vec<u8> {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(domain.context());

@@ -1,0 +1,234 @@
+//! `sim-soak`: runs the simulator over many seeds, Byzantine strategies, Byzantine fractions and
+//! cluster sizes, in parallel over the machine's cores, and prints ONE summary line (or one
+//! JSON object): runs, safety violations, honest nodes convicted / banned, liveness failures
+//! where liveness is expected (Byzantine fraction <= 0.25), and the first failing run with the
+//! exact `sim` command that replays it. Exits 1 if any run failed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use clap::Parser;
+use pqdag_sim::{Report, SimConfig, Strategy};
+
+/// Many simulator runs, one summary.
+#[derive(Parser, Debug)]
+#[command(name = "sim-soak")]
+struct Args {
+    /// Seeds per (strategy, fraction, size): 1..=SEEDS.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Cluster sizes, comma separated.
+    #[arg(long, default_value = "7,30")]
+    sizes: String,
+    /// Byzantine fractions, comma separated.
+    #[arg(long, default_value = "0.2,0.25,0.33")]
+    fractions: String,
+    /// Strategies, comma separated (default: every one).
+    #[arg(long)]
+    strategies: Option<String>,
+    /// Also this many seeds at 100 nodes (fraction 0.33, a few strategies).
+    #[arg(long, default_value_t = 1)]
+    big_seeds: u64,
+    /// Strategies of the 100-node runs.
+    #[arg(long, default_value = "flip-votes,replay-queries,vote-unknown,mixed")]
+    big_strategies: String,
+    /// Workload seconds of each run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Submissions per second of each run.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Conflicting-pair fraction of each run.
+    #[arg(long, default_value_t = 0.1)]
+    conflict_ratio: f64,
+    /// Liveness budget of each run, virtual seconds.
+    #[arg(long, default_value_t = 20.0)]
+    liveness_budget: f64,
+    /// Worker threads (0: the machine's cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print one JSON object instead of the summary line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One run of the soak.
+#[derive(Clone)]
+struct Run {
+    nodes: usize,
+    seed: u64,
+    byzantine: f64,
+    strategy: Strategy,
+}
+
+/// Liveness is required at or below this Byzantine fraction; above it only safety.
+const LIVENESS_FRACTION: f64 = 0.25;
+
+impl Run {
+    fn config(&self, a: &Args) -> SimConfig {
+        let mut c = SimConfig::new(self.nodes, self.seed, a.duration);
+        c.byzantine = self.byzantine;
+        c.strategy = self.strategy;
+        c.rate = a.rate;
+        c.conflict_ratio = a.conflict_ratio;
+        c.liveness_budget_s = a.liveness_budget;
+        c.quiet = true;
+        c
+    }
+
+    /// The `sim` command that replays this run exactly.
+    fn command(&self, a: &Args) -> String {
+        format!(
+            "sim --nodes {} --seed {} --duration {} --rate {} --conflict-ratio {} --liveness-budget {} --byzantine {} --strategy {} --json",
+            self.nodes,
+            self.seed,
+            a.duration,
+            a.rate,
+            a.conflict_ratio,
+            a.liveness_budget,
+            self.byzantine,
+            self.strategy.name()
+        )
+    }
+
+    fn liveness_expected(&self) -> bool {
+        self.byzantine <= LIVENESS_FRACTION + 1e-9
+    }
+}
+
+/// What one run found.
+struct Outcome {
+    run: Run,
+    report: Result<Report, String>,
+}
+
+impl Outcome {
+    fn safety_failed(&self) -> bool {
+        self.report.as_ref().map_or(true, |r| r.safety_violations > 0)
+    }
+    fn liveness_failed(&self) -> bool {
+        self.run.liveness_expected() && self.report.as_ref().map_or(true, |r| !r.liveness_ok)
+    }
+    fn failed(&self) -> bool {
+        self.safety_failed() || self.liveness_failed()
+    }
+    fn why(&self) -> String {
+        match &self.report {
+            Err(e) => e.clone(),
+            Ok(r) if r.safety_violations > 0 => r.first_violation.clone().unwrap_or_default(),
+            Ok(_) => "no convergence within the liveness budget".into(),
+        }
+    }
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
+    s.split(',').filter(|x| !x.is_empty()).map(|x| x.trim().parse::<T>().map_err(|_| format!("bad list item {x}"))).collect()
+}
+
+fn plan(a: &Args) -> Result<Vec<Run>, String> {
+    let strategies: Vec<Strategy> = match &a.strategies {
+        Some(s) => list(s)?,
+        None => Strategy::ALL.to_vec(),
+    };
+    let sizes: Vec<usize> = list(&a.sizes)?;
+    let fractions: Vec<f64> = list(&a.fractions)?;
+    let mut runs = Vec::new();
+    for &nodes in &sizes {
+        for &byzantine in &fractions {
+            for &strategy in &strategies {
+                for seed in a.first_seed..a.first_seed + a.seeds {
+                    runs.push(Run { nodes, seed, byzantine, strategy });
+                }
+            }
+        }
+    }
+    let big: Vec<Strategy> = list(&a.big_strategies)?;
+    for &strategy in &big {
+        for seed in a.first_seed..a.first_seed + a.big_seeds {
+            runs.push(Run { nodes: 100, seed, byzantine: 0.33, strategy });
+        }
+    }
+    Ok(runs)
+}
+
+fn main() {
+    let a = Args::parse();
+    let runs = match plan(&a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sim-soak: {e}");
+            std::process::exit(2);
+        }
+    };
+    let threads = if a.threads > 0 { a.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let wall = std::time::Instant::now();
+    // Biggest runs first, so the slow ones do not finish alone at the end.
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(runs[i].nodes));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..runs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(runs.len()).max(1) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = order.get(k) else { break };
+                let run = runs[i].clone();
+                let report = pqdag_sim::run(run.config(&a));
+                if let Ok(mut r) = results.lock() {
+                    r[i] = Some(Outcome { run, report });
+                }
+            });
+        }
+    });
+    let outcomes: Vec<Outcome> = results.into_inner().unwrap_or_default().into_iter().flatten().collect();
+    let ok = |o: &Outcome, f: fn(&Report) -> u64| o.report.as_ref().map_or(0, f);
+    let safety: u64 = outcomes.iter().map(|o| ok(o, |r| r.safety_violations)).sum();
+    let safety_runs = outcomes.iter().filter(|o| o.safety_failed()).count();
+    let convicted: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_convicted as u64)).sum();
+    let banned: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_banned as u64)).sum();
+    let liveness = outcomes.iter().filter(|o| o.liveness_failed()).count();
+    let held = outcomes.iter().map(|o| ok(o, |r| r.max_bytes_held_for_one_peer)).max().unwrap_or(0);
+    let excluded_ms = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.honest_excluded_max_ms).fold(0.0, f64::max);
+    let first = outcomes.iter().find(|o| o.failed());
+    let mut by_strategy: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    for o in &outcomes {
+        let e = by_strategy.entry(o.run.strategy.name()).or_default();
+        e.0 += 1;
+        e.1 += u64::from(o.safety_failed());
+        e.2 += u64::from(o.liveness_failed());
+    }
+    let seeds = format!("{}-{}", a.first_seed, a.first_seed + a.seeds.max(1) - 1);
+    if a.json {
+        let failing: Vec<serde_json::Value> = outcomes
+            .iter()
+            .filter(|o| o.failed())
+            .map(|o| serde_json::json!({"strategy": o.run.strategy.name(), "nodes": o.run.nodes, "byzantine": o.run.byzantine, "seed": o.run.seed, "safety": o.safety_failed(), "liveness": o.liveness_failed(), "why": o.why(), "command": o.run.command(&a)}))
+            .collect();
+        let per: serde_json::Map<String, serde_json::Value> =
+            by_strategy.iter().map(|(k, v)| (k.to_string(), serde_json::json!({"runs": v.0, "safety_failed": v.1, "liveness_failed": v.2}))).collect();
+        let j = serde_json::json!({
+            "runs": outcomes.len(), "seeds": seeds, "safety_violations": safety, "safety_failed_runs": safety_runs,
+            "honest_convicted": convicted, "honest_banned": banned, "liveness_failures": liveness,
+            "max_bytes_held_for_one_peer": held, "honest_excluded_max_ms": excluded_ms,
+            "first_failure": first.map(|o| o.run.command(&a)), "by_strategy": per, "failing": failing,
+            "wall_seconds": wall.elapsed().as_secs_f64(),
+        });
+        println!("{j}");
+    } else {
+        let broken: Vec<String> = by_strategy.iter().filter(|(_, v)| v.1 + v.2 > 0).map(|(k, v)| format!("{k}:{}s/{}l", v.1, v.2)).collect();
+        let first_s = first.map_or("none".to_string(), |o| format!("`{}` ({})", o.run.command(&a), o.why()));
+        println!(
+            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, failing strategies [{}], first failure: {first_s}, {:.0} s",
+            outcomes.len(),
+            broken.join(" "),
+            wall.elapsed().as_secs_f64()
+        );
+    }
+    if first.is_some() {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,154 @@
+//! The red team: every Byzantine strategy at a third of a 7-node cluster must leave safety
+//! intact (no conflicting decisions, no honest node convicted or banned by an honest one), and
+//! the checker must catch the harm it claims to (a deliberately broken shell IS caught). A
+//! failure names the seed and strategy: rerun `sim --nodes 7 --seed S --byzantine 0.33
+//! --strategy NAME --conflict-ratio 0.1 --duration 2` to reproduce it.
+//!
+//! Tests of strategies that find holes in today's core are `#[ignore]`d with the hole named;
+//! the core's fix un-ignores them (`cargo test -p pqdag-sim --test adversaries -- --ignored`).
+
+use pqdag_sim::{run, Report, SimConfig, Strategy};
+
+fn third(strategy: Strategy, seed: u64) -> SimConfig {
+    let mut c = SimConfig::new(7, seed, 2.0);
+    c.byzantine = 0.33;
+    c.strategy = strategy;
+    c.conflict_ratio = 0.1;
+    c.liveness_budget_s = 10.0;
+    c
+}
+
+fn safe(strategy: Strategy) -> Report {
+    let r = run(third(strategy, 1)).expect("config");
+    assert_eq!(r.byzantine_nodes, 2);
+    assert_eq!(r.honest_convicted, 0, "{}: honest convicted", strategy.name());
+    assert_eq!(r.honest_banned, 0, "{}: honest banned", strategy.name());
+    assert_eq!(r.safety_violations, 0, "{} seed {}: {:?}", strategy.name(), r.seed, r.first_violation);
+    r
+}
+
+#[test]
+fn flip_votes_is_safe() {
+    safe(Strategy::FlipVotes);
+}
+
+#[test]
+fn equivocate_is_safe() {
+    safe(Strategy::Equivocate);
+}
+
+#[test]
+fn withhold_is_safe() {
+    safe(Strategy::Withhold);
+}
+
+#[test]
+fn invalid_signatures_is_safe() {
+    safe(Strategy::InvalidSignatures);
+}
+
+#[test]
+fn malformed_is_safe() {
+    safe(Strategy::Malformed);
+}
+
+#[test]
+#[ignore = "hole: a replayed query id makes an honest node sign Unknown then Yes; the pair convicts it (sim --nodes 7 --seed 1 --byzantine 0.33 --strategy replay-queries)"]
+fn replay_queries_is_safe() {
+    safe(Strategy::ReplayQueries);
+}
+
+#[test]
+fn set_spam_is_safe() {
+    safe(Strategy::SetSpam);
+}
+
+/// Set spam against 30 nodes (6 Byzantine: a fifth).
+#[test]
+#[ignore = "hole: 72 members on one key, in a different order per node, fork honest nodes (one finalizes what another rejects) at N = 30 (sim --nodes 30 --seed 1 --duration 3 --conflict-ratio 0.1 --byzantine 0.2 --strategy set-spam)"]
+fn set_spam_thirty_nodes_is_safe() {
+    let mut c = third(Strategy::SetSpam, 1);
+    c.nodes = 30;
+    c.byzantine = 0.2;
+    c.duration_s = 3.0;
+    let r = run(c).expect("config");
+    assert_eq!(r.safety_violations, 0, "seed {}: {:?}", r.seed, r.first_violation);
+}
+
+#[test]
+fn vote_unknown_is_safe() {
+    safe(Strategy::VoteUnknown);
+}
+
+#[test]
+fn vertex_flood_is_safe() {
+    let r = safe(Strategy::VertexFlood);
+    // What the flood makes honest nodes hold for one peer is measured (and exceeds a plain run).
+    let plain = run(SimConfig::new(7, 1, 2.0)).expect("config");
+    assert!(r.max_bytes_held_for_one_peer > plain.max_bytes_held_for_one_peer, "{} vs {}", r.max_bytes_held_for_one_peer, plain.max_bytes_held_for_one_peer);
+}
+
+#[test]
+fn query_flood_is_safe() {
+    safe(Strategy::QueryFlood);
+}
+
+#[test]
+fn backdate_is_safe() {
+    safe(Strategy::Backdate);
+}
+
+#[test]
+fn selective_is_safe() {
+    safe(Strategy::Selective);
+}
+
+#[test]
+#[ignore = "hole: mixed includes replay-queries framing (sim --nodes 7 --seed 1 --byzantine 0.33 --strategy mixed)"]
+fn mixed_is_safe() {
+    safe(Strategy::Mixed);
+}
+
+/// The shell checks an alert's proof: forged "conflicting responses" convict nobody, and the
+/// forger is the one excluded.
+#[test]
+fn forged_alerts_convict_nobody() {
+    let r = safe(Strategy::ForgeAlerts);
+    assert_eq!(r.byzantine_excluded_by_all, 2, "the forgers are excluded");
+}
+
+/// The checker can fail: with the shell's proof check deliberately broken, forged alerts
+/// convict honest nodes, and the checker counts them as safety violations.
+#[test]
+fn checker_catches_honest_nodes_convicted() {
+    let mut c = third(Strategy::ForgeAlerts, 1);
+    c.shell_checks_evidence = false;
+    let r = run(c).expect("config");
+    assert!(r.honest_convicted > 0, "forged proofs accepted: honest nodes convicted");
+    assert!(r.honest_banned > 0, "and banned by the guard's rule");
+    assert!(r.safety_violations >= (r.honest_convicted + r.honest_banned) as u64, "each is a safety violation");
+    assert!(r.first_violation.as_deref().is_some_and(|v| v.contains("honest node")), "{:?}", r.first_violation);
+}
+
+/// The checker measures exclusions without proof: a crashed honest node times out, is
+/// excluded from sampling (never convicted nor banned: timeouts are no proof), and the longest
+/// exclusion is reported.
+#[test]
+fn checker_measures_honest_exclusions() {
+    let mut c = SimConfig::new(7, 3, 3.0);
+    c.crash = Some((2, 300_000, 2_500_000));
+    let r = run(c).expect("config");
+    assert_eq!(r.safety_violations, 0, "{:?}", r.first_violation);
+    assert!(r.honest_excluded_max_ms > 0.0, "the crashed node's exclusion is measured");
+    assert_eq!((r.honest_convicted, r.honest_banned), (0, 0), "timeouts are no proof");
+}
+
+/// Liveness at a quarter: one Byzantine node of seven does not stop finality.
+#[test]
+#[ignore = "hole: one node answering every id Unknown stalls finality at N = 7 (sim --nodes 7 --seed 1 --byzantine 0.25 --strategy vote-unknown)"]
+fn vote_unknown_quarter_is_live() {
+    let mut c = third(Strategy::VoteUnknown, 1);
+    c.byzantine = 0.25;
+    let r = run(c).expect("config");
+    assert!(r.liveness_ok && r.finalized > 0, "finalized {}", r.finalized);
+}
