@@ -1,4 +1,4 @@
-//! Prometheus metrics, `/health` and `/status`, served from a plain thread (off the shards).
+//! Prometheus metrics, `/health`, `/ready` and `/status`, served from a plain thread (off the shards).
 //!
 //! Shards update atomics (prometheus-client counters and gauges are atomics; no locks on the
 //! hot path); the per-peer families are refreshed from transport snapshots once per second.
@@ -211,6 +211,10 @@ pub struct ShardStatus {
     pub running: AtomicBool,
     /// XOR digest of finalized ids (order-independent), refreshed each loop turn.
     pub digest: Mutex<[u8; 32]>,
+    /// Caught up with the peers (history walked, every id it named in the core).
+    pub caught_up: AtomicBool,
+    /// Entries in the shard's decision log (its feed position).
+    pub decisions: AtomicU64,
 }
 
 /// Node-wide view for the HTTP thread.
@@ -223,6 +227,8 @@ pub struct NodeStatus {
     pub nodes: usize,
     /// Per shard.
     pub shards: Vec<Arc<ShardStatus>>,
+    /// When the node started (`uptime_s`).
+    pub started: std::time::Instant,
 }
 
 impl NodeStatus {
@@ -245,7 +251,31 @@ impl NodeStatus {
             "partition_suspected": self.shards.iter().any(|s| s.partition_suspected.load(Ordering::Relaxed)),
             "finalized_set_digest": pqdag_wire::VertexId(digest).to_hex(),
             "healthy": self.healthy().is_ok(),
+            "ready": self.ready().is_ok(),
+            "catching_up": !self.shards.iter().all(|s| s.caught_up.load(Ordering::Relaxed)),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "shards": self.shards.iter().enumerate().map(|(i, s)| serde_json::json!({
+                "shard": i,
+                "finalized": s.finalized.load(Ordering::Relaxed),
+                "rejected": s.rejected.load(Ordering::Relaxed),
+                "processing": s.processing.load(Ordering::Relaxed),
+                "decisions": s.decisions.load(Ordering::Relaxed),
+                "caught_up": s.caught_up.load(Ordering::Relaxed),
+            })).collect::<Vec<_>>(),
         })
+    }
+
+    /// Ready = healthy and every shard caught up with its peers (safe to create vertices). The
+    /// reason when not.
+    pub fn ready(&self) -> Result<(), String> {
+        self.healthy()?;
+        for (i, s) in self.shards.iter().enumerate() {
+            if !s.caught_up.load(Ordering::Relaxed) {
+                return Err(format!("shard {i} catching up with its peers"));
+            }
+        }
+        Ok(())
     }
 
     /// Healthy = every shard running, connected to a majority of the cluster, no partition
@@ -279,6 +309,10 @@ pub fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, status: Arc<Node
                 "/status" => (200, status.json().to_string(), "application/json"),
                 "/health" => match status.healthy() {
                     Ok(()) => (200, "ok\n".to_string(), "text/plain"),
+                    Err(why) => (503, format!("{why}\n"), "text/plain"),
+                },
+                "/ready" => match status.ready() {
+                    Ok(()) => (200, "ready\n".to_string(), "text/plain"),
                     Err(why) => (503, format!("{why}\n"), "text/plain"),
                 },
                 _ => (404, "not found\n".to_string(), "text/plain"),
