@@ -261,13 +261,14 @@ fn ready_waits_for_catch_up_while_health_stays_up() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while ready_at.is_none() {
         assert!(Instant::now() < deadline, "node-2 never became ready; log:\n{}", std::fs::read_to_string(c.log_path(2)).unwrap_or_default());
-        let health = c.http(2, "/health").map(|h| h.0);
+        let health_reply = c.http(2, "/health");
+        let health = health_reply.as_ref().map(|h| h.0);
         let ready = c.http(2, "/ready").map(|h| h.0);
         if health == Some(200) && health_up.is_none() {
             health_up = Some(restarted.elapsed());
         }
         if health_up.is_some() {
-            assert_eq!(health, Some(200), "/health must stay 200 while the node catches up");
+            assert_eq!(health, Some(200), "/health must stay 200 while the node catches up: {health_reply:?}");
         }
         match ready {
             Some(503) => {

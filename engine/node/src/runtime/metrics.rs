@@ -266,25 +266,23 @@ impl NodeStatus {
         })
     }
 
-    /// Ready = healthy and every shard caught up with its peers (safe to create vertices). The
-    /// reason when not.
-    pub fn ready(&self) -> Result<(), String> {
-        self.healthy()?;
-        for (i, s) in self.shards.iter().enumerate() {
-            if !s.caught_up.load(Ordering::Relaxed) {
-                return Err(format!("shard {i} catching up with its peers"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Healthy = every shard running, connected to a majority of the cluster, no partition
-    /// suspected. The reason when not.
+    /// Healthy (`/health`, liveness) = every shard's loop running: the node is alive and
+    /// serves its endpoints. The reason when not.
     pub fn healthy(&self) -> Result<(), String> {
         for (i, s) in self.shards.iter().enumerate() {
             if !s.running.load(Ordering::Relaxed) {
                 return Err(format!("shard {i} starting"));
             }
+        }
+        Ok(())
+    }
+
+    /// Ready (`/ready`) = healthy, connected to a majority of the cluster, no partition
+    /// suspected, and every shard caught up with its peers: safe to create vertices. The reason
+    /// when not.
+    pub fn ready(&self) -> Result<(), String> {
+        self.healthy()?;
+        for (i, s) in self.shards.iter().enumerate() {
             if s.partition_suspected.load(Ordering::Relaxed) {
                 return Err(format!("shard {i}: partition suspected (most polls time out)"));
             }
@@ -292,6 +290,9 @@ impl NodeStatus {
             let quorum = self.nodes / 2; // peers needed, besides ourselves, for a majority
             if connected < quorum {
                 return Err(format!("shard {i}: {connected} peers connected, need {quorum}"));
+            }
+            if !s.caught_up.load(Ordering::Relaxed) {
+                return Err(format!("shard {i} catching up with its peers"));
             }
         }
         Ok(())
