@@ -258,6 +258,10 @@ fn ready_waits_for_catch_up_while_health_stays_up() {
     let restarted = Instant::now();
     c.start(2);
     let (mut health_up, mut ready_at, mut saw_unready) = (None, None, false);
+    let mut saw_not_ready_reply = false;
+    let only_node2: Vec<pqdag_client::NodeTarget> =
+        pqdag_client::cluster::load_cluster_file(&c.cluster_file()).expect("cluster").into_iter().filter(|n| n.name == "node-2").collect();
+    let mut probe: Option<blocking::Client> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     while ready_at.is_none() {
         assert!(Instant::now() < deadline, "node-2 never became ready; log:\n{}", std::fs::read_to_string(c.log_path(2)).unwrap_or_default());
@@ -274,6 +278,20 @@ fn ready_waits_for_catch_up_while_health_stays_up() {
             Some(503) => {
                 saw_unready = true;
                 assert_eq!(c.status(2)["catching_up"], true);
+                // The client API refuses submissions meanwhile (NotReady).
+                if health_up.is_some() && !saw_not_ready_reply {
+                    if probe.is_none() {
+                        let o = ClientOptions { ready_timeout: Duration::ZERO, connect_timeout: Duration::from_secs(2), ..ClientOptions::default() };
+                        probe = blocking::Client::connect(only_node2.clone(), o).ok();
+                    }
+                    if let Some(p) = &probe {
+                        match p.submit(b"too early".to_vec(), vec![ConflictKey([0xdd; 32])]) {
+                            Err(e) if e.to_string().contains("not ready") => saw_not_ready_reply = true,
+                            Err(e) => eprintln!("probe: {e}"),
+                            Ok(_) => assert_eq!(c.status(2)["catching_up"], false, "a submission was accepted while catching up"),
+                        }
+                    }
+                }
             }
             Some(200) => ready_at = Some(restarted.elapsed()),
             _ => {}
@@ -281,6 +299,8 @@ fn ready_waits_for_catch_up_while_health_stays_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(saw_unready, "/ready was never 503 on a node restarted empty");
+    assert!(saw_not_ready_reply, "the client API never answered NotReady while catching up");
+    drop(probe);
     let st = c.status(2);
     assert_eq!(st["catching_up"], false);
     eprintln!(
