@@ -77,14 +77,14 @@ impl Tail {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                l2.lock().unwrap().push(serde_json::from_str::<Value>(&line).expect("tail prints JSON lines"));
+                l2.lock().expect("present").push(serde_json::from_str::<Value>(&line).expect("tail prints JSON lines"));
             }
         });
         Tail { child, lines }
     }
 
     fn len(&self) -> usize {
-        self.lines.lock().unwrap().len()
+        self.lines.lock().expect("present").len()
     }
 
     fn wait_len(&self, n: usize, timeout: Duration) {
@@ -96,7 +96,7 @@ impl Tail {
     }
 
     fn lines(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
+        self.lines.lock().expect("present").clone()
     }
 }
 
@@ -127,17 +127,17 @@ fn ids(lines: &[Value]) -> Vec<String> {
 fn check_one_feed(name: &str, lines: &[Value]) {
     let mut pos: HashMap<&str, usize> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
-        assert!(pos.insert(l["id"].as_str().unwrap(), i).is_none(), "{name}: duplicate {}", l["id"]);
+        assert!(pos.insert(l["id"].as_str().expect("present"), i).is_none(), "{name}: duplicate {}", l["id"]);
     }
     let mut winner: HashMap<&str, &str> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
         if l["decision"] == "final" {
-            for k in l["conflict_keys"].as_array().unwrap() {
-                let prev = winner.insert(k.as_str().unwrap(), l["id"].as_str().unwrap());
+            for k in l["conflict_keys"].as_array().expect("present") {
+                let prev = winner.insert(k.as_str().expect("present"), l["id"].as_str().expect("present"));
                 assert!(prev.is_none(), "{name}: two finals spend {k}");
             }
-            for p in l["parents"].as_array().unwrap() {
-                if let Some(&j) = pos.get(p.as_str().unwrap()) {
+            for p in l["parents"].as_array().expect("present") {
+                if let Some(&j) = pos.get(p.as_str().expect("present")) {
                     assert!(j < i, "{name}: parent {p} listed after its child {}", l["id"]);
                 }
             }
@@ -163,7 +163,7 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
         let node = if n % 2 == 0 { "node-0" } else { "node-1" };
         let out = submit_wait(&c, node, &payload, &key_hex(n, 0xaa));
         assert_eq!(out["decision"], "final", "{out}");
-        known.push((out["id"].as_str().unwrap().to_string(), hex::encode(&payload)));
+        known.push((out["id"].as_str().expect("present").to_string(), hex::encode(&payload)));
     }
     // A double spend through two nodes at once: at most one final.
     let k = key_hex(99, 0xbb);
@@ -180,11 +180,11 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
         })
     };
     let (a, b) = (spend(c0, "node-0", k0, "spend A"), spend(c1, "node-1", k1, "spend B"));
-    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let (a, b) = (a.join().expect("present"), b.join().expect("present"));
     let finals = [a, b].iter().filter(|o| String::from_utf8_lossy(&o.stdout).contains("\"final\"")).count();
     assert!(finals <= 1, "a double spend was final twice");
 
-    let mut tail = Tail::start(&c, "node-2", None, None);
+    let tail = Tail::start(&c, "node-2", None, None);
     tail.wait_len(20, Duration::from_secs(60));
     c.kill9(2);
     let seen_at_kill = tail.len();
@@ -209,7 +209,7 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
     assert_eq!(ids(&full), ids(&followed), "a node's feed order never changes, across its restart");
     // Resume from a cursor printed mid-way: exactly the rest.
     let mid = seen_at_kill.min(total - 1);
-    let cursor = followed[mid]["cursor"].as_str().unwrap().to_string();
+    let cursor = followed[mid]["cursor"].as_str().expect("present").to_string();
     let rest = Tail::start(&c, "node-2", Some(&cursor), Some(total - mid - 1));
     rest.wait_len(total - mid - 1, Duration::from_secs(60));
     assert_eq!(ids(&rest.lines()), ids(&followed[mid + 1..]), "resuming from a cursor: no gap, no duplicate");
@@ -224,7 +224,7 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
     // Across nodes: same set of finals, one winner per key, parents before children in each.
     let feeds: Vec<Vec<Value>> = (0..3).map(|i| tail_all(&c, &format!("node-{i}"), decisions(&c, i))).collect();
     let finals: Vec<HashSet<String>> =
-        feeds.iter().map(|f| f.iter().filter(|l| l["decision"] == "final").map(|l| l["id"].as_str().unwrap().to_string()).collect()).collect();
+        feeds.iter().map(|f| f.iter().filter(|l| l["decision"] == "final").map(|l| l["id"].as_str().expect("present").to_string()).collect()).collect();
     let rejected: Vec<usize> = feeds.iter().map(|f| f.iter().filter(|l| l["decision"] == "rejected").count()).collect();
     for (i, f) in feeds.iter().enumerate() {
         check_one_feed(&format!("node-{i}"), f);
@@ -328,10 +328,10 @@ fn feed_covers_every_shard() {
         let payload = format!("sharded payload {n}").into_bytes();
         let out = submit_wait(&c, "node-0", &payload, &key_hex(n, 0xee));
         assert_eq!(out["decision"], "final", "{out}");
-        known.insert(out["id"].as_str().unwrap().to_string(), hex::encode(&payload));
+        known.insert(out["id"].as_str().expect("present").to_string(), hex::encode(&payload));
     }
     c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
-    let per_shard: Vec<u64> = c.status(1)["shards"].as_array().unwrap().iter().map(|s| s["decisions"].as_u64().unwrap()).collect();
+    let per_shard: Vec<u64> = c.status(1)["shards"].as_array().expect("present").iter().map(|s| s["decisions"].as_u64().expect("present")).collect();
     assert!(per_shard.iter().all(|d| *d > 0), "both shards decided something: {per_shard:?}");
     let total = decisions(&c, 1);
     let full = tail_all(&c, "node-1", total);
@@ -344,7 +344,7 @@ fn feed_covers_every_shard() {
     let shards: HashSet<u64> = full.iter().filter_map(|l| l["shard"].as_u64()).collect();
     assert_eq!(shards.len(), 2, "finals of both shards in the feed");
     let mid = total / 2;
-    let rest = Tail::start(&c, "node-1", Some(full[mid]["cursor"].as_str().unwrap()), Some(total - mid - 1));
+    let rest = Tail::start(&c, "node-1", Some(full[mid]["cursor"].as_str().expect("present")), Some(total - mid - 1));
     rest.wait_len(total - mid - 1, Duration::from_secs(30));
     let mut got = ids(&rest.lines());
     let mut want = ids(&full[mid + 1..]);

@@ -185,6 +185,7 @@ impl FeedServer {
     }
 
     /// Another shard's `FeedQuery`: read this shard's log, answer shard 0.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_query(&self, store: Option<&RocksStore>, mesh: Option<&ShardMesh>, req: u64, log_id: u64, after_seq: u64, max_entries: u32, max_bytes: u32) {
         let max_entries = (max_entries as usize).clamp(1, FEED_ENTRIES_MAX);
         let max_bytes = (max_bytes as usize).min(FEED_PAYLOAD_BYTES_MAX);
