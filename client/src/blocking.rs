@@ -70,6 +70,12 @@ impl Client {
         let inner = self.rt.block_on(self.inner.subscribe(from))?;
         Ok(Subscription { rt: &self.rt, inner })
     }
+
+    /// See [`crate::Client::subscribe_node`]; the result is an iterator.
+    pub fn subscribe_node(&self, node: usize, from: Option<Cursor>) -> Result<Subscription<'_>, ClientError> {
+        let inner = self.rt.block_on(self.inner.subscribe_node(node, from))?;
+        Ok(Subscription { rt: &self.rt, inner })
+    }
 }
 
 /// A blocking iterator over a [`crate::Subscription`].

@@ -14,7 +14,8 @@ use tokio::sync::Mutex;
 use crate::cluster::{load_cluster_file, NodeTarget};
 use crate::conn::{request, NodeConn};
 use crate::proto::to_status;
-use crate::registry::{Registry, Subscription, Waiter};
+use crate::feed::Subscription;
+use crate::registry::{Registry, Waiter};
 use crate::types::{ConflictKey, Cursor, Decision, Status, VertexId};
 use crate::ClientError;
 
@@ -40,6 +41,12 @@ pub struct ClientOptions {
     /// Back-off before an `Overloaded` refusal is retried on the next node (the nodes send no
     /// retry hint today; this is the hint [`ClientError::Overloaded`] reports).
     pub overload_backoff: Duration,
+    /// How long a request is retried while every node answers `NotReady` (catching up).
+    pub ready_timeout: Duration,
+    /// Pause of a subscription whose node had no new decision.
+    pub feed_poll_interval: Duration,
+    /// Entries a subscription asks per feed request (the node caps it at 256).
+    pub feed_batch: u32,
 }
 
 impl Default for ClientOptions {
@@ -52,6 +59,9 @@ impl Default for ClientOptions {
             decision_timeout: Duration::from_secs(60),
             status_poll_interval: Duration::from_millis(500),
             overload_backoff: Duration::from_millis(200),
+            ready_timeout: Duration::from_secs(30),
+            feed_poll_interval: Duration::from_millis(100),
+            feed_batch: 256,
         }
     }
 }
@@ -254,23 +264,67 @@ impl Client {
         Ok(out)
     }
 
-    /// A stream of the decisions the nodes push to this client, resuming after `from`.
+    /// A stream of **every** decision (final or rejected) of one node's decision feed,
+    /// resuming just after `from` (`None`: from the feed's first decision). Each event carries
+    /// its [`Cursor`]. The feed is pulled from the node in bounded batches, at the consumer's
+    /// pace (a stream not polled asks for nothing).
     ///
-    /// **What today's nodes support:** a node pushes the decisions of the vertices submitted
-    /// *on this client's connection to it*, on every connection, whether or not it subscribed;
-    /// `Subscribe` is acknowledged with an empty batch. So the stream yields the decisions of
-    /// this client's own submissions (on all its connections) from now on, and `from` must be
-    /// `None`: `Some` fails with [`ClientError::Unsupported`] until the nodes serve a
-    /// resumable feed of all decisions from a cursor.
+    /// The node: the one `from` belongs to, or the current node for `None`. A cursor belongs to
+    /// its node (each node orders decisions its own way), so when that node fails the stream
+    /// reconnects to **the same node** and resumes from the last cursor it yielded (no gap, no
+    /// duplicate, across node restarts too), instead of moving to another node. Use
+    /// [`Client::subscribe_node`] to pick the node.
     pub async fn subscribe(&self, from: Option<Cursor>) -> Result<Subscription, ClientError> {
-        if from.is_some() {
-            return Err(ClientError::Unsupported("resuming a feed from a cursor: today's nodes have no decision feed"));
+        let node = match &from {
+            Some(c) => self.node_of_cursor(c)?,
+            None => self.inner.current.load(Ordering::Relaxed),
+        };
+        self.subscribe_node(node, from).await
+    }
+
+    /// [`Client::subscribe`] on node `node` (an index into [`Client::nodes`]).
+    pub async fn subscribe_node(&self, node: usize, from: Option<Cursor>) -> Result<Subscription, ClientError> {
+        if node >= self.inner.nodes.len() {
+            return Err(ClientError::Config(format!("no node {node}")));
         }
-        let sub = self.inner.registry.subscribe();
-        match self.call(&ClientRequest::Subscribe, 0).await? {
-            ClientReply::Events { .. } => Ok(sub),
-            other => Err(ClientError::Malformed(format!("unexpected reply to a subscription: {other:?}"))),
+        if let Some(c) = &from {
+            if self.node_of_cursor(c)? != node {
+                return Err(ClientError::Malformed(format!("the cursor belongs to another node than {}", self.inner.nodes[node].name)));
+            }
         }
+        Ok(crate::feed::spawn(self.clone(), node, from))
+    }
+
+    /// The node a cursor belongs to.
+    fn node_of_cursor(&self, c: &Cursor) -> Result<usize, ClientError> {
+        let prefix = c.node_prefix().ok_or_else(|| ClientError::Malformed("not a feed cursor".into()))?;
+        self.inner
+            .nodes
+            .iter()
+            .position(|n| n.public_key.node_id()[..8] == prefix)
+            .ok_or_else(|| ClientError::Malformed("the cursor belongs to no node of this cluster".into()))
+    }
+
+    /// One `Feed` request to node `node` (no failover: a cursor is the node's own).
+    pub(crate) async fn feed_request(&self, node: usize, from: &[u8], max: u32) -> Result<ClientReply, ClientError> {
+        let tag = self.tag();
+        let req = ClientRequest::Feed { tag, from: from.to_vec(), max };
+        let name = &self.inner.nodes[node].name;
+        let conn = self.connection(node).await?;
+        match request(&conn, name, &req, self.inner.opts.request_timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                if e.fails_over() {
+                    self.drop_connection(node).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The options this client was made with.
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.inner.opts
     }
 
     fn tag(&self) -> u64 {
@@ -295,8 +349,23 @@ impl Client {
         self.inner.conns[i].lock().await.take();
     }
 
-    /// Sends `req` to the current node, failing over round robin; see [`Client::submit`].
+    /// Sends `req` to the current node, failing over round robin; see [`Client::submit`]. A
+    /// round in which every node answered `NotReady` is tried again after `overload_backoff`,
+    /// until `ready_timeout`.
     async fn call(&self, req: &ClientRequest, tag: u64) -> Result<ClientReply, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.inner.opts.ready_timeout;
+        loop {
+            match self.call_round(req, tag).await {
+                Err(ClientError::AllNodesUnavailable { attempts }) if attempts.iter().all(|a| a.contains("not ready")) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.opts.overload_backoff).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One round of [`Client::call`]: each node once.
+    async fn call_round(&self, req: &ClientRequest, tag: u64) -> Result<ClientReply, ClientError> {
         let n = self.inner.nodes.len();
         let start = self.inner.current.load(Ordering::Relaxed);
         let mut attempts = Vec::new();
@@ -358,7 +427,7 @@ impl Client {
                 ClientErrorCode::Conflict => return Err(ClientError::Conflict { node, message }),
                 ClientErrorCode::Malformed => return Err(ClientError::Malformed(format!("{node} refused the request: {message}"))),
             },
-            ClientReply::Submitted { tag: t, .. } | ClientReply::Statuses { tag: t, .. } if t != tag => {
+            ClientReply::Submitted { tag: t, .. } | ClientReply::Statuses { tag: t, .. } | ClientReply::FeedBatch { tag: t, .. } if t != tag => {
                 return Err(ClientError::Malformed(format!("{node} answered tag {t} to request {tag}")));
             }
             other => Outcome::Done(other),

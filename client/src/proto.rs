@@ -1,8 +1,8 @@
 //! Conversions between the wire's archived client messages and this crate's owned values.
 
 use pqdag_wire::{
-    decode, ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientStatus, ArchivedFinalityEvent, ClientErrorCode,
-    ClientReply, ClientStatus, FinalityEvent, FrameRef, VertexId,
+    decode, ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientStatus, ArchivedFeedEntry, ArchivedFinalityEvent, ClientErrorCode,
+    ClientReply, ClientStatus, ConflictKey, FeedEntry, FinalityEvent, FrameRef, NodeId, VertexId,
 };
 
 use crate::types::{Decision, Status};
@@ -19,6 +19,11 @@ pub(crate) fn reply(frame: &[u8]) -> Result<ClientReply, String> {
             ClientReply::Statuses { tag: tag.to_native(), statuses: statuses.iter().map(status).collect() }
         }
         ArchivedClientReply::Events { events } => ClientReply::Events { events: events.iter().map(event).collect() },
+        ArchivedClientReply::FeedBatch { tag, entries, next_cursor } => ClientReply::FeedBatch {
+            tag: tag.to_native(),
+            entries: entries.iter().map(feed_entry).collect(),
+            next_cursor: next_cursor.as_slice().to_vec(),
+        },
         ArchivedClientReply::Error { tag, code, message } => ClientReply::Error {
             tag: tag.to_native(),
             code: match code {
@@ -39,6 +44,19 @@ fn status(s: &ArchivedClientStatus) -> ClientStatus {
         ArchivedClientStatus::Processing => ClientStatus::Processing,
         ArchivedClientStatus::Rejected => ClientStatus::Rejected,
         ArchivedClientStatus::Final { shard, position } => ClientStatus::Final { shard: shard.to_native(), position: position.to_native() },
+    }
+}
+
+fn feed_entry(e: &ArchivedFeedEntry) -> FeedEntry {
+    FeedEntry {
+        id: VertexId::from(&e.id),
+        decision: status(&e.decision),
+        payload: e.payload.as_slice().to_vec(),
+        conflict_keys: e.conflict_keys.iter().map(ConflictKey::from).collect(),
+        parents: e.parents.iter().map(VertexId::from).collect(),
+        creator: NodeId(e.creator.0),
+        client: e.client,
+        cursor: e.cursor.as_slice().to_vec(),
     }
 }
 

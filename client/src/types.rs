@@ -36,11 +36,12 @@ pub enum Status {
     Decided(Decision),
 }
 
-/// Where a decision feed stands, so a subscriber can resume after a disconnect.
+/// Where a node's decision feed stands, so a subscriber can resume after a disconnect or a
+/// restart of the node: every decision after it, none twice, none skipped.
 ///
-/// Opaque bytes the application may store and hand back to [`crate::Client::subscribe`]. Today's
-/// nodes have no resumable feed, so no event carries one yet (see `docs/clients.md`, "Feed and
-/// cursors").
+/// Opaque bytes the application may store and hand back to [`crate::Client::subscribe`]
+/// (hex-printable: [`Cursor::to_hex`]). A cursor belongs to the node that gave it: each node
+/// lists decisions in its own order (see `docs/clients.md`, "Feed and cursors").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cursor(Vec<u8>);
 
@@ -53,19 +54,42 @@ impl Cursor {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+    /// Lower-case hex of its bytes.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// Parses [`Cursor::to_hex`]'s output.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>().map(Cursor)
+    }
+    /// The first 8 bytes of the id of the node whose feed it points into (`None` if malformed).
+    pub(crate) fn node_prefix(&self) -> Option<[u8; 8]> {
+        self.0.get(1..9)?.try_into().ok()
+    }
 }
 
-/// One decision a node pushed.
+/// One decided vertex from a node's decision feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionEvent {
     /// The vertex.
     pub id: VertexId,
-    /// How it was decided.
+    /// How it was decided (`Final` carries the node's shard and finality position).
     pub decision: Decision,
-    /// Microseconds from its creation on the node to the decision.
-    pub latency_us: u64,
-    /// The node that pushed it.
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// What it spends.
+    pub conflict_keys: Vec<ConflictKey>,
+    /// Its parents.
+    pub parents: Vec<VertexId>,
+    /// Node id of its creator.
+    pub creator: [u8; 32],
+    /// Key id of the client that submitted it, when the node recorded one (zero otherwise).
+    pub client: [u8; 32],
+    /// The node whose feed listed it.
     pub node: String,
-    /// Where the feed stands after this event: always `None` today (no resumable feed yet).
-    pub cursor: Option<Cursor>,
+    /// Where the feed stands just after this event: resume from it.
+    pub cursor: Cursor,
 }

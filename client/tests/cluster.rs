@@ -144,7 +144,7 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
     rt.block_on(async {
         let client = connect_when_up(&file, opts(0)).await;
         let mut sub = client.subscribe(None).await.expect("subscribe");
-        assert!(matches!(client.subscribe(Some(pqdag_client::Cursor::from_bytes(vec![1]))).await, Err(ClientError::Unsupported(_))));
+        assert!(matches!(client.subscribe(Some(pqdag_client::Cursor::from_bytes(vec![1]))).await, Err(ClientError::Malformed(_))));
         let mut ids = Vec::new();
         for n in 0..5u64 {
             ids.push(client.submit(format!("async payload {n}").into_bytes(), vec![key(n)]).await.expect("submit"));
@@ -153,14 +153,26 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
             let d = client.wait(*id).await.unwrap_or_else(|e| panic!("wait {id}: {e}\n{}", c.logs()));
             assert_final_with_position(&d);
         }
-        // The pushed events reached the subscription too.
+        // The node's decision feed lists them, each once, with its payload; a second
+        // subscription from any event's cursor continues exactly after that event.
         let mut seen = std::collections::HashSet::new();
-        while seen.len() < ids.len() {
+        let mut feed = Vec::new();
+        while !ids.iter().all(|id| seen.contains(id)) {
             let ev = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("event in time").expect("open").expect("event");
-            assert!(ev.decision.is_final());
-            seen.insert(ev.id);
+            assert!(seen.insert(ev.id), "duplicate {} in the feed", ev.id);
+            if let Some(n) = ids.iter().position(|id| *id == ev.id) {
+                assert!(ev.decision.is_final());
+                assert_eq!(ev.payload, format!("async payload {n}").into_bytes());
+            }
+            feed.push(ev);
         }
-        assert!(ids.iter().all(|id| seen.contains(id)));
+        let mid = feed.len() / 2;
+        let mut resumed = client.subscribe(Some(feed[mid].cursor.clone())).await.expect("resume");
+        for want in &feed[mid + 1..] {
+            let ev = tokio::time::timeout(Duration::from_secs(10), resumed.next()).await.expect("event in time").expect("open").expect("event");
+            assert_eq!(ev.id, want.id, "the resumed feed continues right after its cursor");
+            assert_eq!(ev.cursor, want.cursor);
+        }
         let st = client.status(&ids).await.expect("status");
         assert!(st.iter().all(|s| matches!(s, pqdag_client::Status::Decided(Decision::Final { .. }))), "{st:?}");
 

@@ -6,6 +6,11 @@
 //!   it or relays it;
 //! * a vertex's final status (`Final { position }` or `Rejected`) is written before the finality
 //!   event leaves the node;
+//! * every decision (a status going from undecided to `Final` or `Rejected`) is appended, in the
+//!   same batch, to the shard's **decision log** at the next decision sequence number (1, 2, ...):
+//!   once per vertex, never rewritten, surviving restarts. It backs the clients' decision feed;
+//!   each store also has a random [`Store::decision_log_id`] so a cursor into a log that was
+//!   wiped (an emptied data dir) is recognised;
 //! * writes are applied in [`StoreBatch`]es (one per shard tick), atomically, with the WAL on, and
 //!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen.
 //!
@@ -30,6 +35,18 @@ pub struct StoreBatch {
     pub(crate) vertices: Vec<Vertex>,
     pub(crate) statuses: Vec<(VertexId, Status)>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
+    pub(crate) clients: Vec<(VertexId, [u8; 32])>,
+}
+
+/// One entry of a shard's decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// Its decision sequence number in this store (1-based, dense, never reused).
+    pub seq: u64,
+    /// The vertex.
+    pub id: VertexId,
+    /// `Final { position }` or `Rejected`.
+    pub status: Status,
 }
 
 impl StoreBatch {
@@ -53,14 +70,19 @@ impl StoreBatch {
         self.meta.push((key.to_owned(), value));
     }
 
+    /// Records the key id of the client that submitted vertex `id` (audit, decision feed).
+    pub fn set_client(&mut self, id: VertexId, client: [u8; 32]) {
+        self.clients.push((id, client));
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty()
+        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty()
     }
 
     /// Number of records in the batch.
     pub fn len(&self) -> usize {
-        self.vertices.len() + self.statuses.len() + self.meta.len()
+        self.vertices.len() + self.statuses.len() + self.meta.len() + self.clients.len()
     }
 }
 
@@ -79,4 +101,21 @@ pub trait Store {
     fn finalized_range(&self, from_position: u64, limit: usize) -> Result<Vec<(u64, VertexId)>, StorageError>;
     /// A metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Decision-log entries from sequence `from_seq` (inclusive), in log order, at most `limit`.
+    fn decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decided>, StorageError>;
+    /// The sequence number the next decision will get (1 for an empty log).
+    fn next_decision_seq(&self) -> u64;
+    /// This store's decision-log identity: random, fixed when the store was created.
+    fn decision_log_id(&self) -> u64;
+    /// The key id of the client that submitted `id`, when this node recorded one.
+    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError>;
+}
+
+/// A fresh decision-log identity (not cryptographic: it only tells two incarnations apart).
+pub(crate) fn new_log_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use pqdag_wire::VertexId;
 
 use crate::record::check_transition;
-use crate::{Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Status, StorageError, Store, StoreBatch, StoredVertex};
 
 /// An in-memory [`Store`]: tests and the simulator.
 #[derive(Debug, Default, Clone)]
@@ -13,12 +13,15 @@ pub struct MemStore {
     vertices: HashMap<VertexId, StoredVertex>,
     finalized: BTreeMap<u64, VertexId>,
     meta: HashMap<String, Vec<u8>>,
+    decisions: Vec<Decided>,
+    clients: HashMap<VertexId, [u8; 32]>,
+    log_id: u64,
 }
 
 impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        Self { log_id: crate::new_log_id(), ..Self::default() }
     }
 }
 
@@ -37,6 +40,10 @@ impl Store for MemStore {
         }
         for (id, status) in batch.statuses {
             if let Some(s) = self.vertices.get_mut(&id) {
+                if !s.status.is_decided() && status.is_decided() {
+                    let seq = self.decisions.len() as u64 + 1;
+                    self.decisions.push(Decided { seq, id, status });
+                }
                 s.status = status;
             }
             if let Status::Final { position } = status {
@@ -44,6 +51,7 @@ impl Store for MemStore {
             }
         }
         self.meta.extend(batch.meta);
+        self.clients.extend(batch.clients);
         Ok(())
     }
 
@@ -68,5 +76,22 @@ impl Store for MemStore {
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.meta.get(key).cloned())
+    }
+
+    fn decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decided>, StorageError> {
+        let start = (from_seq.max(1) - 1) as usize;
+        Ok(self.decisions.iter().skip(start).take(limit).copied().collect())
+    }
+
+    fn next_decision_seq(&self) -> u64 {
+        self.decisions.len() as u64 + 1
+    }
+
+    fn decision_log_id(&self) -> u64 {
+        self.log_id
+    }
+
+    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
+        Ok(self.clients.get(id).copied())
     }
 }

@@ -1,4 +1,4 @@
-//! The RocksDB store: one database per shard, four column families.
+//! The RocksDB store: one database per shard, six column families.
 //!
 //! | column family | key | value |
 //! |---|---|---|
@@ -6,6 +6,8 @@
 //! | `status` | vertex id (32) | tag u8 · position u64 BE |
 //! | `finalized` | position u64 BE | vertex id (32): the shard's finality order |
 //! | `meta` | utf-8 key | bytes |
+//! | `decisions` | decision seq u64 BE | vertex id (32) · status (9): the shard's decision log |
+//! | `clients` | vertex id (32) | submitting client's key id (32) |
 
 use std::path::{Path, PathBuf};
 
@@ -14,13 +16,17 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use pqdag_wire::VertexId;
 
 use crate::record::{check_transition, decode_vertex, encode_vertex};
-use crate::{Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Status, StorageError, Store, StoreBatch, StoredVertex};
 
 const CF_VERTICES: &str = "vertices";
 const CF_STATUS: &str = "status";
 const CF_FINALIZED: &str = "finalized";
 const CF_META: &str = "meta";
-const CFS: [&str; 4] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META];
+const CF_DECISIONS: &str = "decisions";
+const CF_CLIENTS: &str = "clients";
+const CFS: [&str; 6] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS];
+/// Meta key of the decision-log identity.
+const META_LOG_ID: &str = "decision_log_id";
 
 /// When writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +45,9 @@ pub struct RocksStore {
     sync: SyncPolicy,
     path: PathBuf,
     cache: rocksdb::Cache,
+    /// Sequence number of the next decision-log entry (read back from the log at open).
+    next_decision: u64,
+    log_id: u64,
 }
 
 /// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
@@ -103,7 +112,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             o.set_enable_blob_gc(false);
             o.set_level_compaction_dynamic_level_bytes(true);
         }
-        CF_STATUS | CF_FINALIZED => {
+        CF_STATUS | CF_FINALIZED | CF_DECISIONS | CF_CLIENTS => {
             o.set_write_buffer_size(16 << 20);
             o.set_max_write_buffer_number(3);
             o.set_level_compaction_dynamic_level_bytes(true);
@@ -131,7 +140,31 @@ impl RocksStore {
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, sync, path: path.to_path_buf(), cache })
+        let mut store = Self { db, sync, path: path.to_path_buf(), cache, next_decision: 1, log_id: 0 };
+        store.next_decision = store.last_decision_seq()? + 1;
+        store.log_id = match store.get_meta(META_LOG_ID)? {
+            Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt(CF_META, "decision log id length"))?),
+            None => {
+                let id = crate::new_log_id();
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                store.db.put_cf_opt(store.cf(CF_META)?, META_LOG_ID.as_bytes(), id.to_be_bytes(), &wo)?;
+                id
+            }
+        };
+        Ok(store)
+    }
+
+    /// The last decision-log sequence number written (0 for an empty log).
+    fn last_decision_seq(&self) -> Result<u64, StorageError> {
+        match self.db.iterator_cf(self.cf(CF_DECISIONS)?, IteratorMode::End).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let seq: [u8; 8] = k.as_ref().try_into().map_err(|_| corrupt(CF_DECISIONS, "seq length"))?;
+                Ok(u64::from_be_bytes(seq))
+            }
+            None => Ok(0),
+        }
     }
 
     /// Memory held by RocksDB for this store (properties summed over column families).
@@ -172,6 +205,10 @@ impl Store for RocksStore {
     fn write(&mut self, batch: StoreBatch) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
         let (cv, cs, cfz, cm) = (self.cf(CF_VERTICES)?, self.cf(CF_STATUS)?, self.cf(CF_FINALIZED)?, self.cf(CF_META)?);
+        let (cd, cc) = (self.cf(CF_DECISIONS)?, self.cf(CF_CLIENTS)?);
+        let mut next_decision = self.next_decision;
+        // Vertices logged in this batch (a batch may carry a status twice).
+        let mut logged: Vec<VertexId> = Vec::new();
         let mut in_batch: Vec<VertexId> = Vec::with_capacity(batch.vertices.len());
         for v in &batch.vertices {
             in_batch.push(v.id);
@@ -193,6 +230,15 @@ impl Store for RocksStore {
             }
             check_transition(id, old, *status)?;
             wb.put_cf(cs, id.0, status.encode());
+            // A decision enters the log once: when the vertex goes from undecided to decided.
+            if status.is_decided() && !old.is_some_and(Status::is_decided) && !logged.contains(id) {
+                logged.push(*id);
+                let mut value = [0u8; 41];
+                value[..32].copy_from_slice(&id.0);
+                value[32..].copy_from_slice(&status.encode());
+                wb.put_cf(cd, next_decision.to_be_bytes(), value);
+                next_decision += 1;
+            }
             if let Status::Final { position } = status {
                 wb.put_cf(cfz, position.to_be_bytes(), id.0);
             }
@@ -200,9 +246,13 @@ impl Store for RocksStore {
         for (k, v) in &batch.meta {
             wb.put_cf(cm, k.as_bytes(), v);
         }
+        for (id, client) in &batch.clients {
+            wb.put_cf(cc, id.0, client);
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync == SyncPolicy::EveryBatch);
         self.db.write_opt(wb, &wo)?;
+        self.next_decision = next_decision;
         Ok(())
     }
 
@@ -247,5 +297,39 @@ impl Store for RocksStore {
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.db.get_cf(self.cf(CF_META)?, key.as_bytes())?)
+    }
+
+    fn decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decided>, StorageError> {
+        let start = from_seq.max(1).to_be_bytes();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_DECISIONS)?, mode).take(limit) {
+            let (k, v) = item?;
+            let seq: [u8; 8] = k.as_ref().try_into().map_err(|_| corrupt(CF_DECISIONS, "seq length"))?;
+            if v.len() != 41 {
+                return Err(corrupt(CF_DECISIONS, "entry length"));
+            }
+            let status = Status::decode(&v[32..])?;
+            if !status.is_decided() {
+                return Err(corrupt(CF_DECISIONS, "undecided entry"));
+            }
+            out.push(Decided { seq: u64::from_be_bytes(seq), id: to_id(CF_DECISIONS, &v[..32])?, status });
+        }
+        Ok(out)
+    }
+
+    fn next_decision_seq(&self) -> u64 {
+        self.next_decision
+    }
+
+    fn decision_log_id(&self) -> u64 {
+        self.log_id
+    }
+
+    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_CLIENTS)?, id.0)? {
+            Some(b) => Ok(Some(b.as_ref().try_into().map_err(|_| corrupt(CF_CLIENTS, "client length"))?)),
+            None => Ok(None),
+        }
     }
 }

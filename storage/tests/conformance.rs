@@ -58,6 +58,20 @@ fn suite(store: &mut dyn Store) {
     batch.set_status(VertexId([0xee; 32]), Status::Processing);
     assert!(matches!(store.write(batch), Err(StorageError::UnknownVertex(_))));
 
+    // The decision log: every decision once, in write order, with dense sequence numbers; the
+    // idempotent re-write above added nothing.
+    let log = store.decisions(0, 10).expect("decisions");
+    let got: Vec<(u64, VertexId, Status)> = log.iter().map(|d| (d.seq, d.id, d.status)).collect();
+    assert_eq!(got, vec![(1, c.id, Status::Final { position: 0 }), (2, a.id, Status::Final { position: 1 }), (3, b.id, Status::Rejected)]);
+    assert_eq!(store.decisions(3, 10).expect("decisions").len(), 1);
+    assert_eq!(store.next_decision_seq(), 4);
+    assert_ne!(store.decision_log_id(), 0);
+    let mut batch = StoreBatch::new();
+    batch.set_client(a.id, [5; 32]);
+    store.write(batch).expect("client");
+    assert_eq!(store.client_of(&a.id).expect("client"), Some([5; 32]));
+    assert_eq!(store.client_of(&b.id).expect("client"), None);
+
     let mut all = store.load_all().expect("load");
     all.sort_by_key(|s| s.vertex.id);
     assert_eq!(all.len(), 3);
@@ -76,7 +90,11 @@ fn rocks_store_conforms_and_survives_reopen() {
         let mut s = RocksStore::open(dir.path(), SyncPolicy::EveryBatch).expect("open");
         suite(&mut s);
     }
+    let log_id = RocksStore::open(dir.path(), SyncPolicy::EveryBatch).expect("reopen").decision_log_id();
     let s = RocksStore::open(dir.path(), SyncPolicy::EveryBatch).expect("reopen");
+    assert_eq!(s.decision_log_id(), log_id, "the log identity survives a reopen");
+    assert_eq!(s.next_decision_seq(), 4, "the decision sequence survives a reopen");
+    assert_eq!(s.decisions(1, 10).expect("decisions").len(), 3);
     assert_eq!(s.load_all().expect("load").len(), 3);
     assert_eq!(s.finalized_range(0, 10).expect("range").len(), 2);
     let backup = dir.path().join("backup");
@@ -96,7 +114,7 @@ fn corrupt_records_are_typed_errors() {
     drop(s);
     // Overwrite the vertex record with garbage behind the store's back.
     {
-        let cfs = ["vertices", "status", "finalized", "meta"];
+        let cfs = ["vertices", "status", "finalized", "meta", "decisions", "clients"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).expect("raw open");
         let cf = db.cf_handle("vertices").expect("cf");
         db.put_cf(cf, vertex(1).id.0, b"\x01\x01garbage").expect("put");

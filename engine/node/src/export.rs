@@ -2,7 +2,9 @@
 //!
 //! `jsonl`: one finalized vertex per line, in finality order per shard, with everything needed to
 //! re-verify it independently: the canonical bytes the id hashes, the id, the exact signed bytes,
-//! the ML-DSA-87 context string, the creator's public key and the signature (hex).
+//! the ML-DSA-87 context string, the creator's public key and the signature (hex), and `client`:
+//! the key id of the client that submitted the payload (hex), when this node recorded one (the
+//! node it was submitted to; `null` elsewhere, or before client identities).
 //! `dot`: the stored DAG as Graphviz (final green, rejected red, processing grey).
 
 use std::collections::HashMap;
@@ -79,6 +81,7 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
                     for (position, id) in page {
                         let Some(sv) = store.get(&id).map_err(err)? else { continue };
                         let v = &sv.vertex;
+                        let client = store.client_of(&id).map_err(err)?.map(hex::encode);
                         let line = serde_json::json!({
                             "shard": shard,
                             "position": position,
@@ -93,6 +96,7 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
                             "signed_bytes": hex::encode(v.signed_bytes()),
                             "signature_context": String::from_utf8_lossy(Domain::Vertex.context()),
                             "signature": hex::encode(&v.signature),
+                            "client": client,
                         });
                         writeln!(out, "{line}")?;
                         written += 1;

@@ -2,6 +2,7 @@
 //! runtime that joins the consensus core, the QUIC transport and RocksDB storage.
 
 pub mod check;
+pub mod client_cli;
 pub mod cluster_config;
 pub mod config;
 pub mod export;

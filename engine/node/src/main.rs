@@ -93,6 +93,51 @@ enum Command {
         #[arg(long)]
         shards: Option<u16>,
     },
+    /// Submit one payload through the client API; prints one JSON line: `id`, `node` and, with
+    /// --wait, `decision` (`final` or `rejected`), `shard`, `position`.
+    Submit {
+        /// The cluster.toml.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Client key file. Accepted and ignored for now: nodes do not check client keys yet
+        /// (client identities are being added).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The payload, hex.
+        #[arg(long, conflicts_with = "payload_file", required_unless_present = "payload_file")]
+        payload_hex: Option<String>,
+        /// The payload, from a file.
+        #[arg(long)]
+        payload_file: Option<PathBuf>,
+        /// A conflict key the payload spends (64 hex digits); repeatable.
+        #[arg(long)]
+        conflict_key: Vec<String>,
+        /// The node to submit to first (by name; others on failure).
+        #[arg(long)]
+        node: Option<String>,
+        /// Wait for the decision.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print one node's decision feed, one JSON line per decided vertex (`id`, `decision`,
+    /// `payload_hex`, `cursor`, ...); follows until interrupted unless --count is given.
+    Tail {
+        /// The cluster.toml.
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Client key file. Accepted and ignored for now: nodes do not check client keys yet.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The node whose feed to read (by name) [default: the cursor's node, else the first].
+        #[arg(long)]
+        node: Option<String>,
+        /// Resume just after this cursor (hex, from an earlier line's `cursor`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Stop after this many decisions.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Export the finalized history of a stopped node (jsonl for audit, dot for a picture).
     Export {
         /// The node's config.toml.
@@ -166,6 +211,16 @@ fn main() -> ExitCode {
                 .map(|c| format!("wrote {} nodes to {}", c.len(), dir.display()))
                 .map_err(Into::into)
         }
+        Command::Submit { cluster, key: _, payload_hex, payload_file, conflict_key, node, wait } => (|| -> Result<String, Box<dyn std::error::Error>> {
+            let payload = match (payload_hex, payload_file) {
+                (Some(h), _) => hex::decode(h.trim())?,
+                (None, Some(f)) => std::fs::read(f)?,
+                (None, None) => return Err("--payload-hex or --payload-file is required".into()),
+            };
+            let conflict_keys = conflict_key.iter().map(|k| pqdag_node::client_cli::parse_key(k)).collect::<Result<Vec<_>, _>>()?;
+            pqdag_node::client_cli::submit(&pqdag_node::client_cli::SubmitArgs { cluster, payload, conflict_keys, node, wait })
+        })(),
+        Command::Tail { cluster, key: _, node, from, count } => pqdag_node::client_cli::tail(&pqdag_node::client_cli::TailArgs { cluster, node, from, count }),
         Command::Export { config, out, format } => {
             let run = || -> Result<String, Box<dyn std::error::Error>> {
                 let n = if out.as_os_str() == "-" {

@@ -69,8 +69,8 @@ fn partition_then_heal_reconciles_to_one_dag() {
         assert!(Instant::now() < deadline, "partition not detected: {suspected:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let health: Vec<u16> = (0..6).map(|i| c.http(i, "/health").map(|h| h.0).unwrap_or(0)).collect();
-    assert!(health.iter().all(|h| *h == 503), "health must report the partition: {health:?}");
+    let ready: Vec<u16> = (0..6).map(|i| c.http(i, "/ready").map(|h| h.0).unwrap_or(0)).collect();
+    assert!(ready.iter().all(|h| *h == 503), "/ready must report the partition: {ready:?}");
 
     proxy.heal();
     let healed_at = Instant::now();

@@ -419,7 +419,20 @@ impl Behaviour for ForgeAlerts {
             r
         };
         let ev = Arc::new(Evidence::ConflictingResponses { a: mk(Vote::Yes), b: mk(Vote::No) });
-        tick.sends = (0..ctx.honest).filter(|&t| t != victim).map(|to| Outgoing { to, msg: Msg::Alert(accused, ev.clone()) }).collect();
+        // And a forged equivocation: two vertices "by" the victim spending one key, signed with
+        // the attacker's key (the only kind of evidence the core still accepts as proof).
+        let g = ctx.me.core.genesis_id();
+        let key = ConflictKey([0xEE; 32]);
+        let fake = |tag: u8| {
+            let mut v = Vertex::new_unsigned(vec![g], vec![tag], vec![key], 1, accused);
+            v.signature = ctx.me.signer.sign(Domain::Vertex, v.signed_bytes());
+            v
+        };
+        let eq = Arc::new(Evidence::Equivocation { a: fake(1), b: fake(2) });
+        tick.sends = (0..ctx.honest)
+            .filter(|&t| t != victim)
+            .flat_map(|to| [Outgoing { to, msg: Msg::Alert(accused, ev.clone()) }, Outgoing { to, msg: Msg::Alert(accused, eq.clone()) }])
+            .collect();
         tick
     }
 }

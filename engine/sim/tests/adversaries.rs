@@ -4,8 +4,9 @@
 //! failure names the seed and strategy: rerun `sim --nodes 7 --seed S --byzantine 0.33
 //! --strategy NAME --conflict-ratio 0.1 --duration 2` to reproduce it.
 //!
-//! Tests of strategies that find holes in today's core are `#[ignore]`d with the hole named;
-//! the core's fix un-ignores them (`cargo test -p pqdag-sim --test adversaries -- --ignored`).
+//! `replay_queries_is_safe`, `set_spam_thirty_nodes_is_safe`, `mixed_is_safe` and
+//! `vote_unknown_quarter_is_live` failed against the core before issue 14's fixes (framing by
+//! replay, arrival-order fork at the set cap, `Unknown` voters stalling finality).
 
 use pqdag_sim::{run, Report, SimConfig, Strategy};
 
@@ -53,7 +54,6 @@ fn malformed_is_safe() {
 }
 
 #[test]
-#[ignore = "hole: a replayed query id makes an honest node sign Unknown then Yes; the pair convicts it (sim --nodes 7 --seed 1 --byzantine 0.33 --strategy replay-queries)"]
 fn replay_queries_is_safe() {
     safe(Strategy::ReplayQueries);
 }
@@ -65,7 +65,6 @@ fn set_spam_is_safe() {
 
 /// Set spam against 30 nodes (6 Byzantine: a fifth).
 #[test]
-#[ignore = "hole: 72 members on one key, in a different order per node, fork honest nodes (one finalizes what another rejects) at N = 30 (sim --nodes 30 --seed 1 --duration 3 --conflict-ratio 0.1 --byzantine 0.2 --strategy set-spam)"]
 fn set_spam_thirty_nodes_is_safe() {
     let mut c = third(Strategy::SetSpam, 1);
     c.nodes = 30;
@@ -104,12 +103,11 @@ fn selective_is_safe() {
 }
 
 #[test]
-#[ignore = "hole: mixed includes replay-queries framing (sim --nodes 7 --seed 1 --byzantine 0.33 --strategy mixed)"]
 fn mixed_is_safe() {
     safe(Strategy::Mixed);
 }
 
-/// The shell checks an alert's proof: forged "conflicting responses" convict nobody, and the
+/// The shell checks an alert's proof: forged evidence convicts nobody, and the
 /// forger is the one excluded.
 #[test]
 fn forged_alerts_convict_nobody() {
@@ -145,7 +143,6 @@ fn checker_measures_honest_exclusions() {
 
 /// Liveness at a quarter: one Byzantine node of seven does not stop finality.
 #[test]
-#[ignore = "hole: one node answering every id Unknown stalls finality at N = 7 (sim --nodes 7 --seed 1 --byzantine 0.25 --strategy vote-unknown)"]
 fn vote_unknown_quarter_is_live() {
     let mut c = third(Strategy::VoteUnknown, 1);
     c.byzantine = 0.25;

@@ -4,13 +4,21 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::limits::{CONFLICT_KEYS_MAX, PAYLOAD_BYTES_MAX};
-use crate::types::{ConflictKey, VertexId};
+use crate::limits::{CONFLICT_KEYS_MAX, PARENTS_MAX, PAYLOAD_BYTES_MAX};
+use crate::types::{ConflictKey, NodeId, VertexId};
 
 /// Most ids a client may list in one status request.
 pub const CLIENT_STATUS_IDS_MAX: usize = 1024;
 /// Most events in one event batch.
 pub const CLIENT_EVENTS_MAX: usize = 4096;
+
+/// Most entries in one feed batch.
+pub const FEED_ENTRIES_MAX: usize = 256;
+/// Most payload bytes (summed) a node puts in one feed batch; a single larger entry still goes
+/// alone. Keeps a batch well inside `FRAME_BYTES_MAX` with its cursors.
+pub const FEED_PAYLOAD_BYTES_MAX: usize = 512 * 1024;
+/// Longest feed cursor (a per-shard position vector; opaque to clients).
+pub const FEED_CURSOR_BYTES_MAX: usize = 1024;
 
 /// A request from a client.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
@@ -34,6 +42,39 @@ pub enum ClientRequest {
     },
     /// Start streaming finality events of vertices created on this node.
     Subscribe,
+    /// Read the node's decision feed after `from`. Answered with [`ClientReply::FeedBatch`]
+    /// (possibly empty: the caller asks again later; pull-based, so a slow reader costs the
+    /// node nothing).
+    Feed {
+        /// Client's correlation tag, echoed.
+        tag: u64,
+        /// A cursor this node gave earlier, or empty for the start of its feed.
+        from: Vec<u8>,
+        /// Most entries wanted (the node caps it at [`FEED_ENTRIES_MAX`]).
+        max: u32,
+    },
+}
+
+/// One decided vertex in a node's decision feed.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct FeedEntry {
+    /// The vertex.
+    pub id: VertexId,
+    /// `Final { shard, position }` or `Rejected`.
+    pub decision: ClientStatus,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// What it spends.
+    pub conflict_keys: Vec<ConflictKey>,
+    /// Its parents.
+    pub parents: Vec<VertexId>,
+    /// The node that created it.
+    pub creator: NodeId,
+    /// Key id of the client that submitted it, when this node recorded one; zero otherwise.
+    pub client: [u8; 32],
+    /// The feed cursor just after this entry (resume from it to get the next one).
+    pub cursor: Vec<u8>,
 }
 
 /// A vertex's status as the client sees it.
@@ -90,6 +131,15 @@ pub enum ClientReply {
         /// At most [`CLIENT_EVENTS_MAX`].
         events: Vec<FinalityEvent>,
     },
+    /// The answer to [`ClientRequest::Feed`]: entries in feed order.
+    FeedBatch {
+        /// The request's tag.
+        tag: u64,
+        /// At most [`FEED_ENTRIES_MAX`].
+        entries: Vec<FeedEntry>,
+        /// Where the next request should start (the last entry's cursor, or `from`).
+        next_cursor: Vec<u8>,
+    },
     /// The request was refused.
     Error {
         /// The request's tag (0 if unknown).
@@ -127,6 +177,7 @@ pub(crate) fn check_request(r: &ArchivedClientRequest) -> Result<(), crate::Wire
         }
         ArchivedClientRequest::Status { ids, .. } => bound("status ids", ids.len(), CLIENT_STATUS_IDS_MAX),
         ArchivedClientRequest::Subscribe => Ok(()),
+        ArchivedClientRequest::Feed { from, .. } => bound("feed cursor bytes", from.len(), FEED_CURSOR_BYTES_MAX),
     }
 }
 
@@ -137,5 +188,19 @@ pub(crate) fn check_reply(r: &ArchivedClientReply) -> Result<(), crate::WireErro
         ArchivedClientReply::Events { events } => bound("events", events.len(), CLIENT_EVENTS_MAX),
         ArchivedClientReply::Error { message, .. } => bound("error message", message.len(), 4096),
         ArchivedClientReply::Submitted { .. } => Ok(()),
+        ArchivedClientReply::FeedBatch { entries, next_cursor, .. } => {
+            bound("feed entries", entries.len(), FEED_ENTRIES_MAX)?;
+            bound("feed cursor bytes", next_cursor.len(), FEED_CURSOR_BYTES_MAX)?;
+            for e in entries.iter() {
+                bound("payload bytes", e.payload.len(), PAYLOAD_BYTES_MAX)?;
+                bound("conflict keys", e.conflict_keys.len(), CONFLICT_KEYS_MAX)?;
+                bound("parents", e.parents.len(), PARENTS_MAX)?;
+                bound("feed cursor bytes", e.cursor.len(), FEED_CURSOR_BYTES_MAX)?;
+                if !matches!(e.decision, ArchivedClientStatus::Final { .. } | ArchivedClientStatus::Rejected) {
+                    return Err(crate::WireError::Invalid { kind: "client_reply", reason: "feed entry without a decision".into() });
+                }
+            }
+            Ok(())
+        }
     }
 }

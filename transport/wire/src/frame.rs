@@ -119,10 +119,12 @@ wire_message!(ClientRequest, Kind::ClientRequest, |r| match r {
     }
     ClientRequest::Status { ids, .. } => bound("status ids", ids.len(), crate::client::CLIENT_STATUS_IDS_MAX),
     ClientRequest::Subscribe => Ok(()),
+    ClientRequest::Feed { from, .. } => bound("feed cursor bytes", from.len(), crate::client::FEED_CURSOR_BYTES_MAX),
 });
 wire_message!(ClientReply, Kind::ClientReply, |r| match r {
     ClientReply::Events { events } => bound("events", events.len(), crate::client::CLIENT_EVENTS_MAX),
     ClientReply::Statuses { statuses, .. } => bound("statuses", statuses.len(), crate::client::CLIENT_STATUS_IDS_MAX),
+    ClientReply::FeedBatch { entries, .. } => bound("feed entries", entries.len(), crate::client::FEED_ENTRIES_MAX),
     _ => Ok(()),
 });
 

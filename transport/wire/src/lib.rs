@@ -23,8 +23,9 @@ mod messages;
 mod types;
 
 pub use client::{
-    ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientRequest, ArchivedClientStatus, ArchivedFinalityEvent,
-    ClientErrorCode, ClientReply, ClientRequest, ClientStatus, FinalityEvent, CLIENT_EVENTS_MAX, CLIENT_STATUS_IDS_MAX,
+    ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientRequest, ArchivedClientStatus, ArchivedFeedEntry, ArchivedFinalityEvent,
+    ClientErrorCode, ClientReply, ClientRequest, ClientStatus, FeedEntry, FinalityEvent, CLIENT_EVENTS_MAX, CLIENT_STATUS_IDS_MAX,
+    FEED_CURSOR_BYTES_MAX, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX,
 };
 pub use error::WireError;
 pub use frame::{decode, encode, FrameRef, Kind, WireMessage, HEADER_BYTES, WIRE_VERSION};

@@ -210,3 +210,31 @@ fn client_messages_round_trip_and_are_bounded() {
     let big = ClientRequest::Submit { tag: 1, payload: vec![0; PAYLOAD_BYTES_MAX + 1], conflict_keys: vec![] };
     assert!(encode(&big).is_err());
 }
+
+#[test]
+fn feed_messages_round_trip_and_are_bounded() {
+    let req = ClientRequest::Feed { tag: 3, from: vec![1; 27], max: 100 };
+    let buf = encode(&req).unwrap();
+    let FrameRef::ClientRequest(ArchivedClientRequest::Feed { from, max, .. }) = decode(&buf).unwrap() else { panic!("kind") };
+    assert_eq!((from.len(), max.to_native()), (27, 100));
+    assert!(encode(&ClientRequest::Feed { tag: 3, from: vec![0; FEED_CURSOR_BYTES_MAX + 1], max: 1 }).is_err());
+    let entry = FeedEntry {
+        id: VertexId([1; 32]),
+        decision: ClientStatus::Final { shard: 0, position: 7 },
+        payload: vec![9; 10],
+        conflict_keys: vec![ConflictKey([2; 32])],
+        parents: vec![VertexId([3; 32])],
+        creator: NodeId([4; 32]),
+        client: [0; 32],
+        cursor: vec![5; 27],
+    };
+    let rep = ClientReply::FeedBatch { tag: 3, entries: vec![entry.clone(); 3], next_cursor: vec![5; 27] };
+    let buf = encode(&rep).unwrap();
+    let FrameRef::ClientReply(ArchivedClientReply::FeedBatch { entries, .. }) = decode(&buf).unwrap() else { panic!("kind") };
+    assert_eq!(entries.len(), 3);
+    assert!(encode(&ClientReply::FeedBatch { tag: 3, entries: vec![entry.clone(); FEED_ENTRIES_MAX + 1], next_cursor: vec![] }).is_err());
+    // An entry must carry a decision: a hand-made frame with `Processing` is refused on decode.
+    let bad = ClientReply::FeedBatch { tag: 3, entries: vec![FeedEntry { decision: ClientStatus::Processing, ..entry }], next_cursor: vec![] };
+    let buf = encode(&bad).unwrap();
+    assert!(decode(&buf).is_err());
+}

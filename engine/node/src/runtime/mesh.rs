@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use pqdag_core::ShardMsg;
-use pqdag_wire::{ClientStatus, VertexId};
+use pqdag_wire::{ClientStatus, FeedEntry, VertexId};
 
 use super::mailbox::Mailbox;
 
@@ -57,6 +57,28 @@ pub enum MeshMsg {
         shard: usize,
         /// One per id.
         statuses: Vec<ClientStatus>,
+    },
+    /// Shard 0 asks a shard for its part of a client's feed batch (its own decision log).
+    FeedQuery {
+        /// Correlation id.
+        req: u64,
+        /// The decision log the cursor points into (0: any, a fresh cursor).
+        log_id: u64,
+        /// The last sequence the client has (0: none).
+        after_seq: u64,
+        /// Most entries.
+        max_entries: u32,
+        /// Most payload bytes.
+        max_bytes: u32,
+    },
+    /// The answer: the shard's log id and its entries with their sequence numbers, or why not.
+    FeedReply {
+        /// Correlation id.
+        req: u64,
+        /// The answering shard.
+        shard: usize,
+        /// `(log_id, [(seq, entry)])`, or the refusal.
+        result: Result<(u64, Vec<(u64, FeedEntry)>), String>,
     },
 }
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics, `/health` and `/status`, served from a plain thread (off the shards).
+//! Prometheus metrics, `/health`, `/ready` and `/status`, served from a plain thread (off the shards).
 //!
 //! Shards update atomics (prometheus-client counters and gauges are atomics; no locks on the
 //! hot path); the per-peer families are refreshed from transport snapshots once per second.
@@ -211,6 +211,10 @@ pub struct ShardStatus {
     pub running: AtomicBool,
     /// XOR digest of finalized ids (order-independent), refreshed each loop turn.
     pub digest: Mutex<[u8; 32]>,
+    /// Caught up with the peers (history walked, every id it named in the core).
+    pub caught_up: AtomicBool,
+    /// Entries in the shard's decision log (its feed position).
+    pub decisions: AtomicU64,
 }
 
 /// Node-wide view for the HTTP thread.
@@ -223,6 +227,8 @@ pub struct NodeStatus {
     pub nodes: usize,
     /// Per shard.
     pub shards: Vec<Arc<ShardStatus>>,
+    /// When the node started (`uptime_s`).
+    pub started: std::time::Instant,
 }
 
 impl NodeStatus {
@@ -245,16 +251,38 @@ impl NodeStatus {
             "partition_suspected": self.shards.iter().any(|s| s.partition_suspected.load(Ordering::Relaxed)),
             "finalized_set_digest": pqdag_wire::VertexId(digest).to_hex(),
             "healthy": self.healthy().is_ok(),
+            "ready": self.ready().is_ok(),
+            "catching_up": !self.shards.iter().all(|s| s.caught_up.load(Ordering::Relaxed)),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "shards": self.shards.iter().enumerate().map(|(i, s)| serde_json::json!({
+                "shard": i,
+                "finalized": s.finalized.load(Ordering::Relaxed),
+                "rejected": s.rejected.load(Ordering::Relaxed),
+                "processing": s.processing.load(Ordering::Relaxed),
+                "decisions": s.decisions.load(Ordering::Relaxed),
+                "caught_up": s.caught_up.load(Ordering::Relaxed),
+            })).collect::<Vec<_>>(),
         })
     }
 
-    /// Healthy = every shard running, connected to a majority of the cluster, no partition
-    /// suspected. The reason when not.
+    /// Healthy (`/health`, liveness) = every shard's loop running: the node is alive and
+    /// serves its endpoints. The reason when not.
     pub fn healthy(&self) -> Result<(), String> {
         for (i, s) in self.shards.iter().enumerate() {
             if !s.running.load(Ordering::Relaxed) {
                 return Err(format!("shard {i} starting"));
             }
+        }
+        Ok(())
+    }
+
+    /// Ready (`/ready`) = healthy, connected to a majority of the cluster, no partition
+    /// suspected, and every shard caught up with its peers: safe to create vertices. The reason
+    /// when not.
+    pub fn ready(&self) -> Result<(), String> {
+        self.healthy()?;
+        for (i, s) in self.shards.iter().enumerate() {
             if s.partition_suspected.load(Ordering::Relaxed) {
                 return Err(format!("shard {i}: partition suspected (most polls time out)"));
             }
@@ -262,6 +290,9 @@ impl NodeStatus {
             let quorum = self.nodes / 2; // peers needed, besides ourselves, for a majority
             if connected < quorum {
                 return Err(format!("shard {i}: {connected} peers connected, need {quorum}"));
+            }
+            if !s.caught_up.load(Ordering::Relaxed) {
+                return Err(format!("shard {i} catching up with its peers"));
             }
         }
         Ok(())
@@ -279,6 +310,10 @@ pub fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, status: Arc<Node
                 "/status" => (200, status.json().to_string(), "application/json"),
                 "/health" => match status.healthy() {
                     Ok(()) => (200, "ok\n".to_string(), "text/plain"),
+                    Err(why) => (503, format!("{why}\n"), "text/plain"),
+                },
+                "/ready" => match status.ready() {
+                    Ok(()) => (200, "ready\n".to_string(), "text/plain"),
                     Err(why) => (503, format!("{why}\n"), "text/plain"),
                 },
                 _ => (404, "not found\n".to_string(), "text/plain"),

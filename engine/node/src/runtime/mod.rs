@@ -168,6 +168,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         name: cfg.name.clone(),
         nodes: cluster.nodes.len(),
         shards: shards.clone(),
+        started: std::time::Instant::now(),
     });
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = metrics::serve(cfg.metrics_addr, metrics.clone(), status.clone(), http_stop.clone())

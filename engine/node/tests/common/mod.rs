@@ -100,6 +100,23 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `i` answers `/ready` with 200 (caught up, accepts submissions).
+    pub fn wait_ready(&self, i: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if matches!(self.http(i, "/ready"), Some((200, _))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {i} not ready after {timeout:?}; log:\n{}", std::fs::read_to_string(self.log_path(i)).unwrap_or_default());
+    }
+
+    /// The `engine` binary with the cluster file: for `engine submit` / `engine tail`.
+    pub fn cluster_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
@@ -142,10 +159,12 @@ impl Cluster {
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
     }
 
+    /// Waits until node `i` is healthy and ready (caught up: it answers submissions and status
+    /// queries instead of `NotReady`).
     pub fn wait_healthy(&self, i: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if matches!(self.http(i, "/health"), Some((200, _))) {
+            if matches!(self.http(i, "/health"), Some((200, _))) && matches!(self.http(i, "/ready"), Some((200, _))) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -4,6 +4,9 @@
 //! record: submissions in flight, own vertices awaiting a decision, own conflict keys, vertices
 //! adopted from shard 0, status queries awaiting other shards. Reads the core (preference,
 //! status), never changes it directly: submissions leave as `Event::Submit` for the step.
+//! Feed requests go to the [`FeedServer`] (reads the store's decision log). While the shard is
+//! catching up (see `SyncClient::caught_up`) submissions and status queries are answered
+//! `NotReady`, so clients move to a node that is caught up.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -11,11 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pqdag_core::{ConsensusError, Core, Event, VertexStatus};
+use pqdag_storage::RocksStore;
 use pqdag_transport::{ClientId, Responder, ShardTransport};
-use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, ConflictKey, FinalityEvent, FrameRef, VertexId};
+use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, ConflictKey, FinalityEvent, FrameRef, NodeId, VertexId};
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::{KindLabel, Metrics};
+use super::feed::FeedServer;
 use super::ingress::ClientFrame;
 use super::signer::MlDsaSigner;
 use super::Tags;
@@ -69,11 +74,18 @@ pub(super) struct Gateway {
     pending_status: HashMap<u64, PendingStatus>,
     /// Undecided vertices (processing + pending) at the end of the last turn.
     undecided: u64,
+    /// The submitting client's key id per submission not yet created, by internal tag.
+    submitters: HashMap<u64, [u8; 32]>,
+    /// The decision feed.
+    feed: FeedServer,
+    /// Caught up with the peers (else submissions and status queries get `NotReady`).
+    ready: bool,
 }
+
 
 impl Gateway {
     /// No client known yet.
-    pub(super) fn new(shard: u16, shard_count: u16, transport: Rc<ShardTransport>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(node: NodeId, shard: u16, shard_count: u16, transport: Rc<ShardTransport>, metrics: Arc<Metrics>) -> Self {
         Self {
             shard,
             shard_count,
@@ -87,7 +99,21 @@ impl Gateway {
             submit_keys: HashMap::new(),
             pending_status: HashMap::new(),
             undecided: 0,
+            submitters: HashMap::new(),
+            feed: FeedServer::new(node, shard, shard_count),
+            ready: false,
         }
+    }
+
+    /// Whether this shard is caught up with its peers (set every turn).
+    pub(super) fn set_ready(&mut self, ready: bool) {
+        self.ready = ready;
+    }
+
+    /// The key id of the client behind submission `client_tag` (non-zero only), to persist with
+    /// the vertex it became.
+    pub(super) fn submitter(&self, client_tag: u64) -> Option<[u8; 32]> {
+        self.submitters.get(&client_tag).copied().filter(|k| *k != [0; 32])
     }
 
     /// The core's load at the end of a turn (admission control reads it).
@@ -100,17 +126,24 @@ impl Gateway {
     pub(super) fn request(
         &mut self,
         core: &Core<MlDsaSigner>,
+        store: Option<&RocksStore>,
         mesh: Option<&ShardMesh>,
         tags: &mut Tags,
         frame: ClientFrame,
         events: &mut Vec<Event>,
     ) {
         let ClientFrame { client, key, bytes, reply } = frame;
-        // The proven client key travels with each request; the feed and per-client quotas will
-        // record and account by it.
+        // The proven client key travels with each request; the feed and the export record it.
         tracing::trace!(client = client.0, key = %key, bytes = bytes.len(), "client request");
         let error = |tag: u64, code: ClientErrorCode, message: String| ClientReply::Error { tag, code, message };
         let answer = match decode(&bytes) {
+            Ok(FrameRef::ClientRequest(ArchivedClientRequest::Feed { tag, from, max })) => {
+                self.feed.request(store, mesh, tags, tag.to_native(), from.as_slice(), max.to_native(), reply);
+                return;
+            }
+            Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, .. } | ArchivedClientRequest::Status { tag, .. })) if !self.ready => {
+                Some(error(tag.to_native(), ClientErrorCode::NotReady, "catching up with the peers (see /ready)".into()))
+            }
             Ok(FrameRef::ClientRequest(ArchivedClientRequest::Submit { tag, payload, conflict_keys })) => {
                 let tag = tag.to_native();
                 let keys: Vec<ConflictKey> = conflict_keys.iter().map(ConflictKey::from).collect();
@@ -132,6 +165,7 @@ impl Gateway {
                     let internal = tags.take();
                     self.client_submits.insert(internal, (reply, client, tag));
                     self.submit_keys.insert(internal, keys);
+                    self.submitters.insert(internal, key.0);
                     self.metrics.submitted.inc();
                     events.push(Event::Submit {
                         payload: payload.as_slice().to_vec(),
@@ -190,6 +224,7 @@ impl Gateway {
     /// The core refused submission `client_tag`: it is answered, never left hanging.
     pub(super) fn refused(&mut self, client_tag: u64, err: &ConsensusError) {
         self.submit_keys.remove(&client_tag);
+        self.submitters.remove(&client_tag);
         if let Some((reply, _, tag)) = self.client_submits.remove(&client_tag) {
             let code = match err {
                 ConsensusError::Dag(_) => ClientErrorCode::Conflict,
@@ -204,6 +239,7 @@ impl Gateway {
 
     /// A submission became vertex `id` (on this shard, or adopted by this shard).
     pub(super) fn created(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId) {
+        self.submitters.remove(&client_tag);
         if self.shard != 0 {
             self.adopted_own.insert(id);
             if let Some(m) = mesh {
@@ -255,8 +291,11 @@ impl Gateway {
 
     /// A message from another shard of this node: core traffic goes to `events`, the rest is
     /// client bookkeeping.
-    pub(super) fn on_mesh(&mut self, core: &Core<MlDsaSigner>, mesh: Option<&ShardMesh>, m: MeshMsg, events: &mut Vec<Event>, decided: &mut ClientEvents) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_mesh(&mut self, core: &Core<MlDsaSigner>, store: Option<&RocksStore>, mesh: Option<&ShardMesh>, m: MeshMsg, events: &mut Vec<Event>, decided: &mut ClientEvents) {
         match m {
+            MeshMsg::FeedQuery { req, log_id, after_seq, max_entries, max_bytes } => self.feed.on_query(store, mesh, req, log_id, after_seq, max_entries, max_bytes),
+            MeshMsg::FeedReply { req, shard, result } => self.feed.on_reply(req, shard, result),
             MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
             MeshMsg::Created { client_tag, id } => self.created(mesh, client_tag, id),
             MeshMsg::Decided { id, status } => {

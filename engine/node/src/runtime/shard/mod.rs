@@ -15,6 +15,7 @@
 
 mod dialer;
 mod effects;
+mod feed;
 mod gateway;
 mod guard;
 mod ingress;
@@ -142,6 +143,7 @@ impl Shard {
     fn open(setup: ShardSetup) -> Result<(Self, Option<MeshSetup>), ShardError> {
         let node_ids: Vec<NodeId> = setup.members.iter().map(|(_, pk, _)| NodeId(pk.node_id())).collect();
         let keys: HashMap<_, _> = node_ids.iter().copied().zip(setup.members.iter().map(|(_, pk, _)| pk.clone())).collect();
+        let me_id = node_ids[setup.me];
         let names = setup.members.iter().map(|(name, _, _)| name.clone()).collect();
         let roster = Rc::new(Roster::new(setup.me, node_ids.clone(), names));
         let peers = setup.members.iter().map(|(_, pk, addr)| PeerConfig { public_key: pk.clone(), addr: *addr }).collect();
@@ -181,7 +183,7 @@ impl Shard {
             step: Step::new(metrics.clone(), clock),
             persist: Persist::new(store, metrics.clone(), setup.stop),
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
-            gateway: Gateway::new(setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
+            gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
             telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
@@ -285,13 +287,21 @@ impl Shard {
         }
         let mut decided = ClientEvents::new();
         for m in cross {
-            self.gateway.on_mesh(&self.core, self.mesh.as_ref(), m, &mut events, &mut decided);
+            self.gateway.on_mesh(&self.core, self.persist.store(), self.mesh.as_ref(), m, &mut events, &mut decided);
         }
         self.gateway.send_client_events(decided);
         let actions = self.step.feed(&mut self.core, events, &mut self.gateway);
         if !actions.is_empty() {
             // Durability first: every persist of the turn in one atomic batch, before any send.
-            if let Some(positions) = self.persist.commit(&actions).await {
+            // The submitting client of each vertex created this turn is stored with it.
+            let clients: Vec<(pqdag_wire::VertexId, [u8; 32])> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    pqdag_core::Action::Created { client_tag, id } => self.gateway.submitter(*client_tag).map(|k| (*id, k)),
+                    _ => None,
+                })
+                .collect();
+            if let Some(positions) = self.persist.commit(&actions, clients).await {
                 let stages = Stages {
                     gateway: &mut self.gateway,
                     guard: &mut self.guard,
@@ -312,7 +322,7 @@ impl Shard {
             Decoded::Event(e) => events.push(e),
             Decoded::Fetch { request_id, ids, reply } => sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply),
             Decoded::SyncRequest { request_id, from_position, max, reply } => sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply),
-            Decoded::Client(frame) => self.gateway.request(&self.core, self.mesh.as_ref(), &mut self.tags, frame, events),
+            Decoded::Client(frame) => self.gateway.request(&self.core, self.persist.store(), self.mesh.as_ref(), &mut self.tags, frame, events),
             Decoded::SyncReply { peer, result } => {
                 if let Some((from, why)) = self.sync.on_reply(&self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
                     self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::Malformed);
@@ -327,6 +337,9 @@ impl Shard {
     fn publish(&mut self) {
         let s = self.core.status();
         self.gateway.set_undecided(s.processing + s.pending);
+        let ready = self.sync.caught_up(&self.core, &self.roster, &self.guard);
+        self.gateway.set_ready(ready);
+        self.telemetry.publish_feed(ready, self.persist.store());
         self.telemetry.publish_status(&s, &self.core);
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);

@@ -41,7 +41,8 @@ impl Persist {
     /// Makes every `Action::Persist` of `actions` durable in one batch and returns the finality
     /// positions of the batch; `None` when the write failed (the stop flag is then set and
     /// nothing of the turn may be sent).
-    pub(super) async fn commit(&mut self, actions: &[Action]) -> Option<Positions> {
+    /// `clients`: the submitting client of vertices created in this batch.
+    pub(super) async fn commit(&mut self, actions: &[Action], clients: Vec<(VertexId, [u8; 32])>) -> Option<Positions> {
         let positions: Positions = actions
             .iter()
             .filter_map(|a| match a {
@@ -62,6 +63,9 @@ impl Persist {
                     VertexStatus::Rejected => batch.set_status(vertex.id, Status::Rejected),
                 }
             }
+        }
+        for (id, client) in clients {
+            batch.set_client(id, client);
         }
         if !batch.is_empty() {
             let t = Instant::now();

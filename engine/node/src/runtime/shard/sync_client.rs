@@ -3,6 +3,14 @@
 //! core does not have. Frontier announcements only reach vertices near the tips; this reaches
 //! all of history. Owns the per-peer cursors and the one request in flight; reads the core,
 //! sends through [`Outbound`], and hands refusals back to the caller (for the guard).
+//!
+//! It also decides when the shard is **caught up** (`/ready`, and the client API stops
+//! answering `NotReady`): a majority of the cluster (`n / 2` peers besides this node, among
+//! those connected now) has each been walked to the end of its finality log (a reply shorter
+//! than a full batch), and every id that last stretch named is in the core (fetched, or known
+//! already). A majority, not every peer: one silent or Byzantine peer must not keep a node
+//! unready. A one-node cluster is caught up at once. Once caught up the shard
+//! stays so until it restarts: later lag is a load question (`/status`, metrics), not readiness.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,13 +42,40 @@ pub(super) struct SyncClient {
     rr: usize,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Per peer: the walk reached the end of its log, and the ids of that last stretch this
+    /// core still lacked then (caught up with it once all are in the core).
+    walked: Vec<Option<Vec<VertexId>>>,
+    /// Latched once caught up.
+    caught_up: bool,
 }
 
 impl SyncClient {
     /// Every cursor at position 1; the first request may go at `start`.
     pub(super) fn new(members: usize, start: Instant, query_timeout_us: u64, metrics: Arc<Metrics>) -> Self {
         let timeout = Duration::from_micros(query_timeout_us.max(1_000_000) * 2);
-        Self { cursor: vec![1; members], in_flight: false, next_at: start, rr: 0, timeout, metrics }
+        Self { cursor: vec![1; members], in_flight: false, next_at: start, rr: 0, timeout, metrics, walked: vec![None; members], caught_up: members <= 1 }
+    }
+
+    /// Whether this shard has caught up with its peers (see the module doc); latches.
+    pub(super) fn caught_up(&mut self, core: &Core<MlDsaSigner>, roster: &Roster, guard: &Guard) -> bool {
+        if self.caught_up {
+            return true;
+        }
+        let up = (0..roster.len()).filter(|i| *i != roster.me && guard.peer_up(*i) == Some(true));
+        let walked = up
+            .filter(|p| match &mut self.walked[*p] {
+                Some(missing) => {
+                    missing.retain(|id| !core.contains(id));
+                    missing.is_empty()
+                }
+                None => false,
+            })
+            .count();
+        if walked >= (roster.len() / 2).max(1) {
+            self.caught_up = true;
+            tracing::info!(peers = walked, "caught up with the peers: ready");
+        }
+        self.caught_up
     }
 
     /// Asks the next connected peer for its next stretch of finals, unless a request is in
@@ -90,6 +125,9 @@ impl SyncClient {
             self.next_at = Instant::now(); // more to walk: go on at once
         }
         let missing: Vec<VertexId> = reply.ids.iter().map(VertexId::from).filter(|id| !core.contains(id)).collect();
+        if (reply.ids.len() as u32) < SYNC_BATCH {
+            self.walked[peer.0] = Some(missing.clone());
+        }
         if !missing.is_empty() {
             self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_missing_fetched".into() }).inc_by(missing.len() as u64);
         }

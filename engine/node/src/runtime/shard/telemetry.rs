@@ -54,6 +54,15 @@ impl Telemetry {
         }
     }
 
+    /// Readiness and the decision log's length, every turn.
+    pub(super) fn publish_feed(&self, caught_up: bool, store: Option<&RocksStore>) {
+        self.status.caught_up.store(caught_up, Ordering::Relaxed);
+        if let Some(store) = store {
+            use pqdag_storage::Store;
+            self.status.decisions.store(store.next_decision_seq() - 1, Ordering::Relaxed);
+        }
+    }
+
     /// Whether a stats tick (once a second) is due; starts it when it is.
     pub(super) fn stats_due(&mut self) -> bool {
         if self.last_stats.elapsed() >= Duration::from_secs(1) {
