@@ -417,6 +417,10 @@ fn flip_voters(n: usize, f: usize, base_port: u16) -> (Vec<usize>, usize, bool) 
     for i in 0..n {
         c.wait_running(i, Duration::from_secs(60));
     }
+    // Honest nodes refuse submissions (`NotReady`) until they have caught up with their peers.
+    for i in 0..honest {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
     let nodes: Vec<usize> = (0..honest).collect();
     let t0 = Instant::now();
     let (finals, undecided, agreed, total) = c.with_clients(&nodes, move |conns| {
