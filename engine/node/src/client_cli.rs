@@ -16,6 +16,8 @@ pub struct SubmitArgs {
     pub payload: Vec<u8>,
     /// Conflict keys (32 bytes each).
     pub conflict_keys: Vec<[u8; 32]>,
+    /// The client key file (default: the testnet's `client/client.key`).
+    pub key: Option<PathBuf>,
     /// The node tried first (by name).
     pub node: Option<String>,
     /// Wait for the decision.
@@ -27,6 +29,8 @@ pub struct SubmitArgs {
 pub struct TailArgs {
     /// The cluster file.
     pub cluster: PathBuf,
+    /// The client key file (default: the testnet's `client/client.key`).
+    pub key: Option<PathBuf>,
     /// The node whose feed is read (by name); default: the cursor's node, else the first.
     pub node: Option<String>,
     /// Resume after this cursor (hex).
@@ -45,9 +49,13 @@ fn names(nodes: &[NodeTarget]) -> String {
     nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn connect(cluster: &Path, preferred: usize) -> CliResult<blocking::Client> {
+/// Connects proving `key` (a `client.key` file), or by default the testnet's
+/// `client/client.key` beside the cluster file.
+fn connect(cluster: &Path, key: Option<&Path>, preferred: usize) -> CliResult<blocking::Client> {
     let nodes = pqdag_client::cluster::load_cluster_file(cluster)?;
-    Ok(blocking::Client::connect(nodes, ClientOptions { preferred, ..ClientOptions::default() })?)
+    let key_path = key.map_or_else(|| pqdag_client::identity::testnet_client_key(cluster), Path::to_path_buf);
+    let key = pqdag_client::identity::load_client_key(&key_path)?;
+    Ok(blocking::Client::connect(nodes, ClientOptions { preferred, key: Some(key), ..ClientOptions::default() })?)
 }
 
 /// Parses a 64-hex-digit conflict key.
@@ -68,7 +76,7 @@ fn decision_json(d: &Decision) -> serde_json::Value {
 pub fn submit(args: &SubmitArgs) -> CliResult<String> {
     let nodes = pqdag_client::cluster::load_cluster_file(&args.cluster)?;
     let preferred = args.node.as_deref().map(|n| node_index(&nodes, n)).transpose()?.unwrap_or(0);
-    let client = connect(&args.cluster, preferred)?;
+    let client = connect(&args.cluster, args.key.as_deref(), preferred)?;
     let keys = args.conflict_keys.iter().map(|k| ConflictKey(*k)).collect();
     let id = client.submit(args.payload.clone(), keys)?;
     let mut out = json!({ "id": id.to_hex(), "node": client.as_async().current_node().name });
@@ -111,7 +119,7 @@ pub fn tail(args: &TailArgs) -> CliResult<String> {
         (None, Some(c)) => nodes.iter().position(|n| n.public_key.node_id()[..8] == *c.as_bytes().get(1..9).unwrap_or(&[])),
         (None, None) => None,
     };
-    let client = connect(&args.cluster, node.unwrap_or(0))?;
+    let client = connect(&args.cluster, args.key.as_deref(), node.unwrap_or(0))?;
     let mut sub = client.subscribe_node(node.unwrap_or(0), from)?;
     let mut n = 0u64;
     let mut stdout = std::io::stdout().lock();

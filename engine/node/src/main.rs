@@ -99,8 +99,8 @@ enum Command {
         /// The cluster.toml.
         #[arg(long)]
         cluster: PathBuf,
-        /// Client key file. Accepted and ignored for now: nodes do not check client keys yet
-        /// (client identities are being added).
+        /// Client key file (`engine keygen --client`) [default: the testnet's client/client.key
+        /// beside the cluster file].
         #[arg(long)]
         key: Option<PathBuf>,
         /// The payload, hex.
@@ -125,7 +125,7 @@ enum Command {
         /// The cluster.toml.
         #[arg(long)]
         cluster: PathBuf,
-        /// Client key file. Accepted and ignored for now: nodes do not check client keys yet.
+        /// Client key file [default: the testnet's client/client.key beside the cluster file].
         #[arg(long)]
         key: Option<PathBuf>,
         /// The node whose feed to read (by name) [default: the cursor's node, else the first].
@@ -211,16 +211,16 @@ fn main() -> ExitCode {
                 .map(|c| format!("wrote {} nodes to {}", c.len(), dir.display()))
                 .map_err(Into::into)
         }
-        Command::Submit { cluster, key: _, payload_hex, payload_file, conflict_key, node, wait } => (|| -> Result<String, Box<dyn std::error::Error>> {
+        Command::Submit { cluster, key, payload_hex, payload_file, conflict_key, node, wait } => (|| -> Result<String, Box<dyn std::error::Error>> {
             let payload = match (payload_hex, payload_file) {
                 (Some(h), _) => hex::decode(h.trim())?,
                 (None, Some(f)) => std::fs::read(f)?,
                 (None, None) => return Err("--payload-hex or --payload-file is required".into()),
             };
             let conflict_keys = conflict_key.iter().map(|k| pqdag_node::client_cli::parse_key(k)).collect::<Result<Vec<_>, _>>()?;
-            pqdag_node::client_cli::submit(&pqdag_node::client_cli::SubmitArgs { cluster, payload, conflict_keys, node, wait })
+            pqdag_node::client_cli::submit(&pqdag_node::client_cli::SubmitArgs { cluster, payload, conflict_keys, key, node, wait })
         })(),
-        Command::Tail { cluster, key: _, node, from, count } => pqdag_node::client_cli::tail(&pqdag_node::client_cli::TailArgs { cluster, node, from, count }),
+        Command::Tail { cluster, key, node, from, count } => pqdag_node::client_cli::tail(&pqdag_node::client_cli::TailArgs { cluster, key, node, from, count }),
         Command::Export { config, out, format } => {
             let run = || -> Result<String, Box<dyn std::error::Error>> {
                 let n = if out.as_os_str() == "-" {

@@ -277,11 +277,13 @@ fn ready_waits_for_catch_up_while_health_stays_up() {
         match ready {
             Some(503) => {
                 saw_unready = true;
-                assert_eq!(c.status(2)["catching_up"], true);
+                // 503 is also "no majority connected yet" (the first moments after start), so
+                // `catching_up` is not asserted here; submissions are, below.
                 // The client API refuses submissions meanwhile (NotReady).
                 if health_up.is_some() && !saw_not_ready_reply {
                     if probe.is_none() {
-                        let o = ClientOptions { ready_timeout: Duration::ZERO, connect_timeout: Duration::from_secs(2), ..ClientOptions::default() };
+                        let key = pqdag_client::identity::load_client_key(&pqdag_client::identity::testnet_client_key(&c.cluster_file())).expect("testnet client key");
+                        let o = ClientOptions { key: Some(key), ready_timeout: Duration::ZERO, connect_timeout: Duration::from_secs(2), ..ClientOptions::default() };
                         probe = blocking::Client::connect(only_node2.clone(), o).ok();
                     }
                     if let Some(p) = &probe {
