@@ -46,4 +46,48 @@ pub struct Args {
     /// 100 processes on a 2-core machine need ~N^2/2 post-quantum handshakes to mesh].
     #[arg(long)]
     pub health_timeout: Option<f64>,
+    /// Crash one node under load: `NODE@KILL-RESTART`, seconds since the load started (`2@6-9`:
+    /// SIGKILL node-2 at t=6 s, restart it on the same data dir at t=9 s). The report gains
+    /// `crash`: finality per second on the survivors, and when the node was ready again.
+    #[arg(long, value_parser = parse_crash)]
+    pub crash: Option<CrashPlan>,
+}
+
+/// One `--crash` plan: which node, when it is killed and when it is started again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrashPlan {
+    /// Index of the node (`node-<i>`).
+    pub node: usize,
+    /// Seconds since the load started when it gets SIGKILL.
+    pub kill_s: f64,
+    /// Seconds since the load started when it is started again.
+    pub restart_s: f64,
+}
+
+/// Parses `NODE@KILL-RESTART`, e.g. `2@6-9`.
+pub fn parse_crash(s: &str) -> Result<CrashPlan, String> {
+    let bad = || format!("--crash {s:?}: expected NODE@KILL-RESTART in seconds, e.g. 2@6-9");
+    let (node, times) = s.split_once('@').ok_or_else(bad)?;
+    let (kill, restart) = times.split_once('-').ok_or_else(bad)?;
+    let node: usize = node.trim().parse().map_err(|_| bad())?;
+    let kill_s: f64 = kill.trim().parse().map_err(|_| bad())?;
+    let restart_s: f64 = restart.trim().parse().map_err(|_| bad())?;
+    if !(kill_s >= 0.0 && restart_s > kill_s && restart_s.is_finite()) {
+        return Err(format!("--crash {s:?}: need 0 <= KILL < RESTART"));
+    }
+    Ok(CrashPlan { node, kill_s, restart_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_plans_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_crash("2@6-9"), Ok(CrashPlan { node: 2, kill_s: 6.0, restart_s: 9.0 }));
+        assert_eq!(parse_crash("0@1.5-2.5").map(|c| c.kill_s), Ok(1.5));
+        for bad in ["2@9-6", "2@6", "x@1-2", "2-6@9", "", "1@-1-2", "1@3-3"] {
+            assert!(parse_crash(bad).is_err(), "{bad} accepted");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The four SVG plots of a `bench` run (`throughput.svg`, `latency_cdf.svg`, `rss.svg`,
-//! `cpu.svg`), drawn from the samples of a [`ReportCtx`] with [`super::plot`].
+//! The five SVG plots of a `bench` run (`throughput.svg`, `latency_cdf.svg`, `rss.svg`,
+//! `disk.svg`, `cpu.svg`), drawn from the samples of a [`ReportCtx`] with [`super::plot`].
 
 use std::path::Path;
 
@@ -7,7 +7,7 @@ use super::plot::{cdf_chart, line_chart, Series};
 use super::prom::bucket_delta;
 use super::report::ReportCtx;
 
-/// Writes the four SVG plots into `out`.
+/// Writes the five SVG plots into `out`.
 pub fn plots(out: &Path, c: &ReportCtx<'_>) -> Result<(), String> {
     // Throughput: client-side (loadgen), and each node's finalized counter per second.
     let mut thr = Vec::new();
@@ -55,6 +55,10 @@ pub fn plots(out: &Path, c: &ReportCtx<'_>) -> Result<(), String> {
         .map(|i| Series::new(c.nodes[i].name.clone(), c.ticks.iter().filter_map(|t| Some((t.t, t.nodes[i].as_ref()?.rss / 1048576.0))).collect()))
         .collect();
     line_chart(&out.join("rss.svg"), "Resident memory per node", "seconds since load start", "RSS, MiB", &rss)?;
+    let disk: Vec<Series> = (0..c.nodes.len())
+        .map(|i| Series::new(c.nodes[i].name.clone(), c.ticks.iter().filter_map(|t| Some((t.t, t.disk.get(i).copied().flatten()? / 1048576.0))).collect()))
+        .collect();
+    line_chart(&out.join("disk.svg"), "Data directory size per node", "seconds since load start", "MiB on disk", &disk)?;
     let mut cpu: Vec<Series> = (0..c.nodes.len())
         .map(|i| {
             Series::new(

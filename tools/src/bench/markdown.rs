@@ -55,6 +55,8 @@ pub fn markdown(r: &Value) -> String {
     s += &format!("| loadgen CPU | {} s |\n", fmt_opt(&cl["loadgen_cpu_seconds"], 1));
     s += &format!("| machine busy (all processes) / other processes | {}% of all cores / {}% of one core |\n", fmt_opt(&cl["machine_busy_pct_of_all_cores"], 1), fmt_opt(&cl["other_processes_pct_of_one_core"], 1));
     s += &format!("| max RSS of any node | {} MiB |\n", fmt_opt(&cl["rss_max_mib_any_node"], 1));
+    s += &format!("| steepest RSS slope of any node (`rss_slope_window_s`) | {} MiB/min |\n", fmt_opt(&cl["rss_slope_mib_per_min_max"], 3));
+    s += &format!("| largest data directory of any node | {:.1} MiB |\n", cl["disk_bytes_max_any_node"].as_f64().unwrap_or(0.0) / 1048576.0);
     s += &format!("| finalized-set digests | {} |\n", if r["agreement"]["agree"].as_bool() == Some(true) { "**all nodes agree**" } else { "**DISAGREE**" });
     s += &format!("| start-up to healthy / loadgen (load + drain) / measured window (to agreement) | {} s / {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["load_s"], 1), fmt_opt(&b["window_s"], 1));
 
@@ -86,6 +88,18 @@ pub fn markdown(r: &Value) -> String {
         yn(&nfr["cpu_below_50pct"]),
         fmt_opt(&nfr["cpu_utilization_pct_of_machine"], 1),
     );
+    let cr = &r["crash"];
+    if cr.is_object() {
+        s += &format!(
+            "\nCrash: {} SIGKILLed at t={} s, restarted at t={} s; ready {} s after its restart; longest stall on the survivors {} s; 1-second windows with no finality from kill + 2 s: {}.\n",
+            cr["node"].as_str().unwrap_or("?"),
+            fmt_opt(&cr["kill_at_s"], 1),
+            fmt_opt(&cr["restart_at_s"], 1),
+            fmt_opt(&cr["ready_after_restart_s"], 1),
+            fmt_opt(&cr["longest_stall_s"], 0),
+            cr["empty_windows_from_kill_plus_2s"].as_array().map(|a| a.len()).unwrap_or(0),
+        );
+    }
     let problems: Vec<&str> = r["problems"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
     if problems.is_empty() {
         s += "\nNo problems: every node exited cleanly after SIGTERM.\n";
@@ -95,6 +109,6 @@ pub fn markdown(r: &Value) -> String {
             s += &format!("- {p}\n");
         }
     }
-    s += "\nPlots: `throughput.svg`, `latency_cdf.svg`, `rss.svg`, `cpu.svg`. Raw data: `report.json` (timeline), `loadgen.json`, `metrics/` (each node's last `/metrics` and `/status`), `logs/`.\n";
+    s += "\nPlots: `throughput.svg`, `latency_cdf.svg`, `rss.svg`, `disk.svg`, `cpu.svg`. Raw data: `report.json` (timeline), `loadgen.json`, `metrics/` (each node's last `/metrics` and `/status`), `logs/`.\n";
     s
 }

@@ -53,6 +53,8 @@ pub struct Proc {
     pub child: Child,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// Killed on purpose (`kill9`) and not started again yet: not reported by `exited`.
+    pub down: bool,
 }
 
 /// A set of children that are SIGTERMed (then SIGKILLed) when the set is dropped, so an error or
@@ -81,7 +83,36 @@ impl Children {
     }
 
     /// Spawns `cmd` with stdout and stderr appended to `log` and stdin closed.
-    pub fn spawn(&mut self, name: &str, mut cmd: Command, log: &Path) -> std::io::Result<u32> {
+    pub fn spawn(&mut self, name: &str, cmd: Command, log: &Path) -> std::io::Result<u32> {
+        let p = Self::start(name, cmd, log)?;
+        let pid = p.child.id();
+        self.procs.push(p);
+        Ok(pid)
+    }
+
+    /// SIGKILLs the `i`th child and reaps it (a crash, on purpose); `exited` ignores it until
+    /// it is started again with [`Self::respawn`].
+    pub fn kill9(&mut self, i: usize) -> std::io::Result<()> {
+        let p = self.procs.get_mut(i).ok_or_else(|| std::io::Error::other(format!("no child {i}")))?;
+        p.child.kill()?;
+        p.child.wait()?;
+        p.down = true;
+        Ok(())
+    }
+
+    /// Starts `cmd` in place of the `i`th child (after [`Self::kill9`]), logging to the same file.
+    pub fn respawn(&mut self, i: usize, cmd: Command) -> std::io::Result<u32> {
+        let (name, log) = match self.procs.get(i) {
+            Some(p) => (p.name.clone(), p.log.clone()),
+            None => return Err(std::io::Error::other(format!("no child {i}"))),
+        };
+        let p = Self::start(&name, cmd, &log)?;
+        let pid = p.child.id();
+        self.procs[i] = p;
+        Ok(pid)
+    }
+
+    fn start(name: &str, mut cmd: Command, log: &Path) -> std::io::Result<Proc> {
         let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -95,9 +126,7 @@ impl Children {
             });
         }
         let child = cmd.spawn()?;
-        let pid = child.id();
-        self.procs.push(Proc { name: name.to_string(), child, log: log.to_path_buf() });
-        Ok(pid)
+        Ok(Proc { name: name.to_string(), child, log: log.to_path_buf(), down: false })
     }
 
     /// The children, in spawn order.
@@ -109,6 +138,9 @@ impl Children {
     pub fn exited(&mut self) -> Vec<(String, String, PathBuf)> {
         let mut out = Vec::new();
         for p in &mut self.procs {
+            if p.down {
+                continue;
+            }
             if let Ok(Some(st)) = p.child.try_wait() {
                 out.push((p.name.clone(), describe(st), p.log.clone()));
             }

@@ -49,6 +49,83 @@ pub struct ReportCtx<'a> {
     pub statuses: &'a [Option<Value>],
     /// Whether every digest was present and equal.
     pub agree: bool,
+    /// `--crash`: seconds since the load started when the node was killed and restarted.
+    pub crash_at: (Option<f64>, Option<f64>),
+}
+
+/// Growth of one counter of a node over the run, across restarts: a sample below the one before
+/// it means the process started again from zero, so the new value is all growth.
+fn counter_growth(samples: impl Iterator<Item = f64>) -> f64 {
+    let mut total = 0.0;
+    let mut prev: Option<f64> = None;
+    for v in samples {
+        match prev {
+            Some(p) if v >= p => total += v - p,
+            Some(_) => total += v,
+            None => {}
+        }
+        prev = Some(v);
+    }
+    total
+}
+
+/// Least-squares slope of `(t seconds, bytes)` points, in MiB per minute; `None` under 2 points.
+pub fn slope_mib_per_min(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mt, my) = points.iter().fold((0.0, 0.0), |(a, b), (t, y)| (a + t / n, b + y / n));
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (t, y)| (a + (t - mt) * (y - my), b + (t - mt) * (t - mt)));
+    if den <= 0.0 {
+        return None;
+    }
+    Some(num / den * 60.0 / 1048576.0)
+}
+
+/// The window of the RSS slope: minute 5 to the end of the load for runs of 10 minutes or more
+/// (a node's caches fill in the first minutes), else the last three quarters of the load.
+pub fn slope_window(duration_s: f64) -> (f64, f64) {
+    if duration_s >= 600.0 { (300.0, duration_s) } else { (duration_s / 4.0, duration_s) }
+}
+
+/// The `crash` section: finality on the survivors per second after the kill, and when the
+/// crashed node answered `/ready` again.
+fn crash_section(c: &ReportCtx<'_>) -> Option<Value> {
+    let cp = c.args.crash?;
+    let (kill, restart) = c.crash_at;
+    let kill = kill?;
+    let survivors: Vec<usize> = (0..c.nodes.len()).filter(|&i| i != cp.node).collect();
+    // Per tick window: the most any survivor finalized (the cluster finalizes if one does).
+    let mut windows = Vec::new();
+    for w in c.ticks.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if a.t < kill || a.t >= c.args.duration {
+            continue;
+        }
+        let best = survivors.iter().filter_map(|&i| Some(b.nodes[i].as_ref()?.finalized - a.nodes[i].as_ref()?.finalized)).fold(0.0, f64::max);
+        windows.push((r1(a.t), best));
+    }
+    let settle = kill + 2.0;
+    let empty_after: Vec<f64> = windows.iter().filter(|(t, n)| *t >= settle && *n <= 0.0).map(|(t, _)| *t).collect();
+    let mut longest = 0.0f64;
+    let mut run = 0.0f64;
+    for (_, n) in &windows {
+        run = if *n <= 0.0 { run + 1.0 } else { 0.0 };
+        longest = longest.max(run);
+    }
+    let ready_after = restart.and_then(|r| c.ticks.iter().find(|t| t.t >= r && t.ready.get(cp.node).copied().flatten() == Some(true)).map(|t| r1(t.t - r)));
+    Some(json!({
+        "node": c.nodes[cp.node].name,
+        "kill_at_s": r1(kill),
+        "restart_at_s": restart.map(r1),
+        "ready_after_restart_s": ready_after,
+        "finalized_per_second_on_survivors": windows.iter().map(|(t, n)| json!([t, n])).collect::<Vec<_>>(),
+        "empty_windows_from_kill_plus_2s": empty_after,
+        "longest_stall_s": longest,
+        "every_window_finalizes_from_kill_plus_2s": empty_after.is_empty(),
+        "ready_within_10s_of_restart": ready_after.is_some_and(|s| s <= 10.0),
+    }))
 }
 
 fn r1(x: f64) -> f64 {
@@ -75,11 +152,20 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             ..NodeMetrics::default()
         }));
         let e = e.unwrap_or_default();
-        let cpu_ms = (e.cpu_ms - b.cpu_ms).max(0.0);
-        let fin = (e.finalized - b.finalized).max(0.0);
+        // Counters summed over the samples, so a node restarted mid-run (--crash) counts both lives.
+        let grow = |f: fn(&NodeMetrics) -> f64, g: fn(&super::sample::NodePoint) -> f64| {
+            counter_growth(std::iter::once(f(&b)).chain(c.ticks.iter().filter_map(|t| t.nodes[i].as_ref().map(g))).chain(std::iter::once(f(&e))))
+        };
+        let cpu_ms = grow(|m| m.cpu_ms, |p| p.cpu_ms);
+        let fin = grow(|m| m.finalized, |p| p.finalized);
         let rss_max = c.ticks.iter().filter_map(|t| t.nodes[i].as_ref().map(|p| p.rss)).fold(e.rss_bytes, f64::max);
-        let bytes_out = (e.bytes_out - b.bytes_out).max(0.0);
-        let bytes_in = (e.bytes_in - b.bytes_in).max(0.0);
+        let bytes_out = grow(|m| m.bytes_out, |p| p.bytes_out);
+        let bytes_in = grow(|m| m.bytes_in, |p| p.bytes_in);
+        let (s_from, s_to) = slope_window(c.args.duration);
+        let rss_points: Vec<(f64, f64)> = c.ticks.iter().filter(|t| t.t >= s_from && t.t <= s_to).filter_map(|t| Some((t.t, t.nodes[i].as_ref()?.rss))).collect();
+        let disk_points: Vec<(f64, f64)> = c.ticks.iter().filter_map(|t| Some((t.t, t.disk.get(i).copied().flatten()?))).collect();
+        let disk_max = disk_points.iter().map(|p| p.1).fold(0.0, f64::max);
+        let disk_end = disk_points.last().map(|p| p.1);
         total_cpu_ms += cpu_ms;
         max_rss = max_rss.max(rss_max);
         let stop = stops.iter().find(|s| s.name == node.name);
@@ -99,6 +185,11 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "rejected": (e.rejected - b.rejected).max(0.0),
             "rss_max_bytes": rss_max,
             "rss_max_mib": r1(rss_max / 1048576.0),
+            "rss_slope_mib_per_min": slope_mib_per_min(&rss_points).map(|x| (x * 1000.0).round() / 1000.0),
+            "rss_slope_window_s": [r1(s_from), r1(s_to)],
+            "disk_bytes_max": disk_max,
+            "disk_bytes_end": disk_end,
+            "disk_bytes_per_finalized_vertex": disk_end.and_then(|d| per(d)),
             "cpu_seconds": cpu_ms / 1000.0,
             "cpu_pct_of_one_core": r1(cpu_ms / 10.0 / c.window_s),
             "cpu_us_per_finalized_vertex": per(cpu_ms * 1000.0),
@@ -147,6 +238,14 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
         _ => 0.0,
     };
     let others_pct = machine_busy_ms.map(|busy| r1((busy - nodes_cpu_in_ticks - lg_in_ticks - own_ms).max(0.0) / tick_span_ms.max(1.0) * 100.0));
+    let crash = crash_section(c);
+    if let (Some(cp), Some(cs)) = (c.args.crash, &crash) {
+        if cs["ready_after_restart_s"].is_null() {
+            problems.push(format!("--crash: node-{} was not ready again by the end of the run", cp.node));
+        }
+    } else if c.args.crash.is_some() {
+        problems.push("--crash: the node was never killed (the load ended first)".into());
+    }
     let floor = SIGN_US + (n.saturating_sub(1)) as f64 * VERIFY_US;
     let cluster_cpu_per_vertex = if lg_final > 0.0 { Some(r1(total_cpu_ms * 1000.0 / lg_final)) } else { None };
     let node0_delta = match (c.end.first().cloned().flatten(), c.baseline.first().cloned().flatten()) {
@@ -185,6 +284,8 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "mldsa_floor_us_per_vertex": floor,
             "mldsa_floor_note": format!("1 ML-DSA-87 sign ({SIGN_US} us) + {} verifies ({VERIFY_US} us) per vertex on this cluster size; per-poll query/response signatures come on top", n.saturating_sub(1)),
             "rss_max_mib_any_node": r1(max_rss / 1048576.0),
+            "rss_slope_mib_per_min_max": node_rows.iter().filter_map(|r| r["rss_slope_mib_per_min"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+            "disk_bytes_max_any_node": node_rows.iter().filter_map(|r| r["disk_bytes_max"].as_f64()).fold(0.0, f64::max),
             "loadgen_cpu_seconds": lg_cpu_ms.map(|m| m / 1000.0),
             "machine_busy_pct_of_all_cores": machine_busy_ms.zip(machine_total_ms).map(|(b, t)| r1(b / t.max(1.0) * 100.0)),
             "other_processes_pct_of_one_core": others_pct,
@@ -195,14 +296,39 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "agree": c.agree,
             "digests": c.nodes.iter().zip(c.digests).map(|(n, d)| (n.name.clone(), json!(d))).collect::<serde_json::Map<_, _>>(),
         },
+        "crash": crash,
         "problems": problems,
         "timeline": c.ticks.iter().map(|t| json!({
             "t": r1(t.t),
             "nodes": t.nodes.iter().map(|p| p.as_ref().map(|p| json!({"cpu_ms": p.cpu_ms, "rss": p.rss, "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "finalized": p.finalized}))).collect::<Vec<_>>(),
+            "ready": t.ready,
+            "disk_bytes": t.disk,
             "loadgen_cpu_ms": t.loadgen.map(|l| l.0),
             "machine_busy_ms": t.machine.map(|m| m.0),
         })).collect::<Vec<_>>(),
         "node0_finality_latency_buckets": node0_delta.iter().map(|(le, c)| json!([if le.is_finite() { json!(le) } else { json!("+Inf") }, c])).collect::<Vec<_>>(),
     });
     (report, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_across_a_restart() {
+        // 10 -> 30, restart from 0 -> 5 -> 12: 20 + 5 + 7.
+        assert_eq!(counter_growth([10.0, 20.0, 30.0, 5.0, 12.0].into_iter()), 32.0);
+        assert_eq!(counter_growth([7.0].into_iter()), 0.0);
+    }
+
+    #[test]
+    fn slope_is_mib_per_minute() {
+        let pts: Vec<(f64, f64)> = (0..60).map(|s| (s as f64, 100.0 * 1048576.0 + s as f64 * 1048576.0 / 60.0)).collect();
+        let s = slope_mib_per_min(&pts).expect("slope");
+        assert!((s - 1.0).abs() < 1e-9, "{s}");
+        assert_eq!(slope_mib_per_min(&pts[..1]), None);
+        assert_eq!(slope_window(1200.0), (300.0, 1200.0));
+        assert_eq!(slope_window(60.0), (15.0, 60.0));
+    }
 }

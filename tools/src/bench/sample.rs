@@ -37,6 +37,12 @@ pub struct Tick {
     pub machine: Option<(f64, f64)>,
     /// `bench`'s own CPU ms.
     pub own_cpu_ms: f64,
+    /// Each node's `/ready`: `Some(true)` on 200, `Some(false)` on another answer, `None` when
+    /// it does not answer.
+    pub ready: Vec<Option<bool>>,
+    /// Each node's data directory size in bytes (RocksDB files, every shard), `None` when it
+    /// cannot be read.
+    pub disk: Vec<Option<f64>>,
 }
 
 /// One node of the local testnet, as `bench` starts and watches it.
@@ -47,6 +53,8 @@ pub struct Node {
     pub config: PathBuf,
     /// Its metrics server (`/metrics`, `/health`, `/status`).
     pub metrics: SocketAddr,
+    /// Its data directory (measured for disk bytes).
+    pub data_dir: PathBuf,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
 }
@@ -57,6 +65,30 @@ pub fn scrape(addr: SocketAddr) -> Option<NodeMetrics> {
         Ok((200, body)) => Some(NodeMetrics::from_text(&body)),
         _ => None,
     }
+}
+
+/// A node's `/ready` (500 ms timeout): `Some(true)` when 200, `None` when it does not answer.
+pub fn ready(addr: SocketAddr) -> Option<bool> {
+    http::get(addr, "/ready", Duration::from_millis(500)).ok().map(|(code, _)| code == 200)
+}
+
+/// Bytes of the regular files under `dir` (depth-bounded: a store is two levels deep), `None`
+/// when `dir` cannot be read. Files that vanish mid-walk (compaction) are skipped.
+pub fn dir_bytes(dir: &std::path::Path) -> Option<f64> {
+    fn walk(dir: &std::path::Path, depth: u32, total: &mut u64) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() && depth < 6 {
+                let _ = walk(&e.path(), depth + 1, total);
+            } else if md.is_file() {
+                *total += md.len();
+            }
+        }
+        Ok(())
+    }
+    let mut total = 0u64;
+    walk(dir, 0, &mut total).ok()?;
+    Some(total as f64)
 }
 
 /// The figures of a scrape the timeline keeps.

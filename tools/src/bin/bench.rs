@@ -22,7 +22,7 @@ use pqdag_tools::bench::markdown::markdown;
 use pqdag_tools::bench::procs::{machine_cpu_ms, machine_info, proc_cpu_rss, tail, testnet_ports_free, timestamp, Children};
 use pqdag_tools::bench::prom::NodeMetrics;
 use pqdag_tools::bench::report::{build_report, ReportCtx};
-use pqdag_tools::bench::sample::{point, progress, scrape, Node, Tick};
+use pqdag_tools::bench::sample::{dir_bytes, point, progress, ready, scrape, Node, Tick};
 use serde_json::Value;
 
 /// A public key as `client_keys` takes it (hex).
@@ -140,16 +140,26 @@ fn run(args: &Args) -> Result<bool, String> {
             cfg.client_keys.push(k.clone());
             cfg.save(&config).map_err(|e| e.to_string())?;
         }
-        nodes.push(Node { name: n.name.clone(), metrics: cfg.metrics_addr, log: logs.join(format!("{}.log", n.name)), config });
+        let data_dir = if cfg.data_dir.is_absolute() { cfg.data_dir.clone() } else { config.parent().map(|d| d.join(&cfg.data_dir)).unwrap_or_else(|| cfg.data_dir.clone()) };
+        nodes.push(Node { name: n.name.clone(), metrics: cfg.metrics_addr, log: logs.join(format!("{}.log", n.name)), config, data_dir });
+    }
+
+    if let Some(cp) = &args.crash {
+        if cp.node >= nodes.len() {
+            return Err(format!("--crash names node {} of a {}-node cluster", cp.node, nodes.len()));
+        }
     }
 
     // 2. Start every node.
     let mut children = Children::new(Duration::from_secs(15));
     let mut pids = Vec::new();
-    for n in &nodes {
+    let run_cmd = |n: &Node| {
         let mut cmd = Command::new(&engine);
         cmd.arg("run").arg("--config").arg(&n.config);
-        let pid = children.spawn(&n.name, cmd, &n.log).map_err(|e| format!("start {}: {e}", n.name))?;
+        cmd
+    };
+    for n in &nodes {
+        let pid = children.spawn(&n.name, run_cmd(n), &n.log).map_err(|e| format!("start {}: {e}", n.name))?;
         pids.push(pid);
     }
 
@@ -205,9 +215,25 @@ fn run(args: &Args) -> Result<bool, String> {
     let t0 = Instant::now();
     let mut ticks: Vec<Tick> = Vec::new();
     let mut next = t0;
+    // --crash: when the node was killed and started again (seconds since t0).
+    let mut crash_at: (Option<f64>, Option<f64>) = (None, None);
     let loadgen_status = loop {
         if stop.load(Ordering::Relaxed) {
             return Err("interrupted: stopping loadgen and the nodes".into());
+        }
+        if let Some(cp) = &args.crash {
+            let t = t0.elapsed().as_secs_f64();
+            if crash_at.0.is_none() && t >= cp.kill_s {
+                children.kill9(cp.node).map_err(|e| format!("kill -9 {}: {e}", nodes[cp.node].name))?;
+                crash_at.0 = Some(t);
+                eprintln!("bench: t={t:.1}s  SIGKILL {}", nodes[cp.node].name);
+            }
+            if crash_at.0.is_some() && crash_at.1.is_none() && t >= cp.restart_s {
+                let n = &nodes[cp.node];
+                pids[cp.node] = children.respawn(cp.node, run_cmd(n)).map_err(|e| format!("restart {}: {e}", n.name))?;
+                crash_at.1 = Some(t0.elapsed().as_secs_f64());
+                eprintln!("bench: t={t:.1}s  restarted {} on its data dir", n.name);
+            }
         }
         let now = Instant::now();
         if now >= next {
@@ -218,6 +244,8 @@ fn run(args: &Args) -> Result<bool, String> {
                 loadgen: proc_cpu_rss(lg_pid),
                 machine: machine_cpu_ms(),
                 own_cpu_ms: proc_cpu_rss(std::process::id()).map(|c| c.0).unwrap_or(0.0),
+                ready: nodes.iter().map(|n| ready(n.metrics)).collect(),
+                disk: nodes.iter().map(|n| dir_bytes(&n.data_dir)).collect(),
             };
             if tick.t >= 1.0 && (tick.t as u64) % 10 == 0 {
                 progress(&tick, ticks.last(), &nodes);
@@ -295,7 +323,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let stops = children.stop_all(Duration::from_secs(15));
 
     // 7. Report.
-    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree };
+    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree, crash_at };
     let (report, mut problems) = build_report(&ctx, &stops);
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| format!("report.json: {e}"))?;
     let md = markdown(&report);
