@@ -131,8 +131,14 @@ impl Conflicts {
 }
 
 impl<S: Signer> Core<S> {
+    /// `v` joins the set of `key`. A vertex inserted already rejected (a rejected parent, or
+    /// spending its own ancestor's key) joins as a rejected member: it must never become the
+    /// preference, or the set would prefer a vertex that cannot win and its live members would
+    /// never be voted for (found by `sim --crash 3@2-4 --loss 0.01 --conflict-ratio 0.2`: the
+    /// lower-id tie-break made a rejected member the preference on every node but one).
     pub(crate) fn join_set(&mut self, now: u64, v: &Arc<Vertex>, key: ConflictKey) {
         let _ = now;
+        let rejected = self.dag.vertices.get(&v.id).is_some_and(|r| r.status == VertexStatus::Rejected);
         let owner = shard_of_key(&key, self.shard_count);
         if owner != self.shard {
             let rs = self.cross.remote_sets.entry(key).or_default();
@@ -141,9 +147,13 @@ impl<S: Signer> Core<S> {
                 self.reject(v.id, false);
             }
             self.push(Action::ToShard { shard: owner, msg: ShardMsg::Join { key, member: v.id, creator: v.creator, owner: self.shard } });
+            if rejected {
+                // In order after the Join (the mesh keeps per-pair order): the owner marks it.
+                self.push(Action::ToShard { shard: owner, msg: ShardMsg::MemberRejected { key, member: v.id } });
+            }
             return;
         }
-        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected: false };
+        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected };
         self.join_local(key, member);
     }
 

@@ -620,3 +620,32 @@ fn seven_nodes_with_two_flip_voters_stay_live() {
         assert_eq!(net.finalized[i].len(), 10, "honest node {i} finalized all 10");
     }
 }
+
+/// A vertex inserted already rejected (here: it spends the key of its own parent) joins that
+/// key's set, but must never become its preference. With the lower-id tie-break it did, so the
+/// live member was voted No everywhere and never finalized (issue 15: `sim --nodes 10
+/// --crash 3@2-4 --loss 0.01 --conflict-ratio 0.2` stalled on 19 of seeds 1-30).
+#[test]
+fn a_member_rejected_on_arrival_never_takes_the_preference() {
+    let mut net = Net::new(4, fast_params());
+    let key = ConflictKey([7; 32]);
+    let g = net.cores[0].genesis_id();
+    let p = byz_vertex(2, vec![g], b"live member", vec![key], 1);
+    // Its child spending the same key, ground to a lower id than P's (the tie-break's favourite).
+    let r = (0u32..)
+        .map(|i| byz_vertex(3, vec![p.id], &i.to_le_bytes(), vec![key], 2))
+        .find(|r| r.id < p.id)
+        .expect("some payload gives a lower id");
+    for i in 0..4 {
+        net.handle(i, Event::Vertex { from: node(2), vertex: p.clone() });
+        net.handle(i, Event::Vertex { from: node(3), vertex: r.clone() });
+    }
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&r.id), Some(VertexStatus::Rejected), "R spends its parent's key");
+        assert_eq!(net.cores[i].preference(&key), Some(p.id), "node {i}: the live member stays preferred");
+    }
+    net.run(net.now + 5_000_000);
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&p.id), Some(VertexStatus::Final), "node {i}: P finalizes");
+    }
+}

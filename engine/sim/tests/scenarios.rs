@@ -141,6 +141,24 @@ fn crash_and_restart_restores_from_storage() {
     assert!(r.liveness_ok, "restarted node converges");
 }
 
+/// Issue 15: crash + 1 % loss + 20 % conflicting pairs (the command of the issue, seeds that
+/// stalled before a vertex rejected on arrival stopped being able to take its set's
+/// preference): every seed safe and live, every conflict set resolved.
+#[test]
+fn crash_with_loss_and_conflicts_stays_live() {
+    for seed in [1, 2, 3] {
+        let mut c = base(10, seed, 6.0, 200.0);
+        c.crash = Some((3, 2_000_000, 4_000_000));
+        c.conflict_ratio = 0.2;
+        c.loss = 0.01;
+        c.liveness_budget_s = 20.0;
+        let r = run(c).expect("config");
+        check(&r);
+        assert!(r.liveness_ok, "seed {seed}: {} of {} final", r.finalized, r.submitted);
+        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+    }
+}
+
 /// Sharding: 2 shard cores per node, cross-shard parents and conflict sets.
 #[test]
 fn sharded_nodes_agree() {
