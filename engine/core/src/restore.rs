@@ -63,9 +63,14 @@ impl<S: Signer> Core<S> {
                 continue;
             }
             if !self.parents_known(&v) {
-                // Storage order is arrival order, so this only happens for a vertex whose parent
-                // was never stored (a bug upstream); keep it pending instead of dropping it.
+                // A parent owned by another shard that was still processing when the node
+                // stopped (no stored decision to restore): watch it, so its owner reports its
+                // status once restored there. Without the watch the child waited forever (found
+                // by `sim-faults`: every S = 2 crash stalled). A local parent missing here was
+                // never stored (a bug upstream); the vertex stays pending instead of dropped.
+                let missing = self.missing_parents(&v);
                 self.pend(v, self.me, false);
+                self.request_missing(now, self.me, &missing);
                 continue;
             }
             let id = v.id;

@@ -282,6 +282,12 @@ impl Shell {
         let mut cores = Vec::new();
         for s in 0..spec.shard_count {
             let mut core = spec.build(self.index, &self.signer, restarts, s)?;
+            if spec.shard_count > 1 {
+                // As the engine does for S > 1: every other shard's stored decisions first, so a
+                // vertex naming another shard's parent is not left pending for an answer.
+                let facts = self.storage.iter().enumerate().filter(|(o, _)| *o != s as usize).flat_map(|(_, (order, status))| order.iter().map(move |v| (v.id, status[&v.id])));
+                core.restore_remote_facts(facts);
+            }
             let (order, status) = &self.storage[s as usize];
             // As the engine does: older finals come back as forgotten ids, the last few finals
             // and every non-final vertex in full.
