@@ -21,6 +21,8 @@ pub(crate) struct Checker {
     key_winner: HashMap<ConflictKey, VertexId>,
     /// Per vertex: honest nodes that finalized it, that rejected it.
     decided: HashMap<VertexId, (u32, u32)>,
+    /// Ids in the order some honest node first finalized them.
+    final_log: Vec<VertexId>,
     conflict_sets: Vec<(ConflictKey, VertexId, VertexId)>,
     violations: u64,
     first_violation: Option<String>,
@@ -40,6 +42,7 @@ impl Checker {
             created_at: HashMap::new(),
             key_winner: HashMap::new(),
             decided: HashMap::new(),
+            final_log: Vec::new(),
             conflict_sets: Vec::new(),
             violations: 0,
             first_violation: None,
@@ -75,15 +78,19 @@ impl Checker {
         self.conflict_sets.push((key, a, b));
     }
 
-    /// Ids that some honest node finalized (in no particular order).
-    pub(crate) fn finalized_somewhere(&self) -> impl Iterator<Item = VertexId> + '_ {
-        self.decided.iter().filter(|(_, d)| d.0 > 0).map(|(id, _)| *id)
+    /// Ids that some honest node finalized, in the order they were first finalized (the
+    /// network's finality log, which the shells' history sync walks with a cursor per node).
+    pub(crate) fn final_log(&self) -> &[VertexId] {
+        &self.final_log
     }
 
     /// Honest node `node` finalized `id` (with conflict keys `keys`) at `now`.
     pub(crate) fn on_final(&mut self, node: usize, id: VertexId, keys: Vec<ConflictKey>, now: u64) {
         let e = self.decided.entry(id).or_insert((0, 0));
         e.0 += 1;
+        if e.0 == 1 {
+            self.final_log.push(id);
+        }
         if e.1 > 0 {
             self.violation(format!("vertex {id} final at node {node} but rejected at another honest node"));
         }

@@ -37,12 +37,18 @@ struct Args {
     /// Largest Byzantine fraction drawn (liveness is required up to it).
     #[arg(long, default_value_t = 0.2)]
     max_byzantine: f64,
+    /// Shard counts drawn from, comma separated (S = 2 adds cross-shard sets and restarts).
+    #[arg(long, default_value = "1,2")]
+    shards: String,
     /// Worker threads (0: the machine's cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Print one JSON object instead of the summary line.
     #[arg(long)]
     json: bool,
+    /// `--shards` parsed.
+    #[arg(skip)]
+    shard_choices: Vec<u32>,
 }
 
 /// The fault mix of one seed.
@@ -75,6 +81,8 @@ impl Mix {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17_0000_0000);
         let nodes = [4usize, 5, 7, 10][rng.random_range(0..4)];
         let shards = if rng.random_bool(0.25) { 2 } else { 1 };
+        // Drawn either way, so the other draws of a seed do not depend on --shards.
+        let shards = if a.shard_choices.contains(&shards) { shards } else { a.shard_choices[0] };
         let loss = if rng.random_bool(0.6) { round2(rng.random_range(0.0..0.03)) } else { 0.0 };
         let duplicate = if rng.random_bool(0.4) { round2(rng.random_range(0.0..0.03)) } else { 0.0 };
         let conflict_ratio = if rng.random_bool(0.7) { round2(rng.random_range(0.0..0.3)) } else { 0.0 };
@@ -178,6 +186,15 @@ fn main() {
         eprintln!("sim-faults: --max-byzantine must be in [0, 0.25] (liveness is only promised up to a quarter)");
         std::process::exit(2);
     }
+    let mut a = a;
+    a.shard_choices = match a.shards.split(',').map(|x| x.trim().parse::<u32>()).collect::<Result<Vec<u32>, _>>() {
+        Ok(v) if !v.is_empty() && v.iter().all(|&s| (1..=8).contains(&s)) => v,
+        _ => {
+            eprintln!("sim-faults: --shards wants a list of shard counts in 1..=8, e.g. 1,2");
+            std::process::exit(2);
+        }
+    };
+    let a = a;
     let mixes: Vec<Mix> = (a.first_seed..a.first_seed + a.seeds).map(|s| Mix::draw(s, &a)).collect();
     let threads = if a.threads > 0 { a.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
     let wall = std::time::Instant::now();

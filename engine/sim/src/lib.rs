@@ -202,6 +202,8 @@ pub struct Sim {
     ids: Vec<NodeId>,
     node_index: HashMap<NodeId, usize>,
     archive: Archive,
+    /// Per node: how far its history sync has walked the network's finality log.
+    sync_cursor: Vec<usize>,
     network: Network,
     workload: Workload,
     faults: Faults,
@@ -256,8 +258,15 @@ impl Sim {
             cost: CpuModel::new(&cfg),
             metrics,
             trace: Trace::new(),
+            sync_cursor: vec![0; n],
             cfg,
         };
+        // History sync on every honest node for the whole run (the engine's shards run it all
+        // the time), first round after HISTORY_SYNC_US.
+        let rounds = ((sim.cfg.duration_s + sim.cfg.liveness_budget_s) * 1e6 / HISTORY_SYNC_US as f64).ceil() as u32;
+        for i in 0..honest {
+            sim.queue.schedule(HISTORY_SYNC_US, Ev::HistorySync { node: i, left: rounds });
+        }
         for i in 0..n {
             for s in 0..sim.cfg.shards {
                 sim.queue.schedule(0, Ev::Timer { node: i, shard: s });
@@ -476,20 +485,27 @@ impl Sim {
         self.queue.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: 20 });
     }
 
-    /// One round of the shell's history sync for restarted node `node` (`shell::history_for`).
+    /// One round of the shell's history sync for node `node` (`shell::history_for`): every
+    /// honest node runs it every [`HISTORY_SYNC_US`] while up, as the engine's shards do.
     fn history_sync(&mut self, node: usize, left: u32) {
         if left > 0 {
-            self.queue.schedule(self.now + 1_000_000, Ev::HistorySync { node, left: left - 1 });
+            self.queue.schedule(self.now + HISTORY_SYNC_US, Ev::HistorySync { node, left: left - 1 });
         }
         if !self.shells[node].is_up() {
             return;
         }
-        let Some((peer, vs)) = shell::history_for(&self.shells, node, self.checker.finalized_somewhere(), &self.archive, self.cfg.shards) else { return };
+        let mut cursor = self.sync_cursor[node];
+        let found = shell::history_for(&self.shells, node, self.checker.final_log(), &mut cursor, &self.archive, self.cfg.shards);
+        self.sync_cursor[node] = cursor;
+        let Some((peer, vs)) = found else { return };
         if !vs.is_empty() {
             self.send(peer, node, self.now, Msg::Reply(vs));
         }
     }
 }
+
+/// Period of every node's history sync once caught up (the engine's `SYNC_IDLE`).
+const HISTORY_SYNC_US: u64 = 2_000_000;
 
 /// Runs one configuration.
 pub fn run(cfg: SimConfig) -> Result<Report, String> {

@@ -313,20 +313,25 @@ impl Shell {
     }
 }
 
-/// The engine shell's history sync (`maybe_sync`) for restarted node `node`: the first up honest
-/// peer and, from its store, the finalized vertices (of `finalized`, ids final somewhere) the node
+/// The engine shell's history sync (`shard/sync_client.rs`, which every node runs for as long
+/// as it is up, every 2 s once caught up) for node `node`: walks the network's finality log from
+/// the node's cursor and picks, from the first up honest peer, the finalized vertices the node
 /// does not hold and the peer holds as final (what gossip and frontiers never lead to: finalized
-/// leaves from while it was down). At most 256, in id order (deterministic).
-pub(crate) fn history_for(shells: &[Shell], node: usize, finalized: impl Iterator<Item = VertexId>, archive: &Archive, shards: u32) -> Option<(usize, Vec<Arc<Vertex>>)> {
+/// leaves from while it was down, partitioned away, or its messages were lost). At most 256.
+/// The cursor moves past every id the node holds; the rest is asked again next round.
+pub(crate) fn history_for(shells: &[Shell], node: usize, log: &[VertexId], cursor: &mut usize, archive: &Archive, shards: u32) -> Option<(usize, Vec<Arc<Vertex>>)> {
     let peer = (0..shells.len()).find(|&j| j != node && shells[j].up && !shells[j].byz)?;
-    let mut missing: Vec<VertexId> = finalized
-        .filter(|id| {
-            let s = shard_for_vertex(id, shards) as usize;
-            !shells[node].cores[s].contains(id) && shells[peer].cores[s].vertex_status(id) == Some(VertexStatus::Final)
-        })
+    let held = |id: &VertexId| shells[node].cores[shard_for_vertex(id, shards) as usize].contains(id);
+    while *cursor < log.len() && held(&log[*cursor]) {
+        *cursor += 1;
+    }
+    let missing: Vec<VertexId> = log[(*cursor).min(log.len())..]
+        .iter()
+        .filter(|id| !held(id) && shells[peer].cores[shard_for_vertex(id, shards) as usize].vertex_status(id) == Some(VertexStatus::Final))
+        .take(256)
+        .copied()
         .collect();
-    missing.sort_unstable();
-    missing.truncate(256);
-    let vs: Vec<Arc<Vertex>> = missing.iter().filter_map(|id| archive.get(id)).collect();
+    // From the peer's store: the archive when cores forget finals, else the peer's core.
+    let vs: Vec<Arc<Vertex>> = missing.iter().filter_map(|id| archive.get(id).or_else(|| shells[peer].cores[shard_for_vertex(id, shards) as usize].vertex(id).cloned())).collect();
     Some((peer, vs))
 }
