@@ -311,7 +311,8 @@ async fn submit(st: Shared, tag: u64, attempt: usize, node: usize, gen: u64, c: 
 
 /// Asks a live node the status of vertices acknowledged on connections that went away.
 async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Duration) {
-    let Some((node, c)) = st.borrow_mut().live() else {
+    let live = st.borrow_mut().live();
+    let Some((node, c)) = live else {
         st.borrow_mut().polling = false;
         return;
     };
@@ -343,7 +344,8 @@ async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Dura
 /// whose bytes (run nonce, tag) it lists. Bounded by `budget`.
 async fn resolve_from_feed(st: Shared, nonce: u64, budget: Duration, timeout: Duration) {
     let deadline = Instant::now() + budget;
-    let Some((_, c)) = st.borrow_mut().live() else { return };
+    let live = st.borrow_mut().live();
+    let Some((_, c)) = live else { return };
     let node_ids: Vec<[u8; 32]> = st.borrow().nodes.iter().map(|n| n.target.public_key.node_id()).collect();
     let mut from = Vec::new();
     while Instant::now() < deadline {
@@ -480,7 +482,9 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                 state.borrow_mut().tracker.add(tag, payload, vec![key], double_spend, node, now);
             }
         }
-        // Submissions and resubmissions due.
+        // Submissions and resubmissions due (glommio runs a spawned task at once: spawn only
+        // with no borrow of the state held).
+        let mut spawns = Vec::new();
         {
             let mut s = state.borrow_mut();
             for t in s.tracker.ack_timeouts(now) {
@@ -506,9 +510,12 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                 let gen = s.nodes[node].gen;
                 let Some(c) = s.nodes[node].conn.clone() else { continue };
                 let attempt = s.tracker.sent(x.tag, node, gen, now);
-                glommio::spawn_local(submit(state.clone(), x.tag, attempt, node, gen, c, bytes, reply_timeout)).detach();
+                spawns.push((x.tag, attempt, node, gen, c, bytes));
                 sent += 1;
             }
+        }
+        for (tag, attempt, node, gen, c, bytes) in spawns {
+            glommio::spawn_local(submit(state.clone(), tag, attempt, node, gen, c, bytes, reply_timeout)).detach();
         }
         // Reconnects (with backoff) and status polls of vertices whose node went away.
         {
@@ -521,13 +528,16 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
             }
             if now.duration_since(last_poll) >= Duration::from_millis(500) && !state.borrow().polling {
                 last_poll = now;
-                let mut s = state.borrow_mut();
                 let ids = {
-                    let nodes = &s.nodes;
-                    s.tracker.stale_ids(|node, gen| nodes[node].stale(gen), pqdag_wire::CLIENT_STATUS_IDS_MAX)
+                    let mut s = state.borrow_mut();
+                    let ids = {
+                        let nodes = &s.nodes;
+                        s.tracker.stale_ids(|node, gen| nodes[node].stale(gen), pqdag_wire::CLIENT_STATUS_IDS_MAX)
+                    };
+                    s.polling = !ids.is_empty();
+                    ids
                 };
                 if !ids.is_empty() {
-                    s.polling = true;
                     glommio::spawn_local(poll_status(state.clone(), ids, reconnect_timeout)).detach();
                 }
             }
