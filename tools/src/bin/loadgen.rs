@@ -300,12 +300,16 @@ async fn submit(st: Shared, tag: u64, attempt: usize, node: usize, gen: u64, c: 
                 _ => s.tracker.failed(tag, attempt, now),
             }
         }
-        Err(TransportError::Timeout(_)) => s.tracker.failed(tag, attempt, now),
-        Err(e) => {
+        // Nothing was sent: like an overload refusal.
+        Err(TransportError::QueueFull) => s.tracker.refused(tag, attempt, Refusal::Overloaded, now),
+        Err(e @ (TransportError::ConnectionLost(_) | TransportError::Io(_) | TransportError::Closed)) => {
             s.tracker.failed(tag, attempt, now);
             let why = format!("submit: {e}");
             s.down(node, gen, &why);
         }
+        // A timeout, a reset stream...: the node may be fine (its silence is judged by the ack
+        // timeouts).
+        Err(_) => s.tracker.failed(tag, attempt, now),
     }
 }
 
