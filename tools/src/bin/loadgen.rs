@@ -277,8 +277,19 @@ async fn read_events(st: Shared, i: usize, gen: u64, c: Rc<ClientConnection>) {
     }
 }
 
-/// One submission attempt.
-async fn submit(st: Shared, tag: u64, attempt: usize, node: usize, gen: u64, c: Rc<ClientConnection>, bytes: Vec<u8>, timeout: Duration) {
+/// One submission attempt: attempt `attempt` of payload `tag` to `node` on its connection
+/// generation `gen`.
+struct Try {
+    tag: u64,
+    attempt: usize,
+    node: usize,
+    gen: u64,
+    c: Rc<ClientConnection>,
+    bytes: Vec<u8>,
+}
+
+async fn submit(st: Shared, t: Try, timeout: Duration) {
+    let Try { tag, attempt, node, gen, c, bytes } = t;
     let r = c.submit(bytes, timeout).await;
     let now = Instant::now();
     let mut s = st.borrow_mut();
@@ -514,12 +525,12 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                 let gen = s.nodes[node].gen;
                 let Some(c) = s.nodes[node].conn.clone() else { continue };
                 let attempt = s.tracker.sent(x.tag, node, gen, now);
-                spawns.push((x.tag, attempt, node, gen, c, bytes));
+                spawns.push(Try { tag: x.tag, attempt, node, gen, c, bytes });
                 sent += 1;
             }
         }
-        for (tag, attempt, node, gen, c, bytes) in spawns {
-            glommio::spawn_local(submit(state.clone(), tag, attempt, node, gen, c, bytes, reply_timeout)).detach();
+        for t in spawns {
+            glommio::spawn_local(submit(state.clone(), t, reply_timeout)).detach();
         }
         // Reconnects (with backoff) and status polls of vertices whose node went away.
         {
