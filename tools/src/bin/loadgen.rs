@@ -245,10 +245,11 @@ fn connect(st: &Shared, i: usize, me: Arc<Keypair>, timeout: Duration) {
                 glommio::spawn_local(read_events(st.clone(), i, gen, c)).detach();
             }
             Err(e) => {
+                let first = n.backoff == Duration::from_millis(250);
                 n.next_connect = now + n.backoff;
                 n.backoff = (n.backoff * 2).min(Duration::from_secs(5));
-                if !n.ever_connected && !quiet {
-                    eprintln!("loadgen: cannot connect {} at {}: {e} (retrying with backoff)", n.target.name, n.target.addr);
+                if first && !quiet {
+                    eprintln!("loadgen: cannot connect {} at {}: {e} (retrying with backoff up to 5 s)", n.target.name, n.target.addr);
                 }
             }
         }
@@ -420,20 +421,28 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         quiet: args.quiet,
         hard_end: now0 + Duration::from_secs(86_400 * 365),
     }));
-    // Connect every node (10 s, as a loaded machine may need); start once each answered or
-    // failed, with at least one connected.
+    // Connect every node (10 s, as a loaded machine may need). Start once each answered or
+    // failed, or `--ack-timeout` after the first connected (a dead node's attempt goes on in
+    // the background, and the load fails over meanwhile).
     for i in 0..targets.len() {
         connect(&state, i, me.clone(), Duration::from_secs(10));
     }
+    let mut first_up: Option<Instant> = None;
     loop {
         glommio::timer::Timer::new(Duration::from_millis(5)).await;
         let s = state.borrow();
+        let up = s.nodes.iter().filter(|n| n.conn.is_some()).count();
+        if up > 0 && first_up.is_none() {
+            first_up = Some(Instant::now());
+        }
         if s.nodes.iter().all(|n| !n.connecting) {
-            if let Some(n) = s.nodes.iter().find(|n| n.conn.is_none()) {
-                if s.nodes.iter().all(|n| n.conn.is_none()) {
-                    return Err(format!("connect {} at {}: no node could be reached", n.target.name, n.target.addr));
-                }
+            if up == 0 {
+                let names = s.nodes.iter().map(|n| format!("{} at {}", n.target.name, n.target.addr)).collect::<Vec<_>>().join(", ");
+                return Err(format!("connect: no node could be reached ({names})"));
             }
+            break;
+        }
+        if first_up.is_some_and(|t| t.elapsed() >= ack_timeout) {
             break;
         }
     }
