@@ -328,7 +328,7 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
 /// Asks a live node the status of vertices acknowledged on connections that went away.
 async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Duration) {
     let live = st.borrow_mut().live();
-    let Some((node, c)) = live else {
+    let Some((_, c)) = live else {
         st.borrow_mut().polling = false;
         return;
     };
@@ -342,7 +342,6 @@ async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Dura
     s.polling = false;
     let Ok(reply) = r else { return };
     let Ok(FrameRef::ClientReply(ArchivedClientReply::Statuses { statuses, .. })) = decode(&reply) else { return };
-    let _ = node;
     for ((id, n, gen), status) in ids.iter().zip(statuses.iter()) {
         match status {
             ArchivedClientStatus::Final { .. } => s.decided(*id, true, now),
