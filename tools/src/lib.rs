@@ -2,4 +2,5 @@
 //! a cluster's client endpoints.
 
 pub mod bench;
+pub mod failover;
 pub mod targets;

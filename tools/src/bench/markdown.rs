@@ -39,6 +39,7 @@ pub fn markdown(r: &Value) -> String {
     s += "| metric | value |\n|---|---|\n";
     s += &format!("| submitted / finalized / rejected / lost | {} / {} / {} / {} |\n", lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"]);
     s += &format!("| refused at submit (double spends / overload), submit errors | {} / {}, {} |\n", lg["double_spends_refused"], lg["refused"], lg["submit_errors"]);
+    s += &format!("| loadgen retries / failed over | {} / {} |\n", lg["retries"], lg["failed_over"]);
     s += &format!("| throughput (finalized / load seconds) | **{} vertices/s** |\n", fmt_opt(&lg["throughput_vps"], 0));
     let f = &lg["finality_ms"];
     s += &format!(

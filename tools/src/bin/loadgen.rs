@@ -4,20 +4,33 @@
 //! submission carries a fresh conflict key, except a `--conflict-ratio` fraction that reuses the
 //! key of an earlier submission sent to another node (a double spend: one of the two must lose).
 //! Prints a live progress line, a summary, and with `--json FILE` one JSON object.
+//!
+//! Failover: a submission refused (other than as a double spend), failed or not acknowledged
+//! within `--ack-timeout` is sent again, same payload and conflict keys, to the next live node
+//! (at most `--attempts` submissions a payload). A node that fails (a connection error, or no
+//! reply at all within the ack timeout) is skipped until a reconnect succeeds (with backoff).
+//! Vertices acknowledged by a node that went away are polled at the live nodes; one they do not
+//! know is submitted again. Payloads are counted once, by tag (`tools/src/failover.rs`); at the
+//! end, payloads still undecided are looked up in a live node's decision feed by their bytes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
+use pqdag_crypto::Keypair;
+use pqdag_tools::failover::{Refusal, Tracker};
 use pqdag_tools::targets::{client_key, client_targets, ClientTarget};
-use pqdag_transport::ClientConnection;
-use pqdag_wire::{decode, encode, ArchivedClientReply, ArchivedClientStatus, ClientRequest, ConflictKey, FrameRef, VertexId};
+use pqdag_transport::{ClientConnection, TransportError};
+use pqdag_wire::{
+    decode, encode, ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientStatus, ClientRequest, ConflictKey, FrameRef, VertexId,
+};
 use rand::{Rng, SeedableRng};
 
 #[derive(Parser, Debug, Clone)]
@@ -60,50 +73,13 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
-}
-
-#[derive(Default)]
-struct State {
-    submitted: u64,
-    acked: u64,
-    refused: u64,
-    /// double spends a node refused to sign (it knew the conflicting vertex)
-    double_spends_refused: u64,
-    finalized: u64,
-    rejected: u64,
-    submit_errors: u64,
-    /// tag -> submit time
-    sent: HashMap<u64, Instant>,
-    /// vertex id -> submit time, once acknowledged
-    open: HashMap<VertexId, Instant>,
-    /// decisions that arrived before their acknowledgement
-    early: HashMap<VertexId, (bool, Instant)>,
-    latency_us: Option<Histogram<u64>>,
-    /// finalized per whole second since start
-    per_second: Vec<u64>,
-}
-
-impl State {
-    fn decide(&mut self, id: VertexId, final_: bool, at: Instant, start: Instant) {
-        let Some(t0) = self.open.remove(&id) else {
-            self.early.insert(id, (final_, at));
-            return;
-        };
-        if final_ {
-            self.finalized += 1;
-            let us = at.saturating_duration_since(t0).as_micros() as u64;
-            if let Some(h) = self.latency_us.as_mut() {
-                let _ = h.record(us.max(1));
-            }
-            let sec = at.saturating_duration_since(start).as_secs() as usize;
-            if self.per_second.len() <= sec {
-                self.per_second.resize(sec + 1, 0);
-            }
-            self.per_second[sec] += 1;
-        } else {
-            self.rejected += 1;
-        }
-    }
+    /// Seconds to wait for a node's acknowledgement before submitting the payload again
+    /// elsewhere (the first attempt still counts if it is acknowledged later).
+    #[arg(long, default_value_t = 2.0)]
+    ack_timeout: f64,
+    /// Most submissions of one payload (the first and its retries); 1 disables failover.
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
 }
 
 fn main() -> ExitCode {
@@ -135,149 +111,517 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
-    let me = client_key(&args.cluster, args.key.as_deref())?;
-    let mut conns = Vec::new();
-    for t in &targets {
-        let c = ClientConnection::connect(t.addr, t.public_key.clone(), me.clone(), Duration::from_secs(10))
-            .await
-            .map_err(|e| format!("connect {} at {}: {e}", t.name, t.addr))?;
-        conns.push(Rc::new(c));
-    }
-    let start = Instant::now();
-    let state = Rc::new(RefCell::new(State { latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).ok(), ..State::default() }));
-    let load_end = start + Duration::from_secs_f64(args.duration);
-    let hard_end = load_end + Duration::from_secs_f64(args.drain);
+/// A node's client endpoint, its current connection and its failure bookkeeping.
+struct Node {
+    target: ClientTarget,
+    conn: Option<Rc<ClientConnection>>,
+    /// Generation of `conn` (bumped by every new connection).
+    gen: u64,
+    /// When each generation went stale (its connection was dropped).
+    stale_since: HashMap<u64, Instant>,
+    connecting: bool,
+    next_connect: Instant,
+    backoff: Duration,
+    /// Last reply of any kind on the current connection.
+    last_reply: Option<Instant>,
+    /// Times this node was given up on (connection error, or silent past the ack timeout).
+    downs: u64,
+    /// Connections made after a failure.
+    reconnects: u64,
+    ever_connected: bool,
+}
 
-    // Event readers: one per connection.
-    for c in &conns {
-        let (c, st) = (c.clone(), state.clone());
-        glommio::spawn_local(async move {
-            while Instant::now() < hard_end {
-                let Some(bytes) = c.next_event(Duration::from_millis(200)).await else { continue };
-                let at = Instant::now();
-                if let Ok(FrameRef::ClientReply(ArchivedClientReply::Events { events })) = decode(&bytes) {
-                    let mut s = st.borrow_mut();
-                    for e in events.iter() {
-                        let final_ = matches!(e.status, ArchivedClientStatus::Final { .. });
-                        s.decide(VertexId(e.id.0), final_, at, start);
+impl Node {
+    fn stale(&self, gen: u64) -> bool {
+        self.conn.is_none() || self.gen != gen
+    }
+}
+
+struct State {
+    start: Instant,
+    nodes: Vec<Node>,
+    tracker: Tracker,
+    latency_us: Option<Histogram<u64>>,
+    /// finalized per whole second since start
+    per_second: Vec<u64>,
+    /// a status poll is under way
+    polling: bool,
+    rr: usize,
+    quiet: bool,
+    /// Event readers stop then.
+    hard_end: Instant,
+}
+
+impl State {
+    fn decided(&mut self, id: VertexId, final_: bool, at: Instant) {
+        if let Some(f) = self.tracker.decided(id, final_, at) {
+            if let Some(h) = self.latency_us.as_mut() {
+                let _ = h.record((f.latency.as_micros() as u64).max(1));
+            }
+            let sec = at.saturating_duration_since(self.start).as_secs() as usize;
+            if self.per_second.len() <= sec {
+                self.per_second.resize(sec + 1, 0);
+            }
+            self.per_second[sec] += 1;
+        }
+    }
+
+    /// Gives up on node `i`'s connection `gen` (if still current): it is skipped until a
+    /// reconnect succeeds.
+    fn down(&mut self, i: usize, gen: u64, why: &str) {
+        let now = Instant::now();
+        let n = &mut self.nodes[i];
+        if n.gen != gen || n.conn.is_none() {
+            return;
+        }
+        n.conn = None;
+        n.stale_since.insert(gen, now);
+        n.downs += 1;
+        n.next_connect = now;
+        if !self.quiet {
+            eprintln!("loadgen: {} down ({why}); failing over", n.target.name);
+        }
+    }
+
+    /// The node for a (re)submission: the first live one from `preferred` (first attempt) or
+    /// after the last node tried, preferring nodes not tried yet.
+    fn pick(&self, preferred: usize, tried: &[usize]) -> Option<usize> {
+        let n = self.nodes.len();
+        let start = tried.last().map_or(preferred, |l| l + 1);
+        let order = || (0..n).map(move |k| (start + k) % n);
+        order().find(|&i| self.nodes[i].conn.is_some() && !tried.contains(&i)).or_else(|| order().find(|&i| self.nodes[i].conn.is_some()))
+    }
+
+    fn live(&mut self) -> Option<(usize, Rc<ClientConnection>)> {
+        let n = self.nodes.len();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            if let Some(c) = &self.nodes[i].conn {
+                self.rr = i + 1;
+                return Some((i, c.clone()));
+            }
+        }
+        None
+    }
+}
+
+type Shared = Rc<RefCell<State>>;
+
+/// Connects node `i` (in the background); on success starts its event reader.
+fn connect(st: &Shared, i: usize, me: Arc<Keypair>, timeout: Duration) {
+    let (addr, pk) = {
+        let mut s = st.borrow_mut();
+        let n = &mut s.nodes[i];
+        if n.connecting || n.conn.is_some() {
+            return;
+        }
+        n.connecting = true;
+        (n.target.addr, n.target.public_key.clone())
+    };
+    let st = st.clone();
+    glommio::spawn_local(async move {
+        let r = ClientConnection::connect(addr, pk, me, timeout).await;
+        let now = Instant::now();
+        let mut s = st.borrow_mut();
+        let quiet = s.quiet;
+        let n = &mut s.nodes[i];
+        n.connecting = false;
+        match r {
+            Ok(c) => {
+                let c = Rc::new(c);
+                n.gen += 1;
+                n.conn = Some(c.clone());
+                n.backoff = Duration::from_millis(250);
+                n.last_reply = None;
+                if n.ever_connected {
+                    n.reconnects += 1;
+                    if !quiet {
+                        eprintln!("loadgen: {} reconnected", n.target.name);
                     }
                 }
+                n.ever_connected = true;
+                let gen = n.gen;
+                drop(s);
+                glommio::spawn_local(read_events(st.clone(), i, gen, c)).detach();
             }
+            Err(e) => {
+                let first = n.backoff == Duration::from_millis(250);
+                n.next_connect = now + n.backoff;
+                n.backoff = (n.backoff * 2).min(Duration::from_secs(5));
+                if first && !quiet {
+                    eprintln!("loadgen: cannot connect {} at {}: {e} (retrying with backoff up to 5 s)", n.target.name, n.target.addr);
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Decisions the node pushes for the vertices submitted on this connection.
+async fn read_events(st: Shared, i: usize, gen: u64, c: Rc<ClientConnection>) {
+    loop {
+        {
+            let s = st.borrow();
+            if Instant::now() >= s.hard_end || s.nodes[i].stale(gen) {
+                return;
+            }
+        }
+        let Some(bytes) = c.next_event(Duration::from_millis(200)).await else { continue };
+        let at = Instant::now();
+        if let Ok(FrameRef::ClientReply(ArchivedClientReply::Events { events })) = decode(&bytes) {
+            let mut s = st.borrow_mut();
+            for e in events.iter() {
+                let final_ = matches!(e.status, ArchivedClientStatus::Final { .. });
+                s.decided(VertexId(e.id.0), final_, at);
+            }
+        }
+    }
+}
+
+/// One submission attempt: attempt `attempt` of payload `tag` to `node` on its connection
+/// generation `gen`.
+struct Try {
+    tag: u64,
+    attempt: usize,
+    node: usize,
+    gen: u64,
+    c: Rc<ClientConnection>,
+    bytes: Vec<u8>,
+}
+
+async fn submit(st: Shared, t: Try, timeout: Duration) {
+    let Try { tag, attempt, node, gen, c, bytes } = t;
+    let r = c.submit(bytes, timeout).await;
+    let now = Instant::now();
+    let mut s = st.borrow_mut();
+    match &r {
+        Ok(reply) => {
+            if s.nodes[node].gen == gen {
+                s.nodes[node].last_reply = Some(now);
+            }
+            match decode(reply) {
+                Ok(FrameRef::ClientReply(ArchivedClientReply::Submitted { id, .. })) => s.tracker.acked(tag, attempt, VertexId(id.0)),
+                Ok(FrameRef::ClientReply(ArchivedClientReply::Error { code, .. })) => {
+                    let why = match code {
+                        ArchivedClientErrorCode::Conflict => Refusal::Conflict,
+                        ArchivedClientErrorCode::Overloaded => Refusal::Overloaded,
+                        _ => Refusal::Other,
+                    };
+                    s.tracker.refused(tag, attempt, why, now);
+                }
+                _ => s.tracker.failed(tag, attempt, now),
+            }
+        }
+        // Nothing was sent: like an overload refusal.
+        Err(TransportError::QueueFull) => s.tracker.refused(tag, attempt, Refusal::Overloaded, now),
+        Err(e @ (TransportError::ConnectionLost(_) | TransportError::Io(_) | TransportError::Closed)) => {
+            s.tracker.failed(tag, attempt, now);
+            let why = format!("submit: {e}");
+            s.down(node, gen, &why);
+        }
+        // A timeout, a reset stream...: the node may be fine (its silence is judged by the ack
+        // timeouts).
+        Err(_) => s.tracker.failed(tag, attempt, now),
+    }
+}
+
+/// Asks a live node the status of vertices acknowledged on connections that went away.
+async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Duration) {
+    let live = st.borrow_mut().live();
+    let Some((_, c)) = live else {
+        st.borrow_mut().polling = false;
+        return;
+    };
+    let req = ClientRequest::Status { tag: 0, ids: ids.iter().map(|x| x.0).collect() };
+    let r = match encode(&req) {
+        Ok(b) => c.submit(b, timeout).await,
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    };
+    let now = Instant::now();
+    let mut s = st.borrow_mut();
+    s.polling = false;
+    let Ok(reply) = r else { return };
+    let Ok(FrameRef::ClientReply(ArchivedClientReply::Statuses { statuses, .. })) = decode(&reply) else { return };
+    for ((id, n, gen), status) in ids.iter().zip(statuses.iter()) {
+        match status {
+            ArchivedClientStatus::Final { .. } => s.decided(*id, true, now),
+            ArchivedClientStatus::Rejected => s.decided(*id, false, now),
+            ArchivedClientStatus::Processing => s.tracker.processing(*id),
+            ArchivedClientStatus::Unknown => {
+                let since = s.nodes[*n].stale_since.get(gen).copied().unwrap_or(now);
+                s.tracker.unknown(*id, since, now);
+            }
+        }
+    }
+}
+
+/// Reads a live node's decision feed from its start and settles the payloads still undecided
+/// whose bytes (run nonce, tag) it lists. Bounded by `budget`.
+async fn resolve_from_feed(st: Shared, nonce: u64, budget: Duration, timeout: Duration) {
+    let deadline = Instant::now() + budget;
+    let live = st.borrow_mut().live();
+    let Some((_, c)) = live else { return };
+    let node_ids: Vec<[u8; 32]> = st.borrow().nodes.iter().map(|n| n.target.public_key.node_id()).collect();
+    let mut from = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(b) = encode(&ClientRequest::Feed { tag: 0, from: from.clone(), max: pqdag_wire::FEED_ENTRIES_MAX as u32 }) else { return };
+        let Ok(reply) = c.submit(b, timeout).await else { return };
+        let Ok(FrameRef::ClientReply(ArchivedClientReply::FeedBatch { entries, next_cursor, .. })) = decode(&reply) else { return };
+        if entries.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut s = st.borrow_mut();
+        for e in entries.iter() {
+            let p = e.payload.as_slice();
+            if p.len() < 16 || p[..8] != nonce.to_le_bytes() {
+                continue;
+            }
+            let tag = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
+            let final_ = matches!(e.decision, ArchivedClientStatus::Final { .. });
+            let creator = node_ids.iter().position(|n| *n == e.creator.0);
+            s.tracker.feed_decision(tag, VertexId(e.id.0), final_, creator, now);
+        }
+        from = next_cursor.as_slice().to_vec();
+    }
+}
+
+async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
+    let me = client_key(&args.cluster, args.key.as_deref())?;
+    let ack_timeout = Duration::from_secs_f64(args.ack_timeout.max(0.05));
+    // A reply that comes after the ack timeout still counts; past this, the attempt failed.
+    let reply_timeout = (ack_timeout * 5).max(Duration::from_secs(10));
+    let reconnect_timeout = ack_timeout.max(Duration::from_secs(2));
+    let now0 = Instant::now();
+    let nodes = targets
+        .iter()
+        .map(|t| Node {
+            target: t.clone(),
+            conn: None,
+            gen: 0,
+            stale_since: HashMap::new(),
+            connecting: false,
+            next_connect: now0,
+            backoff: Duration::from_millis(250),
+            last_reply: None,
+            downs: 0,
+            reconnects: 0,
+            ever_connected: false,
         })
-        .detach();
+        .collect();
+    let state: Shared = Rc::new(RefCell::new(State {
+        start: now0,
+        nodes,
+        tracker: Tracker::new(args.attempts, ack_timeout),
+        latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).ok(),
+        per_second: Vec::new(),
+        polling: false,
+        rr: 0,
+        quiet: args.quiet,
+        hard_end: now0 + Duration::from_secs(86_400 * 365),
+    }));
+    // Connect every node (10 s, as a loaded machine may need). Start once each answered or
+    // failed, or `--ack-timeout` after the first connected (a dead node's attempt goes on in
+    // the background, and the load fails over meanwhile).
+    for i in 0..targets.len() {
+        connect(&state, i, me.clone(), Duration::from_secs(10));
+    }
+    let mut first_up: Option<Instant> = None;
+    loop {
+        glommio::timer::Timer::new(Duration::from_millis(5)).await;
+        let s = state.borrow();
+        let up = s.nodes.iter().filter(|n| n.conn.is_some()).count();
+        if up > 0 && first_up.is_none() {
+            first_up = Some(Instant::now());
+        }
+        if s.nodes.iter().all(|n| !n.connecting) {
+            if up == 0 {
+                let names = s.nodes.iter().map(|n| format!("{} at {}", n.target.name, n.target.addr)).collect::<Vec<_>>().join(", ");
+                return Err(format!("connect: no node could be reached ({names})"));
+            }
+            break;
+        }
+        if first_up.is_some_and(|t| t.elapsed() >= ack_timeout) {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let load_end = start + Duration::from_secs_f64(args.duration);
+    let hard_end = load_end + Duration::from_secs_f64(args.drain);
+    {
+        let mut s = state.borrow_mut();
+        s.start = start;
+        s.hard_end = hard_end;
     }
 
     let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed);
+    // Payloads start with this run's nonce and their tag (when 16 bytes or more), so that a
+    // node's decision feed tells which payload a vertex carries.
+    let nonce: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
     let mut recent_keys: Vec<(ConflictKey, usize)> = Vec::new();
     let mut tag = 0u64;
     let mut last_print = start;
-    while Instant::now() < load_end {
-        let elapsed = start.elapsed().as_secs_f64();
-        let to_send = {
-            let s = state.borrow();
-            match args.inflight {
-                Some(n) => n.saturating_sub((s.submitted - s.finalized - s.rejected - s.submit_errors - s.refused - s.double_spends_refused) as usize) as u64,
-                None => ((elapsed * args.rate) as u64).saturating_sub(s.submitted),
-            }
-        };
-        for _ in 0..to_send.min(10_000) {
-            tag += 1;
-            let mut node = (tag as usize) % conns.len();
-            let key = if args.conflict_ratio > 0.0 && !recent_keys.is_empty() && rng.random_bool(args.conflict_ratio.clamp(0.0, 1.0)) {
-                // Double-spend a recent key, through another node than the original.
-                let (k, orig) = recent_keys[rng.random_range(0..recent_keys.len())];
-                node = (orig + 1) % conns.len();
-                k
-            } else {
-                let k = ConflictKey(rng.random());
-                if recent_keys.len() >= 1024 {
-                    recent_keys.swap_remove(rng.random_range(0..recent_keys.len()));
+    let mut last_poll = start;
+    let n = targets.len();
+    loop {
+        let now = Instant::now();
+        if now >= hard_end || (now >= load_end && state.borrow().tracker.active() == 0) {
+            break;
+        }
+        if now < load_end {
+            let elapsed = start.elapsed().as_secs_f64();
+            let to_send = {
+                let s = state.borrow();
+                match args.inflight {
+                    Some(k) => (k as u64).saturating_sub(s.tracker.active()),
+                    None => ((elapsed * args.rate) as u64).saturating_sub(s.tracker.c.submitted),
                 }
-                recent_keys.push((k, node));
-                k
             };
-            let mut payload = vec![0u8; args.payload_bytes];
-            rng.fill(&mut payload[..]);
-            let req = ClientRequest::Submit { tag, payload, conflict_keys: vec![key] };
-            let Ok(bytes) = encode(&req) else { continue };
-            let (c, st) = (conns[node].clone(), state.clone());
-            {
-                let mut s = st.borrow_mut();
-                s.submitted += 1;
-                s.sent.insert(tag, Instant::now());
-            }
-            glommio::spawn_local(async move {
-                let r = c.submit(bytes, Duration::from_secs(10)).await;
-                let mut s = st.borrow_mut();
-                let t0 = s.sent.remove(&tag);
-                match r.as_deref().map(decode) {
-                    Ok(Ok(FrameRef::ClientReply(ArchivedClientReply::Submitted { id, .. }))) => {
-                        s.acked += 1;
-                        let id = VertexId(id.0);
-                        let t0 = t0.unwrap_or_else(Instant::now);
-                        if let Some((final_, at)) = s.early.remove(&id) {
-                            s.open.insert(id, t0);
-                            s.decide(id, final_, at, start);
-                        } else {
-                            s.open.insert(id, t0);
-                        }
+            for _ in 0..to_send.min(10_000) {
+                tag += 1;
+                let mut node = (tag as usize) % n;
+                let mut double_spend = false;
+                let key = if args.conflict_ratio > 0.0 && !recent_keys.is_empty() && rng.random_bool(args.conflict_ratio.clamp(0.0, 1.0)) {
+                    // Double-spend a recent key, through another node than the original.
+                    let (k, orig) = recent_keys[rng.random_range(0..recent_keys.len())];
+                    node = (orig + 1) % n;
+                    double_spend = true;
+                    k
+                } else {
+                    let k = ConflictKey(rng.random());
+                    if recent_keys.len() >= 1024 {
+                        recent_keys.swap_remove(rng.random_range(0..recent_keys.len()));
                     }
-                    Ok(Ok(FrameRef::ClientReply(ArchivedClientReply::Error { code, .. }))) => {
-                        if matches!(code, pqdag_wire::ArchivedClientErrorCode::Conflict) {
-                            s.double_spends_refused += 1;
-                        } else {
-                            s.refused += 1;
-                        }
-                    }
-                    _ => s.submit_errors += 1,
+                    recent_keys.push((k, node));
+                    k
+                };
+                let mut payload = vec![0u8; args.payload_bytes];
+                rng.fill(&mut payload[..]);
+                if payload.len() >= 16 {
+                    payload[..8].copy_from_slice(&nonce.to_le_bytes());
+                    payload[8..16].copy_from_slice(&tag.to_le_bytes());
                 }
-            })
-            .detach();
+                state.borrow_mut().tracker.add(tag, payload, vec![key], double_spend, node, now);
+            }
+        }
+        // Submissions and resubmissions due (glommio runs a spawned task at once: spawn only
+        // with no borrow of the state held).
+        let mut spawns = Vec::new();
+        {
+            let mut s = state.borrow_mut();
+            for t in s.tracker.ack_timeouts(now) {
+                // Silent since before this was sent: the node is gone (a slow node replies).
+                let nd = &s.nodes[t.node];
+                if nd.gen == t.gen && nd.conn.is_some() && nd.last_reply.is_none_or(|r| r < t.sent) {
+                    let why = format!("no reply within {:?}", ack_timeout);
+                    s.down(t.node, t.gen, &why);
+                }
+            }
+            let mut sent = 0;
+            while sent < 10_000 {
+                let Some(x) = s.tracker.next_send(now) else { break };
+                let Some(node) = s.pick(x.preferred, &x.tried) else {
+                    s.tracker.defer(x.tag, now, Duration::from_millis(50));
+                    continue;
+                };
+                let req = ClientRequest::Submit { tag: x.tag, payload: x.payload, conflict_keys: x.keys };
+                let Ok(bytes) = encode(&req) else {
+                    s.tracker.defer(x.tag, now, Duration::from_secs(3600));
+                    continue;
+                };
+                let gen = s.nodes[node].gen;
+                let Some(c) = s.nodes[node].conn.clone() else { continue };
+                let attempt = s.tracker.sent(x.tag, node, gen, now);
+                spawns.push(Try { tag: x.tag, attempt, node, gen, c, bytes });
+                sent += 1;
+            }
+        }
+        for t in spawns {
+            glommio::spawn_local(submit(state.clone(), t, reply_timeout)).detach();
+        }
+        // Reconnects (with backoff) and status polls of vertices whose node went away.
+        {
+            let due: Vec<usize> = {
+                let s = state.borrow();
+                (0..n).filter(|&i| s.nodes[i].conn.is_none() && !s.nodes[i].connecting && s.nodes[i].next_connect <= now).collect()
+            };
+            for i in due {
+                connect(&state, i, me.clone(), reconnect_timeout);
+            }
+            if now.duration_since(last_poll) >= Duration::from_millis(500) && !state.borrow().polling {
+                last_poll = now;
+                let ids = {
+                    let mut s = state.borrow_mut();
+                    let ids = {
+                        let nodes = &s.nodes;
+                        s.tracker.stale_ids(|node, gen| nodes[node].stale(gen), pqdag_wire::CLIENT_STATUS_IDS_MAX)
+                    };
+                    s.polling = !ids.is_empty();
+                    ids
+                };
+                if !ids.is_empty() {
+                    glommio::spawn_local(poll_status(state.clone(), ids, reconnect_timeout)).detach();
+                }
+            }
         }
         if last_print.elapsed() >= Duration::from_millis(500) {
             last_print = Instant::now();
             let s = state.borrow();
+            let elapsed = start.elapsed().as_secs_f64();
             let p95 = s.latency_us.as_ref().map(|h| h.value_at_quantile(0.95) as f64 / 1000.0).unwrap_or(0.0);
+            let down = s.nodes.iter().filter(|n| n.conn.is_none()).count();
             bar.set_message(format!(
-                "{:>5.1}s submitted {} finalized {} ({:.0}/s) rejected {} p95 {:.0} ms",
+                "{:>5.1}s submitted {} finalized {} ({:.0}/s) rejected {} retries {} nodes down {} p95 {:.0} ms",
                 elapsed,
-                s.submitted,
-                s.finalized,
-                s.finalized as f64 / elapsed.max(0.001),
-                s.rejected,
+                s.tracker.c.submitted,
+                s.tracker.c.finalized,
+                s.tracker.c.finalized as f64 / elapsed.max(0.001),
+                s.tracker.c.rejected,
+                s.tracker.c.retries,
+                down,
                 p95
             ));
             bar.tick();
         }
-        glommio::timer::Timer::new(Duration::from_millis(1)).await;
-    }
-    // Drain: wait for outstanding decisions.
-    while Instant::now() < hard_end {
-        let s = state.borrow();
-        if s.sent.is_empty() && s.open.is_empty() {
-            break;
-        }
-        drop(s);
-        glommio::timer::Timer::new(Duration::from_millis(50)).await;
+        let tick = if now < load_end { 1 } else { 10 };
+        glommio::timer::Timer::new(Duration::from_millis(tick)).await;
     }
     bar.finish_and_clear();
+    // Payloads still undecided: a live node's decision feed may list them (a lost reply, a
+    // retry refused as a conflict with its own earlier vertex, a push that never came).
+    if args.payload_bytes >= 16 && state.borrow().tracker.undecided() > 0 {
+        resolve_from_feed(state.clone(), nonce, Duration::from_secs(15), reconnect_timeout).await;
+    }
     let s = state.borrow();
+    let f = s.tracker.finish();
+    let c = &f.c;
+    let lost = f.lost();
     let load_s = args.duration;
     let h = s.latency_us.as_ref();
     let q = |p: f64| h.map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
-    let lost = s.submitted - s.finalized - s.rejected - s.double_spends_refused - s.refused;
     let summary = serde_json::json!({
-        "submitted": s.submitted,
-        "acknowledged": s.acked,
-        "finalized": s.finalized,
-        "rejected": s.rejected,
+        "submitted": c.submitted,
+        "acknowledged": c.acknowledged,
+        "finalized": c.finalized,
+        "rejected": c.rejected,
         "lost": lost,
-        "refused": s.refused,
-        "double_spends_refused": s.double_spends_refused,
-        "submit_errors": s.submit_errors,
-        "throughput_vps": s.finalized as f64 / load_s,
+        "lost_unacknowledged": f.lost_unacknowledged,
+        "lost_undecided": f.lost_undecided,
+        "refused": f.refused,
+        "double_spends_refused": c.double_spends_refused,
+        "submit_errors": f.submit_errors,
+        "retries": c.retries,
+        "failed_over": c.failed_over,
+        "duplicates_decided": c.duplicates_decided,
+        "abandoned": c.abandoned,
+        "own_conflicts": c.own_conflicts,
+        "resolved_from_feed": c.resolved_from_feed,
+        "attempts_max": args.attempts,
+        "ack_timeout_s": args.ack_timeout,
+        "node_downs": s.nodes.iter().map(|n| (n.target.name.clone(), n.downs)).collect::<HashMap<_, _>>(),
+        "reconnects": s.nodes.iter().map(|n| n.reconnects).sum::<u64>(),
+        "throughput_vps": c.finalized as f64 / load_s,
         "finality_ms": { "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0) },
         "duration_s": load_s,
         "finalized_per_second": s.per_second,
@@ -286,10 +630,20 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         "conflict_ratio": args.conflict_ratio,
         "payload_bytes": args.payload_bytes,
     });
-    println!("submitted   {}", s.submitted);
-    println!("finalized   {}  ({:.0} vertices/s over {:.0} s)", s.finalized, s.finalized as f64 / load_s, load_s);
-    println!("rejected    {}  (+ {} double spends refused at submit, {} refused as overload)", s.rejected, s.double_spends_refused, s.refused);
-    println!("lost        {}  (neither final nor rejected within the drain window)", lost);
+    println!("submitted   {}  ({} acknowledged)", c.submitted, c.acknowledged);
+    println!("finalized   {}  ({:.0} vertices/s over {:.0} s)", c.finalized, c.finalized as f64 / load_s, load_s);
+    println!("rejected    {}  (+ {} double spends refused at submit)", c.rejected, c.double_spends_refused);
+    println!(
+        "lost        {}  (never acknowledged {}: {} refused, {} no reply; acknowledged but undecided {})",
+        lost, f.lost_unacknowledged, f.refused, f.submit_errors, f.lost_undecided
+    );
+    println!(
+        "failover    {} retries, {} payloads final through another node than the first, {} late decisions of superseded attempts, {} node downs",
+        c.retries,
+        c.failed_over,
+        c.duplicates_decided,
+        s.nodes.iter().map(|n| n.downs).sum::<u64>()
+    );
     println!("finality    p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms", q(0.5), q(0.95), q(0.99), h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| format!("{}: {e}", path.display()))?;
