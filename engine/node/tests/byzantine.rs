@@ -589,7 +589,7 @@ fn run_attack(mode: &'static str, base_port: u16, decide: Duration) -> Attacked 
     }
     o.byzantine_metrics = c.http(3, "/metrics").map(|r| r.1).unwrap_or_default();
     let sent: Vec<&str> = o.byzantine_metrics.lines().filter(|l| l.starts_with("pqdag_byzantine_sent_total")).collect();
-    eprintln!("{mode}: decided in {decide_secs:.1} s; Byzantine node sent {sent:?}");
+    eprintln!("{mode}: decided in {:.1} s; Byzantine node sent {sent:?}", o.decide_secs);
     eprintln!(
         "{mode}: honest invalid frames {} alerts {} bans {}",
         o.honest_sum("pqdag_invalid_frames_total"),

@@ -61,11 +61,6 @@ impl Wire {
     pub(super) fn broadcast(&self, peers: &[PeerId], bytes: &[u8]) {
         self.transport.broadcast_vertex(peers, bytes);
     }
-
-    /// The transport (a Byzantine mode's attacker task sends and polls through it).
-    pub(super) fn transport(&self) -> &Rc<ShardTransport> {
-        &self.transport
-    }
 }
 
 /// The other stages the effects of one turn reach, lent for the turn.
