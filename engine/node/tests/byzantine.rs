@@ -550,14 +550,23 @@ fn run_attack(mode: &'static str, base_port: u16, decide: Duration) -> Attacked 
     let (honest, decided, agreed, finals) = c.with_clients(&[0, 1, 2], move |conns| {
         Box::pin(async move {
             let mut ids = Vec::new();
+            let mut refused: Vec<String> = Vec::new();
+            let deadline = Instant::now() + decide;
             for n in 0..ATTACK_PAYLOADS {
+                if Instant::now() > deadline {
+                    refused.push(format!("{} not submitted (deadline)", ATTACK_PAYLOADS - n));
+                    break;
+                }
                 // Paced (about 60/s) so the attack runs alongside the whole load.
-                if let Ok(id) = submit(&conns[(n % 3) as usize], 70_000 + n, format!("real-{n}").into_bytes(), key(70_000 + n)).await {
-                    ids.push(id);
+                match submit(&conns[(n % 3) as usize], 70_000 + n, format!("real-{n}").into_bytes(), key(70_000 + n)).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => refused.push(e),
                 }
                 glommio::timer::Timer::new(Duration::from_millis(15)).await;
             }
-            let deadline = Instant::now() + decide;
+            if !refused.is_empty() {
+                eprintln!("{mode}: {} submissions refused, first: {:?}", refused.len(), &refused[..refused.len().min(3)]);
+            }
             loop {
                 let mut views = Vec::new();
                 for conn in &conns {
