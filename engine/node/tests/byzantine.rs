@@ -665,7 +665,16 @@ fn real_vote_unknown_is_outvoted() {
     assert!(o.sent("unknown_response") >= 10.0, "vote-unknown: fewer than 10 all-Unknown answers sent");
 }
 
+/// HOLE (issue 14, vertex flood on real processes): nothing bounds how many valid vertices one
+/// peer may create. Node 3 signs ~580 vertices/s (46,824 frames to 3 peers in 27 s); the honest
+/// nodes accept and run consensus on every one, pile up ~6,500 undecided vertices, refuse
+/// clients `Overloaded` ("6364 vertices undecided"), and finality stalls: 25/53 honest payloads
+/// final on node-0 and 0/53 on node-1 and node-2 after 25 s; polls between honest nodes time
+/// out, so node-1 even excluded honest node-2 (score 0.35, unproven: not convicted, not banned).
+/// Reproduce: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --ignored
+/// --nocapture`. Wants per-peer admission quotas (vertices per second per creator/sender).
 #[test]
+#[ignore = "hole: a valid-signature vertex flood from one peer (~580/s) stalls honest finality (0/53 final on 2 of 3 honest nodes after 25 s, Overloaded refusals, an honest node excluded by timeouts): no per-peer vertex quota"]
 fn real_vertex_flood_is_absorbed() {
     let _serial = cluster_lock();
     let o = run_attack("vertex-flood", 48_450, Duration::from_secs(25));
