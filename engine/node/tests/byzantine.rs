@@ -671,6 +671,7 @@ fn real_vote_unknown_is_outvoted() {
 /// clients `Overloaded` ("6364 vertices undecided"), and finality stalls: 25/53 honest payloads
 /// final on node-0 and 0/53 on node-1 and node-2 after 25 s; polls between honest nodes time
 /// out, so node-1 even excluded honest node-2 (score 0.35, unproven: not convicted, not banned).
+/// Another run: 37,560 frames in 19 s, 7,274 undecided, all 60 submissions refused `Overloaded`.
 /// Reproduce: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --ignored
 /// --nocapture`. Wants per-peer admission quotas (vertices per second per creator/sender).
 #[test]
