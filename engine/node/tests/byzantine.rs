@@ -672,6 +672,11 @@ fn real_vote_unknown_is_outvoted() {
 /// final on node-0 and 0/53 on node-1 and node-2 after 25 s; polls between honest nodes time
 /// out, so node-1 even excluded honest node-2 (score 0.35, unproven: not convicted, not banned).
 /// Another run: 37,560 frames in 19 s, 7,274 undecided, all 60 submissions refused `Overloaded`.
+/// By hand (`engine testnet --nodes 4`, node 3 `--byzantine vertex-flood`, no client load): after
+/// 20 s node-0 holds 14,485 processing vertices and has finalized 0 of them, sent only 63 poll
+/// rounds (`pqdag_polls_total`), its `pqdag_poll_window` is down to 8 and
+/// `pqdag_partition_suspected` is 1 (`/ready` 503): ingesting one peer's valid flood starves the
+/// shard's polling, so polls time out everywhere and nothing finalizes.
 /// Reproduce: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --ignored
 /// --nocapture`. Wants per-peer admission quotas (vertices per second per creator/sender).
 #[test]
