@@ -92,6 +92,9 @@ pub struct Metrics {
     pub cpu_seconds_milli: Gauge,
     /// Resident set size in bytes.
     pub rss_bytes: Gauge,
+    /// TEST ONLY (`--byzantine MODE`): messages a Byzantine test node made and sent itself, by
+    /// kind (0 on every honest node).
+    pub byzantine_sent: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -126,6 +129,7 @@ impl Metrics {
             store_write: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             cpu_seconds_milli: Gauge::default(),
             rss_bytes: Gauge::default(),
+            byzantine_sent: Family::default(),
             registry: Registry::default(),
         };
         registry.register("submitted", "Payloads accepted from clients", m.submitted.clone());
@@ -154,6 +158,7 @@ impl Metrics {
         registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
         registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
         registry.register("process_resident_bytes", "Resident set size", m.rss_bytes.clone());
+        registry.register("byzantine_sent", "TEST ONLY: messages a --byzantine node made and sent itself, by kind", m.byzantine_sent.clone());
         Metrics { registry, ..m }
     }
 
@@ -215,6 +220,28 @@ pub struct ShardStatus {
     pub caught_up: AtomicBool,
     /// Entries in the shard's decision log (its feed position).
     pub decisions: AtomicU64,
+    /// This shard's judgement of every other member, replaced on the stats tick (once a second,
+    /// `try_lock`: the shard never waits for the HTTP thread, it skips a tick instead).
+    pub peers: Mutex<Vec<PeerView>>,
+}
+
+/// One member as a shard judges it (`/status` `peers`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerView {
+    /// Node id, hex.
+    pub node_id: String,
+    /// Name in the cluster file.
+    pub name: String,
+    /// A verified connection is up.
+    pub connected: bool,
+    /// Excluded from sampling (its votes ignored), for a score above the threshold or a proof.
+    pub excluded: bool,
+    /// Convicted on proof (excluded for good).
+    pub convicted: bool,
+    /// Disconnected and refused now (transport ban, bounded cool-off).
+    pub banned: bool,
+    /// Byzantine score (exclusion above 0.5).
+    pub score: f64,
 }
 
 /// Node-wide view for the HTTP thread.
@@ -255,6 +282,7 @@ impl NodeStatus {
             "catching_up": !self.shards.iter().all(|s| s.caught_up.load(Ordering::Relaxed)),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs(),
+            "peers": self.peers_json(),
             "shards": self.shards.iter().enumerate().map(|(i, s)| serde_json::json!({
                 "shard": i,
                 "finalized": s.finalized.load(Ordering::Relaxed),
@@ -264,6 +292,28 @@ impl NodeStatus {
                 "caught_up": s.caught_up.load(Ordering::Relaxed),
             })).collect::<Vec<_>>(),
         })
+    }
+
+    /// Every other member: shard 0's list, each flag set when any shard sets it (each shard
+    /// judges its own traffic), the score the highest of the shards'.
+    fn peers_json(&self) -> Vec<serde_json::Value> {
+        let lists: Vec<Vec<PeerView>> = self.shards.iter().map(|s| s.peers.lock().map(|g| g.clone()).unwrap_or_default()).collect();
+        let Some(first) = lists.first() else { return Vec::new() };
+        first
+            .iter()
+            .map(|p| {
+                let same = || lists.iter().filter_map(|l| l.iter().find(|q| q.node_id == p.node_id));
+                serde_json::json!({
+                    "node_id": p.node_id,
+                    "name": p.name,
+                    "connected": p.connected,
+                    "excluded": same().any(|q| q.excluded),
+                    "convicted": same().any(|q| q.convicted),
+                    "banned": same().any(|q| q.banned),
+                    "score": same().map(|q| q.score).fold(0.0, f64::max),
+                })
+            })
+            .collect()
     }
 
     /// Healthy (`/health`, liveness) = every shard's loop running: the node is alive and

@@ -18,6 +18,13 @@ use pqdag_wire::{
 
 pub const ENGINE: &str = env!("CARGO_BIN_EXE_engine");
 
+/// The `engine` binary the cluster runs: `PQDAG_ENGINE` when set (a copy pinned for the run:
+/// in a target dir shared by several checkouts, another checkout's build may replace
+/// `target/debug/engine` while the tests run), else [`ENGINE`].
+pub fn engine() -> String {
+    std::env::var("PQDAG_ENGINE").unwrap_or_else(|_| ENGINE.to_owned())
+}
+
 /// Multi-process clusters share two cores: tests that run one take this lock so they run one at
 /// a time (each is then closer to what it measures).
 pub fn cluster_lock() -> std::sync::MutexGuard<'static, ()> {
@@ -49,7 +56,7 @@ impl Cluster {
 
     pub fn with_shards(nodes: usize, base_port: u16, shards: u16) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(ENGINE)
+        let out = Command::new(engine())
             .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", &shards.to_string(), "--sync", "every-batch", "--dir"])
             .arg(dir.path())
             .output()
@@ -79,7 +86,7 @@ impl Cluster {
     /// Starts node `i` with extra `engine run` arguments (e.g. `--byzantine flip-votes`).
     pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).expect("log");
-        let child = Command::new(ENGINE)
+        let child = Command::new(engine())
             .args(["run", "--config"])
             .arg(&self.configs[i])
             .args(extra)

@@ -17,6 +17,7 @@ use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::Metrics;
 use super::gateway::{ClientEvents, Gateway};
 use super::guard::Guard;
+use super::ingress::Unverified;
 use super::outbound::Outbound;
 use super::persist::Positions;
 use super::roster::Roster;
@@ -28,8 +29,8 @@ use super::Tags;
 pub(super) enum Outgoing {
     /// An own or relayed vertex for the nodes `to`.
     Vertex { to: Vec<NodeId>, vertex: Arc<Vertex> },
-    /// The response to a peer's query, and where it goes.
-    Response { reply: Responder, response: Response },
+    /// The response to peer `to`'s query, and where it goes.
+    Response { to: NodeId, reply: Responder, response: Response },
 }
 
 /// The honest sink: puts messages on the wire as they are.
@@ -48,7 +49,7 @@ impl Wire {
                     self.transport.broadcast_vertex(&peers, &bytes);
                 }
             }
-            Outgoing::Response { reply, response } => {
+            Outgoing::Response { reply, response, .. } => {
                 if let Ok(bytes) = encode(&response) {
                     let _ = reply.send(bytes);
                 }
@@ -101,6 +102,14 @@ impl Effects {
         }
     }
 
+    /// A verified item of the turn, before the core sees it: a Byzantine mode learns from what
+    /// its node receives (and may react at once).
+    pub(super) fn observe(&mut self, item: &Unverified) {
+        if let Some(t) = &mut self.tamper {
+            t.observe(&self.wire, item);
+        }
+    }
+
     fn send(&mut self, out: Outgoing) {
         match &mut self.tamper {
             Some(t) => t.send(&self.wire, out),
@@ -137,7 +146,7 @@ impl Effects {
                 }
                 Action::SendResponse { to, response } => {
                     let Some(reply) = responders.take(to, response.query_id) else { continue };
-                    self.send(Outgoing::Response { reply, response });
+                    self.send(Outgoing::Response { to, reply, response });
                 }
                 Action::RequestVertices { to, request } => {
                     let (Some(peer), Ok(bytes)) = (self.roster.peer_of(&to), encode(&request)) else { continue };

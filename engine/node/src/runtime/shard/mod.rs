@@ -168,7 +168,10 @@ impl Shard {
         restore::restore(&mut core, &store, setup.shard)?;
         let metrics = setup.metrics;
         let query_timeout_us = setup.params.query_timeout_us;
-        let tamper = setup.byzantine.map(|mode| Tamper::new(mode, setup.keypair.clone(), roster.clone(), start));
+        let tamper = setup.byzantine.map(|mode| {
+            let ctx = tamper::AttackCtx { transport: transport.clone(), metrics: metrics.clone(), stop: setup.stop.clone(), genesis: core.genesis_id() };
+            Tamper::new(mode, setup.keypair.clone(), roster.clone(), start, ctx)
+        });
         let shard = Shard {
             shard: setup.shard,
             stop: setup.stop.clone(),
@@ -281,7 +284,10 @@ impl Shard {
         }
         for verdict in self.verify.verify(unverified) {
             match verdict {
-                Verdict::Passed(item) => self.step.admit(item, &mut events),
+                Verdict::Passed(item) => {
+                    self.effects.observe(&item);
+                    self.step.admit(item, &mut events)
+                }
                 Verdict::Failed { from, why } => self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::InvalidSignature),
             }
         }

@@ -12,7 +12,9 @@ use pqdag_core::{Core, CoreStatus};
 use pqdag_storage::RocksStore;
 use pqdag_transport::ShardTransport;
 
-use super::super::metrics::{Metrics, PeerLabel, ShardKindLabel, ShardStatus};
+use pqdag_transport::PeerId;
+
+use super::super::metrics::{Metrics, PeerLabel, PeerView, ShardKindLabel, ShardStatus};
 use super::roster::Roster;
 use super::signer::MlDsaSigner;
 
@@ -93,10 +95,32 @@ impl Telemetry {
         self.status.peers_connected.store(connected as u64, Ordering::Relaxed);
     }
 
-    /// Stats tick: bans, and (shard 0) per-peer traffic and scores.
+    /// Stats tick: bans, every member's judgement (`/status` `peers`), and (shard 0) per-peer
+    /// traffic and scores.
     pub(super) fn publish_peers(&self, connected: usize, core: &Core<MlDsaSigner>) {
         let banned = self.transport.banned_count();
         self.status.peers_banned.store(banned as u64, Ordering::Relaxed);
+        let scores = core.peer_scores();
+        let views: Vec<PeerView> = (0..self.roster.len())
+            .filter(|&i| i != self.roster.me)
+            .map(|i| {
+                let node = self.roster.node_ids[i];
+                let score = scores.iter().find(|(n, _)| *n == node).map(|(_, s)| s.clone()).unwrap_or_default();
+                PeerView {
+                    node_id: node.to_hex(),
+                    name: self.roster.name(i).unwrap_or_default().to_owned(),
+                    connected: self.transport.is_connected(PeerId(i)),
+                    excluded: score.excluded,
+                    convicted: score.convicted,
+                    banned: self.transport.is_banned(PeerId(i)),
+                    score: score.score,
+                }
+            })
+            .collect();
+        // Never wait for the HTTP thread: a busy slot keeps last second's list.
+        if let Ok(mut slot) = self.status.peers.try_lock() {
+            *slot = views;
+        }
         if self.shard == 0 {
             self.metrics.peers_connected.set(connected as i64);
             self.metrics.peers_banned.set(banned as i64);
