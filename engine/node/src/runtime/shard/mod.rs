@@ -318,7 +318,7 @@ impl Shard {
     /// Sends one decoded item where it goes, at once (so the turn keeps its order).
     fn route(&mut self, d: Decoded, unverified: &mut Vec<Unverified>, events: &mut Vec<pqdag_core::Event>) {
         match d {
-            Decoded::Unverified(u) => unverified.push(u),
+            Decoded::Unverified(u) => unverified.extend(self.verify.dedupe(&self.core, u)),
             Decoded::Event(e) => events.push(e),
             Decoded::Fetch { request_id, ids, reply } => sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply),
             Decoded::SyncRequest { request_id, from_position, max, reply } => sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply),
