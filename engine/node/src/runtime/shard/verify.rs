@@ -197,3 +197,71 @@ impl Verify {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pqdag_core::{Config, Event, Params};
+    use pqdag_crypto::Keypair;
+    use pqdag_wire::{Response, Vertex};
+
+    fn dropped(m: &Metrics, kind: &str) -> u64 {
+        m.duplicates_dropped.get_or_create(&KindLabel { kind: kind.to_owned() }).get()
+    }
+
+    /// Duplicates are dropped before the batch verify: a vertex the core holds, a second copy in
+    /// one turn, a fetch reply's known vertices, a response no poll awaits. A copy with another
+    /// signature is kept (it may be the genuine one).
+    #[test]
+    fn duplicates_are_dropped_before_verify() {
+        let me = Arc::new(Keypair::generate().unwrap());
+        let peer = Keypair::generate().unwrap();
+        let (me_id, peer_id) = (NodeId(me.public().node_id()), NodeId(peer.public().node_id()));
+        let cfg = Config { me: me_id, nodes: vec![me_id, peer_id], params: Params::lan_default(), seed: 1, shard: 0, shard_count: 1 };
+        let mut core = Core::new(cfg, MlDsaSigner(me.clone())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let keys: HashMap<NodeId, PublicKey> = [(me_id, me.public().clone()), (peer_id, peer.public().clone())].into_iter().collect();
+        let mut verify = Verify::new(keys, metrics.clone());
+        let vertex = |n: u8| {
+            let mut v = Vertex::new_unsigned(vec![core.genesis_id()], vec![n], vec![], 1, peer_id);
+            v.signature = peer.sign(Domain::Vertex, v.signed_bytes()).unwrap().into_bytes();
+            v
+        };
+        let (a, b) = (vertex(1), vertex(2));
+
+        // One turn: a, a again (dropped), a forged copy of a (kept, fails), b.
+        let mut forged = a.clone();
+        forged.signature[0] ^= 1;
+        let mut batch = Vec::new();
+        for v in [a.clone(), a.clone(), forged, b.clone()] {
+            batch.extend(verify.dedupe(&core, Unverified::Vertex { from: peer_id, vertex: v }));
+        }
+        assert_eq!(batch.len(), 3);
+        assert_eq!(dropped(&metrics, "vertex"), 1);
+        let verdicts = verify.verify(batch);
+        let passed: Vec<Vertex> = verdicts
+            .into_iter()
+            .filter_map(|v| match v {
+                Verdict::Passed(Unverified::Vertex { vertex, .. }) => Some(vertex),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(passed.len(), 2, "a and b pass, the forged copy fails");
+        core.handle(1, Event::Vertex { from: peer_id, vertex: Arc::new(a.clone()) }).unwrap();
+        while core.poll_action().is_some() {}
+
+        // Next turn: a is held now; a fetch reply of [a, b] keeps only b.
+        assert!(verify.dedupe(&core, Unverified::Vertex { from: peer_id, vertex: a.clone() }).is_none());
+        assert_eq!(dropped(&metrics, "vertex"), 2);
+        match verify.dedupe(&core, Unverified::Reply { from: peer_id, vertices: vec![a.clone(), b.clone()] }) {
+            Some(Unverified::Reply { vertices, .. }) => assert_eq!(vertices.iter().map(|v| v.id).collect::<Vec<_>>(), vec![b.id]),
+            _ => panic!("b is new"),
+        }
+        assert_eq!(dropped(&metrics, "reply_vertex"), 1);
+
+        // A response to a query never made (or no longer open) is not verified.
+        let response = Response { query_id: 77 << 8, responder: peer_id, ids_digest: [0; 32], votes: vec![], signature: vec![0; 10] };
+        assert!(verify.dedupe(&core, Unverified::Response { from: peer_id, response }).is_none());
+        assert_eq!(dropped(&metrics, "response"), 1);
+    }
+}
