@@ -323,10 +323,26 @@ impl Shard {
     /// Sends one decoded item where it goes, at once (so the turn keeps its order).
     fn route(&mut self, d: Decoded, unverified: &mut Vec<Unverified>, events: &mut Vec<pqdag_core::Event>) {
         match d {
-            Decoded::Unverified(u) => unverified.extend(self.verify.dedupe(&self.core, u)),
+            Decoded::Unverified(u) => {
+                // A query costs a signature to answer (and its own to verify): budget first.
+                if let Unverified::Query { from, .. } = &u {
+                    if !self.admit(*from, RequestKind::Query, 1) {
+                        return;
+                    }
+                }
+                unverified.extend(self.verify.dedupe(&self.core, u));
+            }
             Decoded::Event(e) => events.push(e),
-            Decoded::Fetch { request_id, ids, reply } => sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply),
-            Decoded::SyncRequest { request_id, from_position, max, reply } => sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply),
+            Decoded::Fetch { from, request_id, ids, reply } => {
+                if self.admit(from, RequestKind::Fetch, ids.len().max(1) as u64) {
+                    sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply);
+                }
+            }
+            Decoded::SyncRequest { from, request_id, from_position, max, reply } => {
+                if self.admit(from, RequestKind::Sync, 1) {
+                    sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply);
+                }
+            }
             Decoded::Client(frame) => self.gateway.request(&self.core, self.persist.store(), self.mesh.as_ref(), &mut self.tags, frame, events),
             Decoded::SyncReply { peer, result } => {
                 if let Some((from, why)) = self.sync.on_reply(&self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
