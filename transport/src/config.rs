@@ -20,6 +20,11 @@ pub const INCOMING_BYTES_MAX: usize = 512 << 20;
 /// peer's share of two seconds of a 5000 vertices/s cluster); beyond, its new frames are
 /// dropped, so a flooding peer cannot crowd the others out of the queue.
 pub const INCOMING_PEER_BYTES_MAX: usize = 64 << 20;
+/// Bytes of one peer's frames waiting for the shard at which the driver stops reading that
+/// peer's streams (QUIC flow control then holds the peer back; what it already sent, at most
+/// one connection window, [`CONNECTION_WINDOW_BYTES`], still fits under
+/// [`INCOMING_PEER_BYTES_MAX`]). Reading resumes when the shard has taken it below again.
+pub const INCOMING_PEER_PAUSE_BYTES: usize = INCOMING_PEER_BYTES_MAX - CONNECTION_WINDOW_BYTES as usize;
 /// Bytes of vertex frames packed into one unidirectional stream.
 pub const UNI_BATCH_BYTES_MAX: usize = 256 << 10;
 /// Connections one endpoint holds at most (peers, duplicates being retired, clients).

@@ -17,11 +17,13 @@ use super::rpc::Responder;
 use super::stats::Stats;
 use super::{Driver, Shared};
 use crate::frame::*;
-use crate::{ClientId, ClientKeyId, Incoming, PeerId, INCOMING_BYTES_MAX, INCOMING_PEER_BYTES_MAX};
+use crate::{ClientId, ClientKeyId, Incoming, PeerId, INCOMING_BYTES_MAX, INCOMING_PEER_BYTES_MAX, INCOMING_PEER_PAUSE_BYTES};
 
 /// Items delivered to the shard but not yet taken: at most `max` items, [`INCOMING_BYTES_MAX`]
 /// bytes, and [`INCOMING_PEER_BYTES_MAX`] bytes from one peer (so one peer filling the queue
-/// costs only its own frames, issue 14 hole 5).
+/// costs only its own frames, issue 14 hole 5). Before a peer reaches that, at
+/// [`INCOMING_PEER_PAUSE_BYTES`], the driver stops reading its streams (QUIC flow control then
+/// holds the sender back) until the shard has taken it below the mark again.
 pub(crate) struct Inbox {
     items: RefCell<VecDeque<Incoming>>,
     waker: RefCell<Option<Waker>>,
@@ -29,6 +31,10 @@ pub(crate) struct Inbox {
     /// Bytes queued, in all and per peer (grown on demand).
     bytes: Cell<usize>,
     peer_bytes: RefCell<Vec<usize>>,
+    /// Peers whose streams the driver stopped reading (grown on demand).
+    paused: RefCell<Vec<bool>>,
+    /// A paused peer fell below the mark: the driver must resume reading it.
+    resume_due: Cell<bool>,
 }
 
 /// The sending peer and the frame bytes of an item (what the byte bounds count).
@@ -43,7 +49,39 @@ fn weight(item: &Incoming) -> (Option<usize>, usize) {
 impl Inbox {
     /// An empty inbox holding at most `max` items.
     pub(crate) fn new(max: usize) -> Self {
-        Self { items: RefCell::new(VecDeque::new()), waker: RefCell::new(None), max, bytes: Cell::new(0), peer_bytes: RefCell::new(Vec::new()) }
+        Self {
+            items: RefCell::new(VecDeque::new()),
+            waker: RefCell::new(None),
+            max,
+            bytes: Cell::new(0),
+            peer_bytes: RefCell::new(Vec::new()),
+            paused: RefCell::new(Vec::new()),
+            resume_due: Cell::new(false),
+        }
+    }
+
+    /// Whether peer `p` holds [`INCOMING_PEER_PAUSE_BYTES`] or more: do not read its streams.
+    pub(crate) fn over_share(&self, p: usize) -> bool {
+        self.peer_bytes.borrow().get(p).is_some_and(|b| *b >= INCOMING_PEER_PAUSE_BYTES)
+    }
+
+    /// The driver left a stream of peer `p` unread (see [`Self::over_share`]).
+    pub(crate) fn pause(&self, p: usize) {
+        let mut paused = self.paused.borrow_mut();
+        if paused.len() <= p {
+            paused.resize(p + 1, false);
+        }
+        paused[p] = true;
+    }
+
+    /// Whether a paused peer fell below the mark since the last [`Self::take_resume`].
+    pub(crate) fn resume_due(&self) -> bool {
+        self.resume_due.get()
+    }
+
+    /// Clears and returns [`Self::resume_due`].
+    pub(crate) fn take_resume(&self) -> bool {
+        self.resume_due.replace(false)
     }
 
     /// Queues `item` for the shard; a full inbox, or a peer over its byte share, drops it
@@ -83,8 +121,19 @@ impl Inbox {
         let (peer, n) = weight(&item);
         self.bytes.set(self.bytes.get().saturating_sub(n));
         if let Some(p) = peer {
-            if let Some(b) = self.peer_bytes.borrow_mut().get_mut(p) {
-                *b = b.saturating_sub(n);
+            let left = match self.peer_bytes.borrow_mut().get_mut(p) {
+                Some(b) => {
+                    *b = b.saturating_sub(n);
+                    *b
+                }
+                None => 0,
+            };
+            if left < INCOMING_PEER_PAUSE_BYTES {
+                if let Some(flag) = self.paused.borrow_mut().get_mut(p) {
+                    if std::mem::replace(flag, false) {
+                        self.resume_due.set(true);
+                    }
+                }
             }
         }
         Some(item)
@@ -175,5 +224,25 @@ mod tests {
         assert_eq!(stats.get().incoming_drops, 10, "taking a frame frees its share");
         inbox.push(vertex(1, frame), &stats);
         assert_eq!(stats.get().incoming_drops, 11);
+    }
+
+    /// The driver pauses a peer at the mark and is told to resume once the shard took it below.
+    #[test]
+    fn a_paused_peer_is_resumed_below_the_mark() {
+        let stats = Stats::new(2);
+        let inbox = Inbox::new(crate::INCOMING_QUEUE_MAX);
+        let frame = 1 << 20;
+        for _ in 0..INCOMING_PEER_PAUSE_BYTES / frame {
+            assert!(!inbox.over_share(0));
+            inbox.push(vertex(0, frame), &stats);
+        }
+        assert!(inbox.over_share(0) && !inbox.over_share(1));
+        inbox.pause(0);
+        assert!(!inbox.resume_due());
+        assert!(inbox.pop().is_some());
+        assert!(!inbox.over_share(0));
+        assert!(inbox.take_resume(), "resume once below the mark");
+        assert!(!inbox.take_resume());
+        assert_eq!(stats.get().incoming_drops, 0);
     }
 }
