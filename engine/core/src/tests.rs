@@ -676,11 +676,11 @@ fn orphan_flood_by_count_evicts_only_the_flooder() {
     let parent = byz_vertex(1, vec![core.genesis_id()], b"parent", vec![], 1);
     let honest: Vec<Arc<Vertex>> = (0..10).map(|i| byz_vertex(1, vec![parent.id], &[i], vec![], 2)).collect();
     for v in &honest {
-        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).unwrap();
+        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
     }
     drain(&mut core);
     for i in 0..(PENDING_MAX as u64 + 4_000) {
-        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, 8) }).unwrap();
+        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, 8) }).expect("ok");
         drain(&mut core);
     }
     let s = core.status();
@@ -688,7 +688,7 @@ fn orphan_flood_by_count_evicts_only_the_flooder() {
     assert!(s.pending_evicted >= 4_000);
     assert!(honest.iter().all(|v| core.contains(&v.id)), "the honest peer's entries survive the flood");
     // The honest children are released once their parent arrives.
-    core.handle(2, Event::Vertex { from: node(1), vertex: parent.clone() }).unwrap();
+    core.handle(2, Event::Vertex { from: node(1), vertex: parent.clone() }).expect("ok");
     drain(&mut core);
     assert!(honest.iter().all(|v| core.vertex_status(&v.id) == Some(VertexStatus::Processing)));
     assert_eq!(core.status().pending, PENDING_MAX as u64 - 10, "only the flood is left pending");
@@ -701,12 +701,12 @@ fn orphan_flood_by_bytes_is_held_to_the_peer_quota() {
     let mut core = lone_core(0, 4);
     let honest: Vec<Arc<Vertex>> = (0..10).map(|i| orphan(1, 1_000_000 + i, 1_000)).collect();
     for v in &honest {
-        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).unwrap();
+        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
     }
     let big = pqdag_wire::limits::PAYLOAD_BYTES_MAX;
     let flood = (PENDING_PEER_BYTES_MAX / big) as u64 + 200;
     for i in 0..flood {
-        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, big) }).unwrap();
+        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, big) }).expect("ok");
         drain(&mut core);
     }
     let s = core.status();
@@ -800,9 +800,9 @@ fn awaits_response_only_for_open_or_late_answers() {
     assert!(!net.cores[0].awaits_response(&node(1), q.query_id + (1 << 8)), "never asked");
     assert!(!net.cores[0].awaits_response(&node(0), q.query_id), "not in the sample");
     // Answered: a second answer of node 1 changes nothing.
-    net.cores[1].handle(0, Event::Query { from: node(0), query: q.clone() }).unwrap();
+    net.cores[1].handle(0, Event::Query { from: node(0), query: q.clone() }).expect("ok");
     let resp = take_response(&mut net.cores[1]).expect("node 1 answers");
     let now = 300_000;
-    net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).unwrap();
+    net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).expect("ok");
     assert!(!net.cores[0].awaits_response(&node(1), q.query_id));
 }

@@ -214,17 +214,17 @@ mod tests {
     /// signature is kept (it may be the genuine one).
     #[test]
     fn duplicates_are_dropped_before_verify() {
-        let me = Arc::new(Keypair::generate().unwrap());
-        let peer = Keypair::generate().unwrap();
+        let me = Arc::new(Keypair::generate().expect("ok"));
+        let peer = Keypair::generate().expect("ok");
         let (me_id, peer_id) = (NodeId(me.public().node_id()), NodeId(peer.public().node_id()));
         let cfg = Config { me: me_id, nodes: vec![me_id, peer_id], params: Params::lan_default(), seed: 1, shard: 0, shard_count: 1 };
-        let mut core = Core::new(cfg, MlDsaSigner(me.clone())).unwrap();
+        let mut core = Core::new(cfg, MlDsaSigner(me.clone())).expect("ok");
         let metrics = Arc::new(Metrics::new());
         let keys: HashMap<NodeId, PublicKey> = [(me_id, me.public().clone()), (peer_id, peer.public().clone())].into_iter().collect();
         let mut verify = Verify::new(keys, metrics.clone());
         let vertex = |n: u8| {
             let mut v = Vertex::new_unsigned(vec![core.genesis_id()], vec![n], vec![], 1, peer_id);
-            v.signature = peer.sign(Domain::Vertex, v.signed_bytes()).unwrap().into_bytes();
+            v.signature = peer.sign(Domain::Vertex, v.signed_bytes()).expect("ok").into_bytes();
             v
         };
         let (a, b) = (vertex(1), vertex(2));
@@ -247,7 +247,7 @@ mod tests {
             })
             .collect();
         assert_eq!(passed.len(), 2, "a and b pass, the forged copy fails");
-        core.handle(1, Event::Vertex { from: peer_id, vertex: Arc::new(a.clone()) }).unwrap();
+        core.handle(1, Event::Vertex { from: peer_id, vertex: Arc::new(a.clone()) }).expect("ok");
         while core.poll_action().is_some() {}
 
         // Next turn: a is held now; a fetch reply of [a, b] keeps only b.
