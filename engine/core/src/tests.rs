@@ -741,7 +741,7 @@ fn rate_limit_bucket_is_deterministic_and_refills() {
 
 /// A peer over its budget is dropped and struck at most once a second; honest-rate traffic
 /// (100 queries/s, the most an honest node sends) is never dropped; an excluded peer gets a
-/// tenth of the budget but never nothing.
+/// quarter of the budget but never nothing.
 #[test]
 fn rate_limits_bound_a_flood_but_not_honest_traffic() {
     let mut rl = RateLimits::new(3);
@@ -762,9 +762,9 @@ fn rate_limits_bound_a_flood_but_not_honest_traffic() {
     assert!((3..=4).contains(&strikes), "one strike per second: {strikes}");
     // The peers are independent: peer 1 still has its budget.
     assert_eq!(rl.admit(1, RequestKind::Query, 1, false, 60_000_000), Admission::Allowed);
-    // Fetches are charged per id; an excluded peer gets a tenth.
+    // Fetches are charged per id; an excluded peer gets a quarter.
     let f = RequestKind::Fetch.excluded_budget();
-    assert_eq!(f.per_second, RequestKind::Fetch.budget().per_second.div_ceil(10));
+    assert_eq!(f.per_second, RequestKind::Fetch.budget().per_second.div_ceil(crate::ratelimit::EXCLUDED_DIVISOR));
     let mut rl = RateLimits::new(2);
     let mut ids = 0;
     while rl.admit(1, RequestKind::Fetch, 1024, true, 0) == Admission::Allowed {

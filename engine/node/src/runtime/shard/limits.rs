@@ -3,7 +3,7 @@
 //! store range scan) may cost this shard, checked before any of that work and before the
 //! query's signature is verified. Owns the buckets ([`pqdag_core::RateLimits`], deterministic,
 //! the shard clock passed in); calls the core only to read whether a peer is excluded (an
-//! excluded peer has a tenth of the budget) and, through the guard, to charge a strike
+//! excluded peer has a quarter of the budget) and, through the guard, to charge a strike
 //! ([`Misbehaviour::Flooding`], at most one a second). A request over budget is dropped: its
 //! responder is dropped, so the asker's stream is reset (the protocol has no cheaper refusal),
 //! and `pqdag_rate_limited_total{kind}` counts it.
