@@ -6,7 +6,7 @@
 //! Before an item joins the batch, [`Verify::dedupe`] drops what would change nothing (an
 //! ML-DSA verify costs ~60 us, a BLAKE3 id and a map lookup well under 1 us): a vertex the
 //! core holds, has forgotten as final, or that is in this turn's batch already; a response to a
-//! query that no longer waits for it; an alert against a peer convicted already. Each drop is
+//! query that no longer waits for it; an alert this reporter sent already (a replay). Each drop is
 //! counted in `pqdag_duplicates_dropped_total{kind}`.
 
 use std::collections::{HashMap, HashSet};
@@ -47,12 +47,17 @@ pub(super) struct Verify {
     /// A copy with another signature is kept: a forged copy arriving first must not crowd out
     /// the genuine one (honest relays forward the creator's bytes, so genuine copies match).
     batch_ids: HashSet<(VertexId, u64)>,
+    /// (reporter, hash of its signature) of the alerts verified already (cleared when full).
+    seen_alerts: HashSet<(NodeId, u64)>,
 }
+
+/// Alerts remembered against replays.
+const SEEN_ALERTS_MAX: usize = 4096;
 
 impl Verify {
     /// A verifier that knows the members' `keys`.
     pub(super) fn new(keys: HashMap<NodeId, PublicKey>, metrics: Arc<Metrics>) -> Self {
-        Self { verifier: BatchVerifier::new(), keys, metrics, batch_ids: HashSet::new() }
+        Self { verifier: BatchVerifier::new(), keys, metrics, batch_ids: HashSet::new(), seen_alerts: HashSet::new() }
     }
 
     /// The item, unless its signature need not be checked because it would change nothing:
@@ -83,7 +88,12 @@ impl Verify {
                 }
             }
             Unverified::Alert { from, alert } => {
-                if core.is_convicted(&alert.accused) || alert.accused == core.me() {
+                // A proof against a convicted peer is still verified once per reporter (the
+                // metric `alerts_verified` counts honest peers' proofs), but never a replay.
+                if self.seen_alerts.len() >= SEEN_ALERTS_MAX {
+                    self.seen_alerts.clear();
+                }
+                if alert.accused == core.me() || !self.seen_alerts.insert((from, signature_hash(&alert.signature))) {
                     self.dropped("alert", 1);
                     None
                 } else {
