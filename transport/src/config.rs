@@ -14,6 +14,17 @@ pub const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Frames delivered to the shard but not yet taken; beyond this, new frames are dropped and
 /// counted (a query then fails at the asker by reset, so nothing waits forever).
 pub const INCOMING_QUEUE_MAX: usize = 65_536;
+/// Bytes of frames delivered to the shard but not yet taken; beyond, new frames are dropped.
+pub const INCOMING_BYTES_MAX: usize = 512 << 20;
+/// Bytes of frames of one peer delivered but not yet taken (~13 000 typical 5 KB vertices: a
+/// peer's share of two seconds of a 5000 vertices/s cluster); beyond, its new frames are
+/// dropped, so a flooding peer cannot crowd the others out of the queue.
+pub const INCOMING_PEER_BYTES_MAX: usize = 64 << 20;
+/// Bytes of one peer's frames waiting for the shard at which the driver stops reading that
+/// peer's streams (QUIC flow control then holds the peer back; what it already sent, at most
+/// one connection window, [`CONNECTION_WINDOW_BYTES`], still fits under
+/// [`INCOMING_PEER_BYTES_MAX`]). Reading resumes when the shard has taken it below again.
+pub const INCOMING_PEER_PAUSE_BYTES: usize = INCOMING_PEER_BYTES_MAX - CONNECTION_WINDOW_BYTES as usize;
 /// Bytes of vertex frames packed into one unidirectional stream.
 pub const UNI_BATCH_BYTES_MAX: usize = 256 << 10;
 /// Connections one endpoint holds at most (peers, duplicates being retired, clients).

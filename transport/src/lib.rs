@@ -336,12 +336,24 @@ impl ShardTransport {
 
     /// Waits for the next incoming frame or request.
     pub async fn recv(&self) -> Incoming {
-        recv_incoming(&self.shared).await
+        let i = recv_incoming(&self.shared).await;
+        self.resume_if_due();
+        i
     }
 
     /// The next incoming item, if one is waiting.
     pub fn try_recv(&self) -> Option<Incoming> {
-        self.shared.inbox.pop()
+        let i = self.shared.inbox.pop();
+        self.resume_if_due();
+        i
+    }
+
+    /// Wakes the node driver when a peer whose streams it stopped reading (over its share of the
+    /// incoming queue) has been taken below the mark.
+    fn resume_if_due(&self) {
+        if self.shared.inbox.resume_due() {
+            self.node.kick();
+        }
     }
 
     /// Pushes an event frame to one client of the client endpoint.

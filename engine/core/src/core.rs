@@ -47,6 +47,10 @@ pub struct CoreStatus {
     pub partition_suspected: bool,
     /// Pending vertices evicted because the buffer was full.
     pub pending_evicted: u64,
+    /// Of those, evicted because the peer that delivered them was over its quota.
+    pub pending_evicted_quota: u64,
+    /// Bytes of pending vertices (see `PENDING_BYTES_MAX`).
+    pub pending_bytes: u64,
     /// Polls completed.
     pub polls_completed: u64,
     /// Polls that did not reach alpha responses.
@@ -139,6 +143,11 @@ impl<S: Signer> Core<S> {
         self.shard
     }
 
+    /// Shards per node (vertex `id` belongs to shard `shard_of_vertex(id, shard_count)`).
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
     /// The genesis vertex id.
     pub fn genesis_id(&self) -> VertexId {
         self.dag.genesis.id
@@ -154,6 +163,8 @@ impl<S: Signer> Core<S> {
             finalized_digest: *self.finality.digest.as_bytes(),
             partition_suspected: self.partition_suspected(),
             pending_evicted: self.pending.evicted,
+            pending_evicted_quota: self.pending.evicted_quota,
+            pending_bytes: self.pending.bytes as u64,
             polls_completed: self.polls.completed,
             polls_short: self.polls.short,
             excluded_peers: self.peers.scores.iter().filter(|s| s.excluded).count() as u64,
@@ -196,6 +207,26 @@ impl<S: Signer> Core<S> {
     /// Score of every peer (3.7.2).
     pub fn peer_scores(&self) -> Vec<(NodeId, PeerScore)> {
         self.peers.ids.iter().copied().zip(self.peers.scores.iter().cloned()).collect()
+    }
+
+    /// Whether `peer` was convicted on proof (an alert against it changes nothing more).
+    pub fn is_convicted(&self, peer: &NodeId) -> bool {
+        self.peers.index.get(peer).is_some_and(|&i| self.peers.scores[i].convicted)
+    }
+
+    /// Whether a response of `from` to `query_id` would still change anything: the poll is open,
+    /// `from` is in its sample and has not answered yet, or the poll closed and `from`'s answer
+    /// would still turn its timeout into a late answer; never for an excluded peer (its
+    /// responses are ignored). The shell drops the rest before verifying their signature.
+    pub fn awaits_response(&self, from: &NodeId, query_id: u64) -> bool {
+        let Some(&pi) = self.peers.index.get(from) else { return false };
+        if self.peers.scores[pi].excluded {
+            return false;
+        }
+        if let Some(poll) = self.polls.open.get(&query_id) {
+            return poll.sample.iter().position(|&s| s == pi).is_some_and(|pos| poll.responded & (1u64 << pos) == 0);
+        }
+        self.polls.closed.get(&query_id).is_some_and(|c| c.sample.iter().position(|&s| s == pi).is_some_and(|pos| c.missing & (1u64 << pos) != 0))
     }
 
     /// Whether `peer` is excluded from sampling now.

@@ -260,7 +260,7 @@ impl<S: Signer> Core<S> {
                 for c in children {
                     let ready = self.pending.entries.get(&c).is_some_and(|e| self.parents_known(&e.v));
                     if ready {
-                        if let Some(e) = self.pending.entries.remove(&c) {
+                        if let Some(e) = self.pending.take(&c) {
                             work.push((e.v, Some(e.from), e.gossip));
                         }
                     }

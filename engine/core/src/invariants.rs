@@ -2,7 +2,7 @@
 //! reads every module's.
 
 use crate::core::Core;
-use crate::pending::PENDING_MAX;
+use crate::pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};
 use crate::polls::POLL_CLOSED_MAX;
 use crate::sync::REQUESTED_MAX;
 use crate::types::{Signer, VertexStatus};
@@ -12,6 +12,8 @@ impl<S: Signer> Core<S> {
     pub(crate) fn check_invariants(&self) {
         assert_eq!(self.finality.finalized, self.finality.final_position, "positions are dense");
         assert!(self.pending.entries.len() <= PENDING_MAX);
+        assert!(self.pending.bytes <= PENDING_BYTES_MAX);
+        assert!(self.pending.shares.iter().all(|(p, s)| *p == self.me || s.bytes <= PENDING_PEER_BYTES_MAX));
         assert!(self.polls.open.len() <= self.params.polls_in_flight_max);
         assert!((1..=self.params.polls_in_flight_max).contains(&self.polls.window));
         assert!(self.polls.closed.len() <= POLL_CLOSED_MAX);

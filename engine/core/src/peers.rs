@@ -31,6 +31,9 @@ pub enum Misbehaviour {
     Malformed,
     /// Two signed vertices of one creator sharing a conflict key: +1.0 (proof).
     Equivocation,
+    /// Requests over the per-peer budget (`ratelimit`), at most one strike a second: +0.2
+    /// (a score, never a proof: three seconds of flooding exclude, occasional bursts fade).
+    Flooding,
 }
 
 impl Misbehaviour {
@@ -42,6 +45,7 @@ impl Misbehaviour {
             Misbehaviour::ExcessiveTimeouts => 0.2,
             Misbehaviour::Malformed => 0.4,
             Misbehaviour::Equivocation => 1.0,
+            Misbehaviour::Flooding => 0.2,
         }
     }
 }

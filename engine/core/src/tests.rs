@@ -649,3 +649,160 @@ fn a_member_rejected_on_arrival_never_takes_the_preference() {
         assert_eq!(net.cores[i].vertex_status(&p.id), Some(VertexStatus::Final), "node {i}: P finalizes");
     }
 }
+
+// ------------------------------------------------------------------ bounds (issue 14, hole 5)
+
+fn lone_core(me: usize, n: usize) -> Core<TestSigner> {
+    let nodes: Vec<NodeId> = (0..n).map(node).collect();
+    Core::new(Config { me: node(me), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(me as u8)).expect("valid config")
+}
+
+/// An orphan of `creator` (its parent is unknown to everyone), `payload_len` bytes, unique by `n`.
+fn orphan(creator: usize, n: u64, payload_len: usize) -> Arc<Vertex> {
+    let mut payload = vec![0u8; payload_len.max(8)];
+    payload[..8].copy_from_slice(&n.to_le_bytes());
+    byz_vertex(creator, vec![VertexId([0xEE; 32])], &payload, vec![], n)
+}
+
+fn drain<S: Signer>(core: &mut Core<S>) {
+    while core.poll_action().is_some() {}
+}
+
+/// A peer flooding more orphans than the whole buffer holds evicts only its own: before the
+/// per-peer eviction, one global FIFO dropped the honest peer's older entries first.
+#[test]
+fn orphan_flood_by_count_evicts_only_the_flooder() {
+    let mut core = lone_core(0, 4);
+    let parent = byz_vertex(1, vec![core.genesis_id()], b"parent", vec![], 1);
+    let honest: Vec<Arc<Vertex>> = (0..10).map(|i| byz_vertex(1, vec![parent.id], &[i], vec![], 2)).collect();
+    for v in &honest {
+        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
+    }
+    drain(&mut core);
+    for i in 0..(PENDING_MAX as u64 + 4_000) {
+        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, 8) }).expect("ok");
+        drain(&mut core);
+    }
+    let s = core.status();
+    assert_eq!(s.pending, PENDING_MAX as u64, "the buffer stays full");
+    assert!(s.pending_evicted >= 4_000);
+    assert!(honest.iter().all(|v| core.contains(&v.id)), "the honest peer's entries survive the flood");
+    // The honest children are released once their parent arrives.
+    core.handle(2, Event::Vertex { from: node(1), vertex: parent.clone() }).expect("ok");
+    drain(&mut core);
+    assert!(honest.iter().all(|v| core.vertex_status(&v.id) == Some(VertexStatus::Processing)));
+    assert_eq!(core.status().pending, PENDING_MAX as u64 - 10, "only the flood is left pending");
+}
+
+/// A peer flooding large orphans is held to its byte quota (its own oldest go first), and the
+/// other peers' entries and budget are untouched.
+#[test]
+fn orphan_flood_by_bytes_is_held_to_the_peer_quota() {
+    let mut core = lone_core(0, 4);
+    let honest: Vec<Arc<Vertex>> = (0..10).map(|i| orphan(1, 1_000_000 + i, 1_000)).collect();
+    for v in &honest {
+        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
+    }
+    let big = pqdag_wire::limits::PAYLOAD_BYTES_MAX;
+    let flood = (PENDING_PEER_BYTES_MAX / big) as u64 + 200;
+    for i in 0..flood {
+        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, big) }).expect("ok");
+        drain(&mut core);
+    }
+    let s = core.status();
+    assert!(s.pending_evicted_quota >= 200, "the flooder evicted its own: {s:?}");
+    assert_eq!(s.pending_evicted, s.pending_evicted_quota, "nobody else lost anything");
+    assert!(core.pending.bytes_of(&node(2)) <= PENDING_PEER_BYTES_MAX);
+    assert!(s.pending_bytes as usize <= PENDING_PEER_BYTES_MAX + 20_000);
+    assert!(honest.iter().all(|v| core.contains(&v.id)));
+    // The newest flood entries are the ones kept.
+    assert!(core.contains(&orphan(2, flood - 1, big).id));
+    assert!(!core.contains(&orphan(2, 0, big).id));
+}
+
+#[test]
+fn rate_limit_bucket_is_deterministic_and_refills() {
+    use crate::ratelimit::{TokenBucket, QUERY_BUDGET};
+    let mut b = TokenBucket::new();
+    let t0 = 5_000_000;
+    let allowed = (0..1_000).filter(|_| b.take(QUERY_BUDGET, t0, 1)).count() as u64;
+    assert_eq!(allowed, QUERY_BUDGET.burst, "a quiet peer may spend its burst at once");
+    assert!(!b.take(QUERY_BUDGET, t0, 1));
+    // 10 ms later: exactly rate x 10 ms more (2 at 200/s).
+    let t1 = t0 + 10_000;
+    assert!(b.take(QUERY_BUDGET, t1, 1));
+    assert!(b.take(QUERY_BUDGET, t1, 1));
+    assert!(!b.take(QUERY_BUDGET, t1, 1));
+    // A long pause refills to the burst, no more.
+    let t2 = t1 + 3_600_000_000;
+    let allowed = (0..1_000).filter(|_| b.take(QUERY_BUDGET, t2, 1)).count() as u64;
+    assert_eq!(allowed, QUERY_BUDGET.burst);
+}
+
+/// A peer over its budget is dropped and struck at most once a second; honest-rate traffic
+/// (100 queries/s, the most an honest node sends) is never dropped; an excluded peer gets a
+/// quarter of the budget but never nothing.
+#[test]
+fn rate_limits_bound_a_flood_but_not_honest_traffic() {
+    let mut rl = RateLimits::new(3);
+    // Honest: one query every 10 ms for 60 s.
+    for i in 0..6_000u64 {
+        assert_eq!(rl.admit(1, RequestKind::Query, 1, false, i * 10_000), Admission::Allowed, "honest query {i} dropped");
+    }
+    // Flood: 10 000 queries/s for 3 s from peer 2.
+    let (mut allowed, mut strikes) = (0u64, 0u64);
+    for i in 0..30_000u64 {
+        match rl.admit(2, RequestKind::Query, 1, false, i * 100) {
+            Admission::Allowed => allowed += 1,
+            Admission::Dropped { strike } => strikes += u64::from(strike),
+        }
+    }
+    let q = RequestKind::Query.budget();
+    assert!(allowed <= q.burst + 3 * q.per_second + 1, "flood bounded: {allowed}");
+    assert!((3..=4).contains(&strikes), "one strike per second: {strikes}");
+    // The peers are independent: peer 1 still has its budget.
+    assert_eq!(rl.admit(1, RequestKind::Query, 1, false, 60_000_000), Admission::Allowed);
+    // Fetches are charged per id; an excluded peer gets a quarter.
+    let f = RequestKind::Fetch.excluded_budget();
+    assert_eq!(f.per_second, RequestKind::Fetch.budget().per_second.div_ceil(crate::ratelimit::EXCLUDED_DIVISOR));
+    let mut rl = RateLimits::new(2);
+    let mut ids = 0;
+    while rl.admit(1, RequestKind::Fetch, 1024, true, 0) == Admission::Allowed {
+        ids += 1024;
+    }
+    assert!(ids > 0 && ids <= f.burst);
+    // ... and can still catch up, slowly.
+    assert_eq!(rl.admit(1, RequestKind::Fetch, 1024, true, 1_000_000), Admission::Allowed);
+    // An unknown peer index is refused without a strike.
+    assert_eq!(rl.admit(9, RequestKind::Sync, 1, false, 0), Admission::Dropped { strike: false });
+}
+
+/// The shell's dedupe asks the core whether a response still matters.
+#[test]
+fn awaits_response_only_for_open_or_late_answers() {
+    let mut net = Net::new(3, fast_params());
+    net.submit(0, vec![], 1);
+    // Let node 0 launch a poll, but hold the answers.
+    let mut query = None;
+    for t in 0..200u64 {
+        let _ = net.cores[0].handle(t * 1_000, Event::Timer);
+        while let Some(a) = net.cores[0].poll_action() {
+            if let Action::SendQuery { query: q, .. } = a {
+                query.get_or_insert(q);
+            }
+        }
+        if query.is_some() {
+            break;
+        }
+    }
+    let q = query.expect("a poll was launched");
+    assert!(net.cores[0].awaits_response(&node(1), q.query_id));
+    assert!(!net.cores[0].awaits_response(&node(1), q.query_id + (1 << 8)), "never asked");
+    assert!(!net.cores[0].awaits_response(&node(0), q.query_id), "not in the sample");
+    // Answered: a second answer of node 1 changes nothing.
+    net.cores[1].handle(0, Event::Query { from: node(0), query: q.clone() }).expect("ok");
+    let resp = take_response(&mut net.cores[1]).expect("node 1 answers");
+    let now = 300_000;
+    net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).expect("ok");
+    assert!(!net.cores[0].awaits_response(&node(1), q.query_id));
+}

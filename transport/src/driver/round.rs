@@ -52,6 +52,9 @@ impl Core {
                 self.peers.maybe_dial(p, now, &mut self.endpoint, &mut self.conns, &drv.shared.stats, false);
             }
         }
+        if drv.shared.inbox.take_resume() {
+            self.resume_throttled(now, drv);
+        }
         self.conns.mark_due(now);
         // Driving one connection can queue another (a duplicate retired, a winner to pump).
         let mut rounds = 0;
@@ -103,7 +106,7 @@ impl Core {
                     }
                 },
                 Event::Stream(StreamEvent::Readable { id }) => {
-                    if !c.streams.parked.contains(&id) {
+                    if !c.streams.parked.contains(&id) && !c.streams.throttled.contains(&id) {
                         self.read_stream(h, id, now, drv);
                     }
                 }
@@ -140,10 +143,44 @@ impl Core {
 
     fn read_stream(&mut self, h: usize, id: StreamId, now: Instant, drv: &Driver) {
         let Some(c) = self.conns.map.get_mut(&h) else { return };
+        // Backpressure: a peer whose frames fill its share of the shard's queue is not read;
+        // QUIC flow control holds it back until the shard catches up (`resume_throttled`).
+        if let Some(p) = c.peer {
+            if c.streams.is_incoming(id) && drv.shared.inbox.over_share(p) {
+                if !c.streams.throttled.contains(&id) {
+                    c.streams.throttled.push(id);
+                }
+                drv.shared.inbox.pause(p);
+                return;
+            }
+        }
         match streams::read(c, h, id, self.endpoint.mode, now, &drv.shared.stats) {
             StreamRead::Nothing => {}
             StreamRead::Proof(proof) => self.on_proof(h, &proof, now, drv),
             StreamRead::Deliver { ty, outgoing, frames } => self.deliver(h, id, ty, outgoing, frames, drv),
+        }
+    }
+
+    /// Reads the streams left unread while their peer was over its share, for every peer no
+    /// longer over it, and marks their connections to send the new flow-control credit.
+    fn resume_throttled(&mut self, now: Instant, drv: &Driver) {
+        let inbox = &drv.shared.inbox;
+        let due: Vec<usize> = self
+            .conns
+            .map
+            .iter()
+            .filter(|(_, c)| !c.streams.throttled.is_empty() && c.peer.is_some_and(|p| !inbox.over_share(p)))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            let ids = match self.conns.map.get_mut(&h) {
+                Some(c) => std::mem::take(&mut c.streams.throttled),
+                None => continue,
+            };
+            for id in ids {
+                self.read_stream(h, id, now, drv);
+            }
+            self.conns.mark(h);
         }
     }
 

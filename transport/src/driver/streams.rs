@@ -69,9 +69,17 @@ pub(crate) struct Streams {
     pub(crate) parked: Vec<StreamId>,
     /// Unidirectional frames received before the peer's proof (bounded by flow control).
     pub(crate) parked_frames: Vec<(StreamId, u8, Vec<Vec<u8>>)>,
+    /// Streams of a peer over its incoming share, left unread (flow control pushes back) until
+    /// the shard has taken its queue below the mark.
+    pub(crate) throttled: Vec<StreamId>,
 }
 
 impl Streams {
+    /// Whether `id` is a stream the peer opened (not the reply stream of our own request).
+    pub(crate) fn is_incoming(&self, id: StreamId) -> bool {
+        self.states.get(&id).is_some_and(|s| !s.outgoing)
+    }
+
     /// Writes as much of `data` as flow control allows; the rest waits for `Writable`.
     pub(crate) fn write_all(&mut self, conn: &mut Connection, id: StreamId, data: Vec<u8>) {
         self.write_from(conn, id, PendingWrite { data, off: 0 });

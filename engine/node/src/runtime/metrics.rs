@@ -61,6 +61,14 @@ pub struct Metrics {
     pub invalid: Family<KindLabel, Counter>,
     /// Byzantine alerts raised, by misbehaviour.
     pub alerts: Family<KindLabel, Counter>,
+    /// Frames dropped before the signature check because the shard already holds or has decided
+    /// what they carry, by kind (vertex, reply_vertex, response, alert).
+    pub duplicates_dropped: Family<KindLabel, Counter>,
+    /// Peer requests dropped over the peer's per-shard budget, by kind (query, fetch, sync).
+    pub rate_limited: Family<KindLabel, Counter>,
+    /// The bounded buffers a peer can fill, by shard and kind (pending_vertices, pending_bytes,
+    /// pending_evicted, pending_evicted_quota, incoming_drops): issue 14, hole 5.
+    pub bounded: Family<ShardKindLabel, Gauge>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,
     /// RocksDB memory by shard and kind (memtables, table_readers, block_cache).
@@ -114,6 +122,9 @@ impl Metrics {
             verify_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             invalid: Family::default(),
             alerts: Family::default(),
+            duplicates_dropped: Family::default(),
+            rate_limited: Family::default(),
+            bounded: Family::default(),
             alerts_verified: Counter::default(),
             store_memory: Family::default(),
             core_records: Family::default(),
@@ -143,6 +154,9 @@ impl Metrics {
         registry.register("verify_batch_size", "Signatures verified per batch", m.verify_batch.clone());
         registry.register("invalid_frames", "Frames refused, by reason", m.invalid.clone());
         registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
+        registry.register("duplicates_dropped", "Frames dropped before verify: already held or decided, by kind", m.duplicates_dropped.clone());
+        registry.register("bounded", "Bounded buffers by shard and kind: held, bytes, evictions, drops", m.bounded.clone());
+        registry.register("rate_limited", "Peer requests dropped over the per-peer budget, by kind", m.rate_limited.clone());
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
         registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());

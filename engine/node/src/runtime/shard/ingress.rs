@@ -42,10 +42,10 @@ pub(super) enum Decoded {
     Unverified(Unverified),
     /// Straight to the core (no signature to check).
     Event(Event),
-    /// A vertex fetch to answer from memory or the store.
-    Fetch { request_id: u64, ids: Vec<VertexId>, reply: Responder },
-    /// A history-sync request to answer from the finality index.
-    SyncRequest { request_id: u64, from_position: u64, max: u32, reply: Responder },
+    /// A vertex fetch of `from` to answer from memory or the store.
+    Fetch { from: NodeId, request_id: u64, ids: Vec<VertexId>, reply: Responder },
+    /// A history-sync request of `from` to answer from the finality index.
+    SyncRequest { from: NodeId, request_id: u64, from_position: u64, max: u32, reply: Responder },
     /// A client frame, for the gateway (clients are not peers: it decodes them itself).
     Client(ClientFrame),
     /// The answer to one of our history-sync requests.
@@ -93,9 +93,10 @@ pub(super) fn decode_incoming(node_ids: &[NodeId], inc: Incoming) -> Option<Deco
             match decode(&bytes) {
                 Ok(FrameRef::VertexRequest(r)) => {
                     let ids: Vec<VertexId> = r.ids.iter().take(pqdag_wire::limits::REQUEST_IDS_MAX).map(Into::into).collect();
-                    Some(Decoded::Fetch { request_id: r.request_id.to_native(), ids, reply })
+                    Some(Decoded::Fetch { from, request_id: r.request_id.to_native(), ids, reply })
                 }
                 Ok(FrameRef::SyncRequest(r)) => Some(Decoded::SyncRequest {
+                    from,
                     request_id: r.request_id.to_native(),
                     from_position: r.from_position.to_native(),
                     max: r.max.to_native(),

@@ -19,6 +19,7 @@ mod feed;
 mod gateway;
 mod guard;
 mod ingress;
+mod limits;
 mod outbound;
 mod persist;
 mod restore;
@@ -38,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pqdag_core::{Config as CoreConfig, Core, Misbehaviour};
+use pqdag_core::{Config as CoreConfig, Core, Misbehaviour, RequestKind};
 use pqdag_storage::RocksStore;
 use pqdag_transport::{Incoming, PeerConfig, ShardTransport, TransportConfig};
 use pqdag_wire::NodeId;
@@ -50,6 +51,7 @@ use effects::{Effects, Stages};
 use gateway::{ClientEvents, Gateway};
 use guard::Guard;
 use ingress::{Decoded, Unverified};
+use limits::Limits;
 use outbound::{Outbound, Reply};
 use persist::Persist;
 use roster::Roster;
@@ -125,6 +127,8 @@ struct Shard {
     gateway: Gateway,
     sync: SyncClient,
     guard: Guard,
+    /// Per-peer budgets of queries, fetches and history-sync requests.
+    limits: Limits,
     telemetry: Telemetry,
 }
 
@@ -188,6 +192,7 @@ impl Shard {
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
             gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
+            limits: Limits::new(roster.len(), metrics.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
             telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
             roster,
@@ -324,10 +329,26 @@ impl Shard {
     /// Sends one decoded item where it goes, at once (so the turn keeps its order).
     fn route(&mut self, d: Decoded, unverified: &mut Vec<Unverified>, events: &mut Vec<pqdag_core::Event>) {
         match d {
-            Decoded::Unverified(u) => unverified.push(u),
+            Decoded::Unverified(u) => {
+                // A query costs a signature to answer (and its own to verify): budget first.
+                if let Unverified::Query { from, .. } = &u {
+                    if !self.admit(*from, RequestKind::Query, 1) {
+                        return;
+                    }
+                }
+                unverified.extend(self.verify.dedupe(&self.core, u));
+            }
             Decoded::Event(e) => events.push(e),
-            Decoded::Fetch { request_id, ids, reply } => sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply),
-            Decoded::SyncRequest { request_id, from_position, max, reply } => sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply),
+            Decoded::Fetch { from, request_id, ids, reply } => {
+                if self.admit(from, RequestKind::Fetch, ids.len().max(1) as u64) {
+                    sync_server::serve_fetch(&self.core, self.persist.store(), request_id, &ids, reply);
+                }
+            }
+            Decoded::SyncRequest { from, request_id, from_position, max, reply } => {
+                if self.admit(from, RequestKind::Sync, 1) {
+                    sync_server::serve_sync(self.persist.store(), request_id, from_position, max, reply);
+                }
+            }
             Decoded::Client(frame) => self.gateway.request(&self.core, self.persist.store(), self.mesh.as_ref(), &mut self.tags, frame, events),
             Decoded::SyncReply { peer, result } => {
                 if let Some((from, why)) = self.sync.on_reply(&self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
@@ -336,6 +357,12 @@ impl Shard {
             }
             Decoded::Invalid { from, why } => self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::Malformed),
         }
+    }
+
+    /// Whether `from`'s request fits its budget (see [`limits`]); else dropped and counted.
+    fn admit(&mut self, from: NodeId, kind: RequestKind, cost: u64) -> bool {
+        let now = self.clock.now();
+        self.limits.admit(&mut self.core, &self.roster, &mut self.guard, from, kind, cost, now)
     }
 
     /// Publishes the core's state every turn; once a second also the stats tick, in which the

@@ -84,6 +84,17 @@ impl Telemetry {
                 self.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
             }
         }
+        let s = core.status();
+        let drops = self.transport.stats().incoming_drops;
+        for (kind, v) in [
+            ("pending_vertices", s.pending),
+            ("pending_bytes", s.pending_bytes),
+            ("pending_evicted", s.pending_evicted),
+            ("pending_evicted_quota", s.pending_evicted_quota),
+            ("incoming_drops", drops),
+        ] {
+            self.metrics.bounded.get_or_create(&label(kind)).set(v as i64);
+        }
         let (vertices, sets, forgotten, keys) = core.record_counts();
         for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys)] {
             self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);

@@ -1,0 +1,177 @@
+//! Per-peer request budgets (issue 14, hole 5): deterministic token buckets, time passed in
+//! (microseconds, the core's clock), integer arithmetic only, so the simulator can replay them.
+//! Owns [`RateLimits`] (one bucket per peer per [`RequestKind`]) and the budgets; calls nothing.
+//!
+//! What a peer's request costs this node: a query costs a signature (~120 us) and a strong-
+//! preference walk per id; a fetch costs a map lookup and possibly a store read per id; a
+//! history-sync request a store range scan. Each is charged to the asking peer's bucket; a
+//! request over budget is dropped (its stream is reset) and the peer gets a strike (at most one
+//! per [`STRIKE_INTERVAL_US`]), which the shell reports to the core as
+//! [`crate::Misbehaviour::Flooding`]. An excluded peer gets a budget four times smaller, never
+//! none: an honest node can be excluded for being slow, and still has to catch up.
+//!
+//! The budgets are about twice what an honest peer can ask for (see `docs/architecture.md`,
+//! "Bounds on what a peer can make a node hold or spend"):
+//! * queries: an honest node launches at most one poll per `poll_interval_us` (>= 10 ms in the
+//!   engine: 100 polls/s) with each peer in the sample at most once, and keeps at most
+//!   `polls_in_flight_max` (8) open, so it asks one peer at most 100 queries/s per shard,
+//!   whatever the vertex rate (ids are batched into the poll: at 5000 vertices/s cluster-wide
+//!   a poll carries ~50-100 ids). Budget 200/s, burst 400.
+//! * fetches, charged per id asked: a node fetching a peer's history asks up to 1024 ids per
+//!   history-sync reply, at most 20 replies/s per peer (the sync budget), and verifies at most
+//!   ~16 000 vertices/s per core anyway. Budget 32 768 ids/s, burst 65 536 (64 full requests).
+//! * history sync: an honest node walks one peer at a time, one request in flight, 1024 ids
+//!   each, 2 s apart once caught up. Budget 20/s, burst 40 (40 000 ids/s of history walked).
+
+/// What a peer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A poll query: answering costs a signature.
+    Query,
+    /// A vertex fetch, charged per id asked.
+    Fetch,
+    /// A history-sync request (a store range scan).
+    Sync,
+}
+
+impl RequestKind {
+    /// Every kind, in bucket order.
+    pub const ALL: [RequestKind; 3] = [RequestKind::Query, RequestKind::Fetch, RequestKind::Sync];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Query => "query",
+            RequestKind::Fetch => "fetch",
+            RequestKind::Sync => "sync",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The budget of a peer in good standing.
+    pub fn budget(self) -> Budget {
+        match self {
+            RequestKind::Query => QUERY_BUDGET,
+            RequestKind::Fetch => FETCH_BUDGET,
+            RequestKind::Sync => SYNC_BUDGET,
+        }
+    }
+
+    /// The budget of an excluded peer: a quarter (rounded up), never zero.
+    pub fn excluded_budget(self) -> Budget {
+        let b = self.budget();
+        Budget { per_second: b.per_second.div_ceil(EXCLUDED_DIVISOR), burst: b.burst.div_ceil(EXCLUDED_DIVISOR) }
+    }
+}
+
+/// A refill rate and a bucket size, in request units (a fetch: ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Units added per second.
+    pub per_second: u64,
+    /// Most units held (what a peer may spend at once after being quiet).
+    pub burst: u64,
+}
+
+/// Queries per peer per shard: 2x the most an honest node can ask (100/s).
+pub const QUERY_BUDGET: Budget = Budget { per_second: 200, burst: 400 };
+/// Fetched ids per peer per shard.
+pub const FETCH_BUDGET: Budget = Budget { per_second: 32_768, burst: 65_536 };
+/// History-sync requests per peer per shard.
+pub const SYNC_BUDGET: Budget = Budget { per_second: 20, burst: 40 };
+/// An excluded peer's budgets are this many times smaller.
+/// A quarter, not less: an excluded honest node (slow, or behind) walks history at 5 syncs/s of
+/// 1024 ids per peer, 10 000 ids/s with two peers, still above a 5000 vertices/s cluster.
+pub const EXCLUDED_DIVISOR: u64 = 4;
+/// At most one strike per peer per this interval (a flood is one offence per second, not one
+/// per dropped request).
+pub const STRIKE_INTERVAL_US: u64 = 1_000_000;
+
+/// Micro-units per unit: the bucket level is kept in millionths so refills are exact integers.
+const SCALE: u64 = 1_000_000;
+
+/// One token bucket. Starts full.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    /// Level in micro-units; `None` until first used (then full).
+    level: Option<u64>,
+    at_us: u64,
+}
+
+impl Default for TokenBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TokenBucket {
+    /// A full bucket (filled on first use).
+    pub const fn new() -> Self {
+        TokenBucket { level: None, at_us: 0 }
+    }
+
+    /// Takes `cost` units at `now` if the bucket holds them under `budget`; a bucket above the
+    /// budget's burst (the peer's budget shrank) is clamped to it first.
+    pub fn take(&mut self, budget: Budget, now: u64, cost: u64) -> bool {
+        let cap = budget.burst.saturating_mul(SCALE);
+        let level = match self.level {
+            None => cap,
+            Some(l) => l.saturating_add(now.saturating_sub(self.at_us).saturating_mul(budget.per_second)).min(cap),
+        };
+        self.at_us = self.at_us.max(now);
+        let want = cost.saturating_mul(SCALE);
+        if level >= want {
+            self.level = Some(level - want);
+            true
+        } else {
+            self.level = Some(level);
+            false
+        }
+    }
+}
+
+/// What [`RateLimits::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Within budget: serve it.
+    Allowed,
+    /// Over budget: drop it. `strike`: also charge the peer (first drop in a strike interval).
+    Dropped {
+        /// Report [`crate::Misbehaviour::Flooding`] to the core.
+        strike: bool,
+    },
+}
+
+/// The buckets of every peer of one shard.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    buckets: Vec<[TokenBucket; 3]>,
+    /// When each peer was last given a strike (`None`: never).
+    last_strike: Vec<Option<u64>>,
+}
+
+impl RateLimits {
+    /// Full buckets for `peers` peers (indexed as the caller indexes its members).
+    pub fn new(peers: usize) -> Self {
+        RateLimits { buckets: vec![[TokenBucket::new(); 3]; peers], last_strike: vec![None; peers] }
+    }
+
+    /// Charges `cost` units of `kind` to `peer` at `now` (its excluded budget when `excluded`).
+    /// An unknown peer index is refused without a strike.
+    pub fn admit(&mut self, peer: usize, kind: RequestKind, cost: u64, excluded: bool, now: u64) -> Admission {
+        let Some(b) = self.buckets.get_mut(peer) else { return Admission::Dropped { strike: false } };
+        let budget = if excluded { kind.excluded_budget() } else { kind.budget() };
+        if b[kind.index()].take(budget, now, cost) {
+            return Admission::Allowed;
+        }
+        let last = &mut self.last_strike[peer];
+        let strike = last.is_none_or(|t| now >= t + STRIKE_INTERVAL_US);
+        if strike {
+            *last = Some(now);
+        }
+        Admission::Dropped { strike }
+    }
+}
