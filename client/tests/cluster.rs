@@ -282,3 +282,34 @@ fn a_client_key_the_nodes_do_not_accept_is_not_authorized() {
 fn pqdag_crypto_key() -> pqdag_client::PublicKey {
     pqdag_crypto::Keypair::generate().expect("keygen").public().clone()
 }
+
+/// The crate's example program, built and run as a user would (`cargo run -p pqdag-client
+/// --example submit_and_wait -- --cluster FILE --count 3`) against a real 3-node testnet: a
+/// plain `#[tokio::main]` that connects with the testnet's client key, submits, waits and prints
+/// every decision.
+#[test]
+fn the_example_program_submits_and_waits_against_a_real_cluster() {
+    let _serial = cluster_lock();
+    let c = Cluster::start(3, 51500);
+    let file = c.cluster_file();
+    // Wait until the cluster answers (the example itself does not retry a first connect).
+    let rt = rt();
+    drop(rt.block_on(connect_when_up(&file, opts(0))));
+    let target = engine().parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--locked", "-p", "pqdag-client", "--example", "submit_and_wait"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo build example");
+    assert!(st.success(), "building the example failed");
+    let out = Command::new(target.join("debug/examples/submit_and_wait"))
+        .args(["--count", "3", "--cluster"])
+        .arg(&file)
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "example failed: {}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
+    assert!(stdout.starts_with("connected to node-"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("Final")).count(), 3, "three payloads final: {stdout}");
+}
