@@ -67,6 +67,20 @@ impl Cluster {
         c
     }
 
+    /// Starts node `i` again on its data dir (after `kill9`).
+    fn restart(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join(format!("node-{i}.log"))).expect("log");
+        let child = Command::new(engine())
+            .args(["run", "--config"])
+            .arg(self.dir.path().join(format!("node-{i}/config.toml")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("engine run");
+        self.children[i] = Some(child);
+    }
+
     fn cluster_file(&self) -> PathBuf {
         self.dir.path().join("cluster.toml")
     }
@@ -220,8 +234,8 @@ fn the_client_fails_over_when_its_node_is_killed() {
         ids
     });
     c.kill9(0);
-    rt.block_on(async {
-        let mut ids = early.clone();
+    let late: Vec<_> = rt.block_on(async {
+        let mut ids = Vec::new();
         for n in 0..5u64 {
             let id = client.submit(b"after".to_vec(), vec![key(3100 + n)]).await.unwrap_or_else(|e| panic!("submit after kill: {e}"));
             ids.push(id);
@@ -231,7 +245,25 @@ fn the_client_fails_over_when_its_node_is_killed() {
             let d = client.wait(*id).await.unwrap_or_else(|e| panic!("wait {id}: {e}\n{}", c.logs()));
             assert!(d.is_final(), "{id}: {d:?}");
         }
+        ids
     });
+    assert_eq!(late.len(), 5);
+    // The early ones: node-0 acknowledged them (persisted) and usually gossiped them before it
+    // died; on a loaded machine SIGKILL can land between the two. Then they are not lost, only
+    // held by node-0 until it is back: restart it on its data dir and they are decided.
+    let quick = ClientOptions { decision_timeout: Duration::from_secs(15), ..opts(1) };
+    let quick_client = rt.block_on(connect_when_up(&file, quick));
+    let undecided: Vec<_> = early.iter().filter(|id| !rt.block_on(quick_client.wait(**id)).is_ok_and(|d| d.is_final())).copied().collect();
+    if !undecided.is_empty() {
+        eprintln!("{} early vertices undecided without node-0: restarting it", undecided.len());
+        c.restart(0);
+        rt.block_on(async {
+            for id in &undecided {
+                let d = client.wait(*id).await.unwrap_or_else(|e| panic!("wait {id} after node-0 restarted: {e}\n{}", c.logs()));
+                assert!(d.is_final(), "{id}: {d:?}");
+            }
+        });
+    }
 }
 
 #[test]
