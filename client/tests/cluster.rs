@@ -53,23 +53,14 @@ impl Cluster {
         assert!(out.status.success(), "testnet: {}", String::from_utf8_lossy(&out.stderr));
         let mut c = Cluster { children: (0..nodes).map(|_| None).collect(), dir };
         for i in 0..nodes {
-            let log = std::fs::File::create(c.dir.path().join(format!("node-{i}.log"))).expect("log");
-            let child = Command::new(engine())
-                .args(["run", "--config"])
-                .arg(c.dir.path().join(format!("node-{i}/config.toml")))
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("engine run");
-            c.children[i] = Some(child);
+            c.restart(i);
         }
         c
     }
 
-    /// Starts node `i` again on its data dir (after `kill9`).
+    /// Starts node `i` (again, after `kill9`: on its data dir), its log appended to `node-i.log`.
     fn restart(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join(format!("node-{i}.log"))).expect("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("node-{i}.log"))).expect("log");
         let child = Command::new(engine())
             .args(["run", "--config"])
             .arg(self.dir.path().join(format!("node-{i}/config.toml")))
