@@ -163,7 +163,7 @@ fn run(args: &Args) -> Result<bool, String> {
         pids.push(pid);
     }
 
-    // 3. Wait for /health = 200 everywhere.
+    // 3. Wait for /ready = 200 everywhere (alive, connected to a majority, caught up).
     let t_health = Instant::now();
     let mut healthy = vec![false; nodes.len()];
     let mut last_answer = vec![String::from("no answer yet"); nodes.len()];
@@ -175,7 +175,9 @@ fn run(args: &Args) -> Result<bool, String> {
             if healthy[i] {
                 continue;
             }
-            match http::get(n.metrics, "/health", Duration::from_millis(500)) {
+            // `/ready`, not `/health`: a node answers submissions `NotReady` until it has caught
+            // up with its peers (~2 s after start), and load sent before that is refused.
+            match http::get(n.metrics, "/ready", Duration::from_millis(500)) {
                 Ok((200, _)) => healthy[i] = true,
                 Ok((code, body)) => last_answer[i] = format!("HTTP {code}: {}", body.trim()),
                 Err(e) => last_answer[i] = e.to_string(),
@@ -188,14 +190,14 @@ fn run(args: &Args) -> Result<bool, String> {
                 .zip(&healthy)
                 .zip(&last_answer)
                 .filter(|((_, h), _)| !**h)
-                .map(|((n, _), a)| format!("  {} (http://{}/health: {a}); log {}", n.name, n.metrics, n.log.display()))
+                .map(|((n, _), a)| format!("  {} (http://{}/ready: {a}); log {}", n.name, n.metrics, n.log.display()))
                 .collect();
-            return Err(format!("not healthy after {health_timeout:.0} s:\n{}", bad.join("\n")));
+            return Err(format!("not ready after {health_timeout:.0} s:\n{}", bad.join("\n")));
         }
         sleep_or_stop(Duration::from_millis(250), &stop)?;
     }
     let startup_s = t_health.elapsed().as_secs_f64();
-    eprintln!("bench: all {} nodes healthy after {startup_s:.1} s", nodes.len());
+    eprintln!("bench: all {} nodes ready after {startup_s:.1} s", nodes.len());
 
     // 4. Baseline, then loadgen, sampling every second.
     let baseline: Vec<Option<NodeMetrics>> = nodes.iter().map(|n| scrape(n.metrics)).collect();
