@@ -22,6 +22,7 @@ use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::{KindLabel, Metrics};
 use super::feed::FeedServer;
 use super::ingress::ClientFrame;
+use super::quotas::ClientQuotas;
 use super::signer::MlDsaSigner;
 use super::Tags;
 
@@ -52,6 +53,8 @@ struct PendingStatus {
 struct OwnSubmission {
     client: ClientId,
     created: Instant,
+    /// The submitting client's key id (its quota is released on the decision).
+    key: [u8; 32],
 }
 
 /// The client gateway of one shard (the client endpoint is on shard 0).
@@ -80,6 +83,10 @@ pub(super) struct Gateway {
     feed: FeedServer,
     /// Caught up with the peers (else submissions and status queries get `NotReady`).
     ready: bool,
+    /// Per-client in-flight and rate quotas.
+    quotas: ClientQuotas,
+    /// Time origin of the quotas' clock.
+    epoch: Instant,
 }
 
 
@@ -102,6 +109,8 @@ impl Gateway {
             submitters: HashMap::new(),
             feed: FeedServer::new(node, shard, shard_count),
             ready: false,
+            quotas: ClientQuotas::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -161,6 +170,9 @@ impl Gateway {
                     // submitted concurrently elsewhere is decided by consensus (4.5).
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_double_spend".into() }).inc();
                     Some(error(tag, ClientErrorCode::Conflict, format!("conflict key {k} is already spent by a known vertex")))
+                } else if let Err(q) = self.quotas.admit(key.0, self.epoch.elapsed().as_micros() as u64) {
+                    self.metrics.invalid.get_or_create(&KindLabel { kind: "client_quota".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Overloaded, q.to_string()))
                 } else {
                     let internal = tags.take();
                     self.client_submits.insert(internal, (reply, client, tag));
@@ -224,7 +236,9 @@ impl Gateway {
     /// The core refused submission `client_tag`: it is answered, never left hanging.
     pub(super) fn refused(&mut self, client_tag: u64, err: &ConsensusError) {
         self.submit_keys.remove(&client_tag);
-        self.submitters.remove(&client_tag);
+        if let Some(k) = self.submitters.remove(&client_tag) {
+            self.quotas.release(k);
+        }
         if let Some((reply, _, tag)) = self.client_submits.remove(&client_tag) {
             let code = match err {
                 ConsensusError::Dag(_) => ClientErrorCode::Conflict,
@@ -239,7 +253,7 @@ impl Gateway {
 
     /// A submission became vertex `id` (on this shard, or adopted by this shard).
     pub(super) fn created(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId) {
-        self.submitters.remove(&client_tag);
+        let key = self.submitters.remove(&client_tag);
         if self.shard != 0 {
             self.adopted_own.insert(id);
             if let Some(m) = mesh {
@@ -249,7 +263,7 @@ impl Gateway {
         }
         self.remember_own_keys(client_tag, id);
         if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
-            self.own.insert(id, OwnSubmission { client, created: Instant::now() });
+            self.own.insert(id, OwnSubmission { client, created: Instant::now(), key: key.unwrap_or([0; 32]) });
             if let Ok(b) = encode(&ClientReply::Submitted { tag, id }) {
                 let _ = reply.send(b);
             }
@@ -272,6 +286,7 @@ impl Gateway {
     /// Vertex `id` was decided here: its client hears of it (here, or through shard 0).
     pub(super) fn decided(&mut self, mesh: Option<&ShardMesh>, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
         if let Some(own) = self.own.remove(&id) {
+            self.quotas.release(own.key);
             let latency_us = own.created.elapsed().as_micros() as u64;
             client_events.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
         } else {
@@ -300,6 +315,7 @@ impl Gateway {
             MeshMsg::Created { client_tag, id } => self.created(mesh, client_tag, id),
             MeshMsg::Decided { id, status } => {
                 if let Some(own) = self.own.remove(&id) {
+                    self.quotas.release(own.key);
                     let latency_us = own.created.elapsed().as_micros() as u64;
                     decided.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
                 }

@@ -20,6 +20,7 @@ mod gateway;
 mod guard;
 mod ingress;
 mod limits;
+mod quotas;
 mod outbound;
 mod persist;
 mod restore;
