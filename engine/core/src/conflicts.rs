@@ -29,6 +29,9 @@ pub(crate) struct Member {
     pub(crate) owner: u32,
     /// Rejected (e.g. descends from another set's loser): can never be preferred again.
     pub(crate) rejected: bool,
+    /// This node voted Yes on the member or a descendant (`Core::expose`): a newcomer may no
+    /// longer take the preference from it on a tie.
+    pub(crate) exposed: bool,
 }
 
 /// The vertices spending one conflict key.
@@ -151,9 +154,13 @@ impl<S: Signer> Core<S> {
                 // In order after the Join (the mesh keeps per-pair order): the owner marks it.
                 self.push(Action::ToShard { shard: owner, msg: ShardMsg::MemberRejected { key, member: v.id } });
             }
+            if self.dag.vertices.get(&v.id).is_some_and(|r| r.exposed) {
+                self.push(Action::ToShard { shard: owner, msg: ShardMsg::MemberExposed { key, member: v.id } });
+            }
             return;
         }
-        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected };
+        let exposed = self.dag.vertices.get(&v.id).is_some_and(|r| r.exposed);
+        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected, exposed };
         self.join_local(key, member);
     }
 
@@ -201,8 +208,18 @@ impl<S: Signer> Core<S> {
             set.pref = 0;
             set.last_winner = 0;
         } else if decided.is_none() && ConflictSet::better(&set.members[idx], &set.members[set.pref]) {
-            set.pref = idx;
-            changed = true;
+            // The newcomer wins on a tie only while the incumbent's preference is private.
+            // Peers counted this node's Yes on an exposed incumbent toward its quorum; an honest
+            // node that switched without Snowball evidence could sit in the intersection of two
+            // quorums for conflicting vertices (found by `sim-faults` seed 278: a node finalized
+            // A with four peers' Yes; B, with a lower id, then reached those four, took their
+            // preference by the tie-break, and was finalized by them).
+            let inc = &set.members[set.pref];
+            let by_tie = !inc.rejected && set.members[idx].count <= inc.count;
+            if !by_tie || !inc.exposed {
+                set.pref = idx;
+                changed = true;
+            }
         }
         let pref = set.preferred();
         let multi = set.members.len() > 1;
@@ -264,6 +281,14 @@ impl<S: Signer> Core<S> {
             if owner == self.shard {
                 self.reject(l, quiet);
             }
+        }
+    }
+
+    /// This node voted Yes on `id` (a member of the local set of `key`) or on a descendant.
+    pub(crate) fn member_exposed(&mut self, key: ConflictKey, id: VertexId) {
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        if let Some(m) = set.members.iter_mut().chain(set.overflow.iter_mut()).find(|m| m.id == id) {
+            m.exposed = true;
         }
     }
 

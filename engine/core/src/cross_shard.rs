@@ -20,6 +20,8 @@ pub(crate) struct RemoteParent {
     pub(crate) strong: bool,
     pub(crate) children: Vec<VertexId>,
     pub(crate) watched: bool,
+    /// Its owner was told this node voted Yes on a descendant (`ShardMsg::Exposed`).
+    pub(crate) exposed: bool,
 }
 
 /// What this shard knows of a conflict set owned by another shard.
@@ -115,7 +117,7 @@ impl<S: Signer> Core<S> {
             }
             ShardMsg::Adopt { vertex, client_tag } => self.adopt(now, vertex, client_tag),
             ShardMsg::Join { key, member, creator, owner } => {
-                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false };
+                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false };
                 self.join_local(key, m);
             }
             ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),
@@ -189,6 +191,8 @@ impl<S: Signer> Core<S> {
             }
             ShardMsg::Decide { key, winner } => self.decide(key, winner, false),
             ShardMsg::MemberRejected { key, member } => self.member_rejected(key, member),
+            ShardMsg::Exposed { id } => self.expose(id),
+            ShardMsg::MemberExposed { key, member } => self.member_exposed(key, member),
         }
     }
 }

@@ -41,6 +41,10 @@ pub(crate) struct Rec {
     pub(crate) in_conflict: bool,
     pub(crate) claiming: u32,
     pub(crate) claim_granted: Vec<ConflictKey>,
+    /// This node has answered (or counted in its own poll) a Yes on this vertex or on a
+    /// descendant, so its preference in every set of it is public: a tie-break may no longer
+    /// move those preferences (see `Core::expose`). Restored vertices count as exposed.
+    pub(crate) exposed: bool,
 }
 
 impl Rec {
@@ -64,6 +68,7 @@ impl Rec {
             in_conflict: false,
             claiming: 0,
             claim_granted: Vec::new(),
+            exposed: false,
         }
     }
 }
@@ -227,6 +232,8 @@ impl<S: Signer> Core<S> {
                     in_conflict: false,
                     claiming: 0,
                     claim_granted: Vec::new(),
+                    // A restarted node may have voted on it before the crash.
+                    exposed: quiet,
                 },
             );
             if status == VertexStatus::Processing {

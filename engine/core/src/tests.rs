@@ -650,6 +650,35 @@ fn a_member_rejected_on_arrival_never_takes_the_preference() {
     }
 }
 
+/// A newcomer takes the preference on the id tie-break only while this node has never said Yes
+/// on the incumbent (or a descendant): peers counted that Yes toward their quorum for it, and
+/// an honest node that then switched without Snowball evidence could sit in two quorums for
+/// conflicting vertices (`sim-faults` seed 278 finalized both members of one set that way).
+#[test]
+fn a_yes_vote_pins_the_preference_against_the_tie_break() {
+    for voted in [false, true] {
+        let mut core = lone_core(0, 4);
+        let g = core.genesis_id();
+        let key = ConflictKey([9; 32]);
+        let a = byz_vertex(1, vec![g], b"A", vec![key], 1);
+        let b = (0u32..).map(|i| byz_vertex(3, vec![g], &i.to_le_bytes(), vec![key], 1)).find(|b| b.id < a.id).expect("a lower id");
+        let child = byz_vertex(2, vec![a.id], b"child of A", vec![], 2);
+        core.handle(10, Event::Vertex { from: node(1), vertex: a.clone() }).expect("ok");
+        core.handle(20, Event::Vertex { from: node(2), vertex: child.clone() }).expect("ok");
+        drain(&mut core);
+        if voted {
+            // Node 2 polls A's child: a Yes on it is a Yes on A.
+            let q = Arc::new(Query { query_id: 1, requester: node(2), ids: vec![child.id], signature: Vec::new() });
+            core.handle(30, Event::Query { from: node(2), query: q }).expect("ok");
+            assert_eq!(take_response(&mut core).expect("an answer").vote(0), Vote::Yes);
+        }
+        core.handle(40, Event::Vertex { from: node(3), vertex: b.clone() }).expect("ok");
+        drain(&mut core);
+        let want = if voted { a.id } else { b.id };
+        assert_eq!(core.preference(&key), Some(want), "voted {voted}: after a Yes the incumbent stays preferred; before, the lower id wins");
+    }
+}
+
 // ------------------------------------------------------------------ bounds (issue 14, hole 5)
 
 fn lone_core(me: usize, n: usize) -> Core<TestSigner> {

@@ -268,6 +268,20 @@ pub enum ShardMsg {
         /// Member's owner shard.
         owner: u32,
     },
+    /// The sender voted Yes on a descendant of `id` (owned by the receiver): expose `id` and
+    /// its ancestors (`Core::expose`).
+    Exposed {
+        /// The vertex.
+        id: VertexId,
+    },
+    /// The member's owner voted Yes on `member` or a descendant: its set owner (the receiver)
+    /// may no longer move the preference away from it on a tie.
+    MemberExposed {
+        /// Conflict key.
+        key: ConflictKey,
+        /// The exposed member.
+        member: VertexId,
+    },
     /// `member` had a successful poll round: a snowball input for `key`.
     Success {
         /// Conflict key.

@@ -7,7 +7,7 @@ use pqdag_wire::{NodeId, Query, Response, Vertex, VertexId, Vote};
 use pqdag_wire::limits::QUERY_IDS_MAX;
 
 use crate::core::Core;
-use crate::types::{Action, Signer, VertexStatus, shard_of_key, shard_of_vertex};
+use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key, shard_of_vertex};
 
 /// The preference epoch: strong preferences cached in an older epoch are stale.
 pub(crate) struct Votes {
@@ -86,7 +86,54 @@ impl<S: Signer> Core<S> {
         })
     }
 
+    /// This node's vote on `id`, as sent in a response or counted in its own poll. A Yes on a
+    /// processing vertex exposes it and its ancestors (see [`Self::expose`]).
     pub(crate) fn vote_for(&mut self, id: &VertexId) -> Vote {
+        let vote = self.compute_vote(id);
+        if vote == Vote::Yes && self.dag.vertices.get(id).is_some_and(|r| !r.exposed && r.status == VertexStatus::Processing) {
+            self.expose(*id);
+        }
+        vote
+    }
+
+    /// Marks `id` and its processing ancestors exposed: this node said Yes on them, so peers
+    /// counted it toward their quorums, and their preference in every conflict set may move
+    /// only on Snowball evidence from now on, never on a tie-break when a newcomer joins (see
+    /// `Member::exposed`). Each vertex is exposed once, so the walks cost O(1) per vertex
+    /// amortised. Parents owned by other shards and sets owned by other shards are told with
+    /// `ShardMsg::Exposed` and `ShardMsg::MemberExposed`.
+    pub(crate) fn expose(&mut self, id: VertexId) {
+        let mut stack = vec![id];
+        while let Some(x) = stack.pop() {
+            let Some(r) = self.dag.vertices.get_mut(&x) else { continue };
+            if r.exposed || r.status != VertexStatus::Processing {
+                continue;
+            }
+            r.exposed = true;
+            let v = r.v.clone();
+            for key in &v.conflict_keys {
+                let owner = shard_of_key(key, self.shard_count);
+                if owner == self.shard {
+                    self.member_exposed(*key, x);
+                } else {
+                    self.push(Action::ToShard { shard: owner, msg: ShardMsg::MemberExposed { key: *key, member: x } });
+                }
+            }
+            for p in &v.parents {
+                if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+                    stack.push(*p);
+                } else if let Some(rp) = self.cross.remote_parents.get_mut(p) {
+                    if !rp.exposed && rp.status == Some(VertexStatus::Processing) {
+                        rp.exposed = true;
+                        let owner = shard_of_vertex(p, self.shard_count);
+                        self.push(Action::ToShard { shard: owner, msg: ShardMsg::Exposed { id: *p } });
+                    }
+                }
+            }
+        }
+    }
+
+    fn compute_vote(&mut self, id: &VertexId) -> Vote {
         let epoch = self.votes.epoch;
         match self.dag.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
             // Cached for this preference epoch: one lookup.

@@ -159,6 +159,28 @@ fn crash_with_loss_and_conflicts_stays_live() {
     }
 }
 
+/// `sim-faults` seed 278 (safety): node 0 crashed and node 1 cut off leave exactly a quorum of
+/// five; one of them finalized A on the Yes of the four others, who had not seen B yet; B, with
+/// a lower id, then reached the four and took their preference by the tie-break: B final there,
+/// A final at the fifth. A Yes now pins the preference (`Member::exposed`). Both shard layouts.
+#[test]
+fn a_tie_break_never_moves_a_preference_this_node_voted_for() {
+    for shards in [1, 2] {
+        let mut c = base(7, 278, 4.0, 100.0);
+        c.shards = shards;
+        c.liveness_budget_s = 20.0;
+        c.loss = 0.02;
+        c.conflict_ratio = 0.27;
+        c.crash = Some((0, 1_910_000, 2_590_000));
+        c.partition = Some(Partition::parse("0-1|2-6@1.51-2.04", 4.0).expect("partition"));
+        let r = run(c).expect("config");
+        assert_eq!(r.safety_violations, 0, "shards {shards}: {:?}", r.first_violation);
+        if shards == 1 {
+            assert!(r.liveness_ok, "{} of {} final", r.finalized, r.submitted);
+        }
+    }
+}
+
 /// Sharding: 2 shard cores per node, cross-shard parents and conflict sets.
 #[test]
 fn sharded_nodes_agree() {
