@@ -175,7 +175,14 @@ impl<S: Signer> Core<S> {
             self.peers.refresh_exclusions(now);
         }
         self.polls.next_poll_at = now + self.params.poll_interval_us;
-        let k = self.params.sample_size.min(self.peers.eligible.len());
+        // A whole-network poll asks every peer, excluded ones too, and counts their Yes (see
+        // `on_response`): its threshold is a BFT quorum, whose intersection argument holds
+        // whoever votes, so an exclusion is never needed for safety there. Leaving excluded
+        // honest peers out left a node with one crashed peer and one honest peer excluded on
+        // timeouts polling a bare quorum, where any lost message failed the round (`sim-faults`
+        // seed 34: 192 of 383 final).
+        let whole = self.whole_network();
+        let k = if whole { self.peers.ids.len() } else { self.params.sample_size.min(self.peers.eligible.len()) };
         if k == 0 {
             return;
         }
@@ -184,7 +191,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         // Uniform sample without replacement (partial Fisher-Yates).
-        let mut pool = self.peers.eligible.clone();
+        let mut pool: Vec<usize> = if whole { (0..self.peers.ids.len()).collect() } else { self.peers.eligible.clone() };
         for i in 0..k {
             let j = self.rng.random_range(i..pool.len());
             pool.swap(i, j);
@@ -196,7 +203,7 @@ impl<S: Signer> Core<S> {
         query.signature = self.signer.sign(Domain::Query, &query.signed_bytes());
         let digest = query.ids_digest();
         let n = query.ids.len();
-        let own = self.whole_network();
+        let own = whole;
         let alpha = if own { self.quorum() } else { self.eligible_alpha(k) };
         let to = pool.iter().map(|&i| self.peers.ids[i]).collect();
         let ids = query.ids.clone();
@@ -222,10 +229,11 @@ impl<S: Signer> Core<S> {
 
     pub(crate) fn on_response(&mut self, now: u64, from: NodeId, resp: Response) {
         let Some(&pi) = self.peers.index.get(&from) else { return };
-        if self.peers.scores[pi].excluded {
-            return; // 3.7.3: responses of excluded peers are ignored
-        }
+        let excluded = self.peers.scores[pi].excluded;
         let qid = resp.query_id;
+        if excluded && !self.polls.open.get(&qid).is_some_and(|p| p.own) {
+            return; // 3.7.3: responses of excluded peers are ignored (Avalanche-mode polls)
+        }
         let Some(poll) = self.polls.open.get_mut(&qid) else {
             if let Some(c) = self.polls.closed.get_mut(&qid) {
                 if let Some(pos) = c.sample.iter().position(|&s| s == pi) {
@@ -249,7 +257,10 @@ impl<S: Signer> Core<S> {
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
                 Some(Vote::Yes) => poll.yes[i] |= bit,
-                Some(Vote::No) => poll.no[i] |= bit,
+                // An excluded peer in a whole-network poll: its Yes counts toward the quorum
+                // (safe whoever casts it), its No does not drag confidence (a flip-voter's
+                // would hold every vertex below the finality threshold).
+                Some(Vote::No) if !excluded => poll.no[i] |= bit,
                 _ => {}
             }
         }

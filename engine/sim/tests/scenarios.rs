@@ -181,6 +181,23 @@ fn a_tie_break_never_moves_a_preference_this_node_voted_for() {
     }
 }
 
+/// `sim-faults` seed 34 (liveness, crash faults only): with node 2 down, one node had also
+/// excluded an honest peer on timeouts and polled a bare quorum, where any lost message failed
+/// the round: 192 of 383 final. Whole-network polls now ask excluded peers too and count their
+/// Yes (safe whoever casts it: the quorum intersection does not depend on exclusions).
+#[test]
+fn an_excluded_honest_peer_still_counts_toward_the_quorum() {
+    let mut c = base(7, 34, 4.0, 100.0);
+    c.liveness_budget_s = 20.0;
+    c.loss = 0.03;
+    c.duplicate = 0.01;
+    c.conflict_ratio = 0.07;
+    c.crash = Some((2, 1_180_000, 2_490_000));
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "{} of {} final", r.finalized, r.submitted);
+}
+
 /// Sharding: 2 shard cores per node, cross-shard parents and conflict sets.
 #[test]
 fn sharded_nodes_agree() {
