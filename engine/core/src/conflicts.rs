@@ -32,6 +32,8 @@ pub(crate) struct Member {
     /// This node voted Yes on the member or a descendant (`Core::expose`): a newcomer may no
     /// longer take the preference from it on a tie.
     pub(crate) exposed: bool,
+    /// Its creator has another member in this set: the creator equivocated (see `better`).
+    pub(crate) equivocal: bool,
 }
 
 /// The vertices spending one conflict key.
@@ -62,7 +64,12 @@ impl ConflictSet {
         // ground too, but that only picks which of two conflicting vertices wins, never
         // whether nodes agree; first-seen (no tie-break) was measured to split the honest
         // nodes' preferences so that 7 flip-voters of 30 stalled every conflicting seed.
-        (a.count, ordf(a.confidence), std::cmp::Reverse(a.id)) > (b.count, ordf(b.confidence), std::cmp::Reverse(b.id))
+        // On equal counts a member of an equivocating creator ranks below one of a creator that
+        // spent the key once: an equivocator that spams many members, a different subset to
+        // each node, otherwise made every honest node prefer a different one of them by the id
+        // tie-break, and with the whole network as the sample no member ever got a majority
+        // (`sim-soak --strategies set-spam`: 14 of 40 runs at N = 7 stalled for good).
+        (a.count, !a.equivocal, ordf(a.confidence), std::cmp::Reverse(a.id)) > (b.count, !b.equivocal, ordf(b.confidence), std::cmp::Reverse(b.id))
     }
     /// The preferred member.
     pub(crate) fn preferred(&self) -> VertexId {
@@ -160,7 +167,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         let exposed = self.dag.vertices.get(&v.id).is_some_and(|r| r.exposed);
-        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected, exposed };
+        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected, exposed, equivocal: false };
         self.join_local(key, member);
     }
 
@@ -176,6 +183,8 @@ impl<S: Signer> Core<S> {
             }
             return;
         }
+        // Exposure pins a preference only where safety rests on quorum intersection (see below).
+        let pin = self.whole_network();
         let set = self.conflicts.sets.entry(key).or_default();
         if set.index(&member.id).is_some() {
             return;
@@ -200,24 +209,43 @@ impl<S: Signer> Core<S> {
         }
         let equivocator = set.members.iter().find(|m| m.creator == member.creator && m.owner == self.shard && member.owner == self.shard).map(|m| m.id);
         let decided = set.decided;
+        let twice = set.members.iter().any(|m| m.creator == member.creator);
         set.members.push(member.clone());
+        if twice {
+            for m in set.members.iter_mut().filter(|m| m.creator == member.creator) {
+                m.equivocal = true;
+            }
+        }
         let idx = set.members.len() - 1;
         let newly_contested = set.members.len() == 2 && decided.is_none();
         let mut changed = false;
         if set.members.len() == 1 {
             set.pref = 0;
             set.last_winner = 0;
-        } else if decided.is_none() && ConflictSet::better(&set.members[idx], &set.members[set.pref]) {
-            // The newcomer wins on a tie only while the incumbent's preference is private.
-            // Peers counted this node's Yes on an exposed incumbent toward its quorum; an honest
-            // node that switched without Snowball evidence could sit in the intersection of two
-            // quorums for conflicting vertices (found by `sim-faults` seed 278: a node finalized
-            // A with four peers' Yes; B, with a lower id, then reached those four, took their
-            // preference by the tie-break, and was finalized by them).
+        } else if decided.is_none() {
+            // While the incumbent is private (or rejected) the preference follows the order of
+            // `better` (the newcomer, or another member when the incumbent's creator just
+            // turned out to equivocate). Once exposed it moves only on Snowball counts: peers
+            // counted this node's Yes toward the incumbent's quorum, and an honest node that
+            // switched without Snowball evidence could sit in the intersection of two quorums
+            // for conflicting vertices (found by `sim-faults` seed 278: a node finalized A with
+            // four peers' Yes; B, with a lower id, then reached those four, took their
+            // preference by the tie-break, and was finalized by them). In Avalanche mode (a
+            // random sample of k < N-1 peers) the pin is not applied: there, an equivocator that
+            // gives each half of the network a different member first left every honest node
+            // pinned to its half's member, no member reached alpha = 0.75k, and the vertices
+            // built on them never finalized (`sim-soak`, N = 30, equivocate); the id tie-break
+            // makes the honest nodes agree as soon as both members reached them.
             let inc = &set.members[set.pref];
-            let by_tie = !inc.rejected && set.members[idx].count <= inc.count;
-            if !by_tie || !inc.exposed {
-                set.pref = idx;
+            let best = if inc.rejected || !inc.exposed || !pin {
+                (0..set.members.len()).fold(set.pref, |b, j| if ConflictSet::better(&set.members[j], &set.members[b]) { j } else { b })
+            } else if set.members[idx].count > inc.count {
+                idx
+            } else {
+                set.pref
+            };
+            if best != set.pref {
+                set.pref = best;
                 changed = true;
             }
         }

@@ -243,7 +243,7 @@ impl<S: Signer> Core<S> {
             let r = &self.dag.vertices[&id];
             let parents: Vec<String> = r.v.parents.iter().map(|p| format!("{p}:{:?}", self.parent_state(p))).collect();
             let keys: Vec<String> = r.v.conflict_keys.iter().map(|k| {
-                let local = self.conflicts.sets.get(k).map(|s| (s.preferred(), s.decided, s.lock, s.members.iter().map(|m| format!("{}:{:?}", m.id, self.vertex_status(&m.id))).collect::<Vec<_>>()));
+                let local = self.conflicts.sets.get(k).map(|s| (s.preferred(), s.decided, s.lock, s.members.iter().map(|m| format!("{}:{:?} by {} n{} x{}", m.id, self.vertex_status(&m.id), hex8(&m.creator.0), m.count, u8::from(m.exposed))).collect::<Vec<_>>(), s.overflow.len()));
                 let remote = self.cross.remote_sets.get(k).map(|s| (s.preferred, s.decided));
                 format!("{}: local {local:?} remote {remote:?}", hex8(&k.0))
             }).collect();

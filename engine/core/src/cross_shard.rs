@@ -117,7 +117,7 @@ impl<S: Signer> Core<S> {
             }
             ShardMsg::Adopt { vertex, client_tag } => self.adopt(now, vertex, client_tag),
             ShardMsg::Join { key, member, creator, owner } => {
-                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false };
+                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false };
                 self.join_local(key, m);
             }
             ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),

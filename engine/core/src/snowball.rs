@@ -39,7 +39,8 @@ impl<S: Signer> Core<S> {
                 let creator = set.overflow[o].creator;
                 let pref = set.pref;
                 let Some(j) = (0..set.members.len()).filter(|&j| j != pref && set.members[j].creator == creator).min_by_key(|&j| (set.members[j].count, j)) else { return };
-                let promoted = set.overflow.swap_remove(o);
+                let mut promoted = set.overflow.swap_remove(o);
+                promoted.equivocal = true;
                 let demoted = std::mem::replace(&mut set.members[j], promoted);
                 set.overflow.push(demoted);
                 if set.last_winner == j {
