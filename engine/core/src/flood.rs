@@ -106,6 +106,11 @@ impl Flood {
         }
     }
 
+    /// Whether `v` is needed whatever its creator's load (keeps the mark).
+    fn is_needed(&self, v: &Vertex) -> bool {
+        self.wanted.get(&v.id).is_some_and(|by| by.is_none_or(|c| c != v.creator))
+    }
+
     /// Whether `v` is needed whatever its creator's load (consumes the mark).
     fn needed(&mut self, v: &Vertex) -> bool {
         match self.wanted.remove(&v.id) {
@@ -145,6 +150,15 @@ impl<S: Signer> Core<S> {
         }
         self.flood.last_strike.insert(creator, now);
         self.incident(now, i, Misbehaviour::Flooding, None);
+    }
+
+    /// Whether the core would admit `v` now as far as its creator's bound goes. The shell asks
+    /// before verifying the signature and skips the verify of a vertex it would drop (a flood
+    /// then costs a lookup per vertex, not an ML-DSA verify). Its creator field is unchecked
+    /// then, so such a drop is never held against the creator: it only spares the verify of
+    /// what the core would refuse anyway (the creator really holds the bound, verified).
+    pub fn admits_creator(&self, v: &Vertex) -> bool {
+        v.creator == self.me || self.flood.count(&v.creator) < CREATOR_PROCESSING_MAX || self.flood.is_needed(v)
     }
 
     /// Whether an own vertex may take a processing vertex of `creator` as parent.
