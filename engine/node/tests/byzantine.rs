@@ -684,6 +684,10 @@ fn real_vote_unknown_is_outvoted() {
 fn real_vertex_flood_is_absorbed() {
     let _serial = cluster_lock();
     let o = run_attack("vertex-flood", 48_450, Duration::from_secs(25));
+    for kind in ["creator_dropped", "creator_bypassed", "creator_processing_max"] {
+        eprintln!("vertex-flood: honest pqdag_bounded {kind} {:?}", o.honest_metrics.iter().map(|m| m.lines().filter(|l| l.starts_with("pqdag_bounded") && l.contains(&format!("\"{kind}\""))).map(|l| l.rsplit(' ').next().unwrap_or("").to_owned()).collect::<Vec<_>>()).collect::<Vec<_>>());
+    }
+    eprintln!("vertex-flood: dropped before verify (creator over bound) {}", o.honest_kind("pqdag_duplicates_dropped_total", "creator_over_bound"));
     assert_survived("vertex-flood", &o, false);
     assert!(o.sent("flood_vertex") >= 1_000.0, "vertex-flood: fewer than 1000 flood vertices sent");
 }
