@@ -31,14 +31,17 @@ use crate::peers::Misbehaviour;
 use crate::types::Signer;
 
 /// Processing vertices one creator may hold at this node before its new ones are dropped.
-/// An honest node creates one vertex per submission; at the 5000 vertices/s target spread over
-/// N >= 3 nodes that is at most ~1700/s per creator, which finalize in well under a second
-/// (~0.3 s median on the 3-node testnet at 1200/s): a few hundred undecided per creator. Set
-/// so that an honest creator stays under it at full load, while a flooder's share of every
-/// poll (about half its processing vertices are frontier tips) stays small.
-pub const CREATOR_PROCESSING_MAX: u32 = 1024;
-/// A creator holding this many processing vertices is not used for parents of own vertices.
-pub const CREATOR_PARENT_MAX: u32 = CREATOR_PROCESSING_MAX / 2;
+/// An honest node creates one vertex per submission: on the 3-node testnet at 1200/s that is
+/// ~400/s per creator, final in ~0.3 s (median): ~120 undecided per creator, 2x under it. At
+/// the 5000 vertices/s target over 3 nodes (~1700/s per creator) an honest creator can go over
+/// it; its extra vertices then cost a fetch (every peer that admitted one queries the others,
+/// which bypass the bound for it), never their finality. 1024 was too loose on real processes:
+/// with the query bypass a flooder held ~2 500 processing vertices per honest node and honest
+/// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
+pub const CREATOR_PROCESSING_MAX: u32 = 256;
+/// A creator holding this many processing vertices is not used for parents of own vertices
+/// (at the bound: an honest creator near it under load is still built on).
+pub const CREATOR_PARENT_MAX: u32 = CREATOR_PROCESSING_MAX;
 /// Ids remembered as needed (oldest forgotten first).
 pub(crate) const WANTED_MAX: usize = 65_536;
 /// At most one `Flooding` strike per creator in this time.
