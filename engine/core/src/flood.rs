@@ -164,6 +164,17 @@ impl<S: Signer> Core<S> {
         v.creator == self.me || self.flood.count(&v.creator) < CREATOR_PROCESSING_MAX || self.flood.is_needed(v)
     }
 
+    /// The shell fetches `ids` because `by`'s finality log names them (history sync): they are
+    /// needed unless `by` is their creator (a flooder's log of its own vertices unlocks nothing;
+    /// an honest peer's log names what it finalized). Without it a node catching up would admit
+    /// only the first `CREATOR_PROCESSING_MAX` of each creator's history and pull the rest in
+    /// one fetch round trip per level, through the children that name them.
+    pub fn wanted_by(&mut self, ids: &[VertexId], by: NodeId) {
+        for id in ids {
+            self.flood.want(*id, Some(by));
+        }
+    }
+
     /// Whether an own vertex may take a processing vertex of `creator` as parent.
     pub(crate) fn parent_creator_ok(&self, creator: &NodeId) -> bool {
         *creator == self.me || self.flood.count(creator) < CREATOR_PARENT_MAX

@@ -847,8 +847,8 @@ fn valid_vertex_flood_is_bounded_per_creator_and_honest_vertices_finalize() {
             submitted += 1;
         }
         net.run(net.now + 10_000);
-        for (i, m) in max_processing.iter_mut().enumerate() {
-            *m = (*m).max(net.cores[i].status().processing);
+        for (m, core) in max_processing.iter_mut().zip(&net.cores) {
+            *m = (*m).max(core.status().processing);
         }
     }
     net.run(net.now + 2_000_000);
@@ -875,14 +875,14 @@ fn valid_vertex_flood_is_bounded_per_creator_and_honest_vertices_finalize() {
 fn needed_flood_vertices_bypass_the_creator_bound() {
     let mut core = lone_core(0, 4);
     let g = core.genesis_id();
-    let flood = flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX) + 4);
+    let flood = flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX) + 5);
     for v in &flood {
         core.handle(1, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
     }
     drain(&mut core);
     let m = CREATOR_PROCESSING_MAX as usize;
     assert_eq!(core.status().processing, CREATOR_PROCESSING_MAX as u64);
-    assert_eq!(core.status().creator_dropped, 4);
+    assert_eq!(core.status().creator_dropped, 5);
     let (a, b, c, d) = (&flood[m], &flood[m + 1], &flood[m + 2], &flood[m + 3]);
     assert!(!core.contains(&a.id) && !core.contains(&d.id));
     // The flooder's own child of a dropped vertex is dropped too; so is a query by the flooder.
@@ -909,6 +909,17 @@ fn needed_flood_vertices_bypass_the_creator_bound() {
     assert_eq!(core.vertex_status(&d.id), Some(VertexStatus::Processing));
     assert_eq!(core.vertex_status(&c.id), Some(VertexStatus::Processing));
     assert_eq!(core.status().creator_bypassed, 4);
+    // History sync: an id named by the flooder's own finality log stays dropped, one named by
+    // an honest peer's log is admitted (`wanted_by`).
+    let e = &flood[m + 4];
+    assert!(!core.admits_creator(e));
+    core.wanted_by(&[e.id], node(3));
+    assert!(!core.admits_creator(e));
+    core.wanted_by(&[e.id], node(2));
+    assert!(core.admits_creator(e));
+    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![e.clone()] }).expect("ok");
+    assert_eq!(core.vertex_status(&e.id), Some(VertexStatus::Processing));
+    assert_eq!(core.status().creator_bypassed, 5);
     // Own vertices never build on the flooder's processing tips.
     let id = {
         core.handle(9, Event::Submit { payload: b"mine".to_vec(), conflict_keys: vec![], client_tag: 1, timestamp_ms: 0 }).expect("ok");
