@@ -606,6 +606,10 @@ fn run_attack(mode: &'static str, base_port: u16, decide: Duration) -> Attacked 
         o.honest_sum("pqdag_peer_bans_total")
     );
     for i in 0..4 {
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        for l in log.lines().filter(|l| l.contains("panicked") || l.contains("assertion")).take(3) {
+            eprintln!("{mode}: node-{i} log: {l}");
+        }
         c.kill9(i);
     }
     o
