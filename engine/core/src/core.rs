@@ -18,6 +18,7 @@ use crate::cross_shard::CrossShard;
 use crate::dag::Dag;
 use crate::error::{ConsensusError, ConsensusResult};
 use crate::finality::Finality;
+use crate::flood::Flood;
 use crate::params::Params;
 use crate::peers::{PeerScore, Peers};
 use crate::pending::Pending;
@@ -59,6 +60,12 @@ pub struct CoreStatus {
     pub excluded_peers: u64,
     /// Processing vertices that passed `max_rounds` rounds.
     pub stalled: u64,
+    /// Vertices dropped because their creator held `CREATOR_PROCESSING_MAX` processing ones.
+    pub creator_dropped: u64,
+    /// Vertices admitted over that bound because this node needed them (see `flood`).
+    pub creator_bypassed: u64,
+    /// Processing vertices of the creator holding the most.
+    pub creator_processing_max: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -83,6 +90,7 @@ pub struct Core<S: Signer> {
     pub(crate) polls: Polls,
     pub(crate) finality: Finality,
     pub(crate) retention: Retention,
+    pub(crate) flood: Flood,
 }
 
 impl<S: Signer> Core<S> {
@@ -125,6 +133,7 @@ impl<S: Signer> Core<S> {
             polls: Polls::new(poll_window),
             finality: Finality::default(),
             retention: Retention::default(),
+            flood: Flood::default(),
         })
     }
 
@@ -169,6 +178,9 @@ impl<S: Signer> Core<S> {
             polls_short: self.polls.short,
             excluded_peers: self.peers.scores.iter().filter(|s| s.excluded).count() as u64,
             stalled: self.finality.stalled,
+            creator_dropped: self.flood.dropped,
+            creator_bypassed: self.flood.bypassed,
+            creator_processing_max: self.flood.processing.values().copied().max().unwrap_or(0) as u64,
         }
     }
 

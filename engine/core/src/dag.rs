@@ -145,6 +145,9 @@ impl<S: Signer> Core<S> {
         if self.dag.vertices.len() >= VERTICES_MAX {
             return;
         }
+        if !self.admit_creator(now, &v) {
+            return; // its creator is over its bound (`flood`): like a lost message
+        }
         if self.parents_known(&v) {
             self.insert(now, v, Some(from), gossip, false);
         } else {
@@ -238,6 +241,7 @@ impl<S: Signer> Core<S> {
             );
             if status == VertexStatus::Processing {
                 self.dag.processing.insert(seq, ProcEntry { id, arrival_us: now, min_child_seq: u64::MAX });
+                self.flood.entered(v.creator);
             } else {
                 self.finality.rejected += 1;
             }

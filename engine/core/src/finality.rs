@@ -62,6 +62,7 @@ impl<S: Signer> Core<S> {
         r.children = Vec::new();
         let (seq, arrival, v) = (r.seq, r.arrival_us, r.v.clone());
         self.dag.processing.remove(&seq);
+        self.flood.left(&v.creator);
         self.finality.final_position += 1;
         self.finality.finalized += 1;
         self.finality.digest.add(&id.0);
@@ -102,6 +103,7 @@ impl<S: Signer> Core<S> {
             r.status = VertexStatus::Rejected;
             let (seq, v, children) = (r.seq, r.v.clone(), r.children.clone());
             self.dag.processing.remove(&seq);
+            self.flood.left(&v.creator);
             self.finality.rejected += 1;
             // A rejected child no longer covers its parents: recompute their earliest child.
             for p in &v.parents {

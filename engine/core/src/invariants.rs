@@ -18,6 +18,8 @@ impl<S: Signer> Core<S> {
         assert!((1..=self.params.polls_in_flight_max).contains(&self.polls.window));
         assert!(self.polls.closed.len() <= POLL_CLOSED_MAX);
         assert!(self.sync.requested.len() <= REQUESTED_MAX);
+        let per_creator: usize = self.flood.processing.values().map(|&c| c as usize).sum();
+        assert_eq!(per_creator, self.dag.processing.len(), "per-creator counts (`flood`) match the processing index");
         // Sampled check (the full DAG scan would make debug runs quadratic).
         if self.dag.seq % 64 == 0 {
             for e in self.dag.processing.values().take(256) {

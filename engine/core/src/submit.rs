@@ -82,6 +82,11 @@ impl<S: Signer> Core<S> {
             if processing && !self.strongly_preferred(&id) {
                 continue;
             }
+            // Not on a creator filling its share of the undecided DAG (`flood`): its vertices
+            // may be dropped elsewhere, and ours would wait for their fetch.
+            if processing && !self.parent_creator_ok(&self.dag.vertices[&id].v.creator) {
+                continue;
+            }
             // Never build on a vertex that spends (or descends from one that spends) a key this
             // submission spends: the new vertex could never win (see `spends_ancestor_key`).
             if processing && !keys.is_empty() && (r_keys_overlap(&self.dag.vertices[&id].v.conflict_keys, keys) || self.conflicts.spends_ancestor_key(&self.dag, keys, &[id])) {

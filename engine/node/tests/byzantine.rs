@@ -606,6 +606,10 @@ fn run_attack(mode: &'static str, base_port: u16, decide: Duration) -> Attacked 
         o.honest_sum("pqdag_peer_bans_total")
     );
     for i in 0..4 {
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        for l in log.lines().filter(|l| l.contains("panicked") || l.contains("assertion")).take(3) {
+            eprintln!("{mode}: node-{i} log: {l}");
+        }
         c.kill9(i);
     }
     o
@@ -666,8 +670,8 @@ fn real_vote_unknown_is_outvoted() {
     assert!(o.sent("unknown_response") >= 10.0, "vote-unknown: fewer than 10 all-Unknown answers sent");
 }
 
-/// HOLE (issue 14, vertex flood on real processes): nothing bounds how many valid vertices one
-/// peer may create. Node 3 signs ~580 vertices/s (46,824 frames to 3 peers in 27 s); the honest
+/// Issue 14, vertex flood on real processes. Before the fix nothing bounded how many valid
+/// vertices one peer may create. Node 3 signs ~580 vertices/s (46,824 frames to 3 peers in 27 s); the honest
 /// nodes accept and run consensus on every one, pile up ~6,500 undecided vertices, refuse
 /// clients `Overloaded` ("6364 vertices undecided"), and finality stalls: 25/53 honest payloads
 /// final on node-0 and 0/53 on node-1 and node-2 after 25 s; polls between honest nodes time
@@ -678,13 +682,21 @@ fn real_vote_unknown_is_outvoted() {
 /// rounds (`pqdag_polls_total`), its `pqdag_poll_window` is down to 8 and
 /// `pqdag_partition_suspected` is 1 (`/ready` 503): ingesting one peer's valid flood starves the
 /// shard's polling, so polls time out everywhere and nothing finalizes.
-/// Reproduce: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --ignored
-/// --nocapture`. Wants per-peer admission quotas (vertices per second per creator/sender).
+/// FIXED by the per-creator bound (`engine/core/src/flood.rs`): a creator holding
+/// `CREATOR_PROCESSING_MAX` (256) processing vertices at a node has its further vertices dropped
+/// there (before their verify, `Core::admits_creator`) unless the node needs them. First run:
+/// 60/60 honest payloads final on every honest node, decided in 13.1 s; each honest node held at
+/// most 101-264 of the flooder's processing vertices, dropped 813-2 290 in the core and 47 577
+/// (all three) before verify, and fetched 810-1 013 that others needed.
+/// Run: `cargo test -p pqdag-node --test byzantine real_vertex_flood -- --nocapture`.
 #[test]
-#[ignore = "hole: a valid-signature vertex flood from one peer (~580/s) stalls honest finality (0/53 final on 2 of 3 honest nodes after 25 s, Overloaded refusals, an honest node excluded by timeouts): no per-creator bound on main (branch `flood` has one; it passes this test but regresses 4 fault-soak seeds)"]
 fn real_vertex_flood_is_absorbed() {
     let _serial = cluster_lock();
     let o = run_attack("vertex-flood", 48_450, Duration::from_secs(25));
+    for kind in ["creator_dropped", "creator_bypassed", "creator_processing_max"] {
+        eprintln!("vertex-flood: honest pqdag_bounded {kind} {:?}", o.honest_metrics.iter().map(|m| m.lines().filter(|l| l.starts_with("pqdag_bounded") && l.contains(&format!("\"{kind}\""))).map(|l| l.rsplit(' ').next().unwrap_or("").to_owned()).collect::<Vec<_>>()).collect::<Vec<_>>());
+    }
+    eprintln!("vertex-flood: dropped before verify (creator over bound) {}", o.honest_kind("pqdag_duplicates_dropped_total", "creator_over_bound"));
     assert_survived("vertex-flood", &o, false);
     assert!(o.sent("flood_vertex") >= 1_000.0, "vertex-flood: fewer than 1000 flood vertices sent");
 }

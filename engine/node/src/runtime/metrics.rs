@@ -67,7 +67,8 @@ pub struct Metrics {
     /// Peer requests dropped over the peer's per-shard budget, by kind (query, fetch, sync).
     pub rate_limited: Family<KindLabel, Counter>,
     /// The bounded buffers a peer can fill, by shard and kind (pending_vertices, pending_bytes,
-    /// pending_evicted, pending_evicted_quota, incoming_drops): issue 14, hole 5.
+    /// pending_evicted, pending_evicted_quota, incoming_drops, creator_dropped,
+    /// creator_bypassed, creator_processing_max): issue 14, hole 5.
     pub bounded: Family<ShardKindLabel, Gauge>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,

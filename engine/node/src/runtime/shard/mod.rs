@@ -352,7 +352,7 @@ impl Shard {
             }
             Decoded::Client(frame) => self.gateway.request(&self.core, self.persist.store(), self.mesh.as_ref(), &mut self.tags, frame, events),
             Decoded::SyncReply { peer, result } => {
-                if let Some((from, why)) = self.sync.on_reply(&self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
+                if let Some((from, why)) = self.sync.on_reply(&mut self.core, &self.roster, &mut self.tags, &mut self.outbound, peer, result) {
                     self.guard.invalid(&mut self.core, Some(from), why, Misbehaviour::Malformed);
                 }
             }

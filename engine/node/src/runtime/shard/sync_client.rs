@@ -100,7 +100,7 @@ impl SyncClient {
     /// and why, when the reply is malformed.
     pub(super) fn on_reply(
         &mut self,
-        core: &Core<MlDsaSigner>,
+        core: &mut Core<MlDsaSigner>,
         roster: &Roster,
         tags: &mut Tags,
         outbound: &mut Outbound,
@@ -128,6 +128,8 @@ impl SyncClient {
         if (reply.ids.len() as u32) < SYNC_BATCH {
             self.walked[peer.0] = Some(missing.clone());
         }
+        // Needed whatever their creator's bound, unless `from` is their creator (`flood.rs`).
+        core.wanted_by(&missing, from);
         if !missing.is_empty() {
             self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_missing_fetched".into() }).inc_by(missing.len() as u64);
         }

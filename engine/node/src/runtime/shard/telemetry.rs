@@ -92,6 +92,9 @@ impl Telemetry {
             ("pending_evicted", s.pending_evicted),
             ("pending_evicted_quota", s.pending_evicted_quota),
             ("incoming_drops", drops),
+            ("creator_dropped", s.creator_dropped),
+            ("creator_bypassed", s.creator_bypassed),
+            ("creator_processing_max", s.creator_processing_max),
         ] {
             self.metrics.bounded.get_or_create(&label(kind)).set(v as i64);
         }

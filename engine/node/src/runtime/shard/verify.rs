@@ -7,7 +7,9 @@
 //! ML-DSA verify costs ~60 us, a BLAKE3 id and a map lookup well under 1 us): a vertex the
 //! core holds, has forgotten as final, or that is in this turn's batch already; a response to a
 //! query that no longer waits for it; an alert this reporter sent already (a replay). Each drop is
-//! counted in `pqdag_duplicates_dropped_total{kind}`.
+//! counted in `pqdag_duplicates_dropped_total{kind}`. So is a vertex whose creator holds its
+//! bound of processing vertices at the core and that the core does not need
+//! (`Core::admits_creator`, kind `creator_over_bound`): the core would drop it after the verify.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,7 +68,10 @@ impl Verify {
     pub(super) fn dedupe(&mut self, core: &Core<MlDsaSigner>, item: Unverified) -> Option<Unverified> {
         match item {
             Unverified::Vertex { from, vertex } => {
-                if self.is_new(core, &vertex) {
+                if !core.admits_creator(&vertex) {
+                    self.dropped("creator_over_bound", 1);
+                    None
+                } else if self.is_new(core, &vertex) {
                     Some(Unverified::Vertex { from, vertex })
                 } else {
                     self.dropped("vertex", 1);
@@ -75,8 +80,11 @@ impl Verify {
             }
             Unverified::Reply { from, mut vertices } => {
                 let before = vertices.len();
+                vertices.retain(|v| core.admits_creator(v));
+                let over = before - vertices.len();
+                self.dropped("creator_over_bound", over as u64);
                 vertices.retain(|v| self.is_new(core, v));
-                self.dropped("reply_vertex", (before - vertices.len()) as u64);
+                self.dropped("reply_vertex", (before - over - vertices.len()) as u64);
                 (!vertices.is_empty()).then_some(Unverified::Reply { from, vertices })
             }
             Unverified::Response { from, response } => {

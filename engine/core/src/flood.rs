@@ -1,0 +1,182 @@
+//! Per-creator admission bound (issue 14, hole 5: a member creating VALID signed vertices as
+//! fast as it can sign). Owns [`Flood`]: how many processing vertices each creator holds in
+//! this node's DAG, the ids this node needs whatever their creator's load, and the counters.
+//! Called by `dag` (admission, counts), `finality` (counts), `votes` (queried ids) and `submit`
+//! (parent choice); calls `peers` (the `Flooding` strike).
+//!
+//! Rule: a vertex of creator C (not this node) is admitted only while C holds fewer than
+//! [`CREATOR_PROCESSING_MAX`] processing vertices here. Over the bound it is dropped and
+//! counted (`creator_dropped`), and C gets a [`Misbehaviour::Flooding`] strike at most once
+//! per [`STRIKE_INTERVAL_US`]. Dropping is losing a message: nothing is decided on it, the
+//! vertex can arrive again later (gossip, fetch, frontier sync) and is then judged afresh.
+//!
+//! Bypass (liveness): a vertex this node NEEDS is admitted over the bound:
+//! - a missing parent of an admitted vertex of another creator (honest vertices that picked a
+//!   flood vertex as parent would otherwise wait forever), and transitively the missing
+//!   parents of a vertex admitted that way;
+//! - a vertex a peer other than its creator queried us about (that peer admitted it and polls
+//!   it; without our vote it could not finalize there).
+//!
+//! The flooder's own queries and its own chains never bypass, so what it occupies here is at
+//! most the bound plus what the honest nodes admitted (each at most the bound) and built on.
+//! Deterministic: id-hashed maps, time passed in.
+
+use std::collections::VecDeque;
+
+use pqdag_wire::{NodeId, Vertex, VertexId};
+
+use crate::core::Core;
+use crate::id_hash::HashMap;
+use crate::peers::Misbehaviour;
+use crate::types::Signer;
+
+/// Processing vertices one creator may hold at this node before its new ones are dropped.
+/// An honest node creates one vertex per submission: on the 3-node testnet at 1200/s that is
+/// ~400/s per creator, final in ~0.3 s (median): ~120 undecided per creator, 2x under it. At
+/// the 5000 vertices/s target over 3 nodes (~1700/s per creator) an honest creator can go over
+/// it; its extra vertices then cost a fetch (every peer that admitted one queries the others,
+/// which bypass the bound for it), never their finality. 1024 was too loose on real processes:
+/// with the query bypass a flooder held ~2 500 processing vertices per honest node and honest
+/// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
+pub const CREATOR_PROCESSING_MAX: u32 = 256;
+/// A creator holding this many processing vertices is not used for parents of own vertices
+/// (at the bound: an honest creator near it under load is still built on).
+pub const CREATOR_PARENT_MAX: u32 = CREATOR_PROCESSING_MAX;
+/// Ids remembered as needed (oldest forgotten first).
+pub(crate) const WANTED_MAX: usize = 65_536;
+/// At most one `Flooding` strike per creator in this time.
+pub(crate) const STRIKE_INTERVAL_US: u64 = 1_000_000;
+
+/// Per-creator occupancy and the needed ids.
+#[derive(Default)]
+pub(crate) struct Flood {
+    /// Creator -> its processing vertices in this DAG.
+    pub(crate) processing: HashMap<NodeId, u32>,
+    /// Needed id -> who needs it: `Some(c)` bypasses unless the vertex's creator is `c` (a
+    /// creator's own chain never unlocks itself); `None` always bypasses.
+    wanted: HashMap<VertexId, Option<NodeId>>,
+    wanted_order: VecDeque<VertexId>,
+    /// Creator -> time of its last strike.
+    last_strike: HashMap<NodeId, u64>,
+    /// Vertices dropped over the bound.
+    pub(crate) dropped: u64,
+    /// Vertices admitted over the bound because they were needed.
+    pub(crate) bypassed: u64,
+}
+
+impl Flood {
+    /// Processing vertices of `creator` here.
+    pub(crate) fn count(&self, creator: &NodeId) -> u32 {
+        self.processing.get(creator).copied().unwrap_or(0)
+    }
+
+    /// A vertex of `creator` became processing.
+    pub(crate) fn entered(&mut self, creator: NodeId) {
+        *self.processing.entry(creator).or_default() += 1;
+    }
+
+    /// A vertex of `creator` left processing (final or rejected).
+    pub(crate) fn left(&mut self, creator: &NodeId) {
+        if let Some(c) = self.processing.get_mut(creator) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.processing.remove(creator);
+            }
+        }
+    }
+
+    /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]).
+    pub(crate) fn want(&mut self, id: VertexId, by: Option<NodeId>) {
+        match self.wanted.get_mut(&id) {
+            Some(old) => {
+                if *old != by {
+                    *old = None; // two different needers: at least one is not its creator
+                }
+            }
+            None => {
+                while self.wanted_order.len() >= WANTED_MAX {
+                    if let Some(o) = self.wanted_order.pop_front() {
+                        self.wanted.remove(&o);
+                    }
+                }
+                self.wanted.insert(id, by);
+                self.wanted_order.push_back(id);
+            }
+        }
+        if self.wanted_order.len() > 2 * self.wanted.len() + 64 {
+            let w = &self.wanted;
+            self.wanted_order.retain(|i| w.contains_key(i));
+        }
+    }
+
+    /// Whether `v` is needed whatever its creator's load (keeps the mark).
+    fn is_needed(&self, v: &Vertex) -> bool {
+        self.wanted.get(&v.id).is_some_and(|by| by.is_none_or(|c| c != v.creator))
+    }
+
+    /// Whether `v` is needed whatever its creator's load (consumes the mark).
+    fn needed(&mut self, v: &Vertex) -> bool {
+        match self.wanted.remove(&v.id) {
+            Some(None) => true,
+            Some(Some(by)) => by != v.creator,
+            None => false,
+        }
+    }
+}
+
+impl<S: Signer> Core<S> {
+    /// Admission of a received vertex `v` (its parents may be missing). False: dropped. On
+    /// admission, marks its missing parents as needed by it.
+    pub(crate) fn admit_creator(&mut self, now: u64, v: &Vertex) -> bool {
+        let needed = self.flood.needed(v);
+        if v.creator != self.me && self.flood.count(&v.creator) >= CREATOR_PROCESSING_MAX {
+            if !needed {
+                self.flood.dropped += 1;
+                self.flood_strike(now, v.creator);
+                return false;
+            }
+            self.flood.bypassed += 1;
+        }
+        let by = if needed { None } else { Some(v.creator) };
+        for p in self.missing_parents(v) {
+            self.flood.want(p, by);
+        }
+        true
+    }
+
+    /// A `Flooding` strike against `creator`, at most one per [`STRIKE_INTERVAL_US`].
+    fn flood_strike(&mut self, now: u64, creator: NodeId) {
+        let Some(&i) = self.peers.index.get(&creator) else { return };
+        let last = self.flood.last_strike.get(&creator).copied();
+        if last.is_some_and(|t| now < t + STRIKE_INTERVAL_US) {
+            return;
+        }
+        self.flood.last_strike.insert(creator, now);
+        self.incident(now, i, Misbehaviour::Flooding, None);
+    }
+
+    /// Whether the core would admit `v` now as far as its creator's bound goes. The shell asks
+    /// before verifying the signature and skips the verify of a vertex it would drop (a flood
+    /// then costs a lookup per vertex, not an ML-DSA verify). Its creator field is unchecked
+    /// then, so such a drop is never held against the creator: it only spares the verify of
+    /// what the core would refuse anyway (the creator really holds the bound, verified).
+    pub fn admits_creator(&self, v: &Vertex) -> bool {
+        v.creator == self.me || self.flood.count(&v.creator) < CREATOR_PROCESSING_MAX || self.flood.is_needed(v)
+    }
+
+    /// The shell fetches `ids` because `by`'s finality log names them (history sync): they are
+    /// needed unless `by` is their creator (a flooder's log of its own vertices unlocks nothing;
+    /// an honest peer's log names what it finalized). Without it a node catching up would admit
+    /// only the first `CREATOR_PROCESSING_MAX` of each creator's history and pull the rest in
+    /// one fetch round trip per level, through the children that name them.
+    pub fn wanted_by(&mut self, ids: &[VertexId], by: NodeId) {
+        for id in ids {
+            self.flood.want(*id, Some(by));
+        }
+    }
+
+    /// Whether an own vertex may take a processing vertex of `creator` as parent.
+    pub(crate) fn parent_creator_ok(&self, creator: &NodeId) -> bool {
+        *creator == self.me || self.flood.count(creator) < CREATOR_PARENT_MAX
+    }
+}
