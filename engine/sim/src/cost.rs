@@ -76,6 +76,11 @@ impl CpuModel {
     }
 
     /// The shell's cost of verifying and receiving an input of `bytes` (us).
+    /// CPU of one signature verification, us.
+    pub(crate) fn verify_us(&self) -> u64 {
+        self.verify_us
+    }
+
     pub(crate) fn receive_us(&self, bytes: usize) -> u64 {
         self.verify_us + (bytes as f64 * self.byte_ns / 1000.0) as u64
     }

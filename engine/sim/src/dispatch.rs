@@ -43,6 +43,15 @@ impl Sim {
         // Receiving costs its bytes (charged with the input's verification).
         let v_us = self.cost.receive_us(size_of(&msg));
         let duplicate = matches!(&msg, Msg::Vertex(v) if self.shells[to].holds(shard_for_vertex(&v.id, shards), &v.id));
+        // As the node's shell does (`shard/verify.rs`): a vertex whose creator holds its bound of
+        // processing vertices and that the core does not need is dropped before its verify,
+        // costing only its bytes (charging the verify let a flood starve the node's polls).
+        if let Msg::Vertex(v) = &msg {
+            if !duplicate && self.shells[to].is_up() && !self.shells[to].core(shard_for_vertex(&v.id, shards)).admits_creator(v) {
+                self.cost.charge(to, shard_for_vertex(&v.id, shards) as usize, self.now, v_us - self.cost.verify_us(), &[]);
+                return;
+            }
+        }
         if !duplicate {
             let keys = |id: &pqdag_core::NodeId| self.node_index.get(id).map(|&i| self.shells[i].signer());
             if let Err(kind) = verify::check(&msg, &from_id, keys, self.cfg.shell_checks_evidence) {
