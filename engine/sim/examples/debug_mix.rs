@@ -1,6 +1,7 @@
 //! Debug aid for `sim-faults` failures: runs one mix and dumps node N's stuck vertices.
 //! `cargo run --release -p pqdag-sim --example debug_mix -- NODE NODES SHARDS SEED LOSS DUP CONFLICT [PARTITION|-] [CRASH|-]`
-//! (PARTITION as `sim --partition`, CRASH as `N@AT-BACK` in seconds).
+//! (PARTITION as `sim --partition`, CRASH as `N@AT-BACK` in seconds; env BYZ and STRATEGY add
+//! Byzantine nodes).
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let get = |i: usize| a.get(i).cloned().unwrap_or_default();
@@ -21,6 +22,12 @@ fn main() {
         let (at, back) = w.split_once('-').expect("AT-BACK");
         let sec = |x: &str| (x.parse::<f64>().expect("seconds") * 1e6) as u64;
         cfg.crash = Some((n.parse().expect("node"), sec(at), sec(back)));
+    }
+    // Optional Byzantine nodes: env BYZ=FRACTION and STRATEGY=NAME (as `sim --strategy`).
+    if let Ok(f) = std::env::var("BYZ") {
+        cfg.byzantine = f.parse().expect("fraction");
+        let name = std::env::var("STRATEGY").unwrap_or_else(|_| "flip-votes".into());
+        cfg.strategy = name.parse().expect("strategy");
     }
     let sim = pqdag_sim::Sim::new(cfg).expect("config");
     let r = sim.run_debug(node);
