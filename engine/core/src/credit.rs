@@ -36,8 +36,9 @@ pub(crate) struct Round<'a> {
     /// polls, so a node whose own preference is the minority one still moves to the majority's
     /// (with both at the BFT quorum, 3 honest nodes of 4 split 2:1 never move).
     pub(crate) alpha_pref: usize,
-    /// The bit of this node's own vote in the masks (0: not counted).
-    pub(crate) own_bit: u64,
+    /// The responders whose Yes counts toward `alpha_pref`: every peer in Avalanche mode; a
+    /// random subset of the peers in whole-network mode (see `Core::close_poll`).
+    pub(crate) pref_mask: u64,
     /// Consecutive successes that make a finality candidate.
     pub(crate) beta: u32,
     /// Rounds after which a processing vertex counts as stalled.
@@ -91,7 +92,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 if r.rounds == round.max_rounds {
                     out.stalled += 1;
                 }
-                let peer_yes = (r.mask & !round.own_bit).count_ones() as usize;
+                let peer_yes = (r.mask & round.pref_mask).count_ones() as usize;
                 if peer_yes >= round.alpha_pref && !r.v.conflict_keys.is_empty() {
                     out.successes.push((id, r.confidence));
                 }

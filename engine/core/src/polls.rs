@@ -310,8 +310,8 @@ impl<S: Signer> Core<S> {
         }
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
 
-        let (alpha_pref, own_bit) = if poll.own { (k / 2 + 1, 1u64 << k) } else { (poll.alpha, 0) };
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, own_bit, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let (alpha_pref, pref_mask) = if poll.own { self.preference_sample(k) } else { (poll.alpha, u64::MAX) };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, pref_mask, beta: self.params.beta, max_rounds: self.params.max_rounds };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, .. } = credited;
@@ -351,6 +351,23 @@ impl<S: Signer> Core<S> {
                 }
             }
         }
+    }
+
+    /// Snowball's sample in a whole-network poll of `k` peers: a random subset of about two
+    /// thirds of them (never fewer than 2 or all of `k` < 4) and a strict majority of it. With
+    /// every peer as the sample, the honest nodes' views are identical: a 3:3 split of 6 honest
+    /// nodes (two partition sides that each voted, and so pinned, their own first-seen member)
+    /// gave no member a majority, ever (`sim-faults` seed 3). A random subset breaks the
+    /// symmetry as Avalanche's sampling does; finality still needs the full quorum.
+    pub(crate) fn preference_sample(&mut self, k: usize) -> (usize, u64) {
+        let m = if k < 4 { k } else { (2 * k).div_ceil(3) };
+        let mut bits: Vec<usize> = (0..k).collect();
+        for i in 0..m.min(k) {
+            let j = self.rng.random_range(i..k);
+            bits.swap(i, j);
+        }
+        let mask = bits[..m].iter().fold(0u64, |acc, &b| acc | (1u64 << b));
+        (m / 2 + 1, mask)
     }
 
     /// Polls allowed in flight now (the congestion window; `polls_in_flight_max` at most).
