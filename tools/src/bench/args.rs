@@ -51,6 +51,33 @@ pub struct Args {
     /// `crash`: finality per second on the survivors, and when the node was ready again.
     #[arg(long, value_parser = parse_crash)]
     pub crash: Option<CrashPlan>,
+    /// Run one node as a real Byzantine attacker: `NODE:MODE` (`2:vertex-flood`: node-2 runs
+    /// `engine run --byzantine vertex-flood`; modes as `engine run --help` lists them). loadgen
+    /// then submits to the honest nodes only, agreement is checked among them, and the report
+    /// gains `byzantine` (compare throughput and RSS with the same run without it).
+    #[arg(long, value_parser = parse_byzantine)]
+    pub byzantine: Option<ByzPlan>,
+}
+
+/// One `--byzantine` plan: which node attacks, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ByzPlan {
+    /// Index of the node (`node-<i>`).
+    pub node: usize,
+    /// `engine run --byzantine` mode.
+    pub mode: String,
+}
+
+/// Parses `NODE:MODE`, e.g. `2:vertex-flood`.
+pub fn parse_byzantine(s: &str) -> Result<ByzPlan, String> {
+    let bad = || format!("--byzantine {s:?}: expected NODE:MODE, e.g. 2:vertex-flood");
+    let (node, mode) = s.split_once(':').ok_or_else(bad)?;
+    let node: usize = node.trim().parse().map_err(|_| bad())?;
+    let mode = mode.trim();
+    if mode.is_empty() || !mode.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+        return Err(bad());
+    }
+    Ok(ByzPlan { node, mode: mode.to_string() })
 }
 
 /// One `--crash` plan: which node, when it is killed and when it is started again.
@@ -88,6 +115,14 @@ mod tests {
         assert_eq!(parse_crash("0@1.5-2.5").map(|c| c.kill_s), Ok(1.5));
         for bad in ["2@9-6", "2@6", "x@1-2", "2-6@9", "", "1@-1-2", "1@3-3"] {
             assert!(parse_crash(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn byzantine_plans_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_byzantine("2:vertex-flood"), Ok(ByzPlan { node: 2, mode: "vertex-flood".into() }));
+        for bad in ["2", ":flood", "x:flood", "2:", "2:Flood", "2:a b"] {
+            assert!(parse_byzantine(bad).is_err(), "{bad} accepted");
         }
     }
 }

@@ -89,6 +89,10 @@ pub fn markdown(r: &Value) -> String {
         yn(&nfr["cpu_below_50pct"]),
         fmt_opt(&nfr["cpu_utilization_pct_of_machine"], 1),
     );
+    let bz = &r["byzantine"];
+    if bz.is_object() {
+        s += &format!("\nByzantine: {} ran `engine run --byzantine {}`; loadgen submitted to the honest nodes only and agreement is among them.\n", bz["node"].as_str().unwrap_or("?"), bz["mode"].as_str().unwrap_or("?"));
+    }
     let cr = &r["crash"];
     if cr.is_object() {
         s += &format!(

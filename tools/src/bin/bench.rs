@@ -144,6 +144,19 @@ fn run(args: &Args) -> Result<bool, String> {
         nodes.push(Node { name: n.name.clone(), metrics: cfg.metrics_addr, log: logs.join(format!("{}.log", n.name)), config, data_dir });
     }
 
+    if let Some(bp) = &args.byzantine {
+        if bp.node >= nodes.len() || nodes.len() < 4 {
+            return Err(format!("--byzantine names node {} of a {}-node cluster (one Byzantine node needs N >= 4)", bp.node, nodes.len()));
+        }
+    }
+    // Client addresses of the honest nodes (loadgen's targets under --byzantine).
+    let honest_clients: Vec<String> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| args.byzantine.as_ref().is_none_or(|b| b.node != *i))
+        .filter_map(|(_, n)| NodeConfig::load(&cluster_dir.join(&n.name).join("config.toml")).ok().map(|c| format!("{}={}", n.name, c.client_addr)))
+        .collect();
     if let Some(cp) = &args.crash {
         if cp.node >= nodes.len() {
             return Err(format!("--crash names node {} of a {}-node cluster", cp.node, nodes.len()));
@@ -153,9 +166,15 @@ fn run(args: &Args) -> Result<bool, String> {
     // 2. Start every node.
     let mut children = Children::new(Duration::from_secs(15));
     let mut pids = Vec::new();
+    let byz_name = args.byzantine.as_ref().map(|b| format!("node-{}", b.node));
     let run_cmd = |n: &Node| {
         let mut cmd = Command::new(&engine);
         cmd.arg("run").arg("--config").arg(&n.config);
+        if let (Some(b), Some(name)) = (&args.byzantine, &byz_name) {
+            if &n.name == name {
+                cmd.args(["--byzantine", &b.mode]);
+            }
+        }
         cmd
     };
     for n in &nodes {
@@ -211,6 +230,11 @@ fn run(args: &Args) -> Result<bool, String> {
         .arg(&loadgen_json);
     if let Some(k) = &args.key {
         cmd.arg("--key").arg(k);
+    }
+    if args.byzantine.is_some() {
+        for c in &honest_clients {
+            cmd.args(["--client", c]);
+        }
     }
     let lg_log = logs.join("loadgen.log");
     let lg_pid = lg.spawn("loadgen", cmd, &lg_log).map_err(|e| format!("start loadgen: {e}"))?;
@@ -280,6 +304,7 @@ fn run(args: &Args) -> Result<bool, String> {
         .and_then(|s| serde_json::from_str(&s).map_err(|e| format!("{}: {e}", loadgen_json.display())))?;
 
     // 5. Agreement: /status digests, polled until equal or 10 s.
+    let is_byz = |i: usize| args.byzantine.as_ref().is_some_and(|b| b.node == i);
     let t_agree = Instant::now();
     let statuses = loop {
         let s: Vec<Option<Value>> = nodes
@@ -289,7 +314,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 _ => None,
             })
             .collect();
-        let digests: Vec<Option<&str>> = s.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str())).collect();
+        let digests: Vec<Option<&str>> = s.iter().enumerate().filter(|(i, _)| !is_byz(*i)).map(|(_, v)| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str())).collect();
         let agree = digests.iter().all(|d| d.is_some() && *d == digests[0]);
         if agree || t_agree.elapsed() > Duration::from_secs(10) || stop.load(Ordering::Relaxed) {
             break s;
@@ -297,7 +322,9 @@ fn run(args: &Args) -> Result<bool, String> {
         std::thread::sleep(Duration::from_millis(500));
     };
     let digests: Vec<Option<String>> = statuses.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str().map(String::from))).collect();
-    let agree = !digests.is_empty() && digests.iter().all(|d| d.is_some() && *d == digests[0]);
+    // Agreement among the honest nodes (a Byzantine node's own view proves nothing).
+    let honest_digests: Vec<&Option<String>> = digests.iter().enumerate().filter(|(i, _)| !is_byz(*i)).map(|(_, d)| d).collect();
+    let agree = !honest_digests.is_empty() && honest_digests.iter().all(|d| d.is_some() && *d == honest_digests[0]);
 
     // The end of the measured window: after loadgen and after the nodes agreed (or 10 s), so
     // a node that caught up late is counted with its catch-up work.
