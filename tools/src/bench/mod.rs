@@ -14,6 +14,7 @@
 //! | [`report`] | `report.json` and the problems that fail a run | `prom`, `procs` (types) |
 //! | [`markdown`] | `report.md` from `report.json` | nothing |
 //! | [`charts`] | the four SVG plots of a run | `plot`, `prom` |
+//! | [`floor`] | the ML-DSA-87 floor measured at the start of a run | `pqdag-crypto` |
 //! | [`http`] | blocking HTTP/1.0 GET | std |
 //! | [`prom`] | Prometheus text parsing, histogram deltas and quantiles | nothing |
 //! | [`procs`] | child processes, `/proc`, machine info, free ports | libc |
@@ -21,6 +22,7 @@
 
 pub mod args;
 pub mod charts;
+pub mod floor;
 pub mod http;
 pub mod markdown;
 pub mod plot;

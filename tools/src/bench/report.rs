@@ -21,6 +21,8 @@ pub const VERIFY_US: f64 = 69.0;
 pub struct ReportCtx<'a> {
     /// The command line.
     pub args: &'a Args,
+    /// ML-DSA-87 sign and verify measured on this machine at the start (None: failed).
+    pub floor: Option<crate::bench::floor::MlDsaFloor>,
     /// The machine, read at start.
     pub machine: &'a MachineInfo,
     /// First port of the testnet.
@@ -246,7 +248,11 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
     } else if c.args.crash.is_some() {
         problems.push("--crash: the node was never killed (the load ended first)".into());
     }
-    let floor = SIGN_US + (n.saturating_sub(1)) as f64 * VERIFY_US;
+    let (sign_us, verify_us, measured) = match c.floor {
+        Some(f) => (r1(f.sign_us), r1(f.verify_us), true),
+        None => (SIGN_US, VERIFY_US, false),
+    };
+    let floor = r1(sign_us + (n.saturating_sub(1)) as f64 * verify_us);
     let cluster_cpu_per_vertex = if lg_final > 0.0 { Some(r1(total_cpu_ms * 1000.0 / lg_final)) } else { None };
     let node0_delta = match (c.end.first().cloned().flatten(), c.baseline.first().cloned().flatten()) {
         (Some(e), Some(b)) => bucket_delta(&e.latency_buckets, &b.latency_buckets),
@@ -281,8 +287,14 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
         "cluster": {
             "node_cpu_seconds_total": total_cpu_ms / 1000.0,
             "cpu_us_per_finalized_vertex_all_nodes": cluster_cpu_per_vertex,
+            "throughput_pps": c.lg["throughput_vps"],
+            "payloads_per_vertex": 1,
             "mldsa_floor_us_per_vertex": floor,
-            "mldsa_floor_note": format!("1 ML-DSA-87 sign ({SIGN_US} us) + {} verifies ({VERIFY_US} us) per vertex on this cluster size; per-poll query/response signatures come on top", n.saturating_sub(1)),
+            "mldsa_sign_us": sign_us,
+            "mldsa_verify_us": verify_us,
+            "mldsa_floor_measured": measured,
+            "cpu_per_vertex_over_floor": cluster_cpu_per_vertex.map(|c| r1(c / floor.max(1.0))),
+            "mldsa_floor_note": format!("1 ML-DSA-87 sign ({sign_us} us) + {} verifies ({verify_us} us) per vertex on this cluster size, {}; per-poll query/response signatures come on top", n.saturating_sub(1), if measured { "measured on this machine at the start of the run (median of 200)" } else { "reference constants (the measurement failed)" }),
             "rss_max_mib_any_node": r1(max_rss / 1048576.0),
             "rss_slope_mib_per_min_max": node_rows.iter().filter_map(|r| r["rss_slope_mib_per_min"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
             "disk_bytes_max_any_node": node_rows.iter().filter_map(|r| r["disk_bytes_max"].as_f64()).fold(0.0, f64::max),

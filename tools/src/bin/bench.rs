@@ -106,6 +106,8 @@ fn run(args: &Args) -> Result<bool, String> {
     }
 
     let machine = machine_info();
+    // The crypto floor of this machine, measured before any node starts (~50 ms).
+    let floor = pqdag_tools::bench::floor::measure(200);
     eprintln!(
         "bench: {} nodes, {} submissions/s for {} s, out {} (ports from {base_port}); machine: {} x {}, load {:.2}",
         args.nodes,
@@ -352,7 +354,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let stops = children.stop_all(Duration::from_secs(15));
 
     // 7. Report.
-    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree, crash_at };
+    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree, crash_at, floor };
     let (report, mut problems) = build_report(&ctx, &stops);
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| format!("report.json: {e}"))?;
     let md = markdown(&report);

@@ -1,0 +1,62 @@
+//! The ML-DSA-87 floor measured on this machine at the start of a run: the CPU one finalized
+//! vertex cannot go below (one sign by its creator, one verify at every other node), so the
+//! report's CPU per vertex is compared with this machine's crypto, not a constant from another.
+
+use std::time::Instant;
+
+use pqdag_crypto::{Domain, Keypair};
+
+/// Median microseconds of one ML-DSA-87 sign and one verify.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlDsaFloor {
+    /// One sign, us (median of the samples).
+    pub sign_us: f64,
+    /// One verify, us (median of the samples).
+    pub verify_us: f64,
+}
+
+impl MlDsaFloor {
+    /// CPU per finalized vertex on `n` nodes: 1 sign + (n - 1) verifies.
+    pub fn per_vertex_us(&self, n: usize) -> f64 {
+        self.sign_us + n.saturating_sub(1) as f64 * self.verify_us
+    }
+}
+
+/// Signs and verifies `samples` vertex-sized messages (~400 bytes, as a vertex's signed bytes
+/// with a 256-byte payload) on this thread; ~50 ms for 200 samples. `None` if the library
+/// fails (the report then says so instead of guessing).
+pub fn measure(samples: usize) -> Option<MlDsaFloor> {
+    let kp = Keypair::generate().ok()?;
+    let samples = samples.max(8);
+    let mut sign = Vec::with_capacity(samples);
+    let mut verify = Vec::with_capacity(samples);
+    let mut msg = vec![0u8; 400];
+    for i in 0..samples {
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let t = Instant::now();
+        let sig = kp.sign(Domain::Vertex, &msg).ok()?;
+        sign.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        kp.public().verify(Domain::Vertex, &msg, sig.as_bytes()).ok()?;
+        verify.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Some(MlDsaFloor { sign_us: median(&mut sign), verify_us: median(&mut verify) })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_is_measured_and_plausible() {
+        let f = measure(16).expect("ML-DSA works");
+        assert!(f.sign_us > 1.0 && f.verify_us > 1.0, "{f:?}");
+        assert!(f.sign_us < 1e5 && f.verify_us < 1e5, "{f:?}");
+        assert_eq!(f.per_vertex_us(3), f.sign_us + 2.0 * f.verify_us);
+    }
+}
