@@ -7,14 +7,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pqdag_core::{Action, VertexStatus};
-use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
+use pqdag_storage::{Pruned, RocksStore, Status, Store, StoreBatch};
 use pqdag_wire::VertexId;
 use tracing::warn;
 
-use super::super::metrics::Metrics;
+use super::super::metrics::{Metrics, ShardKindLabel};
+use super::retention::{self, Retention, PRUNE_CHUNK_MAX};
 
 /// Finality positions of the vertices finalized in one batch of actions.
 pub(super) type Positions = HashMap<VertexId, u64>;
@@ -67,6 +68,8 @@ impl Persist {
         for (id, client) in clients {
             batch.set_client(id, client);
         }
+        // The wall clock, for the store's per-second retention marks.
+        batch.set_time(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
         if !batch.is_empty() {
             let t = Instant::now();
             // The write (and its fsync) runs on the executor's blocking thread, so the shard's
@@ -92,5 +95,39 @@ impl Persist {
             self.metrics.store_write.observe(t.elapsed().as_secs_f64());
         }
         Some(positions)
+    }
+
+    /// One retention step (see [`retention`]): plans and prunes one bounded chunk on the
+    /// blocking thread, between turns. A failed prune stops the node like a failed write (the
+    /// store is then in doubt).
+    pub(super) async fn prune(&mut self, retention: &mut Retention, shard: u16) {
+        let Some(store) = self.store.take() else { return };
+        let (policy, bytes_ok) = retention.inputs();
+        let (store, result) = glommio::executor()
+            .spawn_blocking(move || {
+                let mut store = store;
+                let r = retention::plan(&store, policy, bytes_ok).and_then(|plan| match plan {
+                    Some(p) => store.prune(p.before_seq, PRUNE_CHUNK_MAX).map(|done| (plan, done)),
+                    None => Ok((None, Pruned { retained_from_seq: store.retained_from_seq(), ..Pruned::default() })),
+                });
+                (store, r)
+            })
+            .await;
+        self.store = Some(store);
+        match result {
+            Ok((plan, done)) => {
+                if done.finals + done.rejected > 0 {
+                    let label = |kind: &str| ShardKindLabel { shard: shard.to_string(), kind: kind.into() };
+                    self.metrics.store_pruned.get_or_create(&label("final")).inc_by(done.finals);
+                    self.metrics.store_pruned.get_or_create(&label("rejected")).inc_by(done.rejected);
+                    tracing::debug!(shard, finals = done.finals, rejected = done.rejected, retained_from_seq = done.retained_from_seq, "pruned");
+                }
+                retention.done(plan, &done);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store prune failed; stopping the node");
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
