@@ -8,11 +8,17 @@
 //! decision-log entry and the finality-index entry (history sync then starts a walk at the first
 //! retained position).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use pqdag_wire::{ConflictKey, VertexId};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 
 use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_MARKS, CF_META, CF_PRUNED, CF_VERTICES, META_PRUNED, META_RETAINED_FROM};
 use crate::{RocksStore, Status, StorageError, Store, SyncPolicy};
+
+/// Least decisions pruned between two background compactions (see `RocksStore::maybe_compact`).
+pub const COMPACT_AFTER_PRUNED_MIN: u64 = 8192;
 
 /// What one [`Store::prune`](crate::Store::prune) call removed, and where the log now starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,7 +160,52 @@ impl RocksStore {
         self.db.write_opt(wb, &wo)?;
         self.db.compact_range_cf(cd, None::<&[u8]>, Some(cut.to_be_bytes()));
         self.retained_from = cut;
+        self.pruned_since_compaction += finals + rejected;
+        self.maybe_compact();
         Ok(Pruned { finals, rejected, retained_from_seq: cut })
+    }
+
+    /// Starts a compaction of the column families pruned by point deletes (vertex keys are
+    /// random, so their tombstones are spread over every file) on its own thread, once the
+    /// decisions pruned since the last one reach a quarter of those retained (at least
+    /// [`COMPACT_AFTER_PRUNED_MIN`]): the compaction rewrites ~80 B of keys and blob pointers per
+    /// retained vertex, so this costs ~4 x 80 B of I/O per pruned vertex, and it is what lets
+    /// RocksDB drop a blob file (vertex bytes) whose every blob is deleted, also on an idle node
+    /// where no write would trigger a compaction. Never two at once; never on the shard's
+    /// threads (a manual compaction blocks its caller for its whole length).
+    fn maybe_compact(&mut self) {
+        let retained = self.next_decision_seq().saturating_sub(self.retained_from);
+        if self.pruned_since_compaction < COMPACT_AFTER_PRUNED_MIN.max(retained / 4) {
+            return;
+        }
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.pruned_since_compaction = 0;
+        let (db, flag) = (Arc::clone(&self.db), Arc::clone(&self.compacting));
+        let spawned = std::thread::Builder::new().name("pqdag-compact".into()).spawn(move || {
+            // Flush every column family first: the WAL files holding the pruned vertices' bytes
+            // go only once no memtable needs them.
+            for name in crate::rocks::COLUMN_FAMILIES {
+                if let Some(cf) = db.cf_handle(name) {
+                    let _ = db.flush_cf(cf);
+                }
+            }
+            for name in [CF_VERTICES, CF_CLIENTS, CF_FINALIZED, CF_PRUNED] {
+                if let Some(cf) = db.cf_handle(name) {
+                    db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+                }
+            }
+            flag.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether a background compaction started by a prune is still running.
+    pub fn compaction_running(&self) -> bool {
+        self.compacting.load(Ordering::Acquire)
     }
 
     /// (finals, rejected) pruned so far.

@@ -51,7 +51,7 @@ pub enum SyncPolicy {
 
 /// RocksDB-backed [`Store`] for one shard.
 pub struct RocksStore {
-    pub(crate) db: DB,
+    pub(crate) db: std::sync::Arc<DB>,
     pub(crate) sync: SyncPolicy,
     path: PathBuf,
     cache: rocksdb::Cache,
@@ -62,6 +62,10 @@ pub struct RocksStore {
     pub(crate) retained_from: u64,
     /// The second of the latest retention mark (0: none).
     last_mark_secs: u64,
+    /// Decisions pruned since the last background compaction started.
+    pub(crate) pruned_since_compaction: u64,
+    /// Set while a background compaction of the pruned column families runs.
+    pub(crate) compacting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
@@ -94,6 +98,8 @@ fn to_id(cf: &'static str, b: &[u8]) -> Result<VertexId, StorageError> {
 /// All memtables of one store (one shard) together, bytes: past it RocksDB flushes the
 /// largest.
 pub(crate) const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+/// Most bytes of WAL files before the oldest is freed by flushing the CFs it holds data of.
+pub(crate) const WAL_BYTES_MAX: u64 = 256 << 20;
 /// Block cache shared by a store's column families (data, index and filter blocks), bytes.
 pub(crate) const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
@@ -151,10 +157,25 @@ impl RocksStore {
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        // Bound the WAL: past it RocksDB flushes the column families holding the oldest WAL
+        // file. Unset, the bound is 4x every CF's write buffers (over 2 GB here), and a WAL
+        // file holds vertex bytes (~5 KB each) until every CF written with them has flushed.
+        opts.set_max_total_wal_size(WAL_BYTES_MAX);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut store = Self { db, sync, path: path.to_path_buf(), cache, next_decision: 1, log_id: 0, retained_from: 1, last_mark_secs: 0 };
+        let mut store = Self {
+            db: std::sync::Arc::new(db),
+            sync,
+            path: path.to_path_buf(),
+            cache,
+            next_decision: 1,
+            log_id: 0,
+            retained_from: 1,
+            last_mark_secs: 0,
+            pruned_since_compaction: 0,
+            compacting: Default::default(),
+        };
         store.retained_from = match store.get_meta(META_RETAINED_FROM)? {
             Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt(CF_META, "retained seq length"))?),
             None => 1,
@@ -225,7 +246,7 @@ impl RocksStore {
 
     /// Writes a consistent copy of the store to `dir` (hard links where possible): online backup.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        rocksdb::checkpoint::Checkpoint::new(&*self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
 }
