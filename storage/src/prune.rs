@@ -18,7 +18,7 @@ use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_MARKS, CF_META, CF
 use crate::{RocksStore, Status, StorageError, Store, SyncPolicy};
 
 /// Least decisions pruned between two background compactions (see `RocksStore::maybe_compact`).
-pub const COMPACT_AFTER_PRUNED_MIN: u64 = 8192;
+pub const COMPACT_AFTER_PRUNED_MIN: u64 = 4096;
 
 /// What one [`Store::prune`](crate::Store::prune) call removed, and where the log now starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
