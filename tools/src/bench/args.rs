@@ -51,6 +51,10 @@ pub struct Args {
     /// `crash`: finality per second on the survivors, and when the node was ready again.
     #[arg(long, value_parser = parse_crash)]
     pub crash: Option<CrashPlan>,
+    /// Store retention of every node, seconds (`[storage] retain_final_secs`; 0: keep
+    /// everything, the default). The report's per-node `disk_bytes_*` then show the bound.
+    #[arg(long, default_value_t = 0)]
+    pub retain_final_secs: u64,
 }
 
 /// One `--crash` plan: which node, when it is killed and when it is started again.
