@@ -84,6 +84,8 @@ pub struct Metrics {
     pub store_disk_bytes: Family<ShardLabel, Gauge>,
     /// Decided vertices pruned by retention, by shard and kind (final, rejected).
     pub store_pruned: Family<ShardKindLabel, Counter>,
+    /// Time a retention step held the store (the shard's loop waits for it between turns).
+    pub store_prune: Histogram,
     /// Consensus-core records by shard and kind (vertices, conflict_sets, forgotten_ids,
     /// forgotten_keys): what the core's share of RSS is made of.
     pub core_records: Family<ShardKindLabel, Gauge>,
@@ -140,6 +142,7 @@ impl Metrics {
             store_memory: Family::default(),
             store_disk_bytes: Family::default(),
             store_pruned: Family::default(),
+            store_prune: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             core_records: Family::default(),
             peer_bytes_in: Family::default(),
             peer_bytes_out: Family::default(),
@@ -174,6 +177,7 @@ impl Metrics {
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
         registry.register("store_disk_bytes", "Bytes of the shard's store files on disk", m.store_disk_bytes.clone());
         registry.register("store_pruned", "Decided vertices pruned by retention, by shard and kind", m.store_pruned.clone());
+        registry.register("store_prune_seconds", "Time a retention step held the store (between turns)", m.store_prune.clone());
         registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());
         registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());

@@ -103,6 +103,7 @@ impl Persist {
     pub(super) async fn prune(&mut self, retention: &mut Retention, shard: u16) {
         let Some(store) = self.store.take() else { return };
         let (policy, bytes_ok) = retention.inputs();
+        let t = Instant::now();
         let (store, result) = glommio::executor()
             .spawn_blocking(move || {
                 let mut store = store;
@@ -114,6 +115,7 @@ impl Persist {
             })
             .await;
         self.store = Some(store);
+        self.metrics.store_prune.observe(t.elapsed().as_secs_f64());
         match result {
             Ok((plan, done)) => {
                 if done.finals + done.rejected > 0 {
