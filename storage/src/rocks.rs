@@ -58,14 +58,10 @@ pub struct RocksStore {
     /// Sequence number of the next decision-log entry (read back from the log at open).
     next_decision: u64,
     log_id: u64,
-    /// The first decision seq not pruned.
-    pub(crate) retained_from: u64,
     /// The second of the latest retention mark (0: none).
     last_mark_secs: u64,
-    /// Decisions pruned since the last background compaction started.
-    pub(crate) pruned_since_compaction: u64,
-    /// Set while a background compaction of the pruned column families runs.
-    pub(crate) compacting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The retained decision seq and the state shared with background prunes.
+    pub(crate) prune: crate::prune::PruneShared,
 }
 
 /// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
@@ -171,16 +167,15 @@ impl RocksStore {
             cache,
             next_decision: 1,
             log_id: 0,
-            retained_from: 1,
             last_mark_secs: 0,
-            pruned_since_compaction: 0,
-            compacting: Default::default(),
+            prune: Default::default(),
         };
-        store.retained_from = match store.get_meta(META_RETAINED_FROM)? {
+        let retained_from = match store.get_meta(META_RETAINED_FROM)? {
             Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt(CF_META, "retained seq length"))?),
             None => 1,
         };
-        store.next_decision = (store.last_decision_seq()? + 1).max(store.retained_from);
+        store.prune = crate::prune::PruneShared::new(retained_from);
+        store.next_decision = (store.last_decision_seq()? + 1).max(retained_from);
         if let Some(item) = store.db.iterator_cf(store.cf(CF_MARKS)?, IteratorMode::End).next() {
             let (k, _) = item?;
             store.last_mark_secs = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt(CF_MARKS, "second length"))?);
@@ -401,7 +396,7 @@ impl Store for RocksStore {
     }
 
     fn retained_from_seq(&self) -> u64 {
-        self.retained_from
+        self.prune.retained_from.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn decided_before(&self, unix_secs: u64) -> Result<u64, StorageError> {
@@ -412,9 +407,9 @@ impl Store for RocksStore {
                 let (_, v) = item?;
                 u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt(CF_MARKS, "seq length"))?)
             }
-            None => self.retained_from,
+            None => self.retained_from_seq(),
         };
-        Ok(seq.max(self.retained_from))
+        Ok(seq.max(self.retained_from_seq()))
     }
 
     fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError> {

@@ -263,9 +263,11 @@ fn rocks_prune_gives_disk_space_back() {
     let before = s.disk_bytes();
     assert!(before > 40 << 20, "12 000 vertices take {before} bytes");
     let mut pruned = 0;
+    let t = std::time::Instant::now();
     while s.retained_from_seq() < n + 1 - 1024 {
         pruned += s.prune(n + 1 - 1024, 4096).expect("prune").finals;
     }
+    eprintln!("pruned {pruned} in {:?}", t.elapsed());
     assert_eq!(pruned, n - 1024);
     let t = std::time::Instant::now();
     while s.compaction_running() && t.elapsed() < std::time::Duration::from_secs(60) {
@@ -278,4 +280,46 @@ fn rocks_prune_gives_disk_space_back() {
     s.visit_pruned(&mut |_| restored += 1).expect("visit");
     assert_eq!(restored, n - 1024);
     assert_eq!(s.finalized_range(0, usize::MAX).expect("range").len(), 1024);
+}
+
+/// The node's path: a prune on its own thread while the store keeps being written and read.
+#[test]
+fn rocks_prunes_in_the_background_while_writes_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("open");
+    let write = |s: &mut RocksStore, range: std::ops::Range<u64>| {
+        let mut b = StoreBatch::new();
+        for i in range {
+            let mut v = Vertex::new_unsigned(vec![VertexId([0; 32])], i.to_be_bytes().to_vec(), vec![ConflictKey([7; 32])], i, NodeId([2; 32]));
+            v.signature = vec![1; SIGNATURE_BYTES];
+            b.set_status(v.id, Status::Final { position: i + 1 });
+            b.put_vertex(v);
+        }
+        s.write(b).expect("write");
+    };
+    write(&mut s, 0..2000);
+    assert!(s.prune_in_background(1001, 10_000), "a prune starts");
+    assert!(!s.prune_in_background(1001, 10_000) || !s.prune_running(), "never two at once");
+    write(&mut s, 2000..3000); // writes go on meanwhile
+    let t = std::time::Instant::now();
+    let outcome = loop {
+        if let Some(r) = s.take_background_prune() {
+            break r.expect("background prune");
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "background prune never finished");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(outcome.0, Pruned { finals: 1000, rejected: 0, retained_from_seq: 1001 });
+    assert_eq!(s.retained_from_seq(), 1001);
+    assert_eq!(s.next_decision_seq(), 3001);
+    assert_eq!(s.decisions(0, 1).expect("log")[0].seq, 1001);
+    assert_eq!(s.finalized_range(0, 1).expect("index")[0].0, 1001);
+    let mut pruned = 0;
+    s.visit_pruned(&mut |p| {
+        assert_eq!(p.conflict_keys, vec![ConflictKey([7; 32])]);
+        pruned += 1;
+    })
+    .expect("visit");
+    assert_eq!(pruned, 1000);
+    assert!(s.take_background_prune().is_none(), "taken once");
 }

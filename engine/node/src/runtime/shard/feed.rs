@@ -110,19 +110,35 @@ fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64
     // Retention: a cursor that has not read everything before the retained window would skip
     // pruned decisions unseen; refused as `Pruned`. A fresh cursor (no log id, nothing read)
     // starts at the oldest decision still held.
-    let retained = store.retained_from_seq();
+    // A prune runs beside this read (on its own thread): the checks come after the reads.
     let fresh = log_id == 0 && after_seq == 0;
-    if !fresh && after_seq + 1 < retained {
-        return Err((
+    let pruned = |retained: u64| {
+        (
             ClientErrorCode::Pruned,
-            format!("decisions 1..{} of shard {shard} were pruned by retention (the cursor is at {after_seq}): resume with an empty cursor from the oldest decision held, or read an archive made with `engine export`", retained - 1),
-        ));
+            format!("decisions 1..{} of shard {shard} were pruned by retention (the cursor is at {after_seq}): resume with an empty cursor from the oldest decision held, or read an archive made with `engine export`", retained.saturating_sub(1)),
+        )
+    };
+    let decided = store.decisions((after_seq + 1).max(store.retained_from_seq()), max_entries).map_err(|e| malformed(e.to_string()))?;
+    let retained = store.retained_from_seq();
+    let first = decided.first().map(|d| d.seq).unwrap_or(retained.max(after_seq + 1));
+    if !fresh && first > after_seq + 1 {
+        return Err(pruned(retained));
     }
-    let decided = store.decisions((after_seq + 1).max(retained), max_entries).map_err(|e| malformed(e.to_string()))?;
     let mut out = Vec::with_capacity(decided.len());
     let mut bytes = 0usize;
     for d in decided {
-        let sv = store.get(&d.id).map_err(|e| malformed(e.to_string()))?.ok_or_else(|| malformed(format!("decision log names unknown vertex {}", d.id)))?;
+        let sv = match store.get(&d.id).map_err(|e| malformed(e.to_string()))? {
+            Some(sv) => sv,
+            // Pruned since the log was read: end the batch here (the next read answers `Pruned`
+            // when nothing of it could be served).
+            None if store.retained_from_seq() > d.seq => {
+                if out.is_empty() && !fresh {
+                    return Err(pruned(store.retained_from_seq()));
+                }
+                break;
+            }
+            None => return Err(malformed(format!("decision log names unknown vertex {}", d.id))),
+        };
         if !out.is_empty() && bytes + sv.vertex.payload.len() > max_bytes {
             break;
         }

@@ -221,6 +221,8 @@ impl Shard {
                 glommio::timer::Timer::new(turn_min - since).await;
             }
             self.sync.maybe_sync(&self.roster, &self.guard, &mut self.tags, &mut self.outbound);
+            // Never waiting: collect a finished background prune, start the next (`retention`).
+            self.persist.prune_step(&mut self.retention, self.shard);
             let mut incoming = Vec::new();
             while incoming.len() < TURN_INCOMING_MAX {
                 match self.transport.try_recv() {
@@ -268,10 +270,6 @@ impl Shard {
             }
             last_turn = Instant::now();
             self.turn(incoming, replies, cross).await;
-            if self.retention.due() {
-                // Between turns: one bounded chunk on the blocking thread (see `retention`).
-                self.persist.prune(&mut self.retention, self.shard).await;
-            }
         }
         info!(shard = self.shard, "shard stopping: closing connections");
         self.transport.shutdown();

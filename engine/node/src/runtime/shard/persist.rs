@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pqdag_core::{Action, VertexStatus};
-use pqdag_storage::{Pruned, RocksStore, Status, Store, StoreBatch};
+use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
 use pqdag_wire::VertexId;
 use tracing::warn;
 
@@ -97,37 +97,38 @@ impl Persist {
         Some(positions)
     }
 
-    /// One retention step (see [`retention`]): plans and prunes one bounded chunk on the
-    /// blocking thread, between turns. A failed prune stops the node like a failed write (the
-    /// store is then in doubt).
-    pub(super) async fn prune(&mut self, retention: &mut Retention, shard: u16) {
-        let Some(store) = self.store.take() else { return };
-        let (policy, bytes_ok) = retention.inputs();
-        let t = Instant::now();
-        let (store, result) = glommio::executor()
-            .spawn_blocking(move || {
-                let mut store = store;
-                let r = retention::plan(&store, policy, bytes_ok).and_then(|plan| match plan {
-                    Some(p) => store.prune(p.before_seq, PRUNE_CHUNK_MAX).map(|done| (plan, done)),
-                    None => Ok((None, Pruned { retained_from_seq: store.retained_from_seq(), ..Pruned::default() })),
-                });
-                (store, r)
-            })
-            .await;
-        self.store = Some(store);
-        self.metrics.store_prune.observe(t.elapsed().as_secs_f64());
-        match result {
-            Ok((plan, done)) => {
-                if done.finals + done.rejected > 0 {
+    /// One retention step (see [`retention`]), never waiting: takes the outcome of the
+    /// background prune that finished (metrics; a failed prune stops the node like a failed
+    /// write: the store is in doubt), and, when one is due and none runs, plans the next chunk
+    /// and starts it on its own thread (`RocksStore::prune_in_background`).
+    pub(super) fn prune_step(&mut self, retention: &mut Retention, shard: u16) {
+        let Some(store) = self.store.as_ref() else { return };
+        if let Some(outcome) = store.take_background_prune() {
+            match outcome {
+                Ok((done, took)) => {
                     let label = |kind: &str| ShardKindLabel { shard: shard.to_string(), kind: kind.into() };
                     self.metrics.store_pruned.get_or_create(&label("final")).inc_by(done.finals);
                     self.metrics.store_pruned.get_or_create(&label("rejected")).inc_by(done.rejected);
-                    tracing::debug!(shard, finals = done.finals, rejected = done.rejected, retained_from_seq = done.retained_from_seq, "pruned");
+                    self.metrics.store_prune.observe(took.as_secs_f64());
+                    tracing::debug!(shard, finals = done.finals, rejected = done.rejected, retained_from_seq = done.retained_from_seq, ms = took.as_millis() as u64, "pruned");
+                    retention.finished(&done);
                 }
-                retention.done(plan, &done);
+                Err(e) => {
+                    tracing::error!(error = %e, "store prune failed; stopping the node");
+                    self.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
+        }
+        if store.prune_running() || !retention.due() {
+            return;
+        }
+        let (policy, bytes_ok) = retention.inputs();
+        match retention::plan(store, policy, bytes_ok) {
+            Ok(Some(plan)) if store.prune_in_background(plan.before_seq, PRUNE_CHUNK_MAX) => retention.started(plan),
+            Ok(_) => retention.idle(),
             Err(e) => {
-                tracing::error!(error = %e, "store prune failed; stopping the node");
+                tracing::error!(error = %e, "store prune planning failed; stopping the node");
                 self.stop.store(true, Ordering::Relaxed);
             }
         }
