@@ -164,4 +164,33 @@ mod tests {
         assert_eq!(pruned.finals, 1500 - RETAIN_DECISIONS_MIN);
         assert_eq!(plan(&store, policy, true).expect("plan"), None);
     }
+
+    #[test]
+    fn a_byte_budget_prunes_the_share_over_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = RocksStore::open(dir.path(), pqdag_storage::SyncPolicy::WalNoSync).expect("open");
+        // ~100 MB of 5 KB vertices, decided now (no window would prune them).
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+        for chunk in 0..150u64 {
+            let mut b = pqdag_storage::StoreBatch::new();
+            b.set_time(now);
+            for n in chunk * 100..(chunk + 1) * 100 {
+                let mut v = pqdag_wire::Vertex::new_unsigned(vec![pqdag_wire::VertexId([0; 32])], n.to_be_bytes().repeat(32), vec![], n, pqdag_wire::NodeId([1; 32]));
+                v.signature = vec![(n % 256) as u8; pqdag_wire::limits::SIGNATURE_BYTES];
+                b.set_status(v.id, pqdag_storage::Status::Final { position: n + 1 });
+                b.put_vertex(v);
+            }
+            store.write(b).expect("write");
+        }
+        let disk = store.disk_bytes();
+        assert!(disk > 64 << 20, "{disk} bytes");
+        let window = RetentionPolicy { retain_final_secs: 3600, retain_bytes: 0 };
+        assert_eq!(plan(&store, window, true).expect("plan"), None, "all decided within the window");
+        let budget = RetentionPolicy { retain_final_secs: 0, retain_bytes: 64 << 20 };
+        assert_eq!(plan(&store, budget, false).expect("plan"), None, "not twice within BYTES_PRUNE_INTERVAL");
+        let p = plan(&store, budget, true).expect("plan").expect("over budget");
+        assert!(p.by_bytes);
+        let share = (15_000u128 * u128::from(disk - (64 << 20)) / u128::from(disk)) as u64;
+        assert_eq!(p.before_seq, 1 + share, "the share of the decisions the excess is of the store");
+    }
 }
