@@ -109,8 +109,8 @@ fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64
     }
     // Retention: a cursor that has not read everything before the retained window would skip
     // pruned decisions unseen; refused as `Pruned`. A fresh cursor (no log id, nothing read)
-    // starts at the oldest decision still held.
-    // A prune runs beside this read (on its own thread): the checks come after the reads.
+    // starts at the oldest decision still held. A prune may run beside this read (on its own
+    // thread), so the checks come after the reads.
     let fresh = log_id == 0 && after_seq == 0;
     let pruned = |retained: u64| {
         (
