@@ -33,7 +33,7 @@ mod rocks;
 pub use error::StorageError;
 pub use mem::MemStore;
 pub use record::{Status, StoredVertex};
-pub use prune::{Pruned, PrunedFinal, COMPACT_AFTER_PRUNED_MIN};
+pub use prune::{BackgroundPrune, Pruned, PrunedFinal, COMPACT_AFTER_PRUNED_MIN};
 pub use rocks::{RocksStore, StoreMemory, SyncPolicy, COLUMN_FAMILIES};
 
 use pqdag_wire::{Vertex, VertexId};

@@ -93,6 +93,9 @@ pub(crate) fn decode_counts(b: &[u8]) -> Result<(u64, u64), StorageError> {
     Ok((u64::from_be_bytes(f), u64::from_be_bytes(r)))
 }
 
+/// The outcome of a background prune and how long it took (compaction included).
+pub type BackgroundPrune = Result<(Pruned, Duration), StorageError>;
+
 /// What a store shares with its background pruning and compaction threads.
 #[derive(Clone, Default)]
 pub(crate) struct PruneShared {
@@ -105,7 +108,7 @@ pub(crate) struct PruneShared {
     /// Decisions pruned since the last compaction started.
     since_compaction: Arc<AtomicU64>,
     /// The outcome of the last background prune, until taken, with how long it took.
-    done: Arc<Mutex<Option<Result<(Pruned, Duration), StorageError>>>>,
+    done: Arc<Mutex<Option<BackgroundPrune>>>,
 }
 
 impl PruneShared {
@@ -290,7 +293,7 @@ impl RocksStore {
 
     /// The outcome of the last background prune (and how long it took, compaction included),
     /// once it has finished; never waits.
-    pub fn take_background_prune(&self) -> Option<Result<(Pruned, Duration), StorageError>> {
+    pub fn take_background_prune(&self) -> Option<BackgroundPrune> {
         self.prune.done.try_lock().ok()?.take()
     }
 
