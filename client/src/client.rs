@@ -426,6 +426,7 @@ impl Client {
                 ClientErrorCode::Internal => Outcome::Next(ClientError::Server { node, message }),
                 ClientErrorCode::Conflict => return Err(ClientError::Conflict { node, message }),
                 ClientErrorCode::Malformed => return Err(ClientError::Malformed(format!("{node} refused the request: {message}"))),
+                ClientErrorCode::Pruned => return Err(ClientError::Pruned { node, message }),
             },
             ClientReply::Submitted { tag: t, .. } | ClientReply::Statuses { tag: t, .. } | ClientReply::FeedBatch { tag: t, .. } if t != tag => {
                 return Err(ClientError::Malformed(format!("{node} answered tag {t} to request {tag}")));

@@ -43,6 +43,16 @@ pub enum ClientError {
         /// Its reason.
         message: String,
     },
+    /// The feed cursor points before the node's retained history (its retention pruned those
+    /// decisions). Never retried: resume with a fresh cursor, or read an archive
+    /// (`engine export`).
+    #[error("{node}: pruned: {message}")]
+    Pruned {
+        /// The refusing node.
+        node: String,
+        /// Its reason (names the shard and the first decision still held).
+        message: String,
+    },
     /// A request the node refused as malformed, a reply this client cannot read, or a request
     /// this client refuses to send (out of the protocol's bounds).
     #[error("malformed: {0}")]

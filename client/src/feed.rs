@@ -83,6 +83,10 @@ async fn run(client: Client, node: usize, mut cursor: Vec<u8>, tx: mpsc::Sender<
                     Duration::ZERO
                 }
             }
+            Ok(ClientReply::Error { code: ClientErrorCode::Pruned, message, .. }) => {
+                let _ = tx.send(Err(ClientError::Pruned { node: name.clone(), message })).await;
+                return;
+            }
             Ok(ClientReply::Error { code: ClientErrorCode::Malformed, message, .. }) => {
                 let _ = tx.send(Err(ClientError::Malformed(format!("{name} refused the feed request: {message}")))).await;
                 return;

@@ -32,6 +32,7 @@ pub(crate) fn reply(frame: &[u8]) -> Result<ClientReply, String> {
                 ArchivedClientErrorCode::NotReady => ClientErrorCode::NotReady,
                 ArchivedClientErrorCode::Internal => ClientErrorCode::Internal,
                 ArchivedClientErrorCode::Conflict => ClientErrorCode::Conflict,
+                ArchivedClientErrorCode::Pruned => ClientErrorCode::Pruned,
             },
             message: message.as_str().to_string(),
         },

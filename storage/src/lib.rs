@@ -12,20 +12,29 @@
 //!   each store also has a random [`Store::decision_log_id`] so a cursor into a log that was
 //!   wiped (an emptied data dir) is recognised;
 //! * writes are applied in [`StoreBatch`]es (one per shard tick), atomically, with the WAL on, and
-//!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen.
+//!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen;
+//! * **retention** ([`Store::prune`]): decided vertices can be pruned in decision-log order. A
+//!   pruned vertex loses its bytes, its client record and its decision-log entry; its status
+//!   stays (so it is never stored or decided again), and a pruned final keeps a compact record
+//!   (position, id, conflict keys: [`PrunedFinal`]) so a restart still counts it final and its
+//!   conflict keys decided. Batches carrying a time ([`StoreBatch::set_time`]) leave one mark
+//!   per second in the log, which turns a retention window into a decision sequence
+//!   ([`Store::decided_before`]).
 //!
 //! [`RocksStore`] is the production store; [`MemStore`] the in-memory twin used by tests and the
 //! simulator. Both pass the same conformance suite (`tests/conformance.rs`).
 
 mod error;
 mod mem;
+mod prune;
 mod record;
 mod rocks;
 
 pub use error::StorageError;
 pub use mem::MemStore;
 pub use record::{Status, StoredVertex};
-pub use rocks::{RocksStore, StoreMemory, SyncPolicy};
+pub use prune::{BackgroundPrune, Pruned, PrunedFinal, COMPACT_AFTER_PRUNED_MIN};
+pub use rocks::{RocksStore, StoreMemory, SyncPolicy, COLUMN_FAMILIES};
 
 use pqdag_wire::{Vertex, VertexId};
 
@@ -36,6 +45,8 @@ pub struct StoreBatch {
     pub(crate) statuses: Vec<(VertexId, Status)>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
     pub(crate) clients: Vec<(VertexId, [u8; 32])>,
+    /// Wall-clock time of the batch, unix seconds (retention marks), when set.
+    pub(crate) time_secs: Option<u64>,
 }
 
 /// One entry of a shard's decision log.
@@ -75,6 +86,12 @@ impl StoreBatch {
         self.clients.push((id, client));
     }
 
+    /// Stamps the batch with the wall-clock time (unix seconds): the first batch of each second
+    /// that logs a decision leaves a retention mark (see [`Store::decided_before`]).
+    pub fn set_time(&mut self, unix_secs: u64) {
+        self.time_secs = Some(unix_secs);
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty()
@@ -109,6 +126,21 @@ pub trait Store {
     fn decision_log_id(&self) -> u64;
     /// The key id of the client that submitted `id`, when this node recorded one.
     fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError>;
+    /// A vertex's status, also for a pruned vertex (whose bytes are gone).
+    fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError>;
+    /// The first decision sequence still held (1 when nothing was pruned): decisions before it
+    /// were pruned.
+    fn retained_from_seq(&self) -> u64;
+    /// The decision sequence before which every decision was logged before unix second
+    /// `unix_secs` (from the per-second marks; [`Store::retained_from_seq`] when none is that
+    /// old): what a retention window of `now - unix_secs` may prune.
+    fn decided_before(&self, unix_secs: u64) -> Result<u64, StorageError>;
+    /// Prunes decided vertices from the oldest retained decision up to `before_seq`
+    /// (exclusive), at most `max` decisions per call (bounded work), in one atomic batch.
+    fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError>;
+    /// Calls `f` for every pruned final, in position order (a restart restores them as
+    /// forgotten finals).
+    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError>;
 }
 
 /// A fresh decision-log identity (not cryptographic: it only tells two incarnations apart).

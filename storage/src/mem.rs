@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use pqdag_wire::VertexId;
 
 use crate::record::check_transition;
-use crate::{Decided, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
 
 /// An in-memory [`Store`]: tests and the simulator.
 #[derive(Debug, Default, Clone)]
@@ -16,6 +16,14 @@ pub struct MemStore {
     decisions: Vec<Decided>,
     clients: HashMap<VertexId, [u8; 32]>,
     log_id: u64,
+    /// Statuses of pruned vertices (their bytes are gone).
+    pruned_status: HashMap<VertexId, Status>,
+    /// Pruned finals by position.
+    pruned: BTreeMap<u64, PrunedFinal>,
+    /// Retention marks: unix second -> first decision seq logged in it.
+    marks: BTreeMap<u64, u64>,
+    /// First decision seq not pruned (0 before the first use: read as 1).
+    retained_from: u64,
 }
 
 impl MemStore {
@@ -29,16 +37,24 @@ impl Store for MemStore {
     fn write(&mut self, batch: StoreBatch) -> Result<(), StorageError> {
         // Validate the whole batch first so it applies all or nothing.
         for (id, status) in &batch.statuses {
-            let known = self.vertices.contains_key(id) || batch.vertices.iter().any(|v| v.id == *id);
+            let old = self.status(id)?;
+            let known = old.is_some() || batch.vertices.iter().any(|v| v.id == *id);
             if !known {
                 return Err(StorageError::UnknownVertex(id.to_hex()));
             }
-            check_transition(id, self.vertices.get(id).map(|s| s.status), *status)?;
+            check_transition(id, old, *status)?;
         }
+        let first_new = self.decisions.len() as u64 + 1;
         for v in batch.vertices {
-            self.vertices.entry(v.id).or_insert(StoredVertex { vertex: v, status: Status::Processing });
+            // A pruned vertex is never stored again.
+            if !self.pruned_status.contains_key(&v.id) {
+                self.vertices.entry(v.id).or_insert(StoredVertex { vertex: v, status: Status::Processing });
+            }
         }
         for (id, status) in batch.statuses {
+            if self.pruned_status.contains_key(&id) {
+                continue; // decided and pruned: the same decision again (checked above)
+            }
             if let Some(s) = self.vertices.get_mut(&id) {
                 if !s.status.is_decided() && status.is_decided() {
                     let seq = self.decisions.len() as u64 + 1;
@@ -52,6 +68,10 @@ impl Store for MemStore {
         }
         self.meta.extend(batch.meta);
         self.clients.extend(batch.clients);
+        let last_mark = self.marks.keys().next_back().copied().unwrap_or(0);
+        if let Some(t) = batch.time_secs.filter(|t| *t > last_mark && self.decisions.len() as u64 + 1 > first_new) {
+            self.marks.insert(t, first_new);
+        }
         Ok(())
     }
 
@@ -79,7 +99,7 @@ impl Store for MemStore {
     }
 
     fn decisions(&self, from_seq: u64, limit: usize) -> Result<Vec<Decided>, StorageError> {
-        let start = (from_seq.max(1) - 1) as usize;
+        let start = (from_seq.max(self.retained_from_seq()) - 1) as usize;
         Ok(self.decisions.iter().skip(start).take(limit).copied().collect())
     }
 
@@ -93,5 +113,44 @@ impl Store for MemStore {
 
     fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
         Ok(self.clients.get(id).copied())
+    }
+
+    fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
+        Ok(self.vertices.get(id).map(|s| s.status).or_else(|| self.pruned_status.get(id).copied()))
+    }
+
+    fn retained_from_seq(&self) -> u64 {
+        self.retained_from.max(1)
+    }
+
+    fn decided_before(&self, unix_secs: u64) -> Result<u64, StorageError> {
+        let seq = self.marks.range(..=unix_secs).next_back().map(|(_, s)| *s).unwrap_or(1);
+        Ok(seq.max(self.retained_from_seq()))
+    }
+
+    fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError> {
+        let first = self.retained_from_seq();
+        let cut = before_seq.min(self.next_decision_seq()).min(first.saturating_add(max as u64));
+        let (mut finals, mut rejected) = (0, 0);
+        for seq in first..cut {
+            let d = self.decisions[(seq - 1) as usize];
+            let sv = self.vertices.remove(&d.id).ok_or_else(|| StorageError::Corrupt { cf: "vertices", reason: format!("decided {} to prune has no bytes", d.id) })?;
+            if let Status::Final { position } = d.status {
+                self.finalized.remove(&position);
+                self.pruned.insert(position, PrunedFinal { position, id: d.id, conflict_keys: sv.vertex.conflict_keys });
+                finals += 1;
+            } else {
+                rejected += 1;
+            }
+            self.clients.remove(&d.id);
+            self.pruned_status.insert(d.id, d.status);
+        }
+        self.retained_from = cut.max(first);
+        Ok(Pruned { finals, rejected, retained_from_seq: self.retained_from })
+    }
+
+    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError> {
+        self.pruned.values().cloned().for_each(f);
+        Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The RocksDB store: one database per shard, six column families.
+//! The RocksDB store: one database per shard, eight column families.
 //!
 //! | column family | key | value |
 //! |---|---|---|
@@ -8,6 +8,8 @@
 //! | `meta` | utf-8 key | bytes |
 //! | `decisions` | decision seq u64 BE | vertex id (32) · status (9): the shard's decision log |
 //! | `clients` | vertex id (32) | submitting client's key id (32) |
+//! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final ([`crate::PrunedFinal`]) |
+//! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
 
 use std::path::{Path, PathBuf};
 
@@ -16,17 +18,25 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use pqdag_wire::VertexId;
 
 use crate::record::{check_transition, decode_vertex, encode_vertex};
-use crate::{Decided, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
 
-const CF_VERTICES: &str = "vertices";
-const CF_STATUS: &str = "status";
-const CF_FINALIZED: &str = "finalized";
-const CF_META: &str = "meta";
-const CF_DECISIONS: &str = "decisions";
-const CF_CLIENTS: &str = "clients";
-const CFS: [&str; 6] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS];
+pub(crate) const CF_VERTICES: &str = "vertices";
+pub(crate) const CF_STATUS: &str = "status";
+pub(crate) const CF_FINALIZED: &str = "finalized";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_DECISIONS: &str = "decisions";
+pub(crate) const CF_CLIENTS: &str = "clients";
+pub(crate) const CF_PRUNED: &str = "pruned";
+pub(crate) const CF_MARKS: &str = "marks";
+/// Every column family, in the order a raw `DB::open_cf` must list them.
+pub const COLUMN_FAMILIES: [&str; 8] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS, CF_PRUNED, CF_MARKS];
+const CFS: [&str; 8] = COLUMN_FAMILIES;
 /// Meta key of the decision-log identity.
 const META_LOG_ID: &str = "decision_log_id";
+/// Meta key of the first retained decision seq (u64 BE; absent: 1).
+pub(crate) const META_RETAINED_FROM: &str = "retained_from_seq";
+/// Meta key of the pruned counters (finals, rejected).
+pub(crate) const META_PRUNED: &str = "pruned_counts";
 
 /// When writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,13 +51,17 @@ pub enum SyncPolicy {
 
 /// RocksDB-backed [`Store`] for one shard.
 pub struct RocksStore {
-    db: DB,
-    sync: SyncPolicy,
+    pub(crate) db: std::sync::Arc<DB>,
+    pub(crate) sync: SyncPolicy,
     path: PathBuf,
     cache: rocksdb::Cache,
     /// Sequence number of the next decision-log entry (read back from the log at open).
     next_decision: u64,
     log_id: u64,
+    /// The second of the latest retention mark (0: none).
+    last_mark_secs: u64,
+    /// The retained decision seq and the state shared with background prunes.
+    pub(crate) prune: crate::prune::PruneShared,
 }
 
 /// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
@@ -80,6 +94,8 @@ fn to_id(cf: &'static str, b: &[u8]) -> Result<VertexId, StorageError> {
 /// All memtables of one store (one shard) together, bytes: past it RocksDB flushes the
 /// largest.
 pub(crate) const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+/// Most bytes of WAL files before the oldest is freed by flushing the CFs it holds data of.
+pub(crate) const WAL_BYTES_MAX: u64 = 256 << 20;
 /// Block cache shared by a store's column families (data, index and filter blocks), bytes.
 pub(crate) const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
@@ -112,7 +128,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             o.set_enable_blob_gc(false);
             o.set_level_compaction_dynamic_level_bytes(true);
         }
-        CF_STATUS | CF_FINALIZED | CF_DECISIONS | CF_CLIENTS => {
+        CF_STATUS | CF_FINALIZED | CF_DECISIONS | CF_CLIENTS | CF_PRUNED => {
             o.set_write_buffer_size(16 << 20);
             o.set_max_write_buffer_number(3);
             o.set_level_compaction_dynamic_level_bytes(true);
@@ -137,11 +153,33 @@ impl RocksStore {
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        // Bound the WAL: past it RocksDB flushes the column families holding the oldest WAL
+        // file. Unset, the bound is 4x every CF's write buffers (over 2 GB here), and a WAL
+        // file holds vertex bytes (~5 KB each) until every CF written with them has flushed.
+        opts.set_max_total_wal_size(WAL_BYTES_MAX);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut store = Self { db, sync, path: path.to_path_buf(), cache, next_decision: 1, log_id: 0 };
-        store.next_decision = store.last_decision_seq()? + 1;
+        let mut store = Self {
+            db: std::sync::Arc::new(db),
+            sync,
+            path: path.to_path_buf(),
+            cache,
+            next_decision: 1,
+            log_id: 0,
+            last_mark_secs: 0,
+            prune: Default::default(),
+        };
+        let retained_from = match store.get_meta(META_RETAINED_FROM)? {
+            Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt(CF_META, "retained seq length"))?),
+            None => 1,
+        };
+        store.prune = crate::prune::PruneShared::new(retained_from);
+        store.next_decision = (store.last_decision_seq()? + 1).max(retained_from);
+        if let Some(item) = store.db.iterator_cf(store.cf(CF_MARKS)?, IteratorMode::End).next() {
+            let (k, _) = item?;
+            store.last_mark_secs = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt(CF_MARKS, "second length"))?);
+        }
         store.log_id = match store.get_meta(META_LOG_ID)? {
             Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| corrupt(CF_META, "decision log id length"))?),
             None => {
@@ -183,7 +221,14 @@ impl RocksStore {
         &self.path
     }
 
-    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
+    /// Bytes of the store's files on disk (SST, blob, WAL, manifest, logs): what the
+    /// `pqdag_store_disk_bytes` metric shows. Reads the folder (one `stat` per file).
+    pub fn disk_bytes(&self) -> u64 {
+        let Ok(rd) = std::fs::read_dir(&self.path) else { return 0 };
+        rd.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or_else(|| corrupt(name, "column family missing"))
     }
 
@@ -196,7 +241,7 @@ impl RocksStore {
 
     /// Writes a consistent copy of the store to `dir` (hard links where possible): online backup.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
-        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        rocksdb::checkpoint::Checkpoint::new(&*self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
 }
@@ -229,6 +274,11 @@ impl Store for RocksStore {
                 return Err(StorageError::UnknownVertex(id.to_hex()));
             }
             check_transition(id, old, *status)?;
+            if old.is_some_and(Status::is_decided) {
+                // The same decision again: already written with its index entry (which a
+                // prune may have removed since: never bring it back).
+                continue;
+            }
             wb.put_cf(cs, id.0, status.encode());
             // A decision enters the log once: when the vertex goes from undecided to decided.
             if status.is_decided() && !old.is_some_and(Status::is_decided) && !logged.contains(id) {
@@ -249,10 +299,18 @@ impl Store for RocksStore {
         for (id, client) in &batch.clients {
             wb.put_cf(cc, id.0, client);
         }
+        let mut mark = None;
+        if let Some(t) = batch.time_secs.filter(|t| *t > self.last_mark_secs && next_decision > self.next_decision) {
+            wb.put_cf(self.cf(CF_MARKS)?, t.to_be_bytes(), self.next_decision.to_be_bytes());
+            mark = Some(t);
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync == SyncPolicy::EveryBatch);
         self.db.write_opt(wb, &wo)?;
         self.next_decision = next_decision;
+        if let Some(t) = mark {
+            self.last_mark_secs = t;
+        }
         Ok(())
     }
 
@@ -331,5 +389,38 @@ impl Store for RocksStore {
             Some(b) => Ok(Some(b.as_ref().try_into().map_err(|_| corrupt(CF_CLIENTS, "client length"))?)),
             None => Ok(None),
         }
+    }
+
+    fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
+        self.status_of(id)
+    }
+
+    fn retained_from_seq(&self) -> u64 {
+        self.prune.retained_from.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn decided_before(&self, unix_secs: u64) -> Result<u64, StorageError> {
+        let start = unix_secs.to_be_bytes();
+        let mode = IteratorMode::From(&start, rocksdb::Direction::Reverse);
+        let seq = match self.db.iterator_cf(self.cf(CF_MARKS)?, mode).next() {
+            Some(item) => {
+                let (_, v) = item?;
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt(CF_MARKS, "seq length"))?)
+            }
+            None => self.retained_from_seq(),
+        };
+        Ok(seq.max(self.retained_from_seq()))
+    }
+
+    fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError> {
+        self.prune_rocks(before_seq, max)
+    }
+
+    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError> {
+        for item in self.db.iterator_cf(self.cf(CF_PRUNED)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(PrunedFinal::decode(&k, &v)?);
+        }
+        Ok(())
     }
 }

@@ -252,6 +252,7 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
                 log_json: false,
                 spin_before_park_us: crate::config::DEFAULT_SPIN_BEFORE_PARK_US,
                 turn_interval_min_us: crate::config::DEFAULT_TURN_INTERVAL_MIN_US,
+                storage: Default::default(),
             };
             if spec.data_dir.is_relative() {
                 std::fs::create_dir_all(folder.join(&spec.data_dir)).map_err(io(&folder))?;

@@ -204,6 +204,49 @@ pub struct NodeConfig {
     /// cores: median finality 38 s instead of 17 s). Hence off by default (docs/benchmark.md).
     #[serde(default = "default_turn_interval_min_us")]
     pub turn_interval_min_us: u64,
+    /// Store retention (`[storage]`): off by default (the store keeps every vertex).
+    #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
+    pub storage: StorageConfig,
+}
+
+/// The least retention window: the core holds a final's full record for 30 s
+/// (`FINAL_RECORD_US`), so nothing is pruned from the store that the core may still hold in full
+/// and serve, and a node restarted within the window finds its peers' recent history.
+pub const RETAIN_FINAL_SECS_MIN: u64 = 30;
+
+/// `[storage]` of `config.toml`: how much decided history the store keeps
+/// (docs/operations.md, "Retention"). Both limits may be set; whichever prunes more wins.
+/// Archive with `engine export` before turning either on: pruned vertices are gone for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Keep decided vertices (payload, signature, feed entry) this many seconds after their
+    /// decision, then prune them down to a compact record. 0 (the default): keep forever.
+    /// At least [`RETAIN_FINAL_SECS_MIN`] when set.
+    #[serde(default)]
+    pub retain_final_secs: u64,
+    /// Prune the oldest decided vertices while the store's files exceed this many bytes per
+    /// shard (approximate: space comes back as RocksDB compacts). 0 (the default): no budget.
+    #[serde(default)]
+    pub retain_bytes: u64,
+}
+
+impl StorageConfig {
+    /// True when neither limit is set.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the limits (a window shorter than [`RETAIN_FINAL_SECS_MIN`] is refused).
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.retain_final_secs != 0 && self.retain_final_secs < RETAIN_FINAL_SECS_MIN {
+            return Err(invalid(path, format!("[storage] retain_final_secs = {} (0 = keep forever, else at least {RETAIN_FINAL_SECS_MIN})", self.retain_final_secs)));
+        }
+        if self.retain_bytes != 0 && self.retain_bytes < 64 << 20 {
+            return Err(invalid(path, format!("[storage] retain_bytes = {} (0 = no budget, else at least 64 MiB: RocksDB's memtables alone flush 64 MiB)", self.retain_bytes)));
+        }
+        Ok(())
+    }
 }
 
 /// Default turn pacing (us), see [`NodeConfig::turn_interval_min_us`].
@@ -230,6 +273,7 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
         let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        c.storage.validate(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut c.cluster, &mut c.key_dir, &mut c.data_dir] {
             if p.is_relative() {

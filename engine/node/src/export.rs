@@ -6,6 +6,11 @@
 //! the key id of the client that submitted the payload (hex), when this node recorded one (the
 //! node it was submitted to; `null` elsewhere, or before client identities).
 //! `dot`: the stored DAG as Graphviz (final green, rejected red, processing grey).
+//!
+//! Retention (`[storage]` of `config.toml`) prunes old decided vertices for good: an export only
+//! holds what is still retained (each shard's finality order from its first retained position),
+//! and [`ExportSummary`] says how many were pruned before it. Archive with an export (of a
+//! stopped node, or of a node without retention) before turning retention on.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -46,13 +51,34 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
 }
 
+/// What an export wrote, and what retention had pruned before it (not in the export).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Vertices written.
+    pub written: usize,
+    /// Finals pruned by retention before the export (all shards).
+    pub pruned_finals: u64,
+    /// Rejected vertices pruned by retention before the export (all shards).
+    pub pruned_rejected: u64,
+}
+
+impl std::fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exported {} vertices", self.written)?;
+        if self.pruned_finals + self.pruned_rejected > 0 {
+            write!(f, "; {} older finals and {} rejected were pruned by retention and are not in it", self.pruned_finals, self.pruned_rejected)?;
+        }
+        Ok(())
+    }
+}
+
 /// Folder of shard `s`'s RocksDB inside a node's data dir.
 pub fn shard_dir(data_dir: &Path, shard: u16) -> std::path::PathBuf {
     data_dir.join(format!("shard-{shard}"))
 }
 
-/// Writes the export of the node configured at `config` to `out`. Returns vertices written.
-pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Result<usize, ExportError> {
+/// Writes the export of the node configured at `config` to `out`.
+pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Result<ExportSummary, ExportError> {
     let cfg = NodeConfig::load(config)?;
     let cluster = ClusterFile::load(&cfg.cluster)?;
     let keys: HashMap<NodeId, String> = cluster
@@ -62,6 +88,7 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
         .map(|(pk, n)| (NodeId(pk.node_id()), n.public_key.clone()))
         .collect();
     let mut written = 0;
+    let mut summary = ExportSummary::default();
     if format == ExportFormat::Dot {
         writeln!(out, "digraph pqdag {{\n  rankdir=BT;\n  node [shape=box, style=filled, fontname=monospace];")?;
     }
@@ -72,6 +99,9 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
         }
         let err = |source| ExportError::Store { path: path.display().to_string(), source };
         let store = RocksStore::open(&path, SyncPolicy::WalNoSync).map_err(err)?;
+        let (pf, pr) = store.pruned_counts().map_err(err)?;
+        summary.pruned_finals += pf;
+        summary.pruned_rejected += pr;
         match format {
             ExportFormat::Jsonl => {
                 let mut from = 0;
@@ -124,5 +154,6 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
     if format == ExportFormat::Dot {
         writeln!(out, "}}")?;
     }
-    Ok(written)
+    summary.written = written;
+    Ok(summary)
 }

@@ -229,7 +229,7 @@ fn main() -> ExitCode {
                     let mut f = std::io::BufWriter::new(std::fs::File::create(&out)?);
                     export(&config, format, &mut f)?
                 };
-                Ok(format!("exported {n} vertices"))
+                Ok(n.to_string())
             };
             run()
         }

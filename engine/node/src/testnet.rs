@@ -94,6 +94,7 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, ConfigError> {
             log_json: false,
             spin_before_park_us: crate::config::DEFAULT_SPIN_BEFORE_PARK_US,
             turn_interval_min_us: crate::config::DEFAULT_TURN_INTERVAL_MIN_US,
+            storage: Default::default(),
         };
         let path = node_dir.join("config.toml");
         cfg.save(&path)?;

@@ -57,6 +57,10 @@ pub struct Args {
     /// gains `byzantine` (compare throughput and RSS with the same run without it).
     #[arg(long, value_parser = parse_byzantine)]
     pub byzantine: Option<ByzPlan>,
+    /// Store retention of every node, seconds (`[storage] retain_final_secs`; 0: keep
+    /// everything, the default). The report's per-node `disk_bytes_*` then show the bound.
+    #[arg(long, default_value_t = 0)]
+    pub retain_final_secs: u64,
 }
 
 /// One `--byzantine` plan: which node attacks, and how.

@@ -140,6 +140,10 @@ fn run(args: &Args) -> Result<bool, String> {
         let mut cfg = NodeConfig::load(&config).map_err(|e| e.to_string())?;
         if let Some(k) = &client_pub {
             cfg.client_keys.push(k.clone());
+        }
+        cfg.storage.retain_final_secs = args.retain_final_secs;
+        cfg.storage.validate(&config).map_err(|e| e.to_string())?;
+        if client_pub.is_some() || args.retain_final_secs > 0 {
             cfg.save(&config).map_err(|e| e.to_string())?;
         }
         let data_dir = if cfg.data_dir.is_absolute() { cfg.data_dir.clone() } else { config.parent().map(|d| d.join(&cfg.data_dir)).unwrap_or_else(|| cfg.data_dir.clone()) };

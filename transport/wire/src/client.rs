@@ -166,6 +166,10 @@ pub enum ClientErrorCode {
     /// The payload spends a conflict key a known vertex already spends (a double spend the
     /// node will not sign).
     Conflict,
+    /// The feed cursor points before the node's retained history: retention pruned those
+    /// decisions (archive with `engine export` before they go). Start again with an empty
+    /// cursor (the oldest decision still held).
+    Pruned,
 }
 
 pub(crate) fn check_request(r: &ArchivedClientRequest) -> Result<(), crate::WireError> {

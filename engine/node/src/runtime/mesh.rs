@@ -77,8 +77,8 @@ pub enum MeshMsg {
         req: u64,
         /// The answering shard.
         shard: usize,
-        /// `(log_id, [(seq, entry)])`, or the refusal.
-        result: Result<(u64, Vec<(u64, FeedEntry)>), String>,
+        /// `(log_id, [(seq, entry)])`, or the refusal (its client error code and reason).
+        result: Result<(u64, Vec<(u64, FeedEntry)>), (pqdag_wire::ClientErrorCode, String)>,
     },
 }
 

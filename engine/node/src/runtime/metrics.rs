@@ -36,6 +36,13 @@ pub struct ShardKindLabel {
     pub kind: String,
 }
 
+/// Label of per-shard series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    /// The shard.
+    pub shard: String,
+}
+
 /// Every metric the node exports. Shared by all shards (`Arc`), updated with atomics.
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +81,12 @@ pub struct Metrics {
     pub alerts_verified: Counter,
     /// RocksDB memory by shard and kind (memtables, table_readers, block_cache).
     pub store_memory: Family<ShardKindLabel, Gauge>,
+    /// Bytes of each shard's store files on disk (SST, blob, WAL, manifest), once a second.
+    pub store_disk_bytes: Family<ShardLabel, Gauge>,
+    /// Decided vertices pruned by retention, by shard and kind (final, rejected).
+    pub store_pruned: Family<ShardKindLabel, Counter>,
+    /// Time a retention step held the store (the shard's loop waits for it between turns).
+    pub store_prune: Histogram,
     /// Consensus-core records by shard and kind (vertices, conflict_sets, forgotten_ids,
     /// forgotten_keys): what the core's share of RSS is made of.
     pub core_records: Family<ShardKindLabel, Gauge>,
@@ -128,6 +141,9 @@ impl Metrics {
             bounded: Family::default(),
             alerts_verified: Counter::default(),
             store_memory: Family::default(),
+            store_disk_bytes: Family::default(),
+            store_pruned: Family::default(),
+            store_prune: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             core_records: Family::default(),
             peer_bytes_in: Family::default(),
             peer_bytes_out: Family::default(),
@@ -160,6 +176,9 @@ impl Metrics {
         registry.register("rate_limited", "Peer requests dropped over the per-peer budget, by kind", m.rate_limited.clone());
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
+        registry.register("store_disk_bytes", "Bytes of the shard's store files on disk", m.store_disk_bytes.clone());
+        registry.register("store_pruned", "Decided vertices pruned by retention, by shard and kind", m.store_pruned.clone());
+        registry.register("store_prune_seconds", "Time a retention step held the store (between turns)", m.store_prune.clone());
         registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());
         registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());

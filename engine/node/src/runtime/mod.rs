@@ -122,6 +122,25 @@ fn cross_shard_facts(data_dir: &Path, shards: u16, sync: SyncPolicy) -> Result<V
             }
         }
     }
+    // Parents pruned by retention are not visited above, but their owner store keeps their
+    // status: look those up (a second open of the owner shard's store, only when needed).
+    let missing: HashSet<pqdag_wire::VertexId> = wanted.iter().flatten().filter(|id| !decided.contains_key(id)).copied().collect();
+    for s in 0..shards {
+        let dir = shard_dir(data_dir, s);
+        let mine: Vec<_> = missing.iter().filter(|id| pqdag_core::shard_of_vertex(id, u32::from(shards)) == u32::from(s)).collect();
+        if mine.is_empty() || !dir.exists() {
+            continue;
+        }
+        let err = |e: pqdag_storage::StorageError| NodeError::Shard { shard: s, message: format!("storage: {e}") };
+        let store = pqdag_storage::RocksStore::open(&dir, sync).map_err(err)?;
+        for id in mine {
+            match store.status(id).map_err(err)? {
+                Some(Status::Final { .. }) => decided.insert(*id, pqdag_core::VertexStatus::Final),
+                Some(Status::Rejected) => decided.insert(*id, pqdag_core::VertexStatus::Rejected),
+                _ => None,
+            };
+        }
+    }
     Ok(wanted.into_iter().map(|w| w.into_iter().filter_map(|id| decided.get(&id).map(|st| (id, *st))).collect()).collect())
 }
 
@@ -203,6 +222,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             mesh: mesh.clone(),
             remote_facts: std::mem::take(remote_facts.get_mut(usize::from(s)).unwrap_or(&mut Vec::new())),
             turn_interval_min_us: cfg.turn_interval_min_us,
+            retention: shard::RetentionPolicy { retain_final_secs: cfg.storage.retain_final_secs, retain_bytes: cfg.storage.retain_bytes },
         };
         let placement = match cfg.cores.get(usize::from(s)) {
             Some(core) => Placement::Fixed(*core),

@@ -92,20 +92,53 @@ impl Cursor {
 
 /// One shard's part of a batch: its log id and `(seq, entry)` (entry cursors still empty).
 type PartRead = (u64, Vec<(u64, FeedEntry)>);
+/// Why a shard's part could not be read: the client error code and the reason.
+type PartError = (ClientErrorCode, String);
+
+fn malformed(message: impl Into<String>) -> PartError {
+    (ClientErrorCode::Malformed, message.into())
+}
 
 /// Reads shard `shard`'s decision log after `after_seq`: at most `max_entries` entries and
 /// about `max_bytes` of payload (at least one entry when there is one).
-fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64, max_entries: usize, max_bytes: usize) -> Result<PartRead, String> {
-    let store = store.ok_or("store busy")?;
+fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64, max_entries: usize, max_bytes: usize) -> Result<PartRead, PartError> {
+    let store = store.ok_or_else(|| malformed("store busy"))?;
     let own = store.decision_log_id();
     if log_id != 0 && log_id != own {
-        return Err(format!("the cursor points into an earlier decision log of shard {shard} (its data dir was reset): start again from the beginning"));
+        return Err(malformed(format!("the cursor points into an earlier decision log of shard {shard} (its data dir was reset): start again from the beginning")));
     }
-    let decided = store.decisions(after_seq + 1, max_entries).map_err(|e| e.to_string())?;
+    // Retention: a cursor that has not read everything before the retained window would skip
+    // pruned decisions unseen; refused as `Pruned`. A fresh cursor (no log id, nothing read)
+    // starts at the oldest decision still held. A prune may run beside this read (on its own
+    // thread), so the checks come after the reads.
+    let fresh = log_id == 0 && after_seq == 0;
+    let pruned = |retained: u64| {
+        (
+            ClientErrorCode::Pruned,
+            format!("decisions 1..{} of shard {shard} were pruned by retention (the cursor is at {after_seq}): resume with an empty cursor from the oldest decision held, or read an archive made with `engine export`", retained.saturating_sub(1)),
+        )
+    };
+    let decided = store.decisions((after_seq + 1).max(store.retained_from_seq()), max_entries).map_err(|e| malformed(e.to_string()))?;
+    let retained = store.retained_from_seq();
+    let first = decided.first().map(|d| d.seq).unwrap_or(retained.max(after_seq + 1));
+    if !fresh && first > after_seq + 1 {
+        return Err(pruned(retained));
+    }
     let mut out = Vec::with_capacity(decided.len());
     let mut bytes = 0usize;
     for d in decided {
-        let sv = store.get(&d.id).map_err(|e| e.to_string())?.ok_or_else(|| format!("decision log names unknown vertex {}", d.id))?;
+        let sv = match store.get(&d.id).map_err(|e| malformed(e.to_string()))? {
+            Some(sv) => sv,
+            // Pruned since the log was read: end the batch here (the next read answers `Pruned`
+            // when nothing of it could be served).
+            None if store.retained_from_seq() > d.seq => {
+                if out.is_empty() && !fresh {
+                    return Err(pruned(store.retained_from_seq()));
+                }
+                break;
+            }
+            None => return Err(malformed(format!("decision log names unknown vertex {}", d.id))),
+        };
         if !out.is_empty() && bytes + sv.vertex.payload.len() > max_bytes {
             break;
         }
@@ -114,7 +147,7 @@ fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64
             Status::Final { position } => ClientStatus::Final { shard, position },
             _ => ClientStatus::Rejected,
         };
-        let client = store.client_of(&d.id).map_err(|e| e.to_string())?.unwrap_or([0; 32]);
+        let client = store.client_of(&d.id).map_err(|e| malformed(e.to_string()))?.unwrap_or([0; 32]);
         let v = sv.vertex;
         out.push((d.seq, FeedEntry { id: v.id, decision, payload: v.payload, conflict_keys: v.conflict_keys, parents: v.parents, creator: v.creator, client, cursor: Vec::new() }));
     }
@@ -126,7 +159,7 @@ struct Pending {
     reply: Responder,
     tag: u64,
     cursor: Cursor,
-    parts: Vec<Option<Result<PartRead, String>>>,
+    parts: Vec<Option<Result<PartRead, PartError>>>,
     since: Instant,
 }
 
@@ -169,7 +202,7 @@ impl FeedServer {
             return send(reply, ClientReply::Error { tag, code: ClientErrorCode::Overloaded, message: "too many feed requests in flight".into() });
         }
         let req = tags.bump();
-        let mut parts: Vec<Option<Result<PartRead, String>>> = (0..shards).map(|_| None).collect();
+        let mut parts: Vec<Option<Result<PartRead, PartError>>> = (0..shards).map(|_| None).collect();
         parts[usize::from(self.shard)] = Some(mine);
         for (s, p) in cursor.parts.iter().enumerate() {
             if s == usize::from(self.shard) {
@@ -177,7 +210,7 @@ impl FeedServer {
             }
             let q = MeshMsg::FeedQuery { req, log_id: p.log_id, after_seq: p.seq, max_entries: per_shard as u32, max_bytes: per_bytes as u32 };
             if !mesh.send(s, q) {
-                parts[s] = Some(Err(format!("shard {s} is busy")));
+                parts[s] = Some(Err(malformed(format!("shard {s} is busy"))));
             }
         }
         self.pending.insert(req, Pending { reply, tag, cursor, parts, since: now });
@@ -196,7 +229,7 @@ impl FeedServer {
     }
 
     /// A shard's part came back.
-    pub(super) fn on_reply(&mut self, req: u64, shard: usize, result: Result<PartRead, String>) {
+    pub(super) fn on_reply(&mut self, req: u64, shard: usize, result: Result<PartRead, PartError>) {
         let Some(p) = self.pending.get_mut(&req) else { return };
         if let Some(slot) = p.parts.get_mut(shard) {
             *slot = Some(result);
@@ -216,12 +249,12 @@ impl FeedServer {
 }
 
 /// Concatenates the parts in shard order, giving each entry the cursor just after it.
-fn assemble(tag: u64, mut cursor: Cursor, parts: Vec<Result<PartRead, String>>) -> ClientReply {
+fn assemble(tag: u64, mut cursor: Cursor, parts: Vec<Result<PartRead, PartError>>) -> ClientReply {
     let mut entries = Vec::new();
     for (s, part) in parts.into_iter().enumerate() {
         let (log_id, read) = match part {
             Ok(r) => r,
-            Err(message) => return ClientReply::Error { tag, code: ClientErrorCode::Malformed, message },
+            Err((code, message)) => return ClientReply::Error { tag, code, message },
         };
         cursor.parts[s].log_id = log_id;
         for (seq, mut e) in read {

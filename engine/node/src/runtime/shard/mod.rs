@@ -24,6 +24,7 @@ mod quotas;
 mod outbound;
 mod persist;
 mod restore;
+mod retention;
 mod roster;
 mod setup;
 mod signer;
@@ -65,6 +66,7 @@ use verify::{Verdict, Verify};
 pub use gateway::{ADMIT_UNDECIDED_MAX, CLIENT_INFLIGHT_MAX, OWN_KEYS_MAX};
 pub use guard::{proven_misbehaviour, BAN_COOL_OFF};
 pub use outbound::PENDING_REPLIES_MAX;
+pub use retention::{RetentionPolicy, PRUNE_CHUNK_MAX, RETAIN_DECISIONS_MIN};
 pub use setup::{ShardError, ShardSetup};
 pub use signer::MlDsaSigner;
 
@@ -131,6 +133,8 @@ struct Shard {
     /// Per-peer budgets of queries, fetches and history-sync requests.
     limits: Limits,
     telemetry: Telemetry,
+    /// When and how far the store is pruned (`[storage]`).
+    retention: retention::Retention,
 }
 
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
@@ -196,6 +200,7 @@ impl Shard {
             limits: Limits::new(roster.len(), metrics.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
             telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
+            retention: retention::Retention::new(setup.retention),
             roster,
             transport,
         };
@@ -216,6 +221,8 @@ impl Shard {
                 glommio::timer::Timer::new(turn_min - since).await;
             }
             self.sync.maybe_sync(&self.roster, &self.guard, &mut self.tags, &mut self.outbound);
+            // Never waiting: collect a finished background prune, start the next (`retention`).
+            self.persist.prune_step(&mut self.retention, self.shard);
             let mut incoming = Vec::new();
             while incoming.len() < TURN_INCOMING_MAX {
                 match self.transport.try_recv() {

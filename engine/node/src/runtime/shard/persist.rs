@@ -7,14 +7,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pqdag_core::{Action, VertexStatus};
 use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
 use pqdag_wire::VertexId;
 use tracing::warn;
 
-use super::super::metrics::Metrics;
+use super::super::metrics::{Metrics, ShardKindLabel};
+use super::retention::{self, Retention, PRUNE_CHUNK_MAX};
 
 /// Finality positions of the vertices finalized in one batch of actions.
 pub(super) type Positions = HashMap<VertexId, u64>;
@@ -67,6 +68,8 @@ impl Persist {
         for (id, client) in clients {
             batch.set_client(id, client);
         }
+        // The wall clock, for the store's per-second retention marks.
+        batch.set_time(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
         if !batch.is_empty() {
             let t = Instant::now();
             // The write (and its fsync) runs on the executor's blocking thread, so the shard's
@@ -92,5 +95,42 @@ impl Persist {
             self.metrics.store_write.observe(t.elapsed().as_secs_f64());
         }
         Some(positions)
+    }
+
+    /// One retention step (see [`retention`]), never waiting: takes the outcome of the
+    /// background prune that finished (metrics; a failed prune stops the node like a failed
+    /// write: the store is in doubt), and, when one is due and none runs, plans the next chunk
+    /// and starts it on its own thread (`RocksStore::prune_in_background`).
+    pub(super) fn prune_step(&mut self, retention: &mut Retention, shard: u16) {
+        let Some(store) = self.store.as_ref() else { return };
+        if let Some(outcome) = store.take_background_prune() {
+            match outcome {
+                Ok((done, took)) => {
+                    let label = |kind: &str| ShardKindLabel { shard: shard.to_string(), kind: kind.into() };
+                    self.metrics.store_pruned.get_or_create(&label("final")).inc_by(done.finals);
+                    self.metrics.store_pruned.get_or_create(&label("rejected")).inc_by(done.rejected);
+                    self.metrics.store_prune.observe(took.as_secs_f64());
+                    tracing::debug!(shard, finals = done.finals, rejected = done.rejected, retained_from_seq = done.retained_from_seq, ms = took.as_millis() as u64, "pruned");
+                    retention.finished(&done);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store prune failed; stopping the node");
+                    self.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if store.prune_running() || !retention.due() {
+            return;
+        }
+        let (policy, bytes_ok) = retention.inputs();
+        match retention::plan(store, policy, bytes_ok) {
+            Ok(Some(plan)) if store.prune_in_background(plan.before_seq, PRUNE_CHUNK_MAX) => retention.started(plan),
+            Ok(_) => retention.idle(),
+            Err(e) => {
+                tracing::error!(error = %e, "store prune planning failed; stopping the node");
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }

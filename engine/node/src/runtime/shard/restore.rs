@@ -21,6 +21,13 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u
     // One sequential pass over the store (point reads in finality order were 1.5x slower):
     // finals before the last RESTORE_FULL_FINALS come back as forgotten ids (one vertex in
     // memory at a time); the tail and every non-final vertex are kept and restored in full.
+    // Finals pruned by retention first: ids and conflict keys only (the store keeps nothing
+    // else of them); they count as final, in the digest, and their keys stay decided.
+    let mut pruned = 0usize;
+    store.visit_pruned(&mut |p| {
+        core.restore_forgotten_final(p.id, &p.conflict_keys);
+        pruned += 1;
+    })?;
     let finals = store.finalized_range(0, usize::MAX)?;
     let compact = finals.len().saturating_sub(RESTORE_FULL_FINALS);
     let tail: HashSet<VertexId> = finals[compact..].iter().map(|(_, id)| *id).collect();
@@ -33,13 +40,39 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u
             full.push(sv);
         }
     })?;
+    let dropped = drop_orphaned_rejects(core, &mut full, shard);
     let restored = restore_order(full);
-    let n = restored.len() + compact;
+    let n = restored.len() + compact + pruned;
     core.restore(0, restored);
     while core.poll_action().is_some() {}
     let s = core.status();
-    info!(shard, restored = n, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
+    info!(shard, restored = n, pruned, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
     Ok(())
+}
+
+/// Drops retained rejected vertices whose local parent is neither retained nor a (pruned or
+/// forgotten) final: a rejected parent that retention pruned. Restored, such a vertex would wait
+/// in the core's pending buffer for a parent no peer may still hold; it is decided for good
+/// already (the store keeps its status) and its conflict keys' winners are restored. Repeats
+/// until nothing more goes (a dropped vertex may orphan its rejected children). Returns how
+/// many were dropped.
+fn drop_orphaned_rejects(core: &Core<MlDsaSigner>, full: &mut Vec<pqdag_storage::StoredVertex>, shard: u16) -> usize {
+    let shard_count = core.shard_count();
+    let mut dropped = 0;
+    loop {
+        let held: HashSet<VertexId> = full.iter().map(|sv| sv.vertex.id).collect();
+        let before = full.len();
+        full.retain(|sv| {
+            sv.status != Status::Rejected
+                || sv.vertex.parents.iter().all(|p| {
+                    held.contains(p) || core.contains(p) || *p == core.genesis_id() || pqdag_core::shard_of_vertex(p, shard_count) != u32::from(shard)
+                })
+        });
+        if full.len() == before {
+            return dropped;
+        }
+        dropped += before - full.len();
+    }
 }
 
 /// Orders stored vertices for [`Core::restore`]: finals in their finality order first (the set

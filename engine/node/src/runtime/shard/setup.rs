@@ -54,6 +54,8 @@ pub struct ShardSetup {
     pub remote_facts: Vec<(VertexId, VertexStatus)>,
     /// Least time between the starts of two turns, us (0: no pacing).
     pub turn_interval_min_us: u64,
+    /// Store retention (`[storage]` of `config.toml`; off: keep everything).
+    pub retention: super::retention::RetentionPolicy,
 }
 
 /// Errors that stop a shard (reported by the node, which exits non-zero).

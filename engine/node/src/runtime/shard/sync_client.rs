@@ -120,6 +120,13 @@ impl SyncClient {
         if next < self.cursor[peer.0] {
             return None; // stale or rewound reply: ignore
         }
+        // Positions are dense: a reply that moves the cursor further than the ids it names
+        // skipped finals the peer's retention pruned. They cannot be fetched from it any more
+        // (docs/operations.md, "Retention"); counted, and the walk goes on from there.
+        let skipped = next.saturating_sub(self.cursor[peer.0]).saturating_sub(reply.ids.len() as u64);
+        if skipped > 0 {
+            self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_pruned_skipped".into() }).inc_by(skipped);
+        }
         self.cursor[peer.0] = next;
         if reply.ids.len() as u32 >= SYNC_BATCH {
             self.next_at = Instant::now(); // more to walk: go on at once

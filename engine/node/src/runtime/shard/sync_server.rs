@@ -16,7 +16,9 @@ pub(super) fn serve_fetch(core: &Core<MlDsaSigner>, store: Option<&RocksStore>, 
     send_trimmed(reply, VertexReply { request_id, vertices });
 }
 
-/// Answers a history-sync request from this shard's finality index in the store.
+/// Answers a history-sync request from this shard's finality index in the store. Positions
+/// retention pruned are not in the index: the reply starts at the first retained one, and its
+/// `next_position` tells the asker how far it skipped.
 pub(super) fn serve_sync(store: Option<&RocksStore>, request_id: u64, from_position: u64, max: u32, reply: Responder) {
     let max = (max as usize).min(pqdag_wire::limits::SYNC_IDS_MAX);
     let range = match store {

@@ -14,7 +14,7 @@ use pqdag_transport::ShardTransport;
 
 use pqdag_transport::PeerId;
 
-use super::super::metrics::{Metrics, PeerLabel, PeerView, ShardKindLabel, ShardStatus};
+use super::super::metrics::{Metrics, PeerLabel, PeerView, ShardKindLabel, ShardLabel, ShardStatus};
 use super::roster::Roster;
 use super::signer::MlDsaSigner;
 
@@ -83,6 +83,7 @@ impl Telemetry {
             for (kind, v) in [("memtables", mem.memtables), ("table_readers", mem.table_readers), ("block_cache", mem.block_cache)] {
                 self.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
             }
+            self.metrics.store_disk_bytes.get_or_create(&ShardLabel { shard: shard.clone() }).set(store.disk_bytes() as i64);
         }
         let s = core.status();
         let drops = self.transport.stats().incoming_drops;
