@@ -57,3 +57,5 @@ pub use pqdag_wire::{ConflictKey, NodeId, VertexId};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adversary;

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use pqdag_wire::{ConflictKey, Evidence, NodeId, Query, Response, Vertex, VertexId, Vote};
+use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId, Vote};
 
 use crate::*;
 
-struct TestSigner(u8);
+pub(crate) struct TestSigner(pub(crate) u8);
 
 impl Signer for TestSigner {
     fn sign(&self, _domain: Domain, msg: &[u8]) -> Vec<u8> {
@@ -19,29 +19,28 @@ impl Signer for TestSigner {
     }
 }
 
-fn node(i: usize) -> NodeId {
+pub(crate) fn node(i: usize) -> NodeId {
     NodeId([i as u8 + 1; 32])
 }
 
-struct Net {
-    cores: Vec<Core<TestSigner>>,
-    now: u64,
-    queue: BTreeMap<(u64, u64), (usize, Event)>,
-    seq: u64,
-    finalized: Vec<Vec<VertexId>>,
-    rejected: Vec<Vec<VertexId>>,
-    persisted: Vec<Vec<(Arc<Vertex>, VertexStatus)>>,
-    alerts: Vec<(usize, NodeId)>,
+pub(crate) struct Net {
+    pub(crate) cores: Vec<Core<TestSigner>>,
+    pub(crate) now: u64,
+    pub(crate) queue: BTreeMap<(u64, u64), (usize, Event)>,
+    pub(crate) seq: u64,
+    pub(crate) finalized: Vec<Vec<VertexId>>,
+    pub(crate) rejected: Vec<Vec<VertexId>>,
+    pub(crate) persisted: Vec<Vec<(Arc<Vertex>, VertexStatus)>>,
+    pub(crate) alerts: Vec<(usize, NodeId)>,
     /// Nodes whose responses are dropped (withholding).
-    mute: Vec<bool>,
+    pub(crate) mute: Vec<bool>,
     /// Nodes that answer every id `Unknown`.
-    unknown_voters: Vec<usize>,
+    pub(crate) unknown_voters: Vec<usize>,
     /// Nodes that flip every Yes/No they answer.
-    flip_voters: Vec<usize>,
-}
+    pub(crate) flip_voters: Vec<usize>,}
 
 impl Net {
-    fn new(n: usize, params: Params) -> Net {
+    pub(crate) fn new(n: usize, params: Params) -> Net {
         let nodes: Vec<NodeId> = (0..n).map(node).collect();
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
@@ -125,18 +124,18 @@ impl Net {
         }
     }
 
-    fn handle(&mut self, i: usize, ev: Event) {
+    pub(crate) fn handle(&mut self, i: usize, ev: Event) {
         let _ = self.cores[i].handle(self.now, ev);
         self.drain(i);
     }
 
-    fn submit(&mut self, i: usize, keys: Vec<ConflictKey>, tag: u64) {
+    pub(crate) fn submit(&mut self, i: usize, keys: Vec<ConflictKey>, tag: u64) {
         let ts = self.now / 1000;
         self.handle(i, Event::Submit { payload: tag.to_le_bytes().to_vec(), conflict_keys: keys, client_tag: tag, timestamp_ms: ts });
     }
 
     /// Runs until `until` (virtual us), bounded.
-    fn run(&mut self, until: u64) {
+    pub(crate) fn run(&mut self, until: u64) {
         for _ in 0..2_000_000 {
             let next_msg = self.queue.keys().next().map(|k| k.0);
             let next_timer = self.cores.iter().filter_map(|c| c.poll_timeout()).min();
@@ -165,7 +164,7 @@ impl Net {
     }
 }
 
-fn fast_params() -> Params {
+pub(crate) fn fast_params() -> Params {
     let mut p = Params::lan_default();
     p.poll_min_age_us = 1_000;
     p
@@ -477,489 +476,4 @@ fn forgotten_finals_still_count_as_final() {
     }
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
-}
-
-// ------------------------------------------------------------------ adversaries (issue 14)
-// Each test reproduces a hole found by reading the code as an attacker would; it failed before
-// the fix it names.
-
-fn byz_vertex(creator: usize, parents: Vec<VertexId>, payload: &[u8], keys: Vec<ConflictKey>, ts: u64) -> Arc<Vertex> {
-    let mut v = Vertex::new_unsigned(parents, payload.to_vec(), keys, ts, node(creator));
-    v.signature = TestSigner(creator as u8).sign(Domain::Vertex, v.signed_bytes());
-    Arc::new(v)
-}
-
-fn take_response<S: Signer>(core: &mut Core<S>) -> Option<Response> {
-    let mut out = None;
-    while let Some(a) = core.poll_action() {
-        if let Action::SendResponse { response, .. } = a {
-            out = Some(response);
-        }
-    }
-    out
-}
-
-/// Hole 1 (framing by replay): a Byzantine asker polls honest node 0 about V before and after V
-/// reached it, with the same query id, and hands both signed answers to node 1 as proof.
-#[test]
-fn replayed_query_cannot_frame_an_honest_responder() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let v = byz_vertex(3, vec![g], b"v", vec![], 1);
-    let mut q = Query { query_id: 7, requester: node(3), ids: vec![v.id], signature: Vec::new() };
-    q.signature = TestSigner(3).sign(Domain::Query, &q.signed_bytes());
-    let q = Arc::new(q);
-    let now = net.now;
-    let _ = net.cores[0].handle(now, Event::Query { from: node(3), query: q.clone() });
-    let a = take_response(&mut net.cores[0]).expect("first answer");
-    assert_eq!(a.vote(0), Vote::Unknown);
-    let _ = net.cores[0].handle(now + 10, Event::Vertex { from: node(3), vertex: v.clone() });
-    while net.cores[0].poll_action().is_some() {}
-    let _ = net.cores[0].handle(now + 20, Event::Query { from: node(3), query: q.clone() });
-    let b = take_response(&mut net.cores[0]);
-    if let Some(b) = b {
-        net.handle(1, Event::Alert { from: node(3), accused: node(0), evidence: Evidence::ConflictingResponses { a, b } });
-    }
-    assert!(!net.cores[1].is_excluded(&node(0)), "an honest responder is never excluded on replayed answers");
-    assert!(!net.cores[1].peer_scores().iter().any(|(p, s)| *p == node(0) && s.convicted), "nor convicted");
-}
-
-/// Exclusions, convictions included, are capped at f = (N-1)/3 peers: proofs against more peers
-/// than the fault bound mean the proofs are wrong, not that the network is.
-#[test]
-fn convictions_are_capped_at_f() {
-    let mut net = Net::new(7, fast_params());
-    let key = ConflictKey([5; 32]);
-    let g = net.cores[0].genesis_id();
-    for p in 1..7 {
-        let a = byz_vertex(p, vec![g], b"a", vec![key], 1);
-        let b = byz_vertex(p, vec![g], b"b", vec![key], 1);
-        net.handle(0, Event::Alert { from: node(1), accused: node(p), evidence: Evidence::Equivocation { a: (*a).clone(), b: (*b).clone() } });
-    }
-    let excluded = (1..7).filter(|&p| net.cores[0].is_excluded(&node(p))).count();
-    assert_eq!(excluded, 2, "at most f = 2 of 7 excluded, convictions included");
-}
-
-/// Hole 2 (over-cap set member): 64 equivocating members on K from node 3 reach node 0 first;
-/// honest H on K from node 2 then reaches nodes 0-2. H was rejected at node 0 (member 65) and
-/// final at node 3: it must be final everywhere, never final at one node and rejected at
-/// another.
-#[test]
-fn set_spam_cannot_fork_an_honest_member() {
-    let mut net = Net::new(4, fast_params());
-    let key = ConflictKey([8; 32]);
-    let g = net.cores[0].genesis_id();
-    for i in 0..64u32 {
-        let s = byz_vertex(3, vec![g], &i.to_le_bytes(), vec![key], 1);
-        net.handle(0, Event::Vertex { from: node(3), vertex: s });
-    }
-    // Honest H on K by node 2, delivered to nodes 0-2 (node 3 learns it by gossip).
-    let h = byz_vertex(2, vec![g], b"honest", vec![key], 1);
-    for i in 0..3 {
-        net.handle(i, Event::Vertex { from: node(2), vertex: h.clone() });
-    }
-    net.run(net.now + 10_000_000);
-    // Every core here runs the honest code; node 3's simply saw H before any spam.
-    let st: Vec<Option<VertexStatus>> = (0..4).map(|i| net.cores[i].vertex_status(&h.id)).collect();
-    assert!(st.iter().all(|s| *s == Some(VertexStatus::Final)), "H final at every node, the spam rejected: {st:?}");
-}
-
-/// Hole 3 (Unknown voters): 2 of 21 nodes answer every id Unknown; the others must still
-/// finalize.
-#[test]
-fn unknown_voters_do_not_stall_finality() {
-    let mut p = fast_params();
-    p.sample_size = 20;
-    p.alpha = 15;
-    let mut net = Net::new(21, p);
-    net.unknown_voters = vec![19, 20];
-    for t in 0..5 {
-        net.submit(0, vec![], t);
-        net.run(net.now + 5_000);
-    }
-    net.run(net.now + 30_000_000);
-    assert_eq!(net.finalized[0].len(), 5, "all 5 vertices final at node 0 with 2 of 21 voting Unknown");
-}
-
-/// Hole 4 (backdating): a double spender's timestamp has no say in the preference: the same
-/// race is decided by the id order whether its vertex claims a time long before the honest
-/// vertex or long after it (before the fix, every backdated one won).
-#[test]
-fn backdated_timestamp_does_not_win_the_preference() {
-    let key = ConflictKey([4; 32]);
-    let mut prefs = Vec::new();
-    for ts in [0u64, 1, 2, 3, 4, 5, 6, 7, 1 << 40] {
-        let mut net = Net::new(4, fast_params());
-        net.now = 50_000_000;
-        let g = net.cores[0].genesis_id();
-        let h = byz_vertex(0, vec![g], b"honest", vec![key], 50_000);
-        net.handle(1, Event::Vertex { from: node(0), vertex: h.clone() });
-        // Same payload, so the ids differ only through the timestamp; compare by who wins.
-        let b = byz_vertex(3, vec![g], b"double spend", vec![key], ts);
-        net.handle(1, Event::Vertex { from: node(3), vertex: b.clone() });
-        let p = net.cores[1].preference(&key).expect("set exists");
-        prefs.push((p == h.id, h.id.0 < b.id.0));
-    }
-    for (h_preferred, h_lower_id) in prefs {
-        assert_eq!(h_preferred, h_lower_id, "the lower id wins the tie, whatever the timestamp");
-    }
-}
-
-/// 7 nodes, the sample is the whole network (k = N-1 = 6): 2 flip-voters must not stop the 5
-/// honest nodes (BFT quorum 2f+1 = 5, the node's own vote included).
-#[test]
-fn seven_nodes_with_two_flip_voters_stay_live() {
-    let mut net = Net::new(7, fast_params());
-    net.flip_voters = vec![5, 6];
-    for t in 0..10 {
-        net.submit((t % 5) as usize, vec![], t);
-        net.run(net.now + 20_000);
-    }
-    net.run(net.now + 10_000_000);
-    for i in 0..5 {
-        assert_eq!(net.finalized[i].len(), 10, "honest node {i} finalized all 10");
-    }
-}
-
-/// A vertex inserted already rejected (here: it spends the key of its own parent) joins that
-/// key's set, but must never become its preference. With the lower-id tie-break it did, so the
-/// live member was voted No everywhere and never finalized (issue 15: `sim --nodes 10
-/// --crash 3@2-4 --loss 0.01 --conflict-ratio 0.2` stalled on 19 of seeds 1-30).
-#[test]
-fn a_member_rejected_on_arrival_never_takes_the_preference() {
-    let mut net = Net::new(4, fast_params());
-    let key = ConflictKey([7; 32]);
-    let g = net.cores[0].genesis_id();
-    let p = byz_vertex(2, vec![g], b"live member", vec![key], 1);
-    // Its child spending the same key, ground to a lower id than P's (the tie-break's favourite).
-    let r = (0u32..)
-        .map(|i| byz_vertex(3, vec![p.id], &i.to_le_bytes(), vec![key], 2))
-        .find(|r| r.id < p.id)
-        .expect("some payload gives a lower id");
-    for i in 0..4 {
-        net.handle(i, Event::Vertex { from: node(2), vertex: p.clone() });
-        net.handle(i, Event::Vertex { from: node(3), vertex: r.clone() });
-    }
-    for i in 0..4 {
-        assert_eq!(net.cores[i].vertex_status(&r.id), Some(VertexStatus::Rejected), "R spends its parent's key");
-        assert_eq!(net.cores[i].preference(&key), Some(p.id), "node {i}: the live member stays preferred");
-    }
-    net.run(net.now + 5_000_000);
-    for i in 0..4 {
-        assert_eq!(net.cores[i].vertex_status(&p.id), Some(VertexStatus::Final), "node {i}: P finalizes");
-    }
-}
-
-/// A newcomer takes the preference on the id tie-break only while this node has never said Yes
-/// on the incumbent (or a descendant): peers counted that Yes toward their quorum for it, and
-/// an honest node that then switched without Snowball evidence could sit in two quorums for
-/// conflicting vertices (`sim-faults` seed 278 finalized both members of one set that way).
-#[test]
-fn a_yes_vote_pins_the_preference_against_the_tie_break() {
-    for voted in [false, true] {
-        let mut core = lone_core(0, 4);
-        let g = core.genesis_id();
-        let key = ConflictKey([9; 32]);
-        let a = byz_vertex(1, vec![g], b"A", vec![key], 1);
-        let b = (0u32..).map(|i| byz_vertex(3, vec![g], &i.to_le_bytes(), vec![key], 1)).find(|b| b.id < a.id).expect("a lower id");
-        let child = byz_vertex(2, vec![a.id], b"child of A", vec![], 2);
-        core.handle(10, Event::Vertex { from: node(1), vertex: a.clone() }).expect("ok");
-        core.handle(20, Event::Vertex { from: node(2), vertex: child.clone() }).expect("ok");
-        drain(&mut core);
-        if voted {
-            // Node 2 polls A's child: a Yes on it is a Yes on A.
-            let q = Arc::new(Query { query_id: 1, requester: node(2), ids: vec![child.id], signature: Vec::new() });
-            core.handle(30, Event::Query { from: node(2), query: q }).expect("ok");
-            assert_eq!(take_response(&mut core).expect("an answer").vote(0), Vote::Yes);
-        }
-        core.handle(40, Event::Vertex { from: node(3), vertex: b.clone() }).expect("ok");
-        drain(&mut core);
-        let want = if voted { a.id } else { b.id };
-        assert_eq!(core.preference(&key), Some(want), "voted {voted}: after a Yes the incumbent stays preferred; before, the lower id wins");
-    }
-}
-
-// ------------------------------------------------------------------ bounds (issue 14, hole 5)
-
-fn lone_core(me: usize, n: usize) -> Core<TestSigner> {
-    let nodes: Vec<NodeId> = (0..n).map(node).collect();
-    Core::new(Config { me: node(me), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(me as u8)).expect("valid config")
-}
-
-/// An orphan of `creator` (its parent is unknown to everyone), `payload_len` bytes, unique by `n`.
-fn orphan(creator: usize, n: u64, payload_len: usize) -> Arc<Vertex> {
-    let mut payload = vec![0u8; payload_len.max(8)];
-    payload[..8].copy_from_slice(&n.to_le_bytes());
-    byz_vertex(creator, vec![VertexId([0xEE; 32])], &payload, vec![], n)
-}
-
-fn drain<S: Signer>(core: &mut Core<S>) {
-    while core.poll_action().is_some() {}
-}
-
-/// A peer flooding more orphans than the whole buffer holds evicts only its own: before the
-/// per-peer eviction, one global FIFO dropped the honest peer's older entries first.
-#[test]
-fn orphan_flood_by_count_evicts_only_the_flooder() {
-    let mut core = lone_core(0, 4);
-    let parent = byz_vertex(1, vec![core.genesis_id()], b"parent", vec![], 1);
-    let honest: Vec<Arc<Vertex>> = (0..10).map(|i| byz_vertex(1, vec![parent.id], &[i], vec![], 2)).collect();
-    for v in &honest {
-        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
-    }
-    drain(&mut core);
-    for i in 0..(PENDING_MAX as u64 + 4_000) {
-        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, 8) }).expect("ok");
-        drain(&mut core);
-    }
-    let s = core.status();
-    assert_eq!(s.pending, PENDING_MAX as u64, "the buffer stays full");
-    assert!(s.pending_evicted >= 4_000);
-    assert!(honest.iter().all(|v| core.contains(&v.id)), "the honest peer's entries survive the flood");
-    // The honest children are released once their parent arrives.
-    core.handle(2, Event::Vertex { from: node(1), vertex: parent.clone() }).expect("ok");
-    drain(&mut core);
-    assert!(honest.iter().all(|v| core.vertex_status(&v.id) == Some(VertexStatus::Processing)));
-    assert_eq!(core.status().pending, PENDING_MAX as u64 - 10, "only the flood is left pending");
-}
-
-/// A peer flooding large orphans is held to its byte quota (its own oldest go first), and the
-/// other peers' entries and budget are untouched.
-#[test]
-fn orphan_flood_by_bytes_is_held_to_the_peer_quota() {
-    let mut core = lone_core(0, 4);
-    let honest: Vec<Arc<Vertex>> = (0..10).map(|i| orphan(1, 1_000_000 + i, 1_000)).collect();
-    for v in &honest {
-        core.handle(0, Event::Vertex { from: node(1), vertex: v.clone() }).expect("ok");
-    }
-    let big = pqdag_wire::limits::PAYLOAD_BYTES_MAX;
-    let flood = (PENDING_PEER_BYTES_MAX / big) as u64 + 200;
-    for i in 0..flood {
-        core.handle(1, Event::Vertex { from: node(2), vertex: orphan(2, i, big) }).expect("ok");
-        drain(&mut core);
-    }
-    let s = core.status();
-    assert!(s.pending_evicted_quota >= 200, "the flooder evicted its own: {s:?}");
-    assert_eq!(s.pending_evicted, s.pending_evicted_quota, "nobody else lost anything");
-    assert!(core.pending.bytes_of(&node(2)) <= PENDING_PEER_BYTES_MAX);
-    assert!(s.pending_bytes as usize <= PENDING_PEER_BYTES_MAX + 20_000);
-    assert!(honest.iter().all(|v| core.contains(&v.id)));
-    // The newest flood entries are the ones kept.
-    assert!(core.contains(&orphan(2, flood - 1, big).id));
-    assert!(!core.contains(&orphan(2, 0, big).id));
-}
-
-#[test]
-fn rate_limit_bucket_is_deterministic_and_refills() {
-    use crate::ratelimit::{TokenBucket, QUERY_BUDGET};
-    let mut b = TokenBucket::new();
-    let t0 = 5_000_000;
-    let allowed = (0..1_000).filter(|_| b.take(QUERY_BUDGET, t0, 1)).count() as u64;
-    assert_eq!(allowed, QUERY_BUDGET.burst, "a quiet peer may spend its burst at once");
-    assert!(!b.take(QUERY_BUDGET, t0, 1));
-    // 10 ms later: exactly rate x 10 ms more (2 at 200/s).
-    let t1 = t0 + 10_000;
-    assert!(b.take(QUERY_BUDGET, t1, 1));
-    assert!(b.take(QUERY_BUDGET, t1, 1));
-    assert!(!b.take(QUERY_BUDGET, t1, 1));
-    // A long pause refills to the burst, no more.
-    let t2 = t1 + 3_600_000_000;
-    let allowed = (0..1_000).filter(|_| b.take(QUERY_BUDGET, t2, 1)).count() as u64;
-    assert_eq!(allowed, QUERY_BUDGET.burst);
-}
-
-/// A peer over its budget is dropped and struck at most once a second; honest-rate traffic
-/// (100 queries/s, the most an honest node sends) is never dropped; an excluded peer gets a
-/// quarter of the budget but never nothing.
-#[test]
-fn rate_limits_bound_a_flood_but_not_honest_traffic() {
-    let mut rl = RateLimits::new(3);
-    // Honest: one query every 10 ms for 60 s.
-    for i in 0..6_000u64 {
-        assert_eq!(rl.admit(1, RequestKind::Query, 1, false, i * 10_000), Admission::Allowed, "honest query {i} dropped");
-    }
-    // Flood: 10 000 queries/s for 3 s from peer 2.
-    let (mut allowed, mut strikes) = (0u64, 0u64);
-    for i in 0..30_000u64 {
-        match rl.admit(2, RequestKind::Query, 1, false, i * 100) {
-            Admission::Allowed => allowed += 1,
-            Admission::Dropped { strike } => strikes += u64::from(strike),
-        }
-    }
-    let q = RequestKind::Query.budget();
-    assert!(allowed <= q.burst + 3 * q.per_second + 1, "flood bounded: {allowed}");
-    assert!((3..=4).contains(&strikes), "one strike per second: {strikes}");
-    // The peers are independent: peer 1 still has its budget.
-    assert_eq!(rl.admit(1, RequestKind::Query, 1, false, 60_000_000), Admission::Allowed);
-    // Fetches are charged per id; an excluded peer gets a quarter.
-    let f = RequestKind::Fetch.excluded_budget();
-    assert_eq!(f.per_second, RequestKind::Fetch.budget().per_second.div_ceil(crate::ratelimit::EXCLUDED_DIVISOR));
-    let mut rl = RateLimits::new(2);
-    let mut ids = 0;
-    while rl.admit(1, RequestKind::Fetch, 1024, true, 0) == Admission::Allowed {
-        ids += 1024;
-    }
-    assert!(ids > 0 && ids <= f.burst);
-    // ... and can still catch up, slowly.
-    assert_eq!(rl.admit(1, RequestKind::Fetch, 1024, true, 1_000_000), Admission::Allowed);
-    // An unknown peer index is refused without a strike.
-    assert_eq!(rl.admit(9, RequestKind::Sync, 1, false, 0), Admission::Dropped { strike: false });
-}
-
-/// The shell's dedupe asks the core whether a response still matters.
-#[test]
-fn awaits_response_only_for_open_or_late_answers() {
-    let mut net = Net::new(3, fast_params());
-    net.submit(0, vec![], 1);
-    // Let node 0 launch a poll, but hold the answers.
-    let mut query = None;
-    for t in 0..200u64 {
-        let _ = net.cores[0].handle(t * 1_000, Event::Timer);
-        while let Some(a) = net.cores[0].poll_action() {
-            if let Action::SendQuery { query: q, .. } = a {
-                query.get_or_insert(q);
-            }
-        }
-        if query.is_some() {
-            break;
-        }
-    }
-    let q = query.expect("a poll was launched");
-    assert!(net.cores[0].awaits_response(&node(1), q.query_id));
-    assert!(!net.cores[0].awaits_response(&node(1), q.query_id + (1 << 8)), "never asked");
-    assert!(!net.cores[0].awaits_response(&node(0), q.query_id), "not in the sample");
-    // Answered: a second answer of node 1 changes nothing.
-    net.cores[1].handle(0, Event::Query { from: node(0), query: q.clone() }).expect("ok");
-    let resp = take_response(&mut net.cores[1]).expect("node 1 answers");
-    let now = 300_000;
-    net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).expect("ok");
-    assert!(!net.cores[0].awaits_response(&node(1), q.query_id));
-}
-
-// ------------------------------------------------------------------ vertex flood (issue 14, hole 5)
-
-/// A chain of `n` valid flood vertices of `creator`, alternately on genesis and on its previous
-/// one (the engine's `vertex-flood` attacker).
-fn flood_chain(creator: usize, genesis: VertexId, n: u64) -> Vec<Arc<Vertex>> {
-    let mut tip = genesis;
-    (0..n)
-        .map(|i| {
-            let parent = if i % 2 == 0 { genesis } else { tip };
-            let v = byz_vertex(creator, vec![parent], &i.to_le_bytes(), vec![], i);
-            tip = v.id;
-            v
-        })
-        .collect()
-}
-
-/// Hole 5 (valid-vertex flood): node 3 signs 12 000 valid vertices in 1.2 s and sends each to
-/// every honest node while the 3 honest nodes submit. Each honest node holds at most
-/// `CREATOR_PROCESSING_MAX` (plus what it needed) processing flood vertices, drops and strikes
-/// the rest, and every honest vertex finalizes everywhere within 2 s of its submission. Before
-/// the per-creator bound every flood vertex was admitted (12 000 processing at once).
-#[test]
-fn valid_vertex_flood_is_bounded_per_creator_and_honest_vertices_finalize() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let flood = flood_chain(3, g, 12_000);
-    for (i, v) in flood.iter().enumerate() {
-        for to in 0..3 {
-            net.seq += 1;
-            net.queue.insert((100 + i as u64 * 100, net.seq), (to, Event::Vertex { from: node(3), vertex: v.clone() }));
-        }
-    }
-    let mut max_processing = [0u64; 3];
-    let mut submitted = 0u64;
-    while net.now < 1_400_000 {
-        if net.now >= 50_000 && net.now < 1_200_000 {
-            net.submit((submitted % 3) as usize, vec![], 1_000 + submitted);
-            submitted += 1;
-        }
-        net.run(net.now + 10_000);
-        for (m, core) in max_processing.iter_mut().zip(&net.cores) {
-            *m = (*m).max(core.status().processing);
-        }
-    }
-    net.run(net.now + 2_000_000);
-    let bound = u64::from(CREATOR_PROCESSING_MAX) * 2 + 200;
-    for i in 0..3 {
-        let s = net.cores[i].status();
-        let honest_final = net.finalized[i].iter().filter(|id| net.cores[i].vertex(id).is_some_and(|v| v.creator != node(3))).count() as u64;
-        assert_eq!(honest_final, submitted, "node {i}: every honest vertex final");
-        assert!(max_processing[i] <= bound, "node {i}: {} processing at most (bound {bound})", max_processing[i]);
-        assert!(s.creator_dropped > 0, "node {i}: the flood was cut");
-        let score = net.cores[i].peer_scores().into_iter().find(|(p, _)| *p == node(3)).expect("peer").1;
-        assert!(score.incidents > 0, "node {i}: the flooder got a Flooding strike");
-        for j in 0..3 {
-            assert!(net.cores[i].peer_scores().into_iter().find(|(p, _)| *p == node(j)).is_none_or(|(_, s)| s.incidents == 0), "node {i}: honest node {j} never struck");
-        }
-    }
-    assert!(submitted >= 100);
-}
-
-/// Liveness of the bound: a dropped flood vertex that an honest vertex names as parent, or that
-/// an honest peer queries, is still admitted; the flooder's own children and queries never
-/// unlock its dropped vertices.
-#[test]
-fn needed_flood_vertices_bypass_the_creator_bound() {
-    let mut core = lone_core(0, 4);
-    let g = core.genesis_id();
-    let flood = flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX) + 5);
-    for v in &flood {
-        core.handle(1, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
-    }
-    drain(&mut core);
-    let m = CREATOR_PROCESSING_MAX as usize;
-    assert_eq!(core.status().processing, CREATOR_PROCESSING_MAX as u64);
-    assert_eq!(core.status().creator_dropped, 5);
-    let (a, b, c, d) = (&flood[m], &flood[m + 1], &flood[m + 2], &flood[m + 3]);
-    assert!(!core.contains(&a.id) && !core.contains(&d.id));
-    // The flooder's own child of a dropped vertex is dropped too; so is a query by the flooder.
-    let own_child = byz_vertex(3, vec![b.id], b"own", vec![], 9);
-    core.handle(2, Event::Vertex { from: node(3), vertex: own_child.clone() }).expect("ok");
-    let q = Query { query_id: 1, requester: node(3), ids: vec![c.id], signature: vec![] };
-    core.handle(2, Event::Query { from: node(3), query: q.into() }).expect("ok");
-    drain(&mut core);
-    core.handle(3, Event::Vertex { from: node(3), vertex: c.clone() }).expect("ok");
-    assert!(!core.contains(&own_child.id) && !core.contains(&c.id), "the flooder cannot unlock itself");
-    // An honest vertex naming `b` (whose parent `a` was dropped too): both fetched and admitted.
-    let h = byz_vertex(1, vec![b.id], b"honest", vec![], 9);
-    core.handle(4, Event::Vertex { from: node(1), vertex: h.clone() }).expect("ok");
-    core.handle(5, Event::VertexReply { from: node(1), vertices: vec![b.clone()] }).expect("ok");
-    core.handle(6, Event::VertexReply { from: node(1), vertices: vec![a.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&h.id), Some(VertexStatus::Processing), "the honest child is in the DAG");
-    assert_eq!(core.vertex_status(&a.id), Some(VertexStatus::Processing));
-    // An honest peer's query makes a dropped vertex needed.
-    let q = Query { query_id: 2, requester: node(2), ids: vec![d.id], signature: vec![] };
-    core.handle(7, Event::Query { from: node(2), query: q.into() }).expect("ok");
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![d.clone()] }).expect("ok");
-    // `d` waits for its dropped parent `c`, which it makes needed in turn.
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![c.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&d.id), Some(VertexStatus::Processing));
-    assert_eq!(core.vertex_status(&c.id), Some(VertexStatus::Processing));
-    assert_eq!(core.status().creator_bypassed, 4);
-    // History sync: an id named by the flooder's own finality log stays dropped, one named by
-    // an honest peer's log is admitted (`wanted_by`).
-    let e = &flood[m + 4];
-    assert!(!core.admits_creator(e));
-    core.wanted_by(&[e.id], node(3));
-    assert!(!core.admits_creator(e));
-    core.wanted_by(&[e.id], node(2));
-    assert!(core.admits_creator(e));
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![e.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&e.id), Some(VertexStatus::Processing));
-    assert_eq!(core.status().creator_bypassed, 5);
-    // Own vertices never build on the flooder's processing tips.
-    let id = {
-        core.handle(9, Event::Submit { payload: b"mine".to_vec(), conflict_keys: vec![], client_tag: 1, timestamp_ms: 0 }).expect("ok");
-        let mut id = None;
-        while let Some(a) = core.poll_action() {
-            if let Action::Created { id: x, .. } = a {
-                id = Some(x);
-            }
-        }
-        id.expect("created")
-    };
-    let mine = core.vertex(&id).expect("held").clone();
-    assert!(mine.parents.iter().all(|p| core.vertex(p).is_none_or(|v| v.creator != node(3))), "no flood parent");
 }
