@@ -39,9 +39,6 @@ use crate::types::Signer;
 /// with the query bypass a flooder held ~2 500 processing vertices per honest node and honest
 /// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
 pub const CREATOR_PROCESSING_MAX: u32 = 256;
-/// A creator holding this many processing vertices is not used for parents of own vertices
-/// (at the bound: an honest creator near it under load is still built on).
-pub const CREATOR_PARENT_MAX: u32 = CREATOR_PROCESSING_MAX;
 /// Ids remembered as needed (oldest forgotten first).
 pub(crate) const WANTED_MAX: usize = 65_536;
 /// At most one `Flooding` strike per creator in this time.
@@ -175,9 +172,10 @@ impl<S: Signer> Core<S> {
         }
     }
 
-    /// Whether an own vertex may take a processing vertex of `creator` as parent.
-    pub(crate) fn parent_creator_ok(&self, creator: &NodeId) -> bool {
-        *creator == self.me || self.flood.count(creator) < CREATOR_PARENT_MAX.max(self.creator_bound())
+    /// Whether an own vertex may take a processing vertex of `creator` as parent, under the
+    /// current `bound` ([`Self::creator_bound`], computed once by the caller).
+    pub(crate) fn parent_creator_ok(&self, creator: &NodeId, bound: u32) -> bool {
+        *creator == self.me || self.flood.count(creator) < bound
     }
 
     /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`], or twice the median of every
@@ -190,8 +188,8 @@ impl<S: Signer> Core<S> {
     pub(crate) fn creator_bound(&self) -> u32 {
         let mut counts: Vec<u32> = self.peers.ids.iter().map(|p| self.flood.count(p)).collect();
         counts.push(self.flood.count(&self.me));
-        counts.sort_unstable();
-        let median = counts[counts.len() / 2];
+        let mid = counts.len() / 2;
+        let median = *counts.select_nth_unstable(mid).1;
         CREATOR_PROCESSING_MAX.max(median.saturating_mul(2))
     }
 }

@@ -42,7 +42,7 @@ mod votes;
 pub use crate::core::{Core, CoreStatus};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
-pub use flood::{CREATOR_PARENT_MAX, CREATOR_PROCESSING_MAX};
+pub use flood::CREATOR_PROCESSING_MAX;
 pub use pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};
 pub use polls::POLL_CLOSED_MAX;
 pub use ratelimit::{Admission, Budget, RateLimits, RequestKind};

@@ -354,7 +354,7 @@ impl<S: Signer> Core<S> {
     }
 
     /// Snowball's sample in a whole-network poll of `k` peers: a random subset of about two
-    /// thirds of them (never fewer than 2 or all of `k` < 4) and a strict majority of it. With
+    /// thirds of them (all of them below 4 peers) and a strict majority of it. With
     /// every peer as the sample, the honest nodes' views are identical: a 3:3 split of 6 honest
     /// nodes (two partition sides that each voted, and so pinned, their own first-seen member)
     /// gave no member a majority, ever (`sim-faults` seed 3). A random subset breaks the
@@ -362,7 +362,7 @@ impl<S: Signer> Core<S> {
     pub(crate) fn preference_sample(&mut self, k: usize) -> (usize, u64) {
         let m = if k < 4 { k } else { (2 * k).div_ceil(3) };
         let mut bits: Vec<usize> = (0..k).collect();
-        for i in 0..m.min(k) {
+        for i in 0..m {
             let j = self.rng.random_range(i..k);
             bits.swap(i, j);
         }

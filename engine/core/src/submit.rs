@@ -73,6 +73,8 @@ impl<S: Signer> Core<S> {
         let want = self.params.parents;
         let mut cands: Vec<(u8, u64, VertexId)> = Vec::with_capacity(RECENT_MAX);
         let recent: Vec<VertexId> = self.dag.recent.iter().rev().copied().collect();
+        // Once per submission, not per candidate (it is a median over every node's count).
+        let bound = self.creator_bound();
         for id in recent {
             let Some(r) = self.dag.vertices.get(&id) else { continue };
             if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {
@@ -84,7 +86,7 @@ impl<S: Signer> Core<S> {
             }
             // Not on a creator filling its share of the undecided DAG (`flood`): its vertices
             // may be dropped elsewhere, and ours would wait for their fetch.
-            if processing && !self.parent_creator_ok(&self.dag.vertices[&id].v.creator) {
+            if processing && !self.parent_creator_ok(&self.dag.vertices[&id].v.creator, bound) {
                 continue;
             }
             // Never build on a vertex that spends (or descends from one that spends) a key this
