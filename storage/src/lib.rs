@@ -13,6 +13,8 @@
 //!   wiped (an emptied data dir) is recognised;
 //! * writes are applied in [`StoreBatch`]es (one per shard tick), atomically, with the WAL on, and
 //!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen;
+//! * the winner of every decided conflict key ([`StoreBatch::set_winner`]) is kept forever (64
+//!   bytes per key), so the core can forget decided sets and still refuse a late spend;
 //! * **retention** ([`Store::prune`]): decided vertices can be pruned in decision-log order. A
 //!   pruned vertex loses its bytes, its client record and its decision-log entry; its status
 //!   stays (so it is never stored or decided again), and a pruned final keeps a compact record
@@ -34,9 +36,9 @@ pub use error::StorageError;
 pub use mem::MemStore;
 pub use record::{Status, StoredVertex};
 pub use prune::{BackgroundPrune, Pruned, PrunedFinal, COMPACT_AFTER_PRUNED_MIN};
-pub use rocks::{RocksStore, StoreMemory, SyncPolicy, COLUMN_FAMILIES};
+pub use rocks::{RocksStore, StoreMemory, StoreReader, SyncPolicy, COLUMN_FAMILIES};
 
-use pqdag_wire::{Vertex, VertexId};
+use pqdag_wire::{ConflictKey, Vertex, VertexId};
 
 /// One atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -45,6 +47,8 @@ pub struct StoreBatch {
     pub(crate) statuses: Vec<(VertexId, Status)>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
     pub(crate) clients: Vec<(VertexId, [u8; 32])>,
+    /// Winners of decided conflict keys.
+    pub(crate) winners: Vec<(ConflictKey, VertexId)>,
     /// Wall-clock time of the batch, unix seconds (retention marks), when set.
     pub(crate) time_secs: Option<u64>,
 }
@@ -86,6 +90,13 @@ impl StoreBatch {
         self.clients.push((id, client));
     }
 
+    /// Records that final vertex `id` won the conflict set of `key` (the core looks it up once
+    /// it has forgotten the set: a late spend of `key` loses). Written once per key; a winner
+    /// never changes.
+    pub fn set_winner(&mut self, key: ConflictKey, id: VertexId) {
+        self.winners.push((key, id));
+    }
+
     /// Stamps the batch with the wall-clock time (unix seconds): the first batch of each second
     /// that logs a decision leaves a retention mark (see [`Store::decided_before`]).
     pub fn set_time(&mut self, unix_secs: u64) {
@@ -94,12 +105,12 @@ impl StoreBatch {
 
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty()
+        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty() && self.winners.is_empty()
     }
 
     /// Number of records in the batch.
     pub fn len(&self) -> usize {
-        self.vertices.len() + self.statuses.len() + self.meta.len() + self.clients.len()
+        self.vertices.len() + self.statuses.len() + self.meta.len() + self.clients.len() + self.winners.len()
     }
 }
 
@@ -126,6 +137,9 @@ pub trait Store {
     fn decision_log_id(&self) -> u64;
     /// The key id of the client that submitted `id`, when this node recorded one.
     fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError>;
+    /// The final winner of decided conflict key `key` ([`StoreBatch::set_winner`]); kept
+    /// through retention.
+    fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError>;
     /// A vertex's status, also for a pruned vertex (whose bytes are gone).
     fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError>;
     /// The first decision sequence still held (1 when nothing was pruned): decisions before it

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pqdag_wire::VertexId;
+use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::check_transition;
 use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
@@ -16,6 +16,8 @@ pub struct MemStore {
     decisions: Vec<Decided>,
     clients: HashMap<VertexId, [u8; 32]>,
     log_id: u64,
+    /// Winners of decided conflict keys.
+    winners: HashMap<ConflictKey, VertexId>,
     /// Statuses of pruned vertices (their bytes are gone).
     pruned_status: HashMap<VertexId, Status>,
     /// Pruned finals by position.
@@ -68,6 +70,9 @@ impl Store for MemStore {
         }
         self.meta.extend(batch.meta);
         self.clients.extend(batch.clients);
+        for (k, id) in batch.winners {
+            self.winners.entry(k).or_insert(id);
+        }
         let last_mark = self.marks.keys().next_back().copied().unwrap_or(0);
         if let Some(t) = batch.time_secs.filter(|t| *t > last_mark && self.decisions.len() as u64 + 1 > first_new) {
             self.marks.insert(t, first_new);
@@ -113,6 +118,10 @@ impl Store for MemStore {
 
     fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
         Ok(self.clients.get(id).copied())
+    }
+
+    fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {
+        Ok(self.winners.get(key).copied())
     }
 
     fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {

@@ -10,12 +10,13 @@
 //! | `clients` | vertex id (32) | submitting client's key id (32) |
 //! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final ([`crate::PrunedFinal`]) |
 //! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
+//! | `winners` | conflict key (32) | the final vertex id (32) that won the key's conflict set |
 
 use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-use pqdag_wire::VertexId;
+use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::{check_transition, decode_vertex, encode_vertex};
 use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
@@ -28,9 +29,10 @@ pub(crate) const CF_DECISIONS: &str = "decisions";
 pub(crate) const CF_CLIENTS: &str = "clients";
 pub(crate) const CF_PRUNED: &str = "pruned";
 pub(crate) const CF_MARKS: &str = "marks";
+pub(crate) const CF_WINNERS: &str = "winners";
 /// Every column family, in the order a raw `DB::open_cf` must list them.
-pub const COLUMN_FAMILIES: [&str; 8] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS, CF_PRUNED, CF_MARKS];
-const CFS: [&str; 8] = COLUMN_FAMILIES;
+pub const COLUMN_FAMILIES: [&str; 9] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS, CF_PRUNED, CF_MARKS, CF_WINNERS];
+const CFS: [&str; 9] = COLUMN_FAMILIES;
 /// Meta key of the decision-log identity.
 const META_LOG_ID: &str = "decision_log_id";
 /// Meta key of the first retained decision seq (u64 BE; absent: 1).
@@ -128,7 +130,7 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
             o.set_enable_blob_gc(false);
             o.set_level_compaction_dynamic_level_bytes(true);
         }
-        CF_STATUS | CF_FINALIZED | CF_DECISIONS | CF_CLIENTS | CF_PRUNED => {
+        CF_STATUS | CF_FINALIZED | CF_DECISIONS | CF_CLIENTS | CF_PRUNED | CF_WINNERS => {
             o.set_write_buffer_size(16 << 20);
             o.set_max_write_buffer_number(3);
             o.set_level_compaction_dynamic_level_bytes(true);
@@ -239,6 +241,13 @@ impl RocksStore {
         }
     }
 
+    /// A read-only handle on this store's decisions, usable beside the writer (the core's
+    /// [`DecisionArchive`](../pqdag_core) in the engine: lookups of forgotten finals and decided
+    /// keys; bloom-filtered point reads, a miss costs no disk read).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader { db: self.db.clone() }
+    }
+
     /// Writes a consistent copy of the store to `dir` (hard links where possible): online backup.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
         rocksdb::checkpoint::Checkpoint::new(&*self.db)?.create_checkpoint(dir)?;
@@ -298,6 +307,12 @@ impl Store for RocksStore {
         }
         for (id, client) in &batch.clients {
             wb.put_cf(cc, id.0, client);
+        }
+        if !batch.winners.is_empty() {
+            let cw = self.cf(CF_WINNERS)?;
+            for (k, id) in &batch.winners {
+                wb.put_cf(cw, k.0, id.0);
+            }
         }
         let mut mark = None;
         if let Some(t) = batch.time_secs.filter(|t| *t > self.last_mark_secs && next_decision > self.next_decision) {
@@ -395,6 +410,10 @@ impl Store for RocksStore {
         self.status_of(id)
     }
 
+    fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {
+        self.reader().key_winner(key)
+    }
+
     fn retained_from_seq(&self) -> u64 {
         self.prune.retained_from.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -422,5 +441,38 @@ impl Store for RocksStore {
             f(PrunedFinal::decode(&k, &v)?);
         }
         Ok(())
+    }
+}
+
+/// Read-only point lookups of decisions, shared with the store's writer (RocksDB reads are
+/// thread-safe and see every write applied before them).
+#[derive(Clone)]
+pub struct StoreReader {
+    db: std::sync::Arc<DB>,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreReader")
+    }
+}
+
+impl StoreReader {
+    /// A vertex's status, also for a pruned vertex.
+    pub fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
+        let cf = self.db.cf_handle(CF_STATUS).ok_or_else(|| corrupt(CF_STATUS, "column family missing"))?;
+        match self.db.get_pinned_cf(cf, id.0)? {
+            Some(b) => Ok(Some(Status::decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The winner of decided conflict key `key`.
+    pub fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {
+        let cf = self.db.cf_handle(CF_WINNERS).ok_or_else(|| corrupt(CF_WINNERS, "column family missing"))?;
+        match self.db.get_pinned_cf(cf, key.0)? {
+            Some(b) => Ok(Some(to_id(CF_WINNERS, &b)?)),
+            None => Ok(None),
+        }
     }
 }

@@ -94,8 +94,6 @@ pub(crate) fn ordf(x: f64) -> u64 {
 #[derive(Default)]
 pub(crate) struct Conflicts {
     pub(crate) sets: HashMap<ConflictKey, ConflictSet>,
-    /// Winners of forgotten decided conflict sets: a late spend of such a key loses.
-    pub(crate) decided_keys: HashMap<ConflictKey, VertexId>,
     /// Undecided sets with two members or more (0: every processing vertex is preferred).
     pub(crate) contested: u64,
 }
@@ -172,7 +170,7 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn join_local(&mut self, key: ConflictKey, member: Member) {
-        if let Some(&winner) = self.conflicts.decided_keys.get(&key) {
+        if let Some(winner) = self.dag.forgotten.key_winner(&key) {
             // The set was decided long ago and forgotten: a late spend of its key loses.
             if member.id != winner {
                 if member.owner == self.shard {

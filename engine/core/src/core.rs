@@ -211,9 +211,11 @@ impl<S: Signer> Core<S> {
     }
 
     /// Records held, for the memory metrics: (vertex records, conflict sets, forgotten ids,
-    /// forgotten decided keys).
+    /// forgotten decided keys); the forgotten ones count the in-memory window plus whatever
+    /// the archive holds in memory (nothing for the engine's store-backed archive).
     pub fn record_counts(&self) -> (usize, usize, usize, usize) {
-        (self.dag.vertices.len(), self.conflicts.sets.len(), self.dag.forgotten.len(), self.conflicts.decided_keys.len())
+        let (ids, keys, archived) = self.dag.forgotten.counts();
+        (self.dag.vertices.len(), self.conflicts.sets.len(), ids + archived, keys)
     }
 
     /// Score of every peer (3.7.2).
@@ -266,7 +268,7 @@ impl<S: Signer> Core<S> {
 
     /// Current preference of the local conflict set of `key`.
     pub fn preference(&self, key: &ConflictKey) -> Option<VertexId> {
-        self.conflicts.sets.get(key).map(|s| s.preferred()).or_else(|| self.conflicts.decided_keys.get(key).copied())
+        self.conflicts.sets.get(key).map(|s| s.preferred()).or_else(|| self.dag.forgotten.key_winner(key))
     }
 
     /// Next output, in order. Drain after every `handle`.

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
 
 use crate::core::Core;
+use crate::forgotten::Forgotten;
 use crate::gossip::gossip_targets;
-use crate::id_hash::{HashMap, HashSet};
+use crate::id_hash::HashMap;
 use crate::pending::PENDING_MAX;
 use crate::types::{Action, Signer, VertexStatus, genesis, shard_of_vertex};
 
@@ -91,8 +92,9 @@ pub(crate) struct Dag {
     pub(crate) seq: u64,
     pub(crate) recent: VecDeque<VertexId>,
     pub(crate) recent_final: VecDeque<VertexId>,
-    /// Ids of forgotten final vertices (their records are gone; they count as final).
-    pub(crate) forgotten: HashSet<VertexId>,
+    /// Forgotten final vertices (their records are gone; they count as final) and the winners
+    /// of their decided conflict sets: a bounded window, then the shell's archive.
+    pub(crate) forgotten: Forgotten,
     /// Last traversal mark handed out (frontier and credit walks mark records with it).
     pub(crate) mark_no: u64,
 }
@@ -116,7 +118,7 @@ impl Dag {
             seq: 1,
             recent: VecDeque::new(),
             recent_final,
-            forgotten: HashSet::default(),
+            forgotten: Forgotten::default(),
             mark_no: 0,
         }
     }

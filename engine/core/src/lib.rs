@@ -21,6 +21,7 @@ mod dag;
 mod error;
 mod finality;
 mod flood;
+mod forgotten;
 mod gossip;
 mod id_hash;
 #[cfg(debug_assertions)]
@@ -43,6 +44,7 @@ pub use crate::core::{Core, CoreStatus};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
 pub use flood::CREATOR_PROCESSING_MAX;
+pub use forgotten::{DecisionArchive, MemArchive};
 pub use pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};
 pub use polls::POLL_CLOSED_MAX;
 pub use ratelimit::{Admission, Budget, RateLimits, RequestKind};

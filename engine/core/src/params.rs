@@ -44,6 +44,10 @@ pub struct Params {
     /// ~40 B instead of ~1 KB with its conflict set), and a decided conflict set keeps only its
     /// winner. Lookups treat a forgotten id as final; the store keeps everything. 0 = never.
     pub forget_final_after_us: u64,
+    /// Hand forgotten ids and decided keys to the shell's [`crate::DecisionArchive`] (its
+    /// store) this long after they were forgotten, keeping memory bounded whatever the history
+    /// length (`Core::set_archive`). 0 = keep them in memory forever.
+    pub archive_after_us: u64,
 }
 
 impl Params {
@@ -69,6 +73,7 @@ impl Params {
             frontier_fanout: 2,
             strip_final_after_us: 0,
             forget_final_after_us: 0,
+            archive_after_us: 0,
         }
     }
 

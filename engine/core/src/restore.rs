@@ -26,6 +26,13 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Sets where forgotten decisions are looked up once `Params::archive_after_us` has passed
+    /// (the engine: its store). Call it before anything is restored or handled; without it
+    /// they stay in memory ([`crate::MemArchive`]).
+    pub fn set_archive(&mut self, archive: Box<dyn crate::DecisionArchive + Send>) {
+        self.dag.forgotten.set_archive(archive);
+    }
+
     /// Restores one final vertex without its record, as if long forgotten (restart of a node
     /// with a long history: holding every stored vertex in full would need ~6 KB each). Call it
     /// for the older finals, in any order, all of them before [`Core::restore`] gets the rest
@@ -37,13 +44,13 @@ impl<S: Signer> Core<S> {
             return;
         }
         debug_assert!(self.dag.processing.is_empty(), "forgotten finals are restored before anything else");
-        self.dag.forgotten.insert(id);
+        self.dag.forgotten.restore(id);
         self.finality.final_position += 1;
         self.finality.finalized += 1;
         self.finality.digest.add(&id.0);
         for k in conflict_keys {
             if shard_of_key(k, self.shard_count) == self.shard {
-                self.conflicts.decided_keys.insert(*k, id);
+                self.dag.forgotten.restore_key(*k, id);
             }
         }
     }

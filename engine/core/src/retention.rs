@@ -49,7 +49,7 @@ impl Retention {
 impl<S: Signer> Core<S> {
     /// Forgets the records of vertices final for longer than `forget_final_after_us`: the id
     /// moves to `forgotten` (still final to every lookup), and each of its conflict sets, once
-    /// decided with no member still processing, shrinks to its winner in `decided_keys`.
+    /// decided with no member still processing, shrinks to its winner (`Forgotten::insert_key`).
     /// Recently final vertices that parent selection may still name are kept a while longer.
     pub(crate) fn forget_old_finals(&mut self, now: u64) {
         let after = self.params.forget_final_after_us;
@@ -69,7 +69,7 @@ impl<S: Signer> Core<S> {
                 continue;
             }
             let Some(rec) = self.dag.vertices.remove(&id) else { continue };
-            self.dag.forgotten.insert(id);
+            self.dag.forgotten.insert(id, now);
             for &k in &rec.v.conflict_keys {
                 if shard_of_key(&k, self.shard_count) != self.shard {
                     continue;
@@ -81,7 +81,7 @@ impl<S: Signer> Core<S> {
                 if settled {
                     debug_assert_eq!(self.vertex_status(&winner), Some(VertexStatus::Final), "a decided set's winner is final");
                     self.conflicts.sets.remove(&k);
-                    self.conflicts.decided_keys.insert(k, winner);
+                    self.dag.forgotten.insert_key(k, winner, now);
                 }
             }
         }

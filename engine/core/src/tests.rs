@@ -435,9 +435,53 @@ fn close_conflicting_submissions_resolve() {
 /// nothing final changes.
 #[test]
 fn forgotten_finals_still_count_as_final() {
+    forgotten_scenario(0, None);
+}
+
+/// The same with forgotten decisions handed to a store-like archive after 0.2 s
+/// (`Params::archive_after_us`, what keeps memory flat over months): nothing is left in memory,
+/// the answers come from the archive, and every rule still holds.
+#[test]
+fn archived_finals_still_count_as_final() {
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    forgotten_scenario(200_000, Some(lookups.clone()));
+    assert!(lookups.load(std::sync::atomic::Ordering::Relaxed) > 0, "the archive was consulted");
+}
+
+/// A store-like archive: answers what was evicted to it, reports nothing held in memory (as
+/// the engine's RocksDB archive), counts its lookups.
+struct CountingArchive {
+    inner: crate::MemArchive,
+    lookups: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::DecisionArchive for CountingArchive {
+    fn is_final(&self, id: &VertexId) -> bool {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.is_final(id)
+    }
+    fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.key_winner(key)
+    }
+    fn evicted_final(&mut self, id: VertexId) {
+        self.inner.evicted_final(id);
+    }
+    fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
+        self.inner.evicted_key(key, winner);
+    }
+}
+
+fn forgotten_scenario(archive_after_us: u64, archive: Option<Arc<std::sync::atomic::AtomicUsize>>) {
     let mut p = fast_params();
     p.forget_final_after_us = 500_000;
+    p.archive_after_us = archive_after_us;
     let mut net = Net::new(4, p);
+    if let Some(lookups) = &archive {
+        for c in &mut net.cores {
+            c.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }));
+        }
+    }
     let key = ConflictKey([7; 32]);
     net.submit(0, vec![key], 1);
     net.run(net.now + 1_000_000);
@@ -454,7 +498,11 @@ fn forgotten_finals_still_count_as_final() {
         assert_eq!(net.cores[i].vertex_status(&va), Some(VertexStatus::Final));
         assert!(net.cores[i].contains(&va), "a forgotten id is still known (no refetch, no re-insert)");
         let (_, _, ids, keys) = net.cores[i].record_counts();
-        assert!(ids >= 1 && keys >= 1, "node {i}: {ids} ids, {keys} keys forgotten");
+        if archive.is_some() {
+            assert!(ids == 0 && keys == 0, "node {i}: {ids} ids, {keys} keys still in memory");
+        } else {
+            assert!(ids >= 1 && keys >= 1, "node {i}: {ids} ids, {keys} keys forgotten");
+        }
         assert_eq!(net.cores[i].preference(&key), Some(va));
     }
     // A vertex whose parent is the forgotten va: accepted, final everywhere.

@@ -38,6 +38,7 @@ impl<S: Signer> Core<S> {
     pub(crate) fn tick(&mut self, now: u64) {
         self.retention.strip_old_finals(&mut self.dag, self.params.strip_final_after_us, now);
         self.forget_old_finals(now);
+        self.dag.forgotten.evict(self.params.archive_after_us, now);
         // Close polls that timed out or had alpha answers plus a grace period as long again.
         let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| p.due(now)).map(|(q, _)| *q).collect();
         for q in due {

@@ -228,6 +228,9 @@ impl Sim {
         };
         let mut params = cfg.params.clone().unwrap_or_else(|| base.scaled_to(n));
         params.forget_final_after_us = cfg.forget_final_after_us;
+        // Forgotten decisions go to the archive as soon again (the engine: 30 s after 30 s), so
+        // every scenario runs through archived parents and decided keys.
+        params.archive_after_us = cfg.forget_final_after_us;
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;

@@ -56,6 +56,11 @@ pub const FINAL_IN_MEMORY_US: u64 = 10_000_000;
 /// of its decided conflict set, the winner): ~1 KB -> ~0.1 KB per old final vertex.
 pub const FINAL_RECORD_US: u64 = 30_000_000;
 
+/// How long a forgotten final's id (and its decided keys' winners) stays in the core's memory
+/// before only the store answers for it (`shard/archive.rs`): memory stays flat whatever the
+/// history length, at one bloom-filtered point read per lookup of an older id.
+pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
+
 /// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
 pub const POLL_INTERVAL_US: u64 = 10_000;
 
@@ -73,6 +78,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     // The node serves old vertices from RocksDB, so memory keeps only what consensus needs.
     params.strip_final_after_us = FINAL_IN_MEMORY_US;
     params.forget_final_after_us = FINAL_RECORD_US;
+    params.archive_after_us = ARCHIVE_AFTER_US;
     // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
     // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
     // and halves the time beta rounds take (docs/benchmark.md).

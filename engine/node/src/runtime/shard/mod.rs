@@ -13,6 +13,7 @@
 //! Then [`telemetry`] publishes the state. [`restore`] rebuilds the core at start, [`dialer`]
 //! keeps connections up, [`outbound`] owns the requests this shard made.
 
+mod archive;
 mod dialer;
 mod effects;
 mod feed;
@@ -161,7 +162,8 @@ impl Shard {
         tcfg.client_keys = setup.client_keys.clone();
         let transport = Rc::new(ShardTransport::new(tcfg)?);
 
-        let store = RocksStore::open(&setup.store_dir, setup.sync)?;
+        let mut store = RocksStore::open(&setup.store_dir, setup.sync)?;
+        restore::backfill_winners(&mut store)?;
         let core_cfg = CoreConfig {
             me: node_ids[setup.me],
             nodes: node_ids,
@@ -171,6 +173,7 @@ impl Shard {
             shard_count: u32::from(setup.shard_count),
         };
         let mut core = Core::new(core_cfg, MlDsaSigner(setup.keypair.clone()))?;
+        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.stop.clone())));
         let start = Instant::now();
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());

@@ -58,7 +58,14 @@ impl Persist {
                 match status {
                     VertexStatus::Processing => {}
                     VertexStatus::Final => match positions.get(&vertex.id) {
-                        Some(p) => batch.set_status(vertex.id, Status::Final { position: *p }),
+                        Some(p) => {
+                            batch.set_status(vertex.id, Status::Final { position: *p });
+                            // A final vertex won every conflict set it is in: the store answers
+                            // for the set once the core has archived it (`archive.rs`).
+                            for k in &vertex.conflict_keys {
+                                batch.set_winner(*k, vertex.id);
+                            }
+                        }
                         None => warn!(id = %vertex.id, "final persist without a position in the same turn"),
                     },
                     VertexStatus::Rejected => batch.set_status(vertex.id, Status::Rejected),

@@ -1,0 +1,163 @@
+//! Forgotten decisions: finals whose records the core dropped (`retention.rs`) and the winners
+//! of conflict sets shrunk with them, held in memory for a bounded window and then answered by a
+//! [`DecisionArchive`] the shell provides (its store). Owns [`Forgotten`]; every other module
+//! asks it "is this id a forgotten final?" and "which vertex won this decided key?".
+//!
+//! Why: a node that runs for months cannot hold one entry per vertex it ever finalized (issue
+//! 15 measured ~270 B per vertex, 18 MiB per minute at 1 200 vertices/s). The store has every
+//! decision already (written before the decision left the node), so after
+//! `Params::archive_after_us` the core drops its copy and a miss becomes a store lookup (a
+//! bloom-filtered point read in the engine). Lookups are synchronous and read-only, like
+//! raft-rs's `Storage`: the core stays deterministic as long as the archive answers from what the
+//! shell persisted, which the durability contract guarantees (a decision is durable before the
+//! core forgets it, ~30 s later).
+
+use std::collections::VecDeque;
+
+use pqdag_wire::{ConflictKey, VertexId};
+
+use crate::id_hash::{HashMap, HashSet};
+
+/// Where decisions the core no longer holds are looked up (the shell's store).
+///
+/// Contract: after [`DecisionArchive::evicted_final`] for `id`, [`DecisionArchive::is_final`]
+/// of `id` is true forever; after [`DecisionArchive::evicted_key`] for `(key, winner)`,
+/// [`DecisionArchive::key_winner`] of `key` is `Some(winner)` forever. The engine's store
+/// satisfies it because the decision was written (and synced) when it was made; the eviction
+/// calls are then only checks.
+pub trait DecisionArchive {
+    /// Whether `id` was finalized (and forgotten by the core).
+    fn is_final(&self, id: &VertexId) -> bool;
+    /// The final vertex that won the decided conflict set of `key`, if the set was decided.
+    fn key_winner(&self, key: &ConflictKey) -> Option<VertexId>;
+    /// The core drops final `id` from memory: from now on only the archive answers for it.
+    fn evicted_final(&mut self, id: VertexId);
+    /// The core drops decided `key` (won by `winner`) from memory.
+    fn evicted_key(&mut self, key: ConflictKey, winner: VertexId);
+    /// Entries the archive itself holds in memory (0 for a store-backed archive).
+    fn held_in_memory(&self) -> usize {
+        0
+    }
+}
+
+/// The archive used when the shell provides none: everything stays in memory (unbounded, as a
+/// node without a store must; the simulator and unit tests use it).
+#[derive(Default)]
+pub struct MemArchive {
+    finals: HashSet<VertexId>,
+    keys: HashMap<ConflictKey, VertexId>,
+}
+
+impl DecisionArchive for MemArchive {
+    fn is_final(&self, id: &VertexId) -> bool {
+        self.finals.contains(id)
+    }
+    fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+        self.keys.get(key).copied()
+    }
+    fn evicted_final(&mut self, id: VertexId) {
+        self.finals.insert(id);
+    }
+    fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
+        let old = self.keys.insert(key, winner);
+        debug_assert!(old.is_none_or(|w| w == winner), "a decided key changed its winner");
+    }
+    fn held_in_memory(&self) -> usize {
+        self.finals.len() + self.keys.len()
+    }
+}
+
+/// Forgotten finals and decided keys: a time-ordered window in memory, the archive beyond it.
+pub(crate) struct Forgotten {
+    ids: HashSet<VertexId>,
+    keys: HashMap<ConflictKey, VertexId>,
+    /// Insertion order with the time of insertion (an id or a key), oldest first.
+    order: VecDeque<(u64, Entry)>,
+    archive: Box<dyn DecisionArchive + Send>,
+}
+
+#[derive(Clone, Copy)]
+enum Entry {
+    Id(VertexId),
+    Key(ConflictKey),
+}
+
+impl Default for Forgotten {
+    fn default() -> Self {
+        Forgotten { ids: HashSet::default(), keys: HashMap::default(), order: VecDeque::new(), archive: Box::new(MemArchive::default()) }
+    }
+}
+
+impl Forgotten {
+    /// Replaces the archive (before anything was forgotten: the old one's entries are not moved).
+    pub(crate) fn set_archive(&mut self, archive: Box<dyn DecisionArchive + Send>) {
+        debug_assert!(self.order.is_empty() && self.archive.held_in_memory() == 0, "the archive is set before anything is forgotten");
+        self.archive = archive;
+    }
+
+    /// Whether `id` is a forgotten final (in the window or in the archive).
+    pub(crate) fn contains(&self, id: &VertexId) -> bool {
+        self.ids.contains(id) || self.archive.is_final(id)
+    }
+
+    /// The winner of forgotten decided `key`.
+    pub(crate) fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+        self.keys.get(key).copied().or_else(|| self.archive.key_winner(key))
+    }
+
+    /// Forgets final `id` at time `now` (held in memory until the window passes).
+    pub(crate) fn insert(&mut self, id: VertexId, now: u64) {
+        if self.ids.insert(id) {
+            self.order.push_back((now, Entry::Id(id)));
+        }
+    }
+
+    /// Forgets decided `key` won by `winner` at time `now`.
+    pub(crate) fn insert_key(&mut self, key: ConflictKey, winner: VertexId, now: u64) {
+        let old = self.keys.insert(key, winner);
+        debug_assert!(old.is_none_or(|w| w == winner), "a decided key changed its winner");
+        if old.is_none() {
+            self.order.push_back((now, Entry::Key(key)));
+        }
+    }
+
+    /// A final restored from storage at a restart: straight to the archive (the store has it).
+    pub(crate) fn restore(&mut self, id: VertexId) {
+        self.archive.evicted_final(id);
+    }
+
+    /// A decided key restored from storage at a restart.
+    pub(crate) fn restore_key(&mut self, key: ConflictKey, winner: VertexId) {
+        self.archive.evicted_key(key, winner);
+    }
+
+    /// Hands entries older than `window` (microseconds; 0 = never) to the archive.
+    pub(crate) fn evict(&mut self, window: u64, now: u64) {
+        if window == 0 {
+            return;
+        }
+        while let Some(&(at, e)) = self.order.front() {
+            if at.saturating_add(window) > now {
+                break;
+            }
+            self.order.pop_front();
+            match e {
+                Entry::Id(id) => {
+                    if self.ids.remove(&id) {
+                        self.archive.evicted_final(id);
+                    }
+                }
+                Entry::Key(k) => {
+                    if let Some(w) = self.keys.remove(&k) {
+                        self.archive.evicted_key(k, w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (forgotten ids, forgotten keys) held in memory, plus what the archive holds in memory.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (self.ids.len(), self.keys.len(), self.archive.held_in_memory())
+    }
+}
