@@ -38,9 +38,11 @@ impl<S: Signer> Core<S> {
     /// for the older finals, in any order, all of them before [`Core::restore`] gets the rest
     /// (the last few finals and every non-final vertex): each takes a position (the store keeps
     /// the real ones; the core keeps the count dense), counts in `finalized` and the digest, and
-    /// decides its locally owned conflict keys.
+    /// decides its locally owned conflict keys. Each id once.
     pub fn restore_forgotten_final(&mut self, id: VertexId, conflict_keys: &[ConflictKey]) {
-        if id == self.dag.genesis.id || self.contains(&id) || shard_of_vertex(&id, self.shard_count) != self.shard {
+        // Not `contains`: that asks the archive, which (the engine's store) knows every stored
+        // final already. The store lists each id once.
+        if id == self.dag.genesis.id || self.dag.vertices.contains_key(&id) || shard_of_vertex(&id, self.shard_count) != self.shard {
             return;
         }
         debug_assert!(self.dag.processing.is_empty(), "forgotten finals are restored before anything else");
