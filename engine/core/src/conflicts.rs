@@ -170,7 +170,10 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn join_local(&mut self, key: ConflictKey, member: Member) {
-        if let Some(winner) = self.dag.forgotten.key_winner(&key) {
+        // Only a set no longer held asks the archive (the engine's store knows a winner as soon
+        // as it is final, while the set still decides here).
+        let forgotten = if self.conflicts.sets.contains_key(&key) { None } else { self.dag.forgotten.key_winner(&key) };
+        if let Some(winner) = forgotten {
             // The set was decided long ago and forgotten: a late spend of its key loses.
             if member.id != winner {
                 if member.owner == self.shard {

@@ -202,12 +202,12 @@ impl<S: Signer> Core<S> {
 
     /// Confidence of a vertex (FR-004), 1.0 once final.
     pub fn confidence(&self, id: &VertexId) -> Option<f64> {
-        self.dag.vertices.get(id).map(|r| r.confidence).or_else(|| self.dag.forgotten.contains(id).then_some(1.0))
+        self.dag.vertices.get(id).map(|r| r.confidence).or_else(|| self.dag.forgotten.status(id).map(|s| if s == VertexStatus::Final { 1.0 } else { 0.0 }))
     }
 
     /// True if the DAG or the pending buffer holds `id` (the shell skips verifying duplicates).
     pub fn contains(&self, id: &VertexId) -> bool {
-        self.dag.vertices.contains_key(id) || self.pending.entries.contains_key(id) || self.dag.forgotten.contains(id)
+        self.dag.vertices.contains_key(id) || self.pending.entries.contains_key(id) || self.dag.forgotten.status(id).is_some()
     }
 
     /// Records held, for the memory metrics: (vertex records, conflict sets, forgotten ids,

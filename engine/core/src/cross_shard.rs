@@ -85,9 +85,11 @@ impl<S: Signer> Core<S> {
                 if subscriber >= self.shard_count || (self.cross.watchers.len() >= WATCHED_MAX && !self.cross.watchers.contains_key(&id)) {
                     return;
                 }
-                if self.dag.forgotten.contains(&id) {
-                    self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status: VertexStatus::Final, strong: true } });
-                    return;
+                if !self.dag.vertices.contains_key(&id) {
+                    if let Some(status) = self.dag.forgotten.status(&id) {
+                        self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status, strong: status == VertexStatus::Final } });
+                        return;
+                    }
                 }
                 self.cross.watchers.entry(id).or_insert((0, false)).0 |= 1u64 << subscriber;
                 if self.dag.vertices.contains_key(&id) {

@@ -125,7 +125,7 @@ impl Dag {
 
     /// Status of a held or forgotten vertex.
     pub(crate) fn status(&self, id: &VertexId) -> Option<VertexStatus> {
-        self.vertices.get(id).map(|r| r.status).or_else(|| self.forgotten.contains(id).then_some(VertexStatus::Final))
+        self.vertices.get(id).map(|r| r.status).or_else(|| self.forgotten.status(id))
     }
 
     /// A new traversal mark (never reused).

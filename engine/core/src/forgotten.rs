@@ -1,7 +1,7 @@
 //! Forgotten decisions: finals whose records the core dropped (`retention.rs`) and the winners
 //! of conflict sets shrunk with them, held in memory for a bounded window and then answered by a
 //! [`DecisionArchive`] the shell provides (its store). Owns [`Forgotten`]; every other module
-//! asks it "is this id a forgotten final?" and "which vertex won this decided key?".
+//! asks it "what was decided about this id?" and "which vertex won this decided key?".
 //!
 //! Why: a node that runs for months cannot hold one entry per vertex it ever finalized (issue
 //! 15 measured ~270 B per vertex, 18 MiB per minute at 1 200 vertices/s). The store has every
@@ -17,17 +17,20 @@ use std::collections::VecDeque;
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::id_hash::{HashMap, HashSet};
+use crate::types::VertexStatus;
 
 /// Where decisions the core no longer holds are looked up (the shell's store).
 ///
-/// Contract: after [`DecisionArchive::evicted_final`] for `id`, [`DecisionArchive::is_final`]
-/// of `id` is true forever; after [`DecisionArchive::evicted_key`] for `(key, winner)`,
+/// Contract: after [`DecisionArchive::evicted_final`] for `id`, [`DecisionArchive::status`] of
+/// `id` is `Final` forever; after [`DecisionArchive::evicted_key`] for `(key, winner)`,
 /// [`DecisionArchive::key_winner`] of `key` is `Some(winner)` forever. The engine's store
 /// satisfies it because the decision was written (and synced) when it was made; the eviction
 /// calls are then only checks.
 pub trait DecisionArchive {
-    /// Whether `id` was finalized (and forgotten by the core).
-    fn is_final(&self, id: &VertexId) -> bool;
+    /// The decision on `id` (`Final` or `Rejected`) if it was decided; `None` otherwise (also
+    /// for a vertex still processing). The engine's store knows rejected ids the core no longer
+    /// holds after a restart (rejects whose pruned parents left them orphaned).
+    fn status(&self, id: &VertexId) -> Option<VertexStatus>;
     /// The final vertex that won the decided conflict set of `key`, if the set was decided.
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId>;
     /// The core drops final `id` from memory: from now on only the archive answers for it.
@@ -49,8 +52,8 @@ pub struct MemArchive {
 }
 
 impl DecisionArchive for MemArchive {
-    fn is_final(&self, id: &VertexId) -> bool {
-        self.finals.contains(id)
+    fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+        self.finals.contains(id).then_some(VertexStatus::Final)
     }
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
         self.keys.get(key).copied()
@@ -97,12 +100,28 @@ impl Forgotten {
 
     /// Whether `id` is a forgotten final (in the window or in the archive).
     pub(crate) fn contains(&self, id: &VertexId) -> bool {
-        self.ids.contains(id) || self.archive.is_final(id)
+        self.status(id) == Some(VertexStatus::Final)
+    }
+
+    /// The decision on forgotten `id` (window, then archive).
+    pub(crate) fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+        if self.ids.contains(id) {
+            Some(VertexStatus::Final)
+        } else {
+            self.archive.status(id)
+        }
     }
 
     /// The winner of forgotten decided `key`.
     pub(crate) fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
         self.keys.get(key).copied().or_else(|| self.archive.key_winner(key))
+    }
+
+    /// The decision on forgotten `id` if it is still in the in-memory window (no archive read):
+    /// for answers that may be `Unknown` without harm (a vote) and for loops that run every
+    /// tick.
+    pub(crate) fn status_in_memory(&self, id: &VertexId) -> Option<VertexStatus> {
+        self.ids.contains(id).then_some(VertexStatus::Final)
     }
 
     /// Forgets final `id` at time `now` (held in memory until the window passes).

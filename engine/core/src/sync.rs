@@ -114,7 +114,7 @@ impl<S: Signer> Core<S> {
             .pending
             .waiting
             .keys()
-            .filter(|id| !self.pending.entries.contains_key(*id) && !self.dag.vertices.contains_key(*id) && !self.dag.forgotten.contains(*id) && shard_of_vertex(id, self.shard_count) == self.shard)
+            .filter(|id| !self.pending.entries.contains_key(*id) && !self.dag.vertices.contains_key(*id) && self.dag.forgotten.status_in_memory(id).is_none() && shard_of_vertex(id, self.shard_count) == self.shard)
             .filter(|id| self.sync.requested.get(*id).is_none_or(|&t| t <= now))
             .take(REQUEST_IDS_MAX)
             .copied()

@@ -456,9 +456,9 @@ struct CountingArchive {
 }
 
 impl crate::DecisionArchive for CountingArchive {
-    fn is_final(&self, id: &VertexId) -> bool {
+    fn status(&self, id: &VertexId) -> Option<VertexStatus> {
         self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.is_final(id)
+        self.inner.status(id)
     }
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
         self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -138,8 +138,14 @@ impl<S: Signer> Core<S> {
         match self.dag.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
             // Cached for this preference epoch: one lookup.
             Some((VertexStatus::Processing, true, strong)) => if strong { Vote::Yes } else { Vote::No },
-            None if self.dag.forgotten.contains(id) => Vote::Yes,
-            None => Vote::Unknown,
+            // Not the archive: a vote on a vertex decided over a minute ago matters only to a
+            // node that far behind, which catches up by history sync; `Unknown` is never
+            // unsafe, and a store read per unknown id of every query is not free.
+            None => match self.dag.forgotten.status(id) {
+                Some(VertexStatus::Final) => Vote::Yes,
+                Some(VertexStatus::Rejected) => Vote::No,
+                _ => Vote::Unknown,
+            },
             Some((VertexStatus::Final, _, _)) => Vote::Yes,
             Some((VertexStatus::Rejected, _, _)) => Vote::No,
             Some((VertexStatus::Processing, _, _)) => {

@@ -1,5 +1,5 @@
-//! The core's [`DecisionArchive`] on the shard's RocksDB store: where the core looks up finals and
-//! decided conflict keys it has forgotten for longer than `ARCHIVE_AFTER_US` (memory bounded
+//! The core's [`DecisionArchive`] on the shard's RocksDB store: where the core looks up finals
+//! and decided conflict keys it has forgotten for longer than `ARCHIVE_AFTER_US` (memory bounded
 //! whatever the history length, issue 15). Point reads through a [`StoreReader`] beside the
 //! writer: the `status` and `winners` column families carry bloom filters, so the common miss
 //! (a new vertex's id) costs no disk read.
@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pqdag_core::DecisionArchive;
+use pqdag_core::{DecisionArchive, VertexStatus};
 use pqdag_storage::{Status, StoreReader};
 use pqdag_wire::{ConflictKey, VertexId};
 
@@ -37,12 +37,14 @@ impl StoreArchive {
 }
 
 impl DecisionArchive for StoreArchive {
-    fn is_final(&self, id: &VertexId) -> bool {
+    fn status(&self, id: &VertexId) -> Option<VertexStatus> {
         match self.reader.status(id) {
-            Ok(s) => matches!(s, Some(Status::Final { .. })),
+            Ok(Some(Status::Final { .. })) => Some(VertexStatus::Final),
+            Ok(Some(Status::Rejected)) => Some(VertexStatus::Rejected),
+            Ok(Some(Status::Processing) | None) => None,
             Err(e) => {
                 self.failed("status", &e);
-                false
+                None
             }
         }
     }
