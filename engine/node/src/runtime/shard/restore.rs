@@ -152,3 +152,41 @@ fn restore_order(items: Vec<pqdag_storage::StoredVertex>) -> Vec<(Arc<Vertex>, V
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pqdag_storage::SyncPolicy;
+    use pqdag_wire::{ConflictKey, NodeId};
+
+    /// A store written before the `winners` column family (finals without winners, one of them
+    /// pruned) gets every final's keys filled once; a rejected vertex's key gets none; the
+    /// second open does nothing.
+    #[test]
+    fn an_older_store_gets_its_winners_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("open");
+        let vertex = |n: u8| {
+            let mut v = Vertex::new_unsigned(vec![VertexId([0; 32])], vec![n; 8], vec![ConflictKey([n; 32])], u64::from(n), NodeId([1; 32]));
+            v.signature = vec![n; pqdag_wire::limits::SIGNATURE_BYTES];
+            v
+        };
+        let (a, b, c) = (vertex(1), vertex(2), vertex(3));
+        let mut batch = StoreBatch::new();
+        batch.set_time(100);
+        for v in [&a, &b, &c] {
+            batch.put_vertex(v.clone());
+        }
+        batch.set_status(a.id, Status::Final { position: 1 });
+        batch.set_status(b.id, Status::Final { position: 2 });
+        batch.set_status(c.id, Status::Rejected);
+        store.write(batch).expect("write");
+        store.prune(2, 10).expect("prune a");
+        assert_eq!(store.key_winner(&ConflictKey([1; 32])).expect("read"), None, "no winners yet");
+        assert_eq!(backfill_winners(&mut store).expect("backfill"), 2);
+        assert_eq!(store.key_winner(&ConflictKey([1; 32])).expect("read"), Some(a.id), "a pruned final's key");
+        assert_eq!(store.key_winner(&ConflictKey([2; 32])).expect("read"), Some(b.id));
+        assert_eq!(store.key_winner(&ConflictKey([3; 32])).expect("read"), None, "a rejected vertex won nothing");
+        assert_eq!(backfill_winners(&mut store).expect("again"), 0, "once per store");
+    }
+}
