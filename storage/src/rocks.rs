@@ -37,6 +37,8 @@ const CFS: [&str; 9] = COLUMN_FAMILIES;
 const META_LOG_ID: &str = "decision_log_id";
 /// Meta key of the first retained decision seq (u64 BE; absent: 1).
 pub(crate) const META_RETAINED_FROM: &str = "retained_from_seq";
+/// Meta key set once every final's conflict keys have their winner (`backfill_winners`).
+const META_WINNERS: &str = "winners_v1";
 /// Meta key of the pruned counters (finals, rejected).
 pub(crate) const META_PRUNED: &str = "pruned_counts";
 
@@ -252,6 +254,40 @@ impl RocksStore {
             Some(b) => Ok(Some(Status::decode(&b)?)),
             None => Ok(None),
         }
+    }
+
+    /// Writes the winner of every conflict key of every stored (or pruned) final, once per store
+    /// (meta `winners_v1`): stores written before the `winners` column family existed have
+    /// none. Streams: at most `WINNERS_BATCH` winners are held before they are written, however
+    /// long the history. Returns how many were written (0 when done before).
+    pub fn backfill_winners(&self) -> Result<usize, StorageError> {
+        const WINNERS_BATCH: usize = 16_384;
+        if self.get_meta(META_WINNERS)?.is_some() {
+            return Ok(0);
+        }
+        let cw = self.cf(CF_WINNERS)?;
+        let (mut wb, mut n, mut err) = (WriteBatch::default(), 0usize, None);
+        let mut add = |k: &ConflictKey, id: &VertexId| {
+            wb.put_cf(cw, k.0, id.0);
+            n += 1;
+            if wb.len() >= WINNERS_BATCH && err.is_none() {
+                err = self.db.write(std::mem::take(&mut wb)).err();
+            }
+        };
+        self.visit_pruned(&mut |p| p.conflict_keys.iter().for_each(|k| add(k, &p.id)))?;
+        self.visit_all(&mut |sv| {
+            if matches!(sv.status, Status::Final { .. }) {
+                sv.vertex.conflict_keys.iter().for_each(|k| add(k, &sv.vertex.id));
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        wb.put_cf(self.cf(CF_META)?, META_WINNERS.as_bytes(), [1u8]);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo)?;
+        Ok(n)
     }
 
     /// A read-only handle on this store's decisions, usable beside the writer (the core's

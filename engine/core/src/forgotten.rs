@@ -118,8 +118,7 @@ impl Forgotten {
     }
 
     /// The decision on forgotten `id` if it is still in the in-memory window (no archive read):
-    /// for answers that may be `Unknown` without harm (a vote) and for loops that run every
-    /// tick.
+    /// for loops that run every tick (an id they ask about was never held, so never archived).
     pub(crate) fn status_in_memory(&self, id: &VertexId) -> Option<VertexStatus> {
         self.ids.contains(id).then_some(VertexStatus::Final)
     }

@@ -138,9 +138,8 @@ impl<S: Signer> Core<S> {
         match self.dag.vertices.get(id).map(|r| (r.status, r.strong_epoch == epoch, r.strong)) {
             // Cached for this preference epoch: one lookup.
             Some((VertexStatus::Processing, true, strong)) => if strong { Vote::Yes } else { Vote::No },
-            // Not the archive: a vote on a vertex decided over a minute ago matters only to a
-            // node that far behind, which catches up by history sync; `Unknown` is never
-            // unsafe, and a store read per unknown id of every query is not free.
+            // Window, then archive (the engine: a bloom-filtered store read, a miss for the
+            // common unknown id): a node a minute behind still gets `Yes` on old finals.
             None => match self.dag.forgotten.status(id) {
                 Some(VertexStatus::Final) => Vote::Yes,
                 Some(VertexStatus::Rejected) => Vote::No,

@@ -162,8 +162,13 @@ impl Shard {
         tcfg.client_keys = setup.client_keys.clone();
         let transport = Rc::new(ShardTransport::new(tcfg)?);
 
-        let mut store = RocksStore::open(&setup.store_dir, setup.sync)?;
-        restore::backfill_winners(&mut store)?;
+        let store = RocksStore::open(&setup.store_dir, setup.sync)?;
+        // Stores from before the `winners` column family: once, streamed (the core's archive
+        // answers decided keys from it).
+        let backfilled = store.backfill_winners()?;
+        if backfilled > 0 {
+            info!(shard = setup.shard, keys = backfilled, "conflict-key winners written for an older store");
+        }
         let core_cfg = CoreConfig {
             me: node_ids[setup.me],
             nodes: node_ids,

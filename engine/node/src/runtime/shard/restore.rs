@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pqdag_core::{Core, VertexStatus};
-use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
+use pqdag_storage::{RocksStore, Status, Store};
 use pqdag_wire::{Vertex, VertexId};
 use tracing::info;
 
@@ -15,40 +15,6 @@ use super::signer::MlDsaSigner;
 /// On restart, this many of the latest finals are restored in full (parents for new vertices,
 /// frontier tips); older finals come back as forgotten ids.
 const RESTORE_FULL_FINALS: usize = 16;
-
-/// Meta key set once every final's conflict keys have their winner in the store.
-const META_WINNERS: &str = "winners_v1";
-
-/// Writes the winner of every conflict key of every stored (or pruned) final, once per store:
-/// stores written before the `winners` column family existed have none, and the core's archive
-/// (`archive.rs`) answers decided keys from it. Idempotent; later decisions write their own.
-pub(super) fn backfill_winners(store: &mut RocksStore) -> Result<usize, pqdag_storage::StorageError> {
-    if store.get_meta(META_WINNERS)?.is_some() {
-        return Ok(0);
-    }
-    let mut winners = Vec::new();
-    store.visit_pruned(&mut |p| winners.extend(p.conflict_keys.iter().map(|k| (*k, p.id))))?;
-    store.visit_all(&mut |sv| {
-        if matches!(sv.status, Status::Final { .. }) {
-            winners.extend(sv.vertex.conflict_keys.iter().map(|k| (*k, sv.vertex.id)));
-        }
-    })?;
-    let n = winners.len();
-    for chunk in winners.chunks(16_384) {
-        let mut b = StoreBatch::new();
-        for (k, id) in chunk {
-            b.set_winner(*k, *id);
-        }
-        store.write(b)?;
-    }
-    let mut b = StoreBatch::new();
-    b.put_meta(META_WINNERS, vec![1]);
-    store.write(b)?;
-    if n > 0 {
-        info!(keys = n, "conflict-key winners written for an older store");
-    }
-    Ok(n)
-}
 
 /// Restores `core` from `store` (after the remote facts) and drops the actions restoring made.
 pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u16) -> Result<(), pqdag_storage::StorageError> {
@@ -156,7 +122,7 @@ fn restore_order(items: Vec<pqdag_storage::StoredVertex>) -> Vec<(Arc<Vertex>, V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pqdag_storage::SyncPolicy;
+    use pqdag_storage::{StoreBatch, SyncPolicy};
     use pqdag_wire::{ConflictKey, NodeId};
 
     /// A store written before the `winners` column family (finals without winners, one of them
@@ -183,10 +149,10 @@ mod tests {
         store.write(batch).expect("write");
         store.prune(2, 10).expect("prune a");
         assert_eq!(store.key_winner(&ConflictKey([1; 32])).expect("read"), None, "no winners yet");
-        assert_eq!(backfill_winners(&mut store).expect("backfill"), 2);
+        assert_eq!(store.backfill_winners().expect("backfill"), 2);
         assert_eq!(store.key_winner(&ConflictKey([1; 32])).expect("read"), Some(a.id), "a pruned final's key");
         assert_eq!(store.key_winner(&ConflictKey([2; 32])).expect("read"), Some(b.id));
         assert_eq!(store.key_winner(&ConflictKey([3; 32])).expect("read"), None, "a rejected vertex won nothing");
-        assert_eq!(backfill_winners(&mut store).expect("again"), 0, "once per store");
+        assert_eq!(store.backfill_winners().expect("again"), 0, "once per store");
     }
 }
