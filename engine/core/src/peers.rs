@@ -14,6 +14,12 @@ pub const EXCLUDE_SCORE: f64 = 0.5;
 /// Half-life of scores: honest peers' occasional incidents fade (one +0.2 incident every 15 s
 /// or rarer never excludes), persistent offenders stay out (with the 0.25 re-entry hysteresis).
 pub const SCORE_HALF_LIFE_US: u64 = 20_000_000;
+/// Highest score incidents can build (proofs convict separately). Without a ceiling, an honest
+/// peer that lagged through a partition piled up ~24 points of `Unknown` votes after the heal and
+/// stayed excluded for over two minutes, while each side's exclusions kept a 3:3 double spend
+/// split (`partition.rs` flake). With it, a peer's last incident is at most
+/// `2 x SCORE_HALF_LIFE_US` (40 s) from its return to sampling: from 1.0 down to the 0.25 re-entry.
+pub const SCORE_CAP: f64 = 2.0 * EXCLUDE_SCORE;
 /// Queries in a peer's timeout window; more than half timing out is "excessive".
 pub const PEER_TIMEOUT_WINDOW: u32 = 8;
 
@@ -202,7 +208,7 @@ impl<S: Signer> Core<S> {
     pub(crate) fn incident(&mut self, now: u64, pi: usize, kind: Misbehaviour, evidence: Option<Evidence>) {
         let s = &mut self.peers.scores[pi];
         s.decay(now);
-        s.score += kind.weight();
+        s.score = (s.score + kind.weight()).min(SCORE_CAP);
         s.incidents += 1;
         if evidence.is_some() {
             s.convicted = true;

@@ -314,6 +314,31 @@ fn scoring_excludes_and_alerts_spec_3_7() {
 }
 
 #[test]
+fn a_peer_excluded_without_proof_returns_within_two_half_lives() {
+    use crate::peers::{SCORE_CAP, SCORE_HALF_LIFE_US};
+    let mut net = Net::new(7, fast_params());
+    let lagging = node(4);
+    // A long burst of incidents (an honest peer answering `Unknown` while it catches up after a
+    // partition heals): the score saturates instead of growing with the burst's length.
+    for _ in 0..200 {
+        net.handle(0, Event::InvalidMessage { from: lagging, kind: Misbehaviour::ConflictingVotes });
+    }
+    assert!(net.cores[0].is_excluded(&lagging));
+    assert!(net.cores[0].peer_scores().iter().all(|(_, s)| s.score <= SCORE_CAP));
+    // Exclusions are recomputed when polls are sampled: keep a vertex in flight.
+    net.now += 2 * SCORE_HALF_LIFE_US - 1_000_000;
+    net.submit(0, vec![], 1);
+    net.run(net.now + 10_000);
+    assert!(net.cores[0].is_excluded(&lagging), "still above the 0.25 re-entry just before");
+    net.now += 2_000_000;
+    net.submit(0, vec![], 2);
+    net.run(net.now + 10_000);
+    assert!(!net.cores[0].is_excluded(&lagging), "back within two half-lives of its last incident");
+    // Proof still convicts for good.
+    assert!(!net.cores[0].is_convicted(&lagging));
+}
+
+#[test]
 fn score_exclusions_are_capped_at_a_third() {
     let mut net = Net::new(7, fast_params());
     for p in 1..7 {
