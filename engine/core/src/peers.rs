@@ -19,7 +19,7 @@ pub const SCORE_HALF_LIFE_US: u64 = 20_000_000;
 /// stayed excluded for over two minutes, while each side's exclusions kept a 3:3 double spend
 /// split (`partition.rs` flake). With it, a peer's last incident is at most
 /// `2 x SCORE_HALF_LIFE_US` (40 s) from its return to sampling: from 1.0 down to the 0.25 re-entry.
-pub const SCORE_CAP: f64 = 2.0 * EXCLUDE_SCORE;
+pub(crate) const SCORE_CAP: f64 = 2.0 * EXCLUDE_SCORE;
 /// Queries in a peer's timeout window; more than half timing out is "excessive".
 pub const PEER_TIMEOUT_WINDOW: u32 = 8;
 

@@ -74,7 +74,7 @@ impl<S: Signer> Core<S> {
         let mut cands: Vec<(u8, u64, VertexId)> = Vec::with_capacity(RECENT_MAX);
         let recent: Vec<VertexId> = self.dag.recent.iter().rev().copied().collect();
         // Once per submission, not per candidate (it is a median over every node's count).
-        let bound = self.creator_bound();
+        let bound = self.parent_share();
         for id in recent {
             let Some(r) = self.dag.vertices.get(&id) else { continue };
             if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {

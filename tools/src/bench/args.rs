@@ -57,6 +57,12 @@ pub struct Args {
     /// gains `byzantine` (compare throughput and RSS with the same run without it).
     #[arg(long, value_parser = parse_byzantine)]
     pub byzantine: Option<ByzPlan>,
+    /// CPU priority (`nice`, 0-19) of the `--byzantine` node. An attacker on its own host burns
+    /// its own CPU; on one shared machine its signing loop would take the honest nodes' cores
+    /// and the run would measure the machine, not the defence. 19 (the default) lets it use
+    /// only what the honest nodes leave idle; 0 shares the cores as an equal.
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub byzantine_nice: i32,
     /// Store retention of every node, seconds (`[storage] retain_final_secs`; 0: keep
     /// everything, the default). The report's per-node `disk_bytes_*` then show the bound.
     #[arg(long, default_value_t = 0)]

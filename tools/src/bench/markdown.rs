@@ -96,7 +96,7 @@ pub fn markdown(r: &Value) -> String {
     );
     let bz = &r["byzantine"];
     if bz.is_object() {
-        s += &format!("\nByzantine: {} ran `engine run --byzantine {}`; loadgen submitted to the honest nodes only and agreement is among them.\n", bz["node"].as_str().unwrap_or("?"), bz["mode"].as_str().unwrap_or("?"));
+        s += &format!("\nByzantine: {} ran `engine run --byzantine {}` at nice {}; loadgen submitted to the honest nodes only and agreement is among them (the attacker frozen while they settle).\n", bz["node"].as_str().unwrap_or("?"), bz["mode"].as_str().unwrap_or("?"), bz["nice"]);
     }
     let cr = &r["crash"];
     if cr.is_object() {

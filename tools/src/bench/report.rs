@@ -309,7 +309,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "digests": c.nodes.iter().zip(c.digests).map(|(n, d)| (n.name.clone(), json!(d))).collect::<serde_json::Map<_, _>>(),
         },
         "crash": crash,
-        "byzantine": c.args.byzantine.as_ref().map(|b| json!({"node": format!("node-{}", b.node), "mode": b.mode, "note": "loadgen submitted to the honest nodes only; agreement is among them"})),
+        "byzantine": c.args.byzantine.as_ref().map(|b| json!({"node": format!("node-{}", b.node), "mode": b.mode, "nice": c.args.byzantine_nice, "note": "loadgen submitted to the honest nodes only; agreement is among them, with the attacker frozen (SIGSTOP) while they settle"})),
         "problems": problems,
         "timeline": c.ticks.iter().map(|t| json!({
             "t": r1(t.t),

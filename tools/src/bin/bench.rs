@@ -8,6 +8,7 @@
 //! (`PR_SET_PDEATHSIG`).
 
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,6 +180,16 @@ fn run(args: &Args) -> Result<bool, String> {
         if let (Some(b), Some(name)) = (&args.byzantine, &byz_name) {
             if &n.name == name {
                 cmd.args(["--byzantine", &b.mode]);
+                let nice = args.byzantine_nice;
+                // SAFETY: setpriority is async-signal-safe and touches no memory of the parent.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
             }
         }
         cmd
@@ -311,6 +322,13 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // 5. Agreement: /status digests, polled until equal or 10 s.
     let is_byz = |i: usize| args.byzantine.as_ref().is_some_and(|b| b.node == i);
+    // A flooding attacker keeps adding valid vertices the honest nodes finalize, so their sets
+    // never match at one instant: freeze it (SIGSTOP) while the honest nodes settle.
+    let frozen = args.byzantine.as_ref().map(|b| pids[b.node]);
+    if let Some(pid) = frozen {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    }
     let t_agree = Instant::now();
     let statuses = loop {
         let s: Vec<Option<Value>> = nodes
@@ -327,6 +345,10 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    if let Some(pid) = frozen {
+        // SAFETY: as above; it must run again to stop cleanly on SIGTERM.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    }
     let digests: Vec<Option<String>> = statuses.iter().map(|v| v.as_ref().and_then(|v| v["finalized_set_digest"].as_str().map(String::from))).collect();
     // Agreement among the honest nodes (a Byzantine node's own view proves nothing).
     let honest_digests: Vec<&Option<String>> = digests.iter().enumerate().filter(|(i, _)| !is_byz(*i)).map(|(_, d)| d).collect();
