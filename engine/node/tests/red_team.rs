@@ -268,3 +268,76 @@ fn real_selective_liar_is_outvoted() {
     assert!(o.sent("honest_response") >= 1.0, "selective: no honest answer to the favoured half");
     assert!(o.sent("flipped_response") + o.sent("withheld_response") >= 1.0, "selective: no lie or silence to the other half");
 }
+
+/// Issue 14's small-cluster threshold on real processes: 7 nodes, 2 of them (f = 2) answering
+/// every poll with flipped, validly signed votes. The sample is the whole network (k = N-1), so
+/// the honest five must reach the BFT quorum (5 of 7 with their own vote) on their own: every
+/// honest payload final and decided alike on all five, no honest node convicted or banned.
+#[test]
+fn seven_nodes_with_two_flip_voters_stay_live() {
+    let _serial = cluster_lock();
+    let honest_nodes = [0usize, 1, 2, 3, 4];
+    let mut c = Cluster::new(7, 49_100);
+    for i in honest_nodes {
+        c.start(i);
+    }
+    for i in [5, 6] {
+        c.start_with(i, &["--byzantine", "flip-votes"]);
+    }
+    for i in honest_nodes {
+        c.wait_healthy(i, Duration::from_secs(60));
+    }
+    for i in [5, 6] {
+        c.wait_running(i, Duration::from_secs(60));
+    }
+    let t0 = Instant::now();
+    let (honest, decided, agreed, finals) = c.with_clients(&honest_nodes, |conns| {
+        Box::pin(async move {
+            let mut ids = Vec::new();
+            for n in 0..ATTACK_PAYLOADS {
+                match submit(&conns[(n % 5) as usize], 90_000 + n, format!("seven-{n}").into_bytes(), key(90_000 + n)).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => eprintln!("flip-votes x2: submission {n} refused: {e}"),
+                }
+                glommio::timer::Timer::new(Duration::from_millis(15)).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(45);
+            loop {
+                let mut views = Vec::new();
+                for conn in &conns {
+                    views.push(statuses(conn, &ids).await);
+                }
+                let all_final = views.iter().all(|v| v.iter().all(|s| matches!(s, ClientStatus::Final { .. })));
+                let decided = views.iter().all(|v| v.iter().all(|s| matches!(s, ClientStatus::Final { .. } | ClientStatus::Rejected)));
+                if all_final || Instant::now() > deadline {
+                    let same = |a: &ClientStatus, b: &ClientStatus| matches!((a, b), (ClientStatus::Final { .. }, ClientStatus::Final { .. }) | (ClientStatus::Rejected, ClientStatus::Rejected));
+                    let agreed = views[1..].iter().all(|v| v.iter().zip(&views[0]).all(|(a, b)| same(a, b)));
+                    let finals: Vec<usize> = views.iter().map(|v| v.iter().filter(|s| matches!(s, ClientStatus::Final { .. })).count()).collect();
+                    return (ids.len(), decided, agreed, finals);
+                }
+                glommio::timer::Timer::new(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    eprintln!("flip-votes x2: {honest} honest payloads, final per honest node {finals:?}, decided in {:.1} s", t0.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_millis(1_200));
+    let peers: Vec<Vec<serde_json::Value>> = honest_nodes.iter().map(|&i| c.status(i)["peers"].as_array().cloned().unwrap_or_default()).collect();
+    let flipped: f64 = [5, 6].iter().map(|&i| c.http(i, "/metrics").map(|r| r.1).unwrap_or_default()).map(|m| metric_sum(&m, "pqdag_byzantine_sent_total")).sum();
+    for i in [5, 6] {
+        c.kill9(i);
+    }
+    assert!(honest as u64 >= ATTACK_PAYLOADS * 9 / 10, "only {honest} of {ATTACK_PAYLOADS} honest payloads accepted");
+    assert!(decided, "honest payloads still undecided after 45 s: final per honest node {finals:?}");
+    assert!(agreed, "honest nodes decided an honest payload differently");
+    assert!(finals.iter().all(|&f| f == honest), "an honest payload was not final everywhere: {finals:?} of {honest}");
+    assert!(flipped >= 10.0, "the flip-voters sent fewer than 10 flipped answers ({flipped})");
+    for (i, ps) in peers.iter().enumerate() {
+        for p in ps {
+            let name = p["name"].as_str().unwrap_or("?");
+            if !["node-5", "node-6"].contains(&name) {
+                assert_ne!(p["convicted"], true, "honest {name} convicted by honest node-{}: {p}", honest_nodes[i]);
+                assert_ne!(p["banned"], true, "honest {name} banned by honest node-{}: {p}", honest_nodes[i]);
+            }
+        }
+    }
+}
