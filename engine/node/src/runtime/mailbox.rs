@@ -31,6 +31,11 @@ impl<T> Mailbox<T> {
         }
     }
 
+    /// Items waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.borrow().0.len()
+    }
+
     pub(crate) fn pop(&self) -> Option<T> {
         self.inner.borrow_mut().0.pop_front()
     }

@@ -2,6 +2,14 @@
 //! (glommio `channel_mesh`), one per ordered pair, so no locks anywhere. Per-pair FIFO order is
 //! kept (the core requires in-order delivery of `ShardMsg`s): each target has one outbound queue
 //! drained by one task.
+//!
+//! Nothing is ever dropped (a lost `ShardMsg` would break the core's in-order contract and leave
+//! a vertex waiting forever on a parent's decision); the queues are bounded by backpressure
+//! instead: a receive task stops pulling once its shard's inbox holds [`MESH_INBOX_MAX`], the SPSC
+//! channel then fills, the sender's outbound queue grows, and above [`MESH_QUEUE_HIGH`] the sender
+//! stops taking network input ([`ShardMesh::congested`]) until it drains, so QUIC flow control
+//! pushes back on the peers that caused the traffic. Cross-shard messages are always processed,
+//! so two congested shards still drain each other.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,8 +26,10 @@ use super::mailbox::Mailbox;
 
 /// Capacity of each SPSC channel of the mesh.
 pub const MESH_CHANNEL_CAPACITY: usize = 4096;
-/// Most messages queued towards one shard before the sender's turn blocks on the channel.
-pub const MESH_QUEUE_MAX: usize = 1 << 20;
+/// Messages queued towards one shard above which this shard stops taking network input.
+pub const MESH_QUEUE_HIGH: usize = 1 << 16;
+/// Messages waiting in a shard's inbox above which its receive tasks stop pulling.
+pub const MESH_INBOX_MAX: usize = 1 << 16;
 
 /// What shards of one node tell each other.
 #[derive(Debug)]
@@ -133,6 +143,9 @@ impl ShardMesh {
             glommio::spawn_local(async move {
                 while let Some(m) = rx.recv().await {
                     inbox.push(m);
+                    while inbox.len() >= MESH_INBOX_MAX {
+                        glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                    }
                 }
             })
             .detach();
@@ -165,15 +178,19 @@ impl ShardMesh {
         Ok(ShardMesh { senders, peer_of_shard, queues, wake })
     }
 
-    /// Queues `msg` for `shard` (FIFO per target).
+    /// Queues `msg` for `shard` (FIFO per target), always: false only for a shard that does not
+    /// exist. Optional traffic (client reads fanned out) checks [`Self::congested`] first.
     pub fn send(&self, shard: usize, msg: MeshMsg) -> bool {
         let Some(q) = self.queues.get(shard) else { return false };
-        if q.borrow().len() >= MESH_QUEUE_MAX {
-            return false;
-        }
         q.borrow_mut().push_back(msg);
         self.wake[shard].push(());
         true
+    }
+
+    /// Whether a target's queue is above [`MESH_QUEUE_HIGH`]: the shard loop then takes no
+    /// network input until it drains.
+    pub fn congested(&self) -> bool {
+        self.queues.iter().any(|q| q.borrow().len() > MESH_QUEUE_HIGH)
     }
 
     /// Number of shards in the mesh.
@@ -184,5 +201,78 @@ impl ShardMesh {
     /// Closes the sending side (at shutdown).
     pub fn close(&self) {
         self.senders.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+
+    /// A target shard that stops draining its inbox: the sender's queue grows past the
+    /// high-water mark (congested: its loop would stop taking network input), nothing is
+    /// dropped, and once the target drains every message arrives, in order, and the sender is
+    /// no longer congested. (The old mesh dropped message 1 048 577 and on.)
+    #[test]
+    fn a_slow_shard_backpressures_its_sender_and_loses_nothing() {
+        let total = MESH_QUEUE_HIGH + MESH_INBOX_MAX + MESH_CHANNEL_CAPACITY + 1_000;
+        let template = MeshSetup::new(2);
+        let (b0, b1) = (template.builder.clone(), template.builder);
+        let (ids0, ids1) = (template.peer_ids.clone(), template.peer_ids);
+        let sent = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (s1, d1) = (sent.clone(), done.clone());
+        let receiver = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let inbox: Mailbox<MeshMsg> = Mailbox::new();
+                let _mesh = ShardMesh::join(MeshSetup { builder: b1, peer_ids: ids1 }, 1, inbox.clone()).await.expect("join 1");
+                while !s1.load(Ordering::Acquire) {
+                    glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                }
+                // Not drained yet: the receive task stopped at the inbox bound.
+                glommio::timer::Timer::new(Duration::from_millis(50)).await;
+                assert!(inbox.len() <= MESH_INBOX_MAX, "inbox grew past its bound: {}", inbox.len());
+                let mut next = 0u64;
+                while next < total as u64 {
+                    match inbox.pop() {
+                        Some(MeshMsg::Created { client_tag, .. }) => {
+                            assert_eq!(client_tag, next, "out of order or lost");
+                            next += 1;
+                        }
+                        Some(_) => panic!("unexpected message"),
+                        None => {
+                            glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+                d1.store(true, Ordering::Release);
+                next
+            })
+            .expect("executor 1");
+        let sender = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let inbox: Mailbox<MeshMsg> = Mailbox::new();
+                let mesh = ShardMesh::join(MeshSetup { builder: b0, peer_ids: ids0 }, 0, inbox).await.expect("join 0");
+                for i in 0..total as u64 {
+                    assert!(mesh.send(1, MeshMsg::Created { client_tag: i, id: VertexId([0; 32]) }));
+                }
+                // Let the flush task move what the channel and the inbox take.
+                glommio::timer::Timer::new(Duration::from_millis(100)).await;
+                let congested = mesh.congested();
+                sent.store(true, Ordering::Release);
+                while !done.load(Ordering::Acquire) {
+                    glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                }
+                (congested, mesh.congested())
+            })
+            .expect("executor 0");
+        let (was, still) = sender.join().expect("sender");
+        let received = receiver.join().expect("receiver");
+        assert!(was, "the sender never saw its queue above the high-water mark");
+        assert!(!still, "still congested after the target drained");
+        assert_eq!(received, total as u64);
     }
 }

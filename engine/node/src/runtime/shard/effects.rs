@@ -176,9 +176,8 @@ impl Effects {
                 Action::Alert { peer, reason, evidence, score } => guard.excluded(peer, reason, evidence, score),
                 Action::ToShard { shard, msg } => match mesh {
                     Some(m) => {
-                        if !m.send(shard as usize, MeshMsg::Core(msg)) {
-                            warn!(shard, "shard mesh queue full: cross-shard message dropped");
-                        }
+                        let sent = m.send(shard as usize, MeshMsg::Core(msg));
+                        debug_assert!(sent, "shard {shard} is in the mesh");
                     }
                     None => warn!(shard, "cross-shard message without a shard mesh"),
                 },

@@ -209,7 +209,7 @@ impl FeedServer {
                 continue;
             }
             let q = MeshMsg::FeedQuery { req, log_id: p.log_id, after_seq: p.seq, max_entries: per_shard as u32, max_bytes: per_bytes as u32 };
-            if !mesh.send(s, q) {
+            if mesh.congested() || !mesh.send(s, q) {
                 parts[s] = Some(Err(malformed(format!("shard {s} is busy"))));
             }
         }

@@ -206,6 +206,8 @@ impl Gateway {
                 }
                 if remote.is_empty() {
                     Some(ClientReply::Statuses { tag: tag.to_native(), statuses })
+                } else if mesh.is_some_and(|m| m.congested()) {
+                    Some(error(tag.to_native(), ClientErrorCode::Overloaded, "shards busy: cross-shard queue full, retry".into()))
                 } else {
                     let req = tags.bump();
                     let mut slots = HashMap::new();

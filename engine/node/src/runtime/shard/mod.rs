@@ -232,7 +232,10 @@ impl Shard {
             // Never waiting: collect a finished background prune, start the next (`retention`).
             self.persist.prune_step(&mut self.retention, self.shard);
             let mut incoming = Vec::new();
-            while incoming.len() < TURN_INCOMING_MAX {
+            // Backpressure (`mesh`): while a cross-shard queue is above its high-water mark, take
+            // no network input; peers are held back by QUIC flow control, nothing is dropped.
+            let congested = self.mesh.as_ref().is_some_and(|m| m.congested());
+            while !congested && incoming.len() < TURN_INCOMING_MAX {
                 match self.transport.try_recv() {
                     Some(i) => incoming.push(i),
                     None => break,
@@ -255,6 +258,10 @@ impl Shard {
                     .map(|t| Duration::from_micros(t.saturating_sub(now)))
                     .unwrap_or(IDLE_WAIT_MAX)
                     .min(IDLE_WAIT_MAX);
+                if congested {
+                    glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                    continue;
+                }
                 let transport = self.transport.clone();
                 let woke = futures_lite::future::or(
                     async { Some(transport.recv().await) },
