@@ -236,6 +236,9 @@ impl Sim {
                 if !byz {
                     let p = self.node_index[&peer];
                     self.guard.excluded(node, p, reason, evidence.is_some(), &mut self.checker);
+                    if self.metrics.detected_at.is_none() && self.shells[p].is_byzantine() && self.all_byzantine_excluded() {
+                        self.metrics.detected_at = Some(self.now);
+                    }
                 }
                 if let Some(ev) = evidence {
                     let ev = Arc::new(*ev);
@@ -250,11 +253,18 @@ impl Sim {
         }
     }
 
+    /// Whether every honest node excludes every Byzantine node now (the detection of issue 14's
+    /// "p95 once detection has happened"; checked on alerts only).
+    fn all_byzantine_excluded(&self) -> bool {
+        let (byz, honest): (Vec<&crate::Shell>, Vec<&crate::Shell>) = self.shells.iter().partition(|s| s.is_byzantine());
+        !byz.is_empty() && honest.iter().all(|h| byz.iter().all(|b| h.cores().iter().all(|c| c.is_excluded(&b.id()))))
+    }
+
     /// An honest node finalized `id`: traced, timed, checked.
     fn on_final(&mut self, node: usize, id: VertexId) {
         self.trace.finalized(&id);
         if let Some(t) = self.checker.created_at(&id) {
-            self.metrics.record_latency(self.now.saturating_sub(t).max(1));
+            self.metrics.record_latency(self.now.saturating_sub(t).max(1), t);
         }
         let keys: Vec<ConflictKey> = self.shells[node].vertex_keys(&id, self.cfg.shards);
         self.checker.on_final(node, id, keys, self.now);

@@ -67,6 +67,11 @@ struct Run {
 
 /// Liveness is required at or below this Byzantine fraction; above it only safety.
 const LIVENESS_FRACTION: f64 = 0.25;
+/// At or below this fraction finality must be fast once the attackers are detected (issue 14:
+/// p95 < 1 s at 20 %).
+const CONVERGE_FRACTION: f64 = 0.2;
+/// The p95 bound at [`CONVERGE_FRACTION`], ms.
+const SETTLED_P95_MAX_MS: f64 = 1_000.0;
 
 impl Run {
     fn config(&self, a: &Args) -> SimConfig {
@@ -98,6 +103,10 @@ impl Run {
     fn liveness_expected(&self) -> bool {
         self.byzantine <= LIVENESS_FRACTION + 1e-9
     }
+
+    fn speed_expected(&self) -> bool {
+        self.byzantine <= CONVERGE_FRACTION + 1e-9
+    }
 }
 
 /// What one run found.
@@ -113,13 +122,23 @@ impl Outcome {
     fn liveness_failed(&self) -> bool {
         self.run.liveness_expected() && self.report.as_ref().map_or(true, |r| !r.liveness_ok)
     }
+    /// p95 finality once every Byzantine node was excluded by every honest one, or of the whole
+    /// run for attacks never detected (an undetectable attacker must not slow finality either).
+    fn settled_p95(&self) -> Option<f64> {
+        let r = self.report.as_ref().ok()?;
+        Some(r.finality_after_detection_ms.as_ref().map_or(r.finality_ms.p95, |p| p.p95))
+    }
+    fn slow(&self) -> bool {
+        self.run.speed_expected() && self.settled_p95().is_some_and(|p| p >= SETTLED_P95_MAX_MS)
+    }
     fn failed(&self) -> bool {
-        self.safety_failed() || self.liveness_failed()
+        self.safety_failed() || self.liveness_failed() || self.slow()
     }
     fn why(&self) -> String {
         match &self.report {
             Err(e) => e.clone(),
             Ok(r) if r.safety_violations > 0 => r.first_violation.clone().unwrap_or_default(),
+            Ok(r) if r.liveness_ok => format!("p95 finality {:.0} ms once detected (bound {SETTLED_P95_MAX_MS:.0} ms at <= {CONVERGE_FRACTION})", self.settled_p95().unwrap_or(r.finality_ms.p95)),
             Ok(_) => "no convergence within the liveness budget".into(),
         }
     }
@@ -194,35 +213,39 @@ fn main() {
     let held = outcomes.iter().map(|o| ok(o, |r| r.max_bytes_held_for_one_peer)).max().unwrap_or(0);
     let excluded_ms = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.honest_excluded_max_ms).fold(0.0, f64::max);
     let first = outcomes.iter().find(|o| o.failed());
-    let mut by_strategy: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    let slow = outcomes.iter().filter(|o| o.slow()).count();
+    let settled_max = outcomes.iter().filter(|o| o.run.speed_expected()).filter_map(Outcome::settled_p95).fold(0.0, f64::max);
+    let mut by_strategy: BTreeMap<&str, (u64, u64, u64, u64)> = BTreeMap::new();
     for o in &outcomes {
         let e = by_strategy.entry(o.run.strategy.name()).or_default();
         e.0 += 1;
         e.1 += u64::from(o.safety_failed());
         e.2 += u64::from(o.liveness_failed());
+        e.3 += u64::from(o.slow());
     }
     let seeds = format!("{}-{}", a.first_seed, a.first_seed + a.seeds.max(1) - 1);
     if a.json {
         let failing: Vec<serde_json::Value> = outcomes
             .iter()
             .filter(|o| o.failed())
-            .map(|o| serde_json::json!({"strategy": o.run.strategy.name(), "nodes": o.run.nodes, "byzantine": o.run.byzantine, "seed": o.run.seed, "safety": o.safety_failed(), "liveness": o.liveness_failed(), "why": o.why(), "command": o.run.command(&a)}))
+            .map(|o| serde_json::json!({"strategy": o.run.strategy.name(), "nodes": o.run.nodes, "byzantine": o.run.byzantine, "seed": o.run.seed, "safety": o.safety_failed(), "liveness": o.liveness_failed(), "slow": o.slow(), "why": o.why(), "command": o.run.command(&a)}))
             .collect();
         let per: serde_json::Map<String, serde_json::Value> =
-            by_strategy.iter().map(|(k, v)| (k.to_string(), serde_json::json!({"runs": v.0, "safety_failed": v.1, "liveness_failed": v.2}))).collect();
+            by_strategy.iter().map(|(k, v)| (k.to_string(), serde_json::json!({"runs": v.0, "safety_failed": v.1, "liveness_failed": v.2, "slow": v.3}))).collect();
         let j = serde_json::json!({
             "runs": outcomes.len(), "seeds": seeds, "safety_violations": safety, "safety_failed_runs": safety_runs,
             "honest_convicted": convicted, "honest_banned": banned, "liveness_failures": liveness,
+            "slow_once_detected": slow, "settled_p95_max_ms": settled_max,
             "max_bytes_held_for_one_peer": held, "honest_excluded_max_ms": excluded_ms,
             "first_failure": first.map(|o| o.run.command(&a)), "by_strategy": per, "failing": failing,
             "wall_seconds": wall.elapsed().as_secs_f64(),
         });
         println!("{j}");
     } else {
-        let broken: Vec<String> = by_strategy.iter().filter(|(_, v)| v.1 + v.2 > 0).map(|(k, v)| format!("{k}:{}s/{}l", v.1, v.2)).collect();
+        let broken: Vec<String> = by_strategy.iter().filter(|(_, v)| v.1 + v.2 + v.3 > 0).map(|(k, v)| format!("{k}:{}s/{}l/{}p", v.1, v.2, v.3)).collect();
         let first_s = first.map_or("none".to_string(), |o| format!("`{}` ({})", o.run.command(&a), o.why()));
         println!(
-            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, failing strategies [{}], first failure: {first_s}, {:.0} s",
+            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), p95_once_detected max {settled_max:.0} ms, over {SETTLED_P95_MAX_MS:.0} ms {slow} (byzantine <= {CONVERGE_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, failing strategies [{}], first failure: {first_s}, {:.0} s",
             outcomes.len(),
             broken.join(" "),
             wall.elapsed().as_secs_f64()
