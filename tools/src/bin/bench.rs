@@ -251,6 +251,10 @@ fn run(args: &Args) -> Result<bool, String> {
     if args.byzantine.is_some() {
         for c in &honest_clients {
             cmd.args(["--client", c]);
+            // `--client` only overrides an address; `--only` keeps the load off the attacker.
+            if let Some((name, _)) = c.split_once('=') {
+                cmd.args(["--only", name]);
+            }
         }
     }
     let lg_log = logs.join("loadgen.log");

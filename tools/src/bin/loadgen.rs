@@ -42,6 +42,10 @@ struct Args {
     /// Client address of a node, `NAME=HOST:PORT` (repeatable; for remote clusters).
     #[arg(long)]
     client: Vec<String>,
+    /// Submit only to these nodes, by name (repeatable; default: every node with a client
+    /// address). `bench --byzantine` keeps the load off the attacker this way.
+    #[arg(long = "only")]
+    only: Vec<String>,
     /// The client identity to prove (a `client.key`) [default: `client/client.key` beside the
     /// cluster file, the testnet's, which every testnet node accepts].
     #[arg(long)]
@@ -84,13 +88,20 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let targets = match client_targets(&args.cluster, &args.client) {
+    let mut targets = match client_targets(&args.cluster, &args.client) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if !args.only.is_empty() {
+        if let Some(bad) = args.only.iter().find(|n| !targets.iter().any(|t| &t.name == *n)) {
+            eprintln!("error: --only {bad}: no such node with a client address in {}", args.cluster.display());
+            return ExitCode::FAILURE;
+        }
+        targets.retain(|t| args.only.contains(&t.name));
+    }
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .name("loadgen")
         .spawn(move || async move { run(args, targets).await });
