@@ -67,6 +67,14 @@ pub struct Args {
     /// everything, the default). The report's per-node `disk_bytes_*` then show the bound.
     #[arg(long, default_value_t = 0)]
     pub retain_final_secs: u64,
+    /// Run once per offered rate, `R1,R2,...` (a fresh cluster each, in `OUT/rate-R`; `--rate` is
+    /// ignored), then write `OUT/sweep.json`, `sweep.md` and `sweep.svg`: finalized throughput
+    /// against client-observed p50 and p99, and the highest rate that held `--sweep-p99-ms`.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// The p99 bound of `--sweep`'s "highest rate sustained", ms.
+    #[arg(long, default_value_t = 400.0)]
+    pub sweep_p99_ms: f64,
 }
 
 /// One `--byzantine` plan: which node attacks, and how.

@@ -43,10 +43,17 @@ pub fn plots(out: &Path, c: &ReportCtx<'_>) -> Result<(), String> {
         let last = finite.iter().position(|p| p.1 >= 1.0).map(|i| i + 1).unwrap_or(finite.len());
         cdf.push(Series::new("node-0 histogram (creation/arrival to final)", finite[first..last].to_vec()));
     }
-    let f = &c.lg["finality_ms"];
-    let qs: Vec<(f64, f64)> = [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)].iter().filter_map(|(k, q)| f[*k].as_f64().filter(|v| *v > 0.0).map(|v| (v, *q))).collect();
-    if !qs.is_empty() {
-        cdf.push(Series::new("loadgen p50/p95/p99/max (submit to final)", qs));
+    // Client side: loadgen's whole histogram (every 1 %, and the tail), or its four quantiles
+    // from a loadgen that does not write the distribution.
+    let whole: Vec<(f64, f64)> = c.lg["finality_cdf_ms"].as_array().map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?))).filter(|p| p.0 > 0.0).collect()).unwrap_or_default();
+    if !whole.is_empty() {
+        cdf.push(Series::new("loadgen, whole histogram (submit to final)", whole));
+    } else {
+        let f = &c.lg["finality_ms"];
+        let qs: Vec<(f64, f64)> = [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)].iter().filter_map(|(k, q)| f[*k].as_f64().filter(|v| *v > 0.0).map(|v| (v, *q))).collect();
+        if !qs.is_empty() {
+            cdf.push(Series::new("loadgen p50/p95/p99/max (submit to final)", qs));
+        }
     }
     cdf_chart(&out.join("latency_cdf.svg"), "Finality latency CDF", &cdf)?;
 

@@ -19,6 +19,7 @@
 //! | [`prom`] | Prometheus text parsing, histogram deltas and quantiles | nothing |
 //! | [`procs`] | child processes, `/proc`, machine info, free ports | libc |
 //! | [`plot`] | SVG line and CDF charts | plotters |
+//! | [`sweep`] | `--sweep`: one run per rate, the throughput-latency table and plot | `plot` |
 
 pub mod args;
 pub mod charts;
@@ -30,3 +31,4 @@ pub mod procs;
 pub mod prom;
 pub mod report;
 pub mod sample;
+pub mod sweep;

@@ -24,6 +24,7 @@ use pqdag_tools::bench::procs::{machine_cpu_ms, machine_info, proc_cpu_rss, tail
 use pqdag_tools::bench::prom::NodeMetrics;
 use pqdag_tools::bench::report::{build_report, ReportCtx};
 use pqdag_tools::bench::sample::{dir_bytes, point, progress, ready, scrape, Node, Tick};
+use pqdag_tools::bench::sweep;
 use serde_json::Value;
 
 /// A public key as `client_keys` takes it (hex).
@@ -33,7 +34,11 @@ fn hex_key(kp: &pqdag_crypto::Keypair) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let result = match &args.sweep {
+        Some(rates) => sweep(&args, rates),
+        None => run(&args),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
@@ -41,6 +46,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--sweep`: [`run`] once per rate into `OUT/rate-R`, then the sweep table and plot. A rate
+/// whose run errors stops the sweep (the cluster could not even run); one whose checks fail is
+/// reported as such and the sweep goes on.
+fn sweep(args: &Args, rates: &str) -> Result<bool, String> {
+    let rates = sweep::parse_rates(rates)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("bench-out").join(format!("sweep-{}", timestamp())));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut points = Vec::new();
+    let mut all_ok = true;
+    for rate in rates {
+        let dir = out.join(format!("rate-{rate}"));
+        let mut a = args.clone();
+        a.rate = rate;
+        a.sweep = None;
+        a.out = Some(dir.clone());
+        eprintln!("bench: sweep: {rate}/s into {}", dir.display());
+        let ok = run(&a)?;
+        all_ok &= ok;
+        let report: Value = std::fs::read_to_string(dir.join("report.json"))
+            .map_err(|e| format!("{}: {e}", dir.join("report.json").display()))
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| format!("report.json of {rate}/s: {e}")))?;
+        points.push(sweep::point(rate, &report, ok));
+    }
+    let md = sweep::write(&out, args.nodes, &points, args.sweep_p99_ms)?;
+    println!("{md}");
+    eprintln!("bench: wrote {}/sweep.json, sweep.md, sweep.svg", out.display());
+    Ok(all_ok)
 }
 
 fn sleep_or_stop(d: Duration, stop: &AtomicBool) -> Result<(), String> {

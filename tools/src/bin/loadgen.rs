@@ -634,6 +634,14 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         "reconnects": s.nodes.iter().map(|n| n.reconnects).sum::<u64>(),
         "throughput_vps": c.finalized as f64 / load_s,
         "finality_ms": { "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0) },
+        // The whole client-side distribution, for `bench`'s latency CDF: [ms, fraction] at every
+        // 1 % and the tail's 99.5 / 99.9 / 99.99 %.
+        "finality_cdf_ms": h.filter(|h| !h.is_empty()).map(|h| {
+            let mut qs: Vec<f64> = (1..=100).map(|i| f64::from(i) / 100.0).collect();
+            qs.extend([0.995, 0.999, 0.9999]);
+            qs.sort_by(f64::total_cmp);
+            qs.iter().map(|&p| [h.value_at_quantile(p) as f64 / 1000.0, p]).collect::<Vec<_>>()
+        }),
         "duration_s": load_s,
         "finalized_per_second": s.per_second,
         "nodes": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
