@@ -1,7 +1,8 @@
 //! Prometheus metrics, `/health`, `/ready` and `/status`, served from a plain thread (off the shards).
 //!
-//! Shards update atomics (prometheus-client counters and gauges are atomics; no locks on the
-//! hot path); the per-peer families are refreshed from transport snapshots once per second.
+//! Shards update atomics (prometheus-client counters and gauges are atomics, histograms are
+//! per-shard rows of atomics merged on scrape (`sharded_histogram`): no locks on the hot path);
+//! the per-peer families are refreshed from transport snapshots once per second.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+
+use super::sharded_histogram::ShardedHistogram as Histogram;
 use prometheus_client::registry::Registry;
 
 /// Label of per-peer series.

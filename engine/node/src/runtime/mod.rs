@@ -6,6 +6,7 @@ mod mailbox;
 pub mod mesh;
 pub mod metrics;
 pub mod shard;
+pub mod sharded_histogram;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;

@@ -141,6 +141,7 @@ struct Shard {
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
 pub async fn run_shard(setup: ShardSetup) -> Result<(), ShardError> {
     let (mut shard, mesh) = Shard::open(setup)?;
+    super::sharded_histogram::set_shard_slot(shard.shard);
     if let Some(m) = mesh {
         shard.mesh = Some(ShardMesh::join(m, shard.shard, shard.cross.clone()).await.map_err(ShardError::Mesh)?);
     }
