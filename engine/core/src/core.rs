@@ -248,6 +248,12 @@ impl<S: Signer> Core<S> {
         self.peers.index.get(peer).is_some_and(|&i| self.peers.scores[i].excluded)
     }
 
+    /// The creator of every processing vertex (the simulator tells a stuck honest vertex from a
+    /// Byzantine creator's undecided ones: Avalanche promises liveness to the former only).
+    pub fn processing_creators(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.dag.processing.values().filter_map(|e| self.dag.vertices.get(&e.id)).map(|r| r.v.creator)
+    }
+
     /// One line per processing vertex (oldest first, at most `max`): for debugging stuck runs.
     pub fn debug_processing(&mut self, max: usize) -> Vec<String> {
         let ids: Vec<VertexId> = self.dag.processing.values().take(max).map(|e| e.id).collect();

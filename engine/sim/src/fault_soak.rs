@@ -224,6 +224,10 @@ fn main() {
     let convicted: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_convicted as u64)).sum();
     let banned: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_banned as u64)).sum();
     let liveness = outcomes.iter().filter(|o| o.liveness_failed()).count();
+    // Of those, runs that left no honest creator's vertex processing anywhere: what is left is
+    // a Byzantine creator's undecided vertices (an equivocator's rogue set, for which Avalanche
+    // promises no decision) or honest nodes whose finalized sets still differ.
+    let rogue_only = outcomes.iter().filter(|o| o.liveness_failed() && o.report.as_ref().is_ok_and(|r| r.undecided_honest_max == 0)).count();
     let failed = outcomes.iter().filter(|o| o.failed()).count();
     let count = |f: fn(&Mix) -> bool| outcomes.iter().filter(|o| f(&o.mix)).count();
     let (crashes, partitions, byz, lossy) = (count(|m| m.crash.is_some()), count(|m| m.partition.is_some()), count(|m| m.byzantine > 0.0), count(|m| m.loss > 0.0));
@@ -234,13 +238,14 @@ fn main() {
         let failing: Vec<serde_json::Value> = outcomes
             .iter()
             .filter(|o| o.failed())
-            .map(|o| serde_json::json!({"seed": o.mix.seed, "safety": o.safety_failed(), "liveness": o.liveness_failed(), "why": o.why(), "command": o.mix.command(&a)}))
+            .map(|o| serde_json::json!({"seed": o.mix.seed, "safety": o.safety_failed(), "liveness": o.liveness_failed(), "undecided_honest_max": o.report.as_ref().ok().map(|r| r.undecided_honest_max), "why": o.why(), "command": o.mix.command(&a)}))
             .collect();
         println!(
             "{}",
             serde_json::json!({
                 "runs": outcomes.len(), "seeds": seeds, "failed_runs": failed, "safety_violations": safety,
                 "honest_convicted": convicted, "honest_banned": banned, "liveness_failures": liveness,
+                "liveness_failures_no_honest_vertex_processing": rogue_only,
                 "runs_with_crash": crashes, "runs_with_partition": partitions, "runs_with_byzantine": byz, "runs_with_loss": lossy,
                 "finality_p95_ms_max": p95_max, "first_failure": first.map(|o| o.mix.command(&a)), "failing": failing,
                 "wall_seconds": wall.elapsed().as_secs_f64(),
@@ -249,7 +254,7 @@ fn main() {
     } else {
         let first_s = first.map_or("none".to_string(), |o| format!("seed {}: `{}` ({})", o.mix.seed, o.mix.command(&a), o.why()));
         println!(
-            "faults: {} runs (seeds {seeds}; {crashes} with a crash, {partitions} a partition, {byz} Byzantine <= {}, {lossy} lossy) failed {failed}: safety_violations {safety}, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness}; worst p95 {p95_max:.0} ms; first failure: {first_s}; {:.0} s",
+            "faults: {} runs (seeds {seeds}; {crashes} with a crash, {partitions} a partition, {byz} Byzantine <= {}, {lossy} lossy) failed {failed}: safety_violations {safety}, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} ({rogue_only} with no honest creator's vertex left processing); worst p95 {p95_max:.0} ms; first failure: {first_s}; {:.0} s",
             outcomes.len(),
             a.max_byzantine,
             wall.elapsed().as_secs_f64()

@@ -49,6 +49,11 @@ pub struct Report {
     pub safety_violations: u64,
     /// First violation, if any.
     pub first_violation: Option<String>,
+    /// At the end, the most processing vertices of HONEST creators on any honest node (up): 0 in
+    /// a run that is not live means no honest vertex was stuck; what is left is Byzantine
+    /// creators' vertices (an equivocator's rogue set, for which Avalanche promises no decision)
+    /// or finalized sets that still differ.
+    pub undecided_honest_max: u64,
     /// Every honest node converged (same finalized digest, nothing processing) in budget.
     pub liveness_ok: bool,
     /// Virtual ms from the end of the workload to convergence.
@@ -230,6 +235,10 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         safety_violations: t.violations,
         first_violation: t.first_violation,
         liveness_ok: t.converged_at.is_some(),
+        undecided_honest_max: {
+            let honest_ids: Vec<_> = honest.iter().map(|&i| shells[i].id()).collect();
+            honest.iter().filter(|&&i| shells[i].is_up()).map(|&i| shells[i].cores().iter().map(|c| c.processing_creators().filter(|p| honest_ids.contains(p)).count() as u64).sum::<u64>()).max().unwrap_or(0)
+        },
         converge_ms: t.converged_at.map(|c| c.saturating_sub(t.end_us) as f64 / 1000.0).unwrap_or(-1.0),
         recovery_ms: t.recovery_ms,
         messages_per_vertex: t.messages as f64 / vertices,
