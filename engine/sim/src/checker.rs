@@ -106,6 +106,14 @@ impl Checker {
         self.close_pre_heal(id, now);
     }
 
+    /// Ids final at some honest node but not at all of them (debugging aid), with the count.
+    pub(crate) fn partly_final(&self) -> Vec<(VertexId, u32)> {
+        let honest = self.honest as u32;
+        let mut v: Vec<(VertexId, u32)> = self.decided.iter().filter(|(_, d)| d.0 > 0 && d.0 < honest).map(|(id, d)| (*id, d.0)).collect();
+        v.sort();
+        v
+    }
+
     /// Honest node `node` rejected `id` at `now`.
     pub(crate) fn on_reject(&mut self, node: usize, id: VertexId, now: u64) {
         let e = self.decided.entry(id).or_insert((0, 0));

@@ -204,6 +204,8 @@ pub struct Sim {
     archive: Archive,
     /// Per node: how far its history sync has walked the network's finality log.
     sync_cursor: Vec<usize>,
+    /// Per node: the peer its history sync asked last (round robin).
+    sync_rr: Vec<usize>,
     network: Network,
     workload: Workload,
     faults: Faults,
@@ -262,6 +264,7 @@ impl Sim {
             metrics,
             trace: Trace::new(),
             sync_cursor: vec![0; n],
+            sync_rr: (0..n).collect(),
             cfg,
         };
         // History sync on every honest node for the whole run (the engine's shards run it all
@@ -338,6 +341,11 @@ impl Sim {
             }
         }
         report::debug_dump(&mut self.shells, node, self.cfg.shards);
+        for (id, finals) in self.checker.partly_final().into_iter().take(8) {
+            let s = shell::shard_for_vertex(&id, self.cfg.shards);
+            let per: Vec<String> = self.shells.iter().enumerate().map(|(i, n)| format!("{i}:{:?}", n.core(s).vertex_status(&id))).collect();
+            eprintln!("final at {finals} honest nodes only: {id} {}", per.join(" "));
+        }
         self.report(end_us, None, 0.0)
     }
 
@@ -498,7 +506,7 @@ impl Sim {
             return;
         }
         let mut cursor = self.sync_cursor[node];
-        let found = shell::history_for(&self.shells, node, self.checker.final_log(), &mut cursor, &self.archive, self.cfg.shards);
+        let found = shell::history_for(&self.shells, node, self.checker.final_log(), &mut cursor, &mut self.sync_rr[node], &self.archive, self.cfg.shards);
         self.sync_cursor[node] = cursor;
         let Some((peer, vs)) = found else { return };
         if !vs.is_empty() {

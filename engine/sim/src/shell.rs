@@ -315,12 +315,16 @@ impl Shell {
 
 /// The engine shell's history sync (`shard/sync_client.rs`, which every node runs for as long
 /// as it is up, every 2 s once caught up) for node `node`: walks the network's finality log from
-/// the node's cursor and picks, from the first up honest peer, the finalized vertices the node
-/// does not hold and the peer holds as final (what gossip and frontiers never lead to: finalized
-/// leaves from while it was down, partitioned away, or its messages were lost). At most 256.
-/// The cursor moves past every id the node holds; the rest is asked again next round.
-pub(crate) fn history_for(shells: &[Shell], node: usize, log: &[VertexId], cursor: &mut usize, archive: &Archive, shards: u32) -> Option<(usize, Vec<Arc<Vertex>>)> {
-    let peer = (0..shells.len()).find(|&j| j != node && shells[j].up && !shells[j].byz)?;
+/// the node's cursor and picks, from the next up honest peer in turn (`rr`, round robin as the
+/// engine's), the finalized vertices the node does not hold and the peer holds as final (what
+/// gossip and frontiers never lead to: finalized leaves from while it was down, partitioned away,
+/// or its messages were lost). At most 256. The cursor moves past every id the node holds; the
+/// rest is asked again next round. (Asking always the first honest peer left nodes 0 and 1 of a
+/// healed 0-1 | 2-9 partition asking each other for ever about a final neither had: seed 533.)
+pub(crate) fn history_for(shells: &[Shell], node: usize, log: &[VertexId], cursor: &mut usize, rr: &mut usize, archive: &Archive, shards: u32) -> Option<(usize, Vec<Arc<Vertex>>)> {
+    let n = shells.len();
+    let peer = (1..=n).map(|k| (*rr + k) % n).find(|&j| j != node && shells[j].up && !shells[j].byz)?;
+    *rr = peer;
     let held = |id: &VertexId| shells[node].cores[shard_for_vertex(id, shards) as usize].contains(id);
     while *cursor < log.len() && held(&log[*cursor]) {
         *cursor += 1;
