@@ -248,6 +248,16 @@ impl<S: Signer> Core<S> {
         self.peers.index.get(peer).is_some_and(|&i| self.peers.scores[i].excluded)
     }
 
+    /// Every processing vertex (debugging aid).
+    pub fn processing_ids(&self) -> impl Iterator<Item = VertexId> + '_ {
+        self.dag.processing.values().map(|e| e.id)
+    }
+
+    /// Every vertex held in memory (debugging aid).
+    pub fn known_ids(&self) -> impl Iterator<Item = VertexId> + '_ {
+        self.dag.vertices.keys().copied()
+    }
+
     /// The creator of every processing vertex (the simulator tells a stuck honest vertex from a
     /// Byzantine creator's undecided ones: Avalanche promises liveness to the former only).
     pub fn processing_creators(&self) -> impl Iterator<Item = NodeId> + '_ {

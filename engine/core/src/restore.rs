@@ -57,6 +57,19 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// Restores the winner of a conflict key this shard owns whose winning vertex belongs to
+    /// another shard (read from that shard's store at a restart, S > 1): a key's winner is stored
+    /// with the winning vertex, so this shard's own finals do not name it. Without it a restarted
+    /// key shard held the set of a recent cross-shard final undecided for ever (`sim-faults` seed
+    /// 549) and forgot older ones, letting a late double spend start a fresh set. A
+    /// store-backed archive that reads every shard's store (the engine's) needs no call.
+    pub fn restore_key_winner(&mut self, key: ConflictKey, winner: VertexId) {
+        if shard_of_key(&key, self.shard_count) != self.shard || self.conflicts.sets.contains_key(&key) {
+            return;
+        }
+        self.dag.forgotten.restore_key(key, winner);
+    }
+
     /// Restores state from storage after a restart: `(vertex, status)` pairs in storage
     /// (arrival) order, parents before children. Final vertices get positions in the given
     /// order; nothing is re-persisted or re-gossiped; processing vertices re-enter polling.

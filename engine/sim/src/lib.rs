@@ -341,6 +341,21 @@ impl Sim {
             }
         }
         report::debug_dump(&mut self.shells, node, self.cfg.shards);
+        // Where the stuck vertices of `node` stand everywhere, and any id named by env WATCH.
+        let mut watch: Vec<VertexId> = (0..self.cfg.shards).flat_map(|s| self.shells[node].core(s).processing_ids().take(4).collect::<Vec<_>>()).collect();
+        if let Ok(w) = std::env::var("WATCH") {
+            for sh in &self.shells {
+                for c in sh.cores() {
+                    watch.extend(c.known_ids().filter(|id| id.to_string().starts_with(&w)));
+                }
+            }
+            watch.sort();
+            watch.dedup();
+        }
+        for id in watch {
+            let per: Vec<String> = self.shells.iter().enumerate().map(|(i, n)| format!("{i}:{:?}", (0..self.cfg.shards).map(|s| n.core(s).vertex_status(&id)).collect::<Vec<_>>())).collect();
+            eprintln!("status of {id}: {}", per.join(" "));
+        }
         for (id, finals) in self.checker.partly_final().into_iter().take(8) {
             let s = shell::shard_for_vertex(&id, self.cfg.shards);
             let per: Vec<String> = self.shells.iter().enumerate().map(|(i, n)| format!("{i}:{:?}", n.core(s).vertex_status(&id))).collect();

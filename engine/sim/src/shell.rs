@@ -288,6 +288,17 @@ impl Shell {
                 let facts = self.storage.iter().enumerate().filter(|(o, _)| *o != s as usize).flat_map(|(_, (order, status))| order.iter().map(move |v| (v.id, status[&v.id])));
                 core.restore_remote_facts(facts);
             }
+            if spec.shard_count > 1 {
+                // The engine's archive reads every shard's store for a key's winner (it is stored
+                // with the winning vertex, on the vertex's shard): the same here.
+                for (_, (order, status)) in self.storage.iter().enumerate().filter(|(o, _)| *o != s as usize) {
+                    for v in order.iter().filter(|v| status[&v.id] == VertexStatus::Final) {
+                        for k in &v.conflict_keys {
+                            core.restore_key_winner(*k, v.id);
+                        }
+                    }
+                }
+            }
             let (order, status) = &self.storage[s as usize];
             // As the engine does: older finals come back as forgotten ids, the last few finals
             // and every non-final vertex in full.

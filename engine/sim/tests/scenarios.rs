@@ -159,6 +159,25 @@ fn crash_with_loss_and_conflicts_stays_live() {
     }
 }
 
+/// `sim-faults` seed 549 (S = 2): the restarted node's key shard re-created the set of a conflict
+/// key whose winner, a recent final of the other shard, came back from storage; nothing told it
+/// the set was decided long ago, so the loser that arrived later stayed processing for ever. The
+/// key's winner is stored with the winning vertex, on ITS shard: a restarted key shard (and the
+/// engine's archive, `runtime/shard/archive.rs`) reads it there (`Core::restore_key_winner`).
+#[test]
+fn a_restarted_key_shard_knows_the_cross_shard_winners() {
+    let mut c = base(4, 549, 4.0, 100.0);
+    c.shards = 2;
+    c.liveness_budget_s = 20.0;
+    c.loss = 0.02;
+    c.conflict_ratio = 0.26;
+    c.crash = Some((1, 1_730_000, 2_590_000));
+    c.partition = Some(pqdag_sim::Partition::parse("0-0|1-3@0.54-1.58", 4.0).expect("partition"));
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+}
+
 /// `sim-faults` seed 278 (safety): node 0 crashed and node 1 cut off leave exactly a quorum of
 /// five; one of them finalized A on the Yes of the four others, who had not seen B yet; B, with
 /// a lower id, then reached the four and took their preference by the tie-break: B final there,

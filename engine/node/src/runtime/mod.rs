@@ -203,6 +203,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
 
     let mesh = (cluster.shards > 1).then(|| mesh::MeshSetup::new(usize::from(cluster.shards)));
     let mut remote_facts = if cluster.shards > 1 { cross_shard_facts(&cfg.data_dir, cluster.shards, sync_policy(cfg.sync))? } else { Vec::new() };
+    let winner_stores: shard::WinnerStores = (0..cluster.shards).map(|_| std::sync::OnceLock::new()).collect();
     let mut handles = Vec::new();
     for s in 0..cluster.shards {
         let mut members = Vec::with_capacity(cluster.nodes.len());
@@ -229,6 +230,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             mesh: mesh.clone(),
             remote_facts: std::mem::take(remote_facts.get_mut(usize::from(s)).unwrap_or(&mut Vec::new())),
             turn_interval_min_us: cfg.turn_interval_min_us,
+            winner_stores: winner_stores.clone(),
             retention: shard::RetentionPolicy { retain_final_secs: cfg.storage.retain_final_secs, retain_bytes: cfg.storage.retain_bytes },
         };
         let placement = match cfg.cores.get(usize::from(s)) {

@@ -20,14 +20,33 @@ use pqdag_wire::{ConflictKey, VertexId};
 /// Store-backed archive of one shard's forgotten decisions.
 pub(super) struct StoreArchive {
     reader: StoreReader,
+    /// Every shard's reader (see `ShardSetup::winner_stores`): a key's winner sits in the store
+    /// of the shard owning the winning VERTEX. Reading only this shard's store, a node with
+    /// S > 1 forgot every cross-shard key 60 s after deciding it (and at every restart), so a
+    /// late double spend of such a key could start a fresh conflict set and win
+    /// (`sim-faults` seed 549 stalled on the restart side of it).
+    all: super::WinnerStores,
     /// The node's stop flag: set when a read fails.
     stop: Arc<AtomicBool>,
 }
 
 impl StoreArchive {
     /// An archive reading `reader`, stopping the node through `stop` on a read error.
-    pub(super) fn new(reader: StoreReader, stop: Arc<AtomicBool>) -> Self {
-        Self { reader, stop }
+    pub(super) fn new(reader: StoreReader, all: super::WinnerStores, stop: Arc<AtomicBool>) -> Self {
+        Self { reader, all, stop }
+    }
+
+    /// The key's winner in this shard's store, else in the other shards'.
+    fn winner_anywhere(&self, key: &ConflictKey) -> Result<Option<VertexId>, pqdag_storage::StorageError> {
+        if let Some(w) = self.reader.key_winner(key)? {
+            return Ok(Some(w));
+        }
+        for r in self.all.iter().filter_map(|s| s.get()) {
+            if let Some(w) = r.key_winner(key)? {
+                return Ok(Some(w));
+            }
+        }
+        Ok(None)
     }
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
@@ -50,7 +69,7 @@ impl DecisionArchive for StoreArchive {
     }
 
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
-        match self.reader.key_winner(key) {
+        match self.winner_anywhere(key) {
             Ok(w) => w,
             Err(e) => {
                 self.failed("winner", &e);
@@ -64,6 +83,39 @@ impl DecisionArchive for StoreArchive {
     }
 
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
-        debug_assert_eq!(self.reader.key_winner(&key).ok().flatten(), Some(winner), "the core archived a decided key before the store had its winner");
+        debug_assert_eq!(self.winner_anywhere(&key).ok().flatten(), Some(winner), "the core archived a decided key before a store had its winner");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use pqdag_storage::{RocksStore, Store, StoreBatch, SyncPolicy};
+
+    use super::*;
+
+    /// A key's winner is stored with the winning vertex, on the vertex's shard: the key's own
+    /// shard must find it there (before: only its own store was read, so every cross-shard key
+    /// was forgotten once archived, and at every restart).
+    #[test]
+    fn a_key_shard_finds_the_winner_in_the_vertex_shard_store() {
+        let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
+        let mut stores: Vec<RocksStore> = dirs.iter().map(|d| RocksStore::open(d.path(), SyncPolicy::WalNoSync).expect("open")).collect();
+        let (key, winner) = (ConflictKey([7; 32]), VertexId([9; 32]));
+        let mut b = StoreBatch::new();
+        b.set_winner(key, winner);
+        stores[0].write(b).expect("write");
+        let all: super::super::WinnerStores = (0..2).map(|_| OnceLock::new()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let alone = StoreArchive::new(stores[1].reader(), (0..2).map(|_| OnceLock::new()).collect(), stop.clone());
+        assert_eq!(alone.key_winner(&key), None, "its own store does not have it");
+        for (slot, s) in all.iter().zip(&stores) {
+            let _ = slot.set(s.reader());
+        }
+        let archive = StoreArchive::new(stores[1].reader(), all, stop.clone());
+        assert_eq!(archive.key_winner(&key), Some(winner));
+        assert_eq!(archive.key_winner(&ConflictKey([8; 32])), None);
+        assert!(!stop.load(Ordering::Relaxed));
     }
 }

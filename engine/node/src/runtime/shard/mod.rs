@@ -68,7 +68,7 @@ pub use gateway::{ADMIT_UNDECIDED_MAX, CLIENT_INFLIGHT_MAX, OWN_KEYS_MAX};
 pub use guard::{proven_misbehaviour, BAN_COOL_OFF};
 pub use outbound::PENDING_REPLIES_MAX;
 pub use retention::{RetentionPolicy, PRUNE_CHUNK_MAX, RETAIN_DECISIONS_MIN};
-pub use setup::{ShardError, ShardSetup};
+pub use setup::{ShardError, ShardSetup, WinnerStores};
 pub use signer::MlDsaSigner;
 
 /// Most incoming items handled per loop turn (bounds a turn's latency).
@@ -138,6 +138,9 @@ struct Shard {
     retention: retention::Retention,
 }
 
+/// Longest a shard waits at start for the other shards to open their stores.
+const STORES_OPEN_WAIT_MAX: Duration = Duration::from_secs(120);
+
 /// Runs one shard until `setup.stop` is set. Call inside the shard's glommio executor.
 pub async fn run_shard(setup: ShardSetup) -> Result<(), ShardError> {
     let (mut shard, mesh) = Shard::open(setup)?;
@@ -179,7 +182,21 @@ impl Shard {
             shard_count: u32::from(setup.shard_count),
         };
         let mut core = Core::new(core_cfg, MlDsaSigner(setup.keypair.clone()))?;
-        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.stop.clone())));
+        if let Some(slot) = setup.winner_stores.get(usize::from(setup.shard)) {
+            let _ = slot.set(store.reader());
+        }
+        // Restoring joins this shard's conflict keys, and a key's winner may sit in another
+        // shard's store (`archive.rs`): wait until every shard has opened its store (each does
+        // first thing; a shard that cannot open stops the node, and the wait with it).
+        let waited = Instant::now();
+        while setup.winner_stores.iter().any(|s| s.get().is_none()) && !setup.stop.load(Ordering::Relaxed) {
+            if waited.elapsed() > STORES_OPEN_WAIT_MAX {
+                tracing::warn!(shard = setup.shard, "another shard's store is not open after {:?}; restoring without it", STORES_OPEN_WAIT_MAX);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), setup.stop.clone())));
         let start = Instant::now();
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());

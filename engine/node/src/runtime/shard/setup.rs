@@ -13,6 +13,9 @@ use pqdag_wire::VertexId;
 use super::super::mesh::MeshSetup;
 use super::super::metrics::{Metrics, ShardStatus};
 
+/// One slot per shard of the node, filled with its store's reader when it opens.
+pub type WinnerStores = std::sync::Arc<[std::sync::OnceLock<pqdag_storage::StoreReader>]>;
+
 /// Everything a shard needs, built by the node before the executors start.
 pub struct ShardSetup {
     /// Shard index.
@@ -54,6 +57,11 @@ pub struct ShardSetup {
     pub remote_facts: Vec<(VertexId, VertexStatus)>,
     /// Least time between the starts of two turns, us (0: no pacing).
     pub turn_interval_min_us: u64,
+    /// Every shard's store reader, set by each shard once its store is open: a conflict key's
+    /// winner is written with the winning vertex, in the store of the shard that OWNS THE VERTEX,
+    /// which is not the key's shard when they differ; the key's shard looks there too
+    /// (`archive.rs`).
+    pub winner_stores: WinnerStores,
     /// Store retention (`[storage]` of `config.toml`; off: keep everything).
     pub retention: super::retention::RetentionPolicy,
 }
