@@ -311,7 +311,7 @@ impl<S: Signer> Core<S> {
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
 
         let (alpha_pref, pref_mask) = if poll.own { self.preference_sample(k) } else { (poll.alpha, u64::MAX) };
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, k: k + usize::from(poll.own), alpha_pref, pref_mask, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, pref_mask, beta: self.params.beta, max_rounds: self.params.max_rounds };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, .. } = credited;

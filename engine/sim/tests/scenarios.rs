@@ -178,6 +178,24 @@ fn a_restarted_key_shard_knows_the_cross_shard_winners() {
     assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
 }
 
+/// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
+/// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
+/// a vertex was final at one node and rejected at another. Every round short of alpha resets it.
+#[test]
+fn a_success_streak_never_spans_a_partition() {
+    let n = 4;
+    let mut c = base(n, 260_478, 0.8, 40.0);
+    c.loss = 0.064_178_355_714_866_24;
+    c.duplicate = 0.017_296_969_436_580_767;
+    c.conflict_ratio = 0.408_440_336_103_362_56;
+    c.byzantine = 0.25;
+    c.strategy = Strategy::FlipVotes;
+    c.liveness_budget_s = 2.0;
+    c.partition = Some(Partition { groups: vec![(0..n / 2).collect()], start_us: 200_000, end_us: 500_000 });
+    let r = run(c).expect("config");
+    check(&r);
+}
+
 /// `sim-faults` seed 278 (safety): node 0 crashed and node 1 cut off leave exactly a quorum of
 /// five; one of them finalized A on the Yes of the four others, who had not seen B yet; B, with
 /// a lower id, then reached the four and took their preference by the tie-break: B final there,
