@@ -14,6 +14,17 @@ fn base(nodes: usize, seed: u64, duration_s: f64, rate: f64) -> SimConfig {
     c
 }
 
+/// A `sim-faults` mix replayed as a test: 4 s at 100/s, a 20 s liveness budget, these faults.
+fn fault_mix(nodes: usize, seed: u64, loss: f64, duplicate: f64, conflict_ratio: f64, crash: Option<(usize, u64, u64)>) -> SimConfig {
+    let mut c = base(nodes, seed, 4.0, 100.0);
+    c.liveness_budget_s = 20.0;
+    c.loss = loss;
+    c.duplicate = duplicate;
+    c.conflict_ratio = conflict_ratio;
+    c.crash = crash;
+    c
+}
+
 /// Appendix B scenario 1: 3 honest nodes, every vertex final everywhere, finality < 500 ms.
 #[test]
 fn appendix_b1_happy_path_three_nodes() {
@@ -166,12 +177,8 @@ fn crash_with_loss_and_conflicts_stays_live() {
 /// engine's archive, `runtime/shard/archive.rs`) reads it there (`Core::restore_key_winner`).
 #[test]
 fn a_restarted_key_shard_knows_the_cross_shard_winners() {
-    let mut c = base(4, 549, 4.0, 100.0);
+    let mut c = fault_mix(4, 549, 0.02, 0.0, 0.26, Some((1, 1_730_000, 2_590_000)));
     c.shards = 2;
-    c.liveness_budget_s = 20.0;
-    c.loss = 0.02;
-    c.conflict_ratio = 0.26;
-    c.crash = Some((1, 1_730_000, 2_590_000));
     c.partition = Some(pqdag_sim::Partition::parse("0-0|1-3@0.54-1.58", 4.0).expect("partition"));
     let r = run(c).expect("config");
     check(&r);
@@ -224,12 +231,7 @@ fn a_tie_break_never_moves_a_preference_this_node_voted_for() {
 /// Yes (safe whoever casts it: the quorum intersection does not depend on exclusions).
 #[test]
 fn an_excluded_honest_peer_still_counts_toward_the_quorum() {
-    let mut c = base(7, 34, 4.0, 100.0);
-    c.liveness_budget_s = 20.0;
-    c.loss = 0.03;
-    c.duplicate = 0.01;
-    c.conflict_ratio = 0.07;
-    c.crash = Some((2, 1_180_000, 2_490_000));
+    let c = fault_mix(7, 34, 0.03, 0.01, 0.07, Some((2, 1_180_000, 2_490_000)));
     let r = run(c).expect("config");
     check(&r);
     assert!(r.liveness_ok, "{} of {} final", r.finalized, r.submitted);
