@@ -287,8 +287,6 @@ impl Shell {
                 // vertex naming another shard's parent is not left pending for an answer.
                 let facts = self.storage.iter().enumerate().filter(|(o, _)| *o != s as usize).flat_map(|(_, (order, status))| order.iter().map(move |v| (v.id, status[&v.id])));
                 core.restore_remote_facts(facts);
-            }
-            if spec.shard_count > 1 {
                 // The engine's archive reads every shard's store for a key's winner (it is stored
                 // with the winning vertex, on the vertex's shard): the same here.
                 for (_, (order, status)) in self.storage.iter().enumerate().filter(|(o, _)| *o != s as usize) {

@@ -26,14 +26,16 @@ pub(super) struct StoreArchive {
     /// late double spend of such a key could start a fresh conflict set and win
     /// (`sim-faults` seed 549 stalled on the restart side of it).
     all: super::WinnerStores,
+    /// This shard's slot in `all` (its own store, read first).
+    shard: usize,
     /// The node's stop flag: set when a read fails.
     stop: Arc<AtomicBool>,
 }
 
 impl StoreArchive {
     /// An archive reading `reader`, stopping the node through `stop` on a read error.
-    pub(super) fn new(reader: StoreReader, all: super::WinnerStores, stop: Arc<AtomicBool>) -> Self {
-        Self { reader, all, stop }
+    pub(super) fn new(reader: StoreReader, all: super::WinnerStores, shard: usize, stop: Arc<AtomicBool>) -> Self {
+        Self { reader, all, shard, stop }
     }
 
     /// The key's winner in this shard's store, else in the other shards'.
@@ -41,7 +43,7 @@ impl StoreArchive {
         if let Some(w) = self.reader.key_winner(key)? {
             return Ok(Some(w));
         }
-        for r in self.all.iter().filter_map(|s| s.get()) {
+        for r in self.all.iter().enumerate().filter(|(i, _)| *i != self.shard).filter_map(|(_, s)| s.get()) {
             if let Some(w) = r.key_winner(key)? {
                 return Ok(Some(w));
             }
@@ -108,12 +110,12 @@ mod tests {
         stores[0].write(b).expect("write");
         let all: super::super::WinnerStores = (0..2).map(|_| OnceLock::new()).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let alone = StoreArchive::new(stores[1].reader(), (0..2).map(|_| OnceLock::new()).collect(), stop.clone());
+        let alone = StoreArchive::new(stores[1].reader(), (0..2).map(|_| OnceLock::new()).collect(), 1, stop.clone());
         assert_eq!(alone.key_winner(&key), None, "its own store does not have it");
         for (slot, s) in all.iter().zip(&stores) {
             let _ = slot.set(s.reader());
         }
-        let archive = StoreArchive::new(stores[1].reader(), all, stop.clone());
+        let archive = StoreArchive::new(stores[1].reader(), all, 1, stop.clone());
         assert_eq!(archive.key_winner(&key), Some(winner));
         assert_eq!(archive.key_winner(&ConflictKey([8; 32])), None);
         assert!(!stop.load(Ordering::Relaxed));

@@ -196,7 +196,7 @@ impl Shard {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), setup.stop.clone())));
+        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), usize::from(setup.shard), setup.stop.clone())));
         let start = Instant::now();
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());
@@ -270,16 +270,16 @@ impl Shard {
             let now = self.clock.now();
             let due = self.core.poll_timeout().is_some_and(|t| t <= now);
             if incoming.is_empty() && replies.is_empty() && cross.is_empty() && !due {
+                if congested {
+                    glommio::timer::Timer::new(Duration::from_millis(1)).await;
+                    continue;
+                }
                 let wait = self
                     .core
                     .poll_timeout()
                     .map(|t| Duration::from_micros(t.saturating_sub(now)))
                     .unwrap_or(IDLE_WAIT_MAX)
                     .min(IDLE_WAIT_MAX);
-                if congested {
-                    glommio::timer::Timer::new(Duration::from_millis(1)).await;
-                    continue;
-                }
                 let transport = self.transport.clone();
                 let woke = futures_lite::future::or(
                     async { Some(transport.recv().await) },
