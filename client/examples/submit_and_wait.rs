@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
         key[..8].copy_from_slice(&run.to_le_bytes());
         key[8..16].copy_from_slice(&n.to_le_bytes());
         match client.submit_and_wait(format!("example payload {n}").into_bytes(), vec![ConflictKey(key)]).await {
-            Ok((id, decision)) => println!("{id}: {decision:?}"),
+            Ok((receipt, decision)) => println!("transaction {} (vertex {}): {decision:?}", receipt.tx, receipt.vertex),
             Err(e) => {
                 eprintln!("payload {n}: {e}");
                 ok = false;

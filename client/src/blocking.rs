@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::cluster::NodeTarget;
-use crate::types::{ConflictKey, Cursor, Decision, DecisionEvent, Status, VertexId};
+use crate::types::{ConflictKey, Cursor, Decision, DecisionEvent, Receipt, Status, VertexId};
 use crate::{ClientError, ClientOptions};
 
 /// The blocking twin of [`crate::Client`]; see its methods for the semantics.
@@ -46,17 +46,17 @@ impl Client {
     }
 
     /// See [`crate::Client::submit`].
-    pub fn submit(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<VertexId, ClientError> {
+    pub fn submit(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<Receipt, ClientError> {
         self.rt.block_on(self.inner.submit(payload, conflict_keys))
     }
 
     /// See [`crate::Client::wait`].
-    pub fn wait(&self, id: VertexId) -> Result<Decision, ClientError> {
-        self.rt.block_on(self.inner.wait(id))
+    pub fn wait(&self, receipt: Receipt) -> Result<Decision, ClientError> {
+        self.rt.block_on(self.inner.wait(receipt))
     }
 
     /// See [`crate::Client::submit_and_wait`].
-    pub fn submit_and_wait(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<(VertexId, Decision), ClientError> {
+    pub fn submit_and_wait(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<(Receipt, Decision), ClientError> {
         self.rt.block_on(self.inner.submit_and_wait(payload, conflict_keys))
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pqdag_crypto::Keypair;
 use pqdag_wire::limits::{CONFLICT_KEYS_MAX, PAYLOAD_BYTES_MAX};
-use pqdag_wire::{ClientErrorCode, ClientReply, ClientRequest, ClientStatus, CLIENT_STATUS_IDS_MAX};
+use pqdag_wire::{ClientErrorCode, ClientReply, ClientRequest, CLIENT_STATUS_IDS_MAX};
 use tokio::sync::Mutex;
 
 use crate::cluster::{load_cluster_file, NodeTarget};
@@ -16,7 +16,7 @@ use crate::conn::{request, NodeConn};
 use crate::proto::to_status;
 use crate::feed::Subscription;
 use crate::registry::{Registry, Waiter};
-use crate::types::{ConflictKey, Cursor, Decision, Status, VertexId};
+use crate::types::{ConflictKey, Cursor, Decision, Receipt, Status, VertexId};
 use crate::ClientError;
 
 /// The client key, timeouts and retry policy. `Default` suits a LAN cluster (and, through
@@ -174,13 +174,14 @@ impl Client {
         &self.inner.nodes[self.inner.current.load(Ordering::Relaxed)]
     }
 
-    /// Submits a payload spending `conflict_keys`; returns the vertex the node made of it.
+    /// Submits a payload spending `conflict_keys`; returns the transaction the node made of it
+    /// and the vertex that carries it (the node batches submissions into vertices).
     ///
     /// A node that cannot be reached, times out, is not ready or is overloaded is skipped for
     /// the next one. A reply lost to a failure may hide a submission the node did accept: the
-    /// retry on another node is then a second vertex (a [`ClientError::Conflict`] if the node
-    /// already knows the first one's keys).
-    pub async fn submit(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<VertexId, ClientError> {
+    /// retry on another node is then the same transaction in a second vertex (a
+    /// [`ClientError::Conflict`] if the node already knows the first one's keys).
+    pub async fn submit(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<Receipt, ClientError> {
         if payload.len() > PAYLOAD_BYTES_MAX || conflict_keys.len() > CONFLICT_KEYS_MAX {
             return Err(ClientError::Malformed(format!(
                 "payload of {} bytes with {} conflict keys (at most {PAYLOAD_BYTES_MAX} bytes and {CONFLICT_KEYS_MAX} keys)",
@@ -191,24 +192,26 @@ impl Client {
         let tag = self.tag();
         let req = ClientRequest::Submit { tag, payload, conflict_keys };
         match self.call(&req, tag).await? {
-            ClientReply::Submitted { id, .. } => Ok(id),
+            ClientReply::Submitted { tx, id, .. } => Ok(Receipt { tx, vertex: id }),
             other => Err(ClientError::Malformed(format!("unexpected reply to a submission: {other:?}"))),
         }
     }
 
-    /// Waits until `id` is decided: by the event the node it was submitted to pushes, or, if
-    /// that does not come, by polling `Status` every `status_poll_interval` on any node (a
-    /// decision found that way reports position 0). Fails with [`ClientError::Timeout`] after
-    /// `decision_timeout`.
-    pub async fn wait(&self, id: VertexId) -> Result<Decision, ClientError> {
+    /// Waits until the transaction of `receipt` is decided: by the event the node it was
+    /// submitted to pushes (following it when a re-issue moves it to a new vertex), or, if that
+    /// does not come, by polling `Status` of its vertex every `status_poll_interval` on any node
+    /// (a decision found that way reports position 0). Fails with [`ClientError::Timeout`]
+    /// after `decision_timeout`.
+    pub async fn wait(&self, receipt: Receipt) -> Result<Decision, ClientError> {
         let timeout = self.inner.opts.decision_timeout;
-        let r = tokio::time::timeout(timeout, self.wait_inner(id)).await;
-        self.inner.registry.forget_waiter(&id);
-        r.map_err(|_| ClientError::Timeout(timeout, format!("waiting for the decision of {id}")))?
+        let r = tokio::time::timeout(timeout, self.wait_inner(receipt)).await;
+        self.inner.registry.forget_waiter(&receipt.tx);
+        r.map_err(|_| ClientError::Timeout(timeout, format!("waiting for the decision of transaction {}", receipt.tx)))?
     }
 
-    async fn wait_inner(&self, id: VertexId) -> Result<Decision, ClientError> {
-        let mut rx = match self.inner.registry.waiter(id) {
+    async fn wait_inner(&self, receipt: Receipt) -> Result<Decision, ClientError> {
+        let tx = receipt.tx;
+        let mut rx = match self.inner.registry.waiter(tx) {
             Waiter::Known(d) => return Ok(d),
             Waiter::Pending(rx) => rx,
         };
@@ -218,29 +221,34 @@ impl Client {
                 d = &mut rx => return d.map_err(|_| ClientError::Io("client closed".into())),
                 _ = tokio::time::sleep(self.inner.opts.status_poll_interval) => {}
             }
-            // A polled Final has no position: give the pushed event one more interval.
+            // A polled decision is its vertex's: give the pushed event (with a position, or a
+            // re-issue that moves a rejected vertex's innocent transaction) one more interval.
             if let Some(d) = polled {
                 return Ok(d);
             }
-            match self.status(&[id]).await {
-                Ok(s) => match s.first() {
-                    Some(Status::Decided(d @ Decision::Rejected)) => return Ok(*d),
-                    Some(Status::Decided(d)) => polled = Some(*d),
-                    _ => {}
-                },
+            let vertex = self.inner.registry.vertex_of(&tx, receipt.vertex);
+            match self.status(&[vertex]).await {
+                Ok(s) => {
+                    if let Some(Status::Decided(d)) = s.first() {
+                        polled = Some(*d);
+                    }
+                }
                 // Transient: keep trying until the deadline.
                 Err(e) if e.fails_over() || matches!(e, ClientError::AllNodesUnavailable { .. }) => {
-                    tracing::debug!(%id, "status poll failed: {e}");
+                    tracing::debug!(%tx, "status poll failed: {e}");
                 }
                 Err(e) => return Err(e),
+            }
+            if polled.is_some() && self.inner.registry.vertex_of(&tx, receipt.vertex) != vertex {
+                polled = None;
             }
         }
     }
 
     /// [`Client::submit`], then [`Client::wait`].
-    pub async fn submit_and_wait(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<(VertexId, Decision), ClientError> {
-        let id = self.submit(payload, conflict_keys).await?;
-        Ok((id, self.wait(id).await?))
+    pub async fn submit_and_wait(&self, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>) -> Result<(Receipt, Decision), ClientError> {
+        let receipt = self.submit(payload, conflict_keys).await?;
+        Ok((receipt, self.wait(receipt).await?))
     }
 
     /// The statuses of `ids` (in order) as the current node sees them.
@@ -251,10 +259,7 @@ impl Client {
             let req = ClientRequest::Status { tag, ids: chunk.to_vec() };
             match self.call(&req, tag).await? {
                 ClientReply::Statuses { statuses, .. } if statuses.len() == chunk.len() => {
-                    for (id, s) in chunk.iter().zip(statuses) {
-                        if matches!(s, ClientStatus::Final { .. } | ClientStatus::Rejected) {
-                            self.inner.registry.record_polled(*id, s);
-                        }
+                    for s in statuses {
                         out.push(to_status(s));
                     }
                 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use pqdag_wire::{ClientErrorCode, ClientReply, ClientStatus, FeedEntry};
 use tokio::sync::mpsc;
 
-use crate::types::{Cursor, Decision, DecisionEvent};
+use crate::types::{Cursor, DecidedTx, Decision, DecisionEvent};
 use crate::{Client, ClientError};
 
 /// Events buffered between the feed task and the consumer.
@@ -131,11 +131,9 @@ fn event(node: &str, e: FeedEntry) -> DecisionEvent {
     DecisionEvent {
         id: e.id,
         decision,
-        payload: e.payload,
-        conflict_keys: e.conflict_keys,
+        txs: e.txs.into_iter().map(|t| DecidedTx { tx: t.tx, payload: t.payload, conflict_keys: t.conflict_keys, client: t.client }).collect(),
         parents: e.parents,
         creator: e.creator.0,
-        client: e.client,
         node: node.to_string(),
         cursor: Cursor::from_bytes(e.cursor),
     }

@@ -40,4 +40,4 @@ pub use cluster::NodeTarget;
 pub use error::ClientError;
 pub use feed::Subscription;
 pub use pqdag_crypto::{Keypair, PublicKey};
-pub use types::{ConflictKey, Cursor, Decision, DecisionEvent, Status, VertexId};
+pub use types::{ConflictKey, Cursor, DecidedTx, Decision, DecisionEvent, Receipt, Status, TxId, VertexId};

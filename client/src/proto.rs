@@ -2,7 +2,7 @@
 
 use pqdag_wire::{
     decode, ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientStatus, ArchivedFeedEntry, ArchivedFinalityEvent, ClientErrorCode,
-    ClientReply, ClientStatus, ConflictKey, FeedEntry, FinalityEvent, FrameRef, NodeId, VertexId,
+    ClientReply, ClientStatus, ConflictKey, FeedEntry, FeedTx, FinalityEvent, FrameRef, NodeId, TxId, VertexId,
 };
 
 use crate::types::{Decision, Status};
@@ -14,7 +14,7 @@ pub(crate) fn reply(frame: &[u8]) -> Result<ClientReply, String> {
         other => return Err(format!("unexpected {} frame", other.kind().name())),
     };
     Ok(match r {
-        ArchivedClientReply::Submitted { tag, id } => ClientReply::Submitted { tag: tag.to_native(), id: VertexId::from(id) },
+        ArchivedClientReply::Submitted { tag, tx, id } => ClientReply::Submitted { tag: tag.to_native(), tx: TxId::from(tx), id: VertexId::from(id) },
         ArchivedClientReply::Statuses { tag, statuses } => {
             ClientReply::Statuses { tag: tag.to_native(), statuses: statuses.iter().map(status).collect() }
         }
@@ -52,18 +52,25 @@ fn feed_entry(e: &ArchivedFeedEntry) -> FeedEntry {
     FeedEntry {
         id: VertexId::from(&e.id),
         decision: status(&e.decision),
-        payload: e.payload.as_slice().to_vec(),
-        conflict_keys: e.conflict_keys.iter().map(ConflictKey::from).collect(),
+        txs: e
+            .txs
+            .iter()
+            .map(|t| FeedTx {
+                tx: TxId::from(&t.tx),
+                payload: t.payload.as_slice().to_vec(),
+                conflict_keys: t.conflict_keys.iter().map(ConflictKey::from).collect(),
+                client: t.client,
+            })
+            .collect(),
         parents: e.parents.iter().map(VertexId::from).collect(),
         creator: NodeId(e.creator.0),
-        client: e.client,
         cursor: e.cursor.as_slice().to_vec(),
     }
 }
 
 /// An archived pushed event, owned.
 pub(crate) fn event(e: &ArchivedFinalityEvent) -> FinalityEvent {
-    FinalityEvent { id: VertexId::from(&e.id), status: status(&e.status), latency_us: e.latency_us.to_native() }
+    FinalityEvent { tx: TxId::from(&e.tx), id: VertexId::from(&e.id), status: status(&e.status), latency_us: e.latency_us.to_native() }
 }
 
 /// The API's view of a wire status.

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use pqdag_wire::{ClientStatus, FinalityEvent, VertexId};
+use pqdag_wire::{FinalityEvent, TxId, VertexId};
 use tokio::sync::oneshot;
 
 use crate::proto::to_status;
@@ -16,9 +16,13 @@ pub(crate) const DECIDED_CACHE_MAX: usize = 1 << 16;
 
 #[derive(Default)]
 struct Inner {
-    decided: HashMap<VertexId, Decision>,
-    order: VecDeque<VertexId>,
-    waiters: HashMap<VertexId, Vec<oneshot::Sender<Decision>>>,
+    decided: HashMap<TxId, Decision>,
+    order: VecDeque<TxId>,
+    waiters: HashMap<TxId, Vec<oneshot::Sender<Decision>>>,
+    /// The vertex now carrying an undecided transaction, when a re-issue moved it (bounded
+    /// like `decided`: entries leave on the decision or with the oldest).
+    moved: HashMap<TxId, VertexId>,
+    moved_order: VecDeque<TxId>,
 }
 
 /// See the module doc.
@@ -38,23 +42,32 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A decision from `node`'s event stream.
+    /// An event from `node`'s event stream: a decision, or a re-issue into another vertex.
     pub(crate) fn record_event(&self, node: &str, ev: FinalityEvent) {
-        let Status::Decided(decision) = to_status(ev.status) else {
-            tracing::warn!(%node, id = %ev.id, "event without a decision: ignored");
-            return;
-        };
-        self.lock().remember(ev.id, decision);
-    }
-
-    /// A decision learned by polling (not an event: subscribers do not see it).
-    pub(crate) fn record_polled(&self, id: VertexId, s: ClientStatus) {
-        if let Status::Decided(d) = to_status(s) {
-            self.lock().remember(id, d);
+        match to_status(ev.status) {
+            Status::Decided(decision) => self.lock().remember(ev.tx, decision),
+            Status::Processing => {
+                tracing::debug!(%node, tx = %ev.tx, vertex = %ev.id, "transaction re-issued");
+                let mut g = self.lock();
+                if g.moved.insert(ev.tx, ev.id).is_none() {
+                    g.moved_order.push_back(ev.tx);
+                    while g.moved_order.len() > DECIDED_CACHE_MAX {
+                        if let Some(old) = g.moved_order.pop_front() {
+                            g.moved.remove(&old);
+                        }
+                    }
+                }
+            }
+            Status::Unknown => tracing::warn!(%node, tx = %ev.tx, "event without a status: ignored"),
         }
     }
 
-    pub(crate) fn waiter(&self, id: VertexId) -> Waiter {
+    /// The vertex carrying `tx` now: `submitted` unless an event said it moved.
+    pub(crate) fn vertex_of(&self, tx: &TxId, submitted: VertexId) -> VertexId {
+        self.lock().moved.get(tx).copied().unwrap_or(submitted)
+    }
+
+    pub(crate) fn waiter(&self, id: TxId) -> Waiter {
         let mut g = self.lock();
         if let Some(d) = g.decided.get(&id) {
             return Waiter::Known(*d);
@@ -67,7 +80,7 @@ impl Registry {
     }
 
     /// Drops the waiters of `id` that gave up.
-    pub(crate) fn forget_waiter(&self, id: &VertexId) {
+    pub(crate) fn forget_waiter(&self, id: &TxId) {
         let mut g = self.lock();
         if let Some(w) = g.waiters.get_mut(id) {
             w.retain(|t| !t.is_closed());
@@ -79,7 +92,8 @@ impl Registry {
 }
 
 impl Inner {
-    fn remember(&mut self, id: VertexId, d: Decision) {
+    fn remember(&mut self, id: TxId, d: Decision) {
+        self.moved.remove(&id);
         if let Some(ws) = self.waiters.remove(&id) {
             for w in ws {
                 let _ = w.send(d);

@@ -1,8 +1,24 @@
 //! The values the client API hands out: decisions, statuses, feed events and cursors.
 
-pub use pqdag_wire::{ConflictKey, VertexId};
+pub use pqdag_wire::{ConflictKey, TxId, VertexId};
 
-/// How a submitted vertex was decided.
+/// What a node made of a submission: transaction `tx`, batched into vertex `vertex` (a re-issue
+/// may later move it to another vertex; [`crate::Client::wait`] follows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The transaction id (BLAKE3 of its payload and keys): stable across re-issues.
+    pub tx: TxId,
+    /// The vertex that carries it first.
+    pub vertex: VertexId,
+}
+
+impl std::fmt::Display for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tx {} in vertex {}", self.tx, self.vertex)
+    }
+}
+
+/// How a submitted transaction (and the vertex carrying it) was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     /// Final: it is at `position` of shard `shard`'s finality order on the node that reported it.
@@ -71,23 +87,33 @@ impl Cursor {
     }
 }
 
-/// One decided vertex from a node's decision feed.
+/// One transaction of a decided vertex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedTx {
+    /// Its id (stable across re-issues: a transaction rejected with one vertex may be final
+    /// in a later one; the same id may then appear twice in the feed, once rejected).
+    pub tx: TxId,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// What it spends.
+    pub conflict_keys: Vec<ConflictKey>,
+    /// Key id of the client that submitted it, when the node recorded one (zero otherwise).
+    pub client: [u8; 32],
+}
+
+/// One decided vertex from a node's decision feed, with its transactions (all decided with it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionEvent {
     /// The vertex.
     pub id: VertexId,
     /// How it was decided (`Final` carries the node's shard and finality position).
     pub decision: Decision,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// What it spends.
-    pub conflict_keys: Vec<ConflictKey>,
+    /// Its transactions, in vertex order.
+    pub txs: Vec<DecidedTx>,
     /// Its parents.
     pub parents: Vec<VertexId>,
     /// Node id of its creator.
     pub creator: [u8; 32],
-    /// Key id of the client that submitted it, when the node recorded one (zero otherwise).
-    pub client: [u8; 32],
     /// The node whose feed listed it.
     pub node: String,
     /// Where the feed stands just after this event: resume from it.

@@ -161,13 +161,17 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
         // The node's decision feed lists them, each once, with its payload; a second
         // subscription from any event's cursor continues exactly after that event.
         let mut seen = std::collections::HashSet::new();
+        let mut seen_vertices = std::collections::HashSet::new();
         let mut feed = Vec::new();
-        while !ids.iter().all(|id| seen.contains(id)) {
+        while !ids.iter().all(|r| seen.contains(&r.tx)) {
             let ev = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("event in time").expect("open").expect("event");
-            assert!(seen.insert(ev.id), "duplicate {} in the feed", ev.id);
-            if let Some(n) = ids.iter().position(|id| *id == ev.id) {
-                assert!(ev.decision.is_final());
-                assert_eq!(ev.payload, format!("async payload {n}").into_bytes());
+            assert!(seen_vertices.insert(ev.id), "duplicate {} in the feed", ev.id);
+            for t in &ev.txs {
+                assert!(seen.insert(t.tx), "transaction {} twice in the feed", t.tx);
+                if let Some(n) = ids.iter().position(|r| r.tx == t.tx) {
+                    assert!(ev.decision.is_final());
+                    assert_eq!(t.payload, format!("async payload {n}").into_bytes());
+                }
             }
             feed.push(ev);
         }
@@ -178,7 +182,8 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
             assert_eq!(ev.id, want.id, "the resumed feed continues right after its cursor");
             assert_eq!(ev.cursor, want.cursor);
         }
-        let st = client.status(&ids).await.expect("status");
+        let vertices: Vec<_> = ids.iter().map(|r| r.vertex).collect();
+        let st = client.status(&vertices).await.expect("status");
         assert!(st.iter().all(|s| matches!(s, pqdag_client::Status::Decided(Decision::Final { .. }))), "{st:?}");
 
         // A double spend: the same key submitted through two nodes at once.
@@ -202,7 +207,7 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
     for n in 0..3u64 {
         let (id, d) = client.submit_and_wait(format!("blocking payload {n}").into_bytes(), vec![key(2000 + n)]).expect("submit and wait");
         assert_final_with_position(&d);
-        assert!(matches!(client.status(&[id]).expect("status")[0], pqdag_client::Status::Decided(Decision::Final { .. })));
+        assert!(matches!(client.status(&[id.vertex]).expect("status")[0], pqdag_client::Status::Decided(Decision::Final { .. })));
     }
     let double = client.submit(b"again".to_vec(), vec![key(2000)]);
     assert!(matches!(double, Err(ClientError::Conflict { .. })), "{double:?}");

@@ -8,6 +8,24 @@ pub const NODE_ID_CONTEXT: &str = "pqdag 2026-11 node id v1";
 /// Derivation context of digests over lists of ids (e.g. a query's ids, a finalized set).
 pub const ID_LIST_CONTEXT: &str = "pqdag 2026-11 id list digest v1";
 
+/// Derivation context of transaction ids: `BLAKE3-derive_key(ctx, canonical transaction bytes)`.
+pub const TX_ID_CONTEXT: &str = "pqdag 2026-12 transaction id v1";
+/// Derivation context of the inner nodes of a vertex's transaction Merkle tree.
+pub const TX_NODE_CONTEXT: &str = "pqdag 2026-12 transaction tree node v1";
+
+/// The 32-byte id of a transaction from its canonical bytes.
+pub fn tx_id(canonical_bytes: &[u8]) -> [u8; 32] {
+    blake3::derive_key(TX_ID_CONTEXT, canonical_bytes)
+}
+
+/// An inner node of the transaction Merkle tree: the hash of its two children, in order.
+pub fn tx_node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(TX_NODE_CONTEXT);
+    h.update(left);
+    h.update(right);
+    *h.finalize().as_bytes()
+}
+
 /// The 32-byte id of a vertex from its canonical bytes (signature excluded).
 pub fn vertex_id(canonical_bytes: &[u8]) -> [u8; 32] {
     blake3::derive_key(VERTEX_ID_CONTEXT, canonical_bytes)
@@ -62,6 +80,7 @@ mod tests {
     fn contexts_separate_id_kinds() {
         let bytes = [7u8; 64];
         assert_ne!(vertex_id(&bytes), node_id(&bytes));
+        assert_ne!(vertex_id(&bytes), tx_id(&bytes));
     }
 
     #[test]

@@ -190,7 +190,9 @@ impl<S: Signer> Core<S> {
         if set.index(&member.id).is_some() {
             return;
         }
-        if set.members.iter().filter(|m| m.creator == member.creator).count() >= CREATOR_MEMBERS_MAX {
+        // Rejected members count no more: they can never be preferred again, and an honest
+        // creator re-issues a rejected vertex's innocent transactions in a new one (`batch`).
+        if set.members.iter().filter(|m| m.creator == member.creator && !m.rejected).count() >= CREATOR_MEMBERS_MAX {
             // An equivocator's third vertex on one key: aside, not a member (see
             // `CREATOR_MEMBERS_MAX`). Its creator is convicted already.
             if set.overflow.iter().any(|m| m.id == member.id) {

@@ -13,6 +13,7 @@ use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::batch::Batch;
 use crate::conflicts::Conflicts;
 use crate::cross_shard::CrossShard;
 use crate::dag::Dag;
@@ -91,6 +92,7 @@ pub struct Core<S: Signer> {
     pub(crate) finality: Finality,
     pub(crate) retention: Retention,
     pub(crate) flood: Flood,
+    pub(crate) batch: Batch,
 }
 
 impl<S: Signer> Core<S> {
@@ -134,6 +136,7 @@ impl<S: Signer> Core<S> {
             finality: Finality::default(),
             retention: Retention::default(),
             flood: Flood::default(),
+            batch: Batch::default(),
         })
     }
 
@@ -299,7 +302,7 @@ impl<S: Signer> Core<S> {
         let now = self.now;
         let r = match event {
             Event::Submit { payload, conflict_keys, client_tag, timestamp_ms } => {
-                self.submit(now, payload, conflict_keys, client_tag, timestamp_ms).map(|_| ())
+                self.submit(now, payload, conflict_keys, client_tag, timestamp_ms)
             }
             Event::Vertex { from, vertex } => {
                 self.on_vertex(now, from, vertex, true);

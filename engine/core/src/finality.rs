@@ -79,6 +79,7 @@ impl<S: Signer> Core<S> {
         if !quiet {
             self.push(Action::Persist { vertex: v.clone(), status: VertexStatus::Final });
             self.push(Action::Finalized { id, position: self.finality.final_position, latency_us: now.saturating_sub(arrival) });
+            self.batch.decided(&id);
         }
         self.notify_watchers(id);
         // 4.5: a finalized member decides its sets; losers and their descendants are rejected.
@@ -118,6 +119,9 @@ impl<S: Signer> Core<S> {
                 }
             }
             if !quiet {
+                if v.creator == self.me {
+                    self.reissue_innocent(x, &v);
+                }
                 self.push(Action::Persist { vertex: v.clone(), status: VertexStatus::Rejected });
                 self.push(Action::Rejected { id: x });
             }

@@ -13,6 +13,7 @@
 //! the same drained batch is released (raft's persist-before-send). Own vertices are persisted
 //! before they are gossiped. See docs/consensus.md for the design.
 
+mod batch;
 mod conflicts;
 mod core;
 mod credit;
@@ -41,6 +42,7 @@ mod types;
 mod votes;
 
 pub use crate::core::{Core, CoreStatus};
+pub use batch::{OwnTags, OWN_VERTICES_MAX, REISSUE_MAX};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
 pub use flood::CREATOR_PROCESSING_MAX;
@@ -55,9 +57,11 @@ pub use peers::{Misbehaviour, PeerScore, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCO
 pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, ShardMsg, Signer, VertexStatus, SHARDS_MAX};
 
 pub use pqdag_crypto::Domain;
-pub use pqdag_wire::{ConflictKey, NodeId, VertexId};
+pub use pqdag_wire::{ConflictKey, NodeId, Transaction, TxId, VertexId};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_adversary;
+#[cfg(test)]
+mod tests_batch;

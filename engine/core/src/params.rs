@@ -48,6 +48,15 @@ pub struct Params {
     /// store) this long after they were forgotten, keeping memory bounded whatever the history
     /// length (`Core::set_archive`). 0 = keep them in memory forever.
     pub archive_after_us: u64,
+    /// Most transactions per own vertex (1: one payload per vertex, the design card's
+    /// benchmark; see `batch`).
+    pub max_batch: usize,
+    /// Byte budget of one vertex's transactions (`tx_budget` summed), at most
+    /// `VERTEX_TX_BYTES_MAX`.
+    pub batch_bytes: usize,
+    /// How long a batch waits for more submissions while this node is busy (it created a vertex
+    /// within this long); an idle node closes at once.
+    pub batch_linger_us: u64,
 }
 
 impl Params {
@@ -74,6 +83,9 @@ impl Params {
             strip_final_after_us: 0,
             forget_final_after_us: 0,
             archive_after_us: 0,
+            max_batch: 1,
+            batch_bytes: pqdag_wire::limits::VERTEX_TX_BYTES_MAX,
+            batch_linger_us: 5_000,
         }
     }
 
@@ -126,6 +138,12 @@ impl Params {
         }
         if self.parents == 0 || self.parents > pqdag_wire::limits::PARENTS_MAX {
             return bad(format!("parents = {} not in 1..={}", self.parents, pqdag_wire::limits::PARENTS_MAX));
+        }
+        if self.max_batch == 0 || self.max_batch > pqdag_wire::limits::TXS_MAX {
+            return bad(format!("max_batch = {} not in 1..={}", self.max_batch, pqdag_wire::limits::TXS_MAX));
+        }
+        if self.batch_bytes == 0 || self.batch_bytes > pqdag_wire::limits::VERTEX_TX_BYTES_MAX {
+            return bad(format!("batch_bytes = {} not in 1..={}", self.batch_bytes, pqdag_wire::limits::VERTEX_TX_BYTES_MAX));
         }
         if self.polls_in_flight_max == 0 || self.max_rounds == 0 {
             return bad("polls_in_flight_max and max_rounds must be >= 1".into());

@@ -231,7 +231,7 @@ impl<S: Signer> Core<S> {
         // against the responder (issue 14, framing by replay). It is ignored, as is a proof
         // against this node.
         let valid = match &evidence {
-            Evidence::Equivocation { a, b } => a.creator == accused && b.creator == accused && a.id != b.id && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k)),
+            Evidence::Equivocation { a, b } => a.creator == accused && b.creator == accused && a.id != b.id && pqdag_wire::spends_apart(a, b),
             Evidence::ConflictingResponses { .. } => false,
         };
         if !valid || accused == self.me {
@@ -247,7 +247,8 @@ impl<S: Signer> Core<S> {
     pub(crate) fn equivocation(&mut self, a: VertexId, b: VertexId) {
         let (Some(ra), Some(rb)) = (self.dag.vertices.get(&a), self.dag.vertices.get(&b)) else { return };
         let creator = ra.v.creator;
-        if creator == self.me {
+        // A re-issue spends its keys again with the same transactions: not an equivocation.
+        if creator == self.me || !pqdag_wire::spends_apart(&ra.v, &rb.v) {
             return;
         }
         // A stripped (old final) vertex no longer carries its signature: the equivocation is

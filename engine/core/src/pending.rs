@@ -28,9 +28,9 @@ pub const PENDING_BYTES_MAX: usize = 256 << 20;
 /// than a second of a 5000 vertices/s cluster's whole load); beyond it its own oldest go.
 pub const PENDING_PEER_BYTES_MAX: usize = 32 << 20;
 
-/// What a pending vertex is charged: its wire size, roughly (payload, signature, ids, fixed).
+/// What a pending vertex is charged: its wire size, roughly (transactions, signature, ids, fixed).
 pub(crate) fn vertex_bytes(v: &Vertex) -> usize {
-    v.payload.len() + v.signature.len() + 32 * (v.parents.len() + v.conflict_keys.len()) + 128
+    v.heap_bytes()
 }
 
 /// A vertex waiting for parents, with how it arrived.

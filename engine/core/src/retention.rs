@@ -34,7 +34,7 @@ impl Retention {
                     r.v = Arc::new(Vertex {
                         id: v.id,
                         parents: v.parents.clone(),
-                        payload: Vec::new(),
+                        txs: Vec::new(),
                         conflict_keys: v.conflict_keys.clone(),
                         timestamp_ms: v.timestamp_ms,
                         creator: v.creator,

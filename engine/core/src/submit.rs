@@ -1,61 +1,31 @@
-//! Own vertices: a client's submission, adoption by the owning shard, and parent selection
-//! (FR-003). Owns no state; calls `dag` (insert), `pending`, `sync` and `conflicts` (the
-//! double-spend checks), and draws parents from the core's RNG.
+//! Own vertices: adoption by the owning shard and parent selection (FR-003); submissions are
+//! batched first (`batch`). Owns no state; calls `dag` (insert), `pending`, `sync` and
+//! `conflicts` (the double-spend checks), and draws parents from the core's RNG.
 
 use std::sync::Arc;
 
-use pqdag_crypto::Domain;
 use pqdag_wire::{ConflictKey, Vertex, VertexId};
 use rand::Rng;
 
-use crate::core::{Core, hex8};
-use crate::dag::{RECENT_MAX, VERTICES_MAX};
-use crate::error::{ConsensusError, ConsensusResult};
-use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_vertex};
+use crate::core::Core;
+use crate::dag::RECENT_MAX;
+use crate::types::{Signer, VertexStatus};
 
 /// Parent recency window of FR-003.
 const PARENT_RECENT_US: u64 = 10_000_000;
 
 impl<S: Signer> Core<S> {
-    pub(crate) fn submit(&mut self, now: u64, payload: Vec<u8>, keys: Vec<ConflictKey>, client_tag: u64, ts: u64) -> ConsensusResult<VertexId> {
-        if self.dag.vertices.len() >= VERTICES_MAX {
-            return Err(ConsensusError::Capacity("VERTICES_MAX"));
-        }
-        if payload.len() > pqdag_wire::limits::PAYLOAD_BYTES_MAX || keys.len() > pqdag_wire::limits::CONFLICT_KEYS_MAX {
-            return Err(ConsensusError::Dag("payload or conflict keys over the wire limits".into()));
-        }
-        let mut keys = keys;
-        keys.sort_unstable();
-        keys.dedup();
-        // An honest node never double-spends itself: that would be equivocation (3.7.2).
-        for k in &keys {
-            if let Some(set) = self.conflicts.sets.get(k) {
-                if set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)) {
-                    return Err(ConsensusError::Dag(format!("own vertex already claims key {}", hex8(&k.0))));
-                }
-            }
-        }
-        let parents = self.select_parents(now, &keys);
-        let mut v = Vertex::new_unsigned(parents, payload, keys, ts, self.me);
-        v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
-        let v = Arc::new(v);
-        let id = v.id;
-        let owner = shard_of_vertex(&id, self.shard_count);
-        if owner != self.shard {
-            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: v, client_tag } });
-            return Ok(id);
-        }
-        self.adopt(now, v, client_tag);
-        Ok(id)
-    }
-
-    pub(crate) fn adopt(&mut self, now: u64, v: Arc<Vertex>, client_tag: u64) {
+    /// Takes in an own vertex built on this shard or another (its owner adopts it).
+    pub(crate) fn adopt(&mut self, now: u64, v: Arc<Vertex>, own: crate::batch::OwnTags) {
         let id = v.id;
         if self.contains(&id) {
             return;
         }
         // `insert` queues Persist before the creator's SendVertex (persist-before-send); when
         // parents on other shards are not confirmed yet, both happen on release.
+        // Its submissions first: inserting may reject it at once (a late spend of a decided
+        // key), and the re-issue of its innocent transactions needs them.
+        self.created(&v, own);
         if self.parents_known(&v) {
             self.insert(now, v, Some(self.me), true, false);
         } else {
@@ -63,7 +33,6 @@ impl<S: Signer> Core<S> {
             self.pend(v, self.me, true);
             self.request_missing(now, self.me, &missing);
         }
-        self.push(Action::Created { client_tag, id });
     }
 
     /// FR-003: recent (10 s), strongly preferred, high confidence (>0.8) first, prefer

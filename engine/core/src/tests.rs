@@ -37,7 +37,12 @@ pub(crate) struct Net {
     /// Nodes that answer every id `Unknown`.
     pub(crate) unknown_voters: Vec<usize>,
     /// Nodes that flip every Yes/No they answer.
-    pub(crate) flip_voters: Vec<usize>,}
+    pub(crate) flip_voters: Vec<usize>,
+    /// Per node: (client tag, vertex, transaction) of every `Created`.
+    pub(crate) created: Vec<Vec<(u64, VertexId, pqdag_wire::TxId)>>,
+    /// Per node: every `Reissued` (rejected vertex, tags that moved).
+    pub(crate) reissued: Vec<Vec<(VertexId, Vec<u64>)>>,
+}
 
 impl Net {
     pub(crate) fn new(n: usize, params: Params) -> Net {
@@ -45,7 +50,7 @@ impl Net {
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
             .collect();
-        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![] }
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], created: vec![vec![]; n], reissued: vec![vec![]; n] }
     }
 
     fn idx(&self, id: &NodeId) -> usize {
@@ -119,7 +124,12 @@ impl Net {
                     self.rejected[i].push(id);
                 }
                 Action::Alert { peer, .. } => self.alerts.push((i, peer)),
-                Action::ToShard { .. } | Action::Created { .. } => {}
+                Action::Created { client_tag, id, tx } => self.created[i].push((client_tag, id, tx)),
+                Action::Reissued { id, client_tags } => {
+                    assert!(!self.rejected[i].contains(&id), "a re-issue comes before the rejection");
+                    self.reissued[i].push((id, client_tags));
+                }
+                Action::ToShard { .. } => {}
             }
         }
     }

@@ -9,6 +9,9 @@ impl<S: Signer> Core<S> {
     /// When the shell must call `handle(t, Event::Timer)` next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.sync.next_frontier_at;
+        if let Some(b) = self.batch_close_at() {
+            t = t.min(b);
+        }
         if !self.pending.waiting.is_empty() {
             t = t.min(self.sync.next_fetch_retry_at.max(self.now + 1));
         }
@@ -53,6 +56,9 @@ impl<S: Signer> Core<S> {
         }
         if !self.pending.waiting.is_empty() && now >= self.sync.next_fetch_retry_at {
             self.retry_fetches(now);
+        }
+        if self.batch_due(now) {
+            self.close_batch(now);
         }
         self.launch_poll(now);
         self.pending.compact();

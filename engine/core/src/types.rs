@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pqdag_crypto::Domain;
-use pqdag_wire::{ConflictKey, Evidence, Frontier, NodeId, Query, Response, Vertex, VertexId, VertexReply, VertexRequest};
+use pqdag_wire::{ConflictKey, Evidence, Frontier, NodeId, Query, Response, TxId, Vertex, VertexId, VertexReply, VertexRequest};
 
 use crate::params::Params;
 use crate::peers::Misbehaviour;
@@ -219,12 +219,24 @@ pub enum Action {
         /// The message.
         msg: ShardMsg,
     },
-    /// A submission became vertex `id`.
+    /// A submission became transaction `tx` of vertex `id` (sent once per transaction when its
+    /// batch closes, and again when a re-issue moves it to a new vertex).
     Created {
         /// Tag of the submission.
         client_tag: u64,
         /// The vertex.
         id: VertexId,
+        /// The transaction.
+        tx: TxId,
+    },
+    /// Own vertex `id` is being rejected, and these submissions of it are innocent (none of
+    /// their keys is spent by another vertex): they go into a new vertex (a later `Created` per
+    /// tag) instead of being reported rejected. Comes before the `Rejected { id }`.
+    Reissued {
+        /// The rejected vertex.
+        id: VertexId,
+        /// The submissions that move.
+        client_tags: Vec<u64>,
     },
 }
 
@@ -254,8 +266,8 @@ pub enum ShardMsg {
     Adopt {
         /// The vertex.
         vertex: Arc<Vertex>,
-        /// Submission tag.
-        client_tag: u64,
+        /// The submissions it carries (one per transaction) and their re-issue generation.
+        tags: crate::batch::OwnTags,
     },
     /// `member` (owned by shard `owner`) joins the set of `key` (owned by the receiver).
     Join {
@@ -357,7 +369,7 @@ pub fn genesis() -> Arc<Vertex> {
     let mut v = Vertex {
         id: VertexId::default(),
         parents: Vec::new(),
-        payload: b"pqdag genesis".to_vec(),
+        txs: vec![pqdag_wire::Transaction::new(b"pqdag genesis".to_vec(), Vec::new())],
         conflict_keys: Vec::new(),
         timestamp_ms: 0,
         creator: NodeId::default(),

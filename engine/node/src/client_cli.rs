@@ -78,10 +78,10 @@ pub fn submit(args: &SubmitArgs) -> CliResult<String> {
     let preferred = args.node.as_deref().map(|n| node_index(&nodes, n)).transpose()?.unwrap_or(0);
     let client = connect(&args.cluster, args.key.as_deref(), preferred)?;
     let keys = args.conflict_keys.iter().map(|k| ConflictKey(*k)).collect();
-    let id = client.submit(args.payload.clone(), keys)?;
-    let mut out = json!({ "id": id.to_hex(), "node": client.as_async().current_node().name });
+    let receipt = client.submit(args.payload.clone(), keys)?;
+    let mut out = json!({ "tx": receipt.tx.to_hex(), "id": receipt.vertex.to_hex(), "node": client.as_async().current_node().name });
     if args.wait {
-        let d = client.wait(id)?;
+        let d = client.wait(receipt)?;
         if let (Some(o), serde_json::Value::Object(d)) = (out.as_object_mut(), decision_json(&d)) {
             o.extend(d);
         }
@@ -89,18 +89,21 @@ pub fn submit(args: &SubmitArgs) -> CliResult<String> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{out}")?;
     stdout.flush()?;
-    Ok(format!("submitted {}", id.to_hex()))
+    Ok(format!("submitted transaction {} in vertex {}", receipt.tx.to_hex(), receipt.vertex.to_hex()))
 }
 
 /// One feed event as a JSON line.
 pub fn event_json(ev: &DecisionEvent) -> serde_json::Value {
     let mut v = json!({
         "id": ev.id.to_hex(),
-        "payload_hex": hex::encode(&ev.payload),
-        "conflict_keys": ev.conflict_keys.iter().map(|k| hex::encode(k.0)).collect::<Vec<_>>(),
+        "txs": ev.txs.iter().map(|t| json!({
+            "tx": t.tx.to_hex(),
+            "payload_hex": hex::encode(&t.payload),
+            "conflict_keys": t.conflict_keys.iter().map(|k| hex::encode(k.0)).collect::<Vec<_>>(),
+            "client": hex::encode(t.client),
+        })).collect::<Vec<_>>(),
         "parents": ev.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
         "creator": hex::encode(ev.creator),
-        "client": hex::encode(ev.client),
         "node": ev.node,
         "cursor": ev.cursor.to_hex(),
     });

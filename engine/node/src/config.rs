@@ -64,11 +64,34 @@ pub struct ParamsFile {
     pub finalization_threshold: f64,
     /// Query timeout in milliseconds (FR-002: 1000).
     pub query_timeout_ms: u64,
+    /// Most transactions (client submissions) per vertex; 1 = one payload per vertex.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a busy node lets a batch wait for more submissions, in microseconds (an idle
+    /// node closes a batch at once).
+    #[serde(default = "default_batch_linger_us")]
+    pub batch_linger_us: u64,
+}
+
+fn default_max_batch() -> usize {
+    1024
+}
+
+fn default_batch_linger_us() -> u64 {
+    5_000
 }
 
 impl Default for ParamsFile {
     fn default() -> Self {
-        Self { sample_size: 10, alpha_threshold: 8, beta_threshold: 20, finalization_threshold: 0.95, query_timeout_ms: 1000 }
+        Self {
+            sample_size: 10,
+            alpha_threshold: 8,
+            beta_threshold: 20,
+            finalization_threshold: 0.95,
+            query_timeout_ms: 1000,
+            max_batch: default_max_batch(),
+            batch_linger_us: default_batch_linger_us(),
+        }
     }
 }
 

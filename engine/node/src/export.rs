@@ -111,14 +111,24 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
                     for (position, id) in page {
                         let Some(sv) = store.get(&id).map_err(err)? else { continue };
                         let v = &sv.vertex;
-                        let client = store.client_of(&id).map_err(err)?.map(hex::encode);
+                        let mut txs = Vec::with_capacity(v.txs.len());
+                        for t in &v.txs {
+                            let tx = t.id();
+                            let client = store.client_of(&pqdag_wire::VertexId(tx.0)).map_err(err)?.map(hex::encode);
+                            txs.push(serde_json::json!({
+                                "tx": tx.to_hex(),
+                                "payload": hex::encode(&t.payload),
+                                "conflict_keys": t.conflict_keys.iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+                                "client": client,
+                            }));
+                        }
                         let line = serde_json::json!({
                             "shard": shard,
                             "position": position,
                             "id": v.id.to_hex(),
                             "parents": v.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                            "payload": hex::encode(&v.payload),
-                            "conflict_keys": v.conflict_keys.iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+                            "txs": txs,
+                            "tx_root": hex::encode(v.tx_root()),
                             "timestamp_ms": v.timestamp_ms,
                             "creator": v.creator.to_hex(),
                             "creator_public_key": keys.get(&v.creator).cloned().unwrap_or_default(),
@@ -126,7 +136,6 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
                             "signed_bytes": hex::encode(v.signed_bytes()),
                             "signature_context": String::from_utf8_lossy(Domain::Vertex.context()),
                             "signature": hex::encode(&v.signature),
-                            "client": client,
                         });
                         writeln!(out, "{line}")?;
                         written += 1;

@@ -118,6 +118,17 @@ fn decisions(c: &Cluster, i: usize) -> usize {
     c.status(i)["shards"].as_array().map(|s| s.iter().map(|x| x["decisions"].as_u64().unwrap_or(0)).sum::<u64>()).unwrap_or(0) as usize
 }
 
+/// The final entry carrying transaction `tx` and that transaction's JSON (a re-issued
+/// transaction is also listed once with its rejected first vertex).
+fn final_tx<'a>(lines: &'a [Value], tx: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| l["decision"] == "final")
+        .flat_map(|l| l["txs"].as_array().into_iter().flatten())
+        .filter(|t| t["tx"] == tx)
+        .collect()
+}
+
 fn ids(lines: &[Value]) -> Vec<String> {
     lines.iter().map(|l| l["id"].as_str().unwrap_or_default().to_string()).collect()
 }
@@ -132,7 +143,7 @@ fn check_one_feed(name: &str, lines: &[Value]) {
     let mut winner: HashMap<&str, &str> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
         if l["decision"] == "final" {
-            for k in l["conflict_keys"].as_array().expect("present") {
+            for k in l["txs"].as_array().expect("present").iter().flat_map(|t| t["conflict_keys"].as_array().expect("present")) {
                 let prev = winner.insert(k.as_str().expect("present"), l["id"].as_str().expect("present"));
                 assert!(prev.is_none(), "{name}: two finals spend {k}");
             }
@@ -163,7 +174,7 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
         let node = if n % 2 == 0 { "node-0" } else { "node-1" };
         let out = submit_wait(&c, node, &payload, &key_hex(n, 0xaa));
         assert_eq!(out["decision"], "final", "{out}");
-        known.push((out["id"].as_str().expect("present").to_string(), hex::encode(&payload)));
+        known.push((out["tx"].as_str().expect("present").to_string(), hex::encode(&payload)));
     }
     // A double spend through two nodes at once: at most one final.
     let k = key_hex(99, 0xbb);
@@ -213,12 +224,11 @@ fn tail_survives_kill9_and_resumes_from_a_cursor_without_gap_or_duplicate() {
     let rest = Tail::start(&c, "node-2", Some(&cursor), Some(total - mid - 1));
     rest.wait_len(total - mid - 1, Duration::from_secs(60));
     assert_eq!(ids(&rest.lines()), ids(&followed[mid + 1..]), "resuming from a cursor: no gap, no duplicate");
-    // Known payloads: once each, same bytes.
-    for (id, payload) in &known {
-        let hits: Vec<&Value> = full.iter().filter(|l| l["id"] == id.as_str()).collect();
-        assert_eq!(hits.len(), 1, "known payload {id} listed {} times", hits.len());
+    // Known payloads: final once each, same bytes.
+    for (tx, payload) in &known {
+        let hits = final_tx(&full, tx);
+        assert_eq!(hits.len(), 1, "known transaction {tx} final {} times", hits.len());
         assert_eq!(hits[0]["payload_hex"], payload.as_str());
-        assert_eq!(hits[0]["decision"], "final");
     }
 
     // Across nodes: same set of finals, one winner per key, parents before children in each.
@@ -330,7 +340,7 @@ fn feed_covers_every_shard() {
         let payload = format!("sharded payload {n}").into_bytes();
         let out = submit_wait(&c, "node-0", &payload, &key_hex(n, 0xee));
         assert_eq!(out["decision"], "final", "{out}");
-        known.insert(out["id"].as_str().expect("present").to_string(), hex::encode(&payload));
+        known.insert(out["tx"].as_str().expect("present").to_string(), hex::encode(&payload));
     }
     c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
     let per_shard: Vec<u64> = c.status(1)["shards"].as_array().expect("present").iter().map(|s| s["decisions"].as_u64().expect("present")).collect();
@@ -338,9 +348,9 @@ fn feed_covers_every_shard() {
     let total = decisions(&c, 1);
     let full = tail_all(&c, "node-1", total);
     check_one_feed("node-1", &full);
-    for (id, payload) in &known {
-        let hits: Vec<&Value> = full.iter().filter(|l| l["id"] == id.as_str()).collect();
-        assert_eq!(hits.len(), 1, "{id} listed {} times", hits.len());
+    for (tx, payload) in &known {
+        let hits = final_tx(&full, tx);
+        assert_eq!(hits.len(), 1, "{tx} final {} times", hits.len());
         assert_eq!(hits[0]["payload_hex"], payload.as_str());
     }
     let shards: HashSet<u64> = full.iter().filter_map(|l| l["shard"].as_u64()).collect();

@@ -82,11 +82,11 @@ pub enum MsgKind {
 /// Bytes an action puts on the network (all recipients), for the byte cost of the sender.
 pub(crate) fn action_bytes(a: &Action, nodes: usize) -> usize {
     match a {
-        Action::SendVertex { to, vertex } => to.len() * msg_bytes(&MsgKind::Vertex { payload: vertex.payload.len() }),
+        Action::SendVertex { to, vertex } => to.len() * msg_bytes(&MsgKind::Vertex { payload: vertex.payload_bytes() }),
         Action::SendQuery { to, query } => to.len() * msg_bytes(&MsgKind::Query { ids: query.ids.len() }),
         Action::SendResponse { response, .. } => msg_bytes(&MsgKind::Response { ids: response.votes.len() }),
         Action::RequestVertices { request, .. } => 32 * request.ids.len() + 64,
-        Action::SendVertices { reply, .. } => reply.vertices.iter().map(|v| v.payload.len() + SIG_BYTES + 200).sum::<usize>() + 16,
+        Action::SendVertices { reply, .. } => reply.vertices.iter().map(|v| v.payload_bytes() + SIG_BYTES + 200).sum::<usize>() + 16,
         Action::SendFrontier { to, frontier } => to.len() * (32 * frontier.tips.len() + 80),
         Action::Alert { evidence: Some(_), .. } => nodes.saturating_sub(1) * (3 * SIG_BYTES + 600),
         _ => 0,
@@ -96,11 +96,11 @@ pub(crate) fn action_bytes(a: &Action, nodes: usize) -> usize {
 /// Modelled wire size of one message to one recipient.
 pub(crate) fn size_of(m: &Msg) -> usize {
     match m {
-        Msg::Vertex(v) => msg_bytes(&MsgKind::Vertex { payload: v.payload.len() }),
+        Msg::Vertex(v) => msg_bytes(&MsgKind::Vertex { payload: v.payload_bytes() }),
         Msg::Query(q) => msg_bytes(&MsgKind::Query { ids: q.ids.len() }),
         Msg::Response(r) => msg_bytes(&MsgKind::Response { ids: r.votes.len() }),
         Msg::Request(r) => 32 * r.ids.len() + 64,
-        Msg::Reply(vs) => vs.iter().map(|v| v.payload.len() + SIG_BYTES + 200).sum::<usize>() + 16,
+        Msg::Reply(vs) => vs.iter().map(|v| v.payload_bytes() + SIG_BYTES + 200).sum::<usize>() + 16,
         Msg::Frontier(f) => 32 * f.tips.len() + 80,
         Msg::Alert(..) => 2 * (SIG_BYTES + 300) + SIG_BYTES,
         Msg::Garbage(..) => 4700,

@@ -7,7 +7,6 @@
 //! Owns nothing; calls only the signers (keyed MACs) of the run.
 
 use pqdag_core::{Domain, Misbehaviour, NodeId};
-use pqdag_wire::limits::{CONFLICT_KEYS_MAX, PARENTS_MAX, PAYLOAD_BYTES_MAX};
 use pqdag_wire::{Evidence, Vertex};
 
 use crate::network::Msg;
@@ -16,15 +15,7 @@ use crate::shell::MacSigner;
 /// Checks one vertex: bounds, id, its creator's signature.
 fn vertex_ok<'a>(v: &Vertex, key_of: &impl Fn(&NodeId) -> Option<&'a MacSigner>) -> Result<(), Misbehaviour> {
     // The wire bounds (`Vertex::check_bounds` less the ML-DSA signature length: MACs are 32 B).
-    let distinct = |ids: &mut Vec<[u8; 32]>| {
-        ids.sort_unstable();
-        ids.windows(2).all(|w| w[0] != w[1])
-    };
-    let bounded = (1..=PARENTS_MAX).contains(&v.parents.len())
-        && v.payload.len() <= PAYLOAD_BYTES_MAX
-        && v.conflict_keys.len() <= CONFLICT_KEYS_MAX
-        && distinct(&mut v.parents.iter().map(|p| p.0).collect())
-        && distinct(&mut v.conflict_keys.iter().map(|k| k.0).collect());
+    let bounded = v.check_shape().is_ok();
     if !bounded || v.compute_id() != v.id {
         return Err(Misbehaviour::Malformed);
     }

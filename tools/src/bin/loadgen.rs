@@ -161,10 +161,15 @@ struct State {
     quiet: bool,
     /// Event readers stop then.
     hard_end: Instant,
+    /// The vertex carrying each acknowledged, undecided transaction (status polls ask about
+    /// vertices; the tracker knows transactions, whose ids are stable across retries and
+    /// re-issues).
+    vertex_of: std::collections::HashMap<VertexId, VertexId>,
 }
 
 impl State {
     fn decided(&mut self, id: VertexId, final_: bool, at: Instant) {
+        self.vertex_of.remove(&id);
         if let Some(f) = self.tracker.decided(id, final_, at) {
             if let Some(h) = self.latency_us.as_mut() {
                 let _ = h.record((f.latency.as_micros() as u64).max(1));
@@ -282,8 +287,16 @@ async fn read_events(st: Shared, i: usize, gen: u64, c: Rc<ClientConnection>) {
         if let Ok(FrameRef::ClientReply(ArchivedClientReply::Events { events })) = decode(&bytes) {
             let mut s = st.borrow_mut();
             for e in events.iter() {
-                let final_ = matches!(e.status, ArchivedClientStatus::Final { .. });
-                s.decided(VertexId(e.id.0), final_, at);
+                // The tracker follows transactions (`VertexId`-typed 32-byte keys here).
+                let tx = VertexId(e.tx.0);
+                match e.status {
+                    ArchivedClientStatus::Final { .. } => s.decided(tx, true, at),
+                    ArchivedClientStatus::Rejected => s.decided(tx, false, at),
+                    // Re-issued into a new vertex: status polls must ask about that one.
+                    _ => {
+                        s.vertex_of.insert(tx, VertexId(e.id.0));
+                    }
+                }
             }
         }
     }
@@ -311,7 +324,10 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
                 s.nodes[node].last_reply = Some(now);
             }
             match decode(reply) {
-                Ok(FrameRef::ClientReply(ArchivedClientReply::Submitted { id, .. })) => s.tracker.acked(tag, attempt, VertexId(id.0)),
+                Ok(FrameRef::ClientReply(ArchivedClientReply::Submitted { tx, id, .. })) => {
+                    s.vertex_of.insert(VertexId(tx.0), VertexId(id.0));
+                    s.tracker.acked(tag, attempt, VertexId(tx.0));
+                }
                 Ok(FrameRef::ClientReply(ArchivedClientReply::Error { code, .. })) => {
                     let why = match code {
                         ArchivedClientErrorCode::Conflict => Refusal::Conflict,
@@ -343,7 +359,11 @@ async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Dura
         st.borrow_mut().polling = false;
         return;
     };
-    let req = ClientRequest::Status { tag: 0, ids: ids.iter().map(|x| x.0).collect() };
+    let vertices: Vec<VertexId> = {
+        let s = st.borrow();
+        ids.iter().map(|x| s.vertex_of.get(&x.0).copied().unwrap_or(x.0)).collect()
+    };
+    let req = ClientRequest::Status { tag: 0, ids: vertices };
     let r = match encode(&req) {
         Ok(b) => c.submit(b, timeout).await,
         Err(_) => Err(TransportError::Timeout(timeout)),
@@ -373,27 +393,38 @@ async fn resolve_from_feed(st: Shared, nonce: u64, budget: Duration, timeout: Du
     let live = st.borrow_mut().live();
     let Some((_, c)) = live else { return };
     let node_ids: Vec<[u8; 32]> = st.borrow().nodes.iter().map(|n| n.target.public_key.node_id()).collect();
+    // A transaction rejected with one vertex may be final in a later one (re-issue): read the
+    // whole feed first, a final decision wins.
+    let mut seen: std::collections::HashMap<u64, (VertexId, bool, Option<usize>)> = std::collections::HashMap::new();
     let mut from = Vec::new();
     while Instant::now() < deadline {
-        let Ok(b) = encode(&ClientRequest::Feed { tag: 0, from: from.clone(), max: pqdag_wire::FEED_ENTRIES_MAX as u32 }) else { return };
-        let Ok(reply) = c.submit(b, timeout).await else { return };
-        let Ok(FrameRef::ClientReply(ArchivedClientReply::FeedBatch { entries, next_cursor, .. })) = decode(&reply) else { return };
+        let Ok(b) = encode(&ClientRequest::Feed { tag: 0, from: from.clone(), max: pqdag_wire::FEED_ENTRIES_MAX as u32 }) else { break };
+        let Ok(reply) = c.submit(b, timeout).await else { break };
+        let Ok(FrameRef::ClientReply(ArchivedClientReply::FeedBatch { entries, next_cursor, .. })) = decode(&reply) else { break };
         if entries.is_empty() {
-            return;
+            break;
         }
-        let now = Instant::now();
-        let mut s = st.borrow_mut();
         for e in entries.iter() {
-            let p = e.payload.as_slice();
-            if p.len() < 16 || p[..8] != nonce.to_le_bytes() {
-                continue;
-            }
-            let tag = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
             let final_ = matches!(e.decision, ArchivedClientStatus::Final { .. });
             let creator = node_ids.iter().position(|n| *n == e.creator.0);
-            s.tracker.feed_decision(tag, VertexId(e.id.0), final_, creator, now);
+            for t in e.txs.iter() {
+                let p = t.payload.as_slice();
+                if p.len() < 16 || p[..8] != nonce.to_le_bytes() {
+                    continue;
+                }
+                let tag = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
+                let entry = seen.entry(tag).or_insert((VertexId(t.tx.0), final_, creator));
+                if final_ && !entry.1 {
+                    *entry = (VertexId(t.tx.0), true, creator);
+                }
+            }
         }
         from = next_cursor.as_slice().to_vec();
+    }
+    let now = Instant::now();
+    let mut s = st.borrow_mut();
+    for (tag, (tx, final_, creator)) in seen {
+        s.tracker.feed_decision(tag, tx, final_, creator, now);
     }
 }
 
@@ -430,6 +461,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         rr: 0,
         quiet: args.quiet,
         hard_end: now0 + Duration::from_secs(86_400 * 365),
+        vertex_of: std::collections::HashMap::new(),
     }));
     // Connect every node (10 s, as a loaded machine may need). Start once each answered or
     // failed, or `--ack-timeout` after the first connected (a dead node's attempt goes on in

@@ -4,8 +4,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::limits::{CONFLICT_KEYS_MAX, PARENTS_MAX, PAYLOAD_BYTES_MAX};
-use crate::types::{ConflictKey, NodeId, VertexId};
+use crate::limits::{CONFLICT_KEYS_MAX, PARENTS_MAX, PAYLOAD_BYTES_MAX, TXS_MAX};
+use crate::types::{ConflictKey, NodeId, TxId, VertexId};
 
 /// Most ids a client may list in one status request.
 pub const CLIENT_STATUS_IDS_MAX: usize = 1024;
@@ -55,7 +55,23 @@ pub enum ClientRequest {
     },
 }
 
-/// One decided vertex in a node's decision feed.
+/// One transaction of a decided vertex, as the feed reports it.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct FeedTx {
+    /// Its id (stable across a re-issue into another vertex).
+    pub tx: TxId,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// What it spends.
+    pub conflict_keys: Vec<ConflictKey>,
+    /// Key id of the client that submitted it, when this node recorded one; zero otherwise.
+    pub client: [u8; 32],
+}
+
+/// One decided vertex in a node's decision feed, with its transactions: all final with it, or
+/// all rejected with it (a rejected vertex's innocent transactions are re-issued by their
+/// creator in a new vertex, which the feed reports when it is decided).
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub struct FeedEntry {
@@ -63,16 +79,12 @@ pub struct FeedEntry {
     pub id: VertexId,
     /// `Final { shard, position }` or `Rejected`.
     pub decision: ClientStatus,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// What it spends.
-    pub conflict_keys: Vec<ConflictKey>,
+    /// Its transactions, in vertex order.
+    pub txs: Vec<FeedTx>,
     /// Its parents.
     pub parents: Vec<VertexId>,
     /// The node that created it.
     pub creator: NodeId,
-    /// Key id of the client that submitted it, when this node recorded one; zero otherwise.
-    pub client: [u8; 32],
     /// The feed cursor just after this entry (resume from it to get the next one).
     pub cursor: Vec<u8>,
 }
@@ -96,13 +108,17 @@ pub enum ClientStatus {
     Rejected,
 }
 
-/// One finality event.
+/// One event about a submitted transaction: decided (`Final` or `Rejected`), or moved to a new
+/// vertex (`Processing`: its vertex was rejected for another transaction's double spend and the
+/// node re-issued it; `id` is the new vertex).
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub struct FinalityEvent {
-    /// The vertex.
+    /// The transaction.
+    pub tx: TxId,
+    /// The vertex carrying it now.
     pub id: VertexId,
-    /// Its decided status (`Final` or `Rejected`).
+    /// `Final`, `Rejected`, or `Processing` for a re-issue.
     pub status: ClientStatus,
     /// Microseconds from creation on this node to the decision.
     pub latency_us: u64,
@@ -112,11 +128,13 @@ pub struct FinalityEvent {
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub enum ClientReply {
-    /// The payload became this vertex.
+    /// The payload became transaction `tx`, batched into vertex `id`.
     Submitted {
         /// The request's tag.
         tag: u64,
-        /// The vertex id.
+        /// The transaction id.
+        tx: TxId,
+        /// The vertex carrying it (a re-issue moves it: see [`FinalityEvent`]).
         id: VertexId,
     },
     /// Statuses in request order.
@@ -196,8 +214,11 @@ pub(crate) fn check_reply(r: &ArchivedClientReply) -> Result<(), crate::WireErro
             bound("feed entries", entries.len(), FEED_ENTRIES_MAX)?;
             bound("feed cursor bytes", next_cursor.len(), FEED_CURSOR_BYTES_MAX)?;
             for e in entries.iter() {
-                bound("payload bytes", e.payload.len(), PAYLOAD_BYTES_MAX)?;
-                bound("conflict keys", e.conflict_keys.len(), CONFLICT_KEYS_MAX)?;
+                bound("feed transactions", e.txs.len(), TXS_MAX)?;
+                for t in e.txs.iter() {
+                    bound("payload bytes", t.payload.len(), PAYLOAD_BYTES_MAX)?;
+                    bound("conflict keys", t.conflict_keys.len(), CONFLICT_KEYS_MAX)?;
+                }
                 bound("parents", e.parents.len(), PARENTS_MAX)?;
                 bound("feed cursor bytes", e.cursor.len(), FEED_CURSOR_BYTES_MAX)?;
                 if !matches!(e.decision, ArchivedClientStatus::Final { .. } | ArchivedClientStatus::Rejected) {

@@ -8,7 +8,7 @@ use crate::messages::{bound, *};
 use crate::WireError;
 
 /// The wire version this build speaks. A peer with another version is refused per frame.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Length of the frame header (version byte, kind byte).
 pub const HEADER_BYTES: usize = 2;

@@ -20,11 +20,12 @@ mod error;
 mod frame;
 pub mod limits;
 mod messages;
+mod tx;
 mod types;
 
 pub use client::{
     ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientRequest, ArchivedClientStatus, ArchivedFeedEntry, ArchivedFinalityEvent,
-    ClientErrorCode, ClientReply, ClientRequest, ClientStatus, FeedEntry, FinalityEvent, CLIENT_EVENTS_MAX, CLIENT_STATUS_IDS_MAX,
+    ClientErrorCode, ClientReply, ClientRequest, ClientStatus, FeedEntry, FeedTx, ArchivedFeedTx, FinalityEvent, CLIENT_EVENTS_MAX, CLIENT_STATUS_IDS_MAX,
     FEED_CURSOR_BYTES_MAX, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX,
 };
 pub use error::WireError;
@@ -34,4 +35,5 @@ pub use messages::{
     ArchivedVertex, ArchivedVertexReply, ArchivedVertexRequest, Alert, Evidence, Frontier, Query, CANONICAL_VERTEX_VERSION,
     Response, Vertex, VertexReply, VertexRequest, Vote, SyncRequest, SyncReply, ArchivedSyncRequest, ArchivedSyncReply,
 };
-pub use types::{ArchivedConflictKey, ArchivedNodeId, ArchivedVertexId, ConflictKey, NodeId, VertexId};
+pub use tx::{spends_apart, tx_budget, tx_proof, tx_root, verify_tx_proof, ArchivedTransaction, Transaction};
+pub use types::{ArchivedConflictKey, ArchivedNodeId, ArchivedTxId, ArchivedVertexId, ConflictKey, NodeId, TxId, VertexId};

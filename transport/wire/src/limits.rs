@@ -7,10 +7,17 @@ pub const FRAME_BYTES_MAX: usize = 1 << 20;
 pub const PARENTS_MAX: usize = 8;
 /// Fewest parents a non-genesis vertex references.
 pub const PARENTS_MIN: usize = 1;
-/// Largest vertex payload.
+/// Largest payload of one transaction.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
-/// Most conflict keys a vertex may declare.
+/// Most conflict keys one transaction may declare.
 pub const CONFLICT_KEYS_MAX: usize = 16;
+/// Most transactions one vertex carries.
+pub const TXS_MAX: usize = 4096;
+/// Most conflict keys one vertex carries (its transactions' keys together).
+pub const VERTEX_KEYS_MAX: usize = 4096;
+/// Budget of one vertex's transactions (payloads, keys, framing: `tx_budget`), so a vertex with
+/// its signature always fits a frame and a reply of a few vertices stays bounded by bytes.
+pub const VERTEX_TX_BYTES_MAX: usize = 512 * 1024;
 /// Most vertex ids one query may ask about (one signed response answers them all).
 pub const QUERY_IDS_MAX: usize = 4096;
 /// Most ids one vertex request may name.

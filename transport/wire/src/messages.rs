@@ -4,11 +4,13 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::limits::*;
-use crate::types::{ConflictKey, NodeId, VertexId};
+use crate::tx::{tx_budget, tx_root, ArchivedTransaction, Transaction};
+use crate::types::{ConflictKey, NodeId, TxId, VertexId};
 use crate::WireError;
 
-/// A DAG vertex: a payload, the parents it builds on, the conflict keys it claims, signed by its
-/// creator. Its id is the BLAKE3 of [`Vertex::canonical_bytes`]; the creator signs the id.
+/// A DAG vertex: a batch of transactions, the parents it builds on, signed by its creator. Its id
+/// is the BLAKE3 of [`Vertex::canonical_bytes`], which commit to the transactions through their
+/// Merkle root; the creator signs the id.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub struct Vertex {
@@ -16,9 +18,12 @@ pub struct Vertex {
     pub id: VertexId,
     /// Parent ids, [`PARENTS_MIN`]..=[`PARENTS_MAX`] of them, distinct.
     pub parents: Vec<VertexId>,
-    /// Application bytes, at most [`PAYLOAD_BYTES_MAX`].
-    pub payload: Vec<u8>,
-    /// What the payload spends; vertices sharing a key conflict.
+    /// The transactions, at most [`TXS_MAX`] within [`VERTEX_TX_BYTES_MAX`]; no two share a
+    /// conflict key (a vertex never spends a key twice).
+    pub txs: Vec<Transaction>,
+    /// Every transaction's conflict keys, in transaction order (checked on receipt, so it is
+    /// covered by the id): the vertex joins the conflict set of each. Kept on the vertex because
+    /// consensus works on it for every poll.
     pub conflict_keys: Vec<ConflictKey>,
     /// Creator's wall clock at creation, ms since the Unix epoch (tie-break only, never trusted
     /// for safety).
@@ -29,65 +34,56 @@ pub struct Vertex {
     pub signature: Vec<u8>,
 }
 
-/// Version byte inside the canonical vertex bytes (independent of the frame version).
-pub const CANONICAL_VERTEX_VERSION: u8 = 1;
+/// Version byte inside the canonical vertex bytes (independent of the frame version). 2: a
+/// vertex carries a batch of transactions under a Merkle root.
+pub const CANONICAL_VERTEX_VERSION: u8 = 2;
 
 /// Writes the canonical bytes from borrowed parts, so the owned and the archived form hash alike.
 ///
 /// Layout (all integers little-endian): `version u8 · n_parents u16 · parents (32 each) ·
-/// n_keys u16 · keys (32 each) · timestamp_ms u64 · creator (32) · payload_len u32 · payload`.
-fn canonical_from_parts<'a>(
-    parents: impl ExactSizeIterator<Item = &'a [u8; 32]>,
-    keys: impl ExactSizeIterator<Item = &'a [u8; 32]>,
-    timestamp_ms: u64,
-    creator: &[u8; 32],
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 2 + 32 * parents.len() + 2 + 32 * keys.len() + 8 + 32 + 4 + payload.len());
+/// n_txs u32 · tx_root (32) · timestamp_ms u64 · creator (32)`. The conflict keys are covered
+/// through the transactions (and checked equal to theirs on receipt).
+fn canonical_from_parts<'a>(parents: impl ExactSizeIterator<Item = &'a [u8; 32]>, n_txs: usize, tx_root: &[u8; 32], timestamp_ms: u64, creator: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 2 + 32 * parents.len() + 4 + 32 + 8 + 32);
     out.push(CANONICAL_VERTEX_VERSION);
     // Lengths are bounded by the limits long before u16/u32 overflow; saturate defensively.
     out.extend_from_slice(&u16::try_from(parents.len()).unwrap_or(u16::MAX).to_le_bytes());
     parents.for_each(|p| out.extend_from_slice(p));
-    out.extend_from_slice(&u16::try_from(keys.len()).unwrap_or(u16::MAX).to_le_bytes());
-    keys.for_each(|k| out.extend_from_slice(k));
+    out.extend_from_slice(&u32::try_from(n_txs).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(tx_root);
     out.extend_from_slice(&timestamp_ms.to_le_bytes());
     out.extend_from_slice(creator);
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(payload);
     out
 }
 
 impl Vertex {
-    /// Builds an unsigned vertex with its id computed. Sign [`Vertex::signed_bytes`] next.
-    pub fn new_unsigned(
-        parents: Vec<VertexId>,
-        payload: Vec<u8>,
-        conflict_keys: Vec<ConflictKey>,
-        timestamp_ms: u64,
-        creator: NodeId,
-    ) -> Self {
-        let mut v = Vertex {
-            id: VertexId::default(),
-            parents,
-            payload,
-            conflict_keys,
-            timestamp_ms,
-            creator,
-            signature: Vec::new(),
-        };
+    /// Builds an unsigned vertex carrying one transaction (`payload`, `conflict_keys`), with its
+    /// id computed. Sign [`Vertex::signed_bytes`] next.
+    pub fn new_unsigned(parents: Vec<VertexId>, payload: Vec<u8>, conflict_keys: Vec<ConflictKey>, timestamp_ms: u64, creator: NodeId) -> Self {
+        Self::with_txs(parents, vec![Transaction::new(payload, conflict_keys)], timestamp_ms, creator)
+    }
+
+    /// Builds an unsigned vertex carrying `txs`, with its conflict keys and id computed.
+    pub fn with_txs(parents: Vec<VertexId>, txs: Vec<Transaction>, timestamp_ms: u64, creator: NodeId) -> Self {
+        let conflict_keys = txs.iter().flat_map(|t| t.conflict_keys.iter().copied()).collect();
+        let mut v = Vertex { id: VertexId::default(), parents, txs, conflict_keys, timestamp_ms, creator, signature: Vec::new() };
         v.id = v.compute_id();
         v
     }
 
-    /// The bytes the id hashes: every field but `id` and `signature`.
+    /// The transactions' ids, in order.
+    pub fn tx_ids(&self) -> Vec<TxId> {
+        self.txs.iter().map(Transaction::id).collect()
+    }
+
+    /// The Merkle root of the transactions (what the id commits to).
+    pub fn tx_root(&self) -> [u8; 32] {
+        tx_root(&self.tx_ids())
+    }
+
+    /// The bytes the id hashes.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        canonical_from_parts(
-            self.parents.iter().map(|p| &p.0),
-            self.conflict_keys.iter().map(|k| &k.0),
-            self.timestamp_ms,
-            &self.creator.0,
-            &self.payload,
-        )
+        canonical_from_parts(self.parents.iter().map(|p| &p.0), self.txs.len(), &self.tx_root(), self.timestamp_ms, &self.creator.0)
     }
 
     /// BLAKE3 id of the canonical bytes.
@@ -103,27 +99,40 @@ impl Vertex {
     /// Checks every bound of an owned vertex (what [`decode`](crate::decode) checks on receipt);
     /// `encode` refuses a vertex that breaks one, so honest nodes never send one.
     pub fn check_bounds(&self) -> Result<(), WireError> {
-        check_vertex_counts(self.parents.len(), self.payload.len(), self.conflict_keys.len(), self.signature.len(), true)?;
+        check_vertex_counts(self.parents.len(), self.txs.len(), self.conflict_keys.len(), self.signature.len(), true)?;
+        self.check_shape()
+    }
+
+    /// Every bound but the signature's length (a simulator signs with shorter MACs).
+    pub fn check_shape(&self) -> Result<(), WireError> {
+        check_vertex_counts(self.parents.len(), self.txs.len(), self.conflict_keys.len(), 0, true)?;
+        let mut budget = 0usize;
+        for t in &self.txs {
+            t.check_bounds()?;
+            budget += t.budget_bytes();
+        }
+        bound("vertex transaction bytes", budget, VERTEX_TX_BYTES_MAX)?;
         check_distinct("parents", self.parents.iter().map(|p| &p.0))?;
+        check_keys(self.txs.iter().map(|t| t.conflict_keys.iter().map(|k| &k.0)), self.conflict_keys.iter().map(|k| &k.0))?;
         check_distinct("conflict_keys", self.conflict_keys.iter().map(|k| &k.0))
     }
 
     /// Approximate bytes held in memory (for budgets).
     pub fn heap_bytes(&self) -> usize {
-        32 * (self.parents.len() + self.conflict_keys.len()) + self.payload.len() + self.signature.len() + 128
+        32 * self.parents.len() + self.txs.iter().map(Transaction::budget_bytes).sum::<usize>() + 32 * self.txs.len() + self.signature.len() + 128
+    }
+
+    /// Payload bytes of all its transactions.
+    pub fn payload_bytes(&self) -> usize {
+        self.txs.iter().map(|t| t.payload.len()).sum()
     }
 }
 
 impl ArchivedVertex {
     /// Canonical bytes computed straight from the archive (zero-copy path).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        canonical_from_parts(
-            self.parents.iter().map(|p| &p.0),
-            self.conflict_keys.iter().map(|k| &k.0),
-            self.timestamp_ms.to_native(),
-            &self.creator.0,
-            self.payload.as_slice(),
-        )
+        let ids: Vec<TxId> = self.txs.iter().map(ArchivedTransaction::id).collect();
+        canonical_from_parts(self.parents.iter().map(|p| &p.0), ids.len(), &tx_root(&ids), self.timestamp_ms.to_native(), &self.creator.0)
     }
 
     /// BLAKE3 id of the canonical bytes; compare with `self.id` before trusting it.
@@ -146,7 +155,7 @@ impl ArchivedVertex {
         Vertex {
             id: VertexId(self.id.0),
             parents: self.parents.iter().map(|p| VertexId(p.0)).collect(),
-            payload: self.payload.as_slice().to_vec(),
+            txs: self.txs.iter().map(ArchivedTransaction::to_owned).collect(),
             conflict_keys: self.conflict_keys.iter().map(|k| ConflictKey(k.0)).collect(),
             timestamp_ms: self.timestamp_ms.to_native(),
             creator: NodeId(self.creator.0),
@@ -155,21 +164,44 @@ impl ArchivedVertex {
     }
 
     pub(crate) fn check_bounds(&self) -> Result<(), WireError> {
-        check_vertex_counts(self.parents.len(), self.payload.len(), self.conflict_keys.len(), self.signature.len(), false)?;
+        check_vertex_counts(self.parents.len(), self.txs.len(), self.conflict_keys.len(), self.signature.len(), false)?;
+        let mut budget = 0usize;
+        for t in self.txs.iter() {
+            bound("payload bytes", t.payload.len(), PAYLOAD_BYTES_MAX)?;
+            bound("conflict keys", t.conflict_keys.len(), CONFLICT_KEYS_MAX)?;
+            budget += tx_budget(t.payload.len(), t.conflict_keys.len());
+        }
+        bound("vertex transaction bytes", budget, VERTEX_TX_BYTES_MAX)?;
         check_distinct("parents", self.parents.iter().map(|p| &p.0))?;
+        check_keys(self.txs.iter().map(|t| t.conflict_keys.iter().map(|k| &k.0)), self.conflict_keys.iter().map(|k| &k.0))?;
         check_distinct("conflict_keys", self.conflict_keys.iter().map(|k| &k.0))
     }
 }
 
-fn check_vertex_counts(parents: usize, payload: usize, keys: usize, sig: usize, allow_unsigned: bool) -> Result<(), WireError> {
+fn check_vertex_counts(parents: usize, txs: usize, keys: usize, sig: usize, allow_unsigned: bool) -> Result<(), WireError> {
     bound("parents", parents, PARENTS_MAX)?;
     if parents < PARENTS_MIN {
         return Err(WireError::BadField { what: "parents", reason: "a vertex needs at least one parent".into() });
     }
-    bound("payload bytes", payload, PAYLOAD_BYTES_MAX)?;
-    bound("conflict keys", keys, CONFLICT_KEYS_MAX)?;
+    bound("transactions", txs, TXS_MAX)?;
+    bound("vertex conflict keys", keys, VERTEX_KEYS_MAX)?;
     if sig != SIGNATURE_BYTES && !(allow_unsigned && sig == 0) {
         return Err(WireError::BadField { what: "signature", reason: format!("{sig} bytes, ML-DSA-87 is {SIGNATURE_BYTES}") });
+    }
+    Ok(())
+}
+
+/// The vertex's key list is exactly its transactions' keys in order, and no key appears twice
+/// (within a transaction or across two: a vertex that spends a key twice could never be accepted).
+fn check_keys<'a, T: Iterator<Item = &'a [u8; 32]>>(txs: impl Iterator<Item = T>, vertex: impl Iterator<Item = &'a [u8; 32]>) -> Result<(), WireError> {
+    let mut vertex = vertex;
+    for key in txs.flatten() {
+        if vertex.next() != Some(key) {
+            return Err(WireError::BadField { what: "conflict_keys", reason: "not the transactions' keys in order".into() });
+        }
+    }
+    if vertex.next().is_some() {
+        return Err(WireError::BadField { what: "conflict_keys", reason: "more keys than the transactions declare".into() });
     }
     Ok(())
 }

@@ -69,3 +69,8 @@ id32!(
     /// form a conflict set, of which at most one is ever finalized.
     ConflictKey
 );
+id32!(
+    /// A transaction id: BLAKE3 of the transaction's canonical bytes (see
+    /// `Transaction::canonical_bytes`). Stable when a transaction moves to a new vertex (re-issue).
+    TxId
+);

@@ -17,18 +17,19 @@ prop_compose! {
     fn vertex()(
         parents in proptest::collection::btree_set(id(), PARENTS_MIN..=PARENTS_MAX),
         keys in proptest::collection::btree_set(id(), 0..=CONFLICT_KEYS_MAX),
-        payload in proptest::collection::vec(any::<u8>(), 0..2048),
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..512), 1..6),
         ts in any::<u64>(),
         creator in id(),
         signature in sig(),
     ) -> Vertex {
-        let mut v = Vertex::new_unsigned(
-            parents.into_iter().map(VertexId).collect(),
-            payload,
-            keys.into_iter().map(ConflictKey).collect(),
-            ts,
-            NodeId(creator),
-        );
+        // The keys dealt out over the transactions (no key spent twice).
+        let n = payloads.len();
+        let mut per_tx: Vec<Vec<ConflictKey>> = vec![Vec::new(); n];
+        for (i, k) in keys.into_iter().enumerate() {
+            per_tx[i % n].push(ConflictKey(k));
+        }
+        let txs = payloads.into_iter().zip(per_tx).map(|(p, k)| Transaction::new(p, k)).collect();
+        let mut v = Vertex::with_txs(parents.into_iter().map(VertexId).collect(), txs, ts, NodeId(creator));
         v.signature = signature;
         v
     }
@@ -171,9 +172,9 @@ fn bounds_are_enforced_both_ways() {
     v.parents = vec![];
     assert!(encode(&v).is_err());
     v.parents = vec![VertexId([1; 32])];
-    v.payload = vec![0; PAYLOAD_BYTES_MAX + 1];
+    v.txs[0].payload = vec![0; PAYLOAD_BYTES_MAX + 1];
     assert!(matches!(encode(&v), Err(WireError::Bound { .. })));
-    v.payload = vec![];
+    v.txs[0].payload = vec![];
     v.signature = vec![1; 10];
     assert!(matches!(encode(&v), Err(WireError::BadField { what: "signature", .. })));
 
@@ -184,6 +185,40 @@ fn bounds_are_enforced_both_ways() {
     let r = Response { query_id: 1, responder: NodeId([0; 32]), ids_digest: [0; 32], votes: vec![1, 0, 7], signature: vec![0; SIGNATURE_BYTES] };
     let bytes = encode(&r).unwrap();
     assert!(matches!(decode(&bytes), Err(WireError::BadField { what: "vote", .. })));
+}
+
+#[test]
+fn a_vertex_batch_is_checked_whole() {
+    let k = ConflictKey([7; 32]);
+    let parents = vec![VertexId([1; 32])];
+    let sign = |mut v: Vertex| {
+        v.signature = vec![0; SIGNATURE_BYTES];
+        v
+    };
+    let ok = sign(Vertex::with_txs(parents.clone(), vec![Transaction::new(vec![1], vec![k]), Transaction::new(vec![2], vec![])], 1, NodeId([0; 32])));
+    let bytes = encode(&ok).unwrap();
+    let FrameRef::Vertex(a) = decode(&bytes).unwrap() else { panic!("kind") };
+    assert!(a.id_matches());
+    assert_eq!(a.to_owned(), ok);
+    // Every transaction is provable under the root the id commits to.
+    let ids = ok.tx_ids();
+    for (i, t) in ids.iter().enumerate() {
+        assert!(verify_tx_proof(&ok.tx_root(), t, i, ids.len(), &tx_proof(&ids, i).unwrap()));
+    }
+    // A vertex spending one key with two transactions.
+    let twice = sign(Vertex::with_txs(parents.clone(), vec![Transaction::new(vec![1], vec![k]), Transaction::new(vec![2], vec![k])], 1, NodeId([0; 32])));
+    assert!(matches!(encode(&twice), Err(WireError::BadField { what: "conflict_keys", .. })));
+    // A key list that is not the transactions' keys.
+    let mut lying = ok.clone();
+    lying.conflict_keys = vec![ConflictKey([9; 32])];
+    assert!(matches!(encode(&lying), Err(WireError::BadField { what: "conflict_keys", .. })));
+    lying.conflict_keys = vec![];
+    assert!(matches!(encode(&lying), Err(WireError::BadField { what: "conflict_keys", .. })));
+    // Too many transactions, too many bytes.
+    let many = sign(Vertex::with_txs(parents.clone(), (0..=TXS_MAX).map(|i| Transaction::new((i as u32).to_le_bytes().to_vec(), vec![])).collect(), 1, NodeId([0; 32])));
+    assert!(matches!(encode(&many), Err(WireError::Bound { what: "transactions", .. })));
+    let heavy = sign(Vertex::with_txs(parents, (0..9).map(|i| Transaction::new(vec![i; PAYLOAD_BYTES_MAX], vec![])).collect(), 1, NodeId([0; 32])));
+    assert!(matches!(encode(&heavy), Err(WireError::Bound { what: "vertex transaction bytes", .. })));
 }
 
 #[test]
@@ -202,7 +237,7 @@ fn client_messages_round_trip_and_are_bounded() {
     let FrameRef::ClientRequest(a) = decode(&buf).unwrap() else { panic!("kind") };
     assert!(matches!(a, ArchivedClientRequest::Submit { .. }));
     let rep = ClientReply::Events {
-        events: vec![FinalityEvent { id: VertexId([1; 32]), status: ClientStatus::Final { shard: 0, position: 9 }, latency_us: 1234 }],
+        events: vec![FinalityEvent { tx: TxId([2; 32]), id: VertexId([1; 32]), status: ClientStatus::Final { shard: 0, position: 9 }, latency_us: 1234 }],
     };
     let buf = encode(&rep).unwrap();
     let FrameRef::ClientReply(ArchivedClientReply::Events { events }) = decode(&buf).unwrap() else { panic!("kind") };
@@ -221,11 +256,9 @@ fn feed_messages_round_trip_and_are_bounded() {
     let entry = FeedEntry {
         id: VertexId([1; 32]),
         decision: ClientStatus::Final { shard: 0, position: 7 },
-        payload: vec![9; 10],
-        conflict_keys: vec![ConflictKey([2; 32])],
+        txs: vec![FeedTx { tx: TxId([8; 32]), payload: vec![9; 10], conflict_keys: vec![ConflictKey([2; 32])], client: [0; 32] }],
         parents: vec![VertexId([3; 32])],
         creator: NodeId([4; 32]),
-        client: [0; 32],
         cursor: vec![5; 27],
     };
     let rep = ClientReply::FeedBatch { tag: 3, entries: vec![entry.clone(); 3], next_cursor: vec![5; 27] };

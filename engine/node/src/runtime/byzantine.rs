@@ -10,7 +10,7 @@
 //! those run in [`crate::runtime`]'s shard `tamper` stage. This module builds the messages.
 
 use pqdag_crypto::{Domain, Keypair};
-use pqdag_wire::{encode, Alert, ConflictKey, Evidence, NodeId, Query, Response, Vertex, VertexId, Vote};
+use pqdag_wire::{encode, Alert, ConflictKey, Evidence, NodeId, Query, Response, Transaction, Vertex, VertexId, Vote};
 
 /// How a Byzantine test node misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,12 +165,21 @@ pub fn tamper_response(mode: ByzantineMode, keypair: &Keypair, to: Recipient, mu
 pub fn tamper_own_vertex(mode: ByzantineMode, keypair: &Keypair, vertex: &Vertex) -> Option<(Vec<u8>, Vec<u8>)> {
     match mode {
         ByzantineMode::Equivocate => {
-            let mut payload = vertex.payload.clone();
-            payload.extend_from_slice(b" (equivocating twin)");
-            let mut twin = Vertex::new_unsigned(vertex.parents.clone(), payload, vertex.conflict_keys.clone(), vertex.timestamp_ms, vertex.creator);
-            if twin.conflict_keys.is_empty() {
-                twin = Vertex::new_unsigned(twin.parents.clone(), twin.payload.clone(), vec![ConflictKey(vertex.id.0)], twin.timestamp_ms, twin.creator);
+            // The same keys spent by different transactions (a re-issue of the same ones would
+            // not be an equivocation).
+            let mut txs: Vec<Transaction> = vertex
+                .txs
+                .iter()
+                .map(|t| {
+                    let mut payload = t.payload.clone();
+                    payload.extend_from_slice(b" (equivocating twin)");
+                    Transaction::new(payload, t.conflict_keys.clone())
+                })
+                .collect();
+            if vertex.conflict_keys.is_empty() {
+                txs = vec![Transaction::new(b"equivocating twin".to_vec(), vec![ConflictKey(vertex.id.0)])];
             }
+            let mut twin = Vertex::with_txs(vertex.parents.clone(), txs, vertex.timestamp_ms, vertex.creator);
             twin.signature = keypair.sign(Domain::Vertex, twin.signed_bytes()).ok()?.into_bytes();
             Some((encode(vertex).ok()?, encode(&twin).ok()?))
         }

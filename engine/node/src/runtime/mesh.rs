@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use pqdag_core::ShardMsg;
-use pqdag_wire::{ClientStatus, FeedEntry, VertexId};
+use pqdag_wire::{ClientStatus, FeedEntry, TxId, VertexId};
 
 use super::mailbox::Mailbox;
 
@@ -51,6 +51,16 @@ pub enum MeshMsg {
         client_tag: u64,
         /// The vertex.
         id: VertexId,
+        /// The transaction the submission became.
+        tx: TxId,
+    },
+    /// An own vertex is being rejected on its owner shard and these submissions of it move to a
+    /// new vertex (re-issue): shard 0 must not report them rejected with it.
+    Reissued {
+        /// The rejected vertex.
+        id: VertexId,
+        /// Shard 0's internal submission tags.
+        client_tags: Vec<u64>,
     },
     /// Shard 0 asks the owner shard for statuses (client `Status` request).
     StatusQuery {
@@ -257,7 +267,7 @@ mod tests {
                 let inbox: Mailbox<MeshMsg> = Mailbox::new();
                 let mesh = ShardMesh::join(MeshSetup { builder: b0, peer_ids: ids0 }, 0, inbox).await.expect("join 0");
                 for i in 0..total as u64 {
-                    assert!(mesh.send(1, MeshMsg::Created { client_tag: i, id: VertexId([0; 32]) }));
+                    assert!(mesh.send(1, MeshMsg::Created { client_tag: i, id: VertexId([0; 32]), tx: TxId([0; 32]) }));
                 }
                 // Let the flush task move what the channel and the inbox take.
                 glommio::timer::Timer::new(Duration::from_millis(100)).await;

@@ -80,6 +80,8 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.strip_final_after_us = FINAL_IN_MEMORY_US;
     params.forget_final_after_us = FINAL_RECORD_US;
     params.archive_after_us = ARCHIVE_AFTER_US;
+    params.max_batch = p.max_batch;
+    params.batch_linger_us = p.batch_linger_us;
     // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
     // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
     // and halves the time beta rounds take (docs/benchmark.md).

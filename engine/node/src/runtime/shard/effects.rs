@@ -122,16 +122,19 @@ impl Effects {
         let Stages { gateway, guard, responders, outbound, mesh } = stages;
         // Creations first: the core may decide a vertex in the same batch that creates it
         // (a double spend of an already decided key), and its decision must find its client.
+        // A re-issue's creation moves its submission off the rejected vertex before the
+        // rejection is reported.
+        let mut client_events = ClientEvents::new();
         for a in &actions {
-            if let Action::Created { client_tag, id } = a {
-                gateway.created(mesh, *client_tag, *id);
+            if let Action::Created { client_tag, id, tx } = a {
+                gateway.created(mesh, *client_tag, *id, *tx, &mut client_events);
             }
         }
         // Everything else, in order.
-        let mut client_events = ClientEvents::new();
         for a in actions {
             match a {
                 Action::Persist { .. } | Action::Created { .. } => {}
+                Action::Reissued { id, client_tags } => gateway.reissued(mesh, id, client_tags),
                 Action::SendVertex { to, vertex } => self.send(Outgoing::Vertex { to, vertex }),
                 Action::SendQuery { to, query } => {
                     let Ok(bytes) = encode(&*query) else { continue };

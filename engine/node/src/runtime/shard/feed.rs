@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pqdag_storage::{RocksStore, Status, Store};
 use pqdag_transport::Responder;
-use pqdag_wire::{encode, ClientErrorCode, ClientReply, ClientStatus, FeedEntry, NodeId, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX};
+use pqdag_wire::{encode, ClientErrorCode, ClientReply, ClientStatus, FeedEntry, FeedTx, NodeId, VertexId, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX};
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::Tags;
@@ -139,17 +139,24 @@ fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64
             }
             None => return Err(malformed(format!("decision log names unknown vertex {}", d.id))),
         };
-        if !out.is_empty() && bytes + sv.vertex.payload.len() > max_bytes {
+        let size = sv.vertex.payload_bytes();
+        if !out.is_empty() && bytes + size > max_bytes {
             break;
         }
-        bytes += sv.vertex.payload.len();
+        bytes += size;
         let decision = match d.status {
             Status::Final { position } => ClientStatus::Final { shard, position },
             _ => ClientStatus::Rejected,
         };
-        let client = store.client_of(&d.id).map_err(|e| malformed(e.to_string()))?.unwrap_or([0; 32]);
         let v = sv.vertex;
-        out.push((d.seq, FeedEntry { id: v.id, decision, payload: v.payload, conflict_keys: v.conflict_keys, parents: v.parents, creator: v.creator, client, cursor: Vec::new() }));
+        let mut txs = Vec::with_capacity(v.txs.len());
+        for t in v.txs {
+            let tx = t.id();
+            // The client of each transaction is recorded under its id (`persist`).
+            let client = store.client_of(&VertexId(tx.0)).map_err(|e| malformed(e.to_string()))?.unwrap_or([0; 32]);
+            txs.push(FeedTx { tx, payload: t.payload, conflict_keys: t.conflict_keys, client });
+        }
+        out.push((d.seq, FeedEntry { id: v.id, decision, txs, parents: v.parents, creator: v.creator, cursor: Vec::new() }));
     }
     Ok((own, out))
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use pqdag_core::{ConsensusError, Core, Event, VertexStatus};
 use pqdag_storage::RocksStore;
 use pqdag_transport::{ClientId, Responder, ShardTransport};
-use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, ConflictKey, FinalityEvent, FrameRef, NodeId, VertexId};
+use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientReply, ClientStatus, ConflictKey, FinalityEvent, FrameRef, NodeId, TxId, VertexId};
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::{KindLabel, Metrics};
@@ -49,12 +49,15 @@ struct PendingStatus {
     slots: HashMap<usize, Vec<usize>>,
 }
 
-/// An own vertex awaiting its decision: whom to tell, and since when.
+/// A submission batched into an own vertex, awaiting that vertex's decision: whom to tell,
+/// since when, and which transaction and vertex it is now (a re-issue moves it).
 struct OwnSubmission {
     client: ClientId,
     created: Instant,
     /// The submitting client's key id (its quota is released on the decision).
     key: [u8; 32],
+    tx: TxId,
+    vertex: VertexId,
 }
 
 /// The client gateway of one shard (the client endpoint is on shard 0).
@@ -65,8 +68,10 @@ pub(super) struct Gateway {
     metrics: Arc<Metrics>,
     /// Submissions handed to the core and not yet created, by internal tag.
     client_submits: HashMap<u64, (Responder, ClientId, u64)>,
-    /// Own vertices awaiting a decision (shard 0).
-    own: HashMap<VertexId, OwnSubmission>,
+    /// Submissions in own vertices awaiting a decision, by internal tag (shard 0).
+    own: HashMap<u64, OwnSubmission>,
+    /// The internal tags each own vertex carries (shard 0).
+    own_vertices: HashMap<VertexId, Vec<u64>>,
     /// Own (non-rejected) vertices' conflict keys, oldest first for eviction (shard 0).
     own_keys: HashMap<ConflictKey, VertexId>,
     own_keys_order: VecDeque<ConflictKey>,
@@ -100,6 +105,7 @@ impl Gateway {
             metrics,
             client_submits: HashMap::new(),
             own: HashMap::new(),
+            own_vertices: HashMap::new(),
             own_keys: HashMap::new(),
             own_keys_order: VecDeque::new(),
             adopted_own: HashSet::new(),
@@ -253,22 +259,51 @@ impl Gateway {
         }
     }
 
-    /// A submission became vertex `id` (on this shard, or adopted by this shard).
-    pub(super) fn created(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId) {
+    /// A submission became transaction `tx` of vertex `id` (on this shard, or adopted by this
+    /// shard): its client gets `Submitted`; a submission already answered was re-issued into
+    /// `id` and its client gets a `Processing` event naming the new vertex.
+    pub(super) fn created(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId, tx: TxId, client_events: &mut ClientEvents) {
         let key = self.submitters.remove(&client_tag);
         if self.shard != 0 {
             self.adopted_own.insert(id);
             if let Some(m) = mesh {
-                m.send(0, MeshMsg::Created { client_tag, id });
+                m.send(0, MeshMsg::Created { client_tag, id, tx });
             }
+            return;
+        }
+        if let Some(own) = self.own.get_mut(&client_tag) {
+            // A re-issue: the submission leaves its rejected vertex for `id`.
+            let old = std::mem::replace(&mut own.vertex, id);
+            let client = own.client;
+            detach(&mut self.own_vertices, &old, client_tag);
+            self.own_vertices.entry(id).or_default().push(client_tag);
+            self.metrics.invalid.get_or_create(&KindLabel { kind: "client_reissued".into() }).inc();
+            client_events.entry(client).or_default().push(FinalityEvent { tx, id, status: ClientStatus::Processing, latency_us: 0 });
             return;
         }
         self.remember_own_keys(client_tag, id);
         if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
-            self.own.insert(id, OwnSubmission { client, created: Instant::now(), key: key.unwrap_or([0; 32]) });
-            if let Ok(b) = encode(&ClientReply::Submitted { tag, id }) {
+            self.own.insert(client_tag, OwnSubmission { client, created: Instant::now(), key: key.unwrap_or([0; 32]), tx, vertex: id });
+            self.own_vertices.entry(id).or_default().push(client_tag);
+            if let Ok(b) = encode(&ClientReply::Submitted { tag, tx, id }) {
                 let _ = reply.send(b);
             }
+        }
+    }
+
+    /// Own vertex `id` is being rejected and `client_tags` of it move to a new vertex: they are
+    /// not reported rejected with it.
+    pub(super) fn reissued(&mut self, mesh: Option<&ShardMesh>, id: VertexId, client_tags: Vec<u64>) {
+        if self.shard != 0 {
+            if self.adopted_own.contains(&id) {
+                if let Some(m) = mesh {
+                    m.send(0, MeshMsg::Reissued { id, client_tags });
+                }
+            }
+            return;
+        }
+        for t in client_tags {
+            detach(&mut self.own_vertices, &id, t);
         }
     }
 
@@ -285,14 +320,23 @@ impl Gateway {
         }
     }
 
-    /// Vertex `id` was decided here: its client hears of it (here, or through shard 0).
+    /// Vertex `id` was decided here: the clients of its transactions hear of it (here, or
+    /// through shard 0).
     pub(super) fn decided(&mut self, mesh: Option<&ShardMesh>, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
-        if let Some(own) = self.own.remove(&id) {
-            self.quotas.release(own.key);
-            let latency_us = own.created.elapsed().as_micros() as u64;
-            client_events.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
+        if self.own_vertices.contains_key(&id) {
+            self.tell_clients(id, status, client_events);
         } else {
             self.tell_client_shard(mesh, id, status);
+        }
+    }
+
+    /// Every submission still carried by own vertex `id` is decided with it.
+    fn tell_clients(&mut self, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
+        for t in self.own_vertices.remove(&id).unwrap_or_default() {
+            let Some(own) = self.own.remove(&t) else { continue };
+            self.quotas.release(own.key);
+            let latency_us = own.created.elapsed().as_micros() as u64;
+            client_events.entry(own.client).or_default().push(FinalityEvent { tx: own.tx, id, status, latency_us });
         }
     }
 
@@ -314,14 +358,9 @@ impl Gateway {
             MeshMsg::FeedQuery { req, log_id, after_seq, max_entries, max_bytes } => self.feed.on_query(store, mesh, req, log_id, after_seq, max_entries, max_bytes),
             MeshMsg::FeedReply { req, shard, result } => self.feed.on_reply(req, shard, result),
             MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
-            MeshMsg::Created { client_tag, id } => self.created(mesh, client_tag, id),
-            MeshMsg::Decided { id, status } => {
-                if let Some(own) = self.own.remove(&id) {
-                    self.quotas.release(own.key);
-                    let latency_us = own.created.elapsed().as_micros() as u64;
-                    decided.entry(own.client).or_default().push(FinalityEvent { id, status, latency_us });
-                }
-            }
+            MeshMsg::Created { client_tag, id, tx } => self.created(mesh, client_tag, id, tx, decided),
+            MeshMsg::Reissued { id, client_tags } => self.reissued(mesh, id, client_tags),
+            MeshMsg::Decided { id, status } => self.tell_clients(id, status, decided),
             MeshMsg::StatusQuery { req, ids } => {
                 let statuses = ids.iter().map(|id| local_status(core, self.shard, id)).collect();
                 if let Some(mesh) = mesh {
@@ -354,6 +393,16 @@ impl Gateway {
                     let _ = self.transport.send_client_event(client, b);
                 }
             }
+        }
+    }
+}
+
+/// Takes submission `tag` off vertex `id`'s list.
+fn detach(own_vertices: &mut HashMap<VertexId, Vec<u64>>, id: &VertexId, tag: u64) {
+    if let Some(tags) = own_vertices.get_mut(id) {
+        tags.retain(|t| *t != tag);
+        if tags.is_empty() {
+            own_vertices.remove(id);
         }
     }
 }

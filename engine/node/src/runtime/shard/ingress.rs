@@ -147,7 +147,8 @@ pub(super) fn decode_reply(node_ids: &[NodeId], r: Reply) -> Option<Decoded> {
 }
 
 /// Structural checks of an alert's proof before any signature is verified: the evidence must be
-/// an equivocation that incriminates the accused and actually conflicts.
+/// an equivocation that incriminates the accused and actually conflicts (some key spent by two
+/// different transactions: a re-issue of the same transaction is not one).
 fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
     match &alert.evidence {
         pqdag_wire::Evidence::Equivocation { a, b } => {
@@ -156,7 +157,7 @@ fn evidence_well_formed(alert: &pqdag_wire::Alert) -> bool {
                 && a.id != b.id
                 && a.compute_id() == a.id
                 && b.compute_id() == b.id
-                && a.conflict_keys.iter().any(|k| b.conflict_keys.contains(k))
+                && pqdag_wire::spends_apart(a, b)
         }
         // Not proof of anything (an honest vote changes over time and an asker may repeat a
         // query id: see `pqdag_core` `on_alert`), and honest nodes never send it: refused before

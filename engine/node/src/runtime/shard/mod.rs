@@ -349,7 +349,8 @@ impl Shard {
             let clients: Vec<(pqdag_wire::VertexId, [u8; 32])> = actions
                 .iter()
                 .filter_map(|a| match a {
-                    pqdag_core::Action::Created { client_tag, id } => self.gateway.submitter(*client_tag).map(|k| (*id, k)),
+                    // Keyed by transaction id (ids of both kinds are BLAKE3 under distinct contexts).
+                    pqdag_core::Action::Created { client_tag, tx, .. } => self.gateway.submitter(*client_tag).map(|k| (pqdag_wire::VertexId(tx.0), k)),
                     _ => None,
                 })
                 .collect();

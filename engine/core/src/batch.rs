@@ -1,0 +1,244 @@
+//! Batching and re-issue (issue 17). Client submissions wait in the open batch until it closes
+//! (at `Params::max_batch` transactions, at the `Params::batch_bytes` budget, or after
+//! `Params::batch_linger_us`, a linger that is zero when this node created no vertex within
+//! it: an idle node does not delay a lone submission), then become one signed vertex: one
+//! signature and one poll pay for every payload in it. When an own vertex is rejected (it lost
+//! a conflict, or descends from a vertex that did), its innocent transactions (no key spent by
+//! another vertex) go back into the batch and into a new vertex, so one double spend never takes
+//! honest payloads down with it (AvalancheGo's DAG engine did the same). Owns the open batch and
+//! the submissions of own undecided vertices.
+
+use pqdag_crypto::Domain;
+use pqdag_wire::{ConflictKey, Transaction, Vertex, VertexId};
+
+use crate::core::Core;
+use crate::error::{ConsensusError, ConsensusResult};
+use crate::id_hash::{HashMap, HashSet};
+use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key, shard_of_vertex};
+
+/// How often one transaction is re-issued at most (after that its client hears `Rejected`).
+pub const REISSUE_MAX: u8 = 2;
+/// Own undecided vertices whose submissions are remembered for a re-issue; beyond it the oldest
+/// are forgotten (their transactions are then reported as their vertex is decided).
+pub const OWN_VERTICES_MAX: usize = 65_536;
+
+/// The submissions of one own vertex, one per transaction, in vertex order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnTags {
+    /// Client tag of each transaction.
+    pub tags: Vec<u64>,
+    /// How often each transaction was re-issued already.
+    pub generations: Vec<u8>,
+}
+
+/// The open batch.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    txs: Vec<Transaction>,
+    own: OwnTags,
+    keys: HashSet<ConflictKey>,
+    bytes: usize,
+    opened_us: u64,
+    timestamp_ms: u64,
+    /// When this node last closed a batch (the linger applies only within this long of it).
+    last_closed_us: Option<u64>,
+    /// Own vertices adopted by this shard and undecided, with their submissions.
+    pub(crate) own_vertices: HashMap<VertexId, OwnTags>,
+    own_order: std::collections::VecDeque<VertexId>,
+}
+
+impl Batch {
+    /// Transactions waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether `key` is spent by a waiting transaction.
+    pub(crate) fn spends(&self, key: &ConflictKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn remember(&mut self, id: VertexId, tags: OwnTags) {
+        if self.own_vertices.insert(id, tags).is_none() {
+            self.own_order.push_back(id);
+        }
+        while self.own_order.len() > OWN_VERTICES_MAX {
+            if let Some(old) = self.own_order.pop_front() {
+                self.own_vertices.remove(&old);
+            }
+        }
+    }
+
+    /// The vertex was decided: its submissions are no longer needed here.
+    pub(crate) fn decided(&mut self, id: &VertexId) -> Option<OwnTags> {
+        let t = self.own_vertices.remove(id);
+        if t.is_some() && self.own_order.len() > 2 * self.own_vertices.len() + 64 {
+            let own = &self.own_vertices;
+            self.own_order.retain(|v| own.contains_key(v));
+        }
+        t
+    }
+}
+
+impl<S: Signer> Core<S> {
+    /// A client submission joins the open batch (refused at once when it cannot be carried).
+    pub(crate) fn submit(&mut self, now: u64, payload: Vec<u8>, keys: Vec<ConflictKey>, client_tag: u64, ts: u64) -> ConsensusResult<()> {
+        if self.dag.vertices.len() >= crate::dag::VERTICES_MAX {
+            return Err(ConsensusError::Capacity("VERTICES_MAX"));
+        }
+        let mut keys = keys;
+        keys.sort_unstable();
+        keys.dedup();
+        let tx = Transaction::new(payload, keys);
+        if tx.check_bounds().is_err() {
+            return Err(ConsensusError::Dag("payload or conflict keys over the wire limits".into()));
+        }
+        self.check_own_keys(&tx.conflict_keys)?;
+        if let Some(k) = tx.conflict_keys.iter().find(|k| self.batch.spends(k)) {
+            return Err(ConsensusError::Dag(format!("key {} is spent by a submission in the same batch", crate::core::hex8(&k.0))));
+        }
+        self.enqueue(now, tx, client_tag, 0, ts);
+        Ok(())
+    }
+
+    /// An honest node never double-spends itself: that would be equivocation (3.7.2).
+    fn check_own_keys(&self, keys: &[ConflictKey]) -> ConsensusResult<()> {
+        for k in keys {
+            if let Some(set) = self.conflicts.sets.get(k) {
+                if set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)) {
+                    return Err(ConsensusError::Dag(format!("own vertex already claims key {}", crate::core::hex8(&k.0))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, now: u64, tx: Transaction, tag: u64, generation: u8, ts: u64) {
+        let cost = tx.budget_bytes();
+        if !self.batch.txs.is_empty() && self.batch.bytes + cost > self.params.batch_bytes {
+            self.close_batch(now);
+        }
+        if self.batch.txs.is_empty() {
+            self.batch.opened_us = now;
+            self.batch.timestamp_ms = ts;
+        }
+        self.batch.keys.extend(tx.conflict_keys.iter().copied());
+        self.batch.bytes += cost;
+        self.batch.txs.push(tx);
+        self.batch.own.tags.push(tag);
+        self.batch.own.generations.push(generation);
+        if self.batch_due(now) {
+            self.close_batch(now);
+        }
+    }
+
+    /// When the open batch closes: full, or lingered long enough (no linger when idle).
+    pub(crate) fn batch_close_at(&self) -> Option<u64> {
+        if self.batch.txs.is_empty() {
+            return None;
+        }
+        let busy = self.batch.last_closed_us.is_some_and(|t| self.now < t + self.params.batch_linger_us);
+        if self.batch.txs.len() >= self.params.max_batch || self.batch.bytes >= self.params.batch_bytes || !busy {
+            return Some(self.batch.opened_us);
+        }
+        Some(self.batch.opened_us + self.params.batch_linger_us)
+    }
+
+    pub(crate) fn batch_due(&self, now: u64) -> bool {
+        self.batch_close_at().is_some_and(|t| now >= t)
+    }
+
+    /// Closes the open batch into a signed vertex (created on this shard, adopted by its owner).
+    pub(crate) fn close_batch(&mut self, now: u64) {
+        if self.batch.txs.is_empty() {
+            return;
+        }
+        let txs = std::mem::take(&mut self.batch.txs);
+        let own = std::mem::take(&mut self.batch.own);
+        self.batch.keys.clear();
+        self.batch.bytes = 0;
+        self.batch.last_closed_us = Some(now);
+        let keys: Vec<ConflictKey> = txs.iter().flat_map(|t| t.conflict_keys.iter().copied()).collect();
+        let parents = self.select_parents(now, &keys);
+        let mut v = Vertex::with_txs(parents, txs, self.batch.timestamp_ms, self.me);
+        debug_assert!(v.check_bounds().is_ok(), "a closed batch breaks a wire bound");
+        v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
+        let v = std::sync::Arc::new(v);
+        let owner = shard_of_vertex(&v.id, self.shard_count);
+        if owner != self.shard {
+            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: v, tags: own } });
+        } else {
+            self.adopt(now, v, own);
+        }
+    }
+
+    /// Remembers an own vertex's submissions and tells the shell which transaction each became.
+    pub(crate) fn created(&mut self, v: &Vertex, own: OwnTags) {
+        debug_assert!(own.tags.is_empty() || own.tags.len() == v.txs.len(), "one tag per transaction");
+        for (tag, tx) in own.tags.iter().zip(v.txs.iter()) {
+            self.push(Action::Created { client_tag: *tag, id: v.id, tx: tx.id() });
+        }
+        if !own.tags.is_empty() {
+            self.batch.remember(v.id, own);
+        }
+    }
+
+    /// Own vertex `id` is being rejected: its innocent transactions go back into the batch
+    /// (`Action::Reissued` first, so the shell does not report them rejected).
+    pub(crate) fn reissue_innocent(&mut self, id: VertexId, v: &Vertex) {
+        let Some(own) = self.batch.decided(&id) else { return };
+        let mut moved = Vec::new();
+        for (i, tx) in v.txs.iter().enumerate() {
+            let (Some(&tag), Some(&generation)) = (own.tags.get(i), own.generations.get(i)) else { continue };
+            if generation >= REISSUE_MAX || !tx.conflict_keys.iter().all(|k| self.key_free_for(k, &id)) {
+                continue;
+            }
+            if tx.conflict_keys.iter().any(|k| self.batch.spends(k)) {
+                continue;
+            }
+            moved.push((tx.clone(), tag, generation + 1));
+        }
+        if moved.is_empty() {
+            return;
+        }
+        self.push(Action::Reissued { id, client_tags: moved.iter().map(|m| m.1).collect() });
+        let now = self.now;
+        let ts = v.timestamp_ms;
+        for (tx, tag, generation) in moved {
+            self.batch.keys.extend(tx.conflict_keys.iter().copied());
+            self.batch.bytes += tx.budget_bytes();
+            if self.batch.txs.is_empty() {
+                self.batch.opened_us = now;
+                self.batch.timestamp_ms = ts;
+            }
+            self.batch.txs.push(tx);
+            self.batch.own.tags.push(tag);
+            self.batch.own.generations.push(generation);
+        }
+        // Closed by `tick` once the rejection has finished propagating (parents chosen after it).
+    }
+
+    /// Whether no vertex but `loser` spends `key` as far as this shard knows: no other member of
+    /// its set that is not rejected, no other decided winner. A key owned by another shard is
+    /// judged by that shard's last preference message (the re-issue cap bounds a wrong guess).
+    fn key_free_for(&self, key: &ConflictKey, loser: &VertexId) -> bool {
+        if shard_of_key(key, self.shard_count) == self.shard {
+            if let Some(set) = self.conflicts.sets.get(key) {
+                return set.decided.is_none_or(|w| w == *loser)
+                    && set.members.iter().all(|m| m.id == *loser || m.rejected || self.dag.vertices.get(&m.id).is_some_and(|r| r.status == VertexStatus::Rejected));
+            }
+            return self.dag.forgotten.key_winner(key).is_none_or(|w| w == *loser);
+        }
+        self.cross.remote_sets.get(key).is_none_or(|s| !s.decided || s.preferred == Some(*loser))
+    }
+
+    /// Transactions of own vertex `id` still awaiting its decision (debugging and tests).
+    pub fn own_submissions(&self, id: &VertexId) -> Option<&OwnTags> {
+        self.batch.own_vertices.get(id)
+    }
+
+    /// Transactions waiting in the open batch.
+    pub fn batch_len(&self) -> usize {
+        self.batch.len()
+    }
+}

@@ -1,0 +1,110 @@
+//! Batching and re-issue (`batch`): submissions share a vertex; a rejected own vertex's innocent
+//! transactions are final in a new one, its guilty one is not, and nobody calls it equivocation.
+
+use pqdag_wire::{ConflictKey, VertexId};
+
+use crate::tests::{fast_params, Net};
+use crate::*;
+
+fn batch_params(max_batch: usize) -> Params {
+    let mut p = fast_params();
+    p.max_batch = max_batch;
+    p.batch_linger_us = 50_000;
+    p
+}
+
+fn key(b: u8) -> ConflictKey {
+    ConflictKey([b; 32])
+}
+
+fn vertex_of(net: &Net, node: usize, tag: u64) -> Vec<VertexId> {
+    net.created[node].iter().filter(|c| c.0 == tag).map(|c| c.1).collect()
+}
+
+#[test]
+fn submissions_share_a_vertex_while_the_node_is_busy() {
+    let mut net = Net::new(4, batch_params(64));
+    // Idle: the first submission closes its batch at once.
+    net.submit(0, vec![key(1)], 1);
+    assert_eq!(net.created[0].len(), 1, "an idle node does not make a lone submission wait");
+    // Busy (a vertex created within the linger): the next ones wait for each other.
+    for t in 2..=11u64 {
+        net.submit(0, vec![key(t as u8)], t);
+    }
+    assert_eq!(net.created[0].len(), 1, "held for the linger");
+    assert_eq!(net.cores[0].batch_len(), 10);
+    net.run(3_000_000);
+    let second = vertex_of(&net, 0, 2);
+    assert_eq!(second.len(), 1);
+    for t in 2..=11u64 {
+        assert_eq!(vertex_of(&net, 0, t), second, "tag {t} shares the batch");
+    }
+    let v = net.cores[0].vertex(&second[0]).expect("held").clone();
+    assert_eq!(v.txs.len(), 10);
+    assert_eq!(v.conflict_keys.len(), 10);
+    // Every transaction id reported is the one in the vertex, in order.
+    let ids: Vec<_> = net.created[0].iter().filter(|c| c.1 == second[0]).map(|c| c.2).collect();
+    assert_eq!(ids, v.tx_ids());
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&second[0]), Some(VertexStatus::Final), "node {i}");
+    }
+    // A key already in the open batch is refused at once, not batched twice.
+    net.submit(0, vec![key(200)], 50);
+    net.submit(0, vec![key(201)], 51);
+    let r = net.cores[0].handle(net.now, Event::Submit { payload: vec![9], conflict_keys: vec![key(201)], client_tag: 52, timestamp_ms: 0 });
+    assert!(matches!(r, Err(ConsensusError::Dag(_))), "{r:?}");
+}
+
+#[test]
+fn a_full_batch_closes_at_once() {
+    let mut net = Net::new(4, batch_params(3));
+    net.submit(0, vec![], 1);
+    for t in 2..=4u64 {
+        net.submit(0, vec![], t);
+    }
+    // The third waiting submission filled the batch: no linger.
+    assert_eq!(net.created[0].len(), 4);
+    assert_eq!(net.cores[0].batch_len(), 0);
+}
+
+#[test]
+fn innocent_transactions_of_a_rejected_vertex_are_reissued_and_final() {
+    let mut net = Net::new(4, batch_params(3));
+    // Node 1 spends key 7 first; it is final everywhere.
+    net.submit(1, vec![key(7)], 100);
+    net.run(2_000_000);
+    let winner = vertex_of(&net, 1, 100)[0];
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&winner), Some(VertexStatus::Final));
+    }
+    // Node 0 (busy after a first vertex) batches a late double spend of key 7 (tag 2) with two
+    // innocent transactions (tag 3 spends key 8, tag 4 nothing).
+    net.submit(0, vec![key(9)], 1);
+    net.submit(0, vec![key(7)], 2);
+    net.submit(0, vec![key(8)], 3);
+    net.submit(0, vec![], 4);
+    let doomed = vertex_of(&net, 0, 2);
+    assert_eq!(doomed.len(), 1, "the batch closed at three");
+    assert_eq!(vertex_of(&net, 0, 3), doomed);
+    net.run(net.now + 3_000_000);
+    // The doomed vertex lost key 7; tags 3 and 4 moved to a new vertex, which is final.
+    assert!(net.rejected[0].contains(&doomed[0]));
+    assert_eq!(net.reissued[0], vec![(doomed[0], vec![3, 4])]);
+    let moved = vertex_of(&net, 0, 3);
+    assert_eq!(moved.len(), 2, "created twice: {moved:?}");
+    assert_ne!(moved[1], doomed[0]);
+    assert_eq!(vertex_of(&net, 0, 4)[1], moved[1]);
+    assert_eq!(vertex_of(&net, 0, 2).len(), 1, "the double spend is not re-issued");
+    // The same transactions (same ids) in the new vertex.
+    let tx3: Vec<_> = net.created[0].iter().filter(|c| c.0 == 3).map(|c| c.2).collect();
+    assert_eq!(tx3[0], tx3[1]);
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&moved[1]), Some(VertexStatus::Final), "node {i}");
+        assert_eq!(net.cores[i].vertex_status(&doomed[0]), Some(VertexStatus::Rejected), "node {i}");
+    }
+    // Spending key 8 again with the same transaction is no equivocation: nobody accuses node 0.
+    assert!(net.alerts.is_empty(), "{:?}", net.alerts);
+    for i in 1..4 {
+        assert!(!net.cores[i].is_excluded(&crate::tests::node(0)), "node {i} excludes node 0");
+    }
+}
