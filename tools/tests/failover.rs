@@ -159,7 +159,7 @@ fn loadgen_fails_over_when_a_node_is_killed() {
     assert_eq!(n("acknowledged"), n("submitted"), "every payload acknowledged: {v}");
     assert!(n("failed_over") > 0, "some payloads final through another node: {v}");
     // Every existing field is still there (bench reads them).
-    for k in ["rejected", "refused", "double_spends_refused", "submit_errors", "throughput_vps", "finality_ms", "finalized_per_second"] {
+    for k in ["rejected", "refused", "double_spends_refused", "submit_errors", "throughput_pps", "finality_ms", "finalized_per_second"] {
         assert!(!v[k].is_null(), "field {k} missing: {v}");
     }
     // The survivors are still healthy.

@@ -42,6 +42,9 @@ pub(crate) struct Batch {
     timestamp_ms: u64,
     /// When this node last closed a batch (the linger applies only within this long of it).
     last_closed_us: Option<u64>,
+    /// Re-issued transactions waiting to re-enter the batch (`tick` feeds them through the
+    /// same budget checks as submissions, once a rejection has finished propagating).
+    requeue: Vec<(Transaction, u64, u8)>,
     /// Own vertices adopted by this shard and undecided, with their submissions.
     pub(crate) own_vertices: HashMap<VertexId, OwnTags>,
     own_order: std::collections::VecDeque<VertexId>,
@@ -134,6 +137,9 @@ impl<S: Signer> Core<S> {
 
     /// When the open batch closes: full, or lingered long enough (no linger when idle).
     pub(crate) fn batch_close_at(&self) -> Option<u64> {
+        if !self.batch.requeue.is_empty() {
+            return Some(self.now);
+        }
         if self.batch.txs.is_empty() {
             return None;
         }
@@ -190,7 +196,13 @@ impl<S: Signer> Core<S> {
         let mut moved = Vec::new();
         for (i, tx) in v.txs.iter().enumerate() {
             let (Some(&tag), Some(&generation)) = (own.tags.get(i), own.generations.get(i)) else { continue };
-            if generation >= REISSUE_MAX || !tx.conflict_keys.iter().all(|k| self.key_free_for(k, &id)) {
+            if !tx.conflict_keys.iter().all(|k| self.key_free_for(k, &id)) {
+                if let Some(w) = self.final_twin(tx, &id) {
+                    self.push(Action::TxFinal { client_tag: tag, id: w, tx: tx.id() });
+                }
+                continue;
+            }
+            if generation >= REISSUE_MAX {
                 continue;
             }
             if tx.conflict_keys.iter().any(|k| self.batch.spends(k)) {
@@ -202,20 +214,46 @@ impl<S: Signer> Core<S> {
             return;
         }
         self.push(Action::Reissued { id, client_tags: moved.iter().map(|m| m.1).collect() });
-        let now = self.now;
-        let ts = v.timestamp_ms;
-        for (tx, tag, generation) in moved {
-            self.batch.keys.extend(tx.conflict_keys.iter().copied());
-            self.batch.bytes += tx.budget_bytes();
-            if self.batch.txs.is_empty() {
-                self.batch.opened_us = now;
-                self.batch.timestamp_ms = ts;
-            }
-            self.batch.txs.push(tx);
-            self.batch.own.tags.push(tag);
-            self.batch.own.generations.push(generation);
+        if self.batch.requeue.is_empty() {
+            self.batch.timestamp_ms = v.timestamp_ms;
         }
-        // Closed by `tick` once the rejection has finished propagating (parents chosen after it).
+        self.batch.requeue.extend(moved);
+    }
+
+    /// Feeds re-issued transactions into the batch (closing it whenever it fills).
+    pub(crate) fn requeue_reissued(&mut self, now: u64) {
+        if self.batch.requeue.is_empty() {
+            return;
+        }
+        let ts = self.batch.timestamp_ms;
+        for (tx, tag, generation) in std::mem::take(&mut self.batch.requeue) {
+            if tx.conflict_keys.iter().any(|k| self.batch.spends(k)) {
+                continue;
+            }
+            self.enqueue(now, tx, tag, generation, ts);
+        }
+        // A re-issue does not wait for the linger: its transactions waited a whole decision.
+        self.close_batch(now);
+    }
+
+    /// The decided vertex that carries transaction `tx` itself (a twin: the same transaction
+    /// submitted through two nodes, e.g. a client's retry), when every key of `tx` was decided
+    /// for it. Then `tx` is final although `loser` is not.
+    fn final_twin(&self, tx: &Transaction, loser: &VertexId) -> Option<VertexId> {
+        let mut winner = None;
+        for k in &tx.conflict_keys {
+            if shard_of_key(k, self.shard_count) != self.shard {
+                return None;
+            }
+            let w = self.conflicts.sets.get(k).and_then(|s| s.decided).or_else(|| self.dag.forgotten.key_winner(k))?;
+            if w == *loser || winner.is_some_and(|x| x != w) {
+                return None;
+            }
+            winner = Some(w);
+        }
+        let w = winner?;
+        let id = tx.id();
+        self.dag.vertices.get(&w).filter(|r| r.status == VertexStatus::Final && r.v.txs.iter().any(|t| t.id() == id)).map(|_| w)
     }
 
     /// Whether no vertex but `loser` spends `key` as far as this shard knows: no other member of

@@ -42,6 +42,8 @@ pub(crate) struct Net {
     pub(crate) created: Vec<Vec<(u64, VertexId, pqdag_wire::TxId)>>,
     /// Per node: every `Reissued` (rejected vertex, tags that moved).
     pub(crate) reissued: Vec<Vec<(VertexId, Vec<u64>)>>,
+    /// Per node: every `TxFinal` (tag, final twin vertex, transaction).
+    pub(crate) tx_final: Vec<Vec<(u64, VertexId, pqdag_wire::TxId)>>,
 }
 
 impl Net {
@@ -50,7 +52,7 @@ impl Net {
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
             .collect();
-        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], created: vec![vec![]; n], reissued: vec![vec![]; n] }
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], created: vec![vec![]; n], reissued: vec![vec![]; n], tx_final: vec![vec![]; n] }
     }
 
     fn idx(&self, id: &NodeId) -> usize {
@@ -129,6 +131,7 @@ impl Net {
                     assert!(!self.rejected[i].contains(&id), "a re-issue comes before the rejection");
                     self.reissued[i].push((id, client_tags));
                 }
+                Action::TxFinal { client_tag, id, tx } => self.tx_final[i].push((client_tag, id, tx)),
                 Action::ToShard { .. } => {}
             }
         }

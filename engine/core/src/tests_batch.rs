@@ -84,8 +84,8 @@ fn innocent_transactions_of_a_rejected_vertex_are_reissued_and_final() {
     net.submit(0, vec![key(8)], 3);
     net.submit(0, vec![], 4);
     let doomed = vertex_of(&net, 0, 2);
-    assert_eq!(doomed.len(), 1, "the batch closed at three");
-    assert_eq!(vertex_of(&net, 0, 3), doomed);
+    assert_eq!(doomed.len(), 1, "the batch closed at three: {:?}", net.created[0]);
+    assert_eq!(vertex_of(&net, 0, 3)[0], doomed[0]);
     net.run(net.now + 3_000_000);
     // The doomed vertex lost key 7; tags 3 and 4 moved to a new vertex, which is final.
     assert!(net.rejected[0].contains(&doomed[0]));
@@ -107,4 +107,81 @@ fn innocent_transactions_of_a_rejected_vertex_are_reissued_and_final() {
     for i in 1..4 {
         assert!(!net.cores[i].is_excluded(&crate::tests::node(0)), "node {i} excludes node 0");
     }
+}
+
+#[test]
+fn a_batch_never_outgrows_the_vertex_byte_budget() {
+    let mut p = batch_params(4096);
+    p.batch_linger_us = 10_000_000;
+    let mut net = Net::new(4, p);
+    net.submit(0, vec![], 1);
+    for t in 2..3000u64 {
+        let r = net.cores[0].handle(net.now, Event::Submit { payload: vec![t as u8; 512], conflict_keys: vec![ConflictKey([(t % 251) as u8, (t / 251) as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30])], client_tag: t, timestamp_ms: 0 });
+        assert!(r.is_ok(), "{t}: {r:?}");
+    }
+    while let Some(a) = net.cores[0].poll_action() {
+        if let Action::Persist { vertex, .. } = a {
+            assert!(vertex.check_shape().is_ok(), "{} txs: {:?}", vertex.txs.len(), vertex.check_shape());
+        }
+    }
+}
+
+#[test]
+fn a_reissue_never_outgrows_the_vertex_byte_budget() {
+    let mut p = batch_params(4096);
+    p.batch_linger_us = 10_000_000;
+    let mut net = Net::new(4, p);
+    net.submit(1, vec![key(7)], 1);
+    net.run(2_000_000);
+    net.submit(0, vec![], 2);
+    let mut submit = |net: &mut Net, t: u64, keys: Vec<ConflictKey>| {
+        let r = net.cores[0].handle(net.now, Event::Submit { payload: vec![t as u8; 512], conflict_keys: keys, client_tag: t, timestamp_ms: 0 });
+        assert!(r.is_ok(), "{t}: {r:?}");
+    };
+    // A full batch whose first transaction is a late double spend of key 7: rejected on
+    // creation, its 884 innocent transactions re-issued while 800 more wait in the batch.
+    submit(&mut net, 3, vec![key(7)]);
+    for t in 4..1700u64 {
+        submit(&mut net, t, vec![]);
+    }
+    // Past the (long) linger of the last batch.
+    net.run(net.now + 15_000_000);
+    let doomed = vertex_of(&net, 0, 3)[0];
+    let in_doomed = net.created[0].iter().filter(|c| c.1 == doomed).count();
+    assert!(in_doomed > 900, "the doomed batch was full: {in_doomed}");
+    let reissued: usize = net.reissued[0].iter().map(|r| r.1.len()).sum();
+    assert_eq!(reissued, in_doomed - 1, "every innocent transaction of the doomed vertex");
+    for (v, status) in &net.persisted[0] {
+        assert!(v.check_shape().is_ok(), "{} txs: {:?}", v.txs.len(), v.check_shape());
+        if v.creator == crate::tests::node(0) && v.txs.len() > 1 {
+            assert!(*status == VertexStatus::Processing || *status == VertexStatus::Final || v.conflict_keys.contains(&key(7)), "{status:?}");
+        }
+    }
+    // Every submission but the double spend ends up final exactly once.
+    let final_tags: std::collections::HashSet<u64> =
+        net.created[0].iter().filter(|c| net.cores[0].vertex_status(&c.1) == Some(VertexStatus::Final)).map(|c| c.0).collect();
+    assert_eq!(final_tags.len(), 1699 - 2, "all but the double spend");
+    assert!(!final_tags.contains(&3));
+}
+
+#[test]
+fn a_transaction_final_through_another_node_is_reported_final() {
+    let mut net = Net::new(4, batch_params(3));
+    // The same transaction (payload and key) submitted through node 1 and, later, node 0 (a
+    // client's retry): node 1's vertex is final first.
+    let payload = 77u64.to_le_bytes().to_vec();
+    net.handle(1, Event::Submit { payload: payload.clone(), conflict_keys: vec![key(5)], client_tag: 10, timestamp_ms: 0 });
+    net.run(2_000_000);
+    let twin = vertex_of(&net, 1, 10)[0];
+    net.submit(0, vec![key(9)], 1);
+    net.handle(0, Event::Submit { payload, conflict_keys: vec![key(5)], client_tag: 2, timestamp_ms: 0 });
+    net.submit(0, vec![], 3);
+    net.submit(0, vec![], 4);
+    let doomed = vertex_of(&net, 0, 2)[0];
+    net.run(net.now + 3_000_000);
+    assert!(net.rejected[0].contains(&doomed));
+    let tx = net.created[0].iter().find(|c| c.0 == 2).expect("created").2;
+    assert_eq!(net.tx_final[0], vec![(2, twin, tx)], "the retry is final in its twin");
+    assert_eq!(net.reissued[0], vec![(doomed, vec![3, 4])]);
+    assert!(net.alerts.is_empty(), "{:?}", net.alerts);
 }

@@ -57,6 +57,7 @@ impl<S: Signer> Core<S> {
         if !self.pending.waiting.is_empty() && now >= self.sync.next_fetch_retry_at {
             self.retry_fetches(now);
         }
+        self.requeue_reissued(now);
         if self.batch_due(now) {
             self.close_batch(now);
         }

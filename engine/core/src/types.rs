@@ -229,6 +229,17 @@ pub enum Action {
         /// The transaction.
         tx: TxId,
     },
+    /// Submission `client_tag` is final although its own vertex is rejected: the same
+    /// transaction is in final vertex `id` (submitted through another node too). Comes before
+    /// the rejection.
+    TxFinal {
+        /// Tag of the submission.
+        client_tag: u64,
+        /// The final vertex carrying the same transaction.
+        id: VertexId,
+        /// The transaction.
+        tx: TxId,
+    },
     /// Own vertex `id` is being rejected, and these submissions of it are innocent (none of
     /// their keys is spent by another vertex): they go into a new vertex (a later `Created` per
     /// tag) instead of being reported rejected. Comes before the `Rejected { id }`.

@@ -249,7 +249,7 @@ impl Sim {
                     }
                 }
             }
-            Action::ToShard { .. } | Action::Created { .. } | Action::Reissued { .. } => {}
+            Action::ToShard { .. } | Action::Created { .. } | Action::Reissued { .. } | Action::TxFinal { .. } => {}
         }
     }
 

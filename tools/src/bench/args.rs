@@ -67,6 +67,14 @@ pub struct Args {
     /// everything, the default). The report's per-node `disk_bytes_*` then show the bound.
     #[arg(long, default_value_t = 0)]
     pub retain_final_secs: u64,
+    /// Most transactions (payloads) per vertex (`max_batch` in `cluster.toml`; 1: one payload
+    /// per vertex, the design card's benchmark). `--rate` counts payloads per second.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_batch: u64,
+    /// How long a busy node lets a batch wait for more payloads, microseconds
+    /// (`batch_linger_us`).
+    #[arg(long, default_value_t = 5_000)]
+    pub batch_linger_us: u64,
     /// Run once per offered rate, `R1,R2,...` (a fresh cluster each, in `OUT/rate-R`; `--rate` is
     /// ignored), then write `OUT/sweep.json`, `sweep.md` and `sweep.svg`: finalized throughput
     /// against client-observed p50 and p99, and the highest rate that held `--sweep-p99-ms`.

@@ -40,7 +40,13 @@ pub fn markdown(r: &Value) -> String {
     s += &format!("| submitted / finalized / rejected / lost | {} / {} / {} / {} |\n", lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"]);
     s += &format!("| refused at submit (double spends / overload), submit errors | {} / {}, {} |\n", lg["double_spends_refused"], lg["refused"], lg["submit_errors"]);
     s += &format!("| loadgen retries / failed over | {} / {} |\n", lg["retries"], lg["failed_over"]);
-    s += &format!("| throughput (finalized / load seconds) | **{} vertices/s** |\n", fmt_opt(&lg["throughput_vps"], 0));
+    s += &format!(
+        "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}) |\n",
+        fmt_opt(&lg["throughput_pps"], 0),
+        fmt_opt(&cl["throughput_vps"], 0),
+        fmt_opt(&cl["payloads_per_vertex"], 1),
+        cl["max_batch"]
+    );
     let f = &lg["finality_ms"];
     s += &format!(
         "| finality, client-observed (submit to final) | p50 {} ms, **p95 {} ms**, p99 {} ms, max {} ms |\n",
@@ -86,7 +92,7 @@ pub fn markdown(r: &Value) -> String {
     let nfr = &r["nfr_001"];
     let yn = |v: &Value| if v.as_bool() == Some(true) { "met" } else { "NOT met" };
     s += &format!(
-        "\nNFR-001 on this run: finality p95 < 1 s {}; throughput > {} vertices/s {}; memory < 500 MB per node {}; CPU < 50% {} ({}% of the machine).\n",
+        "\nNFR-001 on this run: finality p95 < 1 s {}; throughput > {} payloads/s {}; memory < 500 MB per node {}; CPU < 50% {} ({}% of the machine).\n",
         yn(&nfr["finality_p95_below_1s"]),
         fmt_opt(&nfr["throughput_target_vps"], 0),
         yn(&nfr["throughput_met"]),

@@ -23,8 +23,8 @@ pub fn point(rate: f64, report: &Value, ok: bool) -> Value {
     let lg = &report["loadgen"];
     json!({
         "rate": rate,
-        "throughput_vps": lg["throughput_vps"],
-        "throughput_pps": report["cluster"]["throughput_pps"],
+        "throughput_pps": lg["throughput_pps"],
+        "throughput_vps": report["cluster"]["throughput_vps"],
         "p50_ms": lg["finality_ms"]["p50"],
         "p95_ms": lg["finality_ms"]["p95"],
         "p99_ms": lg["finality_ms"]["p99"],
@@ -50,13 +50,13 @@ pub fn write(out: &Path, nodes: usize, points: &[Value], p99_ms: f64) -> Result<
     let best = best(points, p99_ms);
     let summary = json!({"nodes": nodes, "p99_bound_ms": p99_ms, "points": points, "best": best});
     std::fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| format!("sweep.json: {e}"))?;
-    let mut md = format!("# pqdag bench sweep: {nodes} nodes\n\n| offered /s | finalized /s | p50 ms | p95 ms | p99 ms | lost | CPU us/vertex | max RSS MiB | checks |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut md = format!("# pqdag bench sweep: {nodes} nodes\n\n| offered payloads/s | finalized payloads/s (vertices/s) | p50 ms | p95 ms | p99 ms | lost | CPU us/vertex | max RSS MiB | checks |\n|---|---|---|---|---|---|---|---|---|\n");
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
     for p in points {
         md += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             f(&p["rate"]),
-            f(&p["throughput_vps"]),
+            format!("{} ({})", f(&p["throughput_pps"]), f(&p["throughput_vps"])),
             f(&p["p50_ms"]),
             f(&p["p95_ms"]),
             f(&p["p99_ms"]),
@@ -67,15 +67,15 @@ pub fn write(out: &Path, nodes: usize, points: &[Value], p99_ms: f64) -> Result<
         );
     }
     md += &match best {
-        Some(b) => format!("\nHighest offered rate with p99 <= {p99_ms:.0} ms and nothing lost: **{} /s** (finalized {} /s).\n", f(&b["rate"]), f(&b["throughput_vps"])),
+        Some(b) => format!("\nHighest offered rate with p99 <= {p99_ms:.0} ms and nothing lost: **{} /s** (finalized {} /s).\n", f(&b["rate"]), f(&b["throughput_pps"])),
         None => format!("\nNo rate held p99 <= {p99_ms:.0} ms with nothing lost.\n"),
     };
-    md += "\nPlot: `sweep.svg` (finalized vertices/s against client-observed latency). Each rate's full report: `rate-R/report.md`.\n";
+    md += "\nPlot: `sweep.svg` (finalized payloads/s against client-observed latency). Each rate's full report: `rate-R/report.md`.\n";
     std::fs::write(out.join("sweep.md"), &md).map_err(|e| format!("sweep.md: {e}"))?;
     let mut sorted: Vec<&Value> = points.iter().collect();
-    sorted.sort_by(|a, b| a["throughput_vps"].as_f64().unwrap_or(0.0).total_cmp(&b["throughput_vps"].as_f64().unwrap_or(0.0)));
-    let series = |key: &str| -> Vec<(f64, f64)> { sorted.iter().filter_map(|p| Some((p["throughput_vps"].as_f64()?, p[key].as_f64()?))).collect() };
-    line_chart(&out.join("sweep.svg"), &format!("Throughput against latency, {nodes} nodes"), "finalized vertices/s", "client-observed finality, ms", &[Series::new("p50", series("p50_ms")), Series::new("p99", series("p99_ms"))])?;
+    sorted.sort_by(|a, b| a["throughput_pps"].as_f64().unwrap_or(0.0).total_cmp(&b["throughput_pps"].as_f64().unwrap_or(0.0)));
+    let series = |key: &str| -> Vec<(f64, f64)> { sorted.iter().filter_map(|p| Some((p["throughput_pps"].as_f64()?, p[key].as_f64()?))).collect() };
+    line_chart(&out.join("sweep.svg"), &format!("Throughput against latency, {nodes} nodes"), "finalized payloads/s", "client-observed finality, ms", &[Series::new("p50", series("p50_ms")), Series::new("p99", series("p99_ms"))])?;
     Ok(md)
 }
 

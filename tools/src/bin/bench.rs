@@ -164,7 +164,10 @@ fn run(args: &Args) -> Result<bool, String> {
         return Err(format!("engine testnet failed: {}", String::from_utf8_lossy(&st.stderr).trim()));
     }
     let cluster_toml = cluster_dir.join("cluster.toml");
-    let cluster = ClusterFile::load(&cluster_toml).map_err(|e| e.to_string())?;
+    let mut cluster = ClusterFile::load(&cluster_toml).map_err(|e| e.to_string())?;
+    cluster.params.max_batch = args.max_batch as usize;
+    cluster.params.batch_linger_us = args.batch_linger_us;
+    cluster.save(&cluster_toml).map_err(|e| e.to_string())?;
     let client_pub = match &args.key {
         Some(k) => Some(hex_key(&*pqdag_tools::targets::client_key(&cluster_toml, Some(k))?)),
         None => None,

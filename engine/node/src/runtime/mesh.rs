@@ -54,6 +54,16 @@ pub enum MeshMsg {
         /// The transaction the submission became.
         tx: TxId,
     },
+    /// A submission of a rejected own vertex is final in another vertex carrying the same
+    /// transaction (see `Action::TxFinal`): shard 0 tells the client.
+    TxFinal {
+        /// Shard 0's internal submission tag.
+        client_tag: u64,
+        /// The final vertex.
+        id: VertexId,
+        /// The transaction.
+        tx: TxId,
+    },
     /// An own vertex is being rejected on its owner shard and these submissions of it move to a
     /// new vertex (re-issue): shard 0 must not report them rejected with it.
     Reissued {

@@ -135,6 +135,7 @@ impl Effects {
             match a {
                 Action::Persist { .. } | Action::Created { .. } => {}
                 Action::Reissued { id, client_tags } => gateway.reissued(mesh, id, client_tags),
+                Action::TxFinal { client_tag, id, tx } => gateway.tx_final(mesh, client_tag, id, tx, &mut client_events),
                 Action::SendVertex { to, vertex } => self.send(Outgoing::Vertex { to, vertex }),
                 Action::SendQuery { to, query } => {
                     let Ok(bytes) = encode(&*query) else { continue };

@@ -26,8 +26,9 @@ use super::quotas::ClientQuotas;
 use super::signer::MlDsaSigner;
 use super::Tags;
 
-/// Most undecided own submissions; beyond it clients get `Overloaded`.
-pub const CLIENT_INFLIGHT_MAX: usize = 8_192;
+/// Most undecided own submissions (transactions, batched into vertices); beyond it clients get
+/// `Overloaded`.
+pub const CLIENT_INFLIGHT_MAX: usize = 131_072;
 /// Admission control: above this many undecided vertices (processing + waiting for parents) on
 /// this shard, new submissions are refused as `Overloaded`. Past the knee an Avalanche node that
 /// keeps accepting work polls an ever larger frontier and finalizes nothing; refusing turns that
@@ -79,6 +80,8 @@ pub(super) struct Gateway {
     adopted_own: HashSet<VertexId>,
     /// Conflict keys of submissions not yet created, by internal tag.
     submit_keys: HashMap<u64, Vec<ConflictKey>>,
+    /// The keys of `submit_keys`, for the double-spend check of each submission.
+    pending_keys: HashSet<ConflictKey>,
     pending_status: HashMap<u64, PendingStatus>,
     /// Undecided vertices (processing + pending) at the end of the last turn.
     undecided: u64,
@@ -110,6 +113,7 @@ impl Gateway {
             own_keys_order: VecDeque::new(),
             adopted_own: HashSet::new(),
             submit_keys: HashMap::new(),
+            pending_keys: HashSet::new(),
             pending_status: HashMap::new(),
             undecided: 0,
             submitters: HashMap::new(),
@@ -164,7 +168,7 @@ impl Gateway {
                 let keys: Vec<ConflictKey> = conflict_keys.iter().map(ConflictKey::from).collect();
                 let spent = keys
                     .iter()
-                    .find(|k| self.own_keys.contains_key(*k) || self.submit_keys.values().any(|ks| ks.contains(*k)) || core.preference(k).is_some())
+                    .find(|k| self.own_keys.contains_key(*k) || self.pending_keys.contains(*k) || core.preference(k).is_some())
                     .copied();
                 let undecided = self.undecided;
                 if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX || undecided >= ADMIT_UNDECIDED_MAX {
@@ -182,6 +186,7 @@ impl Gateway {
                 } else {
                     let internal = tags.take();
                     self.client_submits.insert(internal, (reply, client, tag));
+                    self.pending_keys.extend(keys.iter().copied());
                     self.submit_keys.insert(internal, keys);
                     self.submitters.insert(internal, key.0);
                     self.metrics.submitted.inc();
@@ -243,7 +248,9 @@ impl Gateway {
 
     /// The core refused submission `client_tag`: it is answered, never left hanging.
     pub(super) fn refused(&mut self, client_tag: u64, err: &ConsensusError) {
-        self.submit_keys.remove(&client_tag);
+        for k in self.submit_keys.remove(&client_tag).unwrap_or_default() {
+            self.pending_keys.remove(&k);
+        }
         if let Some(k) = self.submitters.remove(&client_tag) {
             self.quotas.release(k);
         }
@@ -291,6 +298,23 @@ impl Gateway {
         }
     }
 
+    /// Submission `client_tag` is final in vertex `id` (the same transaction in another node's
+    /// vertex), though its own vertex is being rejected: its client hears `Final` (position
+    /// unknown: 0).
+    pub(super) fn tx_final(&mut self, mesh: Option<&ShardMesh>, client_tag: u64, id: VertexId, tx: TxId, client_events: &mut ClientEvents) {
+        if self.shard != 0 {
+            if let Some(m) = mesh {
+                m.send(0, MeshMsg::TxFinal { client_tag, id, tx });
+            }
+            return;
+        }
+        let Some(own) = self.own.remove(&client_tag) else { return };
+        detach(&mut self.own_vertices, &own.vertex, client_tag);
+        self.quotas.release(own.key);
+        let latency_us = own.created.elapsed().as_micros() as u64;
+        client_events.entry(own.client).or_default().push(FinalityEvent { tx, id, status: ClientStatus::Final { shard: self.shard, position: 0 }, latency_us });
+    }
+
     /// Own vertex `id` is being rejected and `client_tags` of it move to a new vertex: they are
     /// not reported rejected with it.
     pub(super) fn reissued(&mut self, mesh: Option<&ShardMesh>, id: VertexId, client_tags: Vec<u64>) {
@@ -309,6 +333,7 @@ impl Gateway {
 
     fn remember_own_keys(&mut self, client_tag: u64, id: VertexId) {
         for k in self.submit_keys.remove(&client_tag).unwrap_or_default() {
+            self.pending_keys.remove(&k);
             if self.own_keys.insert(k, id).is_none() {
                 self.own_keys_order.push_back(k);
             }
@@ -360,6 +385,7 @@ impl Gateway {
             MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
             MeshMsg::Created { client_tag, id, tx } => self.created(mesh, client_tag, id, tx, decided),
             MeshMsg::Reissued { id, client_tags } => self.reissued(mesh, id, client_tags),
+            MeshMsg::TxFinal { client_tag, id, tx } => self.tx_final(mesh, client_tag, id, tx, decided),
             MeshMsg::Decided { id, status } => self.tell_clients(id, status, decided),
             MeshMsg::StatusQuery { req, ids } => {
                 let statuses = ids.iter().map(|id| local_status(core, self.shard, id)).collect();

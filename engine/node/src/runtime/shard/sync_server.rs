@@ -32,12 +32,17 @@ pub(super) fn serve_sync(store: Option<&RocksStore>, request_id: u64, from_posit
     }
 }
 
-/// Full, signed vertices for `ids` (at most a reply's worth), from memory or the store.
+/// Full, signed vertices for `ids` (at most a reply's worth, by count and by bytes: a batch
+/// vertex may be half a frame), from memory or the store.
 fn lookup_vertices(core: &Core<MlDsaSigner>, store: Option<&RocksStore>, ids: &[VertexId]) -> Vec<Vertex> {
-    let mut out = Vec::new();
+    let mut out: Vec<Vertex> = Vec::new();
+    let mut bytes = 0usize;
     for id in ids {
-        if out.len() >= pqdag_wire::limits::REPLY_VERTICES_MAX {
+        if out.len() >= pqdag_wire::limits::REPLY_VERTICES_MAX || bytes >= pqdag_wire::limits::FRAME_BYTES_MAX / 2 {
             break;
+        }
+        if let Some(last) = out.last() {
+            bytes += last.heap_bytes();
         }
         match core.vertex(id) {
             Some(v) if !v.signature.is_empty() => out.push((**v).clone()),
