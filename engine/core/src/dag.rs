@@ -46,6 +46,12 @@ pub(crate) struct Rec {
     /// descendant, so its preference in every set of it is public: a tie-break may no longer
     /// move those preferences (see `Core::expose`). Restored vertices count as exposed.
     pub(crate) exposed: bool,
+    /// It or an ancestor that was undecided when it arrived spends a conflict key. An own
+    /// vertex that spends keys never builds on such a vertex (`select_parents`): two honest
+    /// vertices on different keys, each descending from the other's competitor, would leave
+    /// both sets without a strongly preferred member for ever (found with batching: many keys
+    /// per vertex made it common).
+    pub(crate) keyed_ancestry: bool,
 }
 
 impl Rec {
@@ -70,6 +76,7 @@ impl Rec {
             claiming: 0,
             claim_granted: Vec::new(),
             exposed: false,
+            keyed_ancestry: false,
         }
     }
 }
@@ -196,6 +203,11 @@ impl<S: Signer> Core<S> {
             if status == VertexStatus::Processing && self.conflicts.spends_ancestor_key(&self.dag, &v.conflict_keys, &v.parents) {
                 status = VertexStatus::Rejected;
             }
+            let keyed_ancestry = !v.conflict_keys.is_empty()
+                || v.parents.iter().any(|p| match self.dag.vertices.get(p) {
+                    Some(r) => r.status == VertexStatus::Processing && r.keyed_ancestry,
+                    None => self.parent_state(p) != Some(VertexStatus::Final),
+                });
             let seq = self.dag.seq;
             self.dag.seq += 1;
             for p in &v.parents {
@@ -239,6 +251,7 @@ impl<S: Signer> Core<S> {
                     claim_granted: Vec::new(),
                     // A restarted node may have voted on it before the crash.
                     exposed: quiet,
+                    keyed_ancestry,
                 },
             );
             if status == VertexStatus::Processing {

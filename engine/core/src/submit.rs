@@ -58,6 +58,11 @@ impl<S: Signer> Core<S> {
             if processing && !self.parent_creator_ok(&self.dag.vertices[&id].v.creator, bound) {
                 continue;
             }
+            // A vertex spending keys builds only on vertices whose undecided ancestry spends
+            // none (see `Rec::keyed_ancestry`).
+            if processing && !keys.is_empty() && self.dag.vertices[&id].keyed_ancestry {
+                continue;
+            }
             // Never build on a vertex that spends (or descends from one that spends) a key this
             // submission spends: the new vertex could never win (see `spends_ancestor_key`).
             if processing && !keys.is_empty() && (r_keys_overlap(&self.dag.vertices[&id].v.conflict_keys, keys) || self.conflicts.spends_ancestor_key(&self.dag, keys, &[id])) {

@@ -66,6 +66,8 @@ struct Mix {
     crash: Option<(usize, f64, f64)>,
     /// `sim --partition` spelling.
     partition: Option<String>,
+    /// Transactions per vertex at most (batching and re-issue when > 1).
+    max_batch: usize,
 }
 
 /// Strategies drawn for the Byzantine nodes (every one of `sim --strategy`).
@@ -114,7 +116,9 @@ impl Mix {
         } else {
             None
         };
-        Mix { seed, nodes, shards, loss, duplicate, conflict_ratio, byzantine: (byzantine * 1e4).ceil() / 1e4, strategy, crash, partition }
+        // Drawn last, so every earlier draw of a seed is what it was before batching existed.
+        let max_batch = [1usize, 1, 8, 64][rng.random_range(0..4)];
+        Mix { seed, nodes, shards, loss, duplicate, conflict_ratio, byzantine: (byzantine * 1e4).ceil() / 1e4, strategy, crash, partition, max_batch }
     }
 
     fn config(&self, a: &Args) -> Result<SimConfig, String> {
@@ -124,6 +128,7 @@ impl Mix {
         c.loss = self.loss;
         c.duplicate = self.duplicate;
         c.conflict_ratio = self.conflict_ratio;
+        c.max_batch = self.max_batch;
         c.byzantine = self.byzantine;
         c.strategy = self.strategy;
         c.crash = self.crash.map(|(n, at, back)| (n, (at * 1e6) as u64, (back * 1e6) as u64));
@@ -142,6 +147,9 @@ impl Mix {
             "sim --nodes {} --shards {} --seed {} --duration {} --rate {} --liveness-budget {} --loss {} --duplicate {} --conflict-ratio {}",
             self.nodes, self.shards, self.seed, a.duration, a.rate, a.liveness_budget, self.loss, self.duplicate, self.conflict_ratio
         );
+        if self.max_batch > 1 {
+            s += &format!(" --max-batch {}", self.max_batch);
+        }
         if self.byzantine > 0.0 {
             s += &format!(" --byzantine {} --strategy {}", self.byzantine, self.strategy.name());
         }

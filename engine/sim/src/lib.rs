@@ -123,8 +123,12 @@ pub struct SimConfig {
     /// 0: every node shard has a core of its own (one node per host). C > 0: all nodes share C
     /// cores, like N processes on one machine (used to check the model against such a run).
     pub host_cores: usize,
-    /// Payload bytes per vertex.
+    /// Payload bytes per submission (transaction).
     pub payload_bytes: usize,
+    /// Most transactions per vertex (`Params::max_batch`; 1 = one payload per vertex). Above
+    /// 1 the cores batch submissions and re-issue the innocent transactions of rejected own
+    /// vertices, so conflicts exercise the re-issue path.
+    pub max_batch: usize,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
     /// Parameter override (else the profile default scaled to N).
@@ -164,6 +168,7 @@ impl SimConfig {
             host_cores: 0,
             forget_final_after_us: 1_000_000,
             payload_bytes: 64,
+            max_batch: 1,
             liveness_budget_s: 20.0,
             params: None,
             shell_checks_evidence: true,
@@ -233,6 +238,7 @@ impl Sim {
         // Forgotten decisions go to the archive as soon again (the engine: 30 s after 30 s), so
         // every scenario runs through archived parents and decided keys.
         params.archive_after_us = cfg.forget_final_after_us;
+        params.max_batch = cfg.max_batch;
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;

@@ -73,9 +73,12 @@ struct Args {
     /// All nodes share this many cores (N processes on one machine); 0 = a host per node.
     #[arg(long, default_value_t = 0)]
     host_cores: usize,
-    /// Payload bytes per vertex.
+    /// Payload bytes per submission.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
+    /// Most submissions (transactions) per vertex; 1 = one payload per vertex.
+    #[arg(long, default_value_t = 1)]
+    max_batch: usize,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 1000)]
     forget_final_after_ms: u64,
@@ -103,6 +106,7 @@ fn main() {
     cfg.conn_us_per_s = a.conn_us_per_s;
     cfg.host_cores = a.host_cores;
     cfg.payload_bytes = a.payload_bytes;
+    cfg.max_batch = a.max_batch;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,

@@ -354,3 +354,21 @@ fn shared_host_cores_queue_work() {
     assert!(own.liveness_ok && shared.liveness_ok);
     assert!(shared.finality_ms.p50 > own.finality_ms.p50 * 1.2, "shared p50 {} vs own {}", shared.finality_ms.p50, own.finality_ms.p50);
 }
+
+/// Batching (issue 17): vertices of up to 64 transactions under 20 % conflicting submissions.
+/// Losing vertices take innocent transactions with them, which their creators re-issue; every
+/// conflict set still gets one winner and nothing stays undecided. Before own vertices that
+/// spend keys stopped building on undecided key-spending ancestry (`Rec::keyed_ancestry`),
+/// seed 1 left two sets with no strongly preferred member for ever.
+#[test]
+fn batched_conflicts_stay_live_and_safe() {
+    for seed in 1..=4 {
+        let mut c = base(7, seed, 6.0, 400.0);
+        c.conflict_ratio = 0.2;
+        c.max_batch = 64;
+        let r = run(c).expect("config");
+        check(&r);
+        assert!(r.liveness_ok, "seed {seed}: undecided {}", r.undecided_honest_max);
+        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+    }
+}
