@@ -46,7 +46,7 @@ pub struct StoreBatch {
     pub(crate) vertices: Vec<Vertex>,
     pub(crate) statuses: Vec<(VertexId, Status)>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
-    pub(crate) clients: Vec<(VertexId, [u8; 32])>,
+    pub(crate) clients: Vec<(VertexId, Vec<[u8; 32]>)>,
     /// Winners of decided conflict keys.
     pub(crate) winners: Vec<(ConflictKey, VertexId)>,
     /// Wall-clock time of the batch, unix seconds (retention marks), when set.
@@ -85,9 +85,11 @@ impl StoreBatch {
         self.meta.push((key.to_owned(), value));
     }
 
-    /// Records the key id of the client that submitted vertex `id` (audit, decision feed).
-    pub fn set_client(&mut self, id: VertexId, client: [u8; 32]) {
-        self.clients.push((id, client));
+    /// Records the key ids of the clients that submitted vertex `id`'s transactions, one per
+    /// transaction in vertex order (zero: not recorded) (audit, decision feed). One record per
+    /// vertex, so retention prunes it with the vertex.
+    pub fn set_clients(&mut self, id: VertexId, clients: Vec<[u8; 32]>) {
+        self.clients.push((id, clients));
     }
 
     /// Records that final vertex `id` won the conflict set of `key` (the core looks it up once
@@ -135,8 +137,9 @@ pub trait Store {
     fn next_decision_seq(&self) -> u64;
     /// This store's decision-log identity: random, fixed when the store was created.
     fn decision_log_id(&self) -> u64;
-    /// The key id of the client that submitted `id`, when this node recorded one.
-    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError>;
+    /// The key ids of the clients that submitted vertex `id`'s transactions (in vertex order;
+    /// zero where none was recorded), when this node recorded any.
+    fn clients_of(&self, id: &VertexId) -> Result<Option<Vec<[u8; 32]>>, StorageError>;
     /// The final winner of decided conflict key `key` ([`StoreBatch::set_winner`]); kept
     /// through retention.
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError>;

@@ -14,7 +14,7 @@ pub struct MemStore {
     finalized: BTreeMap<u64, VertexId>,
     meta: HashMap<String, Vec<u8>>,
     decisions: Vec<Decided>,
-    clients: HashMap<VertexId, [u8; 32]>,
+    clients: HashMap<VertexId, Vec<[u8; 32]>>,
     log_id: u64,
     /// Winners of decided conflict keys.
     winners: HashMap<ConflictKey, VertexId>,
@@ -116,8 +116,8 @@ impl Store for MemStore {
         self.log_id
     }
 
-    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
-        Ok(self.clients.get(id).copied())
+    fn clients_of(&self, id: &VertexId) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
+        Ok(self.clients.get(id).cloned())
     }
 
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {

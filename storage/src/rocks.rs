@@ -7,7 +7,7 @@
 //! | `finalized` | position u64 BE | vertex id (32): the shard's finality order |
 //! | `meta` | utf-8 key | bytes |
 //! | `decisions` | decision seq u64 BE | vertex id (32) · status (9): the shard's decision log |
-//! | `clients` | vertex id (32) | submitting client's key id (32) |
+//! | `clients` | vertex id (32) | each transaction's submitting client key id (32 each, in vertex order; zero: none) |
 //! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final ([`crate::PrunedFinal`]) |
 //! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
 //! | `winners` | conflict key (32) | the final vertex id (32) that won the key's conflict set |
@@ -355,7 +355,7 @@ impl Store for RocksStore {
             wb.put_cf(cm, k.as_bytes(), v);
         }
         for (id, client) in &batch.clients {
-            wb.put_cf(cc, id.0, client);
+            wb.put_cf(cc, id.0, client.concat());
         }
         if !batch.winners.is_empty() {
             let cw = self.cf(CF_WINNERS)?;
@@ -448,9 +448,10 @@ impl Store for RocksStore {
         self.log_id
     }
 
-    fn client_of(&self, id: &VertexId) -> Result<Option<[u8; 32]>, StorageError> {
+    fn clients_of(&self, id: &VertexId) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
         match self.db.get_pinned_cf(self.cf(CF_CLIENTS)?, id.0)? {
-            Some(b) => Ok(Some(b.as_ref().try_into().map_err(|_| corrupt(CF_CLIENTS, "client length"))?)),
+            Some(b) if !b.is_empty() && b.len() % 32 == 0 => Ok(Some(b.chunks_exact(32).map(|c| c.try_into().unwrap_or([0; 32])).collect())),
+            Some(_) => Err(corrupt(CF_CLIENTS, "client length")),
             None => Ok(None),
         }
     }

@@ -67,10 +67,10 @@ fn suite(store: &mut dyn Store) {
     assert_eq!(store.next_decision_seq(), 4);
     assert_ne!(store.decision_log_id(), 0);
     let mut batch = StoreBatch::new();
-    batch.set_client(a.id, [5; 32]);
+    batch.set_clients(a.id, vec![[5; 32], [0; 32], [6; 32]]);
     store.write(batch).expect("client");
-    assert_eq!(store.client_of(&a.id).expect("client"), Some([5; 32]));
-    assert_eq!(store.client_of(&b.id).expect("client"), None);
+    assert_eq!(store.clients_of(&a.id).expect("client"), Some(vec![[5; 32], [0; 32], [6; 32]]));
+    assert_eq!(store.clients_of(&b.id).expect("client"), None);
 
     let mut all = store.load_all().expect("load");
     all.sort_by_key(|s| s.vertex.id);
@@ -93,7 +93,7 @@ fn retention_suite(store: &mut dyn Store) {
     }
     b.set_status(ids[0], Status::Final { position: 1 });
     b.set_status(ids[1], Status::Rejected);
-    b.set_client(ids[0], [9; 32]);
+    b.set_clients(ids[0], vec![[9; 32]]);
     b.set_winner(ConflictKey([10; 32]), ids[0]);
     store.write(b).expect("write");
     assert_eq!(store.key_winner(&ConflictKey([10; 32])).expect("winner"), Some(ids[0]));
@@ -126,7 +126,7 @@ fn retention_suite(store: &mut dyn Store) {
     assert_eq!(store.get(&ids[1]).expect("get"), None, "bytes gone");
     assert_eq!(store.status(&ids[0]).expect("status"), Some(Status::Final { position: 1 }), "status kept");
     assert_eq!(store.status(&ids[1]).expect("status"), Some(Status::Rejected), "status kept");
-    assert_eq!(store.client_of(&ids[0]).expect("client"), None);
+    assert_eq!(store.clients_of(&ids[0]).expect("client"), None);
     assert_eq!(store.finalized_range(0, 10).expect("range"), vec![(2, ids[2]), (3, ids[3]), (4, ids[4])]);
     let log: Vec<u64> = store.decisions(0, 10).expect("log").iter().map(|d| d.seq).collect();
     assert_eq!(log, vec![3, 4, 5], "the log starts at the first retained decision");

@@ -134,7 +134,7 @@ fn a_reissue_never_outgrows_the_vertex_byte_budget() {
     net.submit(1, vec![key(7)], 1);
     net.run(2_000_000);
     net.submit(0, vec![], 2);
-    let mut submit = |net: &mut Net, t: u64, keys: Vec<ConflictKey>| {
+    let submit = |net: &mut Net, t: u64, keys: Vec<ConflictKey>| {
         let r = net.cores[0].handle(net.now, Event::Submit { payload: vec![t as u8; 512], conflict_keys: keys, client_tag: t, timestamp_ms: 0 });
         assert!(r.is_ok(), "{t}: {r:?}");
     };

@@ -111,10 +111,11 @@ pub fn export(config: &Path, format: ExportFormat, out: &mut dyn Write) -> Resul
                     for (position, id) in page {
                         let Some(sv) = store.get(&id).map_err(err)? else { continue };
                         let v = &sv.vertex;
+                        let clients = store.clients_of(&id).map_err(err)?.unwrap_or_default();
                         let mut txs = Vec::with_capacity(v.txs.len());
-                        for t in &v.txs {
+                        for (i, t) in v.txs.iter().enumerate() {
                             let tx = t.id();
-                            let client = store.client_of(&pqdag_wire::VertexId(tx.0)).map_err(err)?.map(hex::encode);
+                            let client = clients.get(i).filter(|c| **c != [0; 32]).map(hex::encode);
                             txs.push(serde_json::json!({
                                 "tx": tx.to_hex(),
                                 "payload": hex::encode(&t.payload),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pqdag_storage::{RocksStore, Status, Store};
 use pqdag_transport::Responder;
-use pqdag_wire::{encode, ClientErrorCode, ClientReply, ClientStatus, FeedEntry, FeedTx, NodeId, VertexId, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX};
+use pqdag_wire::{encode, ClientErrorCode, ClientReply, ClientStatus, FeedEntry, FeedTx, NodeId, FEED_ENTRIES_MAX, FEED_PAYLOAD_BYTES_MAX};
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::Tags;
@@ -149,13 +149,13 @@ fn read_part(store: Option<&RocksStore>, shard: u16, log_id: u64, after_seq: u64
             _ => ClientStatus::Rejected,
         };
         let v = sv.vertex;
-        let mut txs = Vec::with_capacity(v.txs.len());
-        for t in v.txs {
-            let tx = t.id();
-            // The client of each transaction is recorded under its id (`persist`).
-            let client = store.client_of(&VertexId(tx.0)).map_err(|e| malformed(e.to_string()))?.unwrap_or([0; 32]);
-            txs.push(FeedTx { tx, payload: t.payload, conflict_keys: t.conflict_keys, client });
-        }
+        let clients = store.clients_of(&v.id).map_err(|e| malformed(e.to_string()))?.unwrap_or_default();
+        let txs = v
+            .txs
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| FeedTx { tx: t.id(), client: clients.get(i).copied().unwrap_or([0; 32]), payload: t.payload, conflict_keys: t.conflict_keys })
+            .collect();
         out.push((d.seq, FeedEntry { id: v.id, decision, txs, parents: v.parents, creator: v.creator, cursor: Vec::new() }));
     }
     Ok((own, out))

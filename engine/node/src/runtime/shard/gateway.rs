@@ -132,7 +132,8 @@ impl Gateway {
     /// The key id of the client behind submission `client_tag` (non-zero only), to persist with
     /// the vertex it became.
     pub(super) fn submitter(&self, client_tag: u64) -> Option<[u8; 32]> {
-        self.submitters.get(&client_tag).copied().filter(|k| *k != [0; 32])
+        // Before its first creation, or (a re-issue) from its record.
+        self.submitters.get(&client_tag).or_else(|| self.own.get(&client_tag).map(|o| &o.key)).copied().filter(|k| *k != [0; 32])
     }
 
     /// The core's load at the end of a turn (admission control reads it).

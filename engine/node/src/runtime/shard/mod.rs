@@ -345,15 +345,19 @@ impl Shard {
         let actions = self.step.feed(&mut self.core, events, &mut self.gateway);
         if !actions.is_empty() {
             // Durability first: every persist of the turn in one atomic batch, before any send.
-            // The submitting client of each vertex created this turn is stored with it.
-            let clients: Vec<(pqdag_wire::VertexId, [u8; 32])> = actions
-                .iter()
-                .filter_map(|a| match a {
-                    // Keyed by transaction id (ids of both kinds are BLAKE3 under distinct contexts).
-                    pqdag_core::Action::Created { client_tag, tx, .. } => self.gateway.submitter(*client_tag).map(|k| (pqdag_wire::VertexId(tx.0), k)),
-                    _ => None,
-                })
-                .collect();
+            // The submitting client of each transaction of each vertex created this turn is
+            // stored with the vertex (one record: retention prunes it with the vertex).
+            let mut clients: Vec<(pqdag_wire::VertexId, Vec<[u8; 32]>)> = Vec::new();
+            for a in &actions {
+                if let pqdag_core::Action::Created { client_tag, id, .. } = a {
+                    let key = self.gateway.submitter(*client_tag).unwrap_or([0; 32]);
+                    match clients.last_mut() {
+                        Some((last, keys)) if last == id => keys.push(key),
+                        _ => clients.push((*id, vec![key])),
+                    }
+                }
+            }
+            clients.retain(|(_, keys)| keys.iter().any(|k| *k != [0; 32]));
             if let Some(positions) = self.persist.commit(&actions, clients).await {
                 let stages = Stages {
                     gateway: &mut self.gateway,

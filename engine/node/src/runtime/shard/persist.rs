@@ -43,7 +43,7 @@ impl Persist {
     /// positions of the batch; `None` when the write failed (the stop flag is then set and
     /// nothing of the turn may be sent).
     /// `clients`: the submitting client of vertices created in this batch.
-    pub(super) async fn commit(&mut self, actions: &[Action], clients: Vec<(VertexId, [u8; 32])>) -> Option<Positions> {
+    pub(super) async fn commit(&mut self, actions: &[Action], clients: Vec<(VertexId, Vec<[u8; 32]>)>) -> Option<Positions> {
         let positions: Positions = actions
             .iter()
             .filter_map(|a| match a {
@@ -73,7 +73,7 @@ impl Persist {
             }
         }
         for (id, client) in clients {
-            batch.set_client(id, client);
+            batch.set_clients(id, client);
         }
         // The wall clock, for the store's per-second retention marks.
         batch.set_time(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
