@@ -16,8 +16,9 @@ use crate::error::{ConsensusError, ConsensusResult};
 use crate::id_hash::{HashMap, HashSet};
 use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key, shard_of_vertex};
 
-/// How often one transaction is re-issued at most (after that its client hears `Rejected`).
-pub const REISSUE_MAX: u8 = 2;
+/// How often one transaction is re-issued at most (after that its client hears `Rejected`): only
+/// a misjudged key (another shard's, judged by its last preference message) could loop.
+pub const REISSUE_MAX: u8 = 8;
 /// Own undecided vertices whose submissions are remembered for a re-issue; beyond it the oldest
 /// are forgotten (their transactions are then reported as their vertex is decided).
 pub const OWN_VERTICES_MAX: usize = 65_536;

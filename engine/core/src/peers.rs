@@ -129,6 +129,8 @@ pub(crate) struct Peers {
     pub(crate) eligible: Vec<usize>,
     /// Per peer: the shell reported its connection down (see `Event::PeerReachability`).
     pub(crate) unreachable: Vec<bool>,
+    /// The last pair of one creator's vertices judged for equivocation (`equivocation`).
+    pub(crate) last_pair: Option<(VertexId, VertexId)>,
     pub(crate) refresh_at: u64,
     pub(crate) outcomes: VecDeque<bool>,
     pub(crate) outcomes_timeouts: usize,
@@ -148,6 +150,7 @@ impl Peers {
             scores: vec![PeerScore::default(); n],
             eligible: (0..n).collect(),
             unreachable: vec![false; n],
+            last_pair: None,
             refresh_at: 0,
             outcomes: VecDeque::new(),
             outcomes_timeouts: 0,
@@ -247,8 +250,16 @@ impl<S: Signer> Core<S> {
     pub(crate) fn equivocation(&mut self, a: VertexId, b: VertexId) {
         let (Some(ra), Some(rb)) = (self.dag.vertices.get(&a), self.dag.vertices.get(&b)) else { return };
         let creator = ra.v.creator;
+        if creator == self.me {
+            return;
+        }
+        // Joining a vertex's keys checks the same pair once per shared key: judge it once.
+        if self.peers.last_pair == Some((a, b)) {
+            return;
+        }
+        self.peers.last_pair = Some((a, b));
         // A re-issue spends its keys again with the same transactions: not an equivocation.
-        if creator == self.me || !pqdag_wire::spends_apart(&ra.v, &rb.v) {
+        if !pqdag_wire::spends_apart(&ra.v, &rb.v) {
             return;
         }
         // A stripped (old final) vertex no longer carries its signature: the equivocation is

@@ -137,19 +137,11 @@ pub fn verify_tx_proof(root: &[u8; 32], tx: &TxId, index: usize, count: usize, p
 /// one creator an equivocation. A creator that re-issues a rejected vertex's innocent
 /// transaction in a new vertex spends its keys again with the same transaction, which is not.
 pub fn spends_apart(a: &Vertex, b: &Vertex) -> bool {
-    let mut by_key: std::collections::BTreeMap<[u8; 32], TxId> = std::collections::BTreeMap::new();
-    for t in &a.txs {
-        if t.conflict_keys.iter().any(|k| b.conflict_keys.contains(k)) {
-            let id = t.id();
-            for k in &t.conflict_keys {
-                by_key.insert(k.0, id);
-            }
-        }
-    }
-    b.txs.iter().any(|t| {
-        let mut id = None;
-        t.conflict_keys.iter().any(|k| by_key.get(&k.0).is_some_and(|other| *other != *id.get_or_insert_with(|| t.id())))
-    })
+    // Linear in both vertices, and no hashing: transactions are compared by content (the same
+    // content is the same id). A re-issue of a full batch is checked against its first vertex
+    // once per shared key, so this must stay cheap.
+    let by_key: std::collections::BTreeMap<&[u8; 32], &Transaction> = a.txs.iter().flat_map(|t| t.conflict_keys.iter().map(move |k| (&k.0, t))).collect();
+    b.txs.iter().any(|t| t.conflict_keys.iter().any(|k| by_key.get(&k.0).is_some_and(|other| *other != t)))
 }
 
 #[cfg(test)]
