@@ -129,6 +129,9 @@ pub struct SimConfig {
     /// 1 the cores batch submissions and re-issue the innocent transactions of rejected own
     /// vertices, so conflicts exercise the re-issue path.
     pub max_batch: usize,
+    /// Fraction of submissions sent to two nodes at once, identical (twins: a client's retry
+    /// after a lost reply). 0: none (and no draw, so other runs replay as before).
+    pub twin_ratio: f64,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
     /// Parameter override (else the profile default scaled to N).
@@ -169,6 +172,7 @@ impl SimConfig {
             forget_final_after_us: 1_000_000,
             payload_bytes: 64,
             max_batch: 1,
+            twin_ratio: 0.0,
             liveness_budget_s: 20.0,
             params: None,
             shell_checks_evidence: true,

@@ -79,6 +79,9 @@ struct Args {
     /// Most submissions (transactions) per vertex; 1 = one payload per vertex.
     #[arg(long, default_value_t = 1)]
     max_batch: usize,
+    /// Fraction of submissions sent identical to two nodes (twins: client retries).
+    #[arg(long, default_value_t = 0.0)]
+    twin_ratio: f64,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 1000)]
     forget_final_after_ms: u64,
@@ -107,6 +110,7 @@ fn main() {
     cfg.host_cores = a.host_cores;
     cfg.payload_bytes = a.payload_bytes;
     cfg.max_batch = a.max_batch;
+    cfg.twin_ratio = a.twin_ratio;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,

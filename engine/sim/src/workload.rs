@@ -23,7 +23,8 @@ pub(crate) struct Submission {
 pub(crate) enum Arrival {
     /// One plain vertex.
     One(Submission),
-    /// Two vertices spending `.2` at two different nodes.
+    /// Two vertices spending `.2` at two different nodes (a double spend, or twins: the same
+    /// transaction through two nodes, as a client's retry after a lost reply).
     Pair(Submission, Submission, ConflictKey),
 }
 
@@ -32,6 +33,7 @@ pub(crate) struct Workload {
     rng: ChaCha8Rng,
     rate: f64,
     conflict_ratio: f64,
+    twin_ratio: f64,
     payload_bytes: usize,
     honest: usize,
     shards: u32,
@@ -46,6 +48,7 @@ impl Workload {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x776f_726b_6c6f_6164),
             rate: cfg.rate,
             conflict_ratio: cfg.conflict_ratio,
+            twin_ratio: cfg.twin_ratio,
             payload_bytes: cfg.payload_bytes,
             honest,
             shards: cfg.shards,
@@ -82,7 +85,9 @@ impl Workload {
         let mut payload = vec![0u8; self.payload_bytes];
         self.rng.fill(&mut payload[..]);
         let conflict = self.conflict_ratio > 0.0 && honest >= 2 && self.rng.random_bool(self.conflict_ratio.min(1.0));
-        if !conflict {
+        // Drawn only when asked for, so runs without twins replay as before.
+        let twin = !conflict && self.twin_ratio > 0.0 && honest >= 2 && self.rng.random_bool(self.twin_ratio.min(1.0));
+        if !conflict && !twin {
             return Arrival::One(Submission { node: a, payload, keys: Vec::new() });
         }
         let mut b = self.rng.random_range(0..honest - 1);
@@ -93,7 +98,9 @@ impl Workload {
         self.rng.fill(&mut k);
         let key = ConflictKey(k);
         let first = Submission { node: a, payload: payload.clone(), keys: vec![key] };
-        payload[0] ^= 0xff;
+        if !twin {
+            payload[0] ^= 0xff;
+        }
         Arrival::Pair(first, Submission { node: b, payload, keys: vec![key] }, key)
     }
 

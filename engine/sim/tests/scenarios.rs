@@ -372,3 +372,21 @@ fn batched_conflicts_stay_live_and_safe() {
         assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
     }
 }
+
+/// Twins (the same transaction through two nodes, as a client's retry) beside double spends,
+/// batched: each twin pair and each double spend has one winner, everything is decided, nobody
+/// is convicted for a twin.
+#[test]
+fn batched_twins_and_double_spends_stay_live_and_safe() {
+    for seed in 1..=2 {
+        let mut c = base(4, seed, 3.0, 500.0);
+        c.conflict_ratio = 0.05;
+        c.twin_ratio = 0.2;
+        c.max_batch = 64;
+        let r = run(c).expect("config");
+        check(&r);
+        assert!(r.liveness_ok, "seed {seed}: undecided {}", r.undecided_honest_max);
+        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+        assert_eq!((r.honest_convicted, r.honest_banned), (0, 0), "seed {seed}");
+    }
+}
