@@ -407,14 +407,10 @@ async fn resolve_from_feed(st: Shared, nonce: u64, budget: Duration, timeout: Du
         for e in entries.iter() {
             let final_ = matches!(e.decision, ArchivedClientStatus::Final { .. });
             let creator = node_ids.iter().position(|n| *n == e.creator.0);
-            for t in e.txs.iter() {
-                let p = t.payload.as_slice();
-                if p.len() < 16 || p[..8] != nonce.to_le_bytes() {
-                    continue;
-                }
-                let tag = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
+            for t in e.txs.iter().filter(|t| t.payload.len() >= 16 && t.payload[..8] == nonce.to_le_bytes()) {
+                let tag = u64::from_le_bytes(t.payload[8..16].try_into().unwrap_or_default());
                 let entry = seen.entry(tag).or_insert((VertexId(t.tx.0), final_, creator));
-                if final_ && !entry.1 {
+                if final_ {
                     *entry = (VertexId(t.tx.0), true, creator);
                 }
             }
