@@ -355,38 +355,36 @@ fn shared_host_cores_queue_work() {
     assert!(shared.finality_ms.p50 > own.finality_ms.p50 * 1.2, "shared p50 {} vs own {}", shared.finality_ms.p50, own.finality_ms.p50);
 }
 
-/// Batching (issue 17): vertices of up to 64 transactions under 20 % conflicting submissions.
-/// Losing vertices take innocent transactions with them, which their creators re-issue; every
-/// conflict set still gets one winner and nothing stays undecided. Before own vertices that
-/// spend keys stopped building on undecided key-spending ancestry (`Rec::keyed_ancestry`),
-/// seed 1 left two sets with no strongly preferred member for ever.
+/// A batched run (up to 64 transactions per vertex) with `conflicts` double spends and `twins`
+/// (the same transaction through two nodes): safe, live, every pair with one winner, nobody
+/// honest convicted.
+fn check_batched(nodes: usize, seed: u64, duration_s: f64, rate: f64, conflicts: f64, twins: f64) {
+    let mut c = base(nodes, seed, duration_s, rate);
+    c.conflict_ratio = conflicts;
+    c.twin_ratio = twins;
+    c.max_batch = 64;
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "seed {seed}: undecided {}", r.undecided_honest_max);
+    assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+    assert_eq!((r.honest_convicted, r.honest_banned), (0, 0), "seed {seed}");
+}
+
+/// Batching (issue 17) under 20 % conflicting submissions. Losing vertices take innocent
+/// transactions with them, which their creators re-issue. Before own vertices that spend keys
+/// stopped building on undecided key-spending ancestry (`Rec::keyed_ancestry`), seed 1 left two
+/// sets with no strongly preferred member for ever.
 #[test]
 fn batched_conflicts_stay_live_and_safe() {
     for seed in 1..=4 {
-        let mut c = base(7, seed, 6.0, 400.0);
-        c.conflict_ratio = 0.2;
-        c.max_batch = 64;
-        let r = run(c).expect("config");
-        check(&r);
-        assert!(r.liveness_ok, "seed {seed}: undecided {}", r.undecided_honest_max);
-        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+        check_batched(7, seed, 6.0, 400.0, 0.2, 0.0);
     }
 }
 
-/// Twins (the same transaction through two nodes, as a client's retry) beside double spends,
-/// batched: each twin pair and each double spend has one winner, everything is decided, nobody
-/// is convicted for a twin.
+/// Twins (a client's retry through another node) beside double spends, batched.
 #[test]
 fn batched_twins_and_double_spends_stay_live_and_safe() {
     for seed in 1..=2 {
-        let mut c = base(4, seed, 3.0, 500.0);
-        c.conflict_ratio = 0.05;
-        c.twin_ratio = 0.2;
-        c.max_batch = 64;
-        let r = run(c).expect("config");
-        check(&r);
-        assert!(r.liveness_ok, "seed {seed}: undecided {}", r.undecided_honest_max);
-        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
-        assert_eq!((r.honest_convicted, r.honest_banned), (0, 0), "seed {seed}");
+        check_batched(4, seed, 3.0, 500.0, 0.05, 0.2);
     }
 }
