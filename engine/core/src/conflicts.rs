@@ -96,6 +96,8 @@ pub(crate) struct Conflicts {
     pub(crate) sets: HashMap<ConflictKey, ConflictSet>,
     /// Undecided sets with two members or more (0: every processing vertex is preferred).
     pub(crate) contested: u64,
+    /// When a set of this shard last became contested (see `Core::keyed_parents_only`).
+    pub(crate) last_contest_us: Option<u64>,
 }
 
 impl Conflicts {
@@ -265,6 +267,7 @@ impl<S: Signer> Core<S> {
         }
         if newly_contested {
             self.conflicts.contested += 1;
+            self.conflicts.last_contest_us = Some(self.now);
         }
         if changed {
             self.bump_epoch();

@@ -44,6 +44,7 @@ impl<S: Signer> Core<S> {
         let recent: Vec<VertexId> = self.dag.recent.iter().rev().copied().collect();
         // Once per submission, not per candidate (it is a median over every node's count).
         let bound = self.parent_share();
+        let strict = self.keyed_parents_only(now);
         for id in recent {
             let Some(r) = self.dag.vertices.get(&id) else { continue };
             if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {
@@ -59,8 +60,8 @@ impl<S: Signer> Core<S> {
                 continue;
             }
             // A vertex spending keys builds only on vertices whose undecided ancestry spends
-            // none (see `Rec::keyed_ancestry`).
-            if processing && !keys.is_empty() && self.dag.vertices[&id].keyed_ancestry {
+            // none, while conflicts are about (see `Rec::keyed_ancestry`).
+            if processing && strict && !keys.is_empty() && self.dag.vertices[&id].keyed_ancestry {
                 continue;
             }
             // Never build on a vertex that spends (or descends from one that spends) a key this
@@ -92,6 +93,18 @@ impl<S: Signer> Core<S> {
             out.push(self.dag.genesis.id);
         }
         out
+    }
+}
+
+impl<S: Signer> Core<S> {
+    /// Whether own vertices that spend keys must avoid undecided key-spending ancestry now: while
+    /// a set of this shard is contested, and for `PARENT_RECENT_US` after one was (parents are
+    /// drawn from that window). Without conflicts the DAG keeps its shape (new vertices on the
+    /// undecided tips): building only on finals made most finals leaves, which a node catching
+    /// up after a restart learns only through history sync (`cluster.rs` kill -9 test: 3 of
+    /// 600 missing in 1 run of 3).
+    fn keyed_parents_only(&self, now: u64) -> bool {
+        self.conflicts.contested > 0 || self.conflicts.last_contest_us.is_some_and(|t| now < t + PARENT_RECENT_US)
     }
 }
 

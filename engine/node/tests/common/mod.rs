@@ -208,7 +208,15 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("nodes {nodes:?} did not converge: {last:#?}");
+        let tails: String = nodes
+            .iter()
+            .map(|i| {
+                let log = std::fs::read_to_string(self.log_path(*i)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                format!("--- node-{i} log, last 40 lines ---\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"))
+            })
+            .collect();
+        panic!("nodes {nodes:?} did not converge: {last:#?}\n{tails}");
     }
 
     /// The testnet's client identity (`DIR/client/client.key`), which every node accepts.
