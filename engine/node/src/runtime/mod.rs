@@ -56,13 +56,15 @@ pub const FINAL_IN_MEMORY_US: u64 = 10_000_000;
 /// How long a final vertex keeps its record in the consensus core; then only its id stays (and
 /// of its decided conflict set, the winner): ~1 KB -> ~0.1 KB per old final vertex. With
 /// batching a vertex spends up to thousands of keys, each a conflict set until then: at 10 000
-/// payloads/s, 30 s held 300 000 sets (~200 MB); 12 s holds 120 000.
-pub const FINAL_RECORD_US: u64 = 12_000_000;
+/// payloads/s, 30 s held 300 000 sets (~200 MB). 12 s held 120 000 (RSS flat near 410 MiB)
+/// but the partition test (`tests/partition.rs`) then failed in 2 of 11 local runs and 2 of 3
+/// CI runs (0 of 8 at 30 s): kept at 30 s until that interaction is understood.
+pub const FINAL_RECORD_US: u64 = 30_000_000;
 
 /// How long a forgotten final's id (and its decided keys' winners) stays in the core's memory
 /// before only the store answers for it (`shard/archive.rs`): memory stays flat whatever the
 /// history length, at one bloom-filtered point read per lookup of an older id.
-pub const ARCHIVE_AFTER_US: u64 = 12_000_000;
+pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
 
 /// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
 pub const POLL_INTERVAL_US: u64 = 10_000;
