@@ -62,6 +62,13 @@ impl Batch {
         self.keys.contains(key)
     }
 
+    /// Whether `key` is spent by a waiting transaction or one about to be re-issued (a new
+    /// submission must not take a key a re-issue needs: the re-issue, already announced to the
+    /// shell, could then not be carried).
+    pub(crate) fn claims(&self, key: &ConflictKey) -> bool {
+        self.spends(key) || self.requeue.iter().any(|(t, ..)| t.conflict_keys.contains(key))
+    }
+
     fn remember(&mut self, id: VertexId, tags: OwnTags) {
         if self.own_vertices.insert(id, tags).is_none() {
             self.own_order.push_back(id);
@@ -98,7 +105,7 @@ impl<S: Signer> Core<S> {
             return Err(ConsensusError::Dag("payload or conflict keys over the wire limits".into()));
         }
         self.check_own_keys(&tx.conflict_keys)?;
-        if let Some(k) = tx.conflict_keys.iter().find(|k| self.batch.spends(k)) {
+        if let Some(k) = tx.conflict_keys.iter().find(|k| self.batch.claims(k)) {
             return Err(ConsensusError::Dag(format!("key {} is spent by a submission in the same batch", crate::core::hex8(&k.0))));
         }
         self.enqueue(now, tx, client_tag, 0, ts);
@@ -228,7 +235,10 @@ impl<S: Signer> Core<S> {
         }
         let ts = self.batch.timestamp_ms;
         for (tx, tag, generation) in std::mem::take(&mut self.batch.requeue) {
+            // Cannot happen (`submit` leaves re-issued keys alone, own vertices never share a
+            // key); a vertex spending a key twice would be invalid, so never batch it.
             if tx.conflict_keys.iter().any(|k| self.batch.spends(k)) {
+                debug_assert!(false, "a re-issued key is already in the batch");
                 continue;
             }
             self.enqueue(now, tx, tag, generation, ts);
@@ -253,8 +263,8 @@ impl<S: Signer> Core<S> {
             winner = Some(w);
         }
         let w = winner?;
-        let id = tx.id();
-        self.dag.vertices.get(&w).filter(|r| r.status == VertexStatus::Final && r.v.txs.iter().any(|t| t.id() == id)).map(|_| w)
+        // Same content is the same transaction: compared without hashing.
+        self.dag.vertices.get(&w).filter(|r| r.status == VertexStatus::Final && r.v.txs.iter().any(|t| t == tx)).map(|_| w)
     }
 
     /// Whether no vertex but `loser` spends `key` as far as this shard knows: no other member of
@@ -269,11 +279,6 @@ impl<S: Signer> Core<S> {
             return self.dag.forgotten.key_winner(key).is_none_or(|w| w == *loser);
         }
         self.cross.remote_sets.get(key).is_none_or(|s| !s.decided || s.preferred == Some(*loser))
-    }
-
-    /// Transactions of own vertex `id` still awaiting its decision (debugging and tests).
-    pub fn own_submissions(&self, id: &VertexId) -> Option<&OwnTags> {
-        self.batch.own_vertices.get(id)
     }
 
     /// Transactions waiting in the open batch.

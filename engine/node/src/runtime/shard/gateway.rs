@@ -72,7 +72,7 @@ pub(super) struct Gateway {
     /// Submissions in own vertices awaiting a decision, by internal tag (shard 0).
     own: HashMap<u64, OwnSubmission>,
     /// The internal tags each own vertex carries (shard 0).
-    own_vertices: HashMap<VertexId, Vec<u64>>,
+    own_vertices: HashMap<VertexId, HashSet<u64>>,
     /// Own (non-rejected) vertices' conflict keys, oldest first for eviction (shard 0).
     own_keys: HashMap<ConflictKey, VertexId>,
     own_keys_order: VecDeque<ConflictKey>,
@@ -284,7 +284,7 @@ impl Gateway {
             let old = std::mem::replace(&mut own.vertex, id);
             let client = own.client;
             detach(&mut self.own_vertices, &old, client_tag);
-            self.own_vertices.entry(id).or_default().push(client_tag);
+            self.own_vertices.entry(id).or_default().insert(client_tag);
             self.metrics.invalid.get_or_create(&KindLabel { kind: "client_reissued".into() }).inc();
             client_events.entry(client).or_default().push(FinalityEvent { tx, id, status: ClientStatus::Processing, latency_us: 0 });
             return;
@@ -292,7 +292,7 @@ impl Gateway {
         self.remember_own_keys(client_tag, id);
         if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
             self.own.insert(client_tag, OwnSubmission { client, created: Instant::now(), key: key.unwrap_or([0; 32]), tx, vertex: id });
-            self.own_vertices.entry(id).or_default().push(client_tag);
+            self.own_vertices.entry(id).or_default().insert(client_tag);
             if let Ok(b) = encode(&ClientReply::Submitted { tag, tx, id }) {
                 let _ = reply.send(b);
             }
@@ -424,10 +424,11 @@ impl Gateway {
     }
 }
 
-/// Takes submission `tag` off vertex `id`'s list.
-fn detach(own_vertices: &mut HashMap<VertexId, Vec<u64>>, id: &VertexId, tag: u64) {
+/// Takes submission `tag` off vertex `id`'s set (constant time: a re-issue of a full batch
+/// moves thousands of submissions).
+fn detach(own_vertices: &mut HashMap<VertexId, HashSet<u64>>, id: &VertexId, tag: u64) {
     if let Some(tags) = own_vertices.get_mut(id) {
-        tags.retain(|t| *t != tag);
+        tags.remove(&tag);
         if tags.is_empty() {
             own_vertices.remove(id);
         }
