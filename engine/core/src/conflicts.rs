@@ -80,8 +80,11 @@ impl ConflictSet {
         self.members.iter().position(|m| m.id == *id)
     }
     /// The shard of every member, in member order (preference broadcasts go to them).
+    /// Shards holding a member, set-aside members included: each must learn the decision, or
+    /// a set-aside member owned by another shard stays processing there for ever while every
+    /// other node rejected it (`sim-faults` seed 60: 35 spam vertices stuck at one node).
     pub(crate) fn owners(&self) -> Vec<u32> {
-        self.members.iter().map(|m| m.owner).collect()
+        self.members.iter().chain(self.overflow.iter()).map(|m| m.owner).collect()
     }
 }
 
@@ -209,6 +212,9 @@ impl<S: Signer> Core<S> {
                 if decided.is_some_and(|w| w != member.id) {
                     self.reject(member.id, false);
                 }
+            } else if let Some(w) = decided {
+                // Its owner learns the decision now: no later one will come.
+                self.broadcast_preference(key, w, true, &[member.owner]);
             }
             return;
         }

@@ -285,6 +285,26 @@ impl<S: Signer> Core<S> {
         out
     }
 
+    /// The local conflict set of `key`, or what the archive knows of it (debugging aid).
+    pub fn debug_key(&self, key: &ConflictKey) -> String {
+        match self.conflicts.sets.get(key) {
+            Some(s) => format!(
+                "set pref {} decided {:?} lock {:?} overflow {} members {:?}",
+                s.preferred(), s.decided, s.lock, s.overflow.len(),
+                s.members.iter().map(|m| format!("{}:{:?} by {} n{} x{} r{}", m.id, self.vertex_status(&m.id), hex8(&m.creator.0), m.count, u8::from(m.exposed), u8::from(m.rejected))).collect::<Vec<_>>()
+            ),
+            None => format!("no set; archived winner {:?}", self.dag.forgotten.key_winner(key)),
+        }
+    }
+
+    /// The conflict keys of the oldest processing vertices (debugging aid).
+    pub fn processing_keys(&self, max: usize) -> Vec<ConflictKey> {
+        let mut keys: Vec<ConflictKey> = self.dag.processing.values().take(max).filter_map(|e| self.dag.vertices.get(&e.id)).flat_map(|r| r.v.conflict_keys.iter().copied()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// Current preference of the local conflict set of `key`.
     pub fn preference(&self, key: &ConflictKey) -> Option<VertexId> {
         self.conflicts.sets.get(key).map(|s| s.preferred()).or_else(|| self.dag.forgotten.key_winner(key))

@@ -65,3 +65,5 @@ mod tests;
 mod tests_adversary;
 #[cfg(test)]
 mod tests_batch;
+#[cfg(test)]
+mod tests_shards;

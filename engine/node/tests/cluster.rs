@@ -97,6 +97,29 @@ fn three_nodes_finalize_all_payloads_and_resolve_conflicts_identically() {
         k += n;
     }
     eprintln!("double spends: {both_accepted} of 20 reached consensus as real conflicts; the rest were refused at submit");
+    // Issue 15: decided submissions leave the gateway (its maps follow in-flight work, not
+    // history), and their keys stay spent: resubmitting a final payload's key is refused.
+    std::thread::sleep(Duration::from_millis(2500)); // a stats tick after the last decision
+    for i in 0..3 {
+        let m = c.http(i, "/metrics").expect("metrics").1;
+        for kind in ["gateway_own_submissions", "gateway_own_keys", "gateway_pending_submissions"] {
+            let line = format!("pqdag_bounded{{shard=\"0\",kind=\"{kind}\"}}");
+            assert!(m.lines().any(|l| l.starts_with(&line)), "node {i}: no {line}");
+            assert_eq!(metric_sum(&m, &line), 0.0, "node {i}: {kind} held after every decision");
+        }
+    }
+    let again = c.with_clients(&[0, 1, 2], |conns| {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (n, conn) in conns.iter().enumerate() {
+                out.push(submit(conn, 9000 + n as u64, b"again".to_vec(), key(n as u64)).await);
+            }
+            out
+        })
+    });
+    for (n, r) in again.iter().enumerate() {
+        assert!(r.as_ref().is_err_and(|e| e.starts_with("Conflict")), "node {n}: a final payload's key spent again: {r:?}");
+    }
     for i in 0..3 {
         assert!(c.stop(i), "node {i} did not exit 0 on SIGTERM");
     }

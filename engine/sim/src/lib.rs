@@ -366,6 +366,13 @@ impl Sim {
             let per: Vec<String> = self.shells.iter().enumerate().map(|(i, n)| format!("{i}:{:?}", (0..self.cfg.shards).map(|s| n.core(s).vertex_status(&id)).collect::<Vec<_>>())).collect();
             eprintln!("status of {id}: {}", per.join(" "));
         }
+        let keys: Vec<_> = (0..self.cfg.shards).flat_map(|s| self.shells[node].core(s).processing_keys(4)).collect();
+        for k in keys {
+            let s = pqdag_core::shard_of_key(&k, self.cfg.shards);
+            for (i, n) in self.shells.iter().enumerate() {
+                eprintln!("key {:02x}{:02x}{:02x}{:02x} at node {i} shard {s}: {}", k.0[0], k.0[1], k.0[2], k.0[3], n.core(s).debug_key(&k));
+            }
+        }
         for (id, finals) in self.checker.partly_final().into_iter().take(8) {
             let s = shell::shard_for_vertex(&id, self.cfg.shards);
             let per: Vec<String> = self.shells.iter().enumerate().map(|(i, n)| format!("{i}:{:?}", n.core(s).vertex_status(&id))).collect();

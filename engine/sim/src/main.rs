@@ -88,6 +88,10 @@ struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Debugging: run the whole budget, then dump node N's statuses and stuck vertices (and
+    /// where they stand on every node; env WATCH=PREFIX adds vertices by id prefix).
+    #[arg(long)]
+    debug_node: Option<usize>,
 }
 
 fn main() {
@@ -139,7 +143,10 @@ fn main() {
         }
     }
     let seed = cfg.seed;
-    let r = match pqdag_sim::run(cfg) {
+    let r = match pqdag_sim::Sim::new(cfg).map(|sim| match a.debug_node {
+        Some(n) => sim.run_debug(n),
+        None => sim.run(),
+    }) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sim: {e}");

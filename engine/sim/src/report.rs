@@ -264,11 +264,18 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
 /// Prints the state of every node and the processing vertices of node `node` (debugging aid).
 pub(crate) fn debug_dump(shells: &mut [Shell], node: usize, shards: u32) {
     for (i, n) in shells.iter().enumerate() {
-        let st = n.core(0).status();
-        if shells.len() > 50 && st.processing == 0 && st.pending == 0 {
-            continue;
+        for s in 0..shards {
+            let st = n.core(s).status();
+            if shells.len() > 50 && st.processing == 0 && st.pending == 0 {
+                continue;
+            }
+            let role = if n.is_byzantine() { " (byzantine)" } else if !n.is_up() { " (down)" } else { "" };
+            eprintln!(
+                "node {i}{role} shard {s}: finalized {} rejected {} processing {} pending {} polls {} short {} excluded {} evicted {} digest {:02x}{:02x}{:02x}{:02x}",
+                st.finalized, st.rejected, st.processing, st.pending, st.polls_completed, st.polls_short, st.excluded_peers, st.pending_evicted,
+                st.finalized_digest[0], st.finalized_digest[1], st.finalized_digest[2], st.finalized_digest[3]
+            );
         }
-        eprintln!("node {i}: finalized {} processing {} pending {} polls {} short {} excluded {} evicted {}", st.finalized, st.processing, st.pending, st.polls_completed, st.polls_short, st.excluded_peers, st.pending_evicted);
     }
     for s in 0..shards {
         let core = shells[node].core_mut(s);

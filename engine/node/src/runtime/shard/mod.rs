@@ -422,6 +422,7 @@ impl Shard {
         self.telemetry.publish_status(&s, &self.core);
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);
+            self.telemetry.publish_gateway(&self.gateway.held());
             let connected = self.guard.report_reachability(&mut self.core);
             self.telemetry.publish_connected(connected);
             self.guard.reban_repeat_offenders(&self.core);

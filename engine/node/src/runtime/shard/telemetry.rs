@@ -105,6 +105,15 @@ impl Telemetry {
         }
     }
 
+    /// Stats tick: what the client gateway holds (its maps must follow in-flight work, not
+    /// history: `bounded{kind="gateway_*"}`).
+    pub(super) fn publish_gateway(&self, held: &[(&str, u64)]) {
+        let shard = self.shard.to_string();
+        for (kind, v) in held {
+            self.metrics.bounded.get_or_create(&ShardKindLabel { shard: shard.clone(), kind: (*kind).into() }).set(*v as i64);
+        }
+    }
+
     /// Stats tick: how many peers are connected.
     pub(super) fn publish_connected(&self, connected: usize) {
         self.status.peers_connected.store(connected as u64, Ordering::Relaxed);
