@@ -278,7 +278,10 @@ impl<S: Signer> Core<S> {
             }
             return self.dag.forgotten.key_winner(key).is_none_or(|w| w == *loser);
         }
-        self.cross.remote_sets.get(key).is_none_or(|s| !s.decided || s.preferred == Some(*loser))
+        match self.cross.remote_sets.get(key) {
+            Some(s) => !s.decided || s.preferred == Some(*loser),
+            None => self.dag.forgotten.key_winner(key).is_none_or(|w| w == *loser),
+        }
     }
 
     /// Transactions waiting in the open batch.

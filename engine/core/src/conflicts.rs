@@ -101,6 +101,9 @@ pub(crate) struct Conflicts {
     pub(crate) contested: u64,
     /// When a set of this shard last became contested (see `Core::keyed_parents_only`).
     pub(crate) last_contest_us: Option<u64>,
+    /// Decided sets with a member owned by another shard, oldest first, with the decision time
+    /// (`Core::forget_cross_sets`; the others shrink when their winner is forgotten).
+    pub(crate) cross_decided: std::collections::VecDeque<(u64, ConflictKey)>,
 }
 
 impl Conflicts {
@@ -316,6 +319,9 @@ impl<S: Signer> Core<S> {
         }
         let losers: Vec<(VertexId, u32)> = set.members.iter().chain(set.overflow.iter()).filter(|m| m.id != winner).map(|m| (m.id, m.owner)).collect();
         let owners = set.owners();
+        if owners.iter().any(|&o| o != self.shard) {
+            self.conflicts.cross_decided.push_back((self.now, key));
+        }
         self.broadcast_preference(key, winner, true, &owners);
         for (l, owner) in losers {
             if owner == self.shard {

@@ -3,6 +3,8 @@
 //! handlers (watch/status, join/success/preference, claim/release/decide). Owns
 //! [`CrossShard`]; calls `votes`, `conflicts`, `snowball`, `finality`, `pending` and `sync`.
 
+use std::collections::VecDeque;
+
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::conflicts::Member;
@@ -32,11 +34,20 @@ pub(crate) struct RemoteSet {
     pub(crate) mine: Vec<VertexId>,
 }
 
+/// A remote fact that became decided, queued to be forgotten (`Core::forget_remote_facts`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RemoteFact {
+    Parent(VertexId),
+    Set(ConflictKey),
+}
+
 /// Remote facts and local watchers.
 #[derive(Default)]
 pub(crate) struct CrossShard {
     pub(crate) remote_parents: HashMap<VertexId, RemoteParent>,
     pub(crate) remote_sets: HashMap<ConflictKey, RemoteSet>,
+    /// Decided remote facts, oldest first, with the time they became decided.
+    pub(crate) decided: VecDeque<(u64, RemoteFact)>,
     /// Local vertex -> (mask of subscribed shards, last strong preference sent).
     pub(crate) watchers: HashMap<VertexId, (u64, bool)>,
 }
@@ -105,6 +116,9 @@ impl<S: Signer> Core<S> {
                 e.status = Some(status);
                 e.strong = strong;
                 let children = e.children.clone();
+                if status != VertexStatus::Processing && prev.0 != Some(status) {
+                    self.cross.decided.push_back((now, RemoteFact::Parent(id)));
+                }
                 if prev != (Some(status), strong) {
                     self.bump_epoch();
                 }
@@ -126,9 +140,13 @@ impl<S: Signer> Core<S> {
             ShardMsg::Preference { key, preferred, decided } => {
                 let rs = self.cross.remote_sets.entry(key).or_default();
                 let changed = rs.preferred != Some(preferred);
+                let newly_decided = decided && !rs.decided;
                 rs.preferred = Some(preferred);
                 rs.decided |= decided;
                 let mine = rs.mine.clone();
+                if newly_decided {
+                    self.cross.decided.push_back((now, RemoteFact::Set(key)));
+                }
                 if changed {
                     self.bump_epoch();
                 }
@@ -196,5 +214,52 @@ impl<S: Signer> Core<S> {
             ShardMsg::Exposed { id } => self.expose(id),
             ShardMsg::MemberExposed { key, member } => self.member_exposed(key, member),
         }
+    }
+
+    /// Forgets decided remote facts `forget_final_after_us` after their decision (the memory
+    /// bound of S > 1: before, every remote parent and remote set stayed for ever, one entry per
+    /// cross-shard parent and key). A remote parent goes once none of its children here is
+    /// processing, a remote set once none of this shard's members is. A later child or member
+    /// asks the owner again (`Watch`, `Join`), which answers from its records or its archive.
+    pub(crate) fn forget_remote_facts(&mut self, now: u64) {
+        let after = self.params.forget_final_after_us;
+        if after == 0 {
+            return;
+        }
+        let mut requeue = Vec::new();
+        while let Some(&(at, fact)) = self.cross.decided.front() {
+            if at.saturating_add(after) > now {
+                break;
+            }
+            self.cross.decided.pop_front();
+            let dag = &self.dag;
+            let processing = |id: &VertexId| dag.vertices.get(id).is_some_and(|r| r.status == VertexStatus::Processing);
+            match fact {
+                RemoteFact::Parent(id) => {
+                    let Some(e) = self.cross.remote_parents.get(&id) else { continue };
+                    debug_assert!(e.status.is_some_and(|s| s != VertexStatus::Processing), "only decided remote parents are queued");
+                    if e.children.iter().any(processing) {
+                        requeue.push((now, fact));
+                    } else {
+                        self.cross.remote_parents.remove(&id);
+                    }
+                }
+                RemoteFact::Set(key) => {
+                    let Some(s) = self.cross.remote_sets.get(&key) else { continue };
+                    debug_assert!(s.decided, "only decided remote sets are queued");
+                    if s.mine.iter().any(processing) {
+                        requeue.push((now, fact));
+                    } else {
+                        self.cross.remote_sets.remove(&key);
+                    }
+                }
+            }
+        }
+        self.cross.decided.extend(requeue);
+    }
+
+    /// (remote parents, remote sets) held: the cross-shard facts (metrics; S > 1 only).
+    pub fn remote_fact_counts(&self) -> (usize, usize) {
+        (self.cross.remote_parents.len(), self.cross.remote_sets.len())
     }
 }

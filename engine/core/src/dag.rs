@@ -289,6 +289,8 @@ impl<S: Signer> Core<S> {
                         if let Some(e) = self.pending.take(&c) {
                             work.push((e.v, Some(e.from), e.gossip));
                         }
+                    } else {
+                        self.rewait(now, c);
                     }
                 }
             }

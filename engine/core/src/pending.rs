@@ -187,8 +187,29 @@ impl<S: Signer> Core<S> {
                     if let Some(e) = self.pending.take(&c) {
                         self.insert(now, e.v, Some(e.from), e.gossip, false);
                     }
+                } else {
+                    self.rewait(now, c);
                 }
             }
         }
+    }
+
+    /// A pending vertex still not ready when a parent arrived waits on (and asks for) every
+    /// parent it lacks now: one may have been known when it was pended and forgotten since (a
+    /// decided remote parent, `forget_remote_facts`), and nothing else would ask for it
+    /// (`scenarios.rs::a_restarted_key_shard_knows_the_cross_shard_winners` stalled with 80
+    /// vertices pending on such parents).
+    pub(crate) fn rewait(&mut self, now: u64, c: VertexId) {
+        let Some(e) = self.pending.entries.get(&c) else { return };
+        let from = e.from;
+        let missing = self.missing_parents(&e.v);
+        debug_assert!(!missing.is_empty(), "a vertex not ready lacks a parent");
+        for p in &missing {
+            let w = self.pending.waiting.entry(*p).or_default();
+            if !w.contains(&c) {
+                w.push(c);
+            }
+        }
+        self.request_missing(now, from, &missing);
     }
 }

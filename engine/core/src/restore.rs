@@ -21,6 +21,9 @@ impl<S: Signer> Core<S> {
             }
             let e = self.cross.remote_parents.entry(id).or_default();
             debug_assert!(e.status.is_none_or(|old| old == st), "a decided remote status changed");
+            if e.status.is_none() {
+                self.cross.decided.push_back((self.now, crate::cross_shard::RemoteFact::Parent(id)));
+            }
             e.status = Some(st);
             e.strong = st == VertexStatus::Final;
         }

@@ -87,4 +87,34 @@ impl<S: Signer> Core<S> {
         }
         self.retention.forget_queue.extend(requeue);
     }
+
+    /// Shrinks decided sets with a member on another shard to their winner
+    /// `forget_final_after_us` after the decision, once none of this shard's members is still
+    /// processing (`forget_old_finals` shrinks only all-local sets, so before, every cross-shard
+    /// set of an S > 1 node stayed in memory for ever). Every member's shard was told the
+    /// decision when it was made (`decide`); a later member asks again and hears the winner
+    /// from `forgotten` (`join_local`).
+    pub(crate) fn forget_cross_sets(&mut self, now: u64) {
+        let after = self.params.forget_final_after_us;
+        if after == 0 {
+            return;
+        }
+        let mut requeue = Vec::new();
+        while let Some(&(at, key)) = self.conflicts.cross_decided.front() {
+            if at.saturating_add(after) > now {
+                break;
+            }
+            self.conflicts.cross_decided.pop_front();
+            let Some(set) = self.conflicts.sets.get(&key) else { continue };
+            let Some(winner) = set.decided else { continue };
+            let busy = set.members.iter().chain(set.overflow.iter()).any(|m| m.owner == self.shard && self.dag.vertices.get(&m.id).is_some_and(|r| r.status == VertexStatus::Processing));
+            if busy {
+                requeue.push((now, key));
+                continue;
+            }
+            self.conflicts.sets.remove(&key);
+            self.dag.forgotten.insert_key(key, winner, now);
+        }
+        self.conflicts.cross_decided.extend(requeue);
+    }
 }

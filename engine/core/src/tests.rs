@@ -38,6 +38,9 @@ pub(crate) struct Net {
     pub(crate) unknown_voters: Vec<usize>,
     /// Nodes that flip every Yes/No they answer.
     pub(crate) flip_voters: Vec<usize>,
+    /// Every `drop_every`-th response sent is lost (0: none), and the count so far.
+    pub(crate) drop_every: u64,
+    pub(crate) responses_sent: u64,
     /// Per node: (client tag, vertex, transaction) of every `Created`.
     pub(crate) created: Vec<Vec<(u64, VertexId, pqdag_wire::TxId)>>,
     /// Per node: every `Reissued` (rejected vertex, tags that moved).
@@ -52,7 +55,7 @@ impl Net {
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
             .collect();
-        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], created: vec![vec![]; n], reissued: vec![vec![]; n], tx_final: vec![vec![]; n] }
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], drop_every: 0, responses_sent: 0, created: vec![vec![]; n], reissued: vec![vec![]; n], tx_final: vec![vec![]; n] }
     }
 
     fn idx(&self, id: &NodeId) -> usize {
@@ -93,7 +96,9 @@ impl Net {
                             };
                         }
                     }
-                    if !self.mute[i] {
+                    self.responses_sent += 1;
+                    let lost = self.drop_every > 0 && self.responses_sent % self.drop_every == 0;
+                    if !self.mute[i] && !lost {
                         let t = self.idx(&to);
                         self.push(t, Event::Response { from: me, response });
                     }

@@ -41,7 +41,10 @@ impl<S: Signer> Core<S> {
     pub(crate) fn tick(&mut self, now: u64) {
         self.retention.strip_old_finals(&mut self.dag, self.params.strip_final_after_us, now);
         self.forget_old_finals(now);
+        self.forget_remote_facts(now);
+        self.forget_cross_sets(now);
         self.dag.forgotten.evict(self.params.archive_after_us, now);
+        self.reask_silent(now);
         // Close polls that timed out or had alpha answers plus a grace period as long again.
         let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| p.due(now)).map(|(q, _)| *q).collect();
         for q in due {

@@ -54,6 +54,11 @@ pub struct Report {
     /// creators' vertices (an equivocator's rogue set, for which Avalanche promises no decision)
     /// or finalized sets that still differ.
     pub undecided_honest_max: u64,
+    /// At the end, the most cross-shard facts (remote parents + remote sets) one shard of an
+    /// honest node holds: with S > 1, bounded by a window of decisions, not by history.
+    pub remote_facts_max: u64,
+    /// At the end, the most conflict sets one shard of an honest node holds.
+    pub sets_held_max: u64,
     /// Every honest node converged (same finalized digest, nothing processing) in budget.
     pub liveness_ok: bool,
     /// Virtual ms from the end of the workload to convergence.
@@ -235,6 +240,8 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         safety_violations: t.violations,
         first_violation: t.first_violation,
         liveness_ok: t.converged_at.is_some(),
+        remote_facts_max: honest.iter().flat_map(|&i| shells[i].cores().iter().map(|c| { let (p, s) = c.remote_fact_counts(); (p + s) as u64 })).max().unwrap_or(0),
+        sets_held_max: honest.iter().flat_map(|&i| shells[i].cores().iter().map(|c| c.record_counts().1 as u64)).max().unwrap_or(0),
         undecided_honest_max: {
             let honest_ids: Vec<_> = honest.iter().map(|&i| shells[i].id()).collect();
             honest.iter().filter(|&&i| shells[i].is_up()).map(|&i| shells[i].cores().iter().map(|c| c.processing_creators().filter(|p| honest_ids.contains(p)).count() as u64).sum::<u64>()).max().unwrap_or(0)

@@ -100,7 +100,8 @@ impl Telemetry {
             self.metrics.bounded.get_or_create(&label(kind)).set(v as i64);
         }
         let (vertices, sets, forgotten, keys) = core.record_counts();
-        for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys)] {
+        let (remote_parents, remote_sets) = core.remote_fact_counts();
+        for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys), ("remote_parents", remote_parents), ("remote_sets", remote_sets)] {
             self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
         }
     }
