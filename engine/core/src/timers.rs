@@ -27,6 +27,9 @@ impl<S: Signer> Core<S> {
         }
         for p in self.polls.open.values() {
             t = t.min(p.deadline_us);
+            if !p.reasked && p.alpha_at.is_none() {
+                t = t.min(p.sent_us.saturating_add(self.params.query_timeout_us / 4));
+            }
             if let Some(a) = p.alpha_at {
                 t = t.min(a + (a - p.sent_us).max(1_000));
             }
