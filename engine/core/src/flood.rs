@@ -44,6 +44,9 @@ pub const CREATOR_PROCESSING_MAX: u32 = 256;
 pub(crate) const PARENT_SHARE_MIN: u32 = 16;
 /// Ids remembered as needed (oldest forgotten first).
 pub(crate) const WANTED_MAX: usize = 65_536;
+/// A need not met within this time is forgotten (the id is asked for again when needed again):
+/// ids that never arrive would otherwise fill [`WANTED_MAX`] slowly, ~8 MB of a node's RSS.
+pub(crate) const WANTED_TTL_US: u64 = 60_000_000;
 /// At most one `Flooding` strike per creator in this time.
 pub(crate) const STRIKE_INTERVAL_US: u64 = 1_000_000;
 
@@ -55,7 +58,8 @@ pub(crate) struct Flood {
     /// Needed id -> who needs it: `Some(c)` bypasses unless the vertex's creator is `c` (a
     /// creator's own chain never unlocks itself); `None` always bypasses.
     wanted: HashMap<VertexId, Option<NodeId>>,
-    wanted_order: VecDeque<VertexId>,
+    /// (time first needed, id), oldest first.
+    wanted_order: VecDeque<(u64, VertexId)>,
     /// Creator -> time of its last strike.
     last_strike: HashMap<NodeId, u64>,
     /// Vertices dropped over the bound.
@@ -86,7 +90,7 @@ impl Flood {
     }
 
     /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]).
-    pub(crate) fn want(&mut self, id: VertexId, by: Option<NodeId>) {
+    pub(crate) fn want(&mut self, id: VertexId, by: Option<NodeId>, now: u64) {
         match self.wanted.get_mut(&id) {
             Some(old) => {
                 if *old != by {
@@ -95,18 +99,34 @@ impl Flood {
             }
             None => {
                 while self.wanted_order.len() >= WANTED_MAX {
-                    if let Some(o) = self.wanted_order.pop_front() {
+                    if let Some((_, o)) = self.wanted_order.pop_front() {
                         self.wanted.remove(&o);
                     }
                 }
                 self.wanted.insert(id, by);
-                self.wanted_order.push_back(id);
+                self.wanted_order.push_back((now, id));
             }
         }
         if self.wanted_order.len() > 2 * self.wanted.len() + 64 {
             let w = &self.wanted;
-            self.wanted_order.retain(|i| w.contains_key(i));
+            self.wanted_order.retain(|(_, i)| w.contains_key(i));
         }
+    }
+
+    /// Forgets needs older than [`WANTED_TTL_US`].
+    pub(crate) fn expire_wanted(&mut self, now: u64) {
+        while let Some(&(at, id)) = self.wanted_order.front() {
+            if at.saturating_add(WANTED_TTL_US) > now {
+                break;
+            }
+            self.wanted_order.pop_front();
+            self.wanted.remove(&id);
+        }
+    }
+
+    /// Ids held as needed.
+    pub(crate) fn wanted_len(&self) -> usize {
+        self.wanted.len()
     }
 
     /// Whether `v` is needed whatever its creator's load (keeps the mark).
@@ -139,7 +159,7 @@ impl<S: Signer> Core<S> {
         }
         let by = if needed { None } else { Some(v.creator) };
         for p in self.missing_parents(v) {
-            self.flood.want(p, by);
+            self.flood.want(p, by, now);
         }
         true
     }
@@ -170,8 +190,9 @@ impl<S: Signer> Core<S> {
     /// only the first `CREATOR_PROCESSING_MAX` of each creator's history and pull the rest in
     /// one fetch round trip per level, through the children that name them.
     pub fn wanted_by(&mut self, ids: &[VertexId], by: NodeId) {
+        let now = self.now;
         for id in ids {
-            self.flood.want(*id, Some(by));
+            self.flood.want(*id, Some(by), now);
         }
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct Sync {
     pub(crate) next_request_id: u64,
     pub(crate) next_frontier_at: u64,
     pub(crate) next_fetch_retry_at: u64,
+    /// Next sweep of expired `requested` entries.
+    pub(crate) next_requested_sweep_at: u64,
 }
 
 impl Sync {
@@ -149,5 +151,22 @@ impl<S: Signer> Core<S> {
             }
         }
         self.push(Action::SendFrontier { to, frontier: Frontier { sender: self.me, finalized_count: self.finality.finalized, tips } });
+    }
+
+    /// Drops expired `requested` entries once a second: an id requested and never received
+    /// (dropped by the shell before the core saw it, or never sent) otherwise stayed until the
+    /// map reached `REQUESTED_MAX`, a slow climb of a long-running node's RSS.
+    pub(crate) fn sweep_requested(&mut self, now: u64) {
+        if now < self.sync.next_requested_sweep_at {
+            return;
+        }
+        self.sync.next_requested_sweep_at = now + 1_000_000;
+        self.sync.requested.retain(|_, t| *t > now);
+        self.flood.expire_wanted(now);
+    }
+
+    /// (fetches in flight, ids held as needed): what the fetch paths hold (metrics).
+    pub fn fetch_state_counts(&self) -> (usize, usize) {
+        (self.sync.requested.len(), self.flood.wanted_len())
     }
 }

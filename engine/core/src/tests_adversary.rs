@@ -512,3 +512,21 @@ fn lost_answers_are_reasked_and_finality_holds() {
         assert_eq!(net.finalized[i].len(), 20, "honest node {i} finalized everything");
     }
 }
+
+/// Issue 15: what a peer makes a node ask for and never delivers is held for a bounded time,
+/// not until a 65 536-entry cap fills (a slow RSS climb of a long-running node).
+#[test]
+fn ids_asked_for_and_never_delivered_are_forgotten() {
+    let mut net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let ghosts: Vec<VertexId> = (0..10u8).map(|i| byz_vertex(3, vec![g], &[i], vec![], 1).id).collect();
+    let mut q = Query { query_id: 9, requester: node(3), ids: ghosts, signature: Vec::new() };
+    q.signature = TestSigner(3).sign(Domain::Query, &q.signed_bytes());
+    net.handle(0, Event::Query { from: node(3), query: Arc::new(q) });
+    assert_eq!(net.cores[0].fetch_state_counts(), (10, 10), "asked for and marked needed");
+    for s in 1..=62u64 {
+        let _ = net.cores[0].handle(s * 1_000_000, Event::Timer);
+        while net.cores[0].poll_action().is_some() {}
+    }
+    assert_eq!(net.cores[0].fetch_state_counts(), (0, 0), "forgotten after the fetch retry and the need's 60 s");
+}

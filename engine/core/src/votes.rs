@@ -171,7 +171,7 @@ impl<S: Signer> Core<S> {
         for id in &q.ids {
             let vote = self.vote_for(id);
             if vote == Vote::Unknown && !self.pending.entries.contains_key(id) && shard_of_vertex(id, self.shard_count) == self.shard {
-                self.flood.want(*id, Some(from)); // needed unless `from` is its creator (`flood`)
+                self.flood.want(*id, Some(from), now); // needed unless `from` is its creator (`flood`)
                 unknown.push(*id);
             }
             votes.push(vote as u8);

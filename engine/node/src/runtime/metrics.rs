@@ -51,6 +51,9 @@ pub struct Metrics {
     registry: Registry,
     /// Payloads accepted from clients.
     pub submitted: Counter,
+    /// Client transactions moved out of a rejected own vertex into a new one (`batch`'s
+    /// re-issue): their clients get `Processing` naming the new vertex, not `Rejected`.
+    pub reissued: Counter,
     /// Vertices finalized.
     pub finalized: Counter,
     /// Vertices rejected.
@@ -129,6 +132,7 @@ impl Metrics {
         let latency = || Histogram::new(exponential_buckets(0.001, 1.6, 20));
         let m = Metrics {
             submitted: Counter::default(),
+            reissued: Counter::default(),
             finalized: Counter::default(),
             rejected: Counter::default(),
             processing: Gauge::default(),
@@ -164,6 +168,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("submitted", "Payloads accepted from clients", m.submitted.clone());
+        registry.register("client_reissued", "Client transactions re-issued from a rejected own vertex into a new one", m.reissued.clone());
         registry.register("finalized", "Vertices finalized", m.finalized.clone());
         registry.register("rejected", "Vertices rejected", m.rejected.clone());
         registry.register("processing", "Vertices being decided", m.processing.clone());

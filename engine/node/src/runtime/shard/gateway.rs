@@ -292,7 +292,7 @@ impl Gateway {
             let client = own.client;
             detach(&mut self.own_vertices, &old, client_tag);
             self.own_vertices.entry(id).or_default().insert(client_tag);
-            self.metrics.invalid.get_or_create(&KindLabel { kind: "client_reissued".into() }).inc();
+            self.metrics.reissued.inc();
             client_events.entry(client).or_default().push(FinalityEvent { tx, id, status: ClientStatus::Processing, latency_us: 0 });
             return;
         }

@@ -101,6 +101,9 @@ impl Telemetry {
         }
         let (vertices, sets, forgotten, keys) = core.record_counts();
         let (remote_parents, remote_sets) = core.remote_fact_counts();
+        let (requested, wanted) = core.fetch_state_counts();
+        self.metrics.bounded.get_or_create(&label("fetches_in_flight")).set(requested as i64);
+        self.metrics.bounded.get_or_create(&label("needed_ids")).set(wanted as i64);
         for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys), ("remote_parents", remote_parents), ("remote_sets", remote_sets)] {
             self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
         }
