@@ -10,8 +10,6 @@
 //! on every eviction. A failed read stops the node like a failed write: without the answer the
 //! node could take an old double spend for a new one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use pqdag_core::{DecisionArchive, VertexStatus};
 use pqdag_storage::{Status, StoreReader};
@@ -28,14 +26,14 @@ pub(super) struct StoreArchive {
     all: super::WinnerStores,
     /// This shard's slot in `all` (its own store, read first).
     shard: usize,
-    /// The node's stop flag: set when a read fails.
-    stop: Arc<AtomicBool>,
+    /// Stops the node when a read fails.
+    fatal: super::Fatal,
 }
 
 impl StoreArchive {
-    /// An archive reading `reader`, stopping the node through `stop` on a read error.
-    pub(super) fn new(reader: StoreReader, all: super::WinnerStores, shard: usize, stop: Arc<AtomicBool>) -> Self {
-        Self { reader, all, shard, stop }
+    /// An archive reading `reader`, stopping the node through `fatal` on a read error.
+    pub(super) fn new(reader: StoreReader, all: super::WinnerStores, shard: usize, fatal: super::Fatal) -> Self {
+        Self { reader, all, shard, fatal }
     }
 
     /// The key's winner in this shard's store, else in the other shards'.
@@ -52,8 +50,7 @@ impl StoreArchive {
     }
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
-        tracing::error!(error = %e, what, "store read failed; stopping the node");
-        self.stop.store(true, Ordering::Relaxed);
+        self.fatal.fail(format!("store read ({what}) failed: {e}"));
     }
 }
 
@@ -91,7 +88,8 @@ impl DecisionArchive for StoreArchive {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
 
     use pqdag_storage::{RocksStore, Store, StoreBatch, SyncPolicy};
 
@@ -110,12 +108,12 @@ mod tests {
         stores[0].write(b).expect("write");
         let all: super::super::WinnerStores = (0..2).map(|_| OnceLock::new()).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let alone = StoreArchive::new(stores[1].reader(), (0..2).map(|_| OnceLock::new()).collect(), 1, stop.clone());
+        let alone = StoreArchive::new(stores[1].reader(), (0..2).map(|_| OnceLock::new()).collect(), 1, super::super::Fatal::new(stop.clone()));
         assert_eq!(alone.key_winner(&key), None, "its own store does not have it");
         for (slot, s) in all.iter().zip(&stores) {
             let _ = slot.set(s.reader());
         }
-        let archive = StoreArchive::new(stores[1].reader(), all, 1, stop.clone());
+        let archive = StoreArchive::new(stores[1].reader(), all, 1, super::super::Fatal::new(stop.clone()));
         assert_eq!(archive.key_winner(&key), Some(winner));
         assert_eq!(archive.key_winner(&ConflictKey([8; 32])), None);
         assert!(!stop.load(Ordering::Relaxed));

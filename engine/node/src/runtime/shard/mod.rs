@@ -69,6 +69,7 @@ pub use guard::{proven_misbehaviour, BAN_COOL_OFF};
 pub use outbound::PENDING_REPLIES_MAX;
 pub use retention::{RetentionPolicy, PRUNE_CHUNK_MAX, RETAIN_DECISIONS_MIN};
 pub use setup::{ShardError, ShardSetup, WinnerStores};
+pub(crate) use setup::Fatal;
 pub use signer::MlDsaSigner;
 
 /// Most incoming items handled per loop turn (bounds a turn's latency).
@@ -127,6 +128,8 @@ struct Shard {
     verify: Verify,
     step: Step,
     persist: Persist,
+    /// Set with a reason when a store operation failed (the shard then returns an error).
+    fatal: Fatal,
     effects: Effects,
     gateway: Gateway,
     sync: SyncClient,
@@ -149,7 +152,10 @@ pub async fn run_shard(setup: ShardSetup) -> Result<(), ShardError> {
         shard.mesh = Some(ShardMesh::join(m, shard.shard, shard.cross.clone()).await.map_err(ShardError::Mesh)?);
     }
     shard.run().await;
-    Ok(())
+    match shard.fatal.reason() {
+        Some(reason) => Err(ShardError::Fatal(reason.clone())),
+        None => Ok(()),
+    }
 }
 
 impl Shard {
@@ -196,7 +202,8 @@ impl Shard {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), usize::from(setup.shard), setup.stop.clone())));
+        let fatal = Fatal::new(setup.stop.clone());
+        core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), usize::from(setup.shard), fatal.clone())));
         let start = Instant::now();
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());
@@ -219,7 +226,8 @@ impl Shard {
             outbound: Outbound::new(transport.clone(), metrics.clone()),
             verify: Verify::new(keys, metrics.clone()),
             step: Step::new(metrics.clone(), clock),
-            persist: Persist::new(store, metrics.clone(), setup.stop),
+            persist: Persist::new(store, metrics.clone(), fatal.clone()),
+            fatal,
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
             gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),

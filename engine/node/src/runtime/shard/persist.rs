@@ -5,7 +5,6 @@
 //! lost: without it the node must not vote or announce.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +15,7 @@ use tracing::warn;
 
 use super::super::metrics::{Metrics, ShardKindLabel};
 use super::retention::{self, Retention, PRUNE_CHUNK_MAX};
+use super::Fatal;
 
 /// Finality positions of the vertices finalized in one batch of actions.
 pub(super) type Positions = HashMap<VertexId, u64>;
@@ -25,13 +25,13 @@ pub(super) struct Persist {
     /// `None` only while a write runs on the blocking thread.
     store: Option<RocksStore>,
     metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
+    fatal: Fatal,
 }
 
 impl Persist {
-    /// The writer of `store`; `stop` is set when a write fails.
-    pub(super) fn new(store: RocksStore, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) -> Self {
-        Self { store: Some(store), metrics, stop }
+    /// The writer of `store`; `fatal` stops the node when a write fails.
+    pub(super) fn new(store: RocksStore, metrics: Arc<Metrics>, fatal: Fatal) -> Self {
+        Self { store: Some(store), metrics, fatal }
     }
 
     /// The store, for reads (`None` only while a write runs).
@@ -82,7 +82,7 @@ impl Persist {
             // The write (and its fsync) runs on the executor's blocking thread, so the shard's
             // QUIC I/O keeps flowing meanwhile; this turn's sends wait for it (persist first).
             let Some(mut store) = self.store.take() else {
-                self.stop.store(true, Ordering::Relaxed);
+                self.fatal.fail("the store is gone (an earlier write failed)".into());
                 return None;
             };
             let (store, result) = glommio::executor()
@@ -94,8 +94,7 @@ impl Persist {
             self.store = Some(store);
             if let Err(e) = result {
                 // Without durability the node must not vote or announce: stop the node.
-                tracing::error!(error = %e, "store write failed; stopping the node");
-                self.stop.store(true, Ordering::Relaxed);
+                self.fatal.fail(format!("store write failed: {e}"));
                 return None;
             }
             self.metrics.store_batches.inc();
@@ -121,8 +120,7 @@ impl Persist {
                     retention.finished(&done);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "store prune failed; stopping the node");
-                    self.stop.store(true, Ordering::Relaxed);
+                    self.fatal.fail(format!("store prune failed: {e}"));
                     return;
                 }
             }
@@ -135,8 +133,7 @@ impl Persist {
             Ok(Some(plan)) if store.prune_in_background(plan.before_seq, PRUNE_CHUNK_MAX) => retention.started(plan),
             Ok(_) => retention.idle(),
             Err(e) => {
-                tracing::error!(error = %e, "store prune planning failed; stopping the node");
-                self.stop.store(true, Ordering::Relaxed);
+                self.fatal.fail(format!("store prune planning failed: {e}"));
             }
         }
     }

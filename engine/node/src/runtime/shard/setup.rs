@@ -13,6 +13,35 @@ use pqdag_wire::VertexId;
 use super::super::mesh::MeshSetup;
 use super::super::metrics::{Metrics, ShardStatus};
 
+/// Stops the node for a reason that must not look like a clean stop (a failed store read or
+/// write): the shard then returns [`ShardError::Fatal`] and `engine run` exits 1, so a
+/// supervisor restarts it and an operator sees why (a full disk stopped a bench's three nodes
+/// with exit code 0, indistinguishable from SIGTERM).
+#[derive(Clone)]
+pub(crate) struct Fatal {
+    stop: Arc<AtomicBool>,
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl Fatal {
+    /// Sets `stop` when it fails.
+    pub(crate) fn new(stop: Arc<AtomicBool>) -> Self {
+        Self { stop, reason: Arc::new(std::sync::OnceLock::new()) }
+    }
+
+    /// Stops the node; the first reason is kept.
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!(%reason, "stopping the node");
+        let _ = self.reason.set(reason);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why the node was stopped, if it was by [`Self::fail`].
+    pub(crate) fn reason(&self) -> Option<&String> {
+        self.reason.get()
+    }
+}
+
 /// One slot per shard of the node, filled with its store's reader when it opens.
 pub type WinnerStores = std::sync::Arc<[std::sync::OnceLock<pqdag_storage::StoreReader>]>;
 
@@ -81,4 +110,29 @@ pub enum ShardError {
     /// The shard mesh could not be set up.
     #[error("mesh: {0}")]
     Mesh(String),
+    /// A store read or write failed while running: the node stopped (see [`Fatal`]).
+    #[error("stopped: {0}")]
+    Fatal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::{Fatal, ShardError};
+
+    /// A failed store operation stops the node and is reported as an error (exit 1), the first
+    /// reason kept; a clean stop has no reason.
+    #[test]
+    fn a_fatal_stop_is_an_error_with_its_first_reason() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fatal = Fatal::new(stop.clone());
+        assert!(fatal.reason().is_none());
+        fatal.clone().fail("store write failed: No space left on device".into());
+        fatal.fail("store read (status) failed".into());
+        assert!(stop.load(Ordering::Relaxed), "the node stops");
+        let e = ShardError::Fatal(fatal.reason().expect("a reason").clone());
+        assert_eq!(e.to_string(), "stopped: store write failed: No space left on device");
+    }
 }
