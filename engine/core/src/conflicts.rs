@@ -79,10 +79,11 @@ impl ConflictSet {
     pub(crate) fn index(&self, id: &VertexId) -> Option<usize> {
         self.members.iter().position(|m| m.id == *id)
     }
-    /// The shard of every member, in member order (preference broadcasts go to them).
-    /// Shards holding a member, set-aside members included: each must learn the decision, or
-    /// a set-aside member owned by another shard stays processing there for ever while every
-    /// other node rejected it (`sim-faults` seed 60: 35 spam vertices stuck at one node).
+    /// The shard of every member, set-aside members included (preference broadcasts go to
+    /// them; repeats are fine, `broadcast_preference` sends once per shard). Each must learn
+    /// the decision, or a set-aside member owned by another shard stays processing there for
+    /// ever while every other node rejected it (`sim-faults` seed 60: 35 spam vertices stuck at
+    /// one node).
     pub(crate) fn owners(&self) -> Vec<u32> {
         self.members.iter().chain(self.overflow.iter()).map(|m| m.owner).collect()
     }

@@ -153,10 +153,11 @@ impl<S: Signer> Core<S> {
         self.push(Action::SendFrontier { to, frontier: Frontier { sender: self.me, finalized_count: self.finality.finalized, tips } });
     }
 
-    /// Drops expired `requested` entries once a second: an id requested and never received
+    /// Once a second, drops what the fetch paths hold past its time: expired `requested`
+    /// entries and needs older than `flood::WANTED_TTL_US`. An id requested and never received
     /// (dropped by the shell before the core saw it, or never sent) otherwise stayed until the
     /// map reached `REQUESTED_MAX`, a slow climb of a long-running node's RSS.
-    pub(crate) fn sweep_requested(&mut self, now: u64) {
+    pub(crate) fn sweep_fetch_state(&mut self, now: u64) {
         if now < self.sync.next_requested_sweep_at {
             return;
         }

@@ -45,7 +45,7 @@ impl<S: Signer> Core<S> {
         self.retention.strip_old_finals(&mut self.dag, self.params.strip_final_after_us, now);
         self.forget_old_finals(now);
         self.forget_remote_facts(now);
-        self.sweep_requested(now);
+        self.sweep_fetch_state(now);
         self.forget_cross_sets(now);
         self.dag.forgotten.evict(self.params.archive_after_us, now);
         self.reask_silent(now);

@@ -87,6 +87,7 @@ impl Telemetry {
         }
         let s = core.status();
         let drops = self.transport.stats().incoming_drops;
+        let (requested, wanted) = core.fetch_state_counts();
         for (kind, v) in [
             ("pending_vertices", s.pending),
             ("pending_bytes", s.pending_bytes),
@@ -96,14 +97,13 @@ impl Telemetry {
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
             ("creator_processing_max", s.creator_processing_max),
+            ("fetches_in_flight", requested as u64),
+            ("needed_ids", wanted as u64),
         ] {
             self.metrics.bounded.get_or_create(&label(kind)).set(v as i64);
         }
         let (vertices, sets, forgotten, keys) = core.record_counts();
         let (remote_parents, remote_sets) = core.remote_fact_counts();
-        let (requested, wanted) = core.fetch_state_counts();
-        self.metrics.bounded.get_or_create(&label("fetches_in_flight")).set(requested as i64);
-        self.metrics.bounded.get_or_create(&label("needed_ids")).set(wanted as i64);
         for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys), ("remote_parents", remote_parents), ("remote_sets", remote_sets)] {
             self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
         }
