@@ -89,6 +89,10 @@ pub struct NodeMetrics {
     pub bytes_in: f64,
     /// Sum over peers of `pqdag_peer_bytes_out`.
     pub bytes_out: f64,
+    /// What RSS is made of, bytes by part, each summed over shards: `heap.<kind>` from
+    /// `pqdag_heap_bytes`, `store.<kind>` from `pqdag_store_memory_bytes` (issue 15: a slope
+    /// in RSS is attributed to the part that grows).
+    pub memory: std::collections::BTreeMap<String, f64>,
     /// `pqdag_finality_latency_seconds_bucket`: (upper bound in seconds, cumulative count),
     /// ascending, `+Inf` last.
     pub latency_buckets: Vec<(f64, f64)>,
@@ -108,6 +112,12 @@ impl NodeMetrics {
                 "pqdag_process_resident_bytes" => m.rss_bytes = s.value,
                 "pqdag_peer_bytes_in" => m.bytes_in += s.value,
                 "pqdag_peer_bytes_out" => m.bytes_out += s.value,
+                "pqdag_heap_bytes" | "pqdag_store_memory_bytes" => {
+                    if let Some((_, kind)) = s.labels.iter().find(|(k, _)| k == "kind") {
+                        let part = if s.name == "pqdag_heap_bytes" { "heap" } else { "store" };
+                        *m.memory.entry(format!("{part}.{kind}")).or_default() += s.value;
+                    }
+                }
                 "pqdag_finality_latency_seconds_bucket" => {
                     if let Some((_, le)) = s.labels.iter().find(|(k, _)| k == "le") {
                         let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };

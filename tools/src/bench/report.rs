@@ -85,6 +85,20 @@ pub fn slope_mib_per_min(points: &[(f64, f64)]) -> Option<f64> {
     Some(num / den * 60.0 / 1048576.0)
 }
 
+/// Each part of a node's memory (`NodeMetrics::memory`) in the slope window: MiB at its end
+/// and slope in MiB per minute, so the RSS slope is attributed to what grows.
+fn memory_parts<'a>(points: impl Iterator<Item = (f64, &'a super::sample::NodePoint)> + Clone, kinds: impl Iterator<Item = &'a String>) -> serde_json::Value {
+    let parts: serde_json::Map<String, serde_json::Value> = kinds
+        .map(|k| {
+            let series: Vec<(f64, f64)> = points.clone().filter_map(|(t, p)| Some((t, *p.memory.get(k)?))).collect();
+            let end = series.last().map(|p| r1(p.1 / 1048576.0));
+            let slope = slope_mib_per_min(&series).map(|x| (x * 1000.0).round() / 1000.0);
+            (k.clone(), json!({"end_mib": end, "slope_mib_per_min": slope}))
+        })
+        .collect();
+    serde_json::Value::Object(parts)
+}
+
 /// The window of the RSS slope: minute 5 to the end of the load for runs of 10 minutes or more
 /// (a node's caches fill in the first minutes), else the last three quarters of the load.
 pub fn slope_window(duration_s: f64) -> (f64, f64) {
@@ -189,6 +203,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "rss_max_mib": r1(rss_max / 1048576.0),
             "rss_slope_mib_per_min": slope_mib_per_min(&rss_points).map(|x| (x * 1000.0).round() / 1000.0),
             "rss_slope_window_s": [r1(s_from), r1(s_to)],
+            "memory_parts": memory_parts(c.ticks.iter().filter(|t| t.t >= s_from && t.t <= s_to).filter_map(|t| Some((t.t, t.nodes[i].as_ref()?))), e.memory.keys()),
             "disk_bytes_max": disk_max,
             "disk_bytes_end": disk_end,
             "disk_bytes_per_finalized_vertex": disk_end.and_then(|d| per(d)),
@@ -323,7 +338,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
         "problems": problems,
         "timeline": c.ticks.iter().map(|t| json!({
             "t": r1(t.t),
-            "nodes": t.nodes.iter().map(|p| p.as_ref().map(|p| json!({"cpu_ms": p.cpu_ms, "rss": p.rss, "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "finalized": p.finalized}))).collect::<Vec<_>>(),
+            "nodes": t.nodes.iter().map(|p| p.as_ref().map(|p| json!({"cpu_ms": p.cpu_ms, "rss": p.rss, "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "finalized": p.finalized, "memory": p.memory}))).collect::<Vec<_>>(),
             "ready": t.ready,
             "disk_bytes": t.disk,
             "loadgen_cpu_ms": t.loadgen.map(|l| l.0),

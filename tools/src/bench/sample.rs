@@ -22,6 +22,8 @@ pub struct NodePoint {
     pub bytes_out: f64,
     /// Vertices finalized so far.
     pub finalized: f64,
+    /// RSS by part ([`NodeMetrics::memory`]).
+    pub memory: std::collections::BTreeMap<String, f64>,
 }
 
 /// One tick of the sampler.
@@ -93,7 +95,7 @@ pub fn dir_bytes(dir: &std::path::Path) -> Option<f64> {
 
 /// The figures of a scrape the timeline keeps.
 pub fn point(m: &NodeMetrics) -> NodePoint {
-    NodePoint { cpu_ms: m.cpu_ms, rss: m.rss_bytes, bytes_in: m.bytes_in, bytes_out: m.bytes_out, finalized: m.finalized }
+    NodePoint { cpu_ms: m.cpu_ms, rss: m.rss_bytes, bytes_in: m.bytes_in, bytes_out: m.bytes_out, finalized: m.finalized, memory: m.memory.clone() }
 }
 
 /// Prints one progress line (finality rate of node-0, CPU of all nodes, max RSS) to stderr.

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub cpu_seconds_milli: Gauge,
     /// Resident set size in bytes.
     pub rss_bytes: Gauge,
+    /// What the two heaps hold, refreshed on scrape (kind: `mimalloc_committed`, Rust's heap;
+    /// `libc_in_use` and `libc_held`, glibc malloc's, where RocksDB's C++ allocates): RSS is
+    /// their sum plus stacks, code and mapped files, so a slope in RSS is attributed here.
+    pub heap_bytes: Family<KindLabel, Gauge>,
     /// TEST ONLY (`--byzantine MODE`): messages a Byzantine test node made and sent itself, by
     /// kind (0 on every honest node).
     pub byzantine_sent: Family<KindLabel, Counter>,
@@ -164,6 +168,7 @@ impl Metrics {
             store_write: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             cpu_seconds_milli: Gauge::default(),
             rss_bytes: Gauge::default(),
+            heap_bytes: Family::default(),
             byzantine_sent: Family::default(),
             registry: Registry::default(),
         };
@@ -200,6 +205,7 @@ impl Metrics {
         registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
         registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
         registry.register("process_resident_bytes", "Resident set size", m.rss_bytes.clone());
+        registry.register("heap_bytes", "Heap bytes by allocator and kind (mimalloc_committed, libc_in_use, libc_held)", m.heap_bytes.clone());
         registry.register("byzantine_sent", "TEST ONLY: messages a --byzantine node made and sent itself, by kind", m.byzantine_sent.clone());
         Metrics { registry, ..m }
     }
@@ -237,6 +243,16 @@ fn refresh_process_stats(m: &Metrics) {
             m.rss_bytes.set(rss_pages * 4096);
         }
     }
+    let (mut commit, mut zero) = (0usize, [0usize; 7]);
+    let [a, b, c, d, e, f, g] = &mut zero;
+    // SAFETY: mi_process_info writes each out-parameter once; all point to live locals.
+    unsafe { libmimalloc_sys::mi_process_info(a, b, c, d, e, &mut commit, f, g) };
+    let set = |kind: &str, v: usize| m.heap_bytes.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
+    set("mimalloc_committed", commit);
+    // SAFETY: mallinfo2 only reads the allocator's arenas (glibc >= 2.33, Debian 12 has 2.36).
+    let mi = unsafe { libc::mallinfo2() };
+    set("libc_in_use", mi.uordblks + mi.hblkhd);
+    set("libc_held", mi.arena + mi.hblkhd);
 }
 
 /// What `/status` and `/health` report, per shard; shards write, the HTTP thread reads.
