@@ -9,7 +9,8 @@ use rand::Rng;
 
 use crate::core::Core;
 use crate::dag::RECENT_MAX;
-use crate::types::{Signer, VertexStatus};
+use crate::id_hash::{HashMap, HashSet};
+use crate::types::{shard_of_vertex, Signer, VertexStatus};
 
 /// Parent recency window of FR-003.
 const PARENT_RECENT_US: u64 = 10_000_000;
@@ -45,6 +46,7 @@ impl<S: Signer> Core<S> {
         // Once per submission, not per candidate (it is a median over every node's count).
         let bound = self.parent_share();
         let strict = self.keyed_parents_only(now);
+        let mut may_spend: HashMap<VertexId, bool> = HashMap::default();
         for id in recent {
             let Some(r) = self.dag.vertices.get(&id) else { continue };
             if r.status == VertexStatus::Rejected || now.saturating_sub(r.arrival_us) > PARENT_RECENT_US {
@@ -67,6 +69,12 @@ impl<S: Signer> Core<S> {
             // Never build on a vertex that spends (or descends from one that spends) a key this
             // submission spends: the new vertex could never win (see `spends_ancestor_key`).
             if processing && !keys.is_empty() && (r_keys_overlap(&self.dag.vertices[&id].v.conflict_keys, keys) || self.conflicts.spends_ancestor_key(&self.dag, keys, &[id])) {
+                continue;
+            }
+            // With shards, the undecided ancestry crosses to other shards, whose vertices'
+            // keys this shard cannot see: build only where the whole undecided ancestry is
+            // local and spends none of the keys.
+            if processing && !keys.is_empty() && self.shard_count > 1 && self.ancestry_may_spend(keys, id, &mut may_spend) {
                 continue;
             }
             let score = u8::from(tip) * 4 + u8::from(processing) * 2 + u8::from(conf > 0.8);
@@ -97,6 +105,66 @@ impl<S: Signer> Core<S> {
 }
 
 impl<S: Signer> Core<S> {
+    /// Whether `start`'s undecided ancestry may spend one of `keys`: a processing local vertex
+    /// on the way spends one, or the walk meets an undecided vertex of another shard (its
+    /// keys and parents are not held here), or the walk is over its bound. A new vertex built
+    /// on such an ancestry could spend the key its own ancestor spends: it could never win,
+    /// and, preferred by its set's id tie-break, it kept that ancestor from ever being
+    /// strongly preferred, so neither was decided (`sim-faults` seed 4257, N = 5, S = 2: the
+    /// ancestor sat in shard 0, the parent between them in shard 1, and `spends_ancestor_key`,
+    /// which walks only this shard's DAG, did not see it). `memo` carries answers across the
+    /// candidates of one parent selection.
+    fn ancestry_may_spend(&self, keys: &[ConflictKey], start: VertexId, memo: &mut HashMap<VertexId, bool>) -> bool {
+        if let Some(&m) = memo.get(&start) {
+            return m;
+        }
+        let budget = self.dag.processing.len() * 8 + 64;
+        let mut stack = vec![start];
+        let mut seen: HashSet<VertexId> = HashSet::default();
+        let mut answer = false;
+        while let Some(x) = stack.pop() {
+            if seen.len() > budget {
+                answer = true;
+                break;
+            }
+            if !seen.insert(x) {
+                continue;
+            }
+            if let Some(&m) = memo.get(&x) {
+                if m {
+                    answer = true;
+                    break;
+                }
+                continue;
+            }
+            match self.dag.vertices.get(&x) {
+                Some(r) if r.status == VertexStatus::Processing => {
+                    if r_keys_overlap(&r.v.conflict_keys, keys) {
+                        answer = true;
+                        break;
+                    }
+                    stack.extend(r.v.parents.iter().copied());
+                }
+                Some(_) => {}
+                None => {
+                    let local = shard_of_vertex(&x, self.shard_count) == self.shard || x == self.dag.genesis.id;
+                    let settled = matches!(self.parent_state(&x), Some(VertexStatus::Final) | Some(VertexStatus::Rejected));
+                    if !local && !settled {
+                        answer = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if answer {
+            memo.insert(start, true);
+        } else {
+            // Every vertex the walk passed has a clean ancestry too.
+            memo.extend(seen.into_iter().map(|x| (x, false)));
+        }
+        answer
+    }
+
     /// Whether own vertices that spend keys must avoid undecided key-spending ancestry now: while
     /// a set of this shard is contested, and for `PARENT_RECENT_US` after one was (parents are
     /// drawn from that window). Without conflicts the DAG keeps its shape (new vertices on the

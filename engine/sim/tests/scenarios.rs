@@ -185,6 +185,22 @@ fn a_restarted_key_shard_knows_the_cross_shard_winners() {
     assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
 }
 
+/// `sim-faults` seed 4257 (N = 5, S = 2, no Byzantine node): an honest shard built a vertex
+/// spending key K on a parent whose ancestor, in the other shard, spent K too. It could never
+/// win, yet the id tie-break made it K's preference on four nodes, so the ancestor was never
+/// strongly preferred and neither was decided. Parent selection now walks the undecided
+/// ancestry across shards (`Core::ancestry_may_spend`).
+#[test]
+fn a_shard_never_builds_a_spend_on_its_ancestors_cross_shard_spend() {
+    let mut c = fault_mix(5, 4257, 0.02, 0.0, 0.24, Some((1, 1_160_000, 1_750_000)));
+    c.shards = 2;
+    c.max_batch = 8;
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
+}
+
 /// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
 /// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
 /// a vertex was final at one node and rejected at another. Every round short of alpha resets it.

@@ -174,7 +174,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, NodeError> {
 
 /// Runs the node described by `config_path` until `stop` is set (SIGINT/SIGTERM in the binary).
 pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byzantine::ByzantineMode>) -> Result<(), NodeError> {
-    heap::limit_arenas();
+    heap::tune_c_heap();
     let cfg = NodeConfig::load(config_path)?;
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
@@ -207,7 +207,6 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = metrics::serve(cfg.metrics_addr, metrics.clone(), status.clone(), http_stop.clone())
         .map_err(|e| NodeError::Address(e.to_string()))?;
-    let trimmer = heap::spawn_trimmer(http_stop.clone()).map_err(|e| NodeError::Host(format!("heap trim thread: {e}")))?;
     info!(name = %cfg.name, node_id = %status.node_id, nodes = cluster.nodes.len(), shards = cluster.shards, k = params.sample_size, alpha = params.alpha, beta = params.beta, metrics = %cfg.metrics_addr, client = %cfg.client_addr, "starting node");
 
     let mesh = (cluster.shards > 1).then(|| mesh::MeshSetup::new(usize::from(cluster.shards)));
@@ -268,7 +267,6 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     }
     http_stop.store(true, Ordering::Relaxed);
     let _ = http.join();
-    let _ = trimmer.join();
     info!("node stopped");
     result
 }
