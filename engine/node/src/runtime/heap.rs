@@ -7,8 +7,8 @@
 //! while its held bytes grew 0.8-1.2 MiB/min, to 128-136 MiB held for 77-89 MiB in use
 //! (`pqdag_heap_bytes{kind="libc_in_use"|"libc_held"}`). glibc's mmap threshold is dynamic: once
 //! a mapped block is freed, blocks up to its size are carved from the heap instead. Fixed at
-//! 128 KiB, the same run held 93-100 MiB and each node's RSS at 20 minutes was 30-40 MiB lower
-//! (`docs/benchmark.md`, "Memory by part").
+//! 128 KiB, the same run held 89-91 MiB (slope 0.5 MiB/min) and each node's RSS at 20 minutes
+//! was ~40 MiB lower (`docs/benchmark.md`, "Memory by part").
 
 /// Blocks at least this large get a mapping of their own, returned whole on free (glibc's
 /// default starts here too, then rises with every mapped block freed, up to 32 MiB).
