@@ -207,6 +207,36 @@ impl<S: Signer> Core<S> {
             if set.overflow.iter().any(|m| m.id == member.id) {
                 return;
             }
+            if set.decided.is_none() {
+                if let Some(j) = Self::swap_in_lower(set, &member, pin) {
+                    // Which of an equivocator's vertices a node tracks is its lowest ids, not
+                    // the first to arrive: the attacker orders arrivals, so first-come members
+                    // gave every honest node a different pair of a 72-vertex spam, each node
+                    // voted for its own, and no member ever reached a quorum (`sim-faults`
+                    // seeds 279, 3484: set-spam at N = 7 and 10).
+                    let demoted = std::mem::replace(&mut set.members[j], Member { equivocal: true, ..member.clone() });
+                    set.overflow.push(demoted);
+                    if set.last_winner == j {
+                        set.streak = 0;
+                    }
+                    let before = set.pref;
+                    let inc = &set.members[set.pref];
+                    if j == set.pref || inc.rejected || !inc.exposed || !pin {
+                        set.pref = (0..set.members.len()).fold(set.pref, |b, i| if ConflictSet::better(&set.members[i], &set.members[b]) { i } else { b });
+                    }
+                    let (pref, changed, owners) = (set.preferred(), set.pref != before || j == before, set.owners());
+                    if member.owner == self.shard {
+                        if let Some(r) = self.dag.vertices.get_mut(&member.id) {
+                            r.in_conflict = true;
+                        }
+                    }
+                    if changed {
+                        self.bump_epoch();
+                        self.broadcast_preference(key, pref, false, &owners);
+                    }
+                    return;
+                }
+            }
             let decided = set.decided;
             set.overflow.push(member.clone());
             if member.owner == self.shard {
@@ -292,6 +322,19 @@ impl<S: Signer> Core<S> {
         if let Some(a) = equivocator {
             self.equivocation(a, member.id);
         }
+    }
+
+    /// The member of `newcomer`'s creator that `newcomer` replaces, if any: the highest id of
+    /// that creator's members above `newcomer`'s, among those no vote has touched (no Snowball
+    /// count, and not exposed where exposure pins the preference). So every node that has seen
+    /// the same vertices of an equivocator tracks the same ones, whatever their arrival order.
+    fn swap_in_lower(set: &ConflictSet, newcomer: &Member, pin: bool) -> Option<usize> {
+        (0..set.members.len())
+            .filter(|&j| {
+                let m = &set.members[j];
+                m.creator == newcomer.creator && !m.rejected && m.count == 0 && !(pin && m.exposed) && m.id > newcomer.id && set.lock != Some(m.id)
+            })
+            .max_by_key(|&j| set.members[j].id)
     }
 
     pub(crate) fn broadcast_preference(&mut self, key: ConflictKey, preferred: VertexId, decided: bool, owners: &[u32]) {

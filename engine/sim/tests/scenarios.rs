@@ -225,6 +225,30 @@ fn a_liars_quick_answer_never_closes_a_poll_before_the_honest_answers() {
     }
 }
 
+/// `sim-faults` seeds 3484 (N = 7) and 279 (N = 10, two shards): set spam, 72 vertices of one
+/// equivocator on a key, shuffled differently for each honest node. Each node tracked the first
+/// two to arrive, voted for one of them, and was pinned there: every honest node preferred a
+/// different vertex and none ever reached a quorum, nor did the honest vertices built on the
+/// set's honest member. A node now tracks an equivocator's lowest ids (`swap_in_lower`).
+#[test]
+fn an_equivocators_spam_never_splits_the_honest_preferences() {
+    let cases = [
+        (7, 3484, 1, 0.01, 0.1429, Some((2, 1_410_000, 2_560_000)), None, 8),
+        (10, 279, 2, 0.0, 0.2, Some((0, 1_140_000, 2_020_000)), Some("0-0|1-9@1.87-2.73"), 1),
+    ];
+    for (nodes, seed, shards, loss, byzantine, crash, partition, max_batch) in cases {
+        let mut c = fault_mix(nodes, seed, loss, 0.0, 0.0, crash);
+        c.shards = shards;
+        c.max_batch = max_batch;
+        c.byzantine = byzantine;
+        c.strategy = Strategy::SetSpam;
+        c.partition = partition.map(|p| Partition::parse(p, 4.0).expect("partition"));
+        let r = run(c).expect("config");
+        check(&r);
+        assert!(r.liveness_ok, "seed {seed}: {} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    }
+}
+
 /// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
 /// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
 /// a vertex was final at one node and rejected at another. Every round short of alpha resets it.
