@@ -100,6 +100,8 @@ pub(crate) struct Conflicts {
     pub(crate) sets: HashMap<ConflictKey, ConflictSet>,
     /// Undecided sets with two members or more (0: every processing vertex is preferred).
     pub(crate) contested: u64,
+    /// Next check for preferences nobody can vote for (`Core::unblock_preferences`).
+    pub(crate) next_unblock_at: u64,
     /// When a set of this shard last became contested (see `Core::keyed_parents_only`).
     pub(crate) last_contest_us: Option<u64>,
     /// Decided sets with a member owned by another shard, oldest first, with the decision time

@@ -39,6 +39,7 @@ mod submit;
 mod sync;
 mod timers;
 mod types;
+mod unblock;
 mod votes;
 
 pub use crate::core::{Core, CoreStatus};

@@ -25,6 +25,9 @@ impl<S: Signer> Core<S> {
             };
             t = t.min(poll_at);
         }
+        if self.conflicts.contested > 0 {
+            t = t.min(self.conflicts.next_unblock_at);
+        }
         for p in self.polls.open.values() {
             t = t.min(p.deadline_us);
             if !p.reasked && p.alpha_at.is_none() {
@@ -49,6 +52,7 @@ impl<S: Signer> Core<S> {
         self.forget_cross_sets(now);
         self.dag.forgotten.evict(self.params.archive_after_us, now);
         self.reask_silent(now);
+        self.unblock_preferences(now);
         // Close polls that timed out or had alpha answers plus a grace period as long again.
         let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| p.due(now)).map(|(q, _)| *q).collect();
         for q in due {

@@ -249,6 +249,22 @@ fn an_equivocators_spam_never_splits_the_honest_preferences() {
     }
 }
 
+/// `sim-faults --max-byzantine 0.25` seed 23036, no Byzantine node: during a partition B (key
+/// K1) was built on C (key K2) and D (K2) on A (K1); the id tie-break preferred B and D on
+/// every node, the one pair that can never be voted for (each needs the other set's loser), so
+/// nobody voted and all four stayed undecided. A set whose preference cannot be voted for and
+/// was never voted for now moves to a member that can be (`Core::unblock_preferences`).
+#[test]
+fn two_sets_never_block_each_other() {
+    let mut c = fault_mix(10, 23036, 0.0, 0.01, 0.27, None);
+    c.max_batch = 8;
+    c.partition = Some(Partition::parse("0-7|8-9@0.9-1.33", 4.0).expect("partition"));
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
+}
+
 /// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
 /// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
 /// a vertex was final at one node and rejected at another. Every round short of alpha resets it.
