@@ -216,13 +216,20 @@ fn a_liars_quick_answer_never_closes_a_poll_before_the_honest_answers() {
     for (seed, strategy, loss, conflicts, partition) in cases {
         let mut c = fault_mix(5, seed, loss, 0.0, conflicts, None);
         c.shards = 2;
-        c.byzantine = 0.2;
-        c.strategy = strategy;
-        c.partition = partition.map(|p| Partition::parse(p, 4.0).expect("partition"));
-        let r = run(c).expect("config");
-        check(&r);
-        assert!(r.liveness_ok, "seed {seed}: {} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+        assert_live_under(c, 0.2, strategy, partition);
     }
+}
+
+/// Replays `c` with `byzantine` of the nodes playing `strategy` (and the partition, if any):
+/// safe, and every honest vertex decided within the liveness budget.
+fn assert_live_under(mut c: SimConfig, byzantine: f64, strategy: Strategy, partition: Option<&str>) {
+    let seed = c.seed;
+    c.byzantine = byzantine;
+    c.strategy = strategy;
+    c.partition = partition.map(|p| Partition::parse(p, c.duration_s).expect("partition"));
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "seed {seed}: {} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
 }
 
 /// `sim-faults` seeds 3484 (N = 7) and 279 (N = 10, two shards): set spam, 72 vertices of one
@@ -240,12 +247,7 @@ fn an_equivocators_spam_never_splits_the_honest_preferences() {
         let mut c = fault_mix(nodes, seed, loss, 0.0, 0.0, crash);
         c.shards = shards;
         c.max_batch = max_batch;
-        c.byzantine = byzantine;
-        c.strategy = Strategy::SetSpam;
-        c.partition = partition.map(|p| Partition::parse(p, 4.0).expect("partition"));
-        let r = run(c).expect("config");
-        check(&r);
-        assert!(r.liveness_ok, "seed {seed}: {} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+        assert_live_under(c, byzantine, Strategy::SetSpam, partition);
     }
 }
 
