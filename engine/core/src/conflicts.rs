@@ -218,6 +218,7 @@ impl<S: Signer> Core<S> {
                     // seeds 279, 3484: set-spam at N = 7 and 10).
                     let demoted = std::mem::replace(&mut set.members[j], Member { equivocal: true, ..member.clone() });
                     set.overflow.push(demoted);
+                    debug_assert!(set.members.iter().filter(|m| m.creator == member.creator && !m.rejected).count() <= CREATOR_MEMBERS_MAX, "a swap keeps the per-creator cap");
                     if set.last_winner == j {
                         set.streak = 0;
                     }

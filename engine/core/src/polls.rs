@@ -34,7 +34,7 @@ pub(crate) struct Poll {
     pub(crate) alpha: usize,
     /// The sample is the whole network: this node's own vote counts (bit `sample.len()`).
     pub(crate) own: bool,
-    /// When the answers in decided the round (alpha Yes on some id, or alpha out of reach
+    /// When the answers so far decided the round (alpha Yes on some id, or alpha out of reach
     /// for every id): the grace period for late answers starts (see `Core::on_response`).
     pub(crate) alpha_at: Option<u64>,
     /// When half the sample had answered: the round-trip signal of the poll window.

@@ -53,7 +53,7 @@ impl<S: Signer> Core<S> {
         self.dag.forgotten.evict(self.params.archive_after_us, now);
         self.reask_silent(now);
         self.unblock_preferences(now);
-        // Close polls that timed out or had alpha answers plus a grace period as long again.
+        // Close polls that timed out, or whose answers decided the round a grace period ago.
         let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| p.due(now)).map(|(q, _)| *q).collect();
         for q in due {
             self.close_poll(now, q);
