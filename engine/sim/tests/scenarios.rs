@@ -195,9 +195,7 @@ fn a_shard_never_builds_a_spend_on_its_ancestors_cross_shard_spend() {
     let mut c = fault_mix(5, 4257, 0.02, 0.0, 0.24, Some((1, 1_160_000, 1_750_000)));
     c.shards = 2;
     c.max_batch = 8;
-    let r = run(c).expect("config");
-    check(&r);
-    assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    let r = assert_live(c);
     assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
 }
 
@@ -223,13 +221,19 @@ fn a_liars_quick_answer_never_closes_a_poll_before_the_honest_answers() {
 /// Replays `c` with `byzantine` of the nodes playing `strategy` (and the partition, if any):
 /// safe, and every honest vertex decided within the liveness budget.
 fn assert_live_under(mut c: SimConfig, byzantine: f64, strategy: Strategy, partition: Option<&str>) {
-    let seed = c.seed;
     c.byzantine = byzantine;
     c.strategy = strategy;
     c.partition = partition.map(|p| Partition::parse(p, c.duration_s).expect("partition"));
+    assert_live(c);
+}
+
+/// Runs `c`: safe, and every honest vertex decided within the liveness budget.
+fn assert_live(c: SimConfig) -> Report {
+    let seed = c.seed;
     let r = run(c).expect("config");
     check(&r);
     assert!(r.liveness_ok, "seed {seed}: {} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    r
 }
 
 /// `sim-faults` seeds 3484 (N = 7) and 279 (N = 10, two shards): set spam, 72 vertices of one
@@ -261,9 +265,7 @@ fn two_sets_never_block_each_other() {
     let mut c = fault_mix(10, 23036, 0.0, 0.01, 0.27, None);
     c.max_batch = 8;
     c.partition = Some(Partition::parse("0-7|8-9@0.9-1.33", 4.0).expect("partition"));
-    let r = run(c).expect("config");
-    check(&r);
-    assert!(r.liveness_ok, "{} of {} final, {} honest vertices left processing", r.finalized, r.submitted, r.undecided_honest_max);
+    let r = assert_live(c);
     assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
 }
 
