@@ -49,6 +49,8 @@ pub struct StoreBatch {
     pub(crate) clients: Vec<(VertexId, Vec<[u8; 32]>)>,
     /// Winners of decided conflict keys.
     pub(crate) winners: Vec<(ConflictKey, VertexId)>,
+    /// Quorum locks of the core's conflict sets (`None`: released).
+    pub(crate) locks: Vec<(ConflictKey, Option<VertexId>)>,
     /// Wall-clock time of the batch, unix seconds (retention marks), when set.
     pub(crate) time_secs: Option<u64>,
 }
@@ -99,6 +101,13 @@ impl StoreBatch {
         self.winners.push((key, id));
     }
 
+    /// Records the core's quorum lock on the conflict set of `key` (`None`: released, the
+    /// record is deleted). The core needs its locks back after a restart ([`Store::locks`]):
+    /// a node that forgot one could vote against it for free.
+    pub fn set_lock(&mut self, key: ConflictKey, member: Option<VertexId>) {
+        self.locks.push((key, member));
+    }
+
     /// Stamps the batch with the wall-clock time (unix seconds): the first batch of each second
     /// that logs a decision leaves a retention mark (see [`Store::decided_before`]).
     pub fn set_time(&mut self, unix_secs: u64) {
@@ -107,12 +116,12 @@ impl StoreBatch {
 
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty() && self.winners.is_empty()
+        self.vertices.is_empty() && self.statuses.is_empty() && self.meta.is_empty() && self.clients.is_empty() && self.winners.is_empty() && self.locks.is_empty()
     }
 
     /// Number of records in the batch.
     pub fn len(&self) -> usize {
-        self.vertices.len() + self.statuses.len() + self.meta.len() + self.clients.len() + self.winners.len()
+        self.vertices.len() + self.statuses.len() + self.meta.len() + self.clients.len() + self.winners.len() + self.locks.len()
     }
 }
 
@@ -143,6 +152,8 @@ pub trait Store {
     /// The final winner of decided conflict key `key` ([`StoreBatch::set_winner`]); kept
     /// through retention.
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError>;
+    /// The quorum locks held ([`StoreBatch::set_lock`], later writes win), in key order.
+    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError>;
     /// A vertex's status, also for a pruned vertex (whose bytes are gone).
     fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError>;
     /// The first decision sequence still held (1 when nothing was pruned): decisions before it

@@ -18,6 +18,8 @@ pub struct MemStore {
     log_id: u64,
     /// Winners of decided conflict keys.
     winners: HashMap<ConflictKey, VertexId>,
+    /// Quorum locks of the core's conflict sets.
+    locks: BTreeMap<ConflictKey, VertexId>,
     /// Statuses of pruned vertices (their bytes are gone).
     pruned_status: HashMap<VertexId, Status>,
     /// Pruned finals by position.
@@ -73,6 +75,12 @@ impl Store for MemStore {
         for (k, id) in batch.winners {
             self.winners.entry(k).or_insert(id);
         }
+        for (k, member) in batch.locks {
+            match member {
+                Some(id) => self.locks.insert(k, id),
+                None => self.locks.remove(&k),
+            };
+        }
         let last_mark = self.marks.keys().next_back().copied().unwrap_or(0);
         if let Some(t) = batch.time_secs.filter(|t| *t > last_mark && self.decisions.len() as u64 + 1 > first_new) {
             self.marks.insert(t, first_new);
@@ -122,6 +130,10 @@ impl Store for MemStore {
 
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {
         Ok(self.winners.get(key).copied())
+    }
+
+    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError> {
+        Ok(self.locks.iter().map(|(k, m)| (*k, *m)).collect())
     }
 
     fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {

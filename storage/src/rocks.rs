@@ -1,4 +1,4 @@
-//! The RocksDB store: one database per shard, nine column families.
+//! The RocksDB store: one database per shard, ten column families.
 //!
 //! | column family | key | value |
 //! |---|---|---|
@@ -11,6 +11,7 @@
 //! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final ([`crate::PrunedFinal`]) |
 //! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
 //! | `winners` | conflict key (32) | the final vertex id (32) that won the key's conflict set |
+//! | `locks` | conflict key (32) | the member id (32) the core is quorum-locked on (undecided sets) |
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +31,10 @@ pub(crate) const CF_CLIENTS: &str = "clients";
 pub(crate) const CF_PRUNED: &str = "pruned";
 pub(crate) const CF_MARKS: &str = "marks";
 pub(crate) const CF_WINNERS: &str = "winners";
+pub(crate) const CF_LOCKS: &str = "locks";
 /// Every column family, in the order a raw `DB::open_cf` must list them.
-pub const COLUMN_FAMILIES: [&str; 9] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS, CF_PRUNED, CF_MARKS, CF_WINNERS];
-const CFS: [&str; 9] = COLUMN_FAMILIES;
+pub const COLUMN_FAMILIES: [&str; 10] = [CF_VERTICES, CF_STATUS, CF_FINALIZED, CF_META, CF_DECISIONS, CF_CLIENTS, CF_PRUNED, CF_MARKS, CF_WINNERS, CF_LOCKS];
+const CFS: [&str; 10] = COLUMN_FAMILIES;
 /// Meta key of the decision-log identity.
 const META_LOG_ID: &str = "decision_log_id";
 /// Meta key of the first retained decision seq (u64 BE; absent: 1).
@@ -363,6 +365,15 @@ impl Store for RocksStore {
                 wb.put_cf(cw, k.0, id.0);
             }
         }
+        if !batch.locks.is_empty() {
+            let cl = self.cf(CF_LOCKS)?;
+            for (k, member) in &batch.locks {
+                match member {
+                    Some(id) => wb.put_cf(cl, k.0, id.0),
+                    None => wb.delete_cf(cl, k.0),
+                }
+            }
+        }
         let mut mark = None;
         if let Some(t) = batch.time_secs.filter(|t| *t > self.last_mark_secs && next_decision > self.next_decision) {
             wb.put_cf(self.cf(CF_MARKS)?, t.to_be_bytes(), self.next_decision.to_be_bytes());
@@ -462,6 +473,16 @@ impl Store for RocksStore {
 
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError> {
         self.reader().key_winner(key)
+    }
+
+    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_LOCKS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let key: [u8; 32] = k.as_ref().try_into().map_err(|_| corrupt(CF_LOCKS, "key length"))?;
+            out.push((ConflictKey(key), to_id(CF_LOCKS, &v)?));
+        }
+        Ok(out)
     }
 
     fn retained_from_seq(&self) -> u64 {

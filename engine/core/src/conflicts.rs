@@ -44,7 +44,11 @@ pub(crate) struct ConflictSet {
     pub(crate) last_winner: usize,
     pub(crate) streak: u32,
     pub(crate) decided: Option<VertexId>,
+    /// The cross-shard finality claim (2-phase) of a member owned by another shard.
     pub(crate) lock: Option<VertexId>,
+    /// The quorum lock (`locks`, whole-network polls): this node saw a quorum of Yes for this
+    /// member, prefers it, and leaves it only on the release threshold of peer Yes for another.
+    pub(crate) quorum_lock: Option<VertexId>,
     /// Vertices of creators that already have [`CREATOR_MEMBERS_MAX`] members here: never
     /// preferred (so never voted for or finalized here) until the network's votes promote one
     /// into the set (`set_success`); rejected when the set is decided for another.
@@ -79,6 +83,23 @@ impl ConflictSet {
     pub(crate) fn index(&self, id: &VertexId) -> Option<usize> {
         self.members.iter().position(|m| m.id == *id)
     }
+    /// Moves set-aside vertex `id` into the set in place of its creator's weakest member that is
+    /// neither the preference nor locked; returns its position. `None`: not set aside, or no
+    /// such member.
+    pub(crate) fn promote(&mut self, id: &VertexId) -> Option<usize> {
+        let o = self.overflow.iter().position(|m| m.id == *id)?;
+        let creator = self.overflow[o].creator;
+        let pref = self.pref;
+        let j = (0..self.members.len()).filter(|&j| j != pref && self.members[j].creator == creator && self.quorum_lock != Some(self.members[j].id)).min_by_key(|&j| (self.members[j].count, j))?;
+        let mut promoted = self.overflow.swap_remove(o);
+        promoted.equivocal = true;
+        let demoted = std::mem::replace(&mut self.members[j], promoted);
+        self.overflow.push(demoted);
+        if self.last_winner == j {
+            self.streak = 0;
+        }
+        Some(j)
+    }
     /// The shard of every member, set-aside members included (preference broadcasts go to
     /// them; repeats are fine, `broadcast_preference` sends once per shard). Each must learn
     /// the decision, or a set-aside member owned by another shard stays processing there for
@@ -107,6 +128,10 @@ pub(crate) struct Conflicts {
     /// Decided sets with a member owned by another shard, oldest first, with the decision time
     /// (`Core::forget_cross_sets`; the others shrink when their winner is forgotten).
     pub(crate) cross_decided: std::collections::VecDeque<(u64, ConflictKey)>,
+    /// Quorum locks restored at a restart whose member has not joined its set yet (a vertex
+    /// still pending on another shard's parent): no other member of the set is preferred
+    /// meanwhile, and the lock applies when the member joins (`Core::apply_restored_lock`).
+    pub(crate) restored_locks: HashMap<ConflictKey, VertexId>,
 }
 
 impl Conflicts {
@@ -181,6 +206,13 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn join_local(&mut self, key: ConflictKey, member: Member) {
+        self.join_local_inner(key, member);
+        if !self.conflicts.restored_locks.is_empty() {
+            self.apply_restored_lock(key);
+        }
+    }
+
+    fn join_local_inner(&mut self, key: ConflictKey, member: Member) {
         // Only a set no longer held asks the archive (the engine's store knows a winner as soon
         // as it is final, while the set still decides here).
         let forgotten = if self.conflicts.sets.contains_key(&key) { None } else { self.dag.forgotten.key_winner(&key) };
@@ -224,7 +256,7 @@ impl<S: Signer> Core<S> {
                     }
                     let before = set.pref;
                     let inc = &set.members[set.pref];
-                    if j == set.pref || inc.rejected || !inc.exposed || !pin {
+                    if set.quorum_lock.is_none() && (j == set.pref || inc.rejected || !inc.exposed || !pin) {
                         set.pref = (0..set.members.len()).fold(set.pref, |b, i| if ConflictSet::better(&set.members[i], &set.members[b]) { i } else { b });
                     }
                     let (pref, changed, owners) = (set.preferred(), set.pref != before || j == before, set.owners());
@@ -285,7 +317,10 @@ impl<S: Signer> Core<S> {
             // built on them never finalized (`sim-soak`, N = 30, equivocate); the id tie-break
             // makes the honest nodes agree as soon as both members reached them.
             let inc = &set.members[set.pref];
-            let best = if inc.rejected || !inc.exposed || !pin {
+            let best = if set.quorum_lock.is_some() {
+                // Locked: only the release threshold moves it (`set_success`).
+                set.pref
+            } else if inc.rejected || !inc.exposed || !pin {
                 (0..set.members.len()).fold(set.pref, |b, j| if ConflictSet::better(&set.members[j], &set.members[b]) { j } else { b })
             } else if set.members[idx].count > inc.count {
                 idx
@@ -335,17 +370,21 @@ impl<S: Signer> Core<S> {
         (0..set.members.len())
             .filter(|&j| {
                 let m = &set.members[j];
-                m.creator == newcomer.creator && !m.rejected && m.count == 0 && !(pin && m.exposed) && m.id > newcomer.id && set.lock != Some(m.id)
+                m.creator == newcomer.creator && !m.rejected && m.count == 0 && !(pin && m.exposed) && m.id > newcomer.id && set.lock != Some(m.id) && set.quorum_lock != Some(m.id)
             })
             .max_by_key(|&j| set.members[j].id)
     }
 
     pub(crate) fn broadcast_preference(&mut self, key: ConflictKey, preferred: VertexId, decided: bool, owners: &[u32]) {
+        let locked = self.conflicts.sets.get(&key).is_some_and(|s| s.quorum_lock == Some(preferred));
+        // A restored lock whose member has not joined yet: the other shards must not vote for
+        // any other member meanwhile (`Conflicts::restored_locks`).
+        let preferred = self.conflicts.restored_locks.get(&key).copied().filter(|_| !decided).unwrap_or(preferred);
         let mut sent = 0u64;
         for &o in owners {
             if o != self.shard && sent & (1 << o) == 0 {
                 sent |= 1 << o;
-                self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided } });
+                self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided, locked } });
             }
         }
     }
@@ -361,6 +400,8 @@ impl<S: Signer> Core<S> {
         }
         set.decided = Some(winner);
         set.lock = None;
+        self.conflicts.restored_locks.remove(&key);
+        let had_lock = set.quorum_lock.take().is_some();
         if let Some(i) = set.index(&winner) {
             set.pref = i;
         }
@@ -368,6 +409,9 @@ impl<S: Signer> Core<S> {
         let owners = set.owners();
         if owners.iter().any(|&o| o != self.shard) {
             self.conflicts.cross_decided.push_back((self.now, key));
+        }
+        if had_lock && !quiet {
+            self.persist_lock(key, None);
         }
         self.broadcast_preference(key, winner, true, &owners);
         for (l, owner) in losers {
@@ -391,6 +435,14 @@ impl<S: Signer> Core<S> {
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         let Some(i) = set.index(&id) else { return };
         set.members[i].rejected = true;
+        // A locked member that is rejected can never be final anywhere (it descends from the
+        // loser of a decided set): the lock protects nothing and would block the set.
+        let released = set.decided.is_none() && set.quorum_lock == Some(id);
+        if released {
+            set.quorum_lock = None;
+            self.persist_lock(key, None);
+        }
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         if set.decided.is_some() || set.pref != i {
             return;
         }

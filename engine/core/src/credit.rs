@@ -10,15 +10,34 @@ use crate::dag::Dag;
 use crate::id_hash::HashMap;
 use crate::types::VertexStatus;
 
+/// One conflicting vertex's result in a poll, for its conflict sets (`Core::set_success`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    /// The vertex.
+    pub(crate) id: VertexId,
+    /// Its confidence after the round (a tie-break).
+    pub(crate) confidence: f64,
+    /// A Snowball success: at least `alpha_pref` Yes among the preference sample.
+    pub(crate) snowball: bool,
+    /// Yes from peers (this node's own vote left out), on it or a descendant: what moving a
+    /// lock needs (`Core::lock_release_threshold`).
+    pub(crate) peer_yes: u32,
+    /// A quorum of Yes, own vote included (whole-network polls only): this node locks on it.
+    pub(crate) quorum: bool,
+}
+
 /// What one credit walk produced, for the callers that act on it.
 #[derive(Default)]
 pub(crate) struct Credited {
-    /// Conflicting vertices with a successful round and their confidence, ancestors first.
-    pub(crate) successes: Vec<(VertexId, f64)>,
+    /// Conflicting vertices with a Snowball success or a quorum, ancestors first.
+    pub(crate) successes: Vec<Tally>,
     /// Vertices with `beta` consecutive successes, ancestors first: finality candidates.
     pub(crate) candidates: Vec<VertexId>,
     /// Vertices that reached `max_rounds` in this walk.
     pub(crate) stalled: u64,
+    /// Conflicting vertices with a quorum of Yes but no quorum of `LockedYes` yet (whole-network
+    /// polls): polled directly until they have it (`Polls::lock_wanted`), by arrival sequence.
+    pub(crate) lock_wanted: Vec<(u64, VertexId)>,
 }
 
 /// One poll's answers, as the credit walk needs them.
@@ -29,6 +48,13 @@ pub(crate) struct Round<'a> {
     pub(crate) yes: &'a [u64],
     /// Per id, the bit mask of responders that voted No.
     pub(crate) no: &'a [u64],
+    /// Per id, the bit mask of responders that voted `LockedYes` on the id itself (never
+    /// credited to ancestors: a lock is on the vertex's own sets).
+    pub(crate) locked: &'a [u64],
+    /// The bit of this node's own vote (whole-network polls), else 0.
+    pub(crate) own_bit: u64,
+    /// Whole-network polls: quorums lock, and conflicting vertices need a locked quorum.
+    pub(crate) locks: bool,
     /// Yes votes a success needs (a round toward finality: alpha for confidence).
     pub(crate) alpha: usize,
     /// Yes votes from peers a Snowball count needs (alpha for preference, Snowman's
@@ -61,6 +87,9 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
             if r.status != VertexStatus::Processing {
                 continue;
             }
+            if round.locks && round.locked[i].count_ones() as usize >= round.alpha {
+                r.lock_quorum = true;
+            }
             if r.mark != mark {
                 r.mark = mark;
                 r.mask = 0;
@@ -92,9 +121,13 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 if r.rounds == round.max_rounds {
                     out.stalled += 1;
                 }
-                let peer_yes = (r.mask & round.pref_mask).count_ones() as usize;
-                if peer_yes >= round.alpha_pref && !r.v.conflict_keys.is_empty() {
-                    out.successes.push((id, r.confidence));
+                if !r.v.conflict_keys.is_empty() {
+                    let snowball = (r.mask & round.pref_mask).count_ones() as usize >= round.alpha_pref;
+                    let quorum = round.locks && yes >= round.alpha;
+                    if snowball || quorum {
+                        let peer_yes = (r.mask & !round.own_bit).count_ones();
+                        out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum });
+                    }
                 }
                 // Every round short of alpha resets the streak, silence and `Unknown` included.
                 // Not resetting on rounds short only through silence or `Unknown` (tried for
@@ -104,6 +137,9 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 // `random_schedules_are_safe` found a vertex final at one node and rejected at
                 // another: N = 4, one flip-voter, a 0.3 s partition, 41 % conflicts, 6 % loss).
                 if yes >= round.alpha {
+                    if round.locks && !r.lock_quorum && !r.v.conflict_keys.is_empty() {
+                        out.lock_wanted.push((r.seq, id));
+                    }
                     r.successes += 1;
                     if r.successes >= round.beta {
                         out.candidates.push(id);

@@ -31,6 +31,8 @@ pub(crate) struct RemoteParent {
 pub(crate) struct RemoteSet {
     pub(crate) preferred: Option<VertexId>,
     pub(crate) decided: bool,
+    /// The owner is quorum-locked on `preferred` (`locks`).
+    pub(crate) locked: bool,
     pub(crate) mine: Vec<VertexId>,
 }
 
@@ -136,12 +138,15 @@ impl<S: Signer> Core<S> {
                 let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false };
                 self.join_local(key, m);
             }
-            ShardMsg::Success { key, member, confidence } => self.set_success(key, member, confidence),
-            ShardMsg::Preference { key, preferred, decided } => {
+            ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum } => {
+                self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum });
+            }
+            ShardMsg::Preference { key, preferred, decided, locked } => {
                 let rs = self.cross.remote_sets.entry(key).or_default();
-                let changed = rs.preferred != Some(preferred);
+                let changed = rs.preferred != Some(preferred) || rs.locked != locked;
                 let newly_decided = decided && !rs.decided;
                 rs.preferred = Some(preferred);
+                rs.locked = locked;
                 rs.decided |= decided;
                 let mine = rs.mine.clone();
                 if newly_decided {

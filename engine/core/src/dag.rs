@@ -52,6 +52,11 @@ pub(crate) struct Rec {
     /// both sets without a strongly preferred member for ever (found with batching: many keys
     /// per vertex made it common).
     pub(crate) keyed_ancestry: bool,
+    /// A poll that asked about this vertex directly got a quorum of `LockedYes` (this node's own
+    /// vote included): a quorum of nodes is locked on it in its conflict sets, which a
+    /// conflicting vertex in whole-network mode needs to be final (see `locks`). Sticky: an
+    /// honest node never leaves such a lock while the vertex can still win.
+    pub(crate) lock_quorum: bool,
 }
 
 impl Rec {
@@ -77,6 +82,7 @@ impl Rec {
             claim_granted: Vec::new(),
             exposed: false,
             keyed_ancestry: false,
+            lock_quorum: false,
         }
     }
 }
@@ -252,6 +258,7 @@ impl<S: Signer> Core<S> {
                     // A restarted node may have voted on it before the crash.
                     exposed: quiet,
                     keyed_ancestry,
+                    lock_quorum: false,
                 },
             );
             if status == VertexStatus::Processing {

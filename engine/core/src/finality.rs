@@ -28,6 +28,10 @@ impl<S: Signer> Core<S> {
         if r.status != VertexStatus::Processing || r.successes < self.params.beta || r.confidence < self.params.finalization_threshold || r.claiming > 0 {
             return;
         }
+        // A conflicting vertex in whole-network mode: a quorum must be locked on it (`locks`).
+        if !r.lock_quorum && !r.v.conflict_keys.is_empty() && self.whole_network() {
+            return;
+        }
         let v = &r.v;
         if !v.parents.iter().all(|p| self.parent_state(p) == Some(VertexStatus::Final)) {
             return;

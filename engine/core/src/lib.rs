@@ -27,6 +27,7 @@ mod gossip;
 mod id_hash;
 #[cfg(debug_assertions)]
 mod invariants;
+mod locks;
 mod params;
 mod peers;
 mod pending;

@@ -29,6 +29,8 @@ pub(crate) struct Poll {
     pub(crate) digest: [u8; 32],
     pub(crate) yes: Vec<u64>,
     pub(crate) no: Vec<u64>,
+    /// Per id, who answered `LockedYes` (also set in `yes`).
+    pub(crate) locked: Vec<u64>,
     pub(crate) responded: u64,
     /// Yes votes a success needs (this node's own vote included when `own`).
     pub(crate) alpha: usize,
@@ -71,12 +73,16 @@ pub(crate) struct Polls {
     pub(crate) window: usize,
     pub(crate) completed: u64,
     pub(crate) short: u64,
+    /// Conflicting vertices that had a quorum of Yes but not yet of `LockedYes`, by arrival
+    /// sequence: every poll asks about them directly (a `LockedYes` on a descendant says
+    /// nothing about the vertex's own sets), until they have it or are decided.
+    pub(crate) lock_wanted: BTreeMap<u64, VertexId>,
 }
 
 impl Polls {
     /// No poll yet; the window starts fully open.
     pub(crate) fn new(window: usize) -> Self {
-        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0 }
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new() }
     }
 
     /// Poll congestion control. A round costs every responder a verify and a signature whatever
@@ -166,6 +172,15 @@ impl<S: Signer> Core<S> {
             out.reverse();
             out
         };
+        if !self.polls.lock_wanted.is_empty() {
+            let dag = &self.dag;
+            self.polls.lock_wanted.retain(|_, id| dag.vertices.get(id).is_some_and(|r| r.status == VertexStatus::Processing && !r.lock_quorum));
+            for id in self.polls.lock_wanted.values() {
+                if !tips.contains(id) {
+                    tips.push(*id);
+                }
+            }
+        }
         if tips.len() > QUERY_IDS_MAX {
             tips.drain(..tips.len() - QUERY_IDS_MAX);
         }
@@ -223,6 +238,7 @@ impl<S: Signer> Core<S> {
                 digest,
                 yes: vec![0; n],
                 no: vec![0; n],
+                locked: vec![0; n],
                 responded: 0,
                 alpha,
                 own,
@@ -290,6 +306,10 @@ impl<S: Signer> Core<S> {
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
                 Some(Vote::Yes) => poll.yes[i] |= bit,
+                Some(Vote::LockedYes) => {
+                    poll.yes[i] |= bit;
+                    poll.locked[i] |= bit;
+                }
                 // An excluded peer in a whole-network poll: its Yes counts toward the quorum
                 // (safe whoever casts it), its No does not drag confidence (a flip-voter's
                 // would hold every vertex below the finality threshold).
@@ -334,6 +354,10 @@ impl<S: Signer> Core<S> {
                 let id = poll.ids[i];
                 match self.vote_for(&id) {
                     Vote::Yes => poll.yes[i] |= bit,
+                    Vote::LockedYes => {
+                        poll.yes[i] |= bit;
+                        poll.locked[i] |= bit;
+                    }
                     Vote::No => poll.no[i] |= bit,
                     Vote::Unknown => {}
                 }
@@ -355,12 +379,14 @@ impl<S: Signer> Core<S> {
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample.clone(), missing });
 
         let (alpha_pref, pref_mask) = if poll.own { self.preference_sample(k) } else { (poll.alpha, u64::MAX) };
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, alpha: poll.alpha, alpha_pref, pref_mask, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let own_bit = if poll.own { 1u64 << k } else { 0 };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, locked: &poll.locked, own_bit, locks: poll.own, alpha: poll.alpha, alpha_pref, pref_mask, beta: self.params.beta, max_rounds: self.params.max_rounds };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
-        let Credited { successes, candidates, .. } = credited;
-        for (id, conf) in successes {
-            self.snowball_success(id, conf);
+        let Credited { successes, candidates, lock_wanted, .. } = credited;
+        self.polls.lock_wanted.extend(lock_wanted);
+        for tally in successes {
+            self.snowball_success(tally);
         }
         // Finality (FR-005), ancestors first.
         for id in candidates {

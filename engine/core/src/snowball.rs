@@ -2,65 +2,96 @@
 //! each of its sets, locally or on the owning shard, and may move the set's preference. Owns
 //! no state (the counters live in `conflicts`' members); calls `conflicts` and `votes`.
 
-use pqdag_wire::{ConflictKey, VertexId};
+use pqdag_wire::ConflictKey;
 
 use crate::conflicts::ConflictSet;
+use crate::credit::Tally;
 use crate::core::Core;
 use crate::types::{Action, ShardMsg, Signer, shard_of_key};
 
 impl<S: Signer> Core<S> {
-    pub(crate) fn snowball_success(&mut self, id: VertexId, conf: f64) {
-        let keys = match self.dag.vertices.get(&id) {
+    /// A conflicting vertex's poll result (a Snowball success, a quorum, or both) counts in each
+    /// of its sets, here or on the set's owning shard.
+    pub(crate) fn snowball_success(&mut self, t: Tally) {
+        let keys = match self.dag.vertices.get(&t.id) {
             Some(r) => r.v.conflict_keys.clone(),
             None => return,
         };
         for key in keys {
             if shard_of_key(&key, self.shard_count) == self.shard {
-                self.set_success(key, id, conf);
+                self.set_success(key, t);
             } else {
                 let owner = shard_of_key(&key, self.shard_count);
-                self.push(Action::ToShard { shard: owner, msg: ShardMsg::Success { key, member: id, confidence: conf } });
+                let msg = ShardMsg::Success { key, member: t.id, confidence: t.confidence, snowball: t.snowball, peer_yes: t.peer_yes, quorum: t.quorum };
+                self.push(Action::ToShard { shard: owner, msg });
             }
         }
     }
 
-    pub(crate) fn set_success(&mut self, key: ConflictKey, id: VertexId, conf: f64) {
+    /// One poll result for member `t.id` of the set of `key`: Snowball counters, the preference,
+    /// and (whole-network polls) the quorum lock (`locks`). A set locked on another member
+    /// ignores the result unless `t.peer_yes` reaches the release threshold.
+    pub(crate) fn set_success(&mut self, key: ConflictKey, t: Tally) {
+        let locks = self.whole_network();
+        let release_at = if locks { self.lock_release_threshold() } else { 0 };
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         if set.decided.is_some() {
             return;
         }
+        let id = t.id;
+        if let Some(l) = set.quorum_lock.filter(|l| *l != id) {
+            if (t.peer_yes as usize) < release_at && set.index(&l).is_some_and(|j| !set.members[j].rejected) {
+                // Not enough to leave a lock: ignored, counters included (a count earned here
+                // would move the preference the moment the lock is released).
+                return;
+            }
+        }
         let i = match set.index(&id) {
             Some(i) => i,
-            None => {
-                // An over-cap vertex the network votes for: promote it in place of its
-                // creator's weakest member that is not the preference, so this node can follow
-                // the network instead of stalling on a vertex it may never prefer.
-                let Some(o) = set.overflow.iter().position(|m| m.id == id) else { return };
-                let creator = set.overflow[o].creator;
-                let pref = set.pref;
-                let Some(j) = (0..set.members.len()).filter(|&j| j != pref && set.members[j].creator == creator).min_by_key(|&j| (set.members[j].count, j)) else { return };
-                let mut promoted = set.overflow.swap_remove(o);
-                promoted.equivocal = true;
-                let demoted = std::mem::replace(&mut set.members[j], promoted);
-                set.overflow.push(demoted);
-                if set.last_winner == j {
-                    set.streak = 0;
-                }
-                j
-            }
+            // An over-cap vertex the network votes for: promoted in place of its creator's
+            // weakest member that is not the preference, so this node can follow the network
+            // instead of stalling on a vertex it may never prefer.
+            None => match set.promote(&id) {
+                Some(i) => i,
+                None => return,
+            },
         };
-        set.members[i].count += 1;
-        set.members[i].confidence = conf;
-        if set.last_winner == i {
-            set.streak += 1;
-        } else {
-            set.last_winner = i;
-            set.streak = 1;
+        if set.members[i].rejected {
+            return;
         }
-        if i != set.pref && ConflictSet::better(&set.members[i], &set.members[set.pref]) {
+        let before = (set.pref, set.quorum_lock);
+        if let Some(l) = set.quorum_lock.filter(|l| *l != id) {
+            debug_assert!(locks, "locks exist in whole-network mode only");
+            // t peers said Yes to another member: this node leaves its lock (see `locks`).
+            let _ = l;
+            set.quorum_lock = None;
+        }
+        if t.snowball {
+            set.members[i].count += 1;
+            set.members[i].confidence = t.confidence;
+            if set.last_winner == i {
+                set.streak += 1;
+            } else {
+                set.last_winner = i;
+                set.streak = 1;
+            }
+            if i != set.pref && set.quorum_lock.is_none() && ConflictSet::better(&set.members[i], &set.members[set.pref]) {
+                set.pref = i;
+            }
+        }
+        if locks && t.quorum {
+            // A quorum of Yes seen: lock on it (and prefer it: with this node's own vote on
+            // another member, the quorum was all peers, at least the release threshold).
+            set.quorum_lock = Some(id);
             set.pref = i;
-            let owners = set.owners();
-            self.broadcast_preference(key, id, false, &owners);
+        }
+        debug_assert!(set.quorum_lock.is_none_or(|l| set.members[set.pref].id == l), "a locked set prefers its lock");
+        let (pref, lock, owners) = (set.preferred(), set.quorum_lock, set.owners());
+        if (set.pref, set.quorum_lock) != before {
+            if lock != before.1 {
+                self.persist_lock(key, lock);
+            }
+            self.broadcast_preference(key, pref, false, &owners);
             self.bump_epoch();
         }
     }

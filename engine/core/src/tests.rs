@@ -90,8 +90,8 @@ impl Net {
                     if self.flip_voters.contains(&i) {
                         for b in response.votes.iter_mut() {
                             *b = match Vote::from_u8(*b) {
-                                Some(Vote::Yes) => Vote::No as u8,
-                                Some(Vote::No) => Vote::Yes as u8,
+                                Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
+                                Some(Vote::No) => Vote::LockedYes as u8,
                                 _ => *b,
                             };
                         }
@@ -137,7 +137,7 @@ impl Net {
                     self.reissued[i].push((id, client_tags));
                 }
                 Action::TxFinal { client_tag, id, tx } => self.tx_final[i].push((client_tag, id, tx)),
-                Action::ToShard { .. } => {}
+                Action::ToShard { .. } | Action::Lock { .. } => {}
             }
         }
     }

@@ -57,6 +57,7 @@ fn decisions_to(core: &mut Core<TestSigner>, to: u32, key: ConflictKey) -> Vec<V
                     key: k,
                     preferred,
                     decided: true,
+                    ..
                 },
         } = a
         {

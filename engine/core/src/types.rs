@@ -201,6 +201,16 @@ pub enum Action {
         /// The vertex.
         id: VertexId,
     },
+    /// Make the quorum lock of the set of `key` durable (`None`: released) BEFORE releasing
+    /// any later send of this batch, like a `Persist`; hand the stored locks back to
+    /// [`crate::Core::restore_locks`] at a restart. A node that forgot a lock could leave it
+    /// without the evidence the safety argument needs (docs/consensus.md item 8c).
+    Lock {
+        /// Conflict key.
+        key: ConflictKey,
+        /// The member locked on, or `None` when released (decided sets release theirs).
+        member: Option<VertexId>,
+    },
     /// A peer crossed the exclusion score: gossip an alert (with proof when there is one).
     Alert {
         /// The accused.
@@ -305,7 +315,8 @@ pub enum ShardMsg {
         /// The exposed member.
         member: VertexId,
     },
-    /// `member` had a successful poll round: a snowball input for `key`.
+    /// `member` had a Snowball success or a quorum in a poll: an input for the set of `key`
+    /// (`Core::set_success`).
     Success {
         /// Conflict key.
         key: ConflictKey,
@@ -313,6 +324,12 @@ pub enum ShardMsg {
         member: VertexId,
         /// Member's confidence (tie-break).
         confidence: f64,
+        /// A Snowball success (counts).
+        snowball: bool,
+        /// Peer Yes in the poll (the lock release threshold).
+        peer_yes: u32,
+        /// A quorum of Yes (the set locks on it).
+        quorum: bool,
     },
     /// The preference (or decision) of the set of `key`.
     Preference {
@@ -322,6 +339,8 @@ pub enum ShardMsg {
         preferred: VertexId,
         /// True once the set is decided (then every other member is rejected).
         decided: bool,
+        /// The set is quorum-locked on `preferred` (a Yes on it is a `LockedYes`).
+        locked: bool,
     },
     /// `member` met its thresholds: lock the set of `key` for it.
     Claim {

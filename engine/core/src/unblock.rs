@@ -52,7 +52,7 @@ impl<S: Signer> Core<S> {
     fn unblock_set(&mut self, key: ConflictKey, pin: bool, cutoff: u64) {
         let (blocked, candidates) = {
             let Some(set) = self.conflicts.sets.get(&key) else { return };
-            if set.decided.is_some() || set.lock.is_some() || set.members.len() < 2 {
+            if set.decided.is_some() || set.lock.is_some() || set.quorum_lock.is_some() || set.members.len() < 2 {
                 return;
             }
             let p = &set.members[set.pref];

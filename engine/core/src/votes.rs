@@ -80,6 +80,7 @@ impl<S: Signer> Core<S> {
         v.conflict_keys.iter().all(|k| {
             if shard_of_key(k, self.shard_count) == self.shard {
                 self.conflicts.sets.get(k).is_some_and(|s| s.preferred() == v.id && s.lock.is_none_or(|l| l == v.id))
+                    && (self.conflicts.restored_locks.is_empty() || self.conflicts.restored_locks.get(k).is_none_or(|m| *m == v.id))
             } else {
                 self.cross.remote_sets.get(k).is_some_and(|s| s.preferred == Some(v.id))
             }
@@ -89,8 +90,19 @@ impl<S: Signer> Core<S> {
     /// This node's vote on `id`, as sent in a response or counted in its own poll. A Yes on a
     /// processing vertex exposes it and its ancestors (see [`Self::expose`]).
     pub(crate) fn vote_for(&mut self, id: &VertexId) -> Vote {
-        let vote = self.compute_vote(id);
-        if vote == Vote::Yes && self.dag.vertices.get(id).is_some_and(|r| !r.exposed && r.status == VertexStatus::Processing) {
+        let mut vote = self.compute_vote(id);
+        if vote == Vote::Yes && self.whole_network() {
+            // A Yes from a node locked on the vertex in each of its sets, or for which it is
+            // final, is a `LockedYes`: what a conflicting vertex's finality needs (`locks`).
+            let locked = match self.dag.vertices.get(id) {
+                Some(r) if r.status == VertexStatus::Processing => !r.v.conflict_keys.is_empty() && self.locked_on(&r.v),
+                _ => true,
+            };
+            if locked {
+                vote = Vote::LockedYes;
+            }
+        }
+        if vote.is_yes() && self.dag.vertices.get(id).is_some_and(|r| !r.exposed && r.status == VertexStatus::Processing) {
             self.expose(*id);
         }
         vote

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use pqdag_core::{ConflictKey, Core, Domain, Misbehaviour, NodeId, Signer, VertexId};
-use pqdag_wire::{Response, Vertex};
+use pqdag_wire::{Response, Vertex, Vote};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -181,13 +181,14 @@ pub(crate) trait Behaviour {
 /// Inverts every vote and signs the result validly.
 pub(crate) struct FlipVotes;
 
-/// `response` with every Yes/No vote inverted, re-signed by `signer`.
+/// `response` with every Yes/No vote inverted, re-signed by `signer`. A No becomes a
+/// `LockedYes`, the strongest lie there is (a claimed lock counts toward finality quorums).
 pub(crate) fn flipped(signer: &MacSigner, mut response: Response) -> Response {
     for b in response.votes.iter_mut() {
-        *b = match *b {
-            0 => 1,
-            1 => 0,
-            x => x,
+        *b = match Vote::from_u8(*b) {
+            Some(Vote::No) => Vote::LockedYes as u8,
+            Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
+            _ => *b,
         };
     }
     response.signature = signer.sign(Domain::Response, &response.signed_bytes());

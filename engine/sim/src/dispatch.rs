@@ -222,6 +222,7 @@ impl Sim {
                 self.archive.record(&vertex);
                 self.shells[node].persist(shard, vertex, status);
             }
+            Action::Lock { key, member } => self.shells[node].persist_lock(shard, key, member),
             Action::Finalized { id, .. } => {
                 if !byz {
                     self.on_final(node, id);

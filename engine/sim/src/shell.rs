@@ -148,6 +148,8 @@ pub(crate) struct Shell {
     restarts: u64,
     /// Storage: per shard, vertices in first-persist order and their latest status.
     storage: Vec<ShardStore>,
+    /// Storage: per shard, the quorum locks held (`Action::Lock`), restored at a restart.
+    locks: Vec<std::collections::BTreeMap<ConflictKey, VertexId>>,
     keep_storage: bool,
     finalized_before_crash: u64,
 }
@@ -167,6 +169,7 @@ impl Shell {
             up: true,
             restarts: 0,
             storage: (0..shards).map(|_| (Vec::new(), HashMap::new())).collect(),
+            locks: vec![std::collections::BTreeMap::new(); shards],
             keep_storage,
             finalized_before_crash: 0,
         })
@@ -268,6 +271,16 @@ impl Shell {
         }
     }
 
+    /// A core made the lock of `key` durable (`None`: released): kept if this node may restart.
+    pub(crate) fn persist_lock(&mut self, shard: usize, key: ConflictKey, member: Option<VertexId>) {
+        if self.keep_storage {
+            match member {
+                Some(m) => self.locks[shard].insert(key, m),
+                None => self.locks[shard].remove(&key),
+            };
+        }
+    }
+
     /// The node crashes: it stops, remembering how many vertices it had finalized.
     pub(crate) fn crash(&mut self) {
         self.up = false;
@@ -308,6 +321,7 @@ impl Shell {
             let skip: HashSet<VertexId> = finals[..compact].iter().map(|v| v.id).collect();
             let items: Vec<(Arc<Vertex>, VertexStatus)> = order.iter().filter(|v| !skip.contains(&v.id)).map(|v| (v.clone(), status[&v.id])).collect();
             core.restore(now, items);
+            core.restore_locks(self.locks[s as usize].iter().map(|(k, m)| (*k, *m)));
             cores.push(core);
         }
         self.cores = cores;

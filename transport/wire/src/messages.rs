@@ -289,15 +289,27 @@ pub enum Vote {
     Yes = 1,
     /// The responder does not have the vertex (yet); counts as no, and hints it should be sent.
     Unknown = 2,
+    /// Strongly preferred, and the responder is *locked* on it in each of its conflict sets:
+    /// it saw a quorum of Yes for it, recorded that durably, and moves away only on much
+    /// stronger evidence (small clusters, whole-network polls; see the core's `locks`
+    /// module). Counts as Yes everywhere; a conflicting vertex is final only on a quorum of
+    /// these.
+    LockedYes = 3,
 }
 
 impl Vote {
+    /// A Yes, locked or not.
+    pub fn is_yes(self) -> bool {
+        matches!(self, Vote::Yes | Vote::LockedYes)
+    }
+
     /// Parses a vote byte.
     pub fn from_u8(b: u8) -> Option<Vote> {
         match b {
             0 => Some(Vote::No),
             1 => Some(Vote::Yes),
             2 => Some(Vote::Unknown),
+            3 => Some(Vote::LockedYes),
             _ => None,
         }
     }

@@ -99,12 +99,13 @@ pub fn signed_alert(keypair: &Keypair, me: NodeId, accused: NodeId, evidence: Ev
     Some(a)
 }
 
-/// `response` with every Yes/No vote inverted, re-signed.
+/// `response` with every Yes/No vote inverted, re-signed. A No becomes a `LockedYes`, the
+/// strongest lie there is (a claimed lock counts toward finality quorums).
 pub fn flipped(keypair: &Keypair, mut response: Response) -> Option<Response> {
     for v in response.votes.iter_mut() {
         *v = match Vote::from_u8(*v) {
-            Some(Vote::Yes) => Vote::No as u8,
-            Some(Vote::No) => Vote::Yes as u8,
+            Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
+            Some(Vote::No) => Vote::LockedYes as u8,
             _ => *v,
         };
     }

@@ -133,7 +133,7 @@ impl Effects {
         // Everything else, in order.
         for a in actions {
             match a {
-                Action::Persist { .. } | Action::Created { .. } => {}
+                Action::Persist { .. } | Action::Lock { .. } | Action::Created { .. } => {}
                 Action::Reissued { id, client_tags } => gateway.reissued(mesh, id, client_tags),
                 Action::TxFinal { client_tag, id, tx } => gateway.tx_final(mesh, client_tag, id, tx, &mut client_events),
                 Action::SendVertex { to, vertex } => self.send(Outgoing::Vertex { to, vertex }),

@@ -72,6 +72,11 @@ impl Persist {
                 }
             }
         }
+        for a in actions {
+            if let Action::Lock { key, member } = a {
+                batch.set_lock(*key, *member);
+            }
+        }
         for (id, client) in clients {
             batch.set_clients(id, client);
         }

@@ -44,9 +44,13 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u
     let restored = restore_order(full);
     let n = restored.len() + compact + pruned;
     core.restore(0, restored);
+    // The quorum locks held before the stop (the core must not vote against them).
+    let locks = store.locks()?;
+    let locked = locks.len();
+    core.restore_locks(locks);
     while core.poll_action().is_some() {}
     let s = core.status();
-    info!(shard, restored = n, pruned, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
+    info!(shard, restored = n, pruned, locked, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
     Ok(())
 }
 
