@@ -43,6 +43,9 @@ struct Args {
     /// Worker threads (0: the machine's cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Print each seed's `sim` replay command, one per line, and run nothing.
+    #[arg(long)]
+    commands: bool,
     /// Print one JSON object instead of the summary line.
     #[arg(long)]
     json: bool,
@@ -204,6 +207,12 @@ fn main() {
     };
     let a = a;
     let mixes: Vec<Mix> = (a.first_seed..a.first_seed + a.seeds).map(|s| Mix::draw(s, &a)).collect();
+    if a.commands {
+        for m in &mixes {
+            println!("{}", m.command(&a));
+        }
+        return;
+    }
     let threads = if a.threads > 0 { a.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
     let wall = std::time::Instant::now();
     let next = AtomicUsize::new(0);

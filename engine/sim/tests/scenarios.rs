@@ -269,6 +269,23 @@ fn two_sets_never_block_each_other() {
     assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
 }
 
+/// `sim-faults --max-byzantine 0.25` seed 26752: N = 5, one `selective` liar, node 0 cut off
+/// from 1.2 to 2.52 s, 3 % loss. W was final at node 1 on a quorum of Yes while node 0 was away;
+/// after the heal node 0, still preferring the loser, and the liar's Yes gave the loser a
+/// Snowball majority at nodes 2 and 3, which had voted for W; they switched, and node 0
+/// finalized the loser: one vertex final at one node, its competitor final at another. A node
+/// now locks on a quorum it saw and leaves the lock only on t = N - q + f + 1 peer Yes, and a
+/// conflicting vertex is final only on a quorum of `LockedYes` (`locks`).
+#[test]
+fn a_liar_and_a_stale_node_never_move_a_quorum_lock() {
+    let mut c = fault_mix(5, 26752, 0.03, 0.0, 0.1, None);
+    c.byzantine = 0.2;
+    c.strategy = Strategy::Selective;
+    c.partition = Some(Partition::parse("0-0|1-4@1.2-2.52", 4.0).expect("partition"));
+    let r = assert_live(c);
+    assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
+}
+
 /// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
 /// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
 /// a vertex was final at one node and rejected at another. Every round short of alpha resets it.
