@@ -76,6 +76,20 @@ fn suite(store: &mut dyn Store) {
     all.sort_by_key(|s| s.vertex.id);
     assert_eq!(all.len(), 3);
     assert!(all.iter().any(|s| s.vertex == a && s.status == Status::Final { position: 1 }));
+
+
+    // Quorum locks: the latest write per key wins, a release deletes, listed in key order.
+    let (k1, k2, k3) = (ConflictKey([9; 32]), ConflictKey([4; 32]), ConflictKey([6; 32]));
+    let mut batch = StoreBatch::new();
+    batch.set_lock(k1, Some(a.id));
+    batch.set_lock(k2, Some(b.id));
+    batch.set_lock(k3, Some(c.id));
+    store.write(batch).expect("locks");
+    let mut batch = StoreBatch::new();
+    batch.set_lock(k1, Some(c.id));
+    batch.set_lock(k3, None);
+    store.write(batch).expect("locks moved");
+    assert_eq!(store.locks().expect("locks"), vec![(k2, b.id), (k1, c.id)]);
 }
 
 /// Retention: marks turn a time into a decision seq; pruning drops bytes, client records, log and
@@ -224,6 +238,7 @@ fn rocks_store_conforms_and_survives_reopen() {
     assert_eq!(s.decisions(1, 10).expect("decisions").len(), 3);
     assert_eq!(s.load_all().expect("load").len(), 3);
     assert_eq!(s.finalized_range(0, 10).expect("range").len(), 2);
+    assert_eq!(s.locks().expect("locks").len(), 2, "the quorum locks survive a reopen");
     let backup = dir.path().join("backup");
     s.checkpoint(&backup).expect("checkpoint");
     drop(s);
