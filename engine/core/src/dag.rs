@@ -57,6 +57,9 @@ pub(crate) struct Rec {
     /// conflicting vertex in whole-network mode needs to be final (see `locks`). Sticky: an
     /// honest node never leaves such a lock while the vertex can still win.
     pub(crate) lock_quorum: bool,
+    /// Peers (by index, whole-network polls) that answered `Final` on it: f + 1 of them prove
+    /// it final at an honest node (`Core::adopt_final`).
+    pub(crate) final_claims: u64,
 }
 
 impl Rec {
@@ -83,6 +86,7 @@ impl Rec {
             exposed: false,
             keyed_ancestry: false,
             lock_quorum: false,
+            final_claims: 0,
         }
     }
 }
@@ -259,6 +263,7 @@ impl<S: Signer> Core<S> {
                     exposed: quiet,
                     keyed_ancestry,
                     lock_quorum: false,
+                    final_claims: 0,
                 },
             );
             if status == VertexStatus::Processing {

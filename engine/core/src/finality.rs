@@ -25,11 +25,19 @@ pub(crate) struct Finality {
 impl<S: Signer> Core<S> {
     pub(crate) fn try_finalize(&mut self, now: u64, id: VertexId) {
         let Some(r) = self.dag.vertices.get(&id) else { return };
-        if r.status != VertexStatus::Processing || r.successes < self.params.beta || r.confidence < self.params.finalization_threshold || r.claiming > 0 {
+        if r.status != VertexStatus::Processing || r.successes < self.params.beta || r.claiming > 0 {
             return;
         }
-        // A conflicting vertex in whole-network mode: a quorum must be locked on it (`locks`).
-        if !r.lock_quorum && !r.v.conflict_keys.is_empty() && self.whole_network() {
+        if self.whole_network() {
+            // A conflicting vertex needs a quorum locked on it (`locks`, docs/consensus.md 8c).
+            // No confidence gate here: 8c's argument does not use it (and a conflict-free
+            // vertex is final only after its ancestors, so it is as safe as they are), while a
+            // minority voting No for good (a node locked on the loser, or a liar's true No)
+            // held confidence under the threshold for ever (`sim-faults` seeds 4362, 24198).
+            if !r.lock_quorum && !r.v.conflict_keys.is_empty() {
+                return;
+            }
+        } else if r.confidence < self.params.finalization_threshold {
             return;
         }
         let v = &r.v;

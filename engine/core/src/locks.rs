@@ -30,7 +30,8 @@
 use pqdag_wire::{ConflictKey, Vertex, VertexId};
 
 use crate::core::Core;
-use crate::types::{Action, Signer, shard_of_key};
+use crate::id_hash::HashSet;
+use crate::types::{Action, Signer, VertexStatus, shard_of_key, shard_of_vertex};
 
 impl<S: Signer> Core<S> {
     /// Peer Yes for another member that a poll needs before a locked node leaves its lock:
@@ -103,5 +104,85 @@ impl<S: Signer> Core<S> {
         let owners = set.owners();
         self.broadcast_preference(key, member, false, &owners);
         self.bump_epoch();
+    }
+
+    /// Whole-network polls: records who answered `Final` on each polled id (`sample`: peer index
+    /// per answer bit) and decides the ids that floor(N/3) + 1 distinct peers claimed final.
+    pub(crate) fn count_final_claims(&mut self, now: u64, ids: &[VertexId], finals: &[u64], sample: &[usize]) {
+        // f + 1 with f = floor(N/3), not (N-1)/3: at least one honest claim even where the
+        // liars are a full third (N = 6 with 2 flip-voters claimed `Final` on the losers and
+        // made honest nodes decide them: `fr006_thirty_three_percent_safety_200_seeds`).
+        let need = ((self.peers.ids.len() + 1) / 3 + 1) as u32;
+        let mut adopt = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if finals[i] == 0 {
+                continue;
+            }
+            let Some(r) = self.dag.vertices.get_mut(id) else { continue };
+            if r.status != VertexStatus::Processing {
+                continue;
+            }
+            for (pos, &pi) in sample.iter().enumerate() {
+                if finals[i] & (1u64 << pos) != 0 && pi < 64 {
+                    r.final_claims |= 1u64 << pi;
+                }
+            }
+            if r.final_claims.count_ones() >= need {
+                adopt.push(*id);
+            }
+        }
+        for id in adopt {
+            self.adopt_final(now, id);
+        }
+    }
+
+    /// Decides `id` final, with its undecided ancestors first, because f + 1 distinct peers
+    /// answered `Final` on it: at least one is honest, so it is final at an honest node, and
+    /// (the safety argument of item 8c) nothing that conflicts with it or its ancestors is
+    /// final anywhere or ever will be. This is how a node that locked on a competitor (Byzantine
+    /// votes can split the honest locks) or missed the quorum rounds catches up: it cannot
+    /// gather the release threshold when a liar withholds, but the honest nodes' claims it gets
+    /// (`sim-faults --max-byzantine 0.25` seed 24198: N = 4, one `selective` liar, node 0
+    /// locked on the loser for good). Not applied when an undecided ancestor or a conflict key
+    /// is another shard's (the 2-phase claim of `try_finalize` is the way there).
+    pub(crate) fn adopt_final(&mut self, now: u64, id: VertexId) {
+        let mut stack = vec![id];
+        let mut seen: HashSet<VertexId> = HashSet::default();
+        let mut undecided: Vec<(u64, VertexId)> = Vec::new();
+        while let Some(x) = stack.pop() {
+            if !seen.insert(x) {
+                continue;
+            }
+            match self.dag.vertices.get(&x) {
+                Some(r) if r.status == VertexStatus::Processing => {
+                    if r.claiming > 0 || r.v.conflict_keys.iter().any(|k| shard_of_key(k, self.shard_count) != self.shard) {
+                        return;
+                    }
+                    undecided.push((r.seq, x));
+                    for p in &r.v.parents {
+                        if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+                            stack.push(*p);
+                        } else if !self.cross.remote_parents.get(p).is_some_and(|rp| rp.status == Some(VertexStatus::Final)) {
+                            return;
+                        }
+                    }
+                }
+                Some(r) if r.status == VertexStatus::Final => {}
+                // Rejected here while f + 1 peers claim it final: more than f liars, or a bug.
+                // Never overturned (final and rejected are forever).
+                Some(_) => return,
+                None => {
+                    if !self.dag.forgotten.contains(&x) {
+                        return;
+                    }
+                }
+            }
+        }
+        undecided.sort_unstable();
+        for (_, x) in undecided {
+            if self.dag.vertices.get(&x).is_some_and(|r| r.status == VertexStatus::Processing) {
+                self.finalize(now, x, false);
+            }
+        }
     }
 }

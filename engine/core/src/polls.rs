@@ -29,8 +29,10 @@ pub(crate) struct Poll {
     pub(crate) digest: [u8; 32],
     pub(crate) yes: Vec<u64>,
     pub(crate) no: Vec<u64>,
-    /// Per id, who answered `LockedYes` (also set in `yes`).
+    /// Per id, who answered `LockedYes` or `Final` (also set in `yes`).
     pub(crate) locked: Vec<u64>,
+    /// Per id, who answered `Final`.
+    pub(crate) finals: Vec<u64>,
     pub(crate) responded: u64,
     /// Yes votes a success needs (this node's own vote included when `own`).
     pub(crate) alpha: usize,
@@ -239,6 +241,7 @@ impl<S: Signer> Core<S> {
                 yes: vec![0; n],
                 no: vec![0; n],
                 locked: vec![0; n],
+                finals: vec![0; n],
                 responded: 0,
                 alpha,
                 own,
@@ -310,6 +313,11 @@ impl<S: Signer> Core<S> {
                     poll.yes[i] |= bit;
                     poll.locked[i] |= bit;
                 }
+                Some(Vote::Final) => {
+                    poll.yes[i] |= bit;
+                    poll.locked[i] |= bit;
+                    poll.finals[i] |= bit;
+                }
                 // An excluded peer in a whole-network poll: its Yes counts toward the quorum
                 // (safe whoever casts it), its No does not drag confidence (a flip-voter's
                 // would hold every vertex below the finality threshold).
@@ -354,7 +362,7 @@ impl<S: Signer> Core<S> {
                 let id = poll.ids[i];
                 match self.vote_for(&id) {
                     Vote::Yes => poll.yes[i] |= bit,
-                    Vote::LockedYes => {
+                    Vote::LockedYes | Vote::Final => {
                         poll.yes[i] |= bit;
                         poll.locked[i] |= bit;
                     }
@@ -391,6 +399,9 @@ impl<S: Signer> Core<S> {
         // Finality (FR-005), ancestors first.
         for id in candidates {
             self.try_finalize(now, id);
+        }
+        if poll.own {
+            self.count_final_claims(now, &poll.ids, &poll.finals, &poll.sample);
         }
         // Vote-contradiction detection: a responder voting No where alpha said Yes on
         // conflict-free vertices, on most such ids, is flipping votes; one answering Unknown on

@@ -90,8 +90,8 @@ impl Net {
                     if self.flip_voters.contains(&i) {
                         for b in response.votes.iter_mut() {
                             *b = match Vote::from_u8(*b) {
-                                Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
-                                Some(Vote::No) => Vote::LockedYes as u8,
+                                Some(Vote::Yes | Vote::LockedYes | Vote::Final) => Vote::No as u8,
+                                Some(Vote::No) => Vote::Final as u8,
                                 _ => *b,
                             };
                         }

@@ -92,15 +92,19 @@ impl<S: Signer> Core<S> {
     pub(crate) fn vote_for(&mut self, id: &VertexId) -> Vote {
         let mut vote = self.compute_vote(id);
         if vote == Vote::Yes && self.whole_network() {
-            // A Yes from a node locked on the vertex in each of its sets, or for which it is
-            // final, is a `LockedYes`: what a conflicting vertex's finality needs (`locks`).
-            let locked = match self.dag.vertices.get(id) {
-                Some(r) if r.status == VertexStatus::Processing => !r.v.conflict_keys.is_empty() && self.locked_on(&r.v),
-                _ => true,
+            // A Yes from a node locked on the vertex in each of its sets is a `LockedYes`, what
+            // a conflicting vertex's finality needs; on a vertex final here (held or archived:
+            // `compute_vote` says Yes on no other) it is a `Final` (`locks`).
+            vote = match self.dag.vertices.get(id) {
+                Some(r) if r.status == VertexStatus::Processing => {
+                    if !r.v.conflict_keys.is_empty() && self.locked_on(&r.v) {
+                        Vote::LockedYes
+                    } else {
+                        Vote::Yes
+                    }
+                }
+                _ => Vote::Final,
             };
-            if locked {
-                vote = Vote::LockedYes;
-            }
         }
         if vote.is_yes() && self.dag.vertices.get(id).is_some_and(|r| !r.exposed && r.status == VertexStatus::Processing) {
             self.expose(*id);

@@ -182,12 +182,12 @@ pub(crate) trait Behaviour {
 pub(crate) struct FlipVotes;
 
 /// `response` with every Yes/No vote inverted, re-signed by `signer`. A No becomes a
-/// `LockedYes`, the strongest lie there is (a claimed lock counts toward finality quorums).
+/// `Final`, the strongest lie there is (it claims a lock and a decision).
 pub(crate) fn flipped(signer: &MacSigner, mut response: Response) -> Response {
     for b in response.votes.iter_mut() {
         *b = match Vote::from_u8(*b) {
-            Some(Vote::No) => Vote::LockedYes as u8,
-            Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
+            Some(Vote::No) => Vote::Final as u8,
+            Some(Vote::Yes | Vote::LockedYes | Vote::Final) => Vote::No as u8,
             _ => *b,
         };
     }

@@ -295,12 +295,16 @@ pub enum Vote {
     /// module). Counts as Yes everywhere; a conflicting vertex is final only on a quorum of
     /// these.
     LockedYes = 3,
+    /// The vertex is final at the responder (small clusters). Counts as `LockedYes`; f + 1 of
+    /// these from distinct peers prove it final at an honest node, so a node that missed the
+    /// quorum (its own lock on a competitor, say) may decide it too.
+    Final = 4,
 }
 
 impl Vote {
     /// A Yes, locked or not.
     pub fn is_yes(self) -> bool {
-        matches!(self, Vote::Yes | Vote::LockedYes)
+        matches!(self, Vote::Yes | Vote::LockedYes | Vote::Final)
     }
 
     /// Parses a vote byte.
@@ -310,6 +314,7 @@ impl Vote {
             1 => Some(Vote::Yes),
             2 => Some(Vote::Unknown),
             3 => Some(Vote::LockedYes),
+            4 => Some(Vote::Final),
             _ => None,
         }
     }

@@ -99,13 +99,13 @@ pub fn signed_alert(keypair: &Keypair, me: NodeId, accused: NodeId, evidence: Ev
     Some(a)
 }
 
-/// `response` with every Yes/No vote inverted, re-signed. A No becomes a `LockedYes`, the
-/// strongest lie there is (a claimed lock counts toward finality quorums).
+/// `response` with every Yes/No vote inverted, re-signed. A No becomes a `Final`, the
+/// strongest lie there is (it claims a lock and a decision).
 pub fn flipped(keypair: &Keypair, mut response: Response) -> Option<Response> {
     for v in response.votes.iter_mut() {
         *v = match Vote::from_u8(*v) {
-            Some(Vote::Yes | Vote::LockedYes) => Vote::No as u8,
-            Some(Vote::No) => Vote::LockedYes as u8,
+            Some(Vote::Yes | Vote::LockedYes | Vote::Final) => Vote::No as u8,
+            Some(Vote::No) => Vote::Final as u8,
             _ => *v,
         };
     }
