@@ -8,7 +8,8 @@ use crate::messages::{bound, *};
 use crate::WireError;
 
 /// The wire version this build speaks. A peer with another version is refused per frame.
-pub const WIRE_VERSION: u8 = 2;
+/// 3: vote bytes `LockedYes` (3) and `Final` (4), quorum locks.
+pub const WIRE_VERSION: u8 = 3;
 
 /// Length of the frame header (version byte, kind byte).
 pub const HEADER_BYTES: usize = 2;
