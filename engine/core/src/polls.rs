@@ -308,15 +308,14 @@ impl<S: Signer> Core<S> {
         poll.responded |= bit;
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
-                Some(Vote::Yes) => poll.yes[i] |= bit,
-                Some(Vote::LockedYes) => {
+                Some(v) if v.is_yes() => {
                     poll.yes[i] |= bit;
-                    poll.locked[i] |= bit;
-                }
-                Some(Vote::Final) => {
-                    poll.yes[i] |= bit;
-                    poll.locked[i] |= bit;
-                    poll.finals[i] |= bit;
+                    if v != Vote::Yes {
+                        poll.locked[i] |= bit;
+                    }
+                    if v == Vote::Final {
+                        poll.finals[i] |= bit;
+                    }
                 }
                 // An excluded peer in a whole-network poll: its Yes counts toward the quorum
                 // (safe whoever casts it), its No does not drag confidence (a flip-voter's

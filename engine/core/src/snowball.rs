@@ -60,10 +60,9 @@ impl<S: Signer> Core<S> {
             return;
         }
         let before = (set.pref, set.quorum_lock);
-        if let Some(l) = set.quorum_lock.filter(|l| *l != id) {
+        if set.quorum_lock.is_some_and(|l| l != id) {
             debug_assert!(locks, "locks exist in whole-network mode only");
             // t peers said Yes to another member: this node leaves its lock (see `locks`).
-            let _ = l;
             set.quorum_lock = None;
         }
         if t.snowball {

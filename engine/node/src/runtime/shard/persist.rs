@@ -53,6 +53,9 @@ impl Persist {
             .collect();
         let mut batch = StoreBatch::new();
         for a in actions {
+            if let Action::Lock { key, member } = a {
+                batch.set_lock(*key, *member);
+            }
             if let Action::Persist { vertex, status } = a {
                 batch.put_vertex((**vertex).clone());
                 match status {
@@ -70,11 +73,6 @@ impl Persist {
                     },
                     VertexStatus::Rejected => batch.set_status(vertex.id, Status::Rejected),
                 }
-            }
-        }
-        for a in actions {
-            if let Action::Lock { key, member } = a {
-                batch.set_lock(*key, *member);
             }
         }
         for (id, client) in clients {
