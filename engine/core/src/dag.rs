@@ -268,7 +268,8 @@ impl<S: Signer> Core<S> {
             );
             if status == VertexStatus::Processing {
                 self.dag.processing.insert(seq, ProcEntry { id, arrival_us: now, min_child_seq: u64::MAX });
-                self.flood.entered(v.creator);
+                let member = self.flood_member(&v.creator);
+                self.flood.entered(v.creator, member);
             } else {
                 self.finality.rejected += 1;
             }

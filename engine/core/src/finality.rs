@@ -74,7 +74,8 @@ impl<S: Signer> Core<S> {
         r.children = Vec::new();
         let (seq, arrival, v) = (r.seq, r.arrival_us, r.v.clone());
         self.dag.processing.remove(&seq);
-        self.flood.left(&v.creator);
+        let member = self.flood_member(&v.creator);
+        self.flood.left(&v.creator, member);
         self.finality.final_position += 1;
         self.finality.finalized += 1;
         self.finality.digest.add(&id.0);
@@ -116,7 +117,8 @@ impl<S: Signer> Core<S> {
             r.status = VertexStatus::Rejected;
             let (seq, v, children) = (r.seq, r.v.clone(), r.children.clone());
             self.dag.processing.remove(&seq);
-            self.flood.left(&v.creator);
+            let member = self.flood_member(&v.creator);
+            self.flood.left(&v.creator, member);
             self.finality.rejected += 1;
             // A rejected child no longer covers its parents: recompute their earliest child.
             for p in &v.parents {

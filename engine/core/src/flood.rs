@@ -21,7 +21,7 @@
 //! most the bound plus what the honest nodes admitted (each at most the bound) and built on.
 //! Deterministic: id-hashed maps, time passed in.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use pqdag_wire::{NodeId, Vertex, VertexId};
 
@@ -55,6 +55,12 @@ pub(crate) const STRIKE_INTERVAL_US: u64 = 1_000_000;
 pub(crate) struct Flood {
     /// Creator -> its processing vertices in this DAG.
     pub(crate) processing: HashMap<NodeId, u32>,
+    /// Nonzero processing count -> how many members (peers and this node) hold exactly it: the
+    /// median in [`Core::creator_bound`] walks this (a few distinct counts) instead of sorting
+    /// every member's count on each received vertex (12 % of a 1000-node simulation).
+    pub(crate) histogram: BTreeMap<u32, u32>,
+    /// Members with a nonzero count (the sum of `histogram`'s values).
+    pub(crate) busy_members: u32,
     /// Needed id -> who needs it: `Some(c)` bypasses unless the vertex's creator is `c` (a
     /// creator's own chain never unlocks itself); `None` always bypasses.
     wanted: HashMap<VertexId, Option<NodeId>>,
@@ -74,19 +80,65 @@ impl Flood {
         self.processing.get(creator).copied().unwrap_or(0)
     }
 
-    /// A vertex of `creator` became processing.
-    pub(crate) fn entered(&mut self, creator: NodeId) {
-        *self.processing.entry(creator).or_default() += 1;
+    /// A vertex of `creator` became processing; `member`: `creator` is a peer or this node
+    /// (counted in the median).
+    pub(crate) fn entered(&mut self, creator: NodeId, member: bool) {
+        let c = self.processing.entry(creator).or_default();
+        let old = *c;
+        *c += 1;
+        if member {
+            self.histogram_move(old, old + 1);
+        }
     }
 
-    /// A vertex of `creator` left processing (final or rejected).
-    pub(crate) fn left(&mut self, creator: &NodeId) {
-        if let Some(c) = self.processing.get_mut(creator) {
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                self.processing.remove(creator);
-            }
+    /// A vertex of `creator` left processing (final or rejected); `member` as in `entered`.
+    pub(crate) fn left(&mut self, creator: &NodeId, member: bool) {
+        let Some(c) = self.processing.get_mut(creator) else { return };
+        let old = *c;
+        *c = c.saturating_sub(1);
+        let new = *c;
+        if new == 0 {
+            self.processing.remove(creator);
         }
+        if member && old != new {
+            self.histogram_move(old, new);
+        }
+    }
+
+    /// One member's count went from `old` to `new`.
+    fn histogram_move(&mut self, old: u32, new: u32) {
+        if old > 0 {
+            if let Some(n) = self.histogram.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.histogram.remove(&old);
+                }
+            }
+        } else {
+            self.busy_members += 1;
+        }
+        if new > 0 {
+            *self.histogram.entry(new).or_default() += 1;
+        } else {
+            self.busy_members = self.busy_members.saturating_sub(1);
+        }
+    }
+
+    /// The `mid`-th smallest count (0-based) among `members` members, those without a
+    /// processing vertex counting 0: what sorting every member's count would give.
+    pub(crate) fn nth_count(&self, members: u32, mid: u32) -> u32 {
+        let zeros = members.saturating_sub(self.busy_members);
+        if mid < zeros {
+            return 0;
+        }
+        let mut left = mid - zeros;
+        for (&count, &n) in &self.histogram {
+            if left < n {
+                return count;
+            }
+            left -= n;
+        }
+        self.histogram.keys().next_back().copied().unwrap_or(0)
     }
 
     /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]).
@@ -226,9 +278,19 @@ impl<S: Signer> Core<S> {
 
     /// The median of every node's processing count here (this node's own included).
     fn median_processing(&self) -> u32 {
-        let mut counts: Vec<u32> = self.peers.ids.iter().map(|p| self.flood.count(p)).collect();
-        counts.push(self.flood.count(&self.me));
-        let mid = counts.len() / 2;
-        *counts.select_nth_unstable(mid).1
+        let members = self.peers.ids.len() as u32 + 1;
+        let median = self.flood.nth_count(members, members / 2);
+        debug_assert_eq!(median, {
+            let mut counts: Vec<u32> = self.peers.ids.iter().map(|p| self.flood.count(p)).collect();
+            counts.push(self.flood.count(&self.me));
+            let mid = counts.len() / 2;
+            *counts.select_nth_unstable(mid).1
+        });
+        median
+    }
+
+    /// Whether `creator` is counted in the median: a peer or this node.
+    pub(crate) fn flood_member(&self, creator: &NodeId) -> bool {
+        *creator == self.me || self.peers.index.contains_key(creator)
     }
 }

@@ -20,6 +20,7 @@ impl<S: Signer> Core<S> {
         assert!(self.sync.requested.len() <= REQUESTED_MAX);
         let per_creator: usize = self.flood.processing.values().map(|&c| c as usize).sum();
         assert_eq!(per_creator, self.dag.processing.len(), "per-creator counts (`flood`) match the processing index");
+        assert_eq!(self.flood.histogram.values().sum::<u32>(), self.flood.busy_members, "the median's histogram counts its members");
         // Sampled check (the full DAG scan would make debug runs quadratic).
         if self.dag.seq % 64 == 0 {
             for e in self.dag.processing.values().take(256) {
