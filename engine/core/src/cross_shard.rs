@@ -123,11 +123,14 @@ impl<S: Signer> Core<S> {
                 }
                 // The strong-preference test reads a remote parent only as "final, or processing
                 // and strongly preferred" (`strongly_preferred`): a change that keeps that answer
-                // (the common one, processing and strong -> final) leaves every cached strong
-                // preference valid. Bumping on it re-walked every watched vertex on every remote
-                // finality (20 % of a 4-shard run).
+                // (processing and strong -> final) leaves every cached strong preference valid,
+                // and so does a first status: a vertex enters the DAG only once its parents'
+                // statuses are known (`insert`), and an entry is forgotten only when none of its
+                // children here is processing (`forget_remote_facts`), so no processing vertex
+                // has this parent yet. Bumping on those re-walked every watched vertex on every
+                // cross-shard parent (25 % of a 1000-node, 4-shard simulation).
                 let good = |s: Option<VertexStatus>, strong: bool| s == Some(VertexStatus::Final) || (s == Some(VertexStatus::Processing) && strong);
-                if good(prev.0, prev.1) != good(Some(status), strong) {
+                if prev.0.is_some() && good(prev.0, prev.1) != good(Some(status), strong) {
                     self.bump_epoch();
                 }
                 if status == VertexStatus::Rejected {
