@@ -92,6 +92,13 @@ impl Default for Forgotten {
 }
 
 impl Forgotten {
+    /// Gives back the window's spare capacity (see `Core::shrink_sparse_maps`).
+    pub(crate) fn shrink_sparse(&mut self) {
+        crate::retention::shrink_sparse(&mut self.ids);
+        crate::retention::shrink_sparse(&mut self.keys);
+        crate::retention::shrink_sparse(&mut self.order);
+    }
+
     /// Replaces the archive (before anything was forgotten: the old one's entries are not moved).
     pub(crate) fn set_archive(&mut self, archive: Box<dyn DecisionArchive + Send>) {
         debug_assert!(self.order.is_empty() && self.archive.held_in_memory() == 0, "the archive is set before anything is forgotten");

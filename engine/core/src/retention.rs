@@ -1,5 +1,6 @@
 //! Retention: stripping payloads of old finals and forgetting their records (memory bound of a
-//! long-running node). Owns [`Retention`]; edits `dag` records and shrinks decided `conflicts`.
+//! long-running node), and giving back the capacity a burst left in the big maps. Owns
+//! [`Retention`]; edits `dag` records and shrinks decided `conflicts`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +18,56 @@ pub(crate) struct Retention {
     pub(crate) strip_queue: VecDeque<(u64, VertexId)>,
     /// For forgetting (see `Params::forget_final_after_us`).
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,
+    /// When [`Core::shrink_sparse`] runs next.
+    pub(crate) next_shrink_at: u64,
+}
+
+/// How often the big maps' spare capacity is looked at, us.
+pub(crate) const SHRINK_EVERY_US: u64 = 10_000_000;
+
+/// A collection whose capacity can be given back.
+pub(crate) trait Shrink {
+    /// (length, capacity).
+    fn fill(&self) -> (usize, usize);
+    /// Capacity down to at least `min`.
+    fn shrink(&mut self, min: usize);
+}
+
+impl<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher> Shrink for std::collections::HashMap<K, V, H> {
+    fn fill(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn shrink(&mut self, min: usize) {
+        self.shrink_to(min);
+    }
+}
+
+impl<K: Eq + std::hash::Hash, H: std::hash::BuildHasher> Shrink for std::collections::HashSet<K, H> {
+    fn fill(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn shrink(&mut self, min: usize) {
+        self.shrink_to(min);
+    }
+}
+
+impl<T> Shrink for VecDeque<T> {
+    fn fill(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn shrink(&mut self, min: usize) {
+        self.shrink_to(min);
+    }
+}
+
+/// Halves (or more) `c`'s capacity when it holds over four times its length and over 1024
+/// slots: a burst's capacity goes back once the burst is over, a steady size is left alone
+/// (capacity stays at twice the length, so the next growth is not a reallocation right away).
+pub(crate) fn shrink_sparse<C: Shrink>(c: &mut C) {
+    let (len, cap) = c.fill();
+    if cap > 1024 && cap > 4 * len {
+        c.shrink(2 * len);
+    }
 }
 
 impl Retention {
@@ -47,6 +98,35 @@ impl Retention {
 }
 
 impl<S: Signer> Core<S> {
+    /// Every [`SHRINK_EVERY_US`]: gives back the spare capacity of the maps and queues that grow
+    /// with the load (records, conflict sets, the forgotten window, the pending buffer, the
+    /// cross-shard facts, the retention queues). A hash map never shrinks on remove, so each
+    /// backlog spike ratcheted a node's memory up for good: a 20-minute run at 1200/s stepped
+    /// the Rust heap up by 26, 11 and 15 MiB on all three nodes at the same moments (the same
+    /// DAG crossing the same capacity doublings) and never came down (`docs/benchmark.md`,
+    /// "Memory by part"). Capacity is not observable by the protocol: only iteration order of
+    /// a rehashed map moves, deterministically.
+    pub(crate) fn shrink_sparse_maps(&mut self, now: u64) {
+        if now < self.retention.next_shrink_at {
+            return;
+        }
+        self.retention.next_shrink_at = now.saturating_add(SHRINK_EVERY_US);
+        shrink_sparse(&mut self.dag.vertices);
+        shrink_sparse(&mut self.dag.recent);
+        shrink_sparse(&mut self.dag.recent_final);
+        shrink_sparse(&mut self.conflicts.sets);
+        shrink_sparse(&mut self.conflicts.cross_decided);
+        shrink_sparse(&mut self.pending.entries);
+        shrink_sparse(&mut self.pending.waiting);
+        shrink_sparse(&mut self.cross.remote_parents);
+        shrink_sparse(&mut self.cross.remote_sets);
+        shrink_sparse(&mut self.cross.watchers);
+        shrink_sparse(&mut self.cross.decided);
+        shrink_sparse(&mut self.retention.strip_queue);
+        shrink_sparse(&mut self.retention.forget_queue);
+        self.dag.forgotten.shrink_sparse();
+    }
+
     /// Forgets the records of vertices final for longer than `forget_final_after_us`: the id
     /// moves to `forgotten` (still final to every lookup), and each of its conflict sets, once
     /// decided with no member still processing, shrinks to its winner (`Forgotten::insert_key`).
@@ -116,5 +196,33 @@ impl<S: Signer> Core<S> {
             self.dag.forgotten.insert_key(key, winner, now);
         }
         self.conflicts.cross_decided.extend(requeue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id_hash::HashMap;
+
+    #[test]
+    fn a_burst_s_capacity_goes_back_and_a_steady_size_keeps_its_own() {
+        let mut m: HashMap<u64, [u8; 64]> = HashMap::default();
+        for i in 0..100_000u64 {
+            m.insert(i, [0; 64]);
+        }
+        let burst = m.capacity();
+        m.retain(|k, _| *k < 1_000);
+        assert_eq!(m.capacity(), burst, "a hash map keeps its capacity on remove");
+        shrink_sparse(&mut m);
+        assert!(m.capacity() < burst / 16, "capacity {} after the burst of {burst}", m.capacity());
+        assert_eq!(m.len(), 1_000);
+        assert!((0..1_000u64).all(|k| m.contains_key(&k)), "shrinking keeps every entry");
+        let steady = m.capacity();
+        shrink_sparse(&mut m);
+        assert_eq!(m.capacity(), steady, "a map at most 4x sparse is left alone");
+        let mut q: VecDeque<u64> = (0..50_000).collect();
+        q.drain(..49_990);
+        shrink_sparse(&mut q);
+        assert!(q.capacity() < 1_100 && q.iter().copied().eq(49_990..50_000));
     }
 }

@@ -51,6 +51,7 @@ impl<S: Signer> Core<S> {
         self.sweep_fetch_state(now);
         self.forget_cross_sets(now);
         self.dag.forgotten.evict(self.params.archive_after_us, now);
+        self.shrink_sparse_maps(now);
         self.reask_silent(now);
         self.unblock_preferences(now);
         // Close polls that timed out, or whose answers decided the round a grace period ago.
