@@ -18,7 +18,7 @@ pub(crate) struct Retention {
     pub(crate) strip_queue: VecDeque<(u64, VertexId)>,
     /// For forgetting (see `Params::forget_final_after_us`).
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,
-    /// When [`Core::shrink_sparse`] runs next.
+    /// When [`Core::shrink_sparse_maps`] runs next.
     pub(crate) next_shrink_at: u64,
 }
 
