@@ -51,7 +51,7 @@ pub use adversary::Strategy;
 pub use cost::{COST_BATCH_US, COST_BATCH_WINDOW_US, COST_BYTE_NS, COST_CONN_US_PER_S, COST_SIGN_US, COST_VERIFY_US};
 pub use faults::Partition;
 pub use network::{msg_bytes, MsgKind, SIG_BYTES};
-pub use report::{Percentiles, Report};
+pub use report::{KindTraffic, Percentiles, Report};
 pub use shell::MacSigner;
 
 use adversary::{Adversary, Env, NodeView};
@@ -399,6 +399,7 @@ impl Sim {
             submitted: self.workload.submitted(),
             messages: self.network.messages(),
             bytes: self.network.bytes(),
+            by_kind: self.network.by_kind(),
             violations: self.checker.violations(),
             first_violation: self.checker.first_violation(),
             recovery_ms: self.checker.recovery_ms(),

@@ -116,6 +116,25 @@ pub(crate) struct Network {
     link_base_us: Vec<u32>,
     messages: u64,
     bytes: u64,
+    /// Per kind of message ([`KINDS`]): messages and bytes sent.
+    by_kind: [(u64, u64); KINDS.len()],
+}
+
+/// The kinds of message the traffic breakdown counts, in [`Msg`]'s order.
+pub(crate) const KINDS: [&str; 8] = ["vertex", "query", "response", "request", "reply", "frontier", "alert", "garbage"];
+
+/// Index of `m`'s kind in [`KINDS`].
+fn kind_of(m: &Msg) -> usize {
+    match m {
+        Msg::Vertex(_) => 0,
+        Msg::Query(_) => 1,
+        Msg::Response(_) => 2,
+        Msg::Request(_) => 3,
+        Msg::Reply(_) => 4,
+        Msg::Frontier(_) => 5,
+        Msg::Alert(..) => 6,
+        Msg::Garbage(..) => 7,
+    }
 }
 
 impl Network {
@@ -126,7 +145,7 @@ impl Network {
             Profile::Lan => vec![0; 1],
             Profile::Wan => (0..NODE_STRIDE * NODE_STRIDE).map(|_| rng.random_range(20_000..150_000)).collect(),
         };
-        Network { profile, loss, duplicate, rng, link_base_us, messages: 0, bytes: 0 }
+        Network { profile, loss, duplicate, rng, link_base_us, messages: 0, bytes: 0, by_kind: [(0, 0); KINDS.len()] }
     }
 
     /// Messages sent (including dropped ones).
@@ -137,6 +156,11 @@ impl Network {
     /// Modelled bytes sent (including dropped ones).
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Messages and bytes sent per kind of message (index as [`KINDS`]), dropped ones included.
+    pub(crate) fn by_kind(&self) -> [(u64, u64); KINDS.len()] {
+        self.by_kind
     }
 
     /// One-way latency of a message from `a` to `b`, us.
@@ -154,8 +178,12 @@ impl Network {
     /// `reachable` is false or it is lost; else calls `deliver(arrival, msg)` once, or twice when
     /// duplicated (the duplicate first).
     pub(crate) fn send(&mut self, from: usize, to: usize, depart: u64, msg: Msg, reachable: bool, mut deliver: impl FnMut(u64, Msg)) {
+        let size = size_of(&msg) as u64;
         self.messages += 1;
-        self.bytes += size_of(&msg) as u64;
+        self.bytes += size;
+        let k = &mut self.by_kind[kind_of(&msg)];
+        k.0 += 1;
+        k.1 += size;
         if !reachable {
             return;
         }

@@ -3,6 +3,8 @@
 //! ([`Trace`], whose BLAKE3 is `trace_hash`). Owns those; reads the other modules' results when
 //! the run ends ([`build`]), and prints the debugging dump of `Sim::run_debug`.
 
+use std::collections::BTreeMap;
+
 use pqdag_core::VertexId;
 
 use crate::shell::Shell;
@@ -18,6 +20,15 @@ pub struct Percentiles {
     pub p99: f64,
     /// Max.
     pub max: f64,
+}
+
+/// One kind of message's share of the traffic, per submitted vertex.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct KindTraffic {
+    /// Messages of this kind per submitted vertex.
+    pub messages_per_vertex: f64,
+    /// Modelled bytes of this kind per submitted vertex.
+    pub bytes_per_vertex: f64,
 }
 
 /// The result of a run (the `--json` object).
@@ -69,6 +80,9 @@ pub struct Report {
     pub messages_per_vertex: f64,
     /// Network bytes (ML-DSA-87 sizes) per submitted vertex.
     pub bytes_per_vertex: f64,
+    /// Messages and bytes per submitted vertex by kind of message (vertex copies, queries,
+    /// responses, fetches, ...): where `bytes_per_vertex` goes.
+    pub traffic_by_kind: BTreeMap<String, KindTraffic>,
     /// Wall-clock seconds of the run.
     pub wall_seconds: f64,
     /// Byzantine nodes.
@@ -189,6 +203,8 @@ pub(crate) struct Totals {
     pub(crate) messages: u64,
     /// Bytes sent.
     pub(crate) bytes: u64,
+    /// Messages and bytes sent per kind.
+    pub(crate) by_kind: [(u64, u64); crate::network::KINDS.len()],
     /// Safety violations.
     pub(crate) violations: u64,
     /// First violation.
@@ -250,6 +266,12 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         recovery_ms: t.recovery_ms,
         messages_per_vertex: t.messages as f64 / vertices,
         bytes_per_vertex: t.bytes as f64 / vertices,
+        traffic_by_kind: crate::network::KINDS
+            .iter()
+            .zip(t.by_kind)
+            .filter(|(_, (m, _))| *m > 0)
+            .map(|(k, (m, b))| (k.to_string(), KindTraffic { messages_per_vertex: m as f64 / vertices, bytes_per_vertex: b as f64 / vertices }))
+            .collect(),
         wall_seconds: t.wall_seconds,
         byzantine_nodes: byz.len(),
         byzantine_excluded_by_all,
