@@ -73,6 +73,10 @@ pub const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// UDP datagrams sent concurrently by the I/O loop.
 pub const SENDS_IN_FLIGHT_MAX: usize = 32;
+/// Most datagrams of one connection handed to the kernel in one `sendmsg` with generic
+/// segmentation offload (`UDP_SEGMENT`): 32 x 1 452 bytes (quinn-proto's largest probed MTU)
+/// stays under the 64 KiB a UDP send may carry. 1 where the kernel has no UDP GSO.
+pub const GSO_SEGMENTS_MAX: usize = 32;
 
 /// A peer: index into the configured peer list (the cluster file's order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +228,11 @@ pub struct TransportStats {
     pub datagrams_in: u64,
     /// UDP datagrams sent.
     pub datagrams_out: u64,
+    /// Send calls that carried several datagrams at once (GSO, `UDP_SEGMENT`); with
+    /// `datagrams_out` this gives the datagrams per system call.
+    pub gso_sends: u64,
+    /// Datagrams that went out through GSO sends (part of `datagrams_out`).
+    pub gso_datagrams: u64,
     /// Per peer, indexed by [`PeerId`].
     pub peers: Vec<PeerStats>,
 }

@@ -16,7 +16,7 @@ use super::queues::OutQueue;
 use super::rpc::ReplyTx;
 use super::stats::Stats;
 use super::streams::Streams;
-use super::udp::Datagrams;
+use super::udp::{Datagram, Datagrams};
 use crate::config::*;
 use crate::TransportError;
 
@@ -250,16 +250,19 @@ impl Conns {
         closed
     }
 
-    /// Moves connection `h`'s datagrams into `out`. Returns true if it has more than one
-    /// round's worth (it is queued again; the caller lets the receive task run first).
-    pub(crate) fn transmit(&mut self, h: usize, now: Instant, out: &mut Datagrams) -> bool {
+    /// Moves connection `h`'s datagrams into `out`, up to `segments` of them per send (GSO).
+    /// Returns true if it has more than one round's worth (it is queued again; the caller lets
+    /// the receive task run first).
+    pub(crate) fn transmit(&mut self, h: usize, now: Instant, segments: usize, out: &mut Datagrams) -> bool {
         let Some(c) = self.map.get_mut(&h) else { return false };
         let mut n = 0;
         loop {
             self.tx_buf.clear();
-            let Some(t) = c.conn.poll_transmit(now, 1, &mut self.tx_buf) else { break };
-            out.push((t.destination, self.tx_buf[..t.size].to_vec()));
-            n += 1;
+            let Some(t) = c.conn.poll_transmit(now, segments.max(1), &mut self.tx_buf) else { break };
+            let segment = t.segment_size.unwrap_or(t.size).max(1);
+            debug_assert!(t.size.div_ceil(segment) <= segments.max(1), "quinn-proto coalesced more datagrams than asked");
+            out.push(Datagram { to: t.destination, bytes: self.tx_buf[..t.size].to_vec(), segment });
+            n += t.size.div_ceil(segment);
             if n >= 256 {
                 // More next round; let the receive task run first.
                 if !c.dirty {

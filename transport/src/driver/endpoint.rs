@@ -16,7 +16,7 @@ use quinn_proto::{ConnectError, ConnectionHandle, DatagramEvent, Endpoint};
 use super::connection::{classify_lost, Conn, Conns, PreAuth};
 use super::peers::Peers;
 use super::stats::Stats;
-use super::udp::Datagrams;
+use super::udp::{Datagram, Datagrams};
 use super::Mode;
 use crate::config::*;
 
@@ -91,16 +91,16 @@ impl EndpointState {
             Some(DatagramEvent::NewConnection(inc)) => match self.admit(&inc, now, conns, peers, stats) {
                 Admit::Refuse => {
                     let t = self.endpoint.refuse(inc, &mut buf);
-                    out.push((t.destination, buf[..t.size].to_vec()));
+                    out.push(Datagram::one(t.destination, buf[..t.size].to_vec()));
                 }
                 Admit::Retry => match self.endpoint.retry(inc, &mut buf) {
                     Ok(t) => {
                         stats.get().retries_sent += 1;
-                        out.push((t.destination, buf[..t.size].to_vec()));
+                        out.push(Datagram::one(t.destination, buf[..t.size].to_vec()));
                     }
                     Err(e) => {
                         let t = self.endpoint.refuse(e.into_incoming(), &mut buf);
-                        out.push((t.destination, buf[..t.size].to_vec()));
+                        out.push(Datagram::one(t.destination, buf[..t.size].to_vec()));
                     }
                 },
                 Admit::Accept(slot) => match self.endpoint.accept(inc, now, &mut buf, None) {
@@ -119,13 +119,13 @@ impl EndpointState {
                             tracing::debug!(%from, "refused handshake: {text}");
                         }
                         if let Some(t) = e.response {
-                            out.push((t.destination, buf[..t.size].to_vec()));
+                            out.push(Datagram::one(t.destination, buf[..t.size].to_vec()));
                         }
                     }
                 },
             },
             Some(DatagramEvent::Response(t)) => {
-                out.push((t.destination, buf[..t.size].to_vec()));
+                out.push(Datagram::one(t.destination, buf[..t.size].to_vec()));
             }
             None => {}
         }

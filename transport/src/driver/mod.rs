@@ -7,7 +7,7 @@
 //! borrowed.
 //!
 //! The state is split by owner, the way quinn splits endpoint from connection:
-//! * [`udp`]: the socket (and, later, GSO);
+//! * [`udp`]: the socket, GSO sends;
 //! * [`endpoint`]: the quinn endpoint, accept and refusal, dialing a connection;
 //! * [`connection`]: the connection table, lifecycle, timers, loss;
 //! * [`streams`]: stream typing, framing, blocked writes, parked streams;
@@ -112,7 +112,7 @@ impl Kick {
 
 /// One socket + endpoint + its connections, driven by two local tasks.
 pub(crate) struct Driver {
-    udp: Udp,
+    pub(crate) udp: Udp,
     pub(crate) core: RefCell<Core>,
     deferred: RefCell<Vec<Deferred>>,
     kick: Kick,

@@ -130,7 +130,7 @@ impl Core {
         let mut drained = false;
         if let Some(c) = self.conns.map.get_mut(&h) {
             drained = self.endpoint.poll_events(h, &mut c.conn);
-            if self.conns.transmit(h, now, &mut self.out) {
+            if self.conns.transmit(h, now, drv.udp.gso_segments(), &mut self.out) {
                 drv.kick.raise();
             }
         }

@@ -1,11 +1,14 @@
 //! UDP I/O of one endpoint: the glommio (io_uring) socket, its kernel buffer sizes, and
-//! sending a round's batch of datagrams. The place GSO/GRO will go.
+//! sending a round's batch of datagrams, several datagrams of one connection in one system
+//! call where the kernel offers UDP generic segmentation offload (GSO).
 //!
-//! Owns: [`Udp`] (the socket and its bound address) and the [`Datagrams`] batch type. May
-//! call: stats (datagram counters).
+//! Owns: [`Udp`] (the socket, its bound address and whether GSO works) and the [`Datagrams`]
+//! batch type. May call: stats (datagram counters).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -15,14 +18,40 @@ use super::stats::Stats;
 use crate::config::*;
 use crate::TransportError;
 
-/// Datagrams to send: (destination, bytes), in order.
-pub(crate) type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+/// One send: `bytes` for `to`, which the kernel cuts into datagrams of `segment` bytes (the
+/// last one may be shorter). `segment == bytes.len()` for a single datagram.
+pub(crate) struct Datagram {
+    pub(crate) to: SocketAddr,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) segment: usize,
+}
+
+impl Datagram {
+    /// A single datagram.
+    pub(crate) fn one(to: SocketAddr, bytes: Vec<u8>) -> Self {
+        let segment = bytes.len().max(1);
+        Self { to, bytes, segment }
+    }
+
+    /// The datagrams it carries.
+    fn count(&self) -> usize {
+        self.bytes.len().div_ceil(self.segment).max(1)
+    }
+}
+
+/// Datagrams to send, in order.
+pub(crate) type Datagrams = Vec<Datagram>;
 
 /// One bound UDP socket.
 pub(crate) struct Udp {
     socket: UdpSocket,
     /// Its bound address (the port is real even if `0` was asked for).
     pub(crate) local_addr: SocketAddr,
+    /// Datagrams one send may carry: [`GSO_SEGMENTS_MAX`] where the kernel accepts
+    /// `UDP_SEGMENT` (unless `PQDAG_NO_GSO=1` is set: a switch for comparisons and for
+    /// paths that mishandle large sends), else 1. Drops to 1 for good if a GSO send fails with `EIO` (a device
+    /// that cannot segment).
+    gso_segments: Cell<usize>,
 }
 
 impl Udp {
@@ -31,7 +60,15 @@ impl Udp {
         let socket = UdpSocket::bind(addr).map_err(|e| TransportError::Io(std::io::Error::other(format!("bind {addr}: {e}"))))?;
         set_socket_buffers(&socket);
         let local_addr = socket.local_addr().map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
-        Ok(Self { socket, local_addr })
+        let off = std::env::var_os("PQDAG_NO_GSO").is_some_and(|v| !v.is_empty() && v != "0");
+        let gso = if !off && gso_supported(local_addr) { GSO_SEGMENTS_MAX } else { 1 };
+        tracing::debug!(%local_addr, gso_segments = gso, "udp socket bound");
+        Ok(Self { socket, local_addr, gso_segments: Cell::new(gso) })
+    }
+
+    /// Datagrams one `poll_transmit` may coalesce for this socket.
+    pub(crate) fn gso_segments(&self) -> usize {
+        self.gso_segments.get()
     }
 
     /// Receives one datagram into `buf`.
@@ -39,10 +76,34 @@ impl Udp {
         self.socket.recv_from(buf).await
     }
 
-    /// Sends `out`, up to [`SENDS_IN_FLIGHT_MAX`] at a time; send errors are logged, not fatal.
+    /// Sends `out`: each multi-datagram send in one `sendmsg` with `UDP_SEGMENT` (no wait:
+    /// when the kernel buffer is full it goes out datagram by datagram below instead), the
+    /// rest through io_uring, up to [`SENDS_IN_FLIGHT_MAX`] at a time. Send errors are
+    /// logged, not fatal: QUIC retransmits what is lost.
     pub(crate) async fn send_all(&self, out: Datagrams, stats: &Stats) {
-        let n = out.len() as u64;
-        let mut it = out.into_iter();
+        let n: usize = out.iter().map(Datagram::count).sum();
+        let (mut gso_sends, mut gso_datagrams) = (0u64, 0u64);
+        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(out.len());
+        for d in &out {
+            let count = d.count();
+            if count > 1 && self.gso_segments.get() > 1 {
+                match send_segmented(self.socket.as_raw_fd(), d) {
+                    Ok(()) => {
+                        gso_sends += 1;
+                        gso_datagrams += count as u64;
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EINVAL) => {
+                        // The device (or the kernel) cannot segment: plain sends from now on.
+                        tracing::warn!(local = %self.local_addr, "UDP GSO send failed ({e}); sending one datagram per call from now on");
+                        self.gso_segments.set(1);
+                    }
+                    Err(e) => tracing::trace!("gso send: {e}"),
+                }
+            }
+            singles.extend(d.bytes.chunks(d.segment).map(|b| (d.to, b)));
+        }
+        let mut it = singles.into_iter();
         loop {
             // Up to SENDS_IN_FLIGHT_MAX io_uring sends in flight at once.
             let batch: Vec<_> = it.by_ref().take(SENDS_IN_FLIGHT_MAX).collect();
@@ -56,15 +117,110 @@ impl Udp {
                 }
             }
         }
-        stats.get().datagrams_out += n;
+        let mut s = stats.get();
+        s.datagrams_out += n as u64;
+        s.gso_sends += gso_sends;
+        s.gso_datagrams += gso_datagrams;
     }
+}
+
+/// Whether the kernel takes `UDP_SEGMENT` (Linux >= 4.18), asked on a throwaway socket of
+/// `like`'s family (set on the real one it would become a default for every send).
+fn gso_supported(like: SocketAddr) -> bool {
+    let any: SocketAddr = if like.is_ipv4() { (std::net::Ipv4Addr::LOCALHOST, 0).into() } else { (std::net::Ipv6Addr::LOCALHOST, 0).into() };
+    let Ok(probe) = std::net::UdpSocket::bind(any) else { return false };
+    let v: libc::c_int = 1200;
+    // SAFETY: `probe` is a valid socket for the duration of the call; the option value is a
+    // c_int that outlives it, and its size is passed correctly.
+    let r = unsafe {
+        libc::setsockopt(probe.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    r == 0
+}
+
+/// A socket address in the C layout `sendmsg` takes.
+enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    fn new(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+                let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                s.sin_family = libc::AF_INET as libc::sa_family_t;
+                s.sin_port = a.port().to_be();
+                s.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+                RawAddr::V4(s)
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+                let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                s.sin6_port = a.port().to_be();
+                s.sin6_flowinfo = a.flowinfo();
+                s.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                s.sin6_scope_id = a.scope_id();
+                RawAddr::V6(s)
+            }
+        }
+    }
+
+    fn as_ptr_len(&self) -> (*const libc::c_void, libc::socklen_t) {
+        match self {
+            RawAddr::V4(s) => ((s as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t),
+            RawAddr::V6(s) => ((s as *const libc::sockaddr_in6).cast(), std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t),
+        }
+    }
+}
+
+/// Control-message buffer for one `UDP_SEGMENT` (a u16), aligned as `cmsghdr` wants.
+#[repr(C, align(8))]
+struct SegmentCmsg([u8; 32]);
+
+/// One `sendmsg(MSG_DONTWAIT)` of `d` with `UDP_SEGMENT = d.segment`: the kernel cuts it into
+/// datagrams. `EAGAIN` (buffer full) and every other error are returned; nothing is retried.
+fn send_segmented(fd: RawFd, d: &Datagram) -> std::io::Result<()> {
+    let addr = RawAddr::new(d.to);
+    let (name, namelen) = addr.as_ptr_len();
+    let mut iov = libc::iovec { iov_base: d.bytes.as_ptr() as *mut libc::c_void, iov_len: d.bytes.len() };
+    let mut ctrl = SegmentCmsg([0; 32]);
+    let segment = u16::try_from(d.segment).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: every pointer in `msg` (address, iovec, control buffer) points into locals that
+    // outlive the `sendmsg` call; the control buffer is 8-aligned and larger than
+    // CMSG_SPACE(2) (24 bytes on 64-bit Linux), so CMSG_FIRSTHDR returns a header inside it
+    // and CMSG_DATA leaves room for the u16 (written unaligned).
+    let r = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = name as *mut libc::c_void;
+        msg.msg_namelen = namelen;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        debug_assert!(space <= ctrl.0.len());
+        msg.msg_control = ctrl.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        debug_assert!(!c.is_null());
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    debug_assert_eq!(r as usize, d.bytes.len(), "a datagram send is all or nothing");
+    Ok(())
 }
 
 /// Asks for [`SOCKET_BUFFER_BYTES`] of kernel buffer each way (the `*FORCE` variants first,
 /// which root may use beyond `net.core.rmem_max`). Bursts of a 32 MiB QUIC window otherwise
 /// overflow the default ~200 KiB receive buffer and turn into loss and congestion backoff.
 fn set_socket_buffers(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
     let v = SOCKET_BUFFER_BYTES as libc::c_int;
     for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {

@@ -83,6 +83,9 @@ pub struct Metrics {
     /// pending_evicted, pending_evicted_quota, incoming_drops, creator_dropped,
     /// creator_bypassed, creator_processing_max): issue 14, hole 5.
     pub bounded: Family<ShardKindLabel, Gauge>,
+    /// UDP traffic by shard and kind (datagrams_in, datagrams_out, gso_sends: sends that
+    /// carried several datagrams, gso_datagrams: the datagrams they carried), totals since start.
+    pub udp: Family<ShardKindLabel, Gauge>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,
     /// RocksDB memory by shard and kind (memtables, table_readers, block_cache).
@@ -150,6 +153,7 @@ impl Metrics {
             duplicates_dropped: Family::default(),
             rate_limited: Family::default(),
             bounded: Family::default(),
+            udp: Family::default(),
             alerts_verified: Counter::default(),
             store_memory: Family::default(),
             store_disk_bytes: Family::default(),
@@ -186,6 +190,7 @@ impl Metrics {
         registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
         registry.register("duplicates_dropped", "Frames dropped before verify: already held or decided, by kind", m.duplicates_dropped.clone());
         registry.register("bounded", "Bounded buffers by shard and kind: held, bytes, evictions, drops", m.bounded.clone());
+        registry.register("udp", "UDP datagrams by shard and kind since start: in, out, GSO sends and the datagrams they carried", m.udp.clone());
         registry.register("rate_limited", "Peer requests dropped over the per-peer budget, by kind", m.rate_limited.clone());
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());

@@ -86,7 +86,11 @@ impl Telemetry {
             self.metrics.store_disk_bytes.get_or_create(&ShardLabel { shard: shard.clone() }).set(store.disk_bytes() as i64);
         }
         let s = core.status();
-        let drops = self.transport.stats().incoming_drops;
+        let ts = self.transport.stats();
+        let drops = ts.incoming_drops;
+        for (kind, v) in [("datagrams_in", ts.datagrams_in), ("datagrams_out", ts.datagrams_out), ("gso_sends", ts.gso_sends), ("gso_datagrams", ts.gso_datagrams)] {
+            self.metrics.udp.get_or_create(&label(kind)).set(v as i64);
+        }
         let (requested, wanted) = core.fetch_state_counts();
         for (kind, v) in [
             ("pending_vertices", s.pending),
