@@ -61,6 +61,9 @@ pub struct RocksStore {
     pub(crate) sync: SyncPolicy,
     path: PathBuf,
     cache: rocksdb::Cache,
+    /// The status and winners column families' own cache (their filter and index partitions
+    /// and data blocks), so data blocks of the big column families never evict them.
+    lookup_cache: rocksdb::Cache,
     /// Sequence number of the next decision-log entry (read back from the log at open).
     next_decision: u64,
     log_id: u64,
@@ -80,6 +83,8 @@ pub struct StoreMemory {
     pub table_readers: u64,
     /// The shared block cache.
     pub block_cache: u64,
+    /// The status and winners lookups' cache (filter and index partitions, data blocks).
+    pub lookup_cache: u64,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -104,13 +109,20 @@ pub(crate) const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 pub(crate) const WAL_BYTES_MAX: u64 = 256 << 20;
 /// Block cache shared by a store's column families (data, index and filter blocks), bytes.
 pub(crate) const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Cache of the status and winners column families (the point lookups of every new vertex and
+/// key): their partitioned filters and indexes and their data blocks, bytes. Bounds what the
+/// lookups of a long history hold in memory; 16 MiB holds the filters of ~13 M ids or keys.
+pub(crate) const LOOKUP_CACHE_BYTES: usize = 16 << 20;
+/// Size of one filter or index partition of the status and winners column families, bytes: a
+/// lookup whose partition was evicted reads this much (from the page cache, usually).
+pub(crate) const LOOKUP_PARTITION_BYTES: usize = 4 << 10;
 
 /// Per column family tuning. Every write first looks up the vertex's status (a miss for a new
 /// vertex), so the point-lookup CFs carry bloom filters: without them each miss reads an index
 /// and data block from every L0 file, a cost that grows with the database. Vertex bytes (~5 KB,
 /// written once, never updated) live in blob files so compaction moves 40-byte pointers
 /// instead of payloads (and, with no blob GC, never rewrites them).
-fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
+fn cf_options(name: &str, cache: &rocksdb::Cache, lookup_cache: &rocksdb::Cache) -> Options {
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
@@ -136,12 +148,26 @@ fn cf_options(name: &str, cache: &rocksdb::Cache) -> Options {
         }
         CF_STATUS | CF_WINNERS => {
             // Point lookups of ids and keys that are mostly absent (a new vertex, a new key:
-            // the core's archive and the write path ask for every one). Their filter and index
-            // blocks stay in the table readers, not the shared 32 MB cache: cached, they were
-            // evicted by data blocks and each miss read a whole filter block from the file again
-            // (a 20-minute run spent a third of a shard's CPU there and fell behind). Cost: ~10
-            // bits of filter per stored id or key, in memory.
-            table.set_cache_index_and_filter_blocks(false);
+            // the core's archive and the write path ask for every one), over the whole history
+            // (the decisions are kept for ever): their bloom filters grow ~10 bits per id or
+            // key. Held whole in the table readers they grew without bound (+0.15 MiB/min at
+            // 1 200/s, 6 GB a month); cached whole in the shared cache they were evicted by
+            // data blocks and each miss re-read a filter block of a whole file (a 20-minute
+            // run spent a third of a shard's CPU there). So the filters and indexes are
+            // partitioned (4 KiB pieces under a small top level that stays pinned) and live in
+            // a cache of their own: memory is bounded by LOOKUP_CACHE_BYTES whatever the
+            // history, and a lookup whose partition was evicted reads 4 KiB, not a file's
+            // filter.
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(lookup_cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
+            table.set_metadata_block_size(LOOKUP_PARTITION_BYTES);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_top_level_index_and_filter(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            table.set_format_version(5);
             o.set_block_based_table_factory(&table);
             o.set_write_buffer_size(16 << 20);
             o.set_max_write_buffer_number(3);
@@ -177,13 +203,15 @@ impl RocksStore {
         // file holds vertex bytes (~5 KB each) until every CF written with them has flushed.
         opts.set_max_total_wal_size(WAL_BYTES_MAX);
         let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
-        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache)));
+        let lookup_cache = rocksdb::Cache::new_lru_cache(LOOKUP_CACHE_BYTES)?;
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &cache, &lookup_cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let mut store = Self {
             db: std::sync::Arc::new(db),
             sync,
             path: path.to_path_buf(),
             cache,
+            lookup_cache,
             next_decision: 1,
             log_id: 0,
             last_mark_secs: 0,
@@ -226,7 +254,7 @@ impl RocksStore {
 
     /// Memory held by RocksDB for this store (properties summed over column families).
     pub fn memory(&self) -> StoreMemory {
-        let mut m = StoreMemory { block_cache: self.cache.get_usage() as u64, ..StoreMemory::default() };
+        let mut m = StoreMemory { block_cache: self.cache.get_usage() as u64, lookup_cache: self.lookup_cache.get_usage() as u64, ..StoreMemory::default() };
         for name in CFS {
             let Some(cf) = self.db.cf_handle(name) else { continue };
             m.memtables += self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0);

@@ -356,3 +356,53 @@ fn rocks_prunes_in_the_background_while_writes_go_on() {
     assert_eq!(pruned, 1000);
     assert!(s.take_background_prune().is_none(), "taken once");
 }
+
+/// The lookups of a long history (status and winners, kept for ever) do not grow memory: their
+/// filters and indexes are partitioned into a bounded cache of their own, not held whole in
+/// the table readers (which grew ~10 bits per key without bound).
+#[test]
+fn winner_lookups_of_a_long_history_hold_bounded_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("open");
+    // Spread like hashes (ids and keys are BLAKE3 outputs): splitmix64 of the index.
+    let spread = |i: u64, salt: u64| -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut x = i.wrapping_mul(4).wrapping_add(salt);
+        for c in out.chunks_mut(8) {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            c.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        out
+    };
+    let key = |i: u64| ConflictKey(spread(i, 1));
+    let winner = |i: u64| VertexId(spread(i, 2));
+    let n = 600_000u64;
+    for chunk in 0..n / 1000 {
+        let mut b = StoreBatch::new();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            b.set_winner(key(i), winner(i));
+        }
+        s.write(b).expect("write");
+    }
+    // Every 997th key is found, keys never written are not.
+    for i in (0..n).step_by(997) {
+        assert_eq!(s.key_winner(&key(i)).expect("read"), Some(winner(i)), "key {i}");
+        assert_eq!(s.key_winner(&key(n + i)).expect("read"), None);
+    }
+    // What a lookup costs (printed, not asserted: timing belongs in benchmarks).
+    let t = std::time::Instant::now();
+    let misses = 100_000u64;
+    for i in 0..misses {
+        assert_eq!(s.key_winner(&key(2 * n + i)).expect("read"), None);
+    }
+    let per_miss = t.elapsed() / misses as u32;
+    let m = s.memory();
+    eprintln!("{n} winners: {m:?}; an absent key's lookup took {per_miss:?}");
+    // Whole filters in the table readers took ~0.75 MB here (10 bits per key) and grew with
+    // every key ever decided; partitioned, only small top levels are read outside the cache.
+    assert!(m.table_readers < 128 << 10, "table readers grow with the history: {m:?}");
+    assert!(m.lookup_cache > 0, "the lookups went through their cache: {m:?}");
+}

@@ -88,7 +88,7 @@ pub struct Metrics {
     pub udp: Family<ShardKindLabel, Gauge>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,
-    /// RocksDB memory by shard and kind (memtables, table_readers, block_cache).
+    /// RocksDB memory by shard and kind (memtables, table_readers, block_cache, lookup_cache).
     pub store_memory: Family<ShardKindLabel, Gauge>,
     /// Bytes of each shard's store files on disk (SST, blob, WAL, manifest), once a second.
     pub store_disk_bytes: Family<ShardLabel, Gauge>,

@@ -80,7 +80,7 @@ impl Telemetry {
         let label = |kind: &str| ShardKindLabel { shard: shard.clone(), kind: kind.into() };
         if let Some(store) = store {
             let mem = store.memory();
-            for (kind, v) in [("memtables", mem.memtables), ("table_readers", mem.table_readers), ("block_cache", mem.block_cache)] {
+            for (kind, v) in [("memtables", mem.memtables), ("table_readers", mem.table_readers), ("block_cache", mem.block_cache), ("lookup_cache", mem.lookup_cache)] {
                 self.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
             }
             self.metrics.store_disk_bytes.get_or_create(&ShardLabel { shard: shard.clone() }).set(store.disk_bytes() as i64);
