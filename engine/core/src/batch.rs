@@ -162,7 +162,8 @@ impl<S: Signer> Core<S> {
         self.batch_close_at().is_some_and(|t| now >= t)
     }
 
-    /// Closes the open batch into a signed vertex (created on this shard, adopted by its owner).
+    /// Closes the open batch into a vertex (created on this shard, signed and adopted by its
+    /// owner).
     pub(crate) fn close_batch(&mut self, now: u64) {
         if self.batch.txs.is_empty() {
             return;
@@ -176,14 +177,31 @@ impl<S: Signer> Core<S> {
         let parents = self.select_parents(now, &keys);
         let mut v = Vertex::with_txs(parents, txs, self.batch.timestamp_ms, self.me);
         debug_assert!(v.check_bounds().is_ok(), "a closed batch breaks a wire bound");
-        v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
-        let v = std::sync::Arc::new(v);
         let owner = shard_of_vertex(&v.id, self.shard_count);
         if owner != self.shard {
-            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: v, tags: own } });
+            // Unsigned: its owner signs it (`sign_adopted`). One shard takes every client
+            // submission, so signing here made it sign every vertex of the node, a 4.6 KB
+            // ML-DSA-87 signature each, while the other shards' signers sat idle (issue 17).
+            // The id does not cover the signature, so the owner is known before signing.
+            self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: std::sync::Arc::new(v), tags: own } });
         } else {
-            self.adopt(now, v, own);
+            v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
+            self.adopt(now, std::sync::Arc::new(v), own);
         }
+    }
+
+    /// An own vertex another shard of this node built, before this shard adopts it: signed here
+    /// if it came unsigned (see `close_batch`). Shard messages never leave the node, so an
+    /// unsigned vertex in one is always this node's own.
+    pub(crate) fn sign_adopted(&self, v: std::sync::Arc<Vertex>) -> std::sync::Arc<Vertex> {
+        if !v.signature.is_empty() {
+            return v;
+        }
+        debug_assert_eq!(v.creator, self.me, "only own vertices travel unsigned between shards");
+        debug_assert_eq!(shard_of_vertex(&v.id, self.shard_count), self.shard, "adopted by its owner");
+        let mut v = std::sync::Arc::unwrap_or_clone(v);
+        v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());
+        std::sync::Arc::new(v)
     }
 
     /// Remembers an own vertex's submissions and tells the shell which transaction each became.

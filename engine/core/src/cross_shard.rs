@@ -142,7 +142,10 @@ impl<S: Signer> Core<S> {
                     self.release_waiting(now, id);
                 }
             }
-            ShardMsg::Adopt { vertex, tags } => self.adopt(now, vertex, tags),
+            ShardMsg::Adopt { vertex, tags } => {
+                let vertex = self.sign_adopted(vertex);
+                self.adopt(now, vertex, tags)
+            }
             ShardMsg::Join { key, member, creator, owner } => {
                 let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false };
                 self.join_local(key, m);

@@ -118,3 +118,46 @@ fn a_late_set_aside_member_on_another_shard_learns_the_decision() {
         "the late member's shard must learn the winner"
     );
 }
+
+/// A vertex built on shard 0 (which takes every client submission) and owned by shard 1
+/// leaves shard 0 unsigned and is signed by shard 1 when it adopts it: signing where the batch
+/// closes made shard 0 sign every vertex of the node (issue 17). Vertices shard 0 owns are
+/// signed by shard 0 before they leave.
+#[test]
+fn a_vertex_built_for_another_shard_is_signed_by_its_owner() {
+    let shards = 2;
+    let mut s0 = shard0(shards);
+    let cfg = Config { me: node(0), nodes: (0..4).map(node).collect(), params: fast_params(), seed: 1, shard: 1, shard_count: shards };
+    let mut s1 = Core::new(cfg, TestSigner(0)).expect("core");
+    let mut now = 1_000;
+    let mut adopted = None;
+    let mut own_signed = 0;
+    for tag in 0..64u64 {
+        // Past the linger: an idle batch closes at once.
+        now += 1_000_000;
+        s0.handle(now, Event::Submit { payload: tag.to_le_bytes().to_vec(), conflict_keys: vec![], client_tag: tag, timestamp_ms: 0 }).expect("submit");
+        while let Some(a) = s0.poll_action() {
+            match a {
+                Action::ToShard { shard: 1, msg: ShardMsg::Adopt { vertex, tags } } => {
+                    adopted.get_or_insert((vertex, tags));
+                }
+                Action::SendVertex { vertex, .. } => {
+                    assert_eq!(shard_of_vertex(&vertex.id, shards), 0);
+                    assert_eq!(vertex.signature, TestSigner(0).sign(Domain::Vertex, vertex.signed_bytes()), "shard 0 signs what it owns");
+                    own_signed += 1;
+                }
+                _ => {}
+            }
+        }
+        if adopted.is_some() && own_signed > 0 {
+            break;
+        }
+    }
+    assert!(own_signed > 0, "some of 64 vertices are shard 0's");
+    let (vertex, tags) = adopted.expect("some of 64 vertices are shard 1's");
+    assert!(vertex.signature.is_empty(), "shard 0 signed a vertex shard 1 owns");
+    let id = vertex.id;
+    s1.handle(now, Event::FromShard(ShardMsg::Adopt { vertex, tags })).expect("adopt");
+    let held = s1.vertex(&id).expect("shard 1 holds the vertex it adopted");
+    assert_eq!(held.signature, TestSigner(0).sign(Domain::Vertex, held.signed_bytes()), "signed by its owner");
+}

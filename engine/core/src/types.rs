@@ -283,7 +283,8 @@ pub enum ShardMsg {
         /// Whether it is strongly preferred at its owner.
         strong: bool,
     },
-    /// A vertex created on one shard and owned by the receiver: store, persist and gossip it.
+    /// A vertex created on one shard and owned by the receiver: sign it (it comes unsigned),
+    /// store, persist and gossip it.
     Adopt {
         /// The vertex.
         vertex: Arc<Vertex>,

@@ -32,6 +32,10 @@ pub struct Args {
     /// Fraction of double-spending submissions (loadgen --conflict-ratio).
     #[arg(long, default_value_t = 0.0)]
     pub conflict_ratio: f64,
+    /// Shards (pinned cores, each with its own store and signer) per node (engine testnet
+    /// --shards). On a machine with fewer cores than nodes x shards the shards share cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub shards: u16,
     /// Store sync policy of the nodes (engine testnet --sync).
     #[arg(long, default_value = "every-batch", value_parser = ["every-batch", "wal-no-sync"])]
     pub sync: String,

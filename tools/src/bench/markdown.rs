@@ -21,8 +21,14 @@ pub fn markdown(r: &Value) -> String {
     let cl = &r["cluster"];
     let mut s = String::new();
     s += &format!(
-        "# pqdag bench: {} nodes, {} submissions/s, {} s\n\n",
-        b["nodes"], fmt_opt(&b["rate"], 0), fmt_opt(&b["duration_s"], 0)
+        "# pqdag bench: {} nodes{}, {} submissions/s, {} s\n\n",
+        b["nodes"],
+        match b["shards"].as_u64() {
+            Some(s) if s > 1 => format!(" x {s} shards"),
+            _ => String::new(),
+        },
+        fmt_opt(&b["rate"], 0),
+        fmt_opt(&b["duration_s"], 0)
     );
     s += &format!(
         "Machine: {} CPUs, {} ({}), {:.1} GiB RAM, kernel {}, load average {} at start. Sync `{}`, payload {} B, conflict ratio {}.\n\n",

@@ -298,7 +298,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
     };
     let report = json!({
         "bench": {
-            "nodes": n, "rate": c.args.rate, "duration_s": c.args.duration, "drain_s": c.args.drain,
+            "nodes": n, "shards": c.args.shards, "rate": c.args.rate, "duration_s": c.args.duration, "drain_s": c.args.drain,
             "payload_bytes": c.args.payload_bytes, "conflict_ratio": c.args.conflict_ratio, "sync": c.args.sync, "retain_final_secs": c.args.retain_final_secs,
             "base_port": c.base_port, "startup_to_healthy_s": r1(c.startup_s), "load_s": r1(c.load_s), "window_s": r1(c.window_s),
             "version": env!("CARGO_PKG_VERSION"),

@@ -156,7 +156,7 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // 1. The testnet files.
     let st = Command::new(&engine)
-        .args(["testnet", "--nodes", &args.nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", "1", "--sync", &args.sync, "--dir"])
+        .args(["testnet", "--nodes", &args.nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", &args.shards.to_string(), "--sync", &args.sync, "--dir"])
         .arg(&cluster_dir)
         .output()
         .map_err(|e| format!("{}: {e}", engine.display()))?;
