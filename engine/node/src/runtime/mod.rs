@@ -175,6 +175,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, NodeError> {
 /// Runs the node described by `config_path` until `stop` is set (SIGINT/SIGTERM in the binary).
 pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byzantine::ByzantineMode>) -> Result<(), NodeError> {
     heap::tune_c_heap();
+    heap::tune_rust_heap();
     let cfg = NodeConfig::load(config_path)?;
     let (cluster, me, keypair) = cfg.resolve(config_path)?;
     let params = params_for(&cluster)?;
