@@ -233,6 +233,12 @@ pub struct TransportStats {
     pub gso_sends: u64,
     /// Datagrams that went out through GSO sends (part of `datagrams_out`).
     pub gso_datagrams: u64,
+    /// Receive calls that returned several datagrams at once (GRO, `UDP_GRO`): the kernel
+    /// kept a GSO send (or coalesced a flow) whole; with `datagrams_in` this gives the
+    /// datagrams per system call.
+    pub gro_receives: u64,
+    /// Datagrams that arrived through GRO receives (part of `datagrams_in`).
+    pub gro_datagrams: u64,
     /// Per peer, indexed by [`PeerId`].
     pub peers: Vec<PeerStats>,
 }

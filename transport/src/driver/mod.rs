@@ -326,11 +326,24 @@ async fn recv_loop(drv: Rc<Driver>) {
         if drv.stopped.get() {
             return;
         }
-        match drv.udp.recv_from(&mut buf).await {
-            Ok((n, from)) => {
+        match drv.udp.recv(&mut buf).await {
+            Ok(r) => {
                 let now = Instant::now();
-                drv.shared.stats.get().datagrams_in += 1;
-                drv.core.borrow_mut().handle_datagram(now, from, &buf[..n], &drv.shared);
+                let mut count = 0u64;
+                {
+                    let mut core = drv.core.borrow_mut();
+                    for d in buf[..r.len].chunks(r.segment) {
+                        core.handle_datagram(now, r.from, d, &drv.shared);
+                        count += 1;
+                    }
+                }
+                let mut s = drv.shared.stats.get();
+                s.datagrams_in += count;
+                if count > 1 {
+                    s.gro_receives += 1;
+                    s.gro_datagrams += count;
+                }
+                drop(s);
                 drv.kick();
             }
             Err(e) => {

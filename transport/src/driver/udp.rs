@@ -1,9 +1,10 @@
-//! UDP I/O of one endpoint: the glommio (io_uring) socket, its kernel buffer sizes, and
-//! sending a round's batch of datagrams, several datagrams of one connection in one system
-//! call where the kernel offers UDP generic segmentation offload (GSO).
+//! UDP I/O of one endpoint: the glommio (io_uring) socket, its kernel buffer sizes, sending a
+//! round's batch of datagrams (several datagrams of one connection in one system call where
+//! the kernel offers UDP generic segmentation offload, GSO) and receiving (several datagrams
+//! of one sender in one system call where it offers generic receive offload, GRO).
 //!
-//! Owns: [`Udp`] (the socket, its bound address and whether GSO works) and the [`Datagrams`]
-//! batch type. May call: stats (datagram counters).
+//! Owns: [`Udp`] (the socket, its bound address, whether GSO and GRO work) and the
+//! [`Datagrams`] batch type. May call: stats (datagram counters).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -52,6 +53,19 @@ pub(crate) struct Udp {
     /// paths that mishandle large sends), else 1. Drops to 1 for good if a GSO send fails with `EIO` (a device
     /// that cannot segment).
     gso_segments: Cell<usize>,
+    /// Whether the socket has `UDP_GRO` on (unless `PQDAG_NO_GRO=1`): a receive may then
+    /// return a run of equal-sized datagrams of one sender, which [`Udp::recv`] reports with
+    /// their size. The kernel delivers a GSO send that stays on the host (loopback, veth)
+    /// whole instead of cutting it up, and coalesces a flow's datagrams from a NIC.
+    gro: bool,
+}
+
+/// What one receive returned: `len` bytes from `from`, which are datagrams of `segment`
+/// bytes each (the last may be shorter); `segment == len` for a single datagram.
+pub(crate) struct Received {
+    pub(crate) len: usize,
+    pub(crate) from: SocketAddr,
+    pub(crate) segment: usize,
 }
 
 impl Udp {
@@ -60,10 +74,11 @@ impl Udp {
         let socket = UdpSocket::bind(addr).map_err(|e| TransportError::Io(std::io::Error::other(format!("bind {addr}: {e}"))))?;
         set_socket_buffers(&socket);
         let local_addr = socket.local_addr().map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
-        let off = std::env::var_os("PQDAG_NO_GSO").is_some_and(|v| !v.is_empty() && v != "0");
+        let off = switched_off("PQDAG_NO_GSO");
         let gso = if !off && gso_supported(local_addr) { GSO_SEGMENTS_MAX } else { 1 };
-        tracing::debug!(%local_addr, gso_segments = gso, "udp socket bound");
-        Ok(Self { socket, local_addr, gso_segments: Cell::new(gso) })
+        let gro = !switched_off("PQDAG_NO_GRO") && enable_gro(socket.as_raw_fd());
+        tracing::debug!(%local_addr, gso_segments = gso, gro, "udp socket bound");
+        Ok(Self { socket, local_addr, gso_segments: Cell::new(gso), gro })
     }
 
     /// Datagrams one `poll_transmit` may coalesce for this socket.
@@ -71,9 +86,23 @@ impl Udp {
         self.gso_segments.get()
     }
 
-    /// Receives one datagram into `buf`.
-    pub(crate) async fn recv_from(&self, buf: &mut [u8]) -> glommio::Result<(usize, SocketAddr), ()> {
-        self.socket.recv_from(buf).await
+    /// Receives one datagram, or with GRO a run of them, into `buf` (64 KiB holds any run).
+    /// With GRO it reads with `recvmsg(MSG_DONTWAIT)` (glommio's receive has no control
+    /// messages, so it could not tell where the datagrams of a run begin) and waits for the
+    /// next datagram with a one-byte io_uring peek, which leaves it queued.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> std::io::Result<Received> {
+        if !self.gro {
+            let (len, from) = self.socket.recv_from(buf).await.map_err(std::io::Error::from)?;
+            return Ok(Received { len, from, segment: len.max(1) });
+        }
+        loop {
+            match recv_coalesced(self.socket.as_raw_fd(), buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            let mut one = [0u8; 1];
+            self.socket.peek_from(&mut one).await.map_err(std::io::Error::from)?;
+        }
     }
 
     /// Sends `out`: each multi-datagram send in one `sendmsg` with `UDP_SEGMENT` (no wait:
@@ -138,6 +167,85 @@ fn gso_supported(like: SocketAddr) -> bool {
     r == 0
 }
 
+/// Whether the switch variable `name` is set to something other than empty or `0`.
+fn switched_off(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Turns `UDP_GRO` on for `fd` (Linux >= 5.0); false where the kernel refuses it.
+fn enable_gro(fd: RawFd) -> bool {
+    let v: libc::c_int = 1;
+    // SAFETY: `fd` is a valid socket; the option value is a c_int that outlives the call, and
+    // its size is passed correctly.
+    let r = unsafe { libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    r == 0
+}
+
+/// One `recvmsg(MSG_DONTWAIT)` into `buf`, with the `UDP_GRO` control message read when the
+/// kernel returned a run of datagrams. `WouldBlock` when nothing is queued. A datagram (or
+/// run) larger than `buf` is an error: its tail would be lost, so it is dropped whole (QUIC
+/// retransmits), never handed on cut.
+fn recv_coalesced(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Received> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut ctrl = SegmentCmsg([0; 32]);
+    // SAFETY: every pointer in `msg` (address, iovec, control buffer) points into locals or
+    // `buf`, which outlive the call; the sizes passed are theirs. CMSG_FIRSTHDR/NXTHDR only
+    // walk headers the kernel wrote inside `msg_controllen`, and the int read from a
+    // `UDP_GRO` header is read unaligned from inside it.
+    let (n, flags, segment) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.0.as_mut_ptr().cast();
+        msg.msg_controllen = ctrl.0.len() as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut segment = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                segment = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        (n as usize, msg.msg_flags, segment)
+    };
+    if flags & libc::MSG_TRUNC != 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("datagram larger than the {} byte receive buffer, dropped", buf.len())));
+    }
+    let from = sockaddr_to_std(&name).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "datagram from an address that is not IPv4 or IPv6"))?;
+    let segment = match segment {
+        Some(s) if s > 0 && (s as usize) < n => s as usize,
+        _ => n.max(1),
+    };
+    Ok(Received { len: n, from, segment })
+}
+
+/// The sender's address from the C layout `recvmsg` fills.
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
+            // and aligned enough for.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()), u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
 /// A socket address in the C layout `sendmsg` takes.
 enum RawAddr {
     V4(libc::sockaddr_in),
@@ -176,7 +284,8 @@ impl RawAddr {
     }
 }
 
-/// Control-message buffer for one `UDP_SEGMENT` (a u16), aligned as `cmsghdr` wants.
+/// Control-message buffer for one `UDP_SEGMENT` (a u16) or `UDP_GRO` (an int), aligned as
+/// `cmsghdr` wants.
 #[repr(C, align(8))]
 struct SegmentCmsg([u8; 32]);
 

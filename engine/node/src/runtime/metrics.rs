@@ -84,7 +84,9 @@ pub struct Metrics {
     /// creator_bypassed, creator_processing_max): issue 14, hole 5.
     pub bounded: Family<ShardKindLabel, Gauge>,
     /// UDP traffic by shard and kind (datagrams_in, datagrams_out, gso_sends: sends that
-    /// carried several datagrams, gso_datagrams: the datagrams they carried), totals since start.
+    /// carried several datagrams, gso_datagrams: the datagrams they carried, gro_receives:
+    /// receives that returned several, gro_datagrams: the datagrams they returned), totals
+    /// since start.
     pub udp: Family<ShardKindLabel, Gauge>,
     /// Gossiped alerts whose proof verified (then re-checked by the core).
     pub alerts_verified: Counter,

@@ -88,7 +88,7 @@ impl Telemetry {
         let s = core.status();
         let ts = self.transport.stats();
         let drops = ts.incoming_drops;
-        for (kind, v) in [("datagrams_in", ts.datagrams_in), ("datagrams_out", ts.datagrams_out), ("gso_sends", ts.gso_sends), ("gso_datagrams", ts.gso_datagrams)] {
+        for (kind, v) in [("datagrams_in", ts.datagrams_in), ("datagrams_out", ts.datagrams_out), ("gso_sends", ts.gso_sends), ("gso_datagrams", ts.gso_datagrams), ("gro_receives", ts.gro_receives), ("gro_datagrams", ts.gro_datagrams)] {
             self.metrics.udp.get_or_create(&label(kind)).set(v as i64);
         }
         let (requested, wanted) = core.fetch_state_counts();
