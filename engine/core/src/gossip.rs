@@ -1,5 +1,6 @@
-//! Gossip targets (4.4): ring successors plus random peers. Owns no state; reads `peers` and
-//! draws from the core's RNG.
+//! Gossip targets: the creator to every peer, or (with `Params::relay`, spec 4.4) ring
+//! successors plus random peers at every hop. Owns no state; reads `peers` and draws from the
+//! core's RNG.
 
 use pqdag_wire::NodeId;
 use rand::Rng;
@@ -8,11 +9,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::params::Params;
 use crate::peers::Peers;
 
-/// 4.4: ring successors plus a random sample; everyone when N is small (the creator only).
+/// Who receives a vertex this node just inserted (`own`: it created it). Without
+/// `params.relay`: every peer for an own vertex, nobody otherwise. With it (4.4): ring
+/// successors plus a random sample; everyone when N is small (the creator only).
 pub(crate) fn gossip_targets(peers: &Peers, params: &Params, rng: &mut ChaCha8Rng, from: Option<NodeId>, own: bool) -> Vec<NodeId> {
     let n = peers.nodes.len();
     let fan = params.gossip_neighbours + params.gossip_random;
-    if n <= fan + 1 {
+    if !params.relay || n <= fan + 1 {
         return if own { peers.ids.clone() } else { Vec::new() };
     }
     let me_pos = peers.me_pos;

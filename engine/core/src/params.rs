@@ -28,9 +28,17 @@ pub struct Params {
     pub polls_in_flight_max: usize,
     /// A vertex is polled only once it is this old locally, so gossip reached most responders.
     pub poll_min_age_us: u64,
-    /// Ring successors that always receive a new vertex (4.4 tier 1).
+    /// Whether vertices travel by relay (4.4's structured gossip: the creator sends to
+    /// `gossip_neighbours` ring successors and `gossip_random` random peers, and each node
+    /// that first hears a vertex passes it on the same way, ~3 copies per node). Off (the
+    /// default): the creator sends its vertex once to every peer, the dissemination minimum,
+    /// and nobody relays; a node whose copy was lost or withheld fetches the vertex from a
+    /// peer that mentions it (a query, a child's parents, a frontier), as a partition heal
+    /// already does (docs/consensus.md, "Gossip").
+    pub relay: bool,
+    /// Ring successors that always receive a new vertex (4.4 tier 1), with `relay`.
     pub gossip_neighbours: usize,
-    /// Random peers that also receive it (4.4 tier 2).
+    /// Random peers that also receive it (4.4 tier 2), with `relay`.
     pub gossip_random: usize,
     /// Period of `Frontier` announcements (5.3 reconciliation).
     pub frontier_interval_us: u64,
@@ -76,6 +84,7 @@ impl Params {
             poll_interval_us: 20_000,
             polls_in_flight_max: 4,
             poll_min_age_us: 5_000,
+            relay: false,
             gossip_neighbours: 2,
             gossip_random: 5,
             frontier_interval_us: 250_000,

@@ -132,6 +132,9 @@ pub struct SimConfig {
     /// Fraction of submissions sent to two nodes at once, identical (twins: a client's retry
     /// after a lost reply). 0: none (and no draw, so other runs replay as before).
     pub twin_ratio: f64,
+    /// Vertices travel by relay (`Params::relay`, spec 4.4's structured gossip: ~3 copies
+    /// per node) instead of once from their creator to every peer.
+    pub relay: bool,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
     /// Parameter override (else the profile default scaled to N).
@@ -173,6 +176,7 @@ impl SimConfig {
             payload_bytes: 64,
             max_batch: 1,
             twin_ratio: 0.0,
+            relay: false,
             liveness_budget_s: 20.0,
             params: None,
             shell_checks_evidence: true,
@@ -243,6 +247,7 @@ impl Sim {
         // every scenario runs through archived parents and decided keys.
         params.archive_after_us = cfg.forget_final_after_us;
         params.max_batch = cfg.max_batch;
+        params.relay = cfg.relay;
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;

@@ -82,6 +82,10 @@ struct Args {
     /// Fraction of submissions sent identical to two nodes (twins: client retries).
     #[arg(long, default_value_t = 0.0)]
     twin_ratio: f64,
+    /// Vertices travel by relay (spec 4.4's structured gossip: ring successors and random
+    /// peers at every hop) instead of once from their creator to every peer.
+    #[arg(long)]
+    relay: bool,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 1000)]
     forget_final_after_ms: u64,
@@ -115,6 +119,7 @@ fn main() {
     cfg.payload_bytes = a.payload_bytes;
     cfg.max_batch = a.max_batch;
     cfg.twin_ratio = a.twin_ratio;
+    cfg.relay = a.relay;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,
