@@ -47,6 +47,10 @@ pub(crate) struct Net {
     pub(crate) reissued: Vec<Vec<(VertexId, Vec<u64>)>>,
     /// Per node: every `TxFinal` (tag, final twin vertex, transaction).
     pub(crate) tx_final: Vec<Vec<(u64, VertexId, pqdag_wire::TxId)>>,
+    /// Vertex messages sent (`SendVertex` copies, not fetch replies).
+    pub(crate) vertex_copies: u64,
+    /// Every `SendVertex` copy to this node is lost.
+    pub(crate) lose_vertices_to: Option<usize>,
 }
 
 impl Net {
@@ -55,7 +59,7 @@ impl Net {
         let cores = (0..n)
             .map(|i| Core::new(Config { me: node(i), nodes: nodes.clone(), params: params.clone(), seed: i as u64, shard: 0, shard_count: 1 }, TestSigner(i as u8)).expect("valid config"))
             .collect();
-        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], drop_every: 0, responses_sent: 0, created: vec![vec![]; n], reissued: vec![vec![]; n], tx_final: vec![vec![]; n] }
+        Net { cores, now: 0, queue: BTreeMap::new(), seq: 0, finalized: vec![vec![]; n], rejected: vec![vec![]; n], persisted: vec![vec![]; n], alerts: vec![], mute: vec![false; n], unknown_voters: vec![], flip_voters: vec![], drop_every: 0, responses_sent: 0, created: vec![vec![]; n], reissued: vec![vec![]; n], tx_final: vec![vec![]; n], vertex_copies: 0, lose_vertices_to: None }
     }
 
     fn idx(&self, id: &NodeId) -> usize {
@@ -74,7 +78,10 @@ impl Net {
                 Action::SendVertex { to, vertex } => {
                     for p in to {
                         let t = self.idx(&p);
-                        self.push(t, Event::Vertex { from: me, vertex: vertex.clone() });
+                        self.vertex_copies += 1;
+                        if self.lose_vertices_to != Some(t) {
+                            self.push(t, Event::Vertex { from: me, vertex: vertex.clone() });
+                        }
                     }
                 }
                 Action::SendQuery { to, query } => {
@@ -226,6 +233,30 @@ fn happy_path_three_nodes_appendix_b1() {
     }
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
+}
+
+/// Gossip without relay: the creator's one copy per peer is all that is sent, and a node
+/// whose copy was lost still finalizes the vertex (it fetches it from a peer whose query
+/// names it). With `relay` (spec 4.4) the same run sends more copies than peers.
+#[test]
+fn a_vertex_goes_once_to_every_peer_and_a_lost_copy_is_fetched() {
+    const N: usize = 12; // above gossip_neighbours + gossip_random + 1, where the modes differ
+    for relay in [false, true] {
+        let mut p = fast_params();
+        p.relay = relay;
+        let mut net = Net::new(N, p);
+        net.lose_vertices_to = Some(5);
+        net.submit(0, vec![], 1);
+        net.run(3_000_000);
+        for i in 0..N {
+            assert_eq!(net.finalized[i].len(), 1, "relay {relay}: node {i} finalized the vertex");
+        }
+        if relay {
+            assert!(net.vertex_copies > (N - 1) as u64, "relay: {} copies", net.vertex_copies);
+        } else {
+            assert_eq!(net.vertex_copies, (N - 1) as u64, "one copy per peer, from the creator only");
+        }
+    }
 }
 
 #[test]
