@@ -186,102 +186,47 @@ fn enable_gro(fd: RawFd) -> bool {
 /// run) larger than `buf` is an error: its tail would be lost, so it is dropped whole (QUIC
 /// retransmits), never handed on cut.
 fn recv_coalesced(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Received> {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut ctrl = SegmentCmsg([0; 32]);
-    // SAFETY: every pointer in `msg` (address, iovec, control buffer) points into locals or
-    // `buf`, which outlive the call; the sizes passed are theirs. CMSG_FIRSTHDR/NXTHDR only
-    // walk headers the kernel wrote inside `msg_controllen`, and the int read from a
-    // `UDP_GRO` header is read unaligned from inside it.
-    let (n, flags, segment) = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl.0.as_mut_ptr().cast();
-        msg.msg_controllen = ctrl.0.len() as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut segment = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                segment = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()));
+    // SAFETY: socket2 hands `try_init` a zeroed address storage and its length, which
+    // `recvmsg` fills (and the length is written back); every other pointer in `msg` (iovec,
+    // control buffer) points into locals or `buf`, which outlive the call, with their sizes.
+    // CMSG_FIRSTHDR/NXTHDR only walk headers the kernel wrote inside `msg_controllen`, and the
+    // int of a `UDP_GRO` header is read unaligned from inside it.
+    let ((n, flags, segment), from) = unsafe {
+        socket2::SockAddr::try_init(|name, namelen| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = name.cast();
+            msg.msg_namelen = *namelen;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = ctrl.0.as_mut_ptr().cast();
+            msg.msg_controllen = ctrl.0.len() as _;
+            let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        (n as usize, msg.msg_flags, segment)
+            *namelen = msg.msg_namelen;
+            let mut segment = None;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    segment = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>()));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            Ok((n as usize, msg.msg_flags, segment))
+        })?
     };
     if flags & libc::MSG_TRUNC != 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("datagram larger than the {} byte receive buffer, dropped", buf.len())));
     }
-    let from = sockaddr_to_std(&name).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "datagram from an address that is not IPv4 or IPv6"))?;
+    let from = from.as_socket().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "datagram from an address that is not IPv4 or IPv6"))?;
     let segment = match segment {
         Some(s) if s > 0 && (s as usize) < n => s as usize,
         _ => n.max(1),
     };
     Ok(Received { len: n, from, segment })
-}
-
-/// The sender's address from the C layout `recvmsg` fills.
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which it is large
-            // and aligned enough for.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::from((std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()), u16::from_be(a.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
-        }
-        _ => None,
-    }
-}
-
-/// A socket address in the C layout `sendmsg` takes.
-enum RawAddr {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
-}
-
-impl RawAddr {
-    fn new(a: SocketAddr) -> Self {
-        match a {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
-                let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                s.sin_family = libc::AF_INET as libc::sa_family_t;
-                s.sin_port = a.port().to_be();
-                s.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
-                RawAddr::V4(s)
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
-                let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                s.sin6_port = a.port().to_be();
-                s.sin6_flowinfo = a.flowinfo();
-                s.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
-                s.sin6_scope_id = a.scope_id();
-                RawAddr::V6(s)
-            }
-        }
-    }
-
-    fn as_ptr_len(&self) -> (*const libc::c_void, libc::socklen_t) {
-        match self {
-            RawAddr::V4(s) => ((s as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t),
-            RawAddr::V6(s) => ((s as *const libc::sockaddr_in6).cast(), std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t),
-        }
-    }
 }
 
 /// Control-message buffer for one `UDP_SEGMENT` (a u16) or `UDP_GRO` (an int), aligned as
@@ -292,8 +237,7 @@ struct SegmentCmsg([u8; 32]);
 /// One `sendmsg(MSG_DONTWAIT)` of `d` with `UDP_SEGMENT = d.segment`: the kernel cuts it into
 /// datagrams. `EAGAIN` (buffer full) and every other error are returned; nothing is retried.
 fn send_segmented(fd: RawFd, d: &Datagram) -> std::io::Result<()> {
-    let addr = RawAddr::new(d.to);
-    let (name, namelen) = addr.as_ptr_len();
+    let addr = socket2::SockAddr::from(d.to);
     let mut iov = libc::iovec { iov_base: d.bytes.as_ptr() as *mut libc::c_void, iov_len: d.bytes.len() };
     let mut ctrl = SegmentCmsg([0; 32]);
     let segment = u16::try_from(d.segment).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -303,8 +247,8 @@ fn send_segmented(fd: RawFd, d: &Datagram) -> std::io::Result<()> {
     // and CMSG_DATA leaves room for the u16 (written unaligned).
     let r = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = name as *mut libc::c_void;
-        msg.msg_namelen = namelen;
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
