@@ -38,12 +38,15 @@ pub use record::{Status, StoredVertex};
 pub use prune::{BackgroundPrune, Pruned, PrunedFinal, COMPACT_AFTER_PRUNED_MIN};
 pub use rocks::{RocksStore, StoreMemory, StoreReader, SyncPolicy, COLUMN_FAMILIES};
 
+use std::sync::Arc;
+
 use pqdag_wire::{ConflictKey, Vertex, VertexId};
 
 /// One atomic group of writes.
 #[derive(Debug, Default, Clone)]
 pub struct StoreBatch {
-    pub(crate) vertices: Vec<Vertex>,
+    /// Shared with the caller (the core's record): the bytes are encoded, never copied first.
+    pub(crate) vertices: Vec<Arc<Vertex>>,
     pub(crate) statuses: Vec<(VertexId, Status)>,
     pub(crate) meta: Vec<(String, Vec<u8>)>,
     pub(crate) clients: Vec<(VertexId, Vec<[u8; 32]>)>,
@@ -73,8 +76,9 @@ impl StoreBatch {
     }
 
     /// Adds a vertex (status `Processing` unless a status for it is also in the batch).
-    pub fn put_vertex(&mut self, vertex: Vertex) {
-        self.vertices.push(vertex);
+    /// Takes a shared vertex as it is (a batched vertex is tens of KB) or an owned one.
+    pub fn put_vertex(&mut self, vertex: impl Into<Arc<Vertex>>) {
+        self.vertices.push(vertex.into());
     }
 
     /// Sets a vertex's status. `Final` also appends it to the finality index at its position.

@@ -1,6 +1,7 @@
 //! The in-memory twin of [`RocksStore`](crate::RocksStore), with the same semantics.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use pqdag_wire::{ConflictKey, VertexId};
 
@@ -52,7 +53,7 @@ impl Store for MemStore {
         for v in batch.vertices {
             // A pruned vertex is never stored again.
             if !self.pruned_status.contains_key(&v.id) {
-                self.vertices.entry(v.id).or_insert(StoredVertex { vertex: v, status: Status::Processing });
+                self.vertices.entry(v.id).or_insert(StoredVertex { vertex: Arc::unwrap_or_clone(v), status: Status::Processing });
             }
         }
         for (id, status) in batch.statuses {

@@ -71,6 +71,43 @@ pub struct RocksStore {
     last_mark_secs: u64,
     /// The retained decision seq and the state shared with background prunes.
     pub(crate) prune: crate::prune::PruneShared,
+    /// Statuses this store wrote lately ([`RecentStatuses`]).
+    recent: RecentStatuses,
+}
+
+/// The statuses of the vertices this store wrote most recently, so that [`Store::write`] does
+/// not read back what it has just written: a vertex is written as `Processing` and turns final
+/// a few hundred ms later, and each of those checks was a point read (5 % of a shard's CPU at
+/// 5 000 payloads/s). Exact for `Processing` (a status changes only through `write`, which
+/// updates this after the batch is durable); a decided entry stays right after a background
+/// prune removed its record, because `write` treats a pruned decision exactly as a decided one
+/// (never written again). A miss falls back to the store.
+struct RecentStatuses {
+    map: std::collections::HashMap<VertexId, Status>,
+    order: std::collections::VecDeque<VertexId>,
+}
+
+/// Entries [`RecentStatuses`] holds (~2.5 MiB): 30 s at 1 000 vertices/s.
+const RECENT_STATUSES_MAX: usize = 32_768;
+
+impl RecentStatuses {
+    fn new() -> Self {
+        RecentStatuses { map: std::collections::HashMap::new(), order: std::collections::VecDeque::new() }
+    }
+    fn get(&self, id: &VertexId) -> Option<Status> {
+        self.map.get(id).copied()
+    }
+    fn put(&mut self, id: VertexId, status: Status) {
+        if self.map.insert(id, status).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > RECENT_STATUSES_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+        debug_assert_eq!(self.map.len(), self.order.len(), "one order entry per cached status");
+    }
 }
 
 /// What a store holds in memory, bytes (for the `pqdag_store_memory_bytes` metric: RSS that grows
@@ -215,6 +252,7 @@ impl RocksStore {
             next_decision: 1,
             log_id: 0,
             last_mark_secs: 0,
+            recent: RecentStatuses::new(),
             prune: Default::default(),
         };
         let retained_from = match store.get_meta(META_RETAINED_FROM)? {
@@ -277,6 +315,14 @@ impl RocksStore {
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or_else(|| corrupt(name, "column family missing"))
+    }
+
+    /// The status of `id`: from what this store wrote lately, else read from the store.
+    fn known_status(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
+        match self.recent.get(id) {
+            Some(s) => Ok(Some(s)),
+            None => self.status_of(id),
+        }
     }
 
     fn status_of(&self, id: &VertexId) -> Result<Option<Status>, StorageError> {
@@ -343,21 +389,24 @@ impl Store for RocksStore {
         // Vertices logged in this batch (a batch may carry a status twice).
         let mut logged: Vec<VertexId> = Vec::new();
         let mut in_batch: Vec<VertexId> = Vec::with_capacity(batch.vertices.len());
+        // Statuses this batch writes, cached once it is durable.
+        let mut written: Vec<(VertexId, Status)> = Vec::with_capacity(batch.vertices.len() + batch.statuses.len());
         for v in &batch.vertices {
             in_batch.push(v.id);
             // A vertex's bytes never change (its id is their hash): a known vertex is not
             // written again (a final status update would otherwise rewrite ~5 KB), and its
             // decided status is never reset.
-            if self.status_of(&v.id)?.is_some() {
+            if self.known_status(&v.id)?.is_some() {
                 continue;
             }
             wb.put_cf(cv, v.id.0, encode_vertex(v)?);
             if !batch.statuses.iter().any(|(id, _)| *id == v.id) {
                 wb.put_cf(cs, v.id.0, Status::Processing.encode());
+                written.push((v.id, Status::Processing));
             }
         }
         for (id, status) in &batch.statuses {
-            let old = self.status_of(id)?;
+            let old = self.known_status(id)?;
             if old.is_none() && !in_batch.contains(id) {
                 return Err(StorageError::UnknownVertex(id.to_hex()));
             }
@@ -368,6 +417,7 @@ impl Store for RocksStore {
                 continue;
             }
             wb.put_cf(cs, id.0, status.encode());
+            written.push((*id, *status));
             // A decision enters the log once: when the vertex goes from undecided to decided.
             if status.is_decided() && !old.is_some_and(Status::is_decided) && !logged.contains(id) {
                 logged.push(*id);
@@ -411,6 +461,9 @@ impl Store for RocksStore {
         wo.set_sync(self.sync == SyncPolicy::EveryBatch);
         self.db.write_opt(wb, &wo)?;
         self.next_decision = next_decision;
+        for (id, status) in written {
+            self.recent.put(id, status);
+        }
         if let Some(t) = mark {
             self.last_mark_secs = t;
         }

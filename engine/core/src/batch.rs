@@ -115,10 +115,14 @@ impl<S: Signer> Core<S> {
     /// An honest node never double-spends itself: that would be equivocation (3.7.2).
     fn check_own_keys(&self, keys: &[ConflictKey]) -> ConsensusResult<()> {
         for k in keys {
-            if let Some(set) = self.conflicts.sets.get(k) {
-                if set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)) {
-                    return Err(ConsensusError::Dag(format!("own vertex already claims key {}", crate::core::hex8(&k.0))));
-                }
+            let own = match self.conflicts.sets.get(k) {
+                Some(set) => set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)),
+                // An uncontested set leaves once decided (`decide`); its final winner's record
+                // is still held for a while.
+                None => self.dag.forgotten.key_winner(k).is_some_and(|w| self.dag.vertices.get(&w).is_some_and(|r| r.v.creator == self.me)),
+            };
+            if own {
+                return Err(ConsensusError::Dag(format!("own vertex already claims key {}", crate::core::hex8(&k.0))));
             }
         }
         Ok(())

@@ -13,11 +13,13 @@ impl<S: Signer> Core<S> {
     /// A conflicting vertex's poll result (a Snowball success, a quorum, or both) counts in each
     /// of its sets, here or on the set's owning shard.
     pub(crate) fn snowball_success(&mut self, t: Tally) {
-        let keys = match self.dag.vertices.get(&t.id) {
-            Some(r) => r.v.conflict_keys.clone(),
+        // The vertex, not a copy of its keys: a batched vertex spends one key per transaction,
+        // and every successful round of every processing vertex passes here.
+        let v = match self.dag.vertices.get(&t.id) {
+            Some(r) => r.v.clone(),
             None => return,
         };
-        for key in keys {
+        for &key in &v.conflict_keys {
             if shard_of_key(&key, self.shard_count) == self.shard {
                 self.set_success(key, t);
             } else {

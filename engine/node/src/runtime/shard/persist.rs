@@ -57,7 +57,7 @@ impl Persist {
                 batch.set_lock(*key, *member);
             }
             if let Action::Persist { vertex, status } = a {
-                batch.put_vertex((**vertex).clone());
+                batch.put_vertex(vertex.clone());
                 match status {
                     VertexStatus::Processing => {}
                     VertexStatus::Final => match positions.get(&vertex.id) {
