@@ -599,3 +599,44 @@ fn forgotten_scenario(archive_after_us: u64, archive: Option<Arc<std::sync::atom
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
 }
+
+/// An uncontested conflict set leaves the core's set map when it is decided, while its winner's
+/// record is still held (`Core::decide`); the key's winner answers for it: the own client's
+/// second spend is refused at submit as before, another node's late spend is rejected
+/// everywhere, and the winner stays final. Fails if the set is kept until the record goes.
+#[test]
+fn an_uncontested_set_leaves_at_its_decision_and_late_spends_still_lose() {
+    let mut p = fast_params();
+    p.forget_final_after_us = 0; // records are never forgotten here
+    let mut net = Net::new(4, p);
+    let key = ConflictKey([9; 32]);
+    net.submit(0, vec![key], 1);
+    net.run(net.now + 1_000_000);
+    let va = *net.finalized[0].first().expect("the spend is final");
+    for i in 0..4 {
+        assert!(net.finalized[i].contains(&va), "node {i}");
+        assert!(net.cores[i].vertex(&va).is_some(), "node {i} still holds va's record");
+        let (_, sets, _, keys) = net.cores[i].record_counts();
+        assert_eq!(sets, 0, "node {i}: the decided uncontested set left ({})", net.cores[i].debug_key(&key));
+        assert!(keys >= 1, "node {i}: its winner is a forgotten key");
+        assert_eq!(net.cores[i].preference(&key), Some(va));
+    }
+    // The same client spends the key again through node 0: refused, no vertex.
+    let before = net.persisted[0].len();
+    let ts = net.now / 1000;
+    let refused = net.cores[0].handle(net.now, Event::Submit { payload: b"again".to_vec(), conflict_keys: vec![key], client_tag: 2, timestamp_ms: ts });
+    assert!(refused.is_err(), "an own second spend of a decided key is refused");
+    net.drain(0);
+    net.run(net.now + 100_000);
+    assert!(net.persisted[0][before..].iter().all(|(v, _)| v.conflict_keys != vec![key]), "no own double spend was built");
+    // Another node's late spend loses everywhere.
+    net.submit(2, vec![key], 3);
+    net.run(net.now + 2_000_000);
+    let vb = net.persisted[2].iter().rev().find(|(v, _)| v.conflict_keys == vec![key] && v.id != va).map(|(v, _)| v.id).expect("node 2 created the late spend");
+    for i in 0..4 {
+        assert!(net.rejected[i].contains(&vb), "node {i}: the late spend is rejected");
+        assert!(!net.finalized[i].contains(&vb));
+        assert_eq!(net.cores[i].vertex_status(&va), Some(VertexStatus::Final));
+        assert_eq!(net.cores[i].status().processing, 0);
+    }
+}
