@@ -54,6 +54,15 @@ pub(super) enum Decoded {
     Invalid { from: NodeId, why: &'static str },
 }
 
+impl Decoded {
+    /// Whether routing it reads the store (fetches and history syncs are served from it, the
+    /// gateway answers status queries from it): such items wait while the store is lent to a
+    /// write in flight (`Shard::turn`).
+    pub(super) fn reads_store(&self) -> bool {
+        matches!(self, Decoded::Fetch { .. } | Decoded::SyncRequest { .. } | Decoded::Client(_))
+    }
+}
+
 /// Decodes one item from the network; `None` when there is nothing to do.
 pub(super) fn decode_incoming(node_ids: &[NodeId], inc: Incoming) -> Option<Decoded> {
     let invalid = |from: NodeId, why: &'static str| Some(Decoded::Invalid { from, why });

@@ -10,6 +10,10 @@
 //! 4. [`persist`] makes the turn's persists durable in one write batch;
 //! 5. [`effects`] releases the sends (through the [`tamper`] decorator in a Byzantine test mode).
 //!
+//! Steps 4 and 5 overlap the next turn: the write (and its fsync) runs on the blocking thread
+//! while the next turn decodes and verifies; the sends leave when it is durable, before that
+//! turn's step (persist before send, and one write at a time).
+//!
 //! Then [`telemetry`] publishes the state. [`restore`] rebuilds the core at start, [`dialer`]
 //! keeps connections up, [`outbound`] owns the requests this shard made.
 
@@ -128,6 +132,8 @@ struct Shard {
     verify: Verify,
     step: Step,
     persist: Persist,
+    /// The previous turn's store write, still running, and the actions that wait for it.
+    writing: Option<(persist::Writing, Vec<pqdag_core::Action>)>,
     /// Set with a reason when a store operation failed (the shard then returns an error).
     fatal: Fatal,
     effects: Effects,
@@ -227,6 +233,7 @@ impl Shard {
             verify: Verify::new(keys, metrics.clone()),
             step: Step::new(metrics.clone(), clock),
             persist: Persist::new(store, metrics.clone(), fatal.clone()),
+            writing: None,
             fatal,
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
             gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
@@ -250,6 +257,11 @@ impl Shard {
         let turn_min = Duration::from_micros(self.turn_interval_min_us);
         let mut last_turn = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            if last_turn.elapsed() < turn_min && self.writing.is_some() {
+                // The pause is the write's to overlap: its sends leave as soon as it is durable.
+                self.finish_writing().await;
+                self.publish();
+            }
             let since = last_turn.elapsed();
             if since < turn_min {
                 glommio::timer::Timer::new(turn_min - since).await;
@@ -278,6 +290,12 @@ impl Shard {
             let now = self.clock.now();
             let due = self.core.poll_timeout().is_some_and(|t| t <= now);
             if incoming.is_empty() && replies.is_empty() && cross.is_empty() && !due {
+                if self.writing.is_some() {
+                    // Nothing new to overlap the write with: wait for it and send what it held.
+                    self.finish_writing().await;
+                    self.publish();
+                    continue;
+                }
                 if congested {
                     glommio::timer::Timer::new(Duration::from_millis(1)).await;
                     continue;
@@ -312,6 +330,7 @@ impl Shard {
             last_turn = Instant::now();
             self.turn(incoming, replies, cross).await;
         }
+        self.finish_writing().await;
         info!(shard = self.shard, "shard stopping: closing connections");
         self.transport.shutdown();
         if let Some(m) = &self.mesh {
@@ -320,23 +339,48 @@ impl Shard {
         self.telemetry.set_running(false);
     }
 
-    /// One turn: decode, verify, step, persist, effects, publish.
+    /// One turn: decode and verify (while the previous turn's store write runs), then that
+    /// write's sends and the published state, then step and start this turn's write.
     async fn turn(&mut self, incoming: Vec<Incoming>, replies: Vec<Reply>, cross: Vec<MeshMsg>) {
-        self.effects.before_turn(&mut self.tags);
         let mut unverified = Vec::new();
         let mut events = Vec::new();
+        // Items that read the store wait until the previous write has handed it back.
+        let mut later = Vec::new();
         for inc in incoming {
             if let Some(d) = ingress::decode_incoming(&self.roster.node_ids, inc) {
-                self.route(d, &mut unverified, &mut events);
+                if d.reads_store() {
+                    later.push(d);
+                } else {
+                    self.route(d, &mut unverified, &mut events);
+                }
             }
         }
         for r in replies {
             self.outbound.settle(&r);
             if let Some(d) = ingress::decode_reply(&self.roster.node_ids, r) {
-                self.route(d, &mut unverified, &mut events);
+                if d.reads_store() {
+                    later.push(d);
+                } else {
+                    self.route(d, &mut unverified, &mut events);
+                }
             }
         }
-        for verdict in self.verify.verify(unverified) {
+        // Signatures are checked while the previous turn's write (and fsync) runs.
+        let verdicts = self.verify.verify(std::mem::take(&mut unverified));
+        // Persist before send: the previous turn's sends leave once its write is durable, and
+        // before anything of this turn reaches the core.
+        self.finish_writing().await;
+        // Published with the store in hand (the decision feed's counter reads it).
+        self.publish();
+        self.effects.before_turn(&mut self.tags);
+        for d in later {
+            self.route(d, &mut unverified, &mut events);
+        }
+        let mut verdicts: Vec<_> = verdicts.into_iter().collect();
+        if !unverified.is_empty() {
+            verdicts.extend(self.verify.verify(unverified));
+        }
+        for verdict in verdicts {
             match verdict {
                 Verdict::Passed(item) => {
                     self.effects.observe(&item);
@@ -366,18 +410,25 @@ impl Shard {
                 }
             }
             clients.retain(|(_, keys)| keys.iter().any(|k| *k != [0; 32]));
-            if let Some(positions) = self.persist.commit(&actions, clients).await {
-                let stages = Stages {
-                    gateway: &mut self.gateway,
-                    guard: &mut self.guard,
-                    responders: self.step.responders(),
-                    outbound: &mut self.outbound,
-                    mesh: self.mesh.as_ref(),
-                };
-                self.effects.apply(actions, &positions, stages);
+            if let Some(writing) = self.persist.begin(&actions, clients).await {
+                self.writing = Some((writing, actions));
             }
         }
-        self.publish();
+    }
+
+    /// Waits for the write in flight (if any) and releases the sends of its turn.
+    async fn finish_writing(&mut self) {
+        let Some((writing, actions)) = self.writing.take() else { return };
+        if let Some(positions) = self.persist.finish(writing).await {
+            let stages = Stages {
+                gateway: &mut self.gateway,
+                guard: &mut self.guard,
+                responders: self.step.responders(),
+                outbound: &mut self.outbound,
+                mesh: self.mesh.as_ref(),
+            };
+            self.effects.apply(actions, &positions, stages);
+        }
     }
 
     /// Sends one decoded item where it goes, at once (so the turn keeps its order).

@@ -5,11 +5,13 @@
 //! lost: without it the node must not vote or announce.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pqdag_core::{Action, VertexStatus};
-use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
+use pqdag_storage::{RocksStore, Status, StorageError, Store, StoreBatch};
 use pqdag_wire::VertexId;
 use tracing::warn;
 
@@ -19,6 +21,13 @@ use super::Fatal;
 
 /// Finality positions of the vertices finalized in one batch of actions.
 pub(super) type Positions = HashMap<VertexId, u64>;
+
+/// A turn's store write in flight: its finality positions and the write (`None`: nothing to
+/// write), with the time it started.
+pub(super) struct Writing {
+    positions: Positions,
+    write: Option<(Pin<Box<dyn Future<Output = (RocksStore, Result<(), StorageError>)>>>, Instant)>,
+}
 
 /// The shard's store and its group-commit writer.
 pub(super) struct Persist {
@@ -39,11 +48,13 @@ impl Persist {
         self.store.as_ref()
     }
 
-    /// Makes every `Action::Persist` of `actions` durable in one batch and returns the finality
-    /// positions of the batch; `None` when the write failed (the stop flag is then set and
-    /// nothing of the turn may be sent).
+    /// Starts making every `Action::Persist` of `actions` durable in one batch: the write (and
+    /// its fsync) is handed to the executor's blocking thread now, and [`Persist::finish`] waits
+    /// for it. Between the two the shard decodes and verifies its next turn (the store is lent
+    /// out meanwhile: `store()` is `None`). `None` when there is no store (an earlier write
+    /// failed; the stop flag is set).
     /// `clients`: the submitting client of vertices created in this batch.
-    pub(super) async fn commit(&mut self, actions: &[Action], clients: Vec<(VertexId, Vec<[u8; 32]>)>) -> Option<Positions> {
+    pub(super) async fn begin(&mut self, actions: &[Action], clients: Vec<(VertexId, Vec<[u8; 32]>)>) -> Option<Writing> {
         let positions: Positions = actions
             .iter()
             .filter_map(|a| match a {
@@ -80,29 +91,44 @@ impl Persist {
         }
         // The wall clock, for the store's per-second retention marks.
         batch.set_time(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-        if !batch.is_empty() {
-            let t = Instant::now();
-            // The write (and its fsync) runs on the executor's blocking thread, so the shard's
-            // QUIC I/O keeps flowing meanwhile; this turn's sends wait for it (persist first).
-            let Some(mut store) = self.store.take() else {
-                self.fatal.fail("the store is gone (an earlier write failed)".into());
-                return None;
-            };
-            let (store, result) = glommio::executor()
-                .spawn_blocking(move || {
-                    let r = store.write(batch);
-                    (store, r)
-                })
-                .await;
-            self.store = Some(store);
-            if let Err(e) = result {
-                // Without durability the node must not vote or announce: stop the node.
-                self.fatal.fail(format!("store write failed: {e}"));
-                return None;
-            }
-            self.metrics.store_batches.inc();
-            self.metrics.store_write.observe(t.elapsed().as_secs_f64());
+        if batch.is_empty() {
+            return Some(Writing { positions, write: None });
         }
+        let t = Instant::now();
+        // The write (and its fsync) runs on the executor's blocking thread, so the shard's QUIC
+        // I/O and its next turn's decoding and verifying go on meanwhile; this turn's sends wait
+        // for it (persist first, `finish`).
+        let Some(mut store) = self.store.take() else {
+            self.fatal.fail("the store is gone (an earlier write failed)".into());
+            return None;
+        };
+        let mut write: Pin<Box<dyn Future<Output = (RocksStore, Result<(), StorageError>)>>> = Box::pin(glommio::executor().spawn_blocking(move || {
+            let r = store.write(batch);
+            (store, r)
+        }));
+        // glommio hands the closure to its blocking thread only when the future is first polled.
+        if let Some(done) = futures_lite::future::poll_once(write.as_mut()).await {
+            write = Box::pin(std::future::ready(done));
+        }
+        Some(Writing { positions, write: Some((write, t)) })
+    }
+
+    /// Waits for the write [`Persist::begin`] started and returns the finality positions of its
+    /// batch; `None` when the write failed (the stop flag is then set and nothing of the turn
+    /// may be sent).
+    pub(super) async fn finish(&mut self, writing: Writing) -> Option<Positions> {
+        let Writing { positions, write } = writing;
+        let Some((write, t)) = write else { return Some(positions) };
+        let (store, result) = write.await;
+        debug_assert!(self.store.is_none(), "one write at a time: the store was lent out");
+        self.store = Some(store);
+        if let Err(e) = result {
+            // Without durability the node must not vote or announce: stop the node.
+            self.fatal.fail(format!("store write failed: {e}"));
+            return None;
+        }
+        self.metrics.store_batches.inc();
+        self.metrics.store_write.observe(t.elapsed().as_secs_f64());
         Some(positions)
     }
 
