@@ -376,7 +376,7 @@ impl Shard {
         for d in later {
             self.route(d, &mut unverified, &mut events);
         }
-        let mut verdicts: Vec<_> = verdicts.into_iter().collect();
+        let mut verdicts = verdicts;
         if !unverified.is_empty() {
             verdicts.extend(self.verify.verify(unverified));
         }
