@@ -78,10 +78,9 @@ pub struct RocksStore {
 /// The statuses of the vertices this store wrote most recently, so that [`Store::write`] does
 /// not read back what it has just written: a vertex is written as `Processing` and turns final
 /// a few hundred ms later, and each of those checks was a point read (5 % of a shard's CPU at
-/// 5 000 payloads/s). Exact for `Processing` (a status changes only through `write`, which
-/// updates this after the batch is durable); a decided entry stays right after a background
-/// prune removed its record, because `write` treats a pruned decision exactly as a decided one
-/// (never written again). A miss falls back to the store.
+/// 5 000 payloads/s). Exact: a status record changes only through `write`, which updates this
+/// after the batch is durable, and a prune keeps status records (it drops vertex bytes, client
+/// records and finality-index entries). A miss falls back to the store.
 struct RecentStatuses {
     map: std::collections::HashMap<VertexId, Status>,
     order: std::collections::VecDeque<VertexId>,

@@ -22,11 +22,14 @@ use super::Fatal;
 /// Finality positions of the vertices finalized in one batch of actions.
 pub(super) type Positions = HashMap<VertexId, u64>;
 
+/// A store write on the blocking thread: it hands the store back with the result.
+type StoreWrite = Pin<Box<dyn Future<Output = (RocksStore, Result<(), StorageError>)>>>;
+
 /// A turn's store write in flight: its finality positions and the write (`None`: nothing to
 /// write), with the time it started.
 pub(super) struct Writing {
     positions: Positions,
-    write: Option<(Pin<Box<dyn Future<Output = (RocksStore, Result<(), StorageError>)>>>, Instant)>,
+    write: Option<(StoreWrite, Instant)>,
 }
 
 /// The shard's store and its group-commit writer.
@@ -102,7 +105,7 @@ impl Persist {
             self.fatal.fail("the store is gone (an earlier write failed)".into());
             return None;
         };
-        let mut write: Pin<Box<dyn Future<Output = (RocksStore, Result<(), StorageError>)>>> = Box::pin(glommio::executor().spawn_blocking(move || {
+        let mut write: StoreWrite = Box::pin(glommio::executor().spawn_blocking(move || {
             let r = store.write(batch);
             (store, r)
         }));
