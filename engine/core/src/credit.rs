@@ -65,6 +65,12 @@ pub(crate) struct Round<'a> {
     /// The responders whose Yes counts toward `alpha_pref`: every peer in Avalanche mode; a
     /// random subset of the peers in whole-network mode (see `Core::close_poll`).
     pub(crate) pref_mask: u64,
+    /// Avalanche-mode polls: the sample size k the poll started with. Its sample may have
+    /// grown past k (`Core::replace_unknown`); a success then also needs the Yes to be at
+    /// least the fraction alpha/k of the informative answers (Yes or a direct No), which is
+    /// implied by alpha Yes whenever at most k answers are informative. `None` in
+    /// whole-network polls (a BFT quorum, own vote included).
+    pub(crate) base_k: Option<usize>,
     /// Consecutive successes that make a finality candidate.
     pub(crate) beta: u32,
     /// Rounds after which a processing vertex counts as stalled.
@@ -106,12 +112,14 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
         let (v, mask) = match dag.vertices.get_mut(&id) {
             Some(r) => {
                 let yes = r.mask.count_ones() as usize;
+                let informative = (r.mask | no.get(&id).copied().unwrap_or(0)).count_ones() as usize;
+                // A sample grown past k by replacements succeeds on the same fraction as k.
+                let in_fraction = |votes: usize| round.base_k.is_none_or(|k| votes * k >= round.alpha * informative);
                 // Spec 3.5: ratio = positive / informative answers. A lost or withheld answer,
                 // and an `Unknown` (a lagging node, or one withholding its vote), says nothing
                 // about the vertex and does not drag confidence; only Yes (on it or a
                 // descendant) and a direct No count. Alpha on absolute Yes counts keeps safety;
                 // the EMA gate holds finality back while a minority keeps voting No.
-                let informative = (r.mask | no.get(&id).copied().unwrap_or(0)).count_ones() as usize;
                 if informative > 0 {
                     let ratio = yes as f64 / informative as f64;
                     r.confidence = if r.polled { 0.9 * r.confidence + 0.1 * ratio } else { ratio };
@@ -122,7 +130,8 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                     out.stalled += 1;
                 }
                 if !r.v.conflict_keys.is_empty() {
-                    let snowball = (r.mask & round.pref_mask).count_ones() as usize >= round.alpha_pref;
+                    let pref_yes = (r.mask & round.pref_mask).count_ones() as usize;
+                    let snowball = pref_yes >= round.alpha_pref && in_fraction(pref_yes);
                     let quorum = round.locks && yes >= round.alpha;
                     if snowball || quorum {
                         let peer_yes = (r.mask & !round.own_bit).count_ones();
@@ -136,7 +145,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 // in two quorums' intersection to switch preference in between (the proptest
                 // `random_schedules_are_safe` found a vertex final at one node and rejected at
                 // another: N = 4, one flip-voter, a 0.3 s partition, 41 % conflicts, 6 % loss).
-                if yes >= round.alpha {
+                if yes >= round.alpha && in_fraction(yes) {
                     if round.locks && !r.lock_quorum && !r.v.conflict_keys.is_empty() {
                         out.lock_wanted.push((r.seq, id));
                     }
