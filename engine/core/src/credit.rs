@@ -66,7 +66,7 @@ pub(crate) struct Round<'a> {
     /// random subset of the peers in whole-network mode (see `Core::close_poll`).
     pub(crate) pref_mask: u64,
     /// Avalanche-mode polls: the sample size k the poll started with. Its sample may have
-    /// grown past k (`Core::replace_unknown`); a success then also needs the Yes to be at
+    /// grown past k (`Core::replace_uninformative`); a success then also needs the Yes to be at
     /// least the fraction alpha/k of the informative answers (Yes or a direct No), which is
     /// implied by alpha Yes whenever at most k answers are informative. `None` in
     /// whole-network polls (a BFT quorum, own vote included).

@@ -47,7 +47,7 @@ pub(crate) struct Poll {
     pub(crate) query: Arc<Query>,
     pub(crate) reasked: bool,
     /// Avalanche mode: the sample size k the poll started with; `sample` grows past it by one
-    /// peer per answer that was `Unknown` on some id (see `Core::replace_unknown`). 0 in
+    /// peer per answer that was `Unknown` on some id (see `Core::replace_uninformative`). 0 in
     /// whole-network polls, whose sample is every peer.
     pub(crate) base_k: usize,
 }
@@ -269,18 +269,19 @@ impl<S: Signer> Core<S> {
     /// stream reset, a reconnect or a full queue loses a message just the same.
     pub(crate) fn reask_silent(&mut self, now: u64) {
         let after = self.params.query_timeout_us / 4;
-        let mut sends = Vec::new();
-        for p in self.polls.open.values_mut() {
-            if p.reasked || p.alpha_at.is_some() || now < p.sent_us.saturating_add(after) {
-                continue;
-            }
+        let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| !p.reasked && p.alpha_at.is_none() && now >= p.sent_us.saturating_add(after)).map(|(&qid, _)| qid).collect();
+        for qid in due {
+            let Some(p) = self.polls.open.get_mut(&qid) else { continue };
             p.reasked = true;
             let to: Vec<NodeId> = p.sample.iter().enumerate().filter(|&(pos, _)| p.responded & (1u64 << pos) == 0).map(|(_, &i)| self.peers.ids[i]).collect();
             debug_assert!(!to.is_empty(), "a poll short of alpha answers has a silent peer");
-            sends.push(Action::SendQuery { to, query: p.query.clone() });
-        }
-        for a in sends {
-            self.push(a);
+            let (silent, query) = (to.len(), p.query.clone());
+            self.push(Action::SendQuery { to, query });
+            // A withholder stays silent however often it is asked: in Avalanche mode each
+            // silent peer also gets a random stand-in, as an `Unknown` answer does.
+            for _ in 0..silent {
+                self.replace_uninformative(qid);
+            }
         }
     }
 
@@ -331,7 +332,7 @@ impl<S: Signer> Core<S> {
         }
         let unknown = !poll.own && resp.votes.iter().any(|&b| b == Vote::Unknown as u8);
         if unknown && poll.alpha_at.is_none() {
-            self.replace_unknown(qid);
+            self.replace_uninformative(qid);
         }
         let Some(poll) = self.polls.open.get_mut(&qid) else { return };
         let got = poll.responded.count_ones() as usize;
@@ -358,9 +359,10 @@ impl<S: Signer> Core<S> {
     }
 
     /// Asks one more peer, chosen at random among the eligible peers outside the sample, with
-    /// the same signed query, because a sampled peer answered `Unknown` on some id (issue 14,
-    /// hole 3). An `Unknown` says nothing about the vertex: the answerer lags, or withholds its
-    /// vote on purpose. Counted as a non-Yes (as before), 20 % `vote-unknown` nodes of 30 left
+    /// the same signed query, because a sampled peer answered `Unknown` on some id, or was
+    /// still silent when its query was re-asked (issue 14, hole 3). An `Unknown` says nothing
+    /// about the vertex: the answerer lags, or withholds its vote on purpose; silence says
+    /// nothing either. Counted as a non-Yes (as before), 20 % `vote-unknown` nodes of 30 left
     /// rounds short of alpha = 15 of 20 so often that finality p95 was 1.5 s. With a
     /// replacement, every id still gets about k informative answers; a success then needs
     /// alpha Yes AND the fraction alpha/k of the informative answers (`credit`), so a sample
@@ -370,7 +372,7 @@ impl<S: Signer> Core<S> {
     /// lie (`No`) was always open to it. What it costs the honest nodes is bounded: at most
     /// k/2 extra queries per poll (one signature each at the asked peer, whose query rate
     /// limit applies). Whole-network polls have nobody to add and keep their BFT quorum.
-    fn replace_unknown(&mut self, qid: u64) {
+    fn replace_uninformative(&mut self, qid: u64) {
         let Some(poll) = self.polls.open.get_mut(&qid) else { return };
         if poll.own || poll.sample.len() >= (poll.base_k + poll.base_k / 2).min(64) {
             return;
