@@ -47,8 +47,8 @@ pub(crate) struct Poll {
     pub(crate) query: Arc<Query>,
     pub(crate) reasked: bool,
     /// Avalanche mode: the sample size k the poll started with; `sample` grows past it by one
-    /// peer per answer that was `Unknown` on some id (see `Core::replace_uninformative`). 0 in
-    /// whole-network polls, whose sample is every peer.
+    /// stand-in per answer that was mostly `Unknown` and per peer still silent at the re-ask
+    /// (see `Core::replace_uninformative`). 0 in whole-network polls, whose sample is every peer.
     pub(crate) base_k: usize,
 }
 

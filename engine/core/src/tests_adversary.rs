@@ -600,3 +600,59 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     assert_eq!(vote_on(&mut restored, low.id), Vote::Yes, "released, and the Snowball count moved the preference");
     assert_eq!(vote_on(&mut restored, high.id), Vote::No);
 }
+
+/// Stand-ins (`Core::replace_uninformative`) never make a round easier than k: a poll of 20
+/// (alpha 15) gets 10 Yes and 2 No quickly, 8 peers stay silent; at the re-ask each silent
+/// peer gets a stand-in, and the 8 stand-ins answer 5 Yes and 3 No (15 of 20 informative: a
+/// success by itself). Then the 8 slow originals answer No: 15 Yes of 28 informative answers
+/// is under alpha/k, so the round is not a success (with the absolute count alone it was).
+#[test]
+fn stand_ins_never_make_a_round_easier_than_k() {
+    let n = 30;
+    let mut p = fast_params();
+    p.sample_size = 20;
+    p.alpha = 15;
+    let timeout = p.query_timeout_us;
+    let nodes: Vec<NodeId> = (0..n).map(node).collect();
+    let mut core = Core::new(Config { me: node(0), nodes, params: p, seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
+    let v = byz_vertex(1, vec![core.genesis_id()], b"v", vec![], 1);
+    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: v.clone() });
+    drain(&mut core);
+    let queries = |core: &mut Core<TestSigner>| {
+        let mut out = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::SendQuery { to, query } = a {
+                out.push((to, query));
+            }
+        }
+        out
+    };
+    // Past the first poll interval (the vertex's arrival set the next poll time).
+    let mut now = 50_000;
+    let _ = core.handle(now, Event::Timer);
+    let sent = queries(&mut core);
+    assert_eq!(sent.len(), 1, "one poll");
+    let (sample, query) = sent[0].clone();
+    assert_eq!((sample.len(), query.ids.clone()), (20, vec![v.id]));
+    let answer = |core: &mut Core<TestSigner>, now: u64, from: NodeId, vote: Vote| {
+        let response = Response { query_id: query.query_id, responder: from, ids_digest: query.ids_digest(), votes: vec![vote as u8], signature: Vec::new() };
+        let _ = core.handle(now, Event::Response { from, response });
+    };
+    for (i, &peer) in sample[..12].iter().enumerate() {
+        answer(&mut core, now, peer, if i < 10 { Vote::Yes } else { Vote::No });
+    }
+    now += timeout / 4;
+    let _ = core.handle(now, Event::Timer);
+    let stand_ins: Vec<NodeId> = queries(&mut core).into_iter().filter(|(to, q)| q.query_id == query.query_id && to.len() == 1 && !sample.contains(&to[0])).map(|(to, _)| to[0]).collect();
+    assert_eq!(stand_ins.len(), 8, "one stand-in per silent peer, none of them sampled");
+    for (i, &peer) in stand_ins.iter().enumerate() {
+        answer(&mut core, now, peer, if i < 5 { Vote::Yes } else { Vote::No });
+    }
+    for &peer in &sample[12..] {
+        answer(&mut core, now, peer, Vote::No);
+    }
+    assert!(!core.polls.open.contains_key(&query.query_id), "every answer in: the poll closed");
+    let r = core.dag.vertices.get(&v.id).expect("held");
+    assert_eq!(r.rounds, 1);
+    assert_eq!(r.successes, 0, "15 Yes of 28 informative answers is not a success at alpha/k = 15/20");
+}
