@@ -371,7 +371,7 @@ impl<S: Signer> Core<S> {
     /// still silent when its query was re-asked (issue 14, hole 3). An `Unknown` says nothing
     /// about the vertex: the answerer lags, or withholds its vote on purpose; silence says
     /// nothing either. Counted as a non-Yes (as before), 20 % `vote-unknown` nodes of 30 left
-    /// rounds short of alpha = 15 of 20 so often that finality p95 was 1.5 s. With a
+    /// rounds short of alpha = 15 of 20 so often that finality p95 was 1.4 s. With a
     /// replacement, every id still gets about k informative answers; a success then needs
     /// alpha Yes AND the fraction alpha/k of the informative answers (`credit`), so a sample
     /// grown past k is never an easier round than k (without replacements the two rules are
