@@ -58,9 +58,11 @@ pub(crate) struct Round<'a> {
     /// Yes votes a success needs (a round toward finality: alpha for confidence).
     pub(crate) alpha: usize,
     /// Yes votes from peers a Snowball count needs (alpha for preference, Snowman's
-    /// `alphaPreference`): a strict majority of the sample. Lower than `alpha` in whole-network
-    /// polls, so a node whose own preference is the minority one still moves to the majority's
-    /// (with both at the BFT quorum, 3 honest nodes of 4 split 2:1 never move).
+    /// `alphaPreference`): a strict majority of the sample. Lower than `alpha`, so a node whose
+    /// own preference is the minority one still moves to the majority's (with both at the BFT
+    /// quorum, 3 honest nodes of 4 split 2:1 never move; with both at 15 of 20, 13:11 never
+    /// did). In a sample grown past k it is also the fraction alpha_pref/k of the informative
+    /// answers.
     pub(crate) alpha_pref: usize,
     /// The responders whose Yes counts toward `alpha_pref`: every peer in Avalanche mode; a
     /// random subset of the peers in whole-network mode (see `Core::close_poll`).
@@ -114,7 +116,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 let yes = r.mask.count_ones() as usize;
                 let informative = (r.mask | no.get(&id).copied().unwrap_or(0)).count_ones() as usize;
                 // A sample grown past k by replacements succeeds on the same fraction as k.
-                let in_fraction = |votes: usize| round.base_k.is_none_or(|k| votes * k >= round.alpha * informative);
+                let in_fraction = |votes: usize, need: usize| round.base_k.is_none_or(|k| votes * k >= need * informative);
                 // Spec 3.5: ratio = positive / informative answers. A lost or withheld answer,
                 // and an `Unknown` (a lagging node, or one withholding its vote), says nothing
                 // about the vertex and does not drag confidence; only Yes (on it or a
@@ -131,7 +133,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 }
                 if !r.v.conflict_keys.is_empty() {
                     let pref_yes = (r.mask & round.pref_mask).count_ones() as usize;
-                    let snowball = pref_yes >= round.alpha_pref && in_fraction(pref_yes);
+                    let snowball = pref_yes >= round.alpha_pref && in_fraction(pref_yes, round.alpha_pref);
                     let quorum = round.locks && yes >= round.alpha;
                     if snowball || quorum {
                         let peer_yes = (r.mask & !round.own_bit).count_ones();
@@ -145,7 +147,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 // in two quorums' intersection to switch preference in between (the proptest
                 // `random_schedules_are_safe` found a vertex final at one node and rejected at
                 // another: N = 4, one flip-voter, a 0.3 s partition, 41 % conflicts, 6 % loss).
-                if yes >= round.alpha && in_fraction(yes) {
+                if yes >= round.alpha && in_fraction(yes, round.alpha) {
                     if round.locks && !r.lock_quorum && !r.v.conflict_keys.is_empty() {
                         out.lock_wanted.push((r.seq, id));
                     }
