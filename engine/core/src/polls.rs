@@ -317,6 +317,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         poll.responded |= bit;
+        let mut unknown = 0usize;
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
                 Some(v) if v.is_yes() => {
@@ -332,14 +333,14 @@ impl<S: Signer> Core<S> {
                 // (safe whoever casts it), its No does not drag confidence (a flip-voter's
                 // would hold every vertex below the finality threshold).
                 Some(Vote::No) if !excluded => poll.no[i] |= bit,
+                Some(Vote::Unknown) => unknown += 1,
                 _ => {}
             }
         }
         // Mostly `Unknown`: a lagging honest node lacks a few of the newest ids, and standing
         // in for it on every such answer added half again as many queries under `vertex-flood`
         // (p95 up 10 %); a node withholding its vote lacks most or all of them.
-        let unknown = !poll.own && 2 * resp.votes.iter().filter(|&&b| b == Vote::Unknown as u8).count() > resp.votes.len();
-        if unknown && poll.alpha_at.is_none() {
+        if !poll.own && 2 * unknown > resp.votes.len() && poll.alpha_at.is_none() {
             self.replace_uninformative(qid);
         }
         let Some(poll) = self.polls.open.get_mut(&qid) else { return };
