@@ -39,6 +39,15 @@ use crate::types::Signer;
 /// with the query bypass a flooder held ~2 500 processing vertices per honest node and honest
 /// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
 pub const CREATOR_PROCESSING_MAX: u32 = 256;
+/// Processing vertices all the creators over their fair share (more than twice the median
+/// count) may hold here together: each gets this divided among them, at most
+/// [`CREATOR_PROCESSING_MAX`] and at least [`PARENT_SHARE_MIN`]. One or two heavy creators keep
+/// the full [`CREATOR_PROCESSING_MAX`]; six flooders (20 % of 30 nodes) get 85 each instead of
+/// 256, so what a coalition can make an honest node hold and poll no longer grows with its
+/// size: at 256 each, six flooders kept ~1 500 of their vertices in every honest node's polls
+/// and finalized ~1 600 of them per second, and the signatures and bytes of that took the honest
+/// nodes' CPU (`sim --nodes 30 --byzantine 0.2 --strategy vertex-flood`: honest p95 1.4 s).
+pub(crate) const HEAVY_CREATORS_PROCESSING_MAX: u32 = 512;
 /// Floor of [`Core::parent_share`]: a creator's processing vertices up to this many are always
 /// fine as parents.
 pub(crate) const PARENT_SHARE_MIN: u32 = 16;
@@ -139,6 +148,11 @@ impl Flood {
             left -= n;
         }
         self.histogram.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Members (peers and this node) holding more than `count` processing vertices.
+    pub(crate) fn members_above(&self, count: u32) -> u32 {
+        self.histogram.range(count.saturating_add(1)..).map(|(_, &n)| n).sum()
     }
 
     /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]).
@@ -254,15 +268,20 @@ impl<S: Signer> Core<S> {
         *creator == self.me || self.flood.count(creator) < bound
     }
 
-    /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`], or twice the median of every
-    /// node's processing count here when that is higher (a fair share). A fixed 256 dropped
+    /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`] (shared out of
+    /// [`HEAVY_CREATORS_PROCESSING_MAX`] when more than two creators hold over their fair share),
+    /// or twice the median of every node's processing count here when that is higher (a fair
+    /// share). A fixed 256 dropped
     /// honest vertices whenever honest load ran the cluster slower than ~0.2 s per vertex
     /// (3 nodes at 1200/s on a busy machine: 4 841 honest vertices dropped in 20 s at one node,
     /// each refetched, p95 5.6 s), a spiral: drops slow finality, which raises the counts. The
     /// median is an honest node's count while fewer than half the nodes flood (f < N/3), so a
     /// flooder still holds at most twice what an honest creator holds.
     pub(crate) fn creator_bound(&self) -> u32 {
-        CREATOR_PROCESSING_MAX.max(self.median_processing().saturating_mul(2))
+        let fair = self.median_processing().saturating_mul(2);
+        let heavy = self.flood.members_above(fair.max(PARENT_SHARE_MIN)).max(1);
+        let floor = (HEAVY_CREATORS_PROCESSING_MAX / heavy).clamp(PARENT_SHARE_MIN, CREATOR_PROCESSING_MAX);
+        floor.max(fair)
     }
 
     /// Processing vertices of another creator an own vertex may build on: twice the median

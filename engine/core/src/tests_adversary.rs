@@ -656,3 +656,31 @@ fn stand_ins_never_make_a_round_easier_than_k() {
     assert_eq!(r.rounds, 1);
     assert_eq!(r.successes, 0, "15 Yes of 28 informative answers is not a success at alpha/k = 15/20");
 }
+
+/// Creators over their fair share split one budget: six flooders (a fifth of the nodes) hold
+/// 85 processing vertices each here, not 256 each (what six of them kept in every honest poll
+/// took the honest nodes' CPU, `sim --nodes 30 --byzantine 0.2 --strategy vertex-flood`); two
+/// flooders keep the whole per-creator bound, so a cluster with one or two busy nodes is as
+/// before.
+#[test]
+fn heavy_creators_share_one_budget() {
+    use crate::flood::HEAVY_CREATORS_PROCESSING_MAX;
+    for flooders in [2usize, 6] {
+        let mut core = lone_core(0, 30);
+        let g = core.genesis_id();
+        let chains: Vec<Vec<Arc<Vertex>>> = (0..flooders).map(|f| flood_chain(30 - flooders + f, g, 300)).collect();
+        for i in 0..300 {
+            for (f, chain) in chains.iter().enumerate() {
+                core.handle(i as u64 + 1, Event::Vertex { from: node(30 - flooders + f), vertex: chain[i].clone() }).expect("ok");
+            }
+        }
+        drain(&mut core);
+        let per = (HEAVY_CREATORS_PROCESSING_MAX / flooders as u32).min(CREATOR_PROCESSING_MAX);
+        for (f, chain) in chains.iter().enumerate() {
+            let held = chain.iter().filter(|v| core.contains(&v.id)).count() as u32;
+            assert_eq!(held, per, "{flooders} flooders: flooder {f} holds its share");
+        }
+        assert_eq!(core.status().processing, u64::from(per) * flooders as u64);
+        assert_eq!(core.status().creator_dropped, 300 * flooders as u64 - u64::from(per) * flooders as u64);
+    }
+}

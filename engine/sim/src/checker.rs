@@ -18,6 +18,9 @@ pub(crate) struct Checker {
     quiet: bool,
     honest: usize,
     created_at: HashMap<VertexId, u64>,
+    /// Vertices a Byzantine node created (its strategy's own, or its core's): decided and
+    /// checked like any other, but not an honest client's latency.
+    byzantine_created: HashSet<VertexId>,
     key_winner: HashMap<ConflictKey, VertexId>,
     /// Per vertex: honest nodes that finalized it, that rejected it.
     decided: HashMap<VertexId, (u32, u32)>,
@@ -40,6 +43,7 @@ impl Checker {
             quiet,
             honest,
             created_at: HashMap::new(),
+            byzantine_created: HashSet::new(),
             key_winner: HashMap::new(),
             decided: HashMap::new(),
             final_log: Vec::new(),
@@ -63,13 +67,21 @@ impl Checker {
         }
     }
 
-    /// Vertex `id` was created at `now`.
-    pub(crate) fn created(&mut self, id: VertexId, now: u64) {
+    /// Vertex `id` was created at `now`, by a Byzantine node if `byzantine`.
+    pub(crate) fn created(&mut self, id: VertexId, now: u64, byzantine: bool) {
         self.created_at.insert(id, now);
+        if byzantine {
+            self.byzantine_created.insert(id);
+        }
     }
 
-    /// When vertex `id` was created.
-    pub(crate) fn created_at(&self, id: &VertexId) -> Option<u64> {
+    /// When vertex `id` was created by an honest node (what `finality_ms` measures: a
+    /// flooder's own vertices finalizing slowly is the defence working, not an honest
+    /// client waiting).
+    pub(crate) fn honest_created_at(&self, id: &VertexId) -> Option<u64> {
+        if self.byzantine_created.contains(id) {
+            return None;
+        }
         self.created_at.get(id).copied()
     }
 

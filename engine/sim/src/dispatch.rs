@@ -158,7 +158,8 @@ impl Sim {
                     Action::ToShard { shard, msg } => inbox.push_back((shard, Event::FromShard(msg), 0)),
                     Action::Created { id, .. } => {
                         created = Some(id);
-                        self.checker.created(id, self.now);
+                        let byzantine = self.shells[node].is_byzantine();
+                        self.checker.created(id, self.now, byzantine);
                     }
                     other => self.act(node, s as usize, done, other),
                 }
@@ -264,7 +265,7 @@ impl Sim {
     /// An honest node finalized `id`: traced, timed, checked.
     fn on_final(&mut self, node: usize, id: VertexId) {
         self.trace.finalized(&id);
-        if let Some(t) = self.checker.created_at(&id) {
+        if let Some(t) = self.checker.honest_created_at(&id) {
             self.metrics.record_latency(self.now.saturating_sub(t).max(1), t);
         }
         let keys: Vec<ConflictKey> = self.shells[node].vertex_keys(&id, self.cfg.shards);

@@ -503,7 +503,7 @@ impl Sim {
             }
         }
         for id in tick.created {
-            self.checker.created(id, self.now);
+            self.checker.created(id, self.now, true);
         }
         let depart = self.now;
         for o in tick.sends {
