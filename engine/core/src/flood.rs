@@ -274,8 +274,8 @@ impl<S: Signer> Core<S> {
     /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`] (shared out of
     /// [`HEAVY_CREATORS_PROCESSING_MAX`] when more than two creators hold over their fair share),
     /// or twice the median of every node's processing count here when that is higher (a fair
-    /// share). A fixed 256 dropped
-    /// honest vertices whenever honest load ran the cluster slower than ~0.2 s per vertex
+    /// share). A fixed 256 dropped honest vertices whenever honest load ran the cluster slower
+    /// than ~0.2 s per vertex
     /// (3 nodes at 1200/s on a busy machine: 4 841 honest vertices dropped in 20 s at one node,
     /// each refetched, p95 5.6 s), a spiral: drops slow finality, which raises the counts. The
     /// median is an honest node's count while fewer than half the nodes flood (f < N/3), so a
