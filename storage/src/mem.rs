@@ -159,6 +159,10 @@ impl Store for MemStore {
             let sv = self.vertices.remove(&d.id).ok_or_else(|| StorageError::Corrupt { cf: "vertices", reason: format!("decided {} to prune has no bytes", d.id) })?;
             if let Status::Final { position } = d.status {
                 self.finalized.remove(&position);
+                // A decided key's stale quorum lock goes with its winner (as `prune.rs`).
+                for k in &sv.vertex.conflict_keys {
+                    self.locks.remove(k);
+                }
                 self.pruned.insert(position, PrunedFinal { position, id: d.id, conflict_keys: sv.vertex.conflict_keys });
                 finals += 1;
             } else {

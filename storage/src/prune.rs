@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pqdag_wire::{ConflictKey, VertexId};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
-use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_MARKS, CF_META, CF_PRUNED, CF_VERTICES, META_PRUNED, META_RETAINED_FROM};
+use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_LOCKS, CF_MARKS, CF_META, CF_PRUNED, CF_VERTICES, META_PRUNED, META_RETAINED_FROM};
 use crate::{RocksStore, Status, StorageError, Store};
 
 /// Least decisions pruned between two background compactions (see `RocksStore::maybe_compact`).
@@ -158,6 +158,7 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
     let corrupt = |cf: &'static str, r: String| StorageError::Corrupt { cf, reason: r };
     let (cv, cfz, cd, cc, cp, cm, ck) =
         (cf(db, CF_VERTICES)?, cf(db, CF_FINALIZED)?, cf(db, CF_DECISIONS)?, cf(db, CF_CLIENTS)?, cf(db, CF_PRUNED)?, cf(db, CF_META)?, cf(db, CF_MARKS)?);
+    let cl = cf(db, CF_LOCKS)?;
     let mut wb = WriteBatch::default();
     let (mut finals, mut rejected) = (0u64, 0u64);
     let mut positions: Vec<u64> = Vec::new();
@@ -177,6 +178,11 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
         if let Status::Final { position } = Status::decode(&v[32..])? {
             let bytes = db.get_pinned_cf(cv, id.0)?.ok_or_else(|| corrupt("vertices", format!("final {id} to prune has no bytes")))?;
             let rec = PrunedFinal { position, id, conflict_keys: conflict_keys_of(&bytes)? };
+            // The quorum lock an uncontested key kept after its decision (the core does not
+            // write that release: the key's winner makes a restart drop it) goes with it.
+            for k in &rec.conflict_keys {
+                wb.delete_cf(cl, k.0);
+            }
             wb.put_cf(cp, position.to_be_bytes(), rec.encode_value());
             positions.push(position);
             finals += 1;

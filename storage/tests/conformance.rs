@@ -109,6 +109,11 @@ fn retention_suite(store: &mut dyn Store) {
     b.set_status(ids[1], Status::Rejected);
     b.set_clients(ids[0], vec![[9; 32]]);
     b.set_winner(ConflictKey([10; 32]), ids[0]);
+    // The quorum locks the core took on them: decided uncontested keys keep theirs (the core
+    // does not write that release), the still processing vertex holds a live one.
+    b.set_lock(ConflictKey([10; 32]), Some(ids[0]));
+    b.set_lock(ConflictKey([12; 32]), Some(ids[2]));
+    b.set_lock(ConflictKey([15; 32]), Some(ids[5]));
     store.write(b).expect("write");
     assert_eq!(store.key_winner(&ConflictKey([10; 32])).expect("winner"), Some(ids[0]));
     assert_eq!(store.key_winner(&ConflictKey([11; 32])).expect("winner"), None, "an undecided key has no winner");
@@ -141,6 +146,9 @@ fn retention_suite(store: &mut dyn Store) {
     assert_eq!(store.status(&ids[0]).expect("status"), Some(Status::Final { position: 1 }), "status kept");
     assert_eq!(store.status(&ids[1]).expect("status"), Some(Status::Rejected), "status kept");
     assert_eq!(store.clients_of(&ids[0]).expect("client"), None);
+    let mut locks = store.locks().expect("locks");
+    locks.sort();
+    assert_eq!(locks, vec![(ConflictKey([12; 32]), ids[2]), (ConflictKey([15; 32]), ids[5])], "a pruned final's stale lock goes with it");
     assert_eq!(store.finalized_range(0, 10).expect("range"), vec![(2, ids[2]), (3, ids[3]), (4, ids[4])]);
     let log: Vec<u64> = store.decisions(0, 10).expect("log").iter().map(|d| d.seq).collect();
     assert_eq!(log, vec![3, 4, 5], "the log starts at the first retained decision");

@@ -49,6 +49,12 @@ pub(crate) struct ConflictSet {
     /// The quorum lock (`locks`, whole-network polls): this node saw a quorum of Yes for this
     /// member, prefers it, and leaves it only on the release threshold of peer Yes for another.
     pub(crate) quorum_lock: Option<VertexId>,
+    /// The quorum lock is not in the store: taken while this shard's own vertex was the set's
+    /// only member, it is written the moment a second vertex tries to join (before any later
+    /// send), and a restart re-derives it by locking every restored lone member
+    /// (`Core::lock_restored_singletons`). Saves one store write per key of every uncontested
+    /// spend (`docs/consensus.md` 8c, "Lock records").
+    pub(crate) lock_unpersisted: bool,
     /// Vertices of creators that already have [`CREATOR_MEMBERS_MAX`] members here: never
     /// preferred (so never voted for or finalized here) until the network's votes promote one
     /// into the set (`set_success`); rejected when the set is decided for another.
@@ -132,6 +138,10 @@ pub(crate) struct Conflicts {
     /// still pending on another shard's parent): no other member of the set is preferred
     /// meanwhile, and the lock applies when the member joins (`Core::apply_restored_lock`).
     pub(crate) restored_locks: HashMap<ConflictKey, VertexId>,
+    /// Vertices of this shard restored as pending (a parent on another shard): when one joins a
+    /// set as its only member it is locked (`Core::lock_restored_singleton`). At most what the
+    /// restart restored; emptied once none is pending any more.
+    pub(crate) restored_pending: HashSet<VertexId>,
 }
 
 impl Conflicts {
@@ -206,16 +216,34 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn join_local(&mut self, key: ConflictKey, member: Member) {
+        let id = member.id;
         self.join_local_inner(key, member);
         if !self.conflicts.restored_locks.is_empty() {
             self.apply_restored_lock(key);
+        }
+        if !self.conflicts.restored_pending.is_empty() {
+            self.lock_restored_singleton(key, id);
         }
     }
 
     fn join_local_inner(&mut self, key: ConflictKey, member: Member) {
         // Only a set no longer held asks the archive (the engine's store knows a winner as soon
         // as it is final, while the set still decides here).
-        let forgotten = if self.conflicts.sets.contains_key(&key) { None } else { self.dag.forgotten.key_winner(&key) };
+        let forgotten = match self.conflicts.sets.get_mut(&key) {
+            Some(set) => {
+                // A newcomer: a lock kept out of the store while the set had one member is
+                // written now, in this turn's batch with the newcomer (persist before send).
+                let new = set.index(&member.id).is_none() && !set.overflow.iter().any(|m| m.id == member.id);
+                if new && set.lock_unpersisted {
+                    set.lock_unpersisted = false;
+                    let lock = set.quorum_lock;
+                    debug_assert!(lock.is_some(), "an unpersisted lock is a lock");
+                    self.persist_lock(key, lock);
+                }
+                None
+            }
+            None => self.dag.forgotten.key_winner(&key),
+        };
         if let Some(winner) = forgotten {
             // The set was decided long ago and forgotten: a late spend of its key loses.
             if member.id != winner {
@@ -402,6 +430,7 @@ impl<S: Signer> Core<S> {
         set.lock = None;
         self.conflicts.restored_locks.remove(&key);
         let had_lock = set.quorum_lock.take().is_some();
+        let lock_in_store = had_lock && !std::mem::take(&mut set.lock_unpersisted);
         if let Some(i) = set.index(&winner) {
             set.pref = i;
         }
@@ -410,11 +439,16 @@ impl<S: Signer> Core<S> {
         if owners.iter().any(|&o| o != self.shard) {
             self.conflicts.cross_decided.push_back((self.now, key));
         }
-        if had_lock && !quiet {
+        let uncontested = losers.is_empty() && owners.iter().all(|&o| o == self.shard);
+        // The release of an uncontested set's lock is not written: the winner is this shard's,
+        // final in this very batch with its key's winner record, and a restart drops a stored
+        // lock whose key has a winner (`apply_restored_lock`); retention deletes the record with
+        // the vertex. A contested set's release is written (its winner may be another
+        // shard's, durable in another store).
+        if lock_in_store && !quiet && !uncontested {
             self.persist_lock(key, None);
         }
         self.broadcast_preference(key, winner, true, &owners);
-        let uncontested = losers.is_empty() && owners.iter().all(|&o| o == self.shard);
         for (l, owner) in losers {
             if owner == self.shard {
                 self.reject(l, quiet);
@@ -451,7 +485,9 @@ impl<S: Signer> Core<S> {
         let released = set.decided.is_none() && set.quorum_lock == Some(id);
         if released {
             set.quorum_lock = None;
-            self.persist_lock(key, None);
+            if !std::mem::take(&mut set.lock_unpersisted) {
+                self.persist_lock(key, None);
+            }
         }
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         if set.decided.is_some() || set.pref != i {

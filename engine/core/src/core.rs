@@ -208,6 +208,14 @@ impl<S: Signer> Core<S> {
         self.dag.vertices.get(id).map(|r| r.confidence).or_else(|| self.dag.forgotten.status(id).map(|s| if s == VertexStatus::Final { 1.0 } else { 0.0 }))
     }
 
+    /// Whether the conflict key `key` of this shard is decided (held or archived). A restart
+    /// deletes the stored quorum locks of decided keys (their releases are not written).
+    pub fn key_decided(&self, key: &pqdag_wire::ConflictKey) -> bool {
+        match self.conflicts.sets.get(key) {
+            Some(s) => s.decided.is_some(),
+            None => self.dag.forgotten.key_winner(key).is_some(),
+        }
+    }
     /// True if the DAG or the pending buffer holds `id` (the shell skips verifying duplicates).
     pub fn contains(&self, id: &VertexId) -> bool {
         self.dag.vertices.contains_key(id) || self.pending.entries.contains_key(id) || self.dag.forgotten.status(id).is_some()

@@ -78,6 +78,56 @@ impl<S: Signer> Core<S> {
         self.bump_epoch();
     }
 
+    /// At the end of [`Core::restore`] (whole-network polls): locks every undecided set whose
+    /// only member is a live vertex of this shard, as if its lock had been stored. Such a lock
+    /// may have been held without a record (`ConflictSet::lock_unpersisted`: written only once
+    /// a second vertex joins), and a node that forgot a lock could leave it for free; locking
+    /// a lone member that never saw a quorum only makes the node stricter (it prefers the one
+    /// member anyway, and a lock restricts moving, never what is final). Vertices restored as
+    /// pending (a parent on another shard) get the same when they join
+    /// ([`Core::lock_restored_singleton`]).
+    pub(crate) fn lock_restored_singletons(&mut self) {
+        if !self.whole_network() {
+            return;
+        }
+        let me = self.shard;
+        let mut keys: Vec<ConflictKey> = self
+            .conflicts
+            .sets
+            .iter()
+            .filter(|(_, s)| s.decided.is_none() && s.quorum_lock.is_none() && s.overflow.is_empty() && s.members.len() == 1 && s.members[0].owner == me && !s.members[0].rejected)
+            .map(|(k, _)| *k)
+            .collect();
+        // Sorted: the hasher's order must not reach the actions.
+        keys.sort_unstable();
+        for key in keys {
+            self.lock_singleton(key);
+        }
+    }
+
+    /// A vertex restored as pending joined the set of `key`: locked as
+    /// [`Core::lock_restored_singletons`] would have.
+    pub(crate) fn lock_restored_singleton(&mut self, key: ConflictKey, member: VertexId) {
+        if !self.conflicts.restored_pending.contains(&member) || !self.whole_network() {
+            return;
+        }
+        let Some(s) = self.conflicts.sets.get(&key) else { return };
+        if s.decided.is_none() && s.quorum_lock.is_none() && s.overflow.is_empty() && s.members.len() == 1 && s.members[0].id == member && s.members[0].owner == self.shard && !s.members[0].rejected {
+            self.lock_singleton(key);
+        }
+    }
+
+    fn lock_singleton(&mut self, key: ConflictKey) {
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        let member = set.members[0].id;
+        set.quorum_lock = Some(member);
+        set.lock_unpersisted = true;
+        set.pref = 0;
+        let owners = set.owners();
+        self.broadcast_preference(key, member, false, &owners);
+        self.bump_epoch();
+    }
+
     /// Applies the restored lock of `key` once its member is in the set (promoted if it was set
     /// aside); dropped when the set is decided or forgotten, or the member is rejected.
     pub(crate) fn apply_restored_lock(&mut self, key: ConflictKey) {
@@ -100,6 +150,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         set.quorum_lock = Some(member);
+        set.lock_unpersisted = false;
         set.pref = i;
         let owners = set.owners();
         self.broadcast_preference(key, member, false, &owners);

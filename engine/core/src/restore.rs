@@ -94,6 +94,7 @@ impl<S: Signer> Core<S> {
                 // by `sim-faults`: every S = 2 crash stalled). A local parent missing here was
                 // never stored (a bug upstream); the vertex stays pending instead of dropped.
                 let missing = self.missing_parents(&v);
+                self.conflicts.restored_pending.insert(v.id);
                 self.pend(v, self.me, false);
                 self.request_missing(now, self.me, &missing);
                 continue;
@@ -114,6 +115,8 @@ impl<S: Signer> Core<S> {
         for id in rejects {
             self.reject(id, true);
         }
+        // Locks a lone member may have held without a record (`locks.rs`).
+        self.lock_restored_singletons();
         self.actions.retain(|a| !matches!(a, Action::Persist { .. } | Action::Finalized { .. } | Action::Rejected { .. } | Action::SendVertex { .. }));
         self.bump_epoch();
     }

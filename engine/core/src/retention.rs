@@ -111,6 +111,10 @@ impl<S: Signer> Core<S> {
             return;
         }
         self.retention.next_shrink_at = now.saturating_add(SHRINK_EVERY_US);
+        // Restored pending vertices that joined (or left) by now need no restart lock any more.
+        let pending = &self.pending.entries;
+        self.conflicts.restored_pending.retain(|id| pending.contains_key(id));
+        shrink_sparse(&mut self.conflicts.restored_pending);
         shrink_sparse(&mut self.dag.vertices);
         shrink_sparse(&mut self.dag.recent);
         shrink_sparse(&mut self.dag.recent_final);

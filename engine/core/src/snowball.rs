@@ -90,7 +90,15 @@ impl<S: Signer> Core<S> {
         let (pref, lock, owners) = (set.preferred(), set.quorum_lock, set.owners());
         if (set.pref, set.quorum_lock) != before {
             if lock != before.1 {
-                self.persist_lock(key, lock);
+                // A lock on this shard's own vertex as the set's only member stays out of the
+                // store until a second vertex joins (`ConflictSet::lock_unpersisted`).
+                let lone = set.members.len() == 1 && set.overflow.is_empty() && set.members[0].owner == self.shard;
+                let was_unpersisted = std::mem::take(&mut set.lock_unpersisted);
+                if lock.is_some() && lone {
+                    set.lock_unpersisted = true;
+                } else if lock.is_some() || !was_unpersisted {
+                    self.persist_lock(key, lock);
+                }
             }
             self.broadcast_preference(key, pref, false, &owners);
             self.bump_epoch();

@@ -178,7 +178,7 @@ impl Shard {
         tcfg.client_keys = setup.client_keys.clone();
         let transport = Rc::new(ShardTransport::new(tcfg)?);
 
-        let store = RocksStore::open(&setup.store_dir, setup.sync)?;
+        let mut store = RocksStore::open(&setup.store_dir, setup.sync)?;
         // Stores from before the `winners` column family: once, streamed (the core's archive
         // answers decided keys from it).
         let backfilled = store.backfill_winners()?;
@@ -213,7 +213,7 @@ impl Shard {
         let start = Instant::now();
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());
-        restore::restore(&mut core, &store, setup.shard)?;
+        restore::restore(&mut core, &mut store, setup.shard)?;
         let metrics = setup.metrics;
         let query_timeout_us = setup.params.query_timeout_us;
         let tamper = setup.byzantine.map(|mode| {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pqdag_core::{Core, VertexStatus};
-use pqdag_storage::{RocksStore, Status, Store};
+use pqdag_storage::{RocksStore, Status, Store, StoreBatch};
 use pqdag_wire::{Vertex, VertexId};
 use tracing::info;
 
@@ -17,7 +17,7 @@ use super::signer::MlDsaSigner;
 const RESTORE_FULL_FINALS: usize = 16;
 
 /// Restores `core` from `store` (after the remote facts) and drops the actions restoring made.
-pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u16) -> Result<(), pqdag_storage::StorageError> {
+pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shard: u16) -> Result<(), pqdag_storage::StorageError> {
     // One sequential pass over the store (point reads in finality order were 1.5x slower):
     // finals before the last RESTORE_FULL_FINALS come back as forgotten ids (one vertex in
     // memory at a time); the tail and every non-final vertex are kept and restored in full.
@@ -47,10 +47,21 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &RocksStore, shard: u
     // The quorum locks held before the stop (the core must not vote against them).
     let locks = store.locks()?;
     let locked = locks.len();
+    let keys: Vec<pqdag_wire::ConflictKey> = locks.iter().map(|(k, _)| *k).collect();
     core.restore_locks(locks);
+    // Locks of keys decided since (an uncontested decision does not write its release; see
+    // `pqdag_core` conflicts `decide`): deleted now, so the column family holds live locks only.
+    let mut stale = StoreBatch::new();
+    for k in keys.into_iter().filter(|k| core.key_decided(k)) {
+        stale.set_lock(k, None);
+    }
+    let stale_locks = stale.len();
+    if stale_locks > 0 {
+        store.write(stale)?;
+    }
     while core.poll_action().is_some() {}
     let s = core.status();
-    info!(shard, restored = n, pruned, locked, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
+    info!(shard, restored = n, pruned, locked, stale_locks, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
     Ok(())
 }
 
