@@ -266,7 +266,7 @@ impl Shard {
             if since < turn_min {
                 glommio::timer::Timer::new(turn_min - since).await;
             }
-            self.sync.maybe_sync(&self.roster, &self.guard, &mut self.tags, &mut self.outbound);
+            self.sync.maybe_sync(&mut self.core, &self.roster, &self.guard, &mut self.tags, &mut self.outbound);
             // Never waiting: collect a finished background prune, start the next (`retention`).
             self.persist.prune_step(&mut self.retention, self.shard);
             let mut incoming = Vec::new();
@@ -481,7 +481,8 @@ impl Shard {
         self.telemetry.publish_status(&s, &self.core);
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);
-            self.telemetry.publish_gateway(&self.gateway.held());
+            self.telemetry.publish_held(&self.gateway.held());
+            self.telemetry.publish_held(&[("sync_refetch_ids", self.sync.refetch_len() as u64)]);
             let connected = self.guard.report_reachability(&mut self.core);
             self.telemetry.publish_connected(connected);
             self.guard.reban_repeat_offenders(&self.core);

@@ -4,6 +4,17 @@
 //! all of history. Owns the per-peer cursors and the one request in flight; reads the core,
 //! sends through [`Outbound`], and hands refusals back to the caller (for the guard).
 //!
+//! A fetch is answered with what fits one reply (`REPLY_VERTICES_MAX` vertices and half a
+//! frame of bytes: ~95 of 128 asked at ~5.5 KB each), and a peer may go down with a fetch in
+//! flight. So the ids a walk found missing stay in a bounded re-fetch list until the core holds
+//! them: every [`REFETCH_EVERY`] those still missing are asked again, of the next peer in turn
+//! (a finality log names what its peer finalized, so they are needed whatever their creator's
+//! bound: `Core::wanted_by`). Before, the unanswered rest of each reply was never asked again,
+//! and a vertex no later vertex names (a leaf: frequent where double spends keep keyed vertices
+//! off each other's parents) stayed missing for good: after `kill -9` of one of 3 nodes at
+//! 1 200/s with 5 % double spends, the restarted node lacked 8-87 finalized vertices and its
+//! finalized-set digest never matched again. The walk pauses while the list is full.
+//!
 //! It also decides when the shard is **caught up** (`/ready`, and the client API stops
 //! answering `NotReady`): a majority of the cluster (`n / 2` peers besides this node, among
 //! those connected now) has each been walked to the end of its finality log (a reply shorter
@@ -12,6 +23,7 @@
 //! unready. A one-node cluster is caught up at once. Once caught up the shard
 //! stays so until it restarts: later lag is a load question (`/status`, metrics), not readiness.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +43,12 @@ use super::Tags;
 const SYNC_IDLE: Duration = Duration::from_secs(2);
 /// Ids asked per history-sync request.
 const SYNC_BATCH: u32 = 1024;
+/// How often ids a walk found missing are checked and asked again.
+const REFETCH_EVERY: Duration = Duration::from_secs(1);
+/// Most ids awaiting a re-check; the walk takes no new stretch while this many wait.
+pub(super) const REFETCH_IDS_MAX: usize = 8 * SYNC_BATCH as usize;
+/// Most ids asked again per re-check (of one peer, in replies' worth of requests).
+const REFETCH_PER_ROUND: usize = 8 * pqdag_wire::limits::REPLY_VERTICES_MAX;
 
 /// The history-sync walk.
 pub(super) struct SyncClient {
@@ -47,13 +65,36 @@ pub(super) struct SyncClient {
     walked: Vec<Option<Vec<VertexId>>>,
     /// Latched once caught up.
     caught_up: bool,
+    /// Ids a walk found missing and fetched, until the core holds them (see the module doc).
+    refetch: HashSet<VertexId>,
+    /// When `refetch` is checked next.
+    refetch_at: Instant,
+    /// The peer asked last for a re-fetch (round robin, apart from the walk's).
+    refetch_rr: usize,
 }
 
 impl SyncClient {
     /// Every cursor at position 1; the first request may go at `start`.
     pub(super) fn new(members: usize, start: Instant, query_timeout_us: u64, metrics: Arc<Metrics>) -> Self {
         let timeout = Duration::from_micros(query_timeout_us.max(1_000_000) * 2);
-        Self { cursor: vec![1; members], in_flight: false, next_at: start, rr: 0, timeout, metrics, walked: vec![None; members], caught_up: members <= 1 }
+        Self {
+            cursor: vec![1; members],
+            in_flight: false,
+            next_at: start,
+            rr: 0,
+            timeout,
+            metrics,
+            walked: vec![None; members],
+            caught_up: members <= 1,
+            refetch: HashSet::new(),
+            refetch_at: start,
+            refetch_rr: 0,
+        }
+    }
+
+    /// Ids awaiting a re-check (a gauge).
+    pub(super) fn refetch_len(&self) -> usize {
+        self.refetch.len()
     }
 
     /// Whether this shard has caught up with its peers (see the module doc); latches.
@@ -80,8 +121,9 @@ impl SyncClient {
 
     /// Asks the next connected peer for its next stretch of finals, unless a request is in
     /// flight or it is not time yet.
-    pub(super) fn maybe_sync(&mut self, roster: &Roster, guard: &Guard, tags: &mut Tags, outbound: &mut Outbound) {
-        if self.in_flight || Instant::now() < self.next_at {
+    pub(super) fn maybe_sync(&mut self, core: &mut Core<MlDsaSigner>, roster: &Roster, guard: &Guard, tags: &mut Tags, outbound: &mut Outbound) {
+        self.maybe_refetch(core, roster, guard, tags, outbound);
+        if self.in_flight || Instant::now() < self.next_at || self.refetch.len() >= REFETCH_IDS_MAX {
             return;
         }
         let n = roster.len();
@@ -94,6 +136,33 @@ impl SyncClient {
         let Ok(bytes) = encode(&req) else { return };
         self.in_flight = true;
         outbound.sync(PeerId(peer), bytes, self.timeout);
+    }
+
+    /// Every [`REFETCH_EVERY`]: forgets the re-fetch ids the core holds now and asks the next
+    /// connected peer for (up to [`REFETCH_PER_ROUND`] of) the rest.
+    fn maybe_refetch(&mut self, core: &mut Core<MlDsaSigner>, roster: &Roster, guard: &Guard, tags: &mut Tags, outbound: &mut Outbound) {
+        let now = Instant::now();
+        if self.refetch.is_empty() || now < self.refetch_at {
+            return;
+        }
+        self.refetch_at = now + REFETCH_EVERY;
+        self.refetch.retain(|id| !core.contains(id));
+        if self.refetch.is_empty() {
+            self.refetch.shrink_to(0);
+            return;
+        }
+        let n = roster.len();
+        let Some(peer) = (1..=n).map(|k| (self.refetch_rr + k) % n).find(|i| *i != roster.me && guard.peer_up(*i) == Some(true)) else { return };
+        self.refetch_rr = peer;
+        let mut ids: Vec<VertexId> = self.refetch.iter().copied().collect();
+        ids.sort_unstable();
+        ids.truncate(REFETCH_PER_ROUND);
+        core.wanted_by(&ids, roster.node_ids[peer]);
+        self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_refetched".into() }).inc_by(ids.len() as u64);
+        for chunk in ids.chunks(pqdag_wire::limits::REPLY_VERTICES_MAX) {
+            let Ok(bytes) = encode(&VertexRequest { request_id: tags.bump(), ids: chunk.to_vec() }) else { continue };
+            outbound.fetch(PeerId(peer), bytes, self.timeout);
+        }
     }
 
     /// Moves `peer`'s cursor and fetches the ids the core lacks. Returns the peer to charge
@@ -143,6 +212,16 @@ impl SyncClient {
         for chunk in missing.chunks(pqdag_wire::limits::REPLY_VERTICES_MAX) {
             let Ok(bytes) = encode(&VertexRequest { request_id: tags.bump(), ids: chunk.to_vec() }) else { continue };
             outbound.fetch(peer, bytes, self.timeout);
+        }
+        // Checked again in a while: a reply holds what fits, a peer may go down meanwhile.
+        if self.refetch.is_empty() {
+            self.refetch_at = Instant::now() + REFETCH_EVERY;
+        }
+        for id in missing {
+            if self.refetch.len() >= REFETCH_IDS_MAX {
+                break;
+            }
+            self.refetch.insert(id);
         }
         None
     }

@@ -113,9 +113,10 @@ impl Telemetry {
         }
     }
 
-    /// Stats tick: what the client gateway holds (its maps must follow in-flight work, not
-    /// history: `bounded{kind="gateway_*"}`).
-    pub(super) fn publish_gateway(&self, held: &[(&str, u64)]) {
+    /// Stats tick: what a stage holds (the client gateway's maps, the history sync's re-fetch
+    /// list: they must follow in-flight work, not history: `bounded{kind="gateway_*"}`,
+    /// `bounded{kind="sync_refetch_ids"}`).
+    pub(super) fn publish_held(&self, held: &[(&str, u64)]) {
         let shard = self.shard.to_string();
         for (kind, v) in held {
             self.metrics.bounded.get_or_create(&ShardKindLabel { shard: shard.clone(), kind: (*kind).into() }).set(*v as i64);
