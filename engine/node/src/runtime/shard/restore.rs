@@ -16,7 +16,7 @@ use super::signer::MlDsaSigner;
 /// frontier tips); older finals come back as forgotten ids.
 const RESTORE_FULL_FINALS: usize = 16;
 
-/// Restores `core` from `store` (after the remote facts) and drops the actions restoring made.
+/// Restores `core` from `store` (after the remote facts); what restoring queued stays queued.
 pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shard: u16) -> Result<(), pqdag_storage::StorageError> {
     // One sequential pass over the store (point reads in finality order were 1.5x slower):
     // finals before the last RESTORE_FULL_FINALS come back as forgotten ids (one vertex in
@@ -59,7 +59,12 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shar
     if stale_locks > 0 {
         store.write(stale)?;
     }
-    while core.poll_action().is_some() {}
+    // What restoring left queued stays for the first turn, as the simulator's restart leaves it:
+    // above all the cross-shard messages (a restored vertex joining its conflict sets on other
+    // shards, watching its parents there, restored locks' preferences). Drained here, they were
+    // lost, and with S > 1 a restarted node never finalized a restored vertex with a key or a
+    // parent on another shard, nor anything after it: `bench --nodes 3 --shards 2 --rate 200
+    // --max-batch 1 --crash 2@6-9` ended with ~2 000 vertices processing on node-2 for good.
     let s = core.status();
     info!(shard, restored = n, pruned, locked, stale_locks, orphaned_rejects = dropped, finalized = s.finalized, rejected = s.rejected, processing = s.processing, "shard restored from storage");
     Ok(())
