@@ -7,37 +7,33 @@
 //! what it lacks; a fetch reply holds only what fits, and a vertex nothing builds on (a leaf:
 //! double spends keep keyed vertices off each other's parents) that fell out of the replies was
 //! never asked again. Without the re-fetch (`runtime/shard/sync_client.rs`) this run disagreed
-//! on every try with debug and release builds (node-2 lacked 8-87 finalized vertices).
+//! on every try with debug and release builds (node-2 lacked 8-87 finalized vertices). With two
+//! shards, a restarted shard dropped the cross-shard messages restoring had queued and stalled
+//! for good (`runtime/shard/restore.rs`).
 //!
-//! `bench` runs the `engine` next to it: the debug one is built with cargo once (as
-//! `failover.rs` does), unless `PQDAG_ENGINE` names one (then copied next to `bench`).
+//! `bench` runs the `engine` next to it: the debug one is built with cargo once
+//! (`common::engine`), unless `PQDAG_ENGINE` names one (then copied next to `bench`).
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 
+/// `bench` runs the `engine` next to it: built there by `common::engine`, or copied there
+/// from `PQDAG_ENGINE`.
 fn build_engine() {
     let bench_dir = PathBuf::from(BENCH).parent().expect("bench dir").to_path_buf();
-    if let Ok(p) = std::env::var("PQDAG_ENGINE") {
-        std::fs::copy(p, bench_dir.join("engine")).expect("copy engine next to bench");
-        return;
+    let engine = common::engine();
+    if engine != bench_dir.join("engine") {
+        std::fs::copy(&engine, bench_dir.join("engine")).expect("copy engine next to bench");
     }
-    // <target>/debug/deps/crash_agreement-<hash> -> <target>
-    let exe = std::env::current_exe().expect("test exe");
-    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--locked", "-p", "pqdag-node", "--bin", "engine"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo build engine");
-    assert!(st.success(), "building the engine failed");
-    assert!(bench_dir.join("engine").exists(), "no engine next to {BENCH}");
 }
 
-/// Runs `bench` with `args` (a crash of node-2 among them), one run at a time, on its own ports and checks that every node ends
-/// with the same finalized set, nothing acknowledged left undecided.
+/// Runs `bench` with `args` (a crash of node-2 among them), one run at a time, on its own
+/// ports, and checks that every node ends with the same finalized set, nothing acknowledged
+/// left undecided.
 fn crash_run(name: &str, base_port: u16, args: &[&str], min_submitted: u64) -> serde_json::Value {
     // One cluster at a time: two debug clusters on a 2-core machine measure the machine.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

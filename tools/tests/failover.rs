@@ -12,24 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::engine;
+
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 
-fn engine() -> PathBuf {
-    if let Ok(p) = std::env::var("PQDAG_ENGINE") {
-        return PathBuf::from(p);
-    }
-    // <target>/debug/deps/failover-<hash> -> <target>
-    let exe = std::env::current_exe().expect("test exe");
-    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--locked", "-p", "pqdag-node", "--bin", "engine"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo build engine");
-    assert!(st.success(), "building the engine failed");
-    target.join("debug/engine")
-}
 
 /// Kills the children left when the test ends (pass or panic) and removes the directory.
 struct Nodes {
