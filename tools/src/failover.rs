@@ -129,6 +129,11 @@ pub struct Counters {
     pub own_conflicts: u64,
     /// Payloads decided by reading a node's decision feed at the end.
     pub resolved_from_feed: u64,
+    /// Never acknowledged, every retry refused as a conflict, and a key of theirs is spent by
+    /// another payload of the load that is final (the deliberate double spend of it, submitted
+    /// to another node, won the key while its first node was down): they can never be final,
+    /// one spend of the key is, and no data was lost (set by [`Tracker::finish`]).
+    pub outspent: u64,
 }
 
 /// The end of a run: the counters and how the lost payloads split.
@@ -147,7 +152,7 @@ pub struct Final {
 }
 
 impl Final {
-    /// `submitted - finalized - rejected - double_spends_refused`.
+    /// `submitted - finalized - rejected - double_spends_refused - outspent`.
     pub fn lost(&self) -> u64 {
         self.lost_unacknowledged + self.lost_undecided
     }
@@ -511,9 +516,11 @@ impl Tracker {
         self.refresh(tag);
     }
 
-    /// The tally at the end: every payload not decided is lost.
+    /// The tally at the end: every payload not decided is lost, unless another payload of the
+    /// load won its key (`Counters::outspent`).
     pub fn finish(&self) -> Final {
         let mut f = Final { c: self.c.clone(), ..Final::default() };
+        let won: std::collections::HashSet<ConflictKey> = self.payloads.values().filter(|p| p.outcome == Outcome::Final).flat_map(|p| p.keys.iter().copied()).collect();
         for p in self.payloads.values() {
             if p.outcome != Outcome::Pending {
                 continue;
@@ -530,6 +537,10 @@ impl Tracker {
             } else if p.double_spend && p.attempts.iter().any(|a| a.state == AttemptState::OwnConflict) && !p.maybe_unseen_vertex_other_than_conflict() {
                 // A deliberate double spend refused at a retry: what it was meant to be.
                 f.c.double_spends_refused += 1;
+            } else if p.last_refused && p.attempts.iter().any(|a| a.state == AttemptState::OwnConflict) && p.keys.iter().any(|k| won.contains(k)) {
+                // Its key is final for another payload: whatever vertex an unseen attempt may
+                // have made loses, and the refusals said so.
+                f.c.outspent += 1;
             } else {
                 f.lost_unacknowledged += 1;
                 if p.last_refused {

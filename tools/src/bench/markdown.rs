@@ -44,7 +44,13 @@ pub fn markdown(r: &Value) -> String {
     );
     s += "| metric | value |\n|---|---|\n";
     s += &format!("| submitted / finalized / rejected / lost | {} / {} / {} / {} |\n", lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"]);
-    s += &format!("| refused at submit (double spends / overload), submit errors | {} / {}, {} |\n", lg["double_spends_refused"], lg["refused"], lg["submit_errors"]);
+    s += &format!(
+        "| refused at submit (double spends / overload), outspent by their double spend, submit errors | {} / {}, {}, {} |\n",
+        lg["double_spends_refused"],
+        lg["refused"],
+        lg["outspent"].as_u64().unwrap_or(0),
+        lg["submit_errors"]
+    );
     s += &format!("| loadgen retries / failed over | {} / {} |\n", lg["retries"], lg["failed_over"]);
     s += &format!(
         "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}) |\n",

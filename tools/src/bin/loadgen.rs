@@ -655,6 +655,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         "duplicates_decided": c.duplicates_decided,
         "abandoned": c.abandoned,
         "own_conflicts": c.own_conflicts,
+        "outspent": c.outspent,
         "resolved_from_feed": c.resolved_from_feed,
         "attempts_max": args.attempts,
         "ack_timeout_s": args.ack_timeout,
@@ -679,7 +680,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
     });
     println!("submitted   {}  ({} acknowledged)", c.submitted, c.acknowledged);
     println!("finalized   {}  ({:.0} vertices/s over {:.0} s)", c.finalized, c.finalized as f64 / load_s, load_s);
-    println!("rejected    {}  (+ {} double spends refused at submit)", c.rejected, c.double_spends_refused);
+    println!("rejected    {}  (+ {} double spends refused at submit, {} outspent by their double spend)", c.rejected, c.double_spends_refused, c.outspent);
     println!(
         "lost        {}  (never acknowledged {}: {} refused, {} no reply; acknowledged but undecided {})",
         lost, f.lost_unacknowledged, f.refused, f.submit_errors, f.lost_undecided

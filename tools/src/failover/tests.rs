@@ -150,3 +150,43 @@ fn early_decision_before_ack_counts() {
     tr.acked(1, i, id(1));
     assert_eq!(tr.c.finalized, 1);
 }
+
+/// A payload whose first node died before acknowledging it, while its deliberate double spend
+/// (at another node) won the key: every retry is refused as a conflict, and it is counted as
+/// outspent, not lost (the key has its one final spend; nothing was lost). A payload refused
+/// as a conflict whose key nobody of the load won stays lost.
+#[test]
+fn a_payload_outspent_by_its_final_double_spend_is_not_lost() {
+    let (mut tr, t0) = t();
+    let k = ConflictKey([7; 32]);
+    tr.add(1, vec![1], vec![k], false, 2, t0);
+    tr.next_send(t0).expect("due");
+    let i = tr.sent(1, 2, 0, t0);
+    tr.failed(1, i, t0); // node-2 was killed
+    // The double spend of the same key, through node-0: acknowledged and final.
+    tr.add(2, vec![2], vec![k], true, 0, t0);
+    let mut now = t0;
+    let mut twin_sent = false;
+    while let Some(s) = tr.next_send(now) {
+        if s.tag == 2 && !twin_sent {
+            let j = tr.sent(2, 0, 0, now);
+            tr.acked(2, j, id(2));
+            twin_sent = true;
+            continue;
+        }
+        let j = tr.sent(s.tag, 0, 0, now);
+        tr.refused(s.tag, j, Refusal::Conflict, now);
+        now += Duration::from_secs(1);
+    }
+    assert!(tr.decided(id(2), true, now).is_some());
+    // A third payload refused the same way, whose key no payload of the load won.
+    tr.add(3, vec![3], vec![ConflictKey([8; 32])], false, 2, now);
+    tr.next_send(now).expect("due");
+    let i = tr.sent(3, 2, 0, now);
+    tr.failed(3, i, now);
+    tr.next_send(now).expect("retry");
+    let j = tr.sent(3, 1, 0, now);
+    tr.refused(3, j, Refusal::Conflict, now);
+    let f = tr.finish();
+    assert_eq!((f.c.finalized, f.c.outspent, f.lost_unacknowledged, f.lost()), (1, 1, 1, 1), "{f:?}");
+}
