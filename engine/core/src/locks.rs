@@ -153,6 +153,9 @@ impl<S: Signer> Core<S> {
         set.lock_unpersisted = false;
         set.pref = i;
         let owners = set.owners();
+        // Written again: a lock this node took on another member while this one was still
+        // pending may have overwritten the stored record meanwhile.
+        self.persist_lock(key, Some(member));
         self.broadcast_preference(key, member, false, &owners);
         self.bump_epoch();
     }

@@ -92,7 +92,7 @@ impl<S: Signer> Core<S> {
             if lock != before.1 {
                 // A lock on this shard's own vertex as the set's only member stays out of the
                 // store until a second vertex joins (`ConflictSet::lock_unpersisted`).
-                let lone = set.members.len() == 1 && set.overflow.is_empty() && set.members[0].owner == self.shard;
+                let lone = set.members.len() == 1 && set.overflow.is_empty() && set.members[0].owner == self.shard && !self.conflicts.restored_locks.contains_key(&key);
                 let was_unpersisted = std::mem::take(&mut set.lock_unpersisted);
                 if lock.is_some() && lone {
                     set.lock_unpersisted = true;
