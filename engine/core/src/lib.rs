@@ -68,4 +68,6 @@ mod tests_adversary;
 #[cfg(test)]
 mod tests_batch;
 #[cfg(test)]
+mod tests_locks;
+#[cfg(test)]
 mod tests_shards;

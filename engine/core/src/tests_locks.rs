@@ -1,0 +1,129 @@
+//! Unit tests of the quorum locks (`locks.rs`, docs/consensus.md 8c): a lock holds below the
+//! release threshold and survives a restart, a lone member's lock is written when a rival joins
+//! and re-derived at a restart. Shares `tests.rs`'s in-memory `Net`.
+
+use std::sync::Arc;
+
+use pqdag_wire::{ConflictKey, Vertex, VertexId, Vote};
+
+use crate::tests::{fast_params, node, Net, TestSigner};
+use crate::tests_adversary::byz_vertex;
+use crate::*;
+
+
+fn lock_actions<S: Signer>(core: &mut Core<S>) -> Vec<(ConflictKey, Option<VertexId>)> {
+    let mut out = Vec::new();
+    while let Some(a) = core.poll_action() {
+        if let Action::Lock { key, member } = a {
+            out.push((key, member));
+        }
+    }
+    out
+}
+
+fn vote_on<S: Signer>(core: &mut Core<S>, id: VertexId) -> Vote {
+    core.vote_for(&id)
+}
+
+/// A quorum locks a set on its member even against the tie-break; a locked node ignores
+/// Snowball results for another member below the release threshold (t = N - q + f + 1 = 3 of
+/// 3 peers at N = 4), leaves the lock on t, and a restarted node gets its lock back from the
+/// store instead of voting by the tie-break (which would let it leave a lock for free).
+#[test]
+fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
+    let mut net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let k = ConflictKey([42; 32]);
+    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
+    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
+    // `low` wins the id tie-break; the lock goes to `high`.
+    let (low, high) = if a.id < b.id { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+    let core = &mut net.cores[0];
+    assert_eq!(core.lock_release_threshold(), 3);
+    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
+    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
+    while core.poll_action().is_some() {}
+    assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum };
+    core.set_success(k, tally(high.id, 3, true));
+    assert_eq!(lock_actions(core), vec![(k, Some(high.id))], "the lock is made durable");
+    assert_eq!(vote_on(core, high.id), Vote::LockedYes);
+    assert_eq!(vote_on(core, low.id), Vote::No);
+    // Two peers for `low` (a liar and a stale node, say): below t, ignored, counters included.
+    for _ in 0..5 {
+        core.set_success(k, tally(low.id, 2, false));
+    }
+    assert!(lock_actions(core).is_empty());
+    assert_eq!(vote_on(core, high.id), Vote::LockedYes, "a locked node does not move on a Snowball majority");
+
+    // Restart from the store: vertices (as persisted) and the lock.
+    let nodes: Vec<NodeId> = (0..4).map(node).collect();
+    let fresh = |locks: bool| {
+        let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
+        c.restore(2_000, vec![(low.clone(), VertexStatus::Processing), (high.clone(), VertexStatus::Processing)]);
+        if locks {
+            c.restore_locks(vec![(k, high.id)]);
+        }
+        while c.poll_action().is_some() {}
+        c
+    };
+    let mut forgetful = fresh(false);
+    assert_eq!(vote_on(&mut forgetful, low.id), Vote::Yes, "without its lock the node would vote by the tie-break");
+    let mut restored = fresh(true);
+    assert_eq!(vote_on(&mut restored, high.id), Vote::LockedYes);
+    assert_eq!(vote_on(&mut restored, low.id), Vote::No);
+    // t peers for `low`: the lock goes, and the release is made durable.
+    restored.set_success(k, tally(low.id, 3, false));
+    assert_eq!(lock_actions(&mut restored), vec![(k, None)]);
+    assert_eq!(vote_on(&mut restored, low.id), Vote::Yes, "released, and the Snowball count moved the preference");
+    assert_eq!(vote_on(&mut restored, high.id), Vote::No);
+}
+
+/// A lock on a lone member stays out of the store (one write saved per key of every
+/// uncontested spend) until a second vertex joins the set, which writes it in the same step;
+/// a restart locks every restored lone member, so a lock held without a record is never left
+/// for free, while a set of two restored members without a stored lock is not locked.
+#[test]
+fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart() {
+    let mut net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let k = ConflictKey([43; 32]);
+    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
+    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum };
+    let core = &mut net.cores[0];
+    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: a.clone() });
+    while core.poll_action().is_some() {}
+    core.set_success(k, tally(a.id, 3, true));
+    assert!(lock_actions(core).is_empty(), "a lone member's lock is not written");
+    assert_eq!(vote_on(core, a.id), Vote::LockedYes, "yet the node is locked");
+    let _ = core.handle(2_000, Event::Vertex { from: node(2), vertex: b.clone() });
+    assert_eq!(lock_actions(core), vec![(k, Some(a.id))], "written with the rival's arrival, before any later send");
+    let _ = core.handle(3_000, Event::Vertex { from: node(3), vertex: b.clone() });
+    assert!(lock_actions(core).is_empty(), "once");
+    assert_eq!(vote_on(core, a.id), Vote::LockedYes);
+    assert_eq!(vote_on(core, b.id), Vote::No);
+
+    let nodes: Vec<NodeId> = (0..4).map(node).collect();
+    let restart = |items: Vec<(Arc<Vertex>, VertexStatus)>| {
+        let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
+        c.restore(5_000, items);
+        c.restore_locks(Vec::new());
+        c
+    };
+    // Crashed while `a` was alone (its lock unwritten): locked again at the restart.
+    let mut lone = restart(vec![(a.clone(), VertexStatus::Processing)]);
+    assert!(lock_actions(&mut lone).is_empty());
+    assert_eq!(vote_on(&mut lone, a.id), Vote::LockedYes, "a restored lone member is locked");
+    // The rival arrives after the restart: the re-derived lock is written then, and holds.
+    let _ = lone.handle(6_000, Event::Vertex { from: node(2), vertex: b.clone() });
+    assert_eq!(lock_actions(&mut lone), vec![(k, Some(a.id))]);
+    lone.set_success(k, tally(b.id, 2, false));
+    assert_eq!(vote_on(&mut lone, a.id), Vote::LockedYes, "below the release threshold the lock holds");
+    // Two members and no stored lock: the node had not locked (a lock on a set of two is
+    // always written), so it votes by the tie-break.
+    let mut two = restart(vec![(a.clone(), VertexStatus::Processing), (b.clone(), VertexStatus::Processing)]);
+    let (low, high) = if a.id < b.id { (a.id, b.id) } else { (b.id, a.id) };
+    assert_eq!(vote_on(&mut two, low), Vote::Yes);
+    assert_eq!(vote_on(&mut two, high), Vote::No);
+}
