@@ -7,9 +7,10 @@
 //! A fetch is answered with what fits one reply (`REPLY_VERTICES_MAX` vertices and half a
 //! frame of bytes: ~95 of 128 asked at ~5.5 KB each), and a peer may go down with a fetch in
 //! flight. So the ids a walk found missing stay in a bounded re-fetch list until the core holds
-//! them: every [`REFETCH_EVERY`] those still missing are asked again, of the next peer in turn
-//! (a finality log names what its peer finalized, so they are needed whatever their creator's
-//! bound: `Core::wanted_by`). Before, the unanswered rest of each reply was never asked again,
+//! them: every [`REFETCH_EVERY`] those still missing are asked again, of the next peer in turn,
+//! [`REFETCH_TRIES_MAX`] times at most (a log may name ids nobody can serve). A finality log
+//! names what its peer finalized, so they are needed whatever their creator's bound
+//! (`Core::wanted_by`). Before, the unanswered rest of each reply was never asked again,
 //! and a vertex no later vertex names (a leaf: frequent where double spends keep keyed vertices
 //! off each other's parents) stayed missing for good: after `kill -9` of one of 3 nodes at
 //! 1 200/s with 5 % double spends, the restarted node lacked 8-87 finalized vertices and its
@@ -23,7 +24,7 @@
 //! unready. A one-node cluster is caught up at once. Once caught up the shard
 //! stays so until it restarts: later lag is a load question (`/status`, metrics), not readiness.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ const REFETCH_EVERY: Duration = Duration::from_secs(1);
 pub(super) const REFETCH_IDS_MAX: usize = 8 * SYNC_BATCH as usize;
 /// Most ids asked again per re-check (of one peer, in replies' worth of requests).
 const REFETCH_PER_ROUND: usize = 8 * pqdag_wire::limits::REPLY_VERTICES_MAX;
+/// Re-fetches of one id before it is given up: a log may name ids nobody can serve (a
+/// Byzantine peer's made-up ones), which must not fill the list and pause the walk for good.
+const REFETCH_TRIES_MAX: u8 = 6;
 
 /// The history-sync walk.
 pub(super) struct SyncClient {
@@ -65,8 +69,9 @@ pub(super) struct SyncClient {
     walked: Vec<Option<Vec<VertexId>>>,
     /// Latched once caught up.
     caught_up: bool,
-    /// Ids a walk found missing and fetched, until the core holds them (see the module doc).
-    refetch: HashSet<VertexId>,
+    /// Ids a walk found missing and fetched, until the core holds them (see the module doc),
+    /// with how often each was asked again.
+    refetch: HashMap<VertexId, u8>,
     /// When `refetch` is checked next.
     refetch_at: Instant,
     /// The peer asked last for a re-fetch (round robin, apart from the walk's).
@@ -85,7 +90,7 @@ impl SyncClient {
             metrics,
             walked: vec![None; members],
             caught_up: members <= 1,
-            refetch: HashSet::new(),
+            refetch: HashMap::new(),
             refetch_at: start,
             refetch_rr: 0,
         }
@@ -148,7 +153,7 @@ impl SyncClient {
             return;
         }
         self.refetch_at = now + REFETCH_EVERY;
-        self.refetch.retain(|id| !core.contains(id));
+        self.refetch.retain(|id, _| !core.contains(id));
         if self.refetch.is_empty() {
             self.refetch.shrink_to(0);
             return;
@@ -156,9 +161,17 @@ impl SyncClient {
         let n = roster.len();
         let Some(peer) = (1..=n).map(|k| (self.refetch_rr + k) % n).find(|i| *i != roster.me && guard.peer_up(*i) == Some(true)) else { return };
         self.refetch_rr = peer;
-        let mut ids: Vec<VertexId> = self.refetch.iter().copied().collect();
+        let mut ids: Vec<VertexId> = self.refetch.keys().copied().collect();
         ids.sort_unstable();
         ids.truncate(REFETCH_PER_ROUND);
+        for id in &ids {
+            if let Some(tries) = self.refetch.get_mut(id) {
+                *tries += 1;
+                if *tries >= REFETCH_TRIES_MAX {
+                    self.refetch.remove(id);
+                }
+            }
+        }
         core.wanted_by(&ids, roster.node_ids[peer]);
         self.metrics.invalid.get_or_create(&KindLabel { kind: "sync_refetched".into() }).inc_by(ids.len() as u64);
         for chunk in ids.chunks(pqdag_wire::limits::REPLY_VERTICES_MAX) {
@@ -226,7 +239,7 @@ impl SyncClient {
             if self.refetch.len() >= REFETCH_IDS_MAX {
                 break;
             }
-            self.refetch.insert(id);
+            self.refetch.entry(id).or_insert(0);
         }
         None
     }
