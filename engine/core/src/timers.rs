@@ -28,6 +28,9 @@ impl<S: Signer> Core<S> {
         if self.conflicts.contested > 0 {
             t = t.min(self.conflicts.next_unblock_at);
         }
+        if self.cross.scan_due {
+            t = t.min(self.cross.next_scan_at);
+        }
         for p in self.polls.open.values() {
             t = t.min(p.deadline_us);
             if !p.reasked && p.alpha_at.is_none() {
@@ -74,6 +77,7 @@ impl<S: Signer> Core<S> {
             self.close_batch(now);
         }
         self.launch_poll(now);
+        self.scan_watchers(now);
         self.pending.compact();
     }
 }

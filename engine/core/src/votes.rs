@@ -203,6 +203,6 @@ impl<S: Signer> Core<S> {
     /// Invalidates every cached strong preference (a preference, lock or remote fact changed).
     pub(crate) fn bump_epoch(&mut self) {
         self.votes.epoch += 1;
-        self.epoch_changed();
+        self.cross.scan_due |= self.shard_count > 1;
     }
 }
