@@ -385,6 +385,13 @@ impl ShardTransport {
         self.node.core.borrow().connection_count()
     }
 
+    /// Frames waiting in the send queues to peers (bounded per peer by
+    /// [`TransportConfig::send_queue_frames_max`] and [`SEND_QUEUE_BYTES_MAX`]): a queue that
+    /// stays long means a peer that does not take what this node sends.
+    pub fn queued_frames(&self) -> usize {
+        self.node.core.borrow().queued_frames()
+    }
+
     /// Connection internals, for debugging stalls.
     #[doc(hidden)]
     pub fn debug_summary(&self) -> String {

@@ -384,6 +384,30 @@ pub enum ShardMsg {
     },
 }
 
+impl ShardMsg {
+    /// Every kind's name, indexed by [`ShardMsg::kind_index`] (metrics labels).
+    pub const KINDS: [&'static str; 13] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide"];
+
+    /// The message's kind, an index into [`ShardMsg::KINDS`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            ShardMsg::Watch { .. } => 0,
+            ShardMsg::Status { .. } => 1,
+            ShardMsg::Adopt { .. } => 2,
+            ShardMsg::Join { .. } => 3,
+            ShardMsg::Exposed { .. } => 4,
+            ShardMsg::MemberExposed { .. } => 5,
+            ShardMsg::Success { .. } => 6,
+            ShardMsg::Preference { .. } => 7,
+            ShardMsg::Claim { .. } => 8,
+            ShardMsg::ClaimReply { .. } => 9,
+            ShardMsg::Release { .. } => 10,
+            ShardMsg::MemberRejected { .. } => 11,
+            ShardMsg::Decide { .. } => 12,
+        }
+    }
+}
+
 /// Shard owning a vertex.
 pub fn shard_of_vertex(id: &VertexId, shard_count: u32) -> u32 {
     (id.prefix_u64() % u64::from(shard_count.max(1))) as u32

@@ -38,6 +38,11 @@ impl Core {
         self.conns.len()
     }
 
+    /// Frames waiting in the peers' send queues (not yet written to a stream).
+    pub(crate) fn queued_frames(&self) -> usize {
+        self.peers.iter().map(|p| p.queue.len()).sum()
+    }
+
     /// Feeds one received datagram to the endpoint.
     pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8], shared: &Shared) {
         self.endpoint.handle_datagram(now, from, data, &mut self.conns, &self.peers, &mut self.out, &shared.stats);

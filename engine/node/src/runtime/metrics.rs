@@ -77,10 +77,14 @@ pub struct Metrics {
     /// Frames dropped before the signature check because the shard already holds or has decided
     /// what they carry, by kind (vertex, reply_vertex, response, alert).
     pub duplicates_dropped: Family<KindLabel, Counter>,
+    /// Cross-shard consensus messages this shard sent, by kind (`ShardMsg::KINDS`): how much of
+    /// a multi-shard node's work is its shards telling each other.
+    pub mesh_messages: Family<KindLabel, Counter>,
     /// Peer requests dropped over the peer's per-shard budget, by kind (query, fetch, sync).
     pub rate_limited: Family<KindLabel, Counter>,
     /// The bounded buffers a peer can fill, by shard and kind (pending_vertices, pending_bytes,
-    /// pending_evicted, pending_evicted_quota, incoming_drops, creator_dropped,
+    /// pending_evicted, pending_evicted_quota, incoming_drops, send_queue_drops: frames a full
+    /// send queue to a slow peer evicted, creator_dropped,
     /// creator_bypassed, creator_processing_max): issue 14, hole 5.
     pub bounded: Family<ShardKindLabel, Gauge>,
     /// UDP traffic by shard and kind (datagrams_in, datagrams_out, gso_sends: sends that
@@ -153,6 +157,7 @@ impl Metrics {
             invalid: Family::default(),
             alerts: Family::default(),
             duplicates_dropped: Family::default(),
+            mesh_messages: Family::default(),
             rate_limited: Family::default(),
             bounded: Family::default(),
             udp: Family::default(),
@@ -190,6 +195,7 @@ impl Metrics {
         registry.register("verify_batch_size", "Signatures verified per batch", m.verify_batch.clone());
         registry.register("invalid_frames", "Frames refused, by reason", m.invalid.clone());
         registry.register("byzantine_alerts", "Peers excluded as Byzantine, by misbehaviour", m.alerts.clone());
+        registry.register("mesh_messages", "Cross-shard consensus messages sent, by kind", m.mesh_messages.clone());
         registry.register("duplicates_dropped", "Frames dropped before verify: already held or decided, by kind", m.duplicates_dropped.clone());
         registry.register("bounded", "Bounded buffers by shard and kind: held, bytes, evictions, drops", m.bounded.clone());
         registry.register("udp", "UDP datagrams by shard and kind since start: in, out, GSO sends and the datagrams they carried", m.udp.clone());

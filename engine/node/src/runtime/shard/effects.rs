@@ -8,13 +8,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pqdag_core::Action;
+use pqdag_core::{Action, ShardMsg};
+use prometheus_client::metrics::counter::Counter;
 use pqdag_transport::{PeerId, Responder, ShardTransport};
 use pqdag_wire::{encode, ClientStatus, NodeId, Response, Vertex};
 use tracing::warn;
 
 use super::super::mesh::{MeshMsg, ShardMesh};
-use super::super::metrics::Metrics;
+use super::super::metrics::{KindLabel, Metrics};
 use super::gateway::{ClientEvents, Gateway};
 use super::guard::Guard;
 use super::ingress::Unverified;
@@ -86,13 +87,17 @@ pub(super) struct Effects {
     metrics: Arc<Metrics>,
     shard: u16,
     query_timeout: Duration,
+    /// `mesh_messages{kind}`, one counter per `ShardMsg::KINDS` entry (no label lookup per
+    /// message: a busy two-shard node sends hundreds of thousands a second).
+    mesh_sent: Vec<Counter>,
 }
 
 impl Effects {
     /// The effects of one shard; `tamper` decorates its outbox in a Byzantine test mode.
     pub(super) fn new(transport: Rc<ShardTransport>, roster: Rc<Roster>, metrics: Arc<Metrics>, shard: u16, query_timeout_us: u64, tamper: Option<Tamper>) -> Self {
         let wire = Wire { transport, roster: roster.clone() };
-        Self { wire, tamper, roster, metrics, shard, query_timeout: Duration::from_micros(query_timeout_us) }
+        let mesh_sent = ShardMsg::KINDS.iter().map(|k| metrics.mesh_messages.get_or_create(&KindLabel { kind: (*k).into() }).clone()).collect();
+        Self { wire, tamper, roster, metrics, shard, query_timeout: Duration::from_micros(query_timeout_us), mesh_sent }
     }
 
     /// Before a turn's input is read: a Byzantine mode's own traffic (flooding).
@@ -180,6 +185,7 @@ impl Effects {
                 Action::Alert { peer, reason, evidence, score } => guard.excluded(peer, reason, evidence, score),
                 Action::ToShard { shard, msg } => match mesh {
                     Some(m) => {
+                        self.mesh_sent[msg.kind_index()].inc();
                         let sent = m.send(shard as usize, MeshMsg::Core(msg));
                         debug_assert!(sent, "shard {shard} is in the mesh");
                     }

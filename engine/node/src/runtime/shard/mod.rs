@@ -482,7 +482,13 @@ impl Shard {
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);
             self.telemetry.publish_held(&self.gateway.held());
-            self.telemetry.publish_held(&[("sync_refetch_ids", self.sync.refetch_len() as u64)]);
+            self.telemetry.publish_held(&[
+                ("sync_refetch_ids", self.sync.refetch_len() as u64),
+                ("replies_awaited", self.outbound.outstanding() as u64),
+                ("queries_unanswered", self.step.responders().len() as u64),
+                ("mesh_queued", self.mesh.as_ref().map_or(0, |m| m.queued()) as u64),
+                ("mesh_inbox", self.cross.len() as u64),
+            ]);
             let connected = self.guard.report_reachability(&mut self.core);
             self.telemetry.publish_connected(connected);
             self.guard.reban_repeat_offenders(&self.core);

@@ -48,6 +48,11 @@ impl Outbound {
         self.outstanding >= PENDING_REPLIES_MAX
     }
 
+    /// Replies awaited (queries, fetches and sync requests sent, not yet answered or timed out).
+    pub(super) fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
     /// A reply arrived: one fewer outstanding, and a query's round trip is measured.
     pub(super) fn settle(&mut self, reply: &Reply) {
         self.outstanding = self.outstanding.saturating_sub(1);

@@ -25,6 +25,11 @@ pub(super) struct Responders {
 }
 
 impl Responders {
+    /// Queries verified and handed to the core, not answered yet.
+    pub(super) fn len(&self) -> usize {
+        self.by_query.len()
+    }
+
     /// The responder of `from`'s query `query_id`, if it is still waiting.
     pub(super) fn take(&mut self, from: NodeId, query_id: u64) -> Option<Responder> {
         self.by_query.remove(&(from, query_id))

@@ -98,6 +98,8 @@ impl Telemetry {
             ("pending_evicted", s.pending_evicted),
             ("pending_evicted_quota", s.pending_evicted_quota),
             ("incoming_drops", drops),
+            ("send_queue_drops", ts.queue_drops),
+            ("send_queue_frames", self.transport.queued_frames() as u64),
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
             ("creator_processing_max", s.creator_processing_max),
