@@ -382,6 +382,12 @@ impl<S: Signer> Core<S> {
                 self.on_shard_msg(now, msg);
                 Ok(())
             }
+            Event::FromShards(msgs) => {
+                for msg in msgs {
+                    self.on_shard_msg(now, msg);
+                }
+                Ok(())
+            }
         };
         self.tick(now);
         debug_assert!(self.actions.len() < ACTIONS_MAX, "shell does not drain actions");

@@ -161,3 +161,35 @@ fn a_vertex_built_for_another_shard_is_signed_by_its_owner() {
     let held = s1.vertex(&id).expect("shard 1 holds the vertex it adopted");
     assert_eq!(held.signature, TestSigner(0).sign(Domain::Vertex, held.signed_bytes()), "signed by its owner");
 }
+
+/// Cross-shard messages handed over as one event (`Event::FromShards`, what the node does with
+/// a turn's mesh messages) act exactly as the same messages one event each, in order.
+#[test]
+fn a_batch_of_shard_messages_acts_as_the_messages_one_by_one() {
+    let key = key0(3);
+    let msgs = || {
+        vec![
+            ShardMsg::Join { key, member: id(1), creator: node(3), owner: 1 },
+            ShardMsg::Join { key, member: id(2), creator: node(3), owner: 1 },
+            ShardMsg::Join { key, member: id(9), creator: node(2), owner: 1 },
+            ShardMsg::Join { key, member: id(3), creator: node(3), owner: 2 },
+            ShardMsg::Decide { key, winner: id(9) },
+        ]
+    };
+    let drain = |core: &mut Core<TestSigner>| {
+        let mut out = Vec::new();
+        while let Some(a) = core.poll_action() {
+            out.push(format!("{a:?}"));
+        }
+        out
+    };
+    let mut one_by_one = shard0(3);
+    for m in msgs() {
+        one_by_one.handle(10, Event::FromShard(m)).expect("message");
+    }
+    let mut batched = shard0(3);
+    batched.handle(10, Event::FromShards(msgs())).expect("batch");
+    let (a, b) = (drain(&mut one_by_one), drain(&mut batched));
+    assert!(a.iter().any(|x| x.contains("decided: true")), "the decision was sent: {a:?}");
+    assert_eq!(a, b);
+}

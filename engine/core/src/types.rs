@@ -133,6 +133,10 @@ pub enum Event {
     },
     /// A message from another shard of this node (delivered in order).
     FromShard(ShardMsg),
+    /// Messages from other shards of this node, in order, handled as one event (one timer pass
+    /// after all of them): a busy shard receives hundreds of thousands of `Success`es a second,
+    /// and a pass per message cost more than the messages.
+    FromShards(Vec<ShardMsg>),
 }
 
 /// One output of [`crate::Core::poll_action`].

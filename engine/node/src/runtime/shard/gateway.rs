@@ -39,6 +39,8 @@ pub const ADMIT_UNDECIDED_MAX: u64 = 6_000;
 /// undecided own vertices are held apart (bounded by the in-flight submissions) and dropped at
 /// the decision: a final key's winner is known to the core and the store from then on.
 pub const OWN_KEYS_MAX: usize = 500_000;
+/// Most cross-shard core messages handed to the core as one event (`Event::FromShards`).
+pub(super) const FROM_SHARDS_MAX: usize = 1024;
 
 /// Finality events per client, sent at the end of a turn step.
 pub(super) type ClientEvents = HashMap<ClientId, Vec<FinalityEvent>>;
@@ -404,14 +406,19 @@ impl Gateway {
         }
     }
 
-    /// A message from another shard of this node: core traffic goes to `events`, the rest is
+    /// A message from another shard of this node: core traffic goes to `events` (consecutive
+    /// ones in one event of at most [`FROM_SHARDS_MAX`]), the rest is
     /// client bookkeeping.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_mesh(&mut self, core: &Core<MlDsaSigner>, store: Option<&RocksStore>, mesh: Option<&ShardMesh>, m: MeshMsg, events: &mut Vec<Event>, decided: &mut ClientEvents) {
         match m {
             MeshMsg::FeedQuery { req, log_id, after_seq, max_entries, max_bytes } => self.feed.on_query(store, mesh, req, log_id, after_seq, max_entries, max_bytes),
             MeshMsg::FeedReply { req, shard, result } => self.feed.on_reply(req, shard, result),
-            MeshMsg::Core(msg) => events.push(Event::FromShard(msg)),
+            // Consecutive core messages become one event (`Event::FromShards`), in order.
+            MeshMsg::Core(msg) => match events.last_mut() {
+                Some(Event::FromShards(batch)) if batch.len() < FROM_SHARDS_MAX => batch.push(msg),
+                _ => events.push(Event::FromShards(vec![msg])),
+            },
             MeshMsg::Created { client_tag, id, tx } => self.created(mesh, client_tag, id, tx, decided),
             MeshMsg::Reissued { id, client_tags } => self.reissued(mesh, id, client_tags),
             MeshMsg::TxFinal { client_tag, id, tx } => self.tx_final(mesh, client_tag, id, tx, decided),
