@@ -19,6 +19,7 @@ mod core;
 mod credit;
 mod cross_shard;
 mod dag;
+mod diagnose;
 mod error;
 mod finality;
 mod flood;

@@ -219,3 +219,16 @@ fn only_this_shards_missing_parents_are_marked_needed() {
 fn core_genesis() -> VertexId {
     shard0(2).genesis_id()
 }
+
+/// The stop-time diagnosis names each processing vertex with its streak and its sets' state
+/// (the node logs it when it stops with vertices undecided).
+#[test]
+fn the_diagnosis_names_a_processing_vertex_and_its_set() {
+    let mut core = shard0(1);
+    let key = ConflictKey([7; 32]);
+    core.handle(10, Event::Submit { payload: b"p".to_vec(), conflict_keys: vec![key], client_tag: 1, timestamp_ms: 1 }).expect("submit");
+    core.handle(1_000_000, Event::Timer).expect("timer: the batch closes");
+    let lines = core.diagnose_processing(8);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("successes 0") && lines[0].contains("key 07070707: members ["), "{}", lines[0]);
+}

@@ -78,6 +78,8 @@ pub use signer::MlDsaSigner;
 
 /// Most incoming items handled per loop turn (bounds a turn's latency).
 pub const TURN_INCOMING_MAX: usize = 1024;
+/// Processing vertices described in the log when a shard stops with some undecided.
+const STOP_DIAGNOSE_MAX: usize = 8;
 /// Longest sleep of an idle loop (how fast a stop request is seen).
 const IDLE_WAIT_MAX: Duration = Duration::from_millis(50);
 
@@ -331,6 +333,11 @@ impl Shard {
             self.turn(incoming, replies, cross).await;
         }
         self.finish_writing().await;
+        // What is left undecided, and why (a stall shows here first): the oldest few.
+        let left = self.core.diagnose_processing(STOP_DIAGNOSE_MAX);
+        if !left.is_empty() {
+            info!(shard = self.shard, processing = self.core.status().processing, "stopping with vertices processing; the oldest:\n  {}", left.join("\n  "));
+        }
         info!(shard = self.shard, "shard stopping: closing connections");
         self.transport.shutdown();
         if let Some(m) = &self.mesh {
