@@ -85,6 +85,16 @@ impl ConflictSet {
     pub(crate) fn preferred(&self) -> VertexId {
         self.members[self.pref].id
     }
+    /// The set's only member, when it is a live vertex of `shard` and nothing is set aside: the
+    /// case whose lock stays out of the store (`lock_unpersisted`) and is re-derived at a
+    /// restart (`Core::lock_restored_singletons`).
+    pub(crate) fn lone_live_member(&self, shard: u32) -> Option<VertexId> {
+        match self.members.as_slice() {
+            [m] if self.overflow.is_empty() && m.owner == shard && !m.rejected => Some(m.id),
+            _ => None,
+        }
+    }
+
     /// Position of member `id`.
     pub(crate) fn index(&self, id: &VertexId) -> Option<usize> {
         self.members.iter().position(|m| m.id == *id)

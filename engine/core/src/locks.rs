@@ -95,7 +95,7 @@ impl<S: Signer> Core<S> {
             .conflicts
             .sets
             .iter()
-            .filter(|(_, s)| s.decided.is_none() && s.quorum_lock.is_none() && s.overflow.is_empty() && s.members.len() == 1 && s.members[0].owner == me && !s.members[0].rejected)
+            .filter(|(_, s)| s.decided.is_none() && s.quorum_lock.is_none() && s.lone_live_member(me).is_some())
             .map(|(k, _)| *k)
             .collect();
         // Sorted: the hasher's order must not reach the actions.
@@ -112,7 +112,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         let Some(s) = self.conflicts.sets.get(&key) else { return };
-        if s.decided.is_none() && s.quorum_lock.is_none() && s.overflow.is_empty() && s.members.len() == 1 && s.members[0].id == member && s.members[0].owner == self.shard && !s.members[0].rejected {
+        if s.decided.is_none() && s.quorum_lock.is_none() && s.lone_live_member(self.shard) == Some(member) {
             self.lock_singleton(key);
         }
     }

@@ -87,12 +87,13 @@ impl<S: Signer> Core<S> {
             set.pref = i;
         }
         debug_assert!(set.quorum_lock.is_none_or(|l| set.members[set.pref].id == l), "a locked set prefers its lock");
-        let (pref, lock, owners) = (set.preferred(), set.quorum_lock, set.owners());
         if (set.pref, set.quorum_lock) != before {
+            // Only on a change: most results leave the set as it was (no allocation then).
+            let (pref, lock, owners) = (set.preferred(), set.quorum_lock, set.owners());
             if lock != before.1 {
                 // A lock on this shard's own vertex as the set's only member stays out of the
                 // store until a second vertex joins (`ConflictSet::lock_unpersisted`).
-                let lone = set.members.len() == 1 && set.overflow.is_empty() && set.members[0].owner == self.shard && !self.conflicts.restored_locks.contains_key(&key);
+                let lone = set.lone_live_member(self.shard).is_some() && !self.conflicts.restored_locks.contains_key(&key);
                 let was_unpersisted = std::mem::take(&mut set.lock_unpersisted);
                 if lock.is_some() && lone {
                     set.lock_unpersisted = true;
