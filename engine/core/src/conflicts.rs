@@ -59,6 +59,15 @@ pub(crate) struct ConflictSet {
     /// preferred (so never voted for or finalized here) until the network's votes promote one
     /// into the set (`set_success`); rejected when the set is decided for another.
     pub(crate) overflow: Vec<Member>,
+    /// The preference last sent to the other owner shards (`Core::broadcast_preference`).
+    pub(crate) announced: Option<VertexId>,
+    /// Revocations sent (`Preference { ack: true }`) and not yet acknowledged. While any is
+    /// out, another shard may still vote Yes on the member it revokes, so no shard of this
+    /// node votes Yes on the preference: not this one, and not the preference's owner, which
+    /// is told only when the last ack arrives (`held`).
+    pub(crate) acks_due: u32,
+    /// The owner shard of the preference has not been told it yet (`acks_due` > 0).
+    pub(crate) held: bool,
 }
 
 impl ConflictSet {
@@ -413,18 +422,86 @@ impl<S: Signer> Core<S> {
             .max_by_key(|&j| set.members[j].id)
     }
 
+    /// Tells the other owner shards of the set of `key` its preference (or decision). A node
+    /// must never vote Yes on two members of one set at once: the quorum locks' safety argument
+    /// (`locks`) rests on it. Its shards vote from their own view of the set (a remote set's
+    /// `preferred`), which lags the owner's by a mesh hop, so a move away from a member owned
+    /// by another shard is made in two steps: that shard is told first and acknowledges
+    /// (`ShardMsg::PreferenceAck`), and only then may the new preference be voted for, here
+    /// (`preferred_everywhere`) or by its owner, told then. Seen on 4 nodes of 2 shards with
+    /// a crash and 5 % conflicts: honest nodes quorum-locked on both members of a set (2:2),
+    /// and the set could never be decided.
     pub(crate) fn broadcast_preference(&mut self, key: ConflictKey, preferred: VertexId, decided: bool, owners: &[u32]) {
-        let locked = self.conflicts.sets.get(&key).is_some_and(|s| s.quorum_lock == Some(preferred));
+        let me = self.shard;
+        let Some(set) = self.conflicts.sets.get_mut(&key) else {
+            // A decided set already forgotten (its winner archived): a late member's owner
+            // learns the decision.
+            let mut sent = 0u64;
+            for &o in owners {
+                if o != me && sent & (1 << o) == 0 {
+                    sent |= 1 << o;
+                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided, locked: false, ack: false } });
+                }
+            }
+            return;
+        };
+        let locked = set.quorum_lock == Some(preferred);
         // A restored lock whose member has not joined yet: the other shards must not vote for
         // any other member meanwhile (`Conflicts::restored_locks`).
         let preferred = self.conflicts.restored_locks.get(&key).copied().filter(|_| !decided).unwrap_or(preferred);
+        let owner_of = |id: VertexId| set.members.iter().chain(set.overflow.iter()).find(|m| m.id == id).map(|m| m.owner);
+        let pref_owner = owner_of(preferred);
+        // The shard that may be voting Yes on the member last announced, if that is no longer
+        // the preference (a shard owning both moves from one to the other atomically).
+        let revoke = set.announced.filter(|a| *a != preferred && !decided).and_then(owner_of).filter(|&o| o != me && Some(o) != pref_owner);
+        let mut msgs = Vec::new();
         let mut sent = 0u64;
-        for &o in owners {
-            if o != self.shard && sent & (1 << o) == 0 {
-                sent |= 1 << o;
-                self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided, locked } });
+        for o in owners.iter().copied().chain(revoke) {
+            if o == me || sent & (1 << o) != 0 {
+                continue;
+            }
+            sent |= 1 << o;
+            let ack = revoke == Some(o);
+            if !decided && Some(o) == pref_owner && (set.acks_due > 0 || revoke.is_some()) {
+                set.held = true;
+                continue;
+            }
+            if Some(o) == pref_owner {
+                set.held = false;
+            }
+            set.acks_due += u32::from(ack);
+            msgs.push((o, ShardMsg::Preference { key, preferred, decided, locked, ack }));
+        }
+        if decided {
+            set.held = false;
+        }
+        set.announced = Some(preferred);
+        debug_assert!(!set.held || set.acks_due > 0, "a held preference waits for acks");
+        for (shard, msg) in msgs {
+            self.push(Action::ToShard { shard, msg });
+        }
+    }
+
+    /// An owner shard acknowledged a revocation of the set of `key`: once none is out,
+    /// the preference may be voted for here, and its owner is told it if it was held.
+    pub(crate) fn preference_acked(&mut self, key: ConflictKey) {
+        let me = self.shard;
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        set.acks_due = set.acks_due.saturating_sub(1);
+        if set.acks_due > 0 {
+            return;
+        }
+        let held = std::mem::take(&mut set.held);
+        if held && set.decided.is_none() {
+            if let Some(preferred) = set.announced {
+                let owner = set.members.iter().chain(set.overflow.iter()).find(|m| m.id == preferred).map(|m| m.owner);
+                let locked = set.quorum_lock == Some(preferred);
+                if let Some(o) = owner.filter(|&o| o != me) {
+                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided: false, locked, ack: false } });
+                }
             }
         }
+        self.bump_epoch();
     }
 
     pub(crate) fn decide(&mut self, key: ConflictKey, winner: VertexId, quiet: bool) {

@@ -297,8 +297,8 @@ impl<S: Signer> Core<S> {
     pub fn debug_key(&self, key: &ConflictKey) -> String {
         match self.conflicts.sets.get(key) {
             Some(s) => format!(
-                "set pref {} decided {:?} lock {:?} overflow {} members {:?}",
-                s.preferred(), s.decided, s.lock, s.overflow.len(),
+                "set pref {} decided {:?} lock {:?} qlock {:?} acks_due {} held {} overflow {} members {:?}",
+                s.preferred(), s.decided, s.lock, s.quorum_lock, s.acks_due, s.held, s.overflow.len(),
                 s.members.iter().map(|m| format!("{}:{:?} by {} n{} x{} r{}", m.id, self.vertex_status(&m.id), hex8(&m.creator.0), m.count, u8::from(m.exposed), u8::from(m.rejected))).collect::<Vec<_>>()
             ),
             None => format!("no set; archived winner {:?}", self.dag.forgotten.key_winner(key)),

@@ -170,7 +170,12 @@ impl<S: Signer> Core<S> {
             ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum } => {
                 self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum });
             }
-            ShardMsg::Preference { key, preferred, decided, locked } => {
+            ShardMsg::Preference { key, preferred, decided, locked, ack } => {
+                if ack {
+                    // FIFO per channel: the ack follows whatever this shard sent before it.
+                    let owner = shard_of_key(&key, self.shard_count);
+                    self.push(Action::ToShard { shard: owner, msg: ShardMsg::PreferenceAck { key } });
+                }
                 let rs = self.cross.remote_sets.entry(key).or_default();
                 let changed = rs.preferred != Some(preferred) || rs.locked != locked;
                 let newly_decided = decided && !rs.decided;
@@ -243,6 +248,7 @@ impl<S: Signer> Core<S> {
                     }
                 }
             }
+            ShardMsg::PreferenceAck { key } => self.preference_acked(key),
             ShardMsg::Decide { key, winner } => self.decide(key, winner, false),
             ShardMsg::MemberRejected { key, member } => self.member_rejected(key, member),
             ShardMsg::Exposed { id } => self.expose(id),

@@ -346,6 +346,15 @@ pub enum ShardMsg {
         decided: bool,
         /// The set is quorum-locked on `preferred` (a Yes on it is a `LockedYes`).
         locked: bool,
+        /// The receiver may have been voting Yes on a member that is no longer preferred:
+        /// answer [`ShardMsg::PreferenceAck`] once applied (`Core::broadcast_preference`).
+        ack: bool,
+    },
+    /// The sender applied a `Preference { ack: true }` of the set of `key` (owned by the
+    /// receiver): it no longer votes Yes on the member it revoked.
+    PreferenceAck {
+        /// Conflict key.
+        key: ConflictKey,
     },
     /// `member` met its thresholds: lock the set of `key` for it.
     Claim {
@@ -390,7 +399,7 @@ pub enum ShardMsg {
 
 impl ShardMsg {
     /// Every kind's name, indexed by [`ShardMsg::kind_index`] (metrics labels).
-    pub const KINDS: [&'static str; 13] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide"];
+    pub const KINDS: [&'static str; 14] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide", "preference_ack"];
 
     /// The message's kind, an index into [`ShardMsg::KINDS`].
     pub fn kind_index(&self) -> usize {
@@ -408,6 +417,7 @@ impl ShardMsg {
             ShardMsg::Release { .. } => 10,
             ShardMsg::MemberRejected { .. } => 11,
             ShardMsg::Decide { .. } => 12,
+            ShardMsg::PreferenceAck { .. } => 13,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `cross_shard`; `on_query` calls `sync` for unknown ids.
 
 use pqdag_crypto::Domain;
-use pqdag_wire::{NodeId, Query, Response, Vertex, VertexId, Vote};
+use pqdag_wire::{ConflictKey, NodeId, Query, Response, Vertex, VertexId, Vote};
 use pqdag_wire::limits::QUERY_IDS_MAX;
 
 use crate::core::Core;
@@ -77,14 +77,36 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn preferred_everywhere(&self, v: &Vertex) -> bool {
-        v.conflict_keys.iter().all(|k| {
-            if shard_of_key(k, self.shard_count) == self.shard {
-                self.conflicts.sets.get(k).is_some_and(|s| s.preferred() == v.id && s.lock.is_none_or(|l| l == v.id))
-                    && (self.conflicts.restored_locks.is_empty() || self.conflicts.restored_locks.get(k).is_none_or(|m| *m == v.id))
-            } else {
-                self.cross.remote_sets.get(k).is_some_and(|s| s.preferred == Some(v.id))
-            }
-        })
+        v.conflict_keys.iter().all(|k| self.prefers_in_set(k, &v.id))
+    }
+
+    /// Whether this shard, as it stands, takes `id` for the preference of the set of `key`
+    /// (here, or as last told by the set's owner shard): one condition of a Yes on `id`. At
+    /// most one member of a set passes it across the shards of a node (the simulator checks
+    /// this after every step: `Core::undecided_sets`).
+    pub fn prefers_in_set(&self, key: &ConflictKey, id: &VertexId) -> bool {
+        if shard_of_key(key, self.shard_count) == self.shard {
+            // `acks_due`: another shard may still vote Yes on the member revoked last
+            // (`Core::broadcast_preference`).
+            self.conflicts.sets.get(key).is_some_and(|s| s.preferred() == *id && s.lock.is_none_or(|l| l == *id) && (s.acks_due == 0 || s.decided.is_some()))
+                && (self.conflicts.restored_locks.is_empty() || self.conflicts.restored_locks.get(key).is_none_or(|m| m == id))
+        } else {
+            self.cross.remote_sets.get(key).is_some_and(|s| s.preferred == Some(*id))
+        }
+    }
+
+    /// The undecided sets this shard owns, each with its live members and their owner shards
+    /// (the simulator's one-Yes-per-set check).
+    pub fn undecided_sets(&self) -> Vec<(ConflictKey, Vec<(VertexId, u32)>)> {
+        let mut out: Vec<(ConflictKey, Vec<(VertexId, u32)>)> = self
+            .conflicts
+            .sets
+            .iter()
+            .filter(|(_, s)| s.decided.is_none() && s.members.len() > 1)
+            .map(|(k, s)| (*k, s.members.iter().filter(|m| !m.rejected).map(|m| (m.id, m.owner)).collect()))
+            .collect();
+        out.sort_unstable_by_key(|(k, _)| *k);
+        out
     }
 
     /// This node's vote on `id`, as sent in a response or counted in its own poll. A Yes on a

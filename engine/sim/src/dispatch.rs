@@ -155,14 +155,24 @@ impl Sim {
             let done = self.cost.charge(node, s as usize, self.now, cost, &out);
             for a in out {
                 match a {
-                    Action::ToShard { shard, msg } => inbox.push_back((shard, Event::FromShard(msg), 0)),
-                    Action::Created { id, .. } => {
+                    Action::ToShard { shard, msg } => match self.mesh.arrival(self.now, node, s, shard) {
+                        Some(at) => {
+                            let incarnation = self.shells[node].incarnation();
+                            self.queue.schedule(at, Ev::Mesh { node, incarnation, shard, msg });
+                        }
+                        None => inbox.push_back((shard, Event::FromShard(msg), 0)),
+                    },
+                    Action::Created { id, client_tag, .. } => {
                         created = Some(id);
                         let byzantine = self.shells[node].is_byzantine();
                         self.checker.created(id, self.now, byzantine);
+                        self.pair_created(node, client_tag, id);
                     }
                     other => self.act(node, s as usize, done, other),
                 }
+            }
+            if self.cfg.shards > 1 {
+                self.checker.one_preference_per_set(node, &self.shells[node], self.cfg.shards);
             }
             if self.faults.has_partition() && !self.metrics.partition_seen && self.shells[node].core(s).partition_suspected() {
                 self.metrics.partition_seen = true;
@@ -172,6 +182,26 @@ impl Sim {
             }
         }
         created
+    }
+
+    /// A conflicting pair's vertex built after a mesh hop: the pair is checked once both are.
+    fn pair_created(&mut self, node: usize, tag: u64, id: VertexId) {
+        if self.pairs_waiting.is_empty() {
+            return;
+        }
+        let Some(i) = self.pairs_waiting.iter().position(|(_, p)| p.iter().any(|e| e.0 == node && e.1 == tag && e.2.is_none())) else { return };
+        let (key, mut pair) = self.pairs_waiting[i];
+        for e in pair.iter_mut() {
+            if e.0 == node && e.1 == tag && e.2.is_none() {
+                e.2 = Some(id);
+                break;
+            }
+        }
+        self.pairs_waiting[i].1 = pair;
+        if let [(_, _, Some(a)), (_, _, Some(b))] = pair {
+            self.pairs_waiting.swap_remove(i);
+            self.checker.conflict_set(key, a, b);
+        }
     }
 
     /// Carries out one action of node `node`'s shard `shard`, whose job is done at `done`.

@@ -40,6 +40,9 @@ struct Args {
     /// Shard counts drawn from, comma separated (S = 2 adds cross-shard sets and restarts).
     #[arg(long, default_value = "1,2")]
     shards: String,
+    /// Most delay of a message between two shards of a node, us (`sim --mesh-delay-max-us`).
+    #[arg(long, default_value_t = pqdag_sim::MESH_DELAY_MAX_US)]
+    mesh_delay_max_us: u64,
     /// Worker threads (0: the machine's cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -140,6 +143,7 @@ impl Mix {
             None => None,
         };
         c.liveness_budget_s = a.liveness_budget;
+        c.mesh_delay_max_us = a.mesh_delay_max_us;
         c.quiet = true;
         Ok(c)
     }
@@ -152,6 +156,9 @@ impl Mix {
         );
         if self.max_batch > 1 {
             s += &format!(" --max-batch {}", self.max_batch);
+        }
+        if self.shards > 1 && a.mesh_delay_max_us != pqdag_sim::MESH_DELAY_MAX_US {
+            s += &format!(" --mesh-delay-max-us {}", a.mesh_delay_max_us);
         }
         if self.byzantine > 0.0 {
             s += &format!(" --byzantine {} --strategy {}", self.byzantine, self.strategy.name());

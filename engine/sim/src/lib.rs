@@ -23,6 +23,7 @@
 //! - `shell`: the node shell around each core (routing, storage, restart, history sync).
 //! - `report`: the report, metrics and the determinism trace.
 //! - `queue`: the virtual-time event queue.
+//! - `mesh`: the delays of messages between the shards of one node.
 //! - `dispatch`: routes delivered messages and core actions to the modules above.
 //!
 //! This file keeps the configuration and the [`Sim`] facade, which owns the clock and the
@@ -30,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use pqdag_core::{Event, NodeId, Params, VertexId};
+use pqdag_core::{ConflictKey, Event, NodeId, Params, ShardMsg, VertexId};
 
 mod adversary;
 mod attacks;
@@ -39,6 +40,7 @@ mod cost;
 mod dispatch;
 mod faults;
 mod guard;
+mod mesh;
 mod mixed;
 mod network;
 mod queue;
@@ -50,6 +52,7 @@ mod workload;
 pub use adversary::Strategy;
 pub use cost::{COST_BATCH_US, COST_BATCH_WINDOW_US, COST_BYTE_NS, COST_CONN_US_PER_S, COST_SIGN_US, COST_VERIFY_US};
 pub use faults::Partition;
+pub use mesh::MESH_DELAY_MAX_US;
 pub use network::{msg_bytes, MsgKind, SIG_BYTES};
 pub use report::{KindTraffic, Percentiles, Report};
 pub use shell::MacSigner;
@@ -59,6 +62,7 @@ use checker::Checker;
 use cost::CpuModel;
 use faults::Faults;
 use guard::Guard;
+use mesh::Mesh;
 use network::{Msg, Network};
 use queue::EventQueue;
 use report::{Metrics, Totals, Trace};
@@ -137,6 +141,9 @@ pub struct SimConfig {
     pub relay: bool,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
+    /// Most delay of a message between two shards of one node (us; uniform from 0, FIFO per
+    /// channel, lost in a crash). 0: delivered at once, as before the mesh was modelled.
+    pub mesh_delay_max_us: u64,
     /// Parameter override (else the profile default scaled to N).
     pub params: Option<Params>,
     /// The shell checks alerts' proofs (structure and the accused's signatures) before the core
@@ -178,6 +185,7 @@ impl SimConfig {
             twin_ratio: 0.0,
             relay: false,
             liveness_budget_s: 20.0,
+            mesh_delay_max_us: MESH_DELAY_MAX_US,
             params: None,
             shell_checks_evidence: true,
             quiet: false,
@@ -203,6 +211,9 @@ enum Ev {
     /// A restarted node's shell asks a peer for finalized vertices it lacks (the engine's
     /// history sync by finality position); `left` more rounds follow, one a second.
     HistorySync { node: usize, left: u32 },
+    /// A message between two shards of node `node` arrives (dropped if the node restarted
+    /// since it was sent: `incarnation` is its restart count then).
+    Mesh { node: usize, incarnation: u64, shard: u32, msg: ShardMsg },
 }
 
 /// A running simulation.
@@ -228,6 +239,10 @@ pub struct Sim {
     cost: CpuModel,
     metrics: Metrics,
     trace: Trace,
+    mesh: Mesh,
+    /// Conflicting pairs whose vertices were built on another shard than the one submitted
+    /// to, and are not created yet: (key, (node, client tag, id) of each).
+    pairs_waiting: Vec<(ConflictKey, [(usize, u64, Option<VertexId>); 2])>,
 }
 
 impl Sim {
@@ -278,6 +293,8 @@ impl Sim {
             cost: CpuModel::new(&cfg),
             metrics,
             trace: Trace::new(),
+            mesh: Mesh::new(cfg.seed, if cfg.shards > 1 { cfg.mesh_delay_max_us } else { 0 }),
+            pairs_waiting: Vec::new(),
             sync_cursor: vec![0; n],
             sync_rr: (0..n).collect(),
             cfg,
@@ -448,6 +465,11 @@ impl Sim {
             }
             Ev::Restart { node } => self.restart(node),
             Ev::HistorySync { node, left } => self.history_sync(node, left),
+            Ev::Mesh { node, incarnation, shard, msg } => {
+                if self.shells[node].is_up() && self.shells[node].incarnation() == incarnation {
+                    self.handle(node, shard, Event::FromShard(msg), 0);
+                }
+            }
         }
     }
 
@@ -462,10 +484,14 @@ impl Sim {
                 self.submit_to(sub);
             }
             Arrival::Pair(a, b, key) => {
-                let ida = self.submit_to(a);
-                let idb = self.submit_to(b);
-                if let (Some(x), Some(y)) = (ida, idb) {
-                    self.checker.conflict_set(key, x, y);
+                let (na, nb) = (a.node, b.node);
+                let (ta, ida) = (self.workload.submitted() + 1, self.submit_to(a));
+                let (tb, idb) = (self.workload.submitted() + 1, self.submit_to(b));
+                match (ida, idb) {
+                    (Some(x), Some(y)) => self.checker.conflict_set(key, x, y),
+                    // Built on another shard: known once its `Created` crosses the mesh.
+                    _ if self.shells[na].is_up() && self.shells[nb].is_up() => self.pairs_waiting.push((key, [(na, ta, ida), (nb, tb, idb)])),
+                    _ => {}
                 }
             }
         }

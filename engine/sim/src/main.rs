@@ -89,6 +89,9 @@ struct Args {
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 1000)]
     forget_final_after_ms: u64,
+    /// Most delay of a message between two shards of a node, us (0 = at once).
+    #[arg(long, default_value_t = pqdag_sim::MESH_DELAY_MAX_US)]
+    mesh_delay_max_us: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -120,6 +123,7 @@ fn main() {
     cfg.max_batch = a.max_batch;
     cfg.twin_ratio = a.twin_ratio;
     cfg.relay = a.relay;
+    cfg.mesh_delay_max_us = a.mesh_delay_max_us;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {
         "wan" => Profile::Wan,

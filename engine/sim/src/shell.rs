@@ -195,6 +195,11 @@ impl Shell {
         self.up
     }
 
+    /// Restarts so far: a shard message sent before a crash is lost with the process.
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.restarts
+    }
+
     /// Shard core `shard`.
     pub(crate) fn core(&self, shard: u32) -> &Core<MacSigner> {
         &self.cores[shard as usize]
