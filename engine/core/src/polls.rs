@@ -294,8 +294,11 @@ impl<S: Signer> Core<S> {
         let Some(&pi) = self.peers.index.get(&from) else { return };
         let excluded = self.peers.scores[pi].excluded;
         let qid = resp.query_id;
-        if excluded && !self.polls.open.get(&qid).is_some_and(|p| p.own) {
-            return; // 3.7.3: responses of excluded peers are ignored (Avalanche-mode polls)
+        if excluded && !self.whole_network() {
+            // 3.7.3: responses of excluded peers are ignored (Avalanche-mode polls). In
+            // whole-network mode they count, and a late one clears its timeout like any other
+            // (else an excluded honest peer's timeouts could never fade).
+            return;
         }
         let Some(poll) = self.polls.open.get_mut(&qid) else {
             if let Some(c) = self.polls.closed.get_mut(&qid) {

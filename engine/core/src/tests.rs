@@ -176,6 +176,12 @@ impl Net {
             if next_msg == Some(t) {
                 let k = *self.queue.keys().next().expect("non-empty");
                 let (to, ev) = self.queue.remove(&k).expect("present");
+                // As the engine's shell does: an answer no poll awaits is dropped unverified.
+                if let Event::Response { from, response } = &ev {
+                    if !self.cores[to].awaits_response(from, response.query_id) {
+                        continue;
+                    }
+                }
                 self.handle(to, ev);
             } else {
                 for i in 0..self.cores.len() {
@@ -360,6 +366,29 @@ fn scoring_excludes_and_alerts_spec_3_7() {
     // One timeout incident of an honest peer does not exclude it.
     net.handle(0, Event::InvalidMessage { from: node(5), kind: Misbehaviour::ExcessiveTimeouts });
     assert!(!net.cores[0].is_excluded(&node(5)));
+}
+
+/// An honest peer excluded without proof (here: two malformed frames; in the engine, the
+/// timeouts of its crash) keeps answering the whole-network polls, which ask it and count its
+/// answers, and returns to sampling once its score fades. The engine's shell dropped those
+/// answers as unawaited (`Core::awaits_response`), so every poll timed out on the peer, the
+/// timeouts kept its score at the cap, and it stayed excluded for good.
+#[test]
+fn an_excluded_honest_peer_keeps_answering_whole_network_polls_and_returns() {
+    let mut net = Net::new(4, fast_params());
+    let peer = node(3);
+    net.handle(0, Event::InvalidMessage { from: peer, kind: Misbehaviour::Malformed });
+    net.handle(0, Event::InvalidMessage { from: peer, kind: Misbehaviour::Malformed });
+    assert!(net.cores[0].is_excluded(&peer));
+    for tag in 0..12u64 {
+        net.now += 5_000_000;
+        net.submit(0, vec![], tag);
+        net.run(net.now + 300_000);
+    }
+    net.run(net.now + 2_000_000);
+    assert_eq!(net.finalized[0].len(), 12);
+    let score = net.cores[0].peer_scores().into_iter().find(|(n, _)| *n == peer).map(|(_, s)| s.score).expect("a peer");
+    assert!(!net.cores[0].is_excluded(&peer), "60 s later the peer is still excluded, score {score}");
 }
 
 #[test]
