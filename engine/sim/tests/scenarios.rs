@@ -507,3 +507,22 @@ fn batched_twins_and_double_spends_stay_live_and_safe() {
         check_batched(4, seed, 3.0, 500.0, 0.05, 0.2);
     }
 }
+
+/// Two shards per node with a slow cross-shard mesh (5 ms at most) and 5 % double spends in
+/// batches of up to 256: every set is decided. Without the coin of `set_success`, seed 3 left
+/// one set undecided for good: its two members split the four honest nodes 2:2, no node
+/// locked, and each node switched to the other member in every round (537 times each), in
+/// antiphase, because each saw the two nodes of the other camp as a majority. It also runs
+/// the checker's one-preference-per-set test after every event with the mesh this slow.
+#[test]
+fn two_unlocked_camps_of_a_whole_network_poll_do_not_switch_in_antiphase_for_ever() {
+    let mut c = base(4, 3, 4.0, 1000.0);
+    c.shards = 2;
+    c.conflict_ratio = 0.05;
+    c.max_batch = 256;
+    c.mesh_delay_max_us = 5_000;
+    c.liveness_budget_s = 20.0;
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "seed {}: {} honest vertices undecided", r.seed, r.undecided_honest_max);
+}
