@@ -65,6 +65,14 @@ impl<S: Signer> Core<S> {
             return;
         }
         let before = (set.pref, set.quorum_lock);
+        // The quorum counted this node's own vote as cast when the poll closed, on the member's
+        // shard. Where that is another shard, this set may have moved off the member since (a
+        // mesh hop later), and this node's shards may have voted for the new preference
+        // meanwhile: locking back on the member would put its Yes on both, as two quorums'
+        // common node. So a quorum locks only a member still preferred here, or one that peers
+        // alone gave the release threshold. With one shard this changes nothing: a quorum
+        // without this node's own Yes is q >= t peers.
+        let lockable = set.pref == i || (t.peer_yes as usize) >= release_at;
         if set.quorum_lock.is_some_and(|l| l != id) {
             debug_assert!(locks, "locks exist in whole-network mode only");
             // t peers said Yes to another member: this node leaves its lock (see `locks`).
@@ -93,7 +101,7 @@ impl<S: Signer> Core<S> {
                 set.pref = i;
             }
         }
-        if locks && t.quorum {
+        if locks && t.quorum && lockable {
             // A quorum of Yes seen: lock on it (and prefer it: with this node's own vote on
             // another member, the quorum was all peers, at least the release threshold).
             set.quorum_lock = Some(id);

@@ -286,3 +286,29 @@ fn a_revocation_is_acknowledged_to_the_sets_owner() {
     assert_eq!(acks, vec![(0, key)]);
     assert!(!s1.prefers_in_set(&key, &id(1)) && s1.prefers_in_set(&key, &id(2)));
 }
+
+/// A quorum result that reaches the set's shard after the set moved to another member (it
+/// counted this node's own Yes as cast on the member's shard a mesh hop earlier) does not lock
+/// the set back on the old member: this node may have voted for the new preference since, and
+/// would sit in two quorums. Peers alone at the release threshold still lock it.
+#[test]
+fn a_stale_quorum_does_not_lock_a_set_back_on_a_member_it_left() {
+    let mut core = shard0(3);
+    let key = key0(3);
+    join(&mut core, key, id(1), 2, 1);
+    join(&mut core, key, id(2), 3, 2);
+    let success = |member: u8, snowball: bool, peer_yes: u32, quorum: bool| ShardMsg::Success { key, member: id(member), confidence: 1.0, snowball, peer_yes, quorum };
+    // Two Snowball successes of id(2) (never a quorum): the set moves to it (the coin of a
+    // whole-network set may hold the first move back).
+    for _ in 0..16 {
+        core.handle(20, Event::FromShard(success(2, true, 2, false))).expect("success");
+    }
+    assert_eq!(core.preference(&key), Some(id(2)));
+    // A quorum of id(1) with two peers' Yes (q = 3 with this node's own, t = 3 peers).
+    core.handle(30, Event::FromShard(success(1, false, 2, true))).expect("stale quorum");
+    assert_eq!(core.preference(&key), Some(id(2)), "locked back on the member it left");
+    // Three peers' Yes: the release threshold, enough on its own.
+    core.handle(40, Event::FromShard(success(1, false, 3, true))).expect("quorum of peers");
+    assert_eq!(core.preference(&key), Some(id(1)));
+    assert!(core.debug_key(&key).contains(&format!("qlock Some({:?})", id(1))), "{}", core.debug_key(&key));
+}
