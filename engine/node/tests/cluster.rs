@@ -307,6 +307,46 @@ fn two_shards_per_node_finalize_and_survive_restart() {
     }
 }
 
+/// A two-shard node refuses a double spend of a key a peer's undecided vertex spends, whichever
+/// of its shards owns the key: shard 0 (the client endpoint) asks the key's shard. Only shard
+/// 0's conflict sets were read before, so the node signed double spends of keys the other
+/// shard owned (consensus rejected one member later; each was a contested set, about 20 times
+/// as many at 5 % double spends, and each a chance for split locks). Two of four nodes are
+/// stopped so nothing is decided meanwhile (a quorum is 3).
+#[test]
+fn a_two_shard_node_refuses_a_double_spend_of_a_key_another_shard_owns() {
+    let _serial = cluster_lock();
+    let mut c = Cluster::with_shards(4, 29400, 2);
+    c.start_all();
+    for i in 0..4 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    assert!(c.stop(2) && c.stop(3));
+    c.with_clients(&[0, 1], |conns| {
+        Box::pin(async move {
+            let keys: Vec<u64> = (0..16).map(|n| 700_000 + n).collect();
+            let mut ids = Vec::new();
+            for &k in &keys {
+                ids.push(submit(&conns[1], k, b"first".to_vec(), key(k)).await.expect("first spend"));
+            }
+            // Node 0 holds every first spend, undecided.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while statuses(&conns[0], &ids).await.iter().any(|s| *s != ClientStatus::Processing) {
+                assert!(Instant::now() < deadline, "node 0 never held the first spends as processing");
+                futures_lite::future::yield_now().await;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for &k in &keys {
+                let r = submit(&conns[0], k + 1_000, b"second".to_vec(), key(k)).await;
+                assert!(r.as_ref().is_err_and(|e| e.starts_with("Conflict")), "key {k} spent twice: {r:?}");
+            }
+        })
+    });
+    for i in 0..2 {
+        assert!(c.stop(i));
+    }
+}
+
 /// Runbook "replacing a lost disk": a node restarted with an empty data dir walks its peers'
 /// finality logs (history sync) and fetches everything, old vertices nothing builds on included,
 /// until its finalized set equals theirs.

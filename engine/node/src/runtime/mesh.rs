@@ -78,6 +78,23 @@ pub enum MeshMsg {
         /// Shard 0's internal submission tags.
         client_tags: Vec<u64>,
     },
+    /// Shard 0 asks the shard owning these conflict keys whether any is spent by a vertex it
+    /// knows (a client submission's double-spend check; `Gateway::request`).
+    KeyCheck {
+        /// Correlation id.
+        req: u64,
+        /// The keys this shard owns.
+        keys: Vec<pqdag_wire::ConflictKey>,
+    },
+    /// The answer: the first of the keys already spent, if any.
+    KeyCheckReply {
+        /// Correlation id.
+        req: u64,
+        /// The answering shard.
+        shard: usize,
+        /// A spent key.
+        spent: Option<pqdag_wire::ConflictKey>,
+    },
     /// Shard 0 asks the owner shard for statuses (client `Status` request).
     StatusQuery {
         /// Correlation id.
