@@ -526,3 +526,19 @@ fn two_unlocked_camps_of_a_whole_network_poll_do_not_switch_in_antiphase_for_eve
     check(&r);
     assert!(r.liveness_ok, "seed {}: {} honest vertices undecided", r.seed, r.undecided_honest_max);
 }
+
+/// A node crashed for 3 s is excluded by its peers for its timeouts, then heard again after its
+/// restart (whole-network polls ask and count it) and back in every sample within 2 half-lives
+/// of its last incident (`SCORE_CAP`). When the shell dropped its answers as unawaited, every
+/// poll timed out on it and it stayed excluded to the end of the run (65.8 s here).
+#[test]
+fn a_restarted_node_excluded_for_its_crash_returns_to_sampling() {
+    let mut c = base(4, 1, 70.0, 100.0);
+    c.conflict_ratio = 0.05;
+    c.crash = Some((3, 3_000_000, 6_000_000));
+    let r = run(c).expect("config");
+    check(&r);
+    assert!(r.liveness_ok, "seed {}", r.seed);
+    assert_eq!(r.honest_excluded, 0, "the restarted node is still excluded at the end");
+    assert!(r.honest_excluded_max_ms < 50_000.0, "excluded {} ms", r.honest_excluded_max_ms);
+}
