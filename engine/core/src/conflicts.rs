@@ -104,6 +104,11 @@ impl ConflictSet {
         }
     }
 
+    /// The owner shard of member `id`, set-aside members included.
+    pub(crate) fn owner_of(&self, id: &VertexId) -> Option<u32> {
+        self.members.iter().chain(self.overflow.iter()).find(|m| m.id == *id).map(|m| m.owner)
+    }
+
     /// Position of member `id`.
     pub(crate) fn index(&self, id: &VertexId) -> Option<usize> {
         self.members.iter().position(|m| m.id == *id)
@@ -449,11 +454,10 @@ impl<S: Signer> Core<S> {
         // A restored lock whose member has not joined yet: the other shards must not vote for
         // any other member meanwhile (`Conflicts::restored_locks`).
         let preferred = self.conflicts.restored_locks.get(&key).copied().filter(|_| !decided).unwrap_or(preferred);
-        let owner_of = |id: VertexId| set.members.iter().chain(set.overflow.iter()).find(|m| m.id == id).map(|m| m.owner);
-        let pref_owner = owner_of(preferred);
+        let pref_owner = set.owner_of(&preferred);
         // The shard that may be voting Yes on the member last announced, if that is no longer
         // the preference (a shard owning both moves from one to the other atomically).
-        let revoke = set.announced.filter(|a| *a != preferred && !decided).and_then(owner_of).filter(|&o| o != me && Some(o) != pref_owner);
+        let revoke = set.announced.filter(|a| *a != preferred && !decided).and_then(|a| set.owner_of(&a)).filter(|&o| o != me && Some(o) != pref_owner);
         let mut msgs = Vec::new();
         let mut sent = 0u64;
         for o in owners.iter().copied().chain(revoke) {
@@ -494,9 +498,8 @@ impl<S: Signer> Core<S> {
         let held = std::mem::take(&mut set.held);
         if held && set.decided.is_none() {
             if let Some(preferred) = set.announced {
-                let owner = set.members.iter().chain(set.overflow.iter()).find(|m| m.id == preferred).map(|m| m.owner);
                 let locked = set.quorum_lock == Some(preferred);
-                if let Some(o) = owner.filter(|&o| o != me) {
+                if let Some(o) = set.owner_of(&preferred).filter(|&o| o != me) {
                     self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided: false, locked, ack: false } });
                 }
             }

@@ -193,16 +193,10 @@ impl Sim {
         if self.pairs_waiting.is_empty() {
             return;
         }
-        let Some(i) = self.pairs_waiting.iter().position(|(_, p)| p.iter().any(|e| e.0 == node && e.1 == tag && e.2.is_none())) else { return };
-        let (key, mut pair) = self.pairs_waiting[i];
-        for e in pair.iter_mut() {
-            if e.0 == node && e.1 == tag && e.2.is_none() {
-                e.2 = Some(id);
-                break;
-            }
-        }
-        self.pairs_waiting[i].1 = pair;
-        if let [(_, _, Some(a)), (_, _, Some(b))] = pair {
+        let waits = |e: &(usize, u64, Option<VertexId>)| e.0 == node && e.1 == tag && e.2.is_none();
+        let Some((i, j)) = self.pairs_waiting.iter().enumerate().find_map(|(i, (_, p))| p.iter().position(waits).map(|j| (i, j))) else { return };
+        self.pairs_waiting[i].1[j].2 = Some(id);
+        if let (key, [(_, _, Some(a)), (_, _, Some(b))]) = self.pairs_waiting[i] {
             self.pairs_waiting.swap_remove(i);
             self.checker.conflict_set(key, a, b);
         }
