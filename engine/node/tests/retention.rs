@@ -186,3 +186,41 @@ fn retention_prunes_under_load_and_a_restart_keeps_agreement() {
     let (f, _) = c.wait_converged(&[0, 1, 2], Duration::from_secs(60));
     assert_eq!(f, finalized, "no double spend became final");
 }
+
+/// The free-space floor (`[storage] min_free_bytes`) on real processes: node-0's floor is above
+/// any disk, so it refuses client submissions ("disk nearly full", `Overloaded`) and the client
+/// moves to another node, while node-0 goes on storing and finalizing its peers' vertices.
+#[test]
+fn a_node_under_its_free_space_floor_refuses_submissions_and_keeps_deciding() {
+    let _g = cluster_lock();
+    let mut c = Cluster::new(3, 26600);
+    let mut cfg = NodeConfig::load(&c.configs[0]).expect("config");
+    cfg.storage.min_free_bytes = u64::MAX;
+    cfg.save(&c.configs[0]).expect("save config");
+    c.start_all();
+    for i in 0..3 {
+        c.wait_ready(i, Duration::from_secs(60));
+    }
+    // The floor applies from the first reading of the stats tick (once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(&metrics(&c, 0), "pqdag_disk_free_bytes") <= 0.0 {
+        assert!(Instant::now() < deadline, "pqdag_disk_free_bytes never published");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let key = key_hex(7, 0xd1);
+    let out = submit_wait(&c, "node-0", b"disk floor", &key).expect("submitted through another node");
+    assert_eq!(out["decision"], "final", "{out}");
+    assert_ne!(out["node"], "node-0", "node-0 accepted a submission under its floor: {out}");
+    let refused = metrics(&c, 0).lines().filter(|l| l.starts_with("pqdag_invalid_frames_total") && l.contains("client_disk_low")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>();
+    assert!(refused >= 1.0, "node-0 counted no disk-floor refusal");
+    let log = std::fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    assert!(log.contains("disk nearly full"), "node-0 did not log why it refuses");
+
+    // node-0 still takes part: the vertex node-1 or node-2 created is final there too.
+    let (finalized, _) = c.wait_converged(&[0, 1, 2], Duration::from_secs(30));
+    assert!(finalized >= 1, "the submission is final on all three: {finalized}");
+    for i in 1..3 {
+        assert!(metric_sum(&metrics(&c, i), "pqdag_disk_free_bytes") > 0.0, "node-{i} publishes its free space");
+    }
+}

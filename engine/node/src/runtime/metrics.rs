@@ -98,6 +98,9 @@ pub struct Metrics {
     pub store_memory: Family<ShardKindLabel, Gauge>,
     /// Bytes of each shard's store files on disk (SST, blob, WAL, manifest), once a second.
     pub store_disk_bytes: Family<ShardLabel, Gauge>,
+    /// Free bytes on the filesystem of the shard's store (`[storage] min_free_bytes` refuses
+    /// client submissions under its floor).
+    pub disk_free_bytes: Family<ShardLabel, Gauge>,
     /// Decided vertices pruned by retention, by shard and kind (final, rejected).
     pub store_pruned: Family<ShardKindLabel, Counter>,
     /// Time a retention step held the store (the shard's loop waits for it between turns).
@@ -164,6 +167,7 @@ impl Metrics {
             alerts_verified: Counter::default(),
             store_memory: Family::default(),
             store_disk_bytes: Family::default(),
+            disk_free_bytes: Family::default(),
             store_pruned: Family::default(),
             store_prune: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             core_records: Family::default(),
@@ -203,6 +207,7 @@ impl Metrics {
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
         registry.register("store_disk_bytes", "Bytes of the shard's store files on disk", m.store_disk_bytes.clone());
+        registry.register("disk_free_bytes", "Free bytes on the filesystem of the shard's store (client submissions refused under [storage] min_free_bytes)", m.disk_free_bytes.clone());
         registry.register("store_pruned", "Decided vertices pruned by retention, by shard and kind", m.store_pruned.clone());
         registry.register("store_prune_seconds", "Time a retention step held the store (between turns)", m.store_prune.clone());
         registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());

@@ -241,6 +241,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             turn_interval_min_us: cfg.turn_interval_min_us,
             winner_stores: winner_stores.clone(),
             retention: shard::RetentionPolicy { retain_final_secs: cfg.storage.retain_final_secs, retain_bytes: cfg.storage.retain_bytes },
+            min_free_bytes: cfg.storage.min_free_bytes,
         };
         let placement = match cfg.cores.get(usize::from(s)) {
             Some(core) => Placement::Fixed(*core),

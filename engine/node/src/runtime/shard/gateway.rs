@@ -20,6 +20,7 @@ use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientR
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::{KindLabel, Metrics};
+use super::disk::DiskFloor;
 use super::feed::FeedServer;
 use super::ingress::ClientFrame;
 use super::quotas::ClientQuotas;
@@ -116,12 +117,14 @@ pub(super) struct Gateway {
     quotas: ClientQuotas,
     /// Time origin of the quotas' clock.
     epoch: Instant,
+    /// The data directory's free-space floor: under it submissions are refused.
+    disk: DiskFloor,
 }
 
 
 impl Gateway {
     /// No client known yet.
-    pub(super) fn new(node: NodeId, shard: u16, shard_count: u16, transport: Rc<ShardTransport>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(node: NodeId, shard: u16, shard_count: u16, transport: Rc<ShardTransport>, metrics: Arc<Metrics>, disk: DiskFloor) -> Self {
         Self {
             shard,
             shard_count,
@@ -144,7 +147,13 @@ impl Gateway {
             ready: false,
             quotas: ClientQuotas::default(),
             epoch: Instant::now(),
+            disk,
         }
+    }
+
+    /// Reads the data directory's free space (the stats tick); the reading, for the metric.
+    pub(super) fn refresh_disk(&mut self) -> Option<u64> {
+        self.disk.refresh()
     }
 
     /// Whether this shard is caught up with its peers (set every turn).
@@ -205,6 +214,9 @@ impl Gateway {
                 if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX || undecided >= ADMIT_UNDECIDED_MAX {
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_overloaded".into() }).inc();
                     Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {} own submissions in flight; retry later", self.own.len())))
+                } else if let Some(why) = self.disk.refusal() {
+                    self.metrics.invalid.get_or_create(&KindLabel { kind: "client_disk_low".into() }).inc();
+                    Some(error(tag, ClientErrorCode::Overloaded, why))
                 } else if let Some(k) = spent {
                     // An honest node never signs a vertex conflicting with one it already knows:
                     // that would make it an equivocator. The double spend is refused here; one

@@ -30,6 +30,7 @@ mod outbound;
 mod persist;
 mod restore;
 mod retention;
+mod disk;
 mod roster;
 mod setup;
 mod signer;
@@ -238,7 +239,7 @@ impl Shard {
             writing: None,
             fatal,
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
-            gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone()),
+            gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone(), disk::DiskFloor::new(setup.store_dir.clone(), setup.min_free_bytes)),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
             limits: Limits::new(roster.len(), metrics.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
@@ -489,6 +490,7 @@ impl Shard {
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);
             self.telemetry.publish_held(&self.gateway.held());
+            self.telemetry.publish_disk_free(self.gateway.refresh_disk());
             self.telemetry.publish_held(&[
                 ("sync_refetch_ids", self.sync.refetch_len() as u64),
                 ("replies_awaited", self.outbound.outstanding() as u64),

@@ -93,6 +93,8 @@ pub struct ShardSetup {
     pub winner_stores: WinnerStores,
     /// Store retention (`[storage]` of `config.toml`; off: keep everything).
     pub retention: super::retention::RetentionPolicy,
+    /// Free bytes under which client submissions are refused (`[storage] min_free_bytes`; 0: none).
+    pub min_free_bytes: u64,
 }
 
 /// Errors that stop a shard (reported by the node, which exits non-zero).

@@ -125,6 +125,13 @@ impl Telemetry {
         }
     }
 
+    /// Stats tick: the data directory's free bytes (`pqdag_disk_free_bytes`; absent until read).
+    pub(super) fn publish_disk_free(&self, free: Option<u64>) {
+        if let Some(free) = free {
+            self.metrics.disk_free_bytes.get_or_create(&ShardLabel { shard: self.shard.to_string() }).set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Stats tick: how many peers are connected.
     pub(super) fn publish_connected(&self, connected: usize) {
         self.status.peers_connected.store(connected as u64, Ordering::Relaxed);
