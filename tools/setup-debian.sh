@@ -3,8 +3,9 @@
 #   libclang-dev  bindgen in oqs-sys (liboqs bindings)
 #   cmake         builds liboqs (ML-DSA only)
 #   librocksdb-dev  RocksDB 7.8 shared library: linked instead of compiling ~18 min of C++
+#   curl jq       the operations walkthrough (tests/ops/three-node-loopback.sh, run by .ci/run)
 set -euo pipefail
-pkgs=(libclang-dev cmake librocksdb-dev clang pkg-config)
+pkgs=(libclang-dev cmake librocksdb-dev clang pkg-config curl jq)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -11,7 +11,7 @@
 # KEEP=1 keeps the work folder (always kept on failure).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-bin="$repo/target/release"
+bin="${CARGO_TARGET_DIR:-$repo/target}/release"
 doc="$repo/docs/operations.md"
 for b in engine loadgen; do
   [ -x "$bin/$b" ] || { echo "missing $bin/$b: cargo build --release -p pqdag-node -p pqdag-tools" >&2; exit 2; }

@@ -48,8 +48,9 @@ pub struct ClusterConfigSpec {
     pub base_port: u16,
     /// Bind address of every node; default: the host itself if it is an IP, else `0.0.0.0`.
     pub listen_host: Option<String>,
-    /// Bind address of the client API of a new node; default loopback (`127.0.0.1`): clients
-    /// on other hosts need it set explicitly (and their keys in `client_keys`).
+    /// Bind address of the client API of a new node; default loopback (`127.0.0.1`, or the
+    /// host itself when it is a loopback address): clients on other hosts need it set
+    /// explicitly (and their keys in `client_keys`).
     pub client_host: Option<IpAddr>,
     /// `data_dir` written into every config (relative = beside the config).
     pub data_dir: PathBuf,
@@ -137,6 +138,17 @@ fn parse_entry(entry: &str) -> Result<HostEntry, String> {
         return Err(format!("host {host:?} is not a host name or IP"));
     }
     Ok(HostEntry { name, host, port })
+}
+
+/// The client API's default bind address: loopback only. A host that is itself a loopback
+/// address (several nodes on one machine, as in the operations walkthrough on 127.0.0.2-5) binds
+/// its own: on 127.0.0.1 they would all share one port (glommio binds with SO_REUSEPORT), and
+/// a client would reach whichever node the kernel picked.
+fn default_client_ip(host: &str) -> IpAddr {
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => ip,
+        _ => IpAddr::from([127, 0, 0, 1]),
+    }
 }
 
 /// The address a node binds to, from its advertised host.
@@ -243,7 +255,7 @@ pub fn write_cluster_config(spec: &ClusterConfigSpec) -> Result<ClusterConfigRep
                 data_dir: spec.data_dir.clone(),
                 listen_host,
                 bind_base_port: None,
-                client_addr: SocketAddr::new(spec.client_host.unwrap_or(IpAddr::from([127, 0, 0, 1])), n.base_port + PORT_STRIDE - 2),
+                client_addr: SocketAddr::new(spec.client_host.unwrap_or_else(|| default_client_ip(&n.host)), n.base_port + PORT_STRIDE - 2),
                 client_keys: Vec::new(),
                 metrics_addr: SocketAddr::new(ip, n.base_port + PORT_STRIDE - 1),
                 cores: Vec::new(),
@@ -367,6 +379,9 @@ mod tests {
         }
         let c0 = NodeConfig::load(&s.dir.join("node-0/config.toml")).expect("c0");
         assert_eq!((c0.listen_host.as_str(), c0.metrics_addr.to_string().as_str()), ("127.0.0.2", "127.0.0.2:7019"));
+        // Loopback hosts on one machine get a client port each (not all 127.0.0.1:7018).
+        let c1 = NodeConfig::load(&s.dir.join("node-1/config.toml")).expect("c1");
+        assert_eq!((c0.client_addr.to_string().as_str(), c1.client_addr.to_string().as_str()), ("127.0.0.2:7018", "127.0.0.3:7018"));
         let c2 = NodeConfig::load(&s.dir.join("node-2/config.toml")).expect("c2");
         assert_eq!((c2.listen_host.as_str(), c2.client_addr.to_string().as_str()), ("0.0.0.0", "127.0.0.1:7118"));
 

@@ -80,7 +80,7 @@ enum Command {
         /// Bind address of every node [default: the host if it is an IP, else 0.0.0.0].
         #[arg(long)]
         listen_host: Option<String>,
-        /// Bind address of each new node's client API [default: 127.0.0.1].
+        /// Bind address of each new node's client API [default: 127.0.0.1, or the host itself if it is a loopback address].
         #[arg(long)]
         client_host: Option<std::net::IpAddr>,
         /// data_dir written into each config.toml (relative = beside it).
