@@ -383,3 +383,32 @@ fn lost_disk_node_resyncs_the_whole_history() {
         assert!(c.stop(i));
     }
 }
+
+/// Two nodes of one host configured with the same client address: the second refuses to start
+/// and names the address. glommio binds with SO_REUSEPORT, so before the start-up check the
+/// second node ran and the kernel split client datagrams between the two processes.
+#[test]
+fn a_node_refuses_a_udp_port_another_process_holds() {
+    let _serial = cluster_lock();
+    let mut c = Cluster::new(2, 25200);
+    c.start(0);
+    c.wait_running(0, Duration::from_secs(60));
+    let client0 = pqdag_node::NodeConfig::load(&c.configs[0]).expect("cfg0").client_addr;
+    let mut cfg1 = pqdag_node::NodeConfig::load(&c.configs[1]).expect("cfg1");
+    cfg1.client_addr = client0;
+    cfg1.save(&c.configs[1]).expect("save cfg1");
+    c.start(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = c.children[1].as_mut().and_then(|ch| ch.try_wait().expect("try_wait")) {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "node-1 runs on node-0's client port {client0}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    c.children[1] = None;
+    assert!(!status.success(), "node-1 exited 0");
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap_or_default();
+    assert!(log.contains(&format!("client API udp {client0}")) && log.contains("another process holds it"), "{log}");
+    assert!(c.stop(0));
+}

@@ -172,6 +172,18 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, NodeError> {
         .ok_or_else(|| NodeError::Address(format!("{host}:{port}: no address")))
 }
 
+/// Refuses to start on a UDP port another process holds. glommio binds with SO_REUSEPORT, so a
+/// second process binding the same port does not fail: the kernel splits the datagrams between
+/// them (the operations walkthrough's four loopback nodes all had their client API on
+/// 127.0.0.1:7018, and a client reached whichever node the kernel picked). A plain bind fails
+/// while any other socket holds the port, so it is tried and released first.
+fn udp_port_free(what: &str, addr: SocketAddr) -> Result<(), NodeError> {
+    std::net::UdpSocket::bind(addr).map(drop).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse { " (another process holds it: is this node already running, or does another node on this host use the same address?)" } else { "" };
+        NodeError::Address(format!("{what} udp {addr}: {e}{hint}"))
+    })
+}
+
 /// Runs the node described by `config_path` until `stop` is set (SIGINT/SIGTERM in the binary).
 pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byzantine::ByzantineMode>) -> Result<(), NodeError> {
     heap::tune_c_heap();
@@ -209,6 +221,13 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let http = metrics::serve(cfg.metrics_addr, metrics.clone(), status.clone(), http_stop.clone())
         .map_err(|e| NodeError::Address(e.to_string()))?;
     info!(name = %cfg.name, node_id = %status.node_id, nodes = cluster.nodes.len(), shards = cluster.shards, k = params.sample_size, alpha = params.alpha, beta = params.beta, metrics = %cfg.metrics_addr, client = %cfg.client_addr, "starting node");
+
+    // Every UDP port this node will bind, before any shard binds it (glommio's SO_REUSEPORT
+    // would let it share a port another process holds).
+    udp_port_free("client API", cfg.client_addr)?;
+    for s in 0..cluster.shards {
+        udp_port_free("peer port", resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?)?;
+    }
 
     let mesh = (cluster.shards > 1).then(|| mesh::MeshSetup::new(usize::from(cluster.shards)));
     let mut remote_facts = if cluster.shards > 1 { cross_shard_facts(&cfg.data_dir, cluster.shards, sync_policy(cfg.sync))? } else { Vec::new() };
