@@ -127,3 +127,50 @@ fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart(
     assert_eq!(vote_on(&mut two, low), Vote::Yes);
     assert_eq!(vote_on(&mut two, high), Vote::No);
 }
+
+/// Three nodes each sign a vertex spending two keys, in a cycle (X: k1 k2, Y: k2 k3, Z: k3 k1),
+/// and each votes for its own before the others' arrive. Every node then strongly prefers a
+/// different vertex, each conflicting with the other two; with the whole network as the sample
+/// a success needs both peers' Yes, so no count moves and the exposure pin keeps every
+/// preference (seen as 460 payloads undecided for good in `bench --nodes 3 --rate 10000
+/// --payload-bytes 512 --conflict-ratio 0.05`). The stalemate rule (`unblock.rs`) moves each
+/// stalled set to its lowest id on every node: one vertex wins, the other two lose, alike.
+#[test]
+fn three_nodes_each_voting_for_a_different_spend_of_a_key_cycle_do_not_stall() {
+    let mut net = Net::new(3, fast_params());
+    let k = |b: u8| ConflictKey([b; 32]);
+    net.submit(0, vec![k(1), k(2)], 1);
+    net.submit(1, vec![k(2), k(3)], 2);
+    net.submit(2, vec![k(3), k(1)], 3);
+    let ids: Vec<VertexId> = (0..3).map(|i| net.created[i][0].1).collect();
+    // The copies are held back until every node's polls have closed (by timeout) counting its
+    // own Yes: each vertex is then exposed at its creator, and pinned there.
+    let held: Vec<_> = std::mem::take(&mut net.queue).into_iter().collect();
+    let until = net.now + 1_500_000;
+    while net.now < until {
+        // Drop everything in flight: each node only polls (peers answer nothing in time).
+        net.queue.clear();
+        let t = net.cores.iter().filter_map(|c| c.poll_timeout()).min().unwrap_or(until).max(net.now + 1);
+        net.now = t.min(until);
+        for i in 0..3 {
+            if net.cores[i].poll_timeout().is_some_and(|x| x <= net.now) {
+                net.handle(i, Event::Timer);
+            }
+        }
+    }
+    net.queue.clear();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(net.cores[i].dag.vertices.get(id).is_some_and(|r| r.exposed), "node {i} voted for its own spend");
+    }
+    for ((_, seq), ev) in held {
+        net.queue.insert((net.now + 100, seq), ev);
+    }
+    net.run(net.now + 30_000_000);
+    let decided = |i: usize, id: &VertexId| net.finalized[i].contains(id) || net.rejected[i].contains(id);
+    for i in 0..3 {
+        assert!(ids.iter().all(|id| decided(i, id)), "node {i} left a spend undecided: finals {:?}", net.finalized[i]);
+    }
+    let finals: Vec<Vec<&VertexId>> = (0..3).map(|i| ids.iter().filter(|id| net.finalized[i].contains(id)).collect()).collect();
+    assert!(finals.iter().all(|f| *f == finals[0]), "nodes decided differently: {finals:?}");
+    assert_eq!(finals[0].len(), 1, "each pair of the three conflicts: exactly one wins");
+}

@@ -10,7 +10,10 @@
 //! (its timer lives in `Conflicts`); reads `dag`, `votes` and `cross_shard`, moves
 //! `conflicts` preferences.
 
+use std::collections::BTreeMap;
+
 use pqdag_wire::{ConflictKey, VertexId};
+use rand::Rng;
 
 use crate::conflicts::ordf;
 use crate::core::Core;
@@ -18,6 +21,15 @@ use crate::types::{shard_of_key, shard_of_vertex, Signer, VertexStatus};
 
 /// Sets examined per check, taken from the oldest blocked vertices.
 const UNBLOCK_KEYS_MAX: usize = 64;
+
+/// Query timeouts without a Snowball success for any member after which a contested set in
+/// whole-network mode counts as stalled ([`Core::break_stalemate`]): its lowest-id live member
+/// is preferred, on every node alike.
+const STALL_TIMEOUTS: u64 = 4;
+
+/// Query timeouts after which a stalled set that moving to its lowest id did not free picks a
+/// live member at random at each check instead.
+const STALL_RANDOM_TIMEOUTS: u64 = 8;
 
 impl<S: Signer> Core<S> {
     /// Every half query timeout while a set is contested: sets whose preferred member is older
@@ -31,22 +43,73 @@ impl<S: Signer> Core<S> {
         }
         self.conflicts.next_unblock_at = now + (self.params.query_timeout_us / 2).max(1);
         let cutoff = now.saturating_sub(2 * self.params.query_timeout_us);
-        let mut keys: Vec<ConflictKey> = Vec::new();
+        // Each key with the arrival of the oldest vertex spending it that has had no success.
+        let mut keys: BTreeMap<ConflictKey, u64> = BTreeMap::new();
         for e in self.dag.processing.values() {
             if e.arrival_us > cutoff || keys.len() >= UNBLOCK_KEYS_MAX {
                 break;
             }
             let Some(r) = self.dag.vertices.get(&e.id) else { continue };
             if r.in_conflict && r.successes == 0 {
-                keys.extend(r.v.conflict_keys.iter().filter(|k| shard_of_key(k, self.shard_count) == self.shard));
+                for k in r.v.conflict_keys.iter().filter(|k| shard_of_key(k, self.shard_count) == self.shard) {
+                    keys.entry(*k).or_insert(r.arrival_us);
+                }
             }
         }
-        keys.sort_unstable();
-        keys.dedup();
         let pin = self.whole_network();
-        for key in keys {
-            self.unblock_set(key, pin, cutoff);
+        let stall = now.saturating_sub(STALL_TIMEOUTS * self.params.query_timeout_us);
+        let random = now.saturating_sub(STALL_RANDOM_TIMEOUTS * self.params.query_timeout_us);
+        for (key, since) in keys {
+            if pin && since <= stall {
+                self.break_stalemate(key, since <= random);
+            } else {
+                self.unblock_set(key, pin, cutoff);
+            }
         }
+    }
+
+    /// Whole-network mode: a contested set none of whose members has had a Snowball success
+    /// for [`STALL_TIMEOUTS`] query timeouts, and on which this node holds no lock, moves to its
+    /// lowest-id live member (non-equivocal first), even off a member this node voted for.
+    /// Overlapping sets of multi-key vertices can leave every node strongly preferring a
+    /// different vertex, each conflicting with the others' (`bench --nodes 3 --rate 10000
+    /// --payload-bytes 512 --conflict-ratio 0.05`: node-0 voted only for C, node-1 only for D,
+    /// node-2 only for A and B, where C spends keys of A, B and D, and D of A): with the whole
+    /// network as the sample a success needs every peer's Yes, so no count ever moved, the
+    /// exposure pin kept each preference, and 460 acknowledged payloads stayed undecided for
+    /// good. The lowest id is the same choice on every node, so the stalled vertex with the
+    /// lowest id becomes strongly preferred everywhere. If that does not free the set (its
+    /// lowest member waits on an ancestor that lost elsewhere), after [`STALL_RANDOM_TIMEOUTS`]
+    /// each check picks a live member at random (the core's seeded RNG), which reaches every
+    /// assignment. Safe for the reason every whole-network move is: a vertex is final only
+    /// on a quorum of `LockedYes`, and a locked set is never moved here (`docs/consensus.md` 8c).
+    fn break_stalemate(&mut self, key: ConflictKey, random: bool) {
+        let (target, owners) = {
+            let Some(set) = self.conflicts.sets.get(&key) else { return };
+            if set.decided.is_some() || set.lock.is_some() || set.quorum_lock.is_some() {
+                return;
+            }
+            let live: Vec<usize> = (0..set.members.len()).filter(|&j| !set.members[j].rejected).collect();
+            if live.len() < 2 || live.iter().any(|&j| set.members[j].count > 0) {
+                return;
+            }
+            let j = if random {
+                live[self.rng.random_range(0..live.len())]
+            } else {
+                let Some(&j) = live.iter().min_by_key(|&&j| (set.members[j].equivocal, set.members[j].id)) else { return };
+                j
+            };
+            if j == set.pref {
+                return;
+            }
+            (j, set.owners())
+        };
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        set.pref = target;
+        let id = set.members[target].id;
+        debug_assert!(!set.members[target].rejected, "a stalemate moves to a live member");
+        self.bump_epoch();
+        self.broadcast_preference(key, id, false, &owners);
     }
 
     fn unblock_set(&mut self, key: ConflictKey, pin: bool, cutoff: u64) {
