@@ -153,6 +153,8 @@ pub(crate) struct Conflicts {
     pub(crate) contested: u64,
     /// Next check for preferences nobody can vote for (`Core::unblock_preferences`).
     pub(crate) next_unblock_at: u64,
+    /// Moves made to break stalled sets (`Core::break_stalemate`), for the metric.
+    pub(crate) stalemate_moves: u64,
     /// When a set of this shard last became contested (see `Core::keyed_parents_only`).
     pub(crate) last_contest_us: Option<u64>,
     /// Decided sets with a member owned by another shard, oldest first, with the decision time

@@ -67,6 +67,8 @@ pub struct CoreStatus {
     pub creator_bypassed: u64,
     /// Processing vertices of the creator holding the most.
     pub creator_processing_max: u64,
+    /// Stalled conflict sets moved to break a stalemate (`unblock.rs`, whole-network mode).
+    pub stalemate_moves: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -184,6 +186,7 @@ impl<S: Signer> Core<S> {
             creator_dropped: self.flood.dropped,
             creator_bypassed: self.flood.bypassed,
             creator_processing_max: self.flood.processing.values().copied().max().unwrap_or(0) as u64,
+            stalemate_moves: self.conflicts.stalemate_moves,
         }
     }
 

@@ -173,4 +173,5 @@ fn three_nodes_each_voting_for_a_different_spend_of_a_key_cycle_do_not_stall() {
     let finals: Vec<Vec<&VertexId>> = (0..3).map(|i| ids.iter().filter(|id| net.finalized[i].contains(id)).collect()).collect();
     assert!(finals.iter().all(|f| *f == finals[0]), "nodes decided differently: {finals:?}");
     assert_eq!(finals[0].len(), 1, "each pair of the three conflicts: exactly one wins");
+    assert!(net.cores.iter().any(|c| c.status().stalemate_moves > 0), "the stalemate rule moved a set");
 }

@@ -108,6 +108,7 @@ impl<S: Signer> Core<S> {
         set.pref = target;
         let id = set.members[target].id;
         debug_assert!(!set.members[target].rejected, "a stalemate moves to a live member");
+        self.conflicts.stalemate_moves += 1;
         self.bump_epoch();
         self.broadcast_preference(key, id, false, &owners);
     }

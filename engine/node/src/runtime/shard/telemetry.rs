@@ -102,6 +102,7 @@ impl Telemetry {
             ("send_queue_frames", self.transport.queued_frames() as u64),
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
+            ("stalemate_moves", s.stalemate_moves),
             ("creator_processing_max", s.creator_processing_max),
             ("fetches_in_flight", requested as u64),
             ("needed_ids", wanted as u64),
