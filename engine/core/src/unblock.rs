@@ -60,9 +60,8 @@ impl<S: Signer> Core<S> {
         let stall = now.saturating_sub(STALL_TIMEOUTS * self.params.query_timeout_us);
         let random = now.saturating_sub(STALL_RANDOM_TIMEOUTS * self.params.query_timeout_us);
         for (key, since) in keys {
-            if pin && since <= stall {
-                self.break_stalemate(key, since <= random);
-            } else {
+            // A stalled set is the stalemate rule's alone (two rules moving it would flap).
+            if !(pin && since <= stall && self.break_stalemate(key, since <= random)) {
                 self.unblock_set(key, pin, cutoff);
             }
         }
@@ -83,34 +82,36 @@ impl<S: Signer> Core<S> {
     /// each check picks a live member at random (the core's seeded RNG), which reaches every
     /// assignment. Safe for the reason every whole-network move is: a vertex is final only
     /// on a quorum of `LockedYes`, and a locked set is never moved here (`docs/consensus.md` 8c).
-    fn break_stalemate(&mut self, key: ConflictKey, random: bool) {
+    /// Returns whether the set is stalled (moved or already on the chosen member).
+    fn break_stalemate(&mut self, key: ConflictKey, random: bool) -> bool {
         let (target, owners) = {
-            let Some(set) = self.conflicts.sets.get(&key) else { return };
+            let Some(set) = self.conflicts.sets.get(&key) else { return false };
             if set.decided.is_some() || set.lock.is_some() || set.quorum_lock.is_some() {
-                return;
+                return false;
             }
             let live: Vec<usize> = (0..set.members.len()).filter(|&j| !set.members[j].rejected).collect();
             if live.len() < 2 || live.iter().any(|&j| set.members[j].count > 0) {
-                return;
+                return false;
             }
             let j = if random {
                 live[self.rng.random_range(0..live.len())]
             } else {
-                let Some(&j) = live.iter().min_by_key(|&&j| (set.members[j].equivocal, set.members[j].id)) else { return };
+                let Some(&j) = live.iter().min_by_key(|&&j| (set.members[j].equivocal, set.members[j].id)) else { return false };
                 j
             };
             if j == set.pref {
-                return;
+                return true;
             }
             (j, set.owners())
         };
-        let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
+        let Some(set) = self.conflicts.sets.get_mut(&key) else { return false };
         set.pref = target;
         let id = set.members[target].id;
         debug_assert!(!set.members[target].rejected, "a stalemate moves to a live member");
         self.conflicts.stalemate_moves += 1;
         self.bump_epoch();
         self.broadcast_preference(key, id, false, &owners);
+        true
     }
 
     fn unblock_set(&mut self, key: ConflictKey, pin: bool, cutoff: u64) {
