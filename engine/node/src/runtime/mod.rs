@@ -224,9 +224,10 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
 
     // Every UDP port this node will bind, before any shard binds it (glommio's SO_REUSEPORT
     // would let it share a port another process holds).
+    let peer_bind = |s: u16| resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s);
     udp_port_free("client API", cfg.client_addr)?;
     for s in 0..cluster.shards {
-        udp_port_free("peer port", resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?)?;
+        udp_port_free("peer port", peer_bind(s)?)?;
     }
 
     let mesh = (cluster.shards > 1).then(|| mesh::MeshSetup::new(usize::from(cluster.shards)));
@@ -245,7 +246,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
             members,
             keypair: keypair.clone(),
             params: params.clone(),
-            bind: resolve(&cfg.listen_host, cfg.bind_base_port.unwrap_or(cluster.nodes[me].base_port) + s)?,
+            bind: peer_bind(s)?,
             client_bind: (s == 0).then_some(cfg.client_addr),
             client_keys: if s == 0 { client_keys.clone() } else { Vec::new() },
             store_dir: shard_dir(&cfg.data_dir, s),
