@@ -401,7 +401,9 @@ impl<S: Signer> Core<S> {
             self.conflicts.contested += 1;
             self.conflicts.last_contest_us = Some(self.now);
         }
-        if changed {
+        // A newly contested set also changes `Rec::contested` of its members' descendants,
+        // cached with the strong preference.
+        if changed || newly_contested {
             self.bump_epoch();
         }
         if let Some(w) = decided {

@@ -27,6 +27,8 @@ pub(crate) const WATCH_SCAN_EVERY_US: u64 = 5_000;
 pub(crate) struct RemoteParent {
     pub(crate) status: Option<VertexStatus>,
     pub(crate) strong: bool,
+    /// It or a processing ancestor is in a contested set at its owner (`Rec::contested`).
+    pub(crate) contested: bool,
     pub(crate) children: Vec<VertexId>,
     pub(crate) watched: bool,
     /// Its owner was told this node voted Yes on a descendant (`ShardMsg::Exposed`).
@@ -57,8 +59,8 @@ pub(crate) struct CrossShard {
     pub(crate) remote_sets: HashMap<ConflictKey, RemoteSet>,
     /// Decided remote facts, oldest first, with the time they became decided.
     pub(crate) decided: VecDeque<(u64, RemoteFact)>,
-    /// Local vertex -> (mask of subscribed shards, last strong preference sent).
-    pub(crate) watchers: HashMap<VertexId, (u64, bool)>,
+    /// Local vertex -> (mask of subscribed shards, last strong preference and `contested` sent).
+    pub(crate) watchers: HashMap<VertexId, (u64, bool, bool)>,
     /// A preference changed since the watched vertices were last re-checked.
     pub(crate) scan_due: bool,
     /// Earliest time of the next re-check ([`WATCH_SCAN_EVERY_US`] after the last).
@@ -70,20 +72,22 @@ impl<S: Signer> Core<S> {
         if self.shard_count == 1 {
             return;
         }
-        let Some(&(mask, _)) = self.cross.watchers.get(&id) else { return };
+        let Some(&(mask, _, _)) = self.cross.watchers.get(&id) else { return };
         let status = match self.dag.vertices.get(&id) {
             Some(r) => r.status,
             None => return,
         };
         let strong = self.strongly_preferred(&id);
+        let contested = status == VertexStatus::Processing && self.dag.vertices.get(&id).is_some_and(|r| r.contested);
         for s in 0..self.shard_count {
             if mask & (1u64 << s) != 0 {
-                self.push(Action::ToShard { shard: s, msg: ShardMsg::Status { id, status, strong } });
+                self.push(Action::ToShard { shard: s, msg: ShardMsg::Status { id, status, strong, contested } });
             }
         }
         if status == VertexStatus::Processing {
             if let Some(w) = self.cross.watchers.get_mut(&id) {
                 w.1 = strong;
+                w.2 = contested;
             }
         } else {
             self.cross.watchers.remove(&id);
@@ -101,9 +105,11 @@ impl<S: Signer> Core<S> {
         if self.shard_count == 1 || self.cross.watchers.is_empty() {
             return;
         }
-        let ids: Vec<(VertexId, bool)> = self.cross.watchers.iter().map(|(k, v)| (*k, v.1)).collect();
-        for (id, last) in ids {
-            if self.dag.vertices.get(&id).is_some_and(|r| r.status == VertexStatus::Processing) && self.strongly_preferred(&id) != last {
+        let ids: Vec<(VertexId, bool, bool)> = self.cross.watchers.iter().map(|(k, v)| (*k, v.1, v.2)).collect();
+        for (id, last, last_contested) in ids {
+            if self.dag.vertices.get(&id).is_some_and(|r| r.status == VertexStatus::Processing)
+                && (self.strongly_preferred(&id) != last || self.dag.vertices.get(&id).is_some_and(|r| r.contested != last_contested))
+            {
                 self.notify_watchers(id);
             }
         }
@@ -117,23 +123,24 @@ impl<S: Signer> Core<S> {
                 }
                 if !self.dag.vertices.contains_key(&id) {
                     if let Some(status) = self.dag.forgotten.status(&id) {
-                        self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status, strong: status == VertexStatus::Final } });
+                        self.push(Action::ToShard { shard: subscriber, msg: ShardMsg::Status { id, status, strong: status == VertexStatus::Final, contested: false } });
                         return;
                     }
                 }
-                self.cross.watchers.entry(id).or_insert((0, false)).0 |= 1u64 << subscriber;
+                self.cross.watchers.entry(id).or_insert((0, false, false)).0 |= 1u64 << subscriber;
                 if self.dag.vertices.contains_key(&id) {
                     self.notify_watchers(id);
                 } else {
                     self.request_missing(now, hint, &[id]);
                 }
             }
-            ShardMsg::Status { id, status, strong } => {
+            ShardMsg::Status { id, status, strong, contested } => {
                 let e = self.cross.remote_parents.entry(id).or_default();
                 let first = e.status.is_none();
                 let prev = (e.status, e.strong);
                 e.status = Some(status);
                 e.strong = strong;
+                e.contested = contested;
                 let children = e.children.clone();
                 if status != VertexStatus::Processing && prev.0 != Some(status) {
                     self.cross.decided.push_back((now, RemoteFact::Parent(id)));

@@ -37,6 +37,10 @@ pub(crate) struct Rec {
     pub(crate) child_count: u32,
     pub(crate) strong_epoch: u64,
     pub(crate) strong: bool,
+    /// It or a processing ancestor is a member of a contested set (an ancestor on another shard
+    /// as its owner last told: `ShardMsg::Status`; cached with `strong`, per preference epoch): an honest peer that prefers another member there votes
+    /// No on it for as long as the set is undecided, so a No on it is not a flip (`polls`).
+    pub(crate) contested: bool,
     pub(crate) mark: u64,
     pub(crate) mask: u64,
     pub(crate) in_conflict: bool,
@@ -78,6 +82,7 @@ impl Rec {
             child_count: 0,
             strong_epoch: 0,
             strong: false,
+            contested: false,
             mark: 0,
             mask: 0,
             in_conflict: false,
@@ -254,6 +259,7 @@ impl<S: Signer> Core<S> {
                     child_count: 0,
                     strong_epoch: 0,
                     strong: false,
+                    contested: false,
                     mark: 0,
                     mask: 0,
                     in_conflict: false,

@@ -286,6 +286,9 @@ pub enum ShardMsg {
         status: VertexStatus,
         /// Whether it is strongly preferred at its owner.
         strong: bool,
+        /// Whether it or a processing ancestor is a member of a contested set at its owner
+        /// (`Rec::contested`: honest peers may vote No on it for as long as that set is open).
+        contested: bool,
     },
     /// A vertex created on one shard and owned by the receiver: sign it (it comes unsigned),
     /// store, persist and gossip it.

@@ -64,8 +64,17 @@ impl<S: Signer> Core<S> {
                     }
                 }
             }
+            let contested = r.in_conflict
+                || r.v.parents.iter().any(|p| {
+                    if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
+                        self.dag.vertices.get(p).is_some_and(|pr| pr.status == VertexStatus::Processing && pr.contested)
+                    } else {
+                        self.cross.remote_parents.get(p).is_some_and(|rp| rp.status == Some(VertexStatus::Processing) && rp.contested)
+                    }
+                });
             if let Some(r) = self.dag.vertices.get_mut(&x) {
                 r.strong = ok;
+                r.contested = contested;
                 r.strong_epoch = epoch;
             }
         }

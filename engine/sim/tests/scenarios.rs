@@ -218,6 +218,29 @@ fn a_liars_quick_answer_never_closes_a_poll_before_the_honest_answers() {
     }
 }
 
+/// `sim-faults --max-byzantine 0.25` seeds 24198 (one shard) and 40092 (two shards, a 2|2
+/// partition): N = 4 with a `selective` liar, honest to node 0 and flipping or silent to the
+/// others. The liar sided with the majority, so node 0, locked on the other member of a
+/// contested set, voted No on its rival's descendants, looked like the flipper, and both other
+/// honest nodes excluded it for the whole run and sampled the liar instead; their quorum locks
+/// then counted the liar's flipped Yes, split from node 0's, and 116-300 honest vertices were
+/// left undecided. In whole-network mode the vote-contradiction detector now leaves out ids
+/// with a contested set in their undecided history (`Core::votes_on_it_are_settled`).
+#[test]
+fn a_liar_siding_with_the_majority_frames_no_honest_node_at_four_nodes() {
+    let cases = [(24198, 1, 0.02, 0.15, None), (40092, 2, 0.0, 0.19, Some("0-1|2-3@1.01-2.24"))];
+    for (seed, shards, loss, conflicts, partition) in cases {
+        let mut c = fault_mix(4, seed, loss, 0.0, conflicts, None);
+        c.shards = shards;
+        c.max_batch = 8;
+        c.byzantine = 0.25;
+        c.strategy = Strategy::Selective;
+        c.partition = partition.map(|p| Partition::parse(p, c.duration_s).expect("partition"));
+        let r = assert_live(c);
+        assert_eq!(r.honest_excluded, 0, "seed {seed}: an honest node was excluded for {} ms", r.honest_excluded_max_ms);
+    }
+}
+
 /// Replays `c` with `byzantine` of the nodes playing `strategy` (and the partition, if any):
 /// safe, and every honest vertex decided within the liveness budget.
 fn assert_live_under(mut c: SimConfig, byzantine: f64, strategy: Strategy, partition: Option<&str>) {
