@@ -58,6 +58,12 @@ pub(crate) struct Rec {
     /// both sets without a strongly preferred member for ever (found with batching: many keys
     /// per vertex made it common).
     pub(crate) keyed_ancestry: bool,
+    /// Arrival time of the oldest vertex that was undecided in its local ancestry when it
+    /// arrived (its own arrival if none): a snapshot, so it only errs toward old. An own vertex
+    /// does not build on a processing vertex whose undecided ancestry is older than
+    /// `PARENT_STALL_US` (`select_parents`): one stalled set would otherwise hold every later
+    /// payload of the cluster back, as new vertices kept building on its descendants.
+    pub(crate) undecided_since_us: u64,
     /// A poll that asked about this vertex directly got a quorum of `LockedYes` (this node's own
     /// vote included): a quorum of nodes is locked on it in its conflict sets, which a
     /// conflicting vertex in whole-network mode needs to be final (see `locks`). Sticky: an
@@ -92,6 +98,7 @@ impl Rec {
             claim_granted: Vec::new(),
             exposed: false,
             keyed_ancestry: false,
+            undecided_since_us: arrival_us,
             lock_quorum: false,
             final_claims: 0,
         }
@@ -225,6 +232,11 @@ impl<S: Signer> Core<S> {
                     Some(r) => r.status == VertexStatus::Processing && r.keyed_ancestry,
                     None => self.parent_state(p) != Some(VertexStatus::Final),
                 });
+            let undecided_since_us = v
+                .parents
+                .iter()
+                .filter_map(|p| self.dag.vertices.get(p).filter(|r| r.status == VertexStatus::Processing).map(|r| r.undecided_since_us))
+                .fold(now, u64::min);
             let seq = self.dag.seq;
             self.dag.seq += 1;
             for p in &v.parents {
@@ -270,6 +282,7 @@ impl<S: Signer> Core<S> {
                     // A restarted node may have voted on it before the crash.
                     exposed: quiet,
                     keyed_ancestry,
+                    undecided_since_us,
                     lock_quorum: false,
                     final_claims: 0,
                 },
