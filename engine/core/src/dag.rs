@@ -38,10 +38,11 @@ pub(crate) struct Rec {
     pub(crate) strong_epoch: u64,
     pub(crate) strong: bool,
     /// It or a processing ancestor is a member of a contested set (an ancestor on another shard
-    /// as its owner last told: `ShardMsg::Status`; cached with `strong`, per preference epoch,
-    /// and unlike `strong` it can lag a conflict-free ancestor's finality until the next epoch:
-    /// it then errs toward true, which only leaves an id out of the vote-contradiction check): an honest peer that prefers another member there votes
-    /// No on it for as long as the set is undecided, so a No on it is not a flip (`polls`).
+    /// as its owner last told: `ShardMsg::Status`): an honest peer that prefers another member
+    /// there votes No on it for as long as the set is undecided, so a No on it is not a flip
+    /// (`polls`). Cached with `strong`, per preference epoch; unlike `strong` it can lag a
+    /// conflict-free ancestor's finality until the next epoch, erring toward true, which only
+    /// leaves an id out of the vote-contradiction check.
     pub(crate) contested: bool,
     pub(crate) mark: u64,
     pub(crate) mask: u64,

@@ -171,7 +171,9 @@ fn vote_unknown_fifth_of_thirty_keeps_finality_under_a_second() {
 /// `flood`): six flooders of 30 nodes held 256 processing vertices each at every honest node,
 /// finalized ~1 600 of them a second, and the signatures and bytes of that pushed honest p95 to
 /// 1.08 s with up to 408 KB held for one flooder; with 85 each, p95 0.60 s and 254 KB. Virtual
-/// time, so exact for the seed.
+/// time, so exact for the seed. The bytes bound has ~7 % of headroom over seeds 1-5 (239-301 KB
+/// since own vertices skip stalled ancestries, `PARENT_STALL_US`; 258-299 KB before): this seed
+/// went from 273 to 301 KB with that rule, p95 unchanged.
 #[test]
 fn vertex_flood_fifth_of_thirty_keeps_honest_finality_under_a_second() {
     let mut c = SimConfig::new(30, 1, 3.0);
@@ -183,7 +185,7 @@ fn vertex_flood_fifth_of_thirty_keeps_honest_finality_under_a_second() {
     assert_eq!(r.safety_violations, 0, "{:?}", r.first_violation);
     assert!(r.liveness_ok, "finalized {} of {}", r.finalized, r.submitted);
     assert!(r.finality_ms.p95 < 1_000.0, "honest finality p95 {} ms under 6 of 30 flooders", r.finality_ms.p95);
-    assert!(r.max_bytes_held_for_one_peer < 300_000, "{} bytes held for one flooder", r.max_bytes_held_for_one_peer);
+    assert!(r.max_bytes_held_for_one_peer < 320_000, "{} bytes held for one flooder", r.max_bytes_held_for_one_peer);
 }
 
 /// Snowball's preference threshold is a majority of the sample, below alpha: with both at

@@ -249,10 +249,8 @@ fn a_liar_siding_with_the_majority_frames_no_honest_node_at_four_nodes() {
 /// itself still stalls here: the run is not live, and that is not what this test checks.
 #[test]
 fn a_stalled_set_holds_back_only_what_built_on_it_early() {
-    let mut c = base(4, 137, 12.0, 100.0);
-    c.liveness_budget_s = 20.0;
-    c.loss = 0.01;
-    c.conflict_ratio = 0.2;
+    let mut c = fault_mix(4, 137, 0.01, 0.0, 0.2, None);
+    c.duration_s = 12.0;
     c.byzantine = 0.25;
     c.strategy = Strategy::Selective;
     let r = run(c).expect("config");
