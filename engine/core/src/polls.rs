@@ -484,12 +484,12 @@ impl<S: Signer> Core<S> {
             // Ids with no contested set in their undecided history here, or ids final here by
             // now (the network decided them): an honest responder votes No on those only
             // transiently. In whole-network mode a processing id that is, or descends from, a
-            // member of a contested set is left out too: an honest peer that prefers (or is locked on) another member
-            // votes No on it for as long as the set is undecided. Counting those let a liar
-            // that sided with the majority frame the honest node on the other side as the
-            // flipper: at N = 4 (`sim --nodes 4 --byzantine 0.25 --strategy selective
-            // --conflict-ratio 0.2 --seed 81`) both other honest nodes excluded it for the
-            // whole run (522 incidents) and kept sampling the liar.
+            // member of a contested set is left out too: an honest peer that prefers (or is
+            // locked on) another member votes No on it for as long as the set is undecided.
+            // Counting those let a liar that sided with the majority frame the honest node on
+            // the other side as the flipper: at N = 4 (`sim --nodes 4 --byzantine 0.25
+            // --strategy selective --conflict-ratio 0.2 --seed 81`) both other honest nodes
+            // excluded it for the whole run (522 incidents) and kept sampling the liar.
             if poll.yes[i].count_ones() as usize >= poll.alpha && self.votes_on_it_are_settled(id) {
                 if let Some(r) = self.dag.vertices.get(id) {
                     let old = now.saturating_sub(r.arrival_us) > self.params.query_timeout_us;
@@ -528,9 +528,7 @@ impl<S: Signer> Core<S> {
             // sample of 20 the way it does among 3 peers.
             VertexStatus::Processing if !self.whole_network() => true,
             VertexStatus::Processing => {
-                if r.strong_epoch != self.votes.epoch {
-                    self.strongly_preferred(id);
-                }
+                self.strongly_preferred(id); // fills `contested` unless cached this epoch
                 self.dag.vertices.get(id).is_some_and(|r| !r.contested)
             }
         }

@@ -93,10 +93,10 @@ impl<S: Signer> Core<S> {
             // (exposed) happens on half the successes that would make it, at random. Every
             // node samples every peer there, so two unlocked nodes with opposite preferences
             // each saw the other's vote plus one locked node's as a majority for the other
-            // member, and both switched, in
-            // every round: 557 switches each, never in step, while the two locked nodes waited
-            // for them (`sim --nodes 4 --shards 2 --conflict-ratio 0.05 --max-batch 256
-            // --mesh-delay-max-us 5000 --seed 1`). Avalanche's random samples break such
+            // member, and both switched, in every round: 557 switches each, never in step,
+            // while the two locked nodes waited for them (`sim --nodes 4 --shards 2
+            // --conflict-ratio 0.05 --max-batch 256 --mesh-delay-max-us 5000 --seed 1`).
+            // Avalanche's random samples break such
             // symmetry by themselves; a coin does here. The preference only steers liveness
             // (safety rests on the quorum locks, `locks`). With one shard the same sweep showed
             // no such run (0 of 100 either way), and at 25 % `selective` liars the coin's
