@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         now += 10_000;
         let event = match decode(frame) {
             Ok(FrameRef::Vertex(v)) => Event::Vertex { from, vertex: Arc::new(v.to_owned()) },
-            Ok(FrameRef::Query(q)) => Event::Query { from, query: Arc::new(q.to_owned()) },
+            Ok(FrameRef::Query(q)) => Event::query(from, Arc::new(q.to_owned())),
             Ok(FrameRef::Response(r)) => Event::Response { from, response: r.to_owned() },
             Ok(FrameRef::VertexReply(r)) => Event::VertexReply { from, vertices: r.vertices.iter().map(|v| Arc::new(v.to_owned())).collect() },
             Ok(FrameRef::VertexRequest(r)) => match rkyv::deserialize::<pqdag_wire::VertexRequest, rkyv::rancor::Error>(r) {

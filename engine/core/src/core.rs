@@ -344,8 +344,9 @@ impl<S: Signer> Core<S> {
                 self.on_vertex(now, from, vertex, true);
                 Ok(())
             }
-            Event::Query { from, query } => {
-                self.on_query(now, from, &query);
+            Event::Query { from, query, ids_digest } => {
+                debug_assert_eq!(ids_digest, query.ids_digest(), "the shell hands the digest of the ids it verified");
+                self.on_query(now, from, &query, ids_digest);
                 Ok(())
             }
             Event::Response { from, response } => {

@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// Hasher for 32-byte BLAKE3-derived keys: the bytes are already uniform, so fold them.
 /// Deterministic (no per-process random state), which keeps simulations replayable.
 #[derive(Default)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -31,10 +31,10 @@ impl Hasher for IdHasher {
     }
 }
 
-/// `HashMap` with [`IdHasher`]: the only map type the core uses.
-pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
-/// `HashSet` with [`IdHasher`]: the only set type the core uses.
-pub(crate) type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
+/// `HashMap` with [`IdHasher`]: the only map type the core uses (and the simulator's).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// `HashSet` with [`IdHasher`]: the only set type the core uses (and the simulator's).
+pub type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {

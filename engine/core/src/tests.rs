@@ -87,7 +87,7 @@ impl Net {
                 Action::SendQuery { to, query } => {
                     for p in to {
                         let t = self.idx(&p);
-                        self.push(t, Event::Query { from: me, query: query.clone() });
+                        self.push(t, Event::query(me, query.clone()));
                     }
                 }
                 Action::SendResponse { to, mut response } => {

@@ -40,12 +40,12 @@ fn replayed_query_cannot_frame_an_honest_responder() {
     q.signature = TestSigner(3).sign(Domain::Query, &q.signed_bytes());
     let q = Arc::new(q);
     let now = net.now;
-    let _ = net.cores[0].handle(now, Event::Query { from: node(3), query: q.clone() });
+    let _ = net.cores[0].handle(now, Event::query(node(3), q.clone()));
     let a = take_response(&mut net.cores[0]).expect("first answer");
     assert_eq!(a.vote(0), Vote::Unknown);
     let _ = net.cores[0].handle(now + 10, Event::Vertex { from: node(3), vertex: v.clone() });
     while net.cores[0].poll_action().is_some() {}
-    let _ = net.cores[0].handle(now + 20, Event::Query { from: node(3), query: q.clone() });
+    let _ = net.cores[0].handle(now + 20, Event::query(node(3), q.clone()));
     let b = take_response(&mut net.cores[0]);
     if let Some(b) = b {
         net.handle(1, Event::Alert { from: node(3), accused: node(0), evidence: Evidence::ConflictingResponses { a, b } });
@@ -199,7 +199,7 @@ fn a_yes_vote_pins_the_preference_against_the_tie_break() {
         if voted {
             // Node 2 polls A's child: a Yes on it is a Yes on A.
             let q = Arc::new(Query { query_id: 1, requester: node(2), ids: vec![child.id], signature: Vec::new() });
-            core.handle(30, Event::Query { from: node(2), query: q }).expect("ok");
+            core.handle(30, Event::query(node(2), q)).expect("ok");
             assert_eq!(take_response(&mut core).expect("an answer").vote(0), Vote::Yes);
         }
         core.handle(40, Event::Vertex { from: node(3), vertex: b.clone() }).expect("ok");
@@ -359,7 +359,7 @@ fn awaits_response_only_for_open_or_late_answers() {
     assert!(!net.cores[0].awaits_response(&node(1), q.query_id + (1 << 8)), "never asked");
     assert!(!net.cores[0].awaits_response(&node(0), q.query_id), "not in the sample");
     // Answered: a second answer of node 1 changes nothing.
-    net.cores[1].handle(0, Event::Query { from: node(0), query: q.clone() }).expect("ok");
+    net.cores[1].handle(0, Event::query(node(0), q.clone())).expect("ok");
     let resp = take_response(&mut net.cores[1]).expect("node 1 answers");
     let now = 300_000;
     net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).expect("ok");
@@ -448,7 +448,7 @@ fn needed_flood_vertices_bypass_the_creator_bound() {
     let own_child = byz_vertex(3, vec![b.id], b"own", vec![], 9);
     core.handle(2, Event::Vertex { from: node(3), vertex: own_child.clone() }).expect("ok");
     let q = Query { query_id: 1, requester: node(3), ids: vec![c.id], signature: vec![] };
-    core.handle(2, Event::Query { from: node(3), query: q.into() }).expect("ok");
+    core.handle(2, Event::query(node(3), q.into())).expect("ok");
     drain(&mut core);
     core.handle(3, Event::Vertex { from: node(3), vertex: c.clone() }).expect("ok");
     assert!(!core.contains(&own_child.id) && !core.contains(&c.id), "the flooder cannot unlock itself");
@@ -461,7 +461,7 @@ fn needed_flood_vertices_bypass_the_creator_bound() {
     assert_eq!(core.vertex_status(&a.id), Some(VertexStatus::Processing));
     // An honest peer's query makes a dropped vertex needed.
     let q = Query { query_id: 2, requester: node(2), ids: vec![d.id], signature: vec![] };
-    core.handle(7, Event::Query { from: node(2), query: q.into() }).expect("ok");
+    core.handle(7, Event::query(node(2), q.into())).expect("ok");
     core.handle(8, Event::VertexReply { from: node(2), vertices: vec![d.clone()] }).expect("ok");
     // `d` waits for its dropped parent `c`, which it makes needed in turn.
     core.handle(8, Event::VertexReply { from: node(2), vertices: vec![c.clone()] }).expect("ok");
@@ -522,7 +522,7 @@ fn ids_asked_for_and_never_delivered_are_forgotten() {
     let ghosts: Vec<VertexId> = (0..10u8).map(|i| byz_vertex(3, vec![g], &[i], vec![], 1).id).collect();
     let mut q = Query { query_id: 9, requester: node(3), ids: ghosts, signature: Vec::new() };
     q.signature = TestSigner(3).sign(Domain::Query, &q.signed_bytes());
-    net.handle(0, Event::Query { from: node(3), query: Arc::new(q) });
+    net.handle(0, Event::query(node(3), Arc::new(q)));
     assert_eq!(net.cores[0].fetch_state_counts(), (10, 10), "asked for and marked needed");
     for s in 1..=62u64 {
         let _ = net.cores[0].handle(s * 1_000_000, Event::Timer);

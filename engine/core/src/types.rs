@@ -74,6 +74,9 @@ pub enum Event {
         from: NodeId,
         /// The verified query.
         query: Arc<Query>,
+        /// [`Query::ids_digest`] of `query`, computed once by the shell while it checked the
+        /// signature (the response binds to it): the ids are hashed once per query, not twice.
+        ids_digest: [u8; 32],
     },
     /// An answer to one of our polls.
     Response {
@@ -137,6 +140,15 @@ pub enum Event {
     /// after all of them): a busy shard receives hundreds of thousands of `Success`es a second,
     /// and a pass per message cost more than the messages.
     FromShards(Vec<ShardMsg>),
+}
+
+impl Event {
+    /// A verified query from `from`, its id digest computed here: for callers that did not hash
+    /// the ids while checking the signature (tests, tools). Shells pass the digest they hashed.
+    pub fn query(from: NodeId, query: Arc<Query>) -> Event {
+        let ids_digest = query.ids_digest();
+        Event::Query { from, query, ids_digest }
+    }
 }
 
 /// One output of [`crate::Core::poll_action`].

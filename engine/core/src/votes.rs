@@ -204,7 +204,7 @@ impl<S: Signer> Core<S> {
         }
     }
 
-    pub(crate) fn on_query(&mut self, now: u64, from: NodeId, q: &Query) {
+    pub(crate) fn on_query(&mut self, now: u64, from: NodeId, q: &Query, ids_digest: [u8; 32]) {
         if !self.peers.index.contains_key(&from) {
             return;
         }
@@ -226,7 +226,7 @@ impl<S: Signer> Core<S> {
         if !unknown.is_empty() {
             self.request_missing(now, from, &unknown);
         }
-        let mut response = Response { query_id: q.query_id, responder: self.me, ids_digest: q.ids_digest(), votes, signature: Vec::new() };
+        let mut response = Response { query_id: q.query_id, responder: self.me, ids_digest, votes, signature: Vec::new() };
         response.signature = self.signer.sign(Domain::Response, &response.signed_bytes());
         self.push(Action::SendResponse { to: from, response });
     }

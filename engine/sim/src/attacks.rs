@@ -7,7 +7,8 @@
 //! Owns each strategy's coalition state (frames in progress, observed conflict keys, own tips).
 //! Calls nothing but the signer of the node it acts for.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 use std::sync::Arc;
 
 use pqdag_core::{ConflictKey, Domain, NodeId, Signer, VertexId};
@@ -172,7 +173,7 @@ impl Behaviour for ReplayQueries {
         for f in self.frames.iter_mut().filter(|f| f.attacker == me) {
             if f.stage == Stage::Fed {
                 f.stage = Stage::Replayed { at: now };
-                tick.sends.push(Outgoing { to: f.victim, msg: Msg::Query(f.query.clone()) });
+                tick.sends.push(Outgoing { to: f.victim, msg: Msg::query(f.query.clone()) });
             }
         }
         if self.frames.iter().any(|f| f.attacker == me) || ctx.honest == 0 {
@@ -184,7 +185,7 @@ impl Behaviour for ReplayQueries {
         let payload = random_bytes(&mut ctx, 16);
         let vertex = signed_vertex(ctx.me.signer, ctx.me.id, vec![ctx.me.core.genesis_id()], payload, Vec::new(), now / 1000);
         let query = signed_query(ctx.me.signer, ctx.me.id, (1 << 62) | (self.seq << 8), vec![vertex.id]);
-        tick.sends.push(Outgoing { to: victim, msg: Msg::Query(query.clone()) });
+        tick.sends.push(Outgoing { to: victim, msg: Msg::query(query.clone()) });
         self.frames.push(Frame { attacker: me, victim, vertex, query, first: None, stage: Stage::Asked { at: now } });
         tick
     }
@@ -326,7 +327,7 @@ impl Behaviour for QueryFlood {
                     }
                 }
                 let qid = ctx.rng.random::<u64>() | (1 << 63);
-                tick.sends.push(Outgoing { to, msg: Msg::Query(signed_query(ctx.me.signer, ctx.me.id, qid, ids)) });
+                tick.sends.push(Outgoing { to, msg: Msg::query(signed_query(ctx.me.signer, ctx.me.id, qid, ids)) });
             }
         }
         tick

@@ -6,7 +6,7 @@
 //! the violations, and the pre-heal recovery tracking. Calls nothing; the facade tells it each
 //! decision and hands it the shells to inspect.
 
-use std::collections::{HashMap, HashSet};
+use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 
 use pqdag_core::{ConflictKey, VertexId};
 
@@ -42,10 +42,10 @@ impl Checker {
             seed,
             quiet,
             honest,
-            created_at: HashMap::new(),
-            byzantine_created: HashSet::new(),
-            key_winner: HashMap::new(),
-            decided: HashMap::new(),
+            created_at: HashMap::default(),
+            byzantine_created: HashSet::default(),
+            key_winner: HashMap::default(),
+            decided: HashMap::default(),
             final_log: Vec::new(),
             conflict_sets: Vec::new(),
             violations: 0,

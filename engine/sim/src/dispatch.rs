@@ -57,7 +57,7 @@ impl Sim {
             if let Err(kind) = verify::check(&msg, &from_id, keys, self.cfg.shell_checks_evidence) {
                 let s = match &msg {
                     Msg::Vertex(v) => shard_for_vertex(&v.id, shards),
-                    Msg::Query(q) => shard_for_query(q, shards),
+                    Msg::Query(q, _) => shard_for_query(q, shards),
                     Msg::Response(r) => shard_for_response(r, shards),
                     _ => 0,
                 };
@@ -76,9 +76,9 @@ impl Sim {
                 self.guard.delivered_vertex(to, creator, v.id, v.heap_bytes());
                 self.handle(to, s, Event::Vertex { from: from_id, vertex: v }, v_us);
             }
-            Msg::Query(q) => {
+            Msg::Query(q, ids_digest) => {
                 let s = shard_for_query(&q, shards);
-                self.handle(to, s, Event::Query { from: from_id, query: q }, v_us);
+                self.handle(to, s, Event::Query { from: from_id, query: q, ids_digest }, v_us);
             }
             Msg::Response(r) => {
                 let s = shard_for_response(&r, shards);
@@ -213,9 +213,10 @@ impl Sim {
                 }
             }
             Action::SendQuery { to, query } => {
+                let msg = Msg::query(query);
                 for p in to {
                     let t = self.node_index[&p];
-                    self.send(node, t, done, Msg::Query(query.clone()));
+                    self.send(node, t, done, msg.clone());
                 }
             }
             Action::SendResponse { to, response } => {

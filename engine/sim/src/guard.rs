@@ -17,7 +17,7 @@
 //! Owns the bans, exclusion intervals and the held-bytes bookkeeping; reads the shells' cores;
 //! reports violations to the checker.
 
-use std::collections::{HashMap, HashSet};
+use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 
 use pqdag_core::{Misbehaviour, NodeId, VertexId};
 
@@ -36,7 +36,10 @@ pub(crate) fn proven_misbehaviour(reason: Misbehaviour, has_evidence: bool) -> b
 pub(crate) struct Guard {
     honest: usize,
     bans: HashSet<(usize, usize)>,
-    incidents_seen: HashMap<(usize, u32, usize), u32>,
+    /// Per (honest node, shard): per position in the core's peer list, the peer's node index
+    /// and its incident count at the last scan (`u32::MAX`: not seen yet). Flat rows, not a map
+    /// keyed by triples: at 1000 nodes a scan reads 4 million scores.
+    incidents_seen: HashMap<(usize, u32), (Vec<usize>, Vec<u32>)>,
     convicted_honest: HashSet<usize>,
     banned_honest: HashSet<usize>,
     excluded_since: HashMap<(usize, usize), u64>,
@@ -45,24 +48,24 @@ pub(crate) struct Guard {
     held: Vec<HashMap<VertexId, (usize, u64)>>,
     /// Per honest node `to`: wire bytes in flight to it, by sender (indexed by `to`, so a scan
     /// reads one node's row, not every pair: at 1000 nodes the pairs were 6 % of the run).
-    in_flight: Vec<HashMap<usize, u64>>,
+    in_flight: Vec<Vec<u64>>,
     max_held: u64,
     next_scan: u64,
 }
 
 impl Guard {
-    /// Nothing seen yet; nodes `0..honest` are the honest ones.
-    pub(crate) fn new(honest: usize) -> Self {
+    /// Nothing seen yet; nodes `0..honest` of `nodes` are the honest ones.
+    pub(crate) fn new(honest: usize, nodes: usize) -> Self {
         Guard {
             honest,
-            bans: HashSet::new(),
-            incidents_seen: HashMap::new(),
-            convicted_honest: HashSet::new(),
-            banned_honest: HashSet::new(),
-            excluded_since: HashMap::new(),
+            bans: HashSet::default(),
+            incidents_seen: HashMap::default(),
+            convicted_honest: HashSet::default(),
+            banned_honest: HashSet::default(),
+            excluded_since: HashMap::default(),
             excluded_max_us: 0,
-            held: vec![HashMap::new(); honest],
-            in_flight: vec![HashMap::new(); honest],
+            held: vec![HashMap::default(); honest],
+            in_flight: vec![vec![0; nodes]; honest],
             max_held: 0,
             next_scan: 0,
         }
@@ -100,14 +103,14 @@ impl Guard {
 
     /// `bytes` left `from` for `to` (counted while in flight to an honest node).
     pub(crate) fn in_flight(&mut self, from: usize, to: usize, bytes: usize) {
-        if let Some(row) = self.in_flight.get_mut(to) {
-            *row.entry(from).or_insert(0) += bytes as u64;
+        if let Some(b) = self.in_flight.get_mut(to).and_then(|row| row.get_mut(from)) {
+            *b += bytes as u64;
         }
     }
 
     /// `bytes` from `from` reached (or were dropped at) `to`.
     pub(crate) fn landed(&mut self, from: usize, to: usize, bytes: usize) {
-        if let Some(b) = self.in_flight.get_mut(to).and_then(|row| row.get_mut(&from)) {
+        if let Some(b) = self.in_flight.get_mut(to).and_then(|row| row.get_mut(from)) {
             *b = b.saturating_sub(bytes as u64);
         }
     }
@@ -124,11 +127,25 @@ impl Guard {
             if !shell.is_up() {
                 continue;
             }
-            let mut excluded_now: HashSet<usize> = HashSet::new();
+            let mut excluded_now: HashSet<usize> = HashSet::default();
             for c in shell.cores() {
-                for (p, sc) in c.peer_scores() {
-                    let Some(&pi) = index.get(&p) else { continue };
-                    let seen = self.incidents_seen.insert((h, c.shard(), pi), sc.incidents).unwrap_or(sc.incidents);
+                let scores = c.peer_scores();
+                // Taken out while the row is read, so a ban can be applied in scan order.
+                let (pis, mut seen_row) = self.incidents_seen.remove(&(h, c.shard())).unwrap_or_else(|| {
+                    let pis = scores.iter().map(|(p, _)| index.get(p).copied().unwrap_or(usize::MAX)).collect();
+                    (pis, vec![u32::MAX; scores.len()])
+                });
+                debug_assert_eq!(pis.len(), scores.len(), "a core's peer list is fixed for the run");
+                for (pos, (_, sc)) in scores.iter().enumerate() {
+                    let Some(&pi) = pis.get(pos) else { continue };
+                    if pi == usize::MAX {
+                        continue;
+                    }
+                    let seen = match seen_row[pos] {
+                        u32::MAX => sc.incidents,
+                        s => s,
+                    };
+                    seen_row[pos] = sc.incidents;
                     if sc.convicted && sc.excluded && sc.incidents > seen {
                         self.ban(h, pi, "convicted peer misbehaved again", checker);
                     }
@@ -142,6 +159,7 @@ impl Guard {
                         excluded_now.insert(pi);
                     }
                 }
+                self.incidents_seen.insert((h, c.shard()), (pis, seen_row));
             }
             for p in 0..self.honest {
                 if excluded_now.contains(&p) {
@@ -153,12 +171,14 @@ impl Guard {
             let cores = shell.cores();
             let held = &mut self.held[h];
             held.retain(|id, _| cores.iter().any(|c| c.vertex(id).is_some()));
-            let mut per_peer: HashMap<usize, u64> = HashMap::new();
+            let mut per_peer: HashMap<usize, u64> = HashMap::default();
             for (c, b) in held.values() {
                 *per_peer.entry(*c).or_insert(0) += b;
             }
-            for (&from, &b) in &self.in_flight[h] {
-                *per_peer.entry(from).or_insert(0) += b;
+            for (from, &b) in self.in_flight[h].iter().enumerate() {
+                if b > 0 {
+                    *per_peer.entry(from).or_insert(0) += b;
+                }
             }
             let top = per_peer.iter().filter(|(p, _)| **p != h).map(|(_, b)| *b).max().unwrap_or(0);
             self.max_held = self.max_held.max(top);

@@ -29,7 +29,7 @@
 //! This file keeps the configuration and the [`Sim`] facade, which owns the clock and the
 //! event queue and routes each event to the module that owns it.
 
-use std::collections::HashMap;
+use pqdag_core::{IdHashMap as HashMap};
 
 use pqdag_core::{ConflictKey, Event, NodeId, Params, ShardMsg, VertexId};
 
@@ -287,7 +287,7 @@ impl Sim {
             network,
             workload: Workload::new(&cfg, honest),
             checker: Checker::new(cfg.seed, honest, faults.heal_at(), cfg.quiet),
-            guard: Guard::new(honest),
+            guard: Guard::new(honest, cfg.nodes),
             faults,
             adversary: Adversary::new(cfg.seed, cfg.strategy),
             cost: CpuModel::new(&cfg),

@@ -9,7 +9,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use std::collections::HashMap;
+use pqdag_core::{IdHashMap as HashMap};
 
 /// Default most delay of a cross-shard message (us): a cross-thread wake-up on an idle machine
 /// is tens of microseconds, a loaded shard's turn a millisecond or more.

@@ -28,8 +28,9 @@ const NODE_STRIDE: usize = 64;
 pub(crate) enum Msg {
     /// A vertex (gossip).
     Vertex(Arc<Vertex>),
-    /// A poll.
-    Query(Arc<Query>),
+    /// A poll, with the digest of its ids (hashed once per query, not once per recipient and
+    /// again in its core: [`Msg::query`]).
+    Query(Arc<Query>, [u8; 32]),
     /// A poll's answer.
     Response(Response),
     /// A fetch of missing vertices.
@@ -42,6 +43,16 @@ pub(crate) enum Msg {
     Alert(NodeId, Arc<Evidence>),
     /// A frame the receiver's shell refuses (malformed / bad signature).
     Garbage(Misbehaviour, u64),
+}
+
+impl Msg {
+    /// A poll message: its ids' digest computed here, once for all its recipients (a pure
+    /// function of the ids every recipient would compute the same; 20 % of a 1000-node run
+    /// was hashing query ids).
+    pub(crate) fn query(q: Arc<Query>) -> Msg {
+        let digest = q.ids_digest();
+        Msg::Query(q, digest)
+    }
 }
 
 /// Modelled wire size of a message (ML-DSA-87 signatures, 200 B vertex overhead).
@@ -97,7 +108,7 @@ pub(crate) fn action_bytes(a: &Action, nodes: usize) -> usize {
 pub(crate) fn size_of(m: &Msg) -> usize {
     match m {
         Msg::Vertex(v) => msg_bytes(&MsgKind::Vertex { payload: v.payload_bytes() }),
-        Msg::Query(q) => msg_bytes(&MsgKind::Query { ids: q.ids.len() }),
+        Msg::Query(q, _) => msg_bytes(&MsgKind::Query { ids: q.ids.len() }),
         Msg::Response(r) => msg_bytes(&MsgKind::Response { ids: r.votes.len() }),
         Msg::Request(r) => 32 * r.ids.len() + 64,
         Msg::Reply(vs) => vs.iter().map(|v| v.payload_bytes() + SIG_BYTES + 200).sum::<usize>() + 16,
@@ -127,7 +138,7 @@ pub(crate) const KINDS: [&str; 8] = ["vertex", "query", "response", "request", "
 fn kind_of(m: &Msg) -> usize {
     match m {
         Msg::Vertex(_) => 0,
-        Msg::Query(_) => 1,
+        Msg::Query(..) => 1,
         Msg::Response(_) => 2,
         Msg::Request(_) => 3,
         Msg::Reply(_) => 4,

@@ -8,7 +8,7 @@
 //! Calls only `pqdag-core`; the facade (`Sim`) hands inputs in and routes the actions
 //! that come out.
 
-use std::collections::{HashMap, HashSet};
+use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 use std::sync::Arc;
 
 use pqdag_core::{Action, Config, ConflictKey, Core, Domain, Event, NodeId, Params, Signer, VertexId, VertexStatus};
@@ -83,7 +83,7 @@ pub(crate) struct Archive {
 impl Archive {
     /// An empty archive; it keeps vertices only if `enabled` (cores forget finals).
     pub(crate) fn new(enabled: bool) -> Self {
-        Archive { enabled, vertices: HashMap::new() }
+        Archive { enabled, vertices: HashMap::default() }
     }
 
     /// Keeps the first persisted copy of `vertex`.
@@ -168,7 +168,7 @@ impl Shell {
             byz,
             up: true,
             restarts: 0,
-            storage: (0..shards).map(|_| (Vec::new(), HashMap::new())).collect(),
+            storage: (0..shards).map(|_| (Vec::new(), HashMap::default())).collect(),
             locks: vec![std::collections::BTreeMap::new(); shards],
             keep_storage,
             finalized_before_crash: 0,

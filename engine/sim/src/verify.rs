@@ -35,7 +35,7 @@ pub(crate) fn check<'a>(msg: &Msg, from: &NodeId, key_of: impl Fn(&NodeId) -> Op
     match msg {
         Msg::Vertex(v) => vertex_ok(v, &key_of),
         Msg::Reply(vs) => vs.iter().try_for_each(|v| vertex_ok(v, &key_of)),
-        Msg::Query(q) => signed_by(&key_of, from, Domain::Query, &q.signed_bytes(), &q.signature),
+        Msg::Query(q, digest) => signed_by(&key_of, from, Domain::Query, &q.signed_bytes_with_digest(digest), &q.signature),
         Msg::Response(r) => signed_by(&key_of, from, Domain::Response, &r.signed_bytes(), &r.signature),
         Msg::Alert(accused, ev) if check_evidence => match &**ev {
             Evidence::Equivocation { a, b } => {

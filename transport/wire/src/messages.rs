@@ -243,6 +243,13 @@ impl Query {
         query_signed_bytes(self.query_id, &self.requester.0, &self.ids_digest())
     }
 
+    /// [`Query::signed_bytes`] with the id-list digest already computed (`digest` must be
+    /// [`Query::ids_digest`]): a shell that hashes the ids once for the signature check hands
+    /// the same digest to the core, which binds its response to it.
+    pub fn signed_bytes_with_digest(&self, digest: &[u8; 32]) -> Vec<u8> {
+        query_signed_bytes(self.query_id, &self.requester.0, digest)
+    }
+
     /// BLAKE3 digest of the ordered ids; a response binds to it.
     pub fn ids_digest(&self) -> [u8; 32] {
         pqdag_crypto::hash::id_list_digest(self.ids.iter().map(|i| &i.0))

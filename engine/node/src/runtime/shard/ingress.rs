@@ -14,8 +14,10 @@ use super::outbound::Reply;
 pub(super) enum Unverified {
     /// A gossiped or relayed vertex.
     Vertex { from: NodeId, vertex: Vertex },
-    /// A poll query, with where its response goes.
-    Query { from: NodeId, query: Query, reply: Responder },
+    /// A poll query, with where its response goes. `ids_digest` is filled by the batch verify,
+    /// which hashes the ids for the signature check (after the query budget, never before) and
+    /// hands the same digest to the core.
+    Query { from: NodeId, query: Query, ids_digest: Option<[u8; 32]>, reply: Responder },
     /// A response to one of our polls.
     Response { from: NodeId, response: Response },
     /// The vertices a fetch of ours brought back.
@@ -92,7 +94,7 @@ pub(super) fn decode_incoming(node_ids: &[NodeId], inc: Incoming) -> Option<Deco
         Incoming::Query { peer, bytes, reply } => {
             let from = node_ids[peer.0];
             match decode(&bytes) {
-                Ok(FrameRef::Query(q)) if q.requester.0 == from.0 => Some(Decoded::Unverified(Unverified::Query { from, query: q.to_owned(), reply })),
+                Ok(FrameRef::Query(q)) if q.requester.0 == from.0 => Some(Decoded::Unverified(Unverified::Query { from, query: q.to_owned(), ids_digest: None, reply })),
                 Ok(_) => invalid(from, "query_mismatch"),
                 Err(e) => invalid(from, wire_reason(&e)),
             }

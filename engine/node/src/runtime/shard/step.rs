@@ -59,10 +59,11 @@ impl Step {
     pub(super) fn admit(&mut self, item: Unverified, events: &mut Vec<Event>) {
         match item {
             Unverified::Vertex { from, vertex } => events.push(Event::Vertex { from, vertex: Arc::new(vertex) }),
-            Unverified::Query { from, query, reply } => {
+            Unverified::Query { from, query, ids_digest, reply } => {
                 if self.responders.by_query.len() < PENDING_REPLIES_MAX {
                     self.responders.by_query.insert((from, query.query_id), reply);
-                    events.push(Event::Query { from, query: Arc::new(query) });
+                    let ids_digest = ids_digest.unwrap_or_else(|| query.ids_digest());
+                    events.push(Event::Query { from, query: Arc::new(query), ids_digest });
                 }
             }
             Unverified::Response { from, response } => {
@@ -86,7 +87,7 @@ impl Step {
                 _ => None,
             };
             let query_key = match &e {
-                Event::Query { from, query } => Some((*from, query.query_id)),
+                Event::Query { from, query, .. } => Some((*from, query.query_id)),
                 _ => None,
             };
             if let Err(err) = core.handle(now, e) {

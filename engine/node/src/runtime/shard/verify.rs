@@ -137,7 +137,10 @@ impl Verify {
         let owned_msgs: Vec<Vec<Vec<u8>>> = items
             .iter()
             .map(|u| match u {
-                Unverified::Query { query, .. } => vec![query.signed_bytes()],
+                Unverified::Query { query, .. } => {
+                    let digest = query.ids_digest();
+                    vec![query.signed_bytes_with_digest(&digest), digest.to_vec()]
+                }
                 Unverified::Response { response, .. } => vec![response.signed_bytes()],
                 Unverified::Alert { alert, .. } => {
                     let mut v = vec![alert.signed_bytes()];
@@ -201,7 +204,13 @@ impl Verify {
             .map(|(i, u)| {
                 let (a, b) = spans[i];
                 if ok[a..b].iter().all(|x| *x) {
-                    return Verdict::Passed(u);
+                    return Verdict::Passed(match u {
+                        Unverified::Query { from, query, reply, .. } => {
+                            let ids_digest = <[u8; 32]>::try_from(owned_msgs[i][1].as_slice()).ok();
+                            Unverified::Query { from, query, ids_digest, reply }
+                        }
+                        u => u,
+                    });
                 }
                 match u {
                     // A proof that does not verify is a false accusation: charge the reporter.
