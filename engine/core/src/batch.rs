@@ -116,7 +116,7 @@ impl<S: Signer> Core<S> {
     fn check_own_keys(&self, keys: &[ConflictKey]) -> ConsensusResult<()> {
         for k in keys {
             let own = match self.conflicts.sets.get(k) {
-                Some(set) => set.members.iter().any(|m| m.creator == self.me && self.dag.vertices.get(&m.id).is_none_or(|r| r.status != VertexStatus::Rejected)),
+                Some(set) => set.members.iter().any(|m| m.creator == self.me && !m.rejected && self.dag.status(&m.id) != Some(VertexStatus::Rejected)),
                 // An uncontested set leaves once decided (`decide`); its final winner's record
                 // is still held for a while.
                 None => self.dag.forgotten.key_winner(k).is_some_and(|w| self.dag.vertices.get(&w).is_some_and(|r| r.v.creator == self.me)),
@@ -296,7 +296,7 @@ impl<S: Signer> Core<S> {
         if shard_of_key(key, self.shard_count) == self.shard {
             if let Some(set) = self.conflicts.sets.get(key) {
                 return set.decided.is_none_or(|w| w == *loser)
-                    && set.members.iter().all(|m| m.id == *loser || m.rejected || self.dag.vertices.get(&m.id).is_some_and(|r| r.status == VertexStatus::Rejected));
+                    && set.members.iter().all(|m| m.id == *loser || m.rejected || self.dag.status(&m.id) == Some(VertexStatus::Rejected));
             }
             return self.dag.forgotten.key_winner(key).is_none_or(|w| w == *loser);
         }

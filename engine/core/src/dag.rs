@@ -294,6 +294,9 @@ impl<S: Signer> Core<S> {
                 self.flood.entered(v.creator, member);
             } else {
                 self.finality.rejected += 1;
+                if self.params.forget_final_after_us > 0 {
+                    self.retention.forget_rejected_queue.push_back((now, id));
+                }
             }
             if !quiet {
                 self.push(Action::Persist { vertex: v.clone(), status });

@@ -116,6 +116,9 @@ impl<S: Signer> Core<S> {
             }
             r.status = VertexStatus::Rejected;
             let (seq, v, children) = (r.seq, r.v.clone(), r.children.clone());
+            if self.params.forget_final_after_us > 0 {
+                self.retention.forget_rejected_queue.push_back((self.now, x));
+            }
             self.dag.processing.remove(&seq);
             let member = self.flood_member(&v.creator);
             self.flood.left(&v.creator, member);

@@ -35,6 +35,9 @@ pub trait DecisionArchive {
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId>;
     /// The core drops final `id` from memory: from now on only the archive answers for it.
     fn evicted_final(&mut self, id: VertexId);
+    /// The core drops rejected `id` from memory: from now on only the archive answers for it
+    /// (`status` says `Rejected`; the engine's store wrote it in the turn that rejected it).
+    fn evicted_rejected(&mut self, id: VertexId);
     /// The core drops decided `key` (won by `winner`) from memory.
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId);
     /// Entries the archive itself holds in memory (0 for a store-backed archive).
@@ -48,12 +51,17 @@ pub trait DecisionArchive {
 #[derive(Default)]
 pub struct MemArchive {
     finals: HashSet<VertexId>,
+    rejected: HashSet<VertexId>,
     keys: HashMap<ConflictKey, VertexId>,
 }
 
 impl DecisionArchive for MemArchive {
     fn status(&self, id: &VertexId) -> Option<VertexStatus> {
-        self.finals.contains(id).then_some(VertexStatus::Final)
+        if self.finals.contains(id) {
+            Some(VertexStatus::Final)
+        } else {
+            self.rejected.contains(id).then_some(VertexStatus::Rejected)
+        }
     }
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
         self.keys.get(key).copied()
@@ -61,18 +69,25 @@ impl DecisionArchive for MemArchive {
     fn evicted_final(&mut self, id: VertexId) {
         self.finals.insert(id);
     }
+    fn evicted_rejected(&mut self, id: VertexId) {
+        debug_assert!(!self.finals.contains(&id), "a final vertex archived as rejected");
+        self.rejected.insert(id);
+    }
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
         let old = self.keys.insert(key, winner);
         debug_assert!(old.is_none_or(|w| w == winner), "a decided key changed its winner");
     }
     fn held_in_memory(&self) -> usize {
-        self.finals.len() + self.keys.len()
+        self.finals.len() + self.rejected.len() + self.keys.len()
     }
 }
 
-/// Forgotten finals and decided keys: a time-ordered window in memory, the archive beyond it.
+/// Forgotten finals, rejects and decided keys: a time-ordered window in memory, the archive
+/// beyond it.
 pub(crate) struct Forgotten {
     ids: HashSet<VertexId>,
+    /// Forgotten rejected vertices (issue 15: their records were kept for ever before).
+    rejected: HashSet<VertexId>,
     keys: HashMap<ConflictKey, VertexId>,
     /// Insertion order with the time of insertion (an id or a key), oldest first.
     order: VecDeque<(u64, Entry)>,
@@ -82,12 +97,13 @@ pub(crate) struct Forgotten {
 #[derive(Clone, Copy)]
 enum Entry {
     Id(VertexId),
+    Rejected(VertexId),
     Key(ConflictKey),
 }
 
 impl Default for Forgotten {
     fn default() -> Self {
-        Forgotten { ids: HashSet::default(), keys: HashMap::default(), order: VecDeque::new(), archive: Box::new(MemArchive::default()) }
+        Forgotten { ids: HashSet::default(), rejected: HashSet::default(), keys: HashMap::default(), order: VecDeque::new(), archive: Box::new(MemArchive::default()) }
     }
 }
 
@@ -95,6 +111,7 @@ impl Forgotten {
     /// Gives back the window's spare capacity (see `Core::shrink_sparse_maps`).
     pub(crate) fn shrink_sparse(&mut self) {
         crate::retention::shrink_sparse(&mut self.ids);
+        crate::retention::shrink_sparse(&mut self.rejected);
         crate::retention::shrink_sparse(&mut self.keys);
         crate::retention::shrink_sparse(&mut self.order);
     }
@@ -114,6 +131,8 @@ impl Forgotten {
     pub(crate) fn status(&self, id: &VertexId) -> Option<VertexStatus> {
         if self.ids.contains(id) {
             Some(VertexStatus::Final)
+        } else if self.rejected.contains(id) {
+            Some(VertexStatus::Rejected)
         } else {
             self.archive.status(id)
         }
@@ -127,13 +146,25 @@ impl Forgotten {
     /// The decision on forgotten `id` if it is still in the in-memory window (no archive read):
     /// for loops that run every tick (an id they ask about was never held, so never archived).
     pub(crate) fn status_in_memory(&self, id: &VertexId) -> Option<VertexStatus> {
-        self.ids.contains(id).then_some(VertexStatus::Final)
+        if self.ids.contains(id) {
+            Some(VertexStatus::Final)
+        } else {
+            self.rejected.contains(id).then_some(VertexStatus::Rejected)
+        }
     }
 
     /// Forgets final `id` at time `now` (held in memory until the window passes).
     pub(crate) fn insert(&mut self, id: VertexId, now: u64) {
         if self.ids.insert(id) {
             self.order.push_back((now, Entry::Id(id)));
+        }
+    }
+
+    /// Forgets rejected `id` at time `now` (held in memory until the window passes).
+    pub(crate) fn insert_rejected(&mut self, id: VertexId, now: u64) {
+        debug_assert!(!self.ids.contains(&id), "a final vertex forgotten as rejected");
+        if self.rejected.insert(id) {
+            self.order.push_back((now, Entry::Rejected(id)));
         }
     }
 
@@ -172,6 +203,11 @@ impl Forgotten {
                         self.archive.evicted_final(id);
                     }
                 }
+                Entry::Rejected(id) => {
+                    if self.rejected.remove(&id) {
+                        self.archive.evicted_rejected(id);
+                    }
+                }
                 Entry::Key(k) => {
                     if let Some(w) = self.keys.remove(&k) {
                         self.archive.evicted_key(k, w);
@@ -181,8 +217,9 @@ impl Forgotten {
         }
     }
 
-    /// (forgotten ids, forgotten keys) held in memory, plus what the archive holds in memory.
+    /// (forgotten ids, final and rejected; forgotten keys) held in memory, plus what the
+    /// archive holds in memory.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        (self.ids.len(), self.keys.len(), self.archive.held_in_memory())
+        (self.ids.len() + self.rejected.len(), self.keys.len(), self.archive.held_in_memory())
     }
 }

@@ -72,4 +72,6 @@ mod tests_batch;
 #[cfg(test)]
 mod tests_locks;
 #[cfg(test)]
+mod tests_retention;
+#[cfg(test)]
 mod tests_shards;

@@ -18,6 +18,8 @@ pub(crate) struct Retention {
     pub(crate) strip_queue: VecDeque<(u64, VertexId)>,
     /// For forgetting (see `Params::forget_final_after_us`).
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,
+    /// Rejected vertices in rejection order with the time: forgotten on the finals' schedule.
+    pub(crate) forget_rejected_queue: VecDeque<(u64, VertexId)>,
     /// When [`Core::shrink_sparse_maps`] runs next.
     pub(crate) next_shrink_at: u64,
 }
@@ -128,6 +130,7 @@ impl<S: Signer> Core<S> {
         shrink_sparse(&mut self.cross.decided);
         shrink_sparse(&mut self.retention.strip_queue);
         shrink_sparse(&mut self.retention.forget_queue);
+        shrink_sparse(&mut self.retention.forget_rejected_queue);
         self.dag.forgotten.shrink_sparse();
     }
 
@@ -170,6 +173,35 @@ impl<S: Signer> Core<S> {
             }
         }
         self.retention.forget_queue.extend(requeue);
+    }
+
+    /// Forgets the records of vertices rejected for longer than `forget_final_after_us`, as
+    /// [`Self::forget_old_finals`] does for finals: the id moves to `forgotten` (still
+    /// `Rejected` to every lookup: a late child is rejected on arrival, a vote on it is No, a
+    /// repeat is known), the record and its vertex (payloads included) leave memory. Before,
+    /// every rejected vertex stayed for good, a leak under double spends (issue 15). A set that
+    /// still names the member keeps its `rejected` flag; a vertex another shard watches stays
+    /// until the watch ends.
+    pub(crate) fn forget_old_rejects(&mut self, now: u64) {
+        let after = self.params.forget_final_after_us;
+        let mut requeue = Vec::new();
+        while let Some(&(at, id)) = self.retention.forget_rejected_queue.front() {
+            if after == 0 || at.saturating_add(after) > now {
+                break;
+            }
+            self.retention.forget_rejected_queue.pop_front();
+            if self.cross.watchers.contains_key(&id) {
+                requeue.push((now, id));
+                continue;
+            }
+            if self.dag.vertices.get(&id).is_none_or(|r| r.status != VertexStatus::Rejected) {
+                debug_assert!(self.dag.vertices.get(&id).is_none(), "a queued reject changed its status");
+                continue;
+            }
+            self.dag.vertices.remove(&id);
+            self.dag.forgotten.insert_rejected(id, now);
+        }
+        self.retention.forget_rejected_queue.extend(requeue);
     }
 
     /// Shrinks decided sets with a member on another shard to their winner

@@ -66,7 +66,7 @@ impl Net {
         (id.0[0] - 1) as usize
     }
 
-    fn push(&mut self, to: usize, ev: Event) {
+    pub(crate) fn push(&mut self, to: usize, ev: Event) {
         self.seq += 1;
         self.queue.insert((self.now + 100, self.seq), (to, ev));
     }
@@ -569,6 +569,9 @@ impl crate::DecisionArchive for CountingArchive {
     }
     fn evicted_final(&mut self, id: VertexId) {
         self.inner.evicted_final(id);
+    }
+    fn evicted_rejected(&mut self, id: VertexId) {
+        self.inner.evicted_rejected(id);
     }
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
         self.inner.evicted_key(key, winner);

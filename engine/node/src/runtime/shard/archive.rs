@@ -81,6 +81,10 @@ impl DecisionArchive for StoreArchive {
         debug_assert!(matches!(self.reader.status(&id), Ok(Some(Status::Final { .. }))), "the core archived {id} before the store had it final");
     }
 
+    fn evicted_rejected(&mut self, id: VertexId) {
+        debug_assert!(matches!(self.reader.status(&id), Ok(Some(Status::Rejected))), "the core archived {id} before the store had it rejected");
+    }
+
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
         debug_assert_eq!(self.winner_anywhere(&key).ok().flatten(), Some(winner), "the core archived a decided key before a store had its winner");
     }
