@@ -22,6 +22,13 @@
 //!   ~16 000 vertices/s per core anyway. Budget 32 768 ids/s, burst 65 536 (64 full requests).
 //! * history sync: an honest node walks one peer at a time, one request in flight, 1024 ids
 //!   each, 2 s apart once caught up. Budget 20/s, burst 40 (40 000 ids/s of history walked).
+//! * alerts: verifying one costs up to three ML-DSA verifies (the reporter's signature and the
+//!   two signed messages of its proof), and a reporter can sign new ones as fast as it signs.
+//!   An honest node sends one alert per peer it excludes, when it excludes it, per shard: a
+//!   burst when many liars are excluded at once (up to a third of the members), rare otherwise.
+//!   Budget 8/s, burst 128 (at most ~24 verifies a second from one peer once its burst is
+//!   spent; a larger cluster excluding more than 128 peers in one moment would charge an
+//!   honest reporter a strike, a score, never a proof).
 
 /// What a peer asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +39,13 @@ pub enum RequestKind {
     Fetch,
     /// A history-sync request (a store range scan).
     Sync,
+    /// A gossiped alert (up to three signature verifies).
+    Alert,
 }
 
 impl RequestKind {
     /// Every kind, in bucket order.
-    pub const ALL: [RequestKind; 3] = [RequestKind::Query, RequestKind::Fetch, RequestKind::Sync];
+    pub const ALL: [RequestKind; 4] = [RequestKind::Query, RequestKind::Fetch, RequestKind::Sync, RequestKind::Alert];
 
     /// The metric label.
     pub fn name(self) -> &'static str {
@@ -44,6 +53,7 @@ impl RequestKind {
             RequestKind::Query => "query",
             RequestKind::Fetch => "fetch",
             RequestKind::Sync => "sync",
+            RequestKind::Alert => "alert",
         }
     }
 
@@ -57,6 +67,7 @@ impl RequestKind {
             RequestKind::Query => QUERY_BUDGET,
             RequestKind::Fetch => FETCH_BUDGET,
             RequestKind::Sync => SYNC_BUDGET,
+            RequestKind::Alert => ALERT_BUDGET,
         }
     }
 
@@ -82,6 +93,8 @@ pub const QUERY_BUDGET: Budget = Budget { per_second: 200, burst: 400 };
 pub const FETCH_BUDGET: Budget = Budget { per_second: 32_768, burst: 65_536 };
 /// History-sync requests per peer per shard.
 pub const SYNC_BUDGET: Budget = Budget { per_second: 20, burst: 40 };
+/// Alerts per peer per shard: an honest node sends one per peer it excludes.
+pub const ALERT_BUDGET: Budget = Budget { per_second: 8, burst: 128 };
 /// An excluded peer's budgets are this many times smaller.
 /// A quarter, not less: an excluded honest node (slow, or behind) walks history at 5 syncs/s of
 /// 1024 ids per peer, 10 000 ids/s with two peers, still above a 5000 vertices/s cluster.
@@ -148,7 +161,7 @@ pub enum Admission {
 /// The buckets of every peer of one shard.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
-    buckets: Vec<[TokenBucket; 3]>,
+    buckets: Vec<[TokenBucket; RequestKind::ALL.len()]>,
     /// When each peer was last given a strike (`None`: never).
     last_strike: Vec<Option<u64>>,
 }
@@ -156,7 +169,7 @@ pub struct RateLimits {
 impl RateLimits {
     /// Full buckets for `peers` peers (indexed as the caller indexes its members).
     pub fn new(peers: usize) -> Self {
-        RateLimits { buckets: vec![[TokenBucket::new(); 3]; peers], last_strike: vec![None; peers] }
+        RateLimits { buckets: vec![[TokenBucket::new(); RequestKind::ALL.len()]; peers], last_strike: vec![None; peers] }
     }
 
     /// Charges `cost` units of `kind` to `peer` at `now` (its excluded budget when `excluded`).

@@ -332,6 +332,16 @@ fn rate_limits_bound_a_flood_but_not_honest_traffic() {
     assert!(ids > 0 && ids <= f.burst);
     // ... and can still catch up, slowly.
     assert_eq!(rl.admit(1, RequestKind::Fetch, 1024, true, 1_000_000), Admission::Allowed);
+    // Alerts: an honest reporter excluding 100 liars at once (a third of 300 members) sends
+    // 100 at once, all allowed; a reporter signing 10 000 a second for 3 s gets the burst and
+    // 8 a second through, each costing up to three verifies.
+    let mut rl = RateLimits::new(3);
+    for i in 0..100u64 {
+        assert_eq!(rl.admit(1, RequestKind::Alert, 1, false, i), Admission::Allowed, "honest alert {i} dropped");
+    }
+    let a = RequestKind::Alert.budget();
+    let flood = (0..30_000u64).filter(|i| rl.admit(2, RequestKind::Alert, 1, false, i * 100) == Admission::Allowed).count() as u64;
+    assert!(flood <= a.burst + 3 * a.per_second + 1, "alert flood bounded: {flood}");
     // An unknown peer index is refused without a strike.
     assert_eq!(rl.admit(9, RequestKind::Sync, 1, false, 0), Admission::Dropped { strike: false });
 }

@@ -443,9 +443,15 @@ impl Shard {
     fn route(&mut self, d: Decoded, unverified: &mut Vec<Unverified>, events: &mut Vec<pqdag_core::Event>) {
         match d {
             Decoded::Unverified(u) => {
-                // A query costs a signature to answer (and its own to verify): budget first.
-                if let Unverified::Query { from, .. } = &u {
-                    if !self.admit(*from, RequestKind::Query, 1) {
+                // A query costs a signature to answer (and its own to verify), an alert up to
+                // three verifies: budget first.
+                let kind = match &u {
+                    Unverified::Query { from, .. } => Some((*from, RequestKind::Query)),
+                    Unverified::Alert { from, .. } => Some((*from, RequestKind::Alert)),
+                    _ => None,
+                };
+                if let Some((from, kind)) = kind {
+                    if !self.admit(from, kind, 1) {
                         return;
                     }
                 }

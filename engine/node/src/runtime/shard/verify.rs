@@ -49,8 +49,9 @@ pub(super) struct Verify {
     /// A copy with another signature is kept: a forged copy arriving first must not crowd out
     /// the genuine one (honest relays forward the creator's bytes, so genuine copies match).
     batch_ids: HashSet<(VertexId, u64)>,
-    /// (reporter, hash of its signature) of the alerts verified already (cleared when full).
-    seen_alerts: HashSet<(NodeId, u64)>,
+    /// (reporter, hash of its signature, false) of the alerts verified already, or (reporter,
+    /// hash of the accused, true) once the accused is convicted here (cleared when full).
+    seen_alerts: HashSet<(NodeId, u64, bool)>,
 }
 
 /// Alerts remembered against replays.
@@ -96,12 +97,18 @@ impl Verify {
                 }
             }
             Unverified::Alert { from, alert } => {
-                // A proof against a convicted peer is still verified once per reporter (the
-                // metric `alerts_verified` counts honest peers' proofs), but never a replay.
+                // A proof against a peer this core already convicted changes nothing in the
+                // core; it is verified once per reporter (the metric `alerts_verified` counts
+                // the honest peers' gossip), never again: a reporter signing fresh alerts against
+                // a convicted colluder (or itself) as fast as it can cost up to three verifies
+                // each before (keyed by the alert's signature, every new one was new). The
+                // per-peer alert budget bounds the rest; a replay is never verified twice.
                 if self.seen_alerts.len() >= SEEN_ALERTS_MAX {
                     self.seen_alerts.clear();
                 }
-                if alert.accused == core.me() || !self.seen_alerts.insert((from, signature_hash(&alert.signature))) {
+                // Keyed by (reporter, accused) once the accused is convicted, else by the signature.
+                let key = if core.is_convicted(&alert.accused) { (signature_hash(&alert.accused.0), true) } else { (signature_hash(&alert.signature), false) };
+                if alert.accused == core.me() || !self.seen_alerts.insert((from, key.0, key.1)) {
                     self.dropped("alert", 1);
                     None
                 } else {
@@ -290,5 +297,43 @@ mod tests {
         let response = Response { query_id: 77 << 8, responder: peer_id, ids_digest: [0; 32], votes: vec![], signature: vec![0; 10] };
         assert!(verify.dedupe(&core, Unverified::Response { from: peer_id, response }).is_none());
         assert_eq!(dropped(&metrics, "response"), 1);
+    }
+
+    /// Alerts: a replay is never verified twice; distinct proofs against a peer not yet
+    /// convicted are; once the accused is convicted here, each reporter's alerts about it are
+    /// verified once (its first), the rest dropped unverified. Before, an alert keyed by its
+    /// own signature was new every time: a reporter signing fresh alerts against a convicted
+    /// colluder cost up to three ML-DSA verifies each, without end (the per-peer alert budget
+    /// of `mod.rs` bounds what is left).
+    #[test]
+    fn alerts_about_a_convicted_peer_are_verified_once_per_reporter() {
+        let me = Arc::new(Keypair::generate().expect("ok"));
+        let ids: Vec<NodeId> = std::iter::once(NodeId(me.public().node_id())).chain((1..4u8).map(|i| NodeId([i; 32]))).collect();
+        let (me_id, reporter, other, accused) = (ids[0], ids[1], ids[2], ids[3]);
+        let cfg = Config { me: me_id, nodes: ids.clone(), params: Params::lan_default(), seed: 1, shard: 0, shard_count: 1 };
+        let mut core = Core::new(cfg, MlDsaSigner(me.clone())).expect("ok");
+        let metrics = Arc::new(Metrics::new());
+        let mut verify = Verify::new(HashMap::new(), metrics.clone());
+        let key = pqdag_wire::ConflictKey([9; 32]);
+        let spend = |n: u8| Vertex::new_unsigned(vec![core.genesis_id()], vec![n], vec![key], 1, accused);
+        let evidence = pqdag_wire::Evidence::Equivocation { a: spend(1), b: spend(2) };
+        let alert = |from: NodeId, sig: u8| Unverified::Alert { from, alert: pqdag_wire::Alert { reporter: from, accused, evidence: evidence.clone(), signature: vec![sig; 8] } };
+        let passes = |verify: &mut Verify, core: &Core<MlDsaSigner>, from: NodeId, sig: u8| verify.dedupe(core, alert(from, sig)).is_some();
+
+        // Not convicted yet: every distinct proof is verified, a replay is not.
+        assert!(passes(&mut verify, &core, reporter, 1));
+        assert!(passes(&mut verify, &core, reporter, 2));
+        assert!(!passes(&mut verify, &core, reporter, 1), "a replay");
+        // The proof verified: the core convicts the accused.
+        core.handle(1, Event::Alert { from: reporter, accused, evidence: evidence.clone() }).expect("ok");
+        while core.poll_action().is_some() {}
+        assert!(core.is_convicted(&accused));
+        // Convicted: one more from each reporter, then nothing.
+        assert!(passes(&mut verify, &core, reporter, 3), "the reporter's first about a convicted peer");
+        assert!(!passes(&mut verify, &core, reporter, 4), "a fresh signature changes nothing now");
+        assert!(!passes(&mut verify, &core, reporter, 5));
+        assert!(passes(&mut verify, &core, other, 6), "another reporter's first");
+        assert!(!passes(&mut verify, &core, other, 7));
+        assert_eq!(dropped(&metrics, "alert"), 4, "a replay and three after conviction");
     }
 }
