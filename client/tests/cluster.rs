@@ -143,7 +143,7 @@ fn assert_final_with_position(d: &Decision) {
 #[test]
 fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() {
     let _serial = cluster_lock();
-    let c = Cluster::start(3, 51200);
+    let c = Cluster::start(3, 16200);
     let file = c.cluster_file();
     let rt = rt();
     rt.block_on(async {
@@ -216,7 +216,7 @@ fn async_and_blocking_submissions_are_final_and_a_double_spend_has_one_winner() 
 #[test]
 fn the_client_fails_over_when_its_node_is_killed() {
     let _serial = cluster_lock();
-    let mut c = Cluster::start(3, 51300);
+    let mut c = Cluster::start(3, 16300);
     let file = c.cluster_file();
     let rt = rt();
     let client = rt.block_on(connect_when_up(&file, opts(0)));

@@ -64,7 +64,7 @@ fn crash_run(name: &str, base_port: u16, args: &[&str], min_submitted: u64) -> s
 
 #[test]
 fn a_node_killed_under_double_spends_rejoins_with_the_same_finalized_set() {
-    let v = crash_run("double-spends", 34_000, &["--nodes", "3", "--rate", "600", "--duration", "14", "--crash", "2@3-6", "--conflict-ratio", "0.05"], 6_000);
+    let v = crash_run("double-spends", 17_000, &["--nodes", "3", "--rate", "600", "--duration", "14", "--crash", "2@3-6", "--conflict-ratio", "0.05"], 6_000);
     let lg = &v["loadgen"];
     assert!(lg["rejected"].as_u64().unwrap_or(0) + lg["double_spends_refused"].as_u64().unwrap_or(0) > 0, "double spends happened: {lg}");
 }
@@ -75,5 +75,5 @@ fn a_node_killed_under_double_spends_rejoins_with_the_same_finalized_set() {
 /// --rate 200 --max-batch 1 --crash 2@6-9`; this test failed without the fix).
 #[test]
 fn a_two_shard_node_killed_under_load_finalizes_everything_after_its_restart() {
-    crash_run("two-shards", 34_200, &["--nodes", "3", "--shards", "2", "--rate", "150", "--max-batch", "1", "--duration", "14", "--crash", "2@3-6"], 2_000);
+    crash_run("two-shards", 17_200, &["--nodes", "3", "--shards", "2", "--rate", "150", "--max-batch", "1", "--duration", "14", "--crash", "2@3-6"], 2_000);
 }

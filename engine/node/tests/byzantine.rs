@@ -346,32 +346,32 @@ fn detection_rates() {
 
 #[test]
 fn flip_votes_is_outvoted_detected_and_excluded() {
-    scenario("flip-votes", 47000);
+    scenario("flip-votes", 11000);
 }
 
 #[test]
 fn equivocation_is_proven_and_excluded() {
-    scenario("equivocate", 47150);
+    scenario("equivocate", 11150);
 }
 
 #[test]
 fn invalid_signatures_are_refused_and_excluded() {
-    scenario("invalid-signatures", 47300);
+    scenario("invalid-signatures", 11300);
 }
 
 #[test]
 fn malformed_frames_are_refused_and_excluded() {
-    scenario("malformed", 47450);
+    scenario("malformed", 11450);
 }
 
 #[test]
 fn withheld_responses_are_detected_and_excluded() {
-    scenario("withhold", 47600);
+    scenario("withhold", 11600);
 }
 
 #[test]
 fn flood_of_junk_vertices_is_refused_and_excluded() {
-    scenario("flood", 47750);
+    scenario("flood", 11750);
 }
 
 /// Beyond the liveness bound, on real processes: `PQDAG_BYZ_NODES` nodes (default 6) of which the
@@ -385,7 +385,7 @@ fn flood_of_junk_vertices_is_refused_and_excluded() {
 fn flip_voters_at_a_third() {
     let n: usize = std::env::var("PQDAG_BYZ_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let f: usize = std::env::var("PQDAG_BYZ_FLIPPERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let (_, _, agreed) = flip_voters(n, f, 46_500);
+    let (_, _, agreed) = flip_voters(n, f, 12_500);
     assert!(agreed, "N={n} flip-voters={f}: honest nodes decided a payload differently (safety)");
 }
 
@@ -395,7 +395,7 @@ fn flip_voters_at_a_third() {
 /// flip-voter's Yes, and nothing was final). Safety and liveness asserted.
 #[test]
 fn seven_nodes_with_two_flip_voters_stay_live() {
-    let (finals, total, agreed) = flip_voters(7, 2, 46_000);
+    let (finals, total, agreed) = flip_voters(7, 2, 12_000);
     assert!(agreed, "honest nodes decided a payload differently (safety)");
     assert!(total > 0, "no payload was accepted");
     assert!(finals.iter().all(|&x| x == total), "every honest payload final on every honest node: {finals:?} of {total}");

@@ -180,7 +180,7 @@ fn assert_survived(mode: &str, o: &Attacked, may_reject: bool) {
 #[test]
 fn real_replay_queries_frame_no_one() {
     let _serial = cluster_lock();
-    let o = run_attack("replay-queries", 48_000, Duration::from_secs(20));
+    let o = run_attack("replay-queries", 14_000, Duration::from_secs(20));
     assert_survived("replay-queries", &o, false);
     // The framing went out: two signed answers of an honest node to one query id, gossiped as
     // evidence, and the honest receivers refused it as a malformed alert (charged to the
@@ -196,7 +196,7 @@ fn real_replay_queries_frame_no_one() {
 #[test]
 fn real_set_spam_is_contained() {
     let _serial = cluster_lock();
-    let o = run_attack("set-spam", 48_150, Duration::from_secs(20));
+    let o = run_attack("set-spam", 14_150, Duration::from_secs(20));
     assert_survived("set-spam", &o, true);
     assert!(o.sent("spam_vertex") >= 64.0, "set-spam: fewer than 64 spam members sent");
     // Two own vertices on one key are an equivocation: the spammer is convicted on proof.
@@ -206,7 +206,7 @@ fn real_set_spam_is_contained() {
 #[test]
 fn real_vote_unknown_is_outvoted() {
     let _serial = cluster_lock();
-    let o = run_attack("vote-unknown", 48_300, Duration::from_secs(20));
+    let o = run_attack("vote-unknown", 14_300, Duration::from_secs(20));
     assert_survived("vote-unknown", &o, false);
     assert!(o.sent("unknown_response") >= 10.0, "vote-unknown: fewer than 10 all-Unknown answers sent");
 }
@@ -233,7 +233,7 @@ fn real_vote_unknown_is_outvoted() {
 #[test]
 fn real_vertex_flood_is_absorbed() {
     let _serial = cluster_lock();
-    let o = run_attack("vertex-flood", 48_450, Duration::from_secs(25));
+    let o = run_attack("vertex-flood", 14_450, Duration::from_secs(25));
     for kind in ["creator_dropped", "creator_bypassed", "creator_processing_max"] {
         eprintln!("vertex-flood: honest pqdag_bounded {kind} {:?}", o.honest_metrics.iter().map(|m| m.lines().filter(|l| l.starts_with("pqdag_bounded") && l.contains(&format!("\"{kind}\""))).map(|l| l.rsplit(' ').next().unwrap_or("").to_owned()).collect::<Vec<_>>()).collect::<Vec<_>>());
     }
@@ -245,7 +245,7 @@ fn real_vertex_flood_is_absorbed() {
 #[test]
 fn real_query_flood_is_absorbed() {
     let _serial = cluster_lock();
-    let o = run_attack("query-flood", 48_600, Duration::from_secs(25));
+    let o = run_attack("query-flood", 14_600, Duration::from_secs(25));
     assert_survived("query-flood", &o, false);
     assert!(o.sent("flood_query") >= 300.0, "query-flood: fewer than 300 flood queries sent");
     assert!(o.sent("flood_query_answered") >= 100.0, "query-flood: fewer than 100 flood queries answered (each an honest signature)");
@@ -254,7 +254,7 @@ fn real_query_flood_is_absorbed() {
 #[test]
 fn real_backdate_double_spends_are_decided_alike() {
     let _serial = cluster_lock();
-    let o = run_attack("backdate", 48_750, Duration::from_secs(20));
+    let o = run_attack("backdate", 14_750, Duration::from_secs(20));
     assert_survived("backdate", &o, true);
     // Every honest key it saw was spent again, backdated, to each of the three honest nodes.
     assert!(o.sent("backdated_vertex") >= (ATTACK_PAYLOADS as f64) * 3.0 * 0.9, "backdate: not every honest key double-spent");
@@ -263,7 +263,7 @@ fn real_backdate_double_spends_are_decided_alike() {
 #[test]
 fn real_selective_liar_is_outvoted() {
     let _serial = cluster_lock();
-    let o = run_attack("selective", 48_900, Duration::from_secs(20));
+    let o = run_attack("selective", 14_900, Duration::from_secs(20));
     assert_survived("selective", &o, false);
     assert!(o.sent("honest_response") >= 1.0, "selective: no honest answer to the favoured half");
     assert!(o.sent("flipped_response") + o.sent("withheld_response") >= 1.0, "selective: no lie or silence to the other half");
@@ -277,7 +277,7 @@ fn real_selective_liar_is_outvoted() {
 fn seven_nodes_with_two_flip_voters_stay_live() {
     let _serial = cluster_lock();
     let honest_nodes = [0usize, 1, 2, 3, 4];
-    let mut c = Cluster::new(7, 49_100);
+    let mut c = Cluster::new(7, 15_100);
     for i in honest_nodes {
         c.start(i);
     }

@@ -54,11 +54,15 @@ pub enum Strategy {
     /// Gossips `ConflictingResponses` evidence with forged signatures against honest nodes: the
     /// shell's evidence check must stop it (the checker's self-test breaks that check).
     ForgeAlerts,
+    /// Gossips valid equivocation proofs against itself, fresh ones as fast as it can sign
+    /// (each honest node's first convicts it; the rest would cost three verifies each): the
+    /// shell must drop proofs against a peer it convicted already (once per reporter).
+    AlertFlood,
 }
 
 impl Strategy {
     /// Every strategy, in `--strategy` spelling order.
-    pub const ALL: [Strategy; 14] = [
+    pub const ALL: [Strategy; 15] = [
         Strategy::FlipVotes,
         Strategy::Equivocate,
         Strategy::Withhold,
@@ -73,6 +77,7 @@ impl Strategy {
         Strategy::Selective,
         Strategy::Mixed,
         Strategy::ForgeAlerts,
+        Strategy::AlertFlood,
     ];
 
     /// The `--strategy` spelling.
@@ -92,6 +97,7 @@ impl Strategy {
             Strategy::Selective => "selective",
             Strategy::Mixed => "mixed",
             Strategy::ForgeAlerts => "forge-alerts",
+            Strategy::AlertFlood => "alert-flood",
         }
     }
 }
@@ -272,6 +278,7 @@ impl Adversary {
             Strategy::Selective => Box::new(attacks::Selective),
             Strategy::Mixed => Box::new(mixed::Mixed::default()),
             Strategy::ForgeAlerts => Box::new(attacks::ForgeAlerts),
+            Strategy::AlertFlood => Box::new(attacks::AlertFlood::default()),
         };
         Adversary { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473_0000), behaviour }
     }

@@ -437,3 +437,36 @@ impl Behaviour for ForgeAlerts {
         tick
     }
 }
+
+/// Alert flood (see [`crate::Strategy::AlertFlood`]): every 2 ms, two fresh vertices of its own
+/// spending one key (a valid equivocation proof against itself, signed with its own key) to
+/// every honest node: 500 alerts a second from each member playing it.
+#[derive(Default)]
+pub(crate) struct AlertFlood {
+    n: u64,
+}
+
+impl Behaviour for AlertFlood {
+    fn first_tick_us(&self, node: usize) -> Option<u64> {
+        Some(20_000 + node as u64)
+    }
+
+    fn tick_period_us(&self) -> u64 {
+        2_000
+    }
+
+    fn tick(&mut self, ctx: Ctx<'_>) -> Tick {
+        let mut tick = Tick::default();
+        self.n += 1;
+        let g = ctx.me.core.genesis_id();
+        let key = ConflictKey([0xAF; 32]);
+        let own = |tag: u64| {
+            let mut v = Vertex::new_unsigned(vec![g], tag.to_le_bytes().to_vec(), vec![key], 1, ctx.me.id);
+            v.signature = ctx.me.signer.sign(Domain::Vertex, v.signed_bytes());
+            v
+        };
+        let ev = Arc::new(Evidence::Equivocation { a: own(2 * self.n), b: own(2 * self.n + 1) });
+        tick.sends = (0..ctx.honest).map(|to| Outgoing { to, msg: Msg::Alert(ctx.me.id, ev.clone()) }).collect();
+        tick
+    }
+}

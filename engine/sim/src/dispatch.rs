@@ -52,6 +52,16 @@ impl Sim {
                 return;
             }
         }
+        // As the engine's shell (`shard/verify.rs`): a proof against a peer every core of this
+        // node convicted already changes nothing; each reporter's first is still verified, the
+        // rest are dropped before their verify, costing only their bytes.
+        if let Msg::Alert(accused, _) = &msg {
+            let convicted = (0..shards).all(|s| self.shells[to].core(s).is_convicted(accused));
+            if self.cfg.shell_dedupes_alerts && convicted && self.shells[to].is_up() && !self.alerts_after_conviction.insert((to, from, *accused)) {
+                self.cost.charge(to, 0, self.now, v_us.saturating_sub(self.cost.verify_us()), &[]);
+                return;
+            }
+        }
         if !duplicate {
             let keys = |id: &pqdag_core::NodeId| self.node_index.get(id).map(|&i| self.shells[i].signer());
             if let Err(kind) = verify::check(&msg, &from_id, keys, self.cfg.shell_checks_evidence) {

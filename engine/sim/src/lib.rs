@@ -29,7 +29,7 @@
 //! This file keeps the configuration and the [`Sim`] facade, which owns the clock and the
 //! event queue and routes each event to the module that owns it.
 
-use pqdag_core::{IdHashMap as HashMap};
+use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 
 use pqdag_core::{ConflictKey, Event, NodeId, Params, ShardMsg, VertexId};
 
@@ -150,6 +150,10 @@ pub struct SimConfig {
     /// sees them, as the engine's does. `false` is a deliberately broken shell: only for the
     /// test that proves the checker catches honest nodes being convicted.
     pub shell_checks_evidence: bool,
+    /// The shell drops, before their verify, alerts about a peer its cores convicted already,
+    /// but for each reporter's first (as the engine's `shard/verify.rs` does). `false`: every
+    /// alert is verified (the checker's measure of what `alert-flood` costs without it).
+    pub shell_dedupes_alerts: bool,
     /// Do not print the first safety violation to stderr as it happens (the soak reports its
     /// own summary).
     pub quiet: bool,
@@ -188,6 +192,7 @@ impl SimConfig {
             mesh_delay_max_us: MESH_DELAY_MAX_US,
             params: None,
             shell_checks_evidence: true,
+            shell_dedupes_alerts: true,
             quiet: false,
         }
     }
@@ -243,6 +248,9 @@ pub struct Sim {
     /// Conflicting pairs whose vertices were built on another shard than the one submitted
     /// to, and are not created yet: (key, (node, client tag, id) of each).
     pairs_waiting: Vec<(ConflictKey, [(usize, u64, Option<VertexId>); 2])>,
+    /// (receiver, reporter, accused) of the alerts verified about a peer the receiver had
+    /// convicted already (`SimConfig::shell_dedupes_alerts`).
+    alerts_after_conviction: HashSet<(usize, usize, NodeId)>,
 }
 
 impl Sim {
@@ -295,6 +303,7 @@ impl Sim {
             trace: Trace::new(),
             mesh: Mesh::new(cfg.seed, if cfg.shards > 1 { cfg.mesh_delay_max_us } else { 0 }),
             pairs_waiting: Vec::new(),
+            alerts_after_conviction: HashSet::default(),
             sync_cursor: vec![0; n],
             sync_rr: (0..n).collect(),
             cfg,

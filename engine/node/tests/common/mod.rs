@@ -50,7 +50,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A testnet of `nodes` on ports from `base_port` (node i: base + 20 i, client + 18,
+    /// metrics + 19). Keep every test's ports below 32768: the kernel hands ports of its
+    /// ephemeral range (32768-60999 by default) to outgoing sockets at random, and one such
+    /// socket took a red-team node's fixed port in CI (`Address already in use`, 2026-12-05).
     pub fn new(nodes: usize, base_port: u16) -> Cluster {
+        debug_assert!(usize::from(base_port) + 20 * nodes < 32_768, "test ports inside the ephemeral range");
         Self::with_shards(nodes, base_port, 1)
     }
 
