@@ -14,9 +14,9 @@ use super::outbound::Reply;
 pub(super) enum Unverified {
     /// A gossiped or relayed vertex.
     Vertex { from: NodeId, vertex: Vertex },
-    /// A poll query, with where its response goes. `ids_digest` is filled by the batch verify,
-    /// which hashes the ids for the signature check (after the query budget, never before) and
-    /// hands the same digest to the core.
+    /// A poll query, with where its response goes. `ids_digest` is filled by `Verify::dedupe`
+    /// (after the query budget, never before); the signature check and the core's response use
+    /// the same digest.
     Query { from: NodeId, query: Query, ids_digest: Option<[u8; 32]>, reply: Responder },
     /// A response to one of our polls.
     Response { from: NodeId, response: Response },

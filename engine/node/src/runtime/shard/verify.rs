@@ -115,7 +115,12 @@ impl Verify {
                     Some(Unverified::Alert { from, alert })
                 }
             }
-            q @ Unverified::Query { .. } => Some(q),
+            // Past the query budget: the ids are hashed here, once, for the signature check and
+            // the core's response alike.
+            Unverified::Query { from, query, reply, .. } => {
+                let ids_digest = Some(query.ids_digest());
+                Some(Unverified::Query { from, query, ids_digest, reply })
+            }
         }
     }
 
@@ -144,10 +149,10 @@ impl Verify {
         let owned_msgs: Vec<Vec<Vec<u8>>> = items
             .iter()
             .map(|u| match u {
-                Unverified::Query { query, .. } => {
-                    let digest = query.ids_digest();
-                    vec![query.signed_bytes_with_digest(&digest), digest.to_vec()]
-                }
+                Unverified::Query { query, ids_digest, .. } => vec![match ids_digest {
+                    Some(d) => query.signed_bytes_with_digest(d),
+                    None => query.signed_bytes(),
+                }],
                 Unverified::Response { response, .. } => vec![response.signed_bytes()],
                 Unverified::Alert { alert, .. } => {
                     let mut v = vec![alert.signed_bytes()];
@@ -211,13 +216,7 @@ impl Verify {
             .map(|(i, u)| {
                 let (a, b) = spans[i];
                 if ok[a..b].iter().all(|x| *x) {
-                    return Verdict::Passed(match u {
-                        Unverified::Query { from, query, reply, .. } => {
-                            let ids_digest = <[u8; 32]>::try_from(owned_msgs[i][1].as_slice()).ok();
-                            Unverified::Query { from, query, ids_digest, reply }
-                        }
-                        u => u,
-                    });
+                    return Verdict::Passed(u);
                 }
                 match u {
                     // A proof that does not verify is a false accusation: charge the reporter.
