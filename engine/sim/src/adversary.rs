@@ -43,7 +43,8 @@ pub enum Strategy {
     VoteUnknown,
     /// Valid signed vertices at a high rate (on genesis and on its own tips).
     VertexFlood,
-    /// Signed queries at a high rate to every honest node (each costs them a signature).
+    /// Signed queries at a high rate to every honest node (each would cost them a verify and a
+    /// signature; the shell's per-peer budget drops what is over it first).
     QueryFlood,
     /// Double-spend honest vertices' keys with a backdated timestamp (the tie-break).
     Backdate,

@@ -26,8 +26,10 @@ pub(crate) const SPAM_MEMBERS: usize = 72;
 pub(crate) const SPAM_TICK_US: u64 = 500_000;
 /// Vertices a flooder sends per tick ([`FLOOD_TICK_US`]).
 pub(crate) const FLOOD_VERTICES_PER_TICK: usize = 10;
-/// Queries a flooder sends to every honest node per tick.
-pub(crate) const FLOOD_QUERIES_PER_TICK: usize = 5;
+/// Queries a flooder sends to every honest node per tick: 1 250 a second, about what the real
+/// `engine run --byzantine query-flood` signs on this machine (~1 100 a second) and six times
+/// the per-peer query budget (`pqdag_core::ratelimit::QUERY_BUDGET`, 200 a second).
+pub(crate) const FLOOD_QUERIES_PER_TICK: usize = 25;
 /// Tick period of the floods, us (50 ticks a second).
 pub(crate) const FLOOD_TICK_US: u64 = 20_000;
 

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use pqdag_core::{Action, ConflictKey, Event, Misbehaviour, VertexId};
+use pqdag_core::{Action, Admission, ConflictKey, Event, Misbehaviour, RequestKind, VertexId};
 use pqdag_wire::VertexRequest;
 
 use crate::adversary::{Env, NodeView};
@@ -49,6 +49,19 @@ impl Sim {
         if let Msg::Vertex(v) = &msg {
             if !duplicate && self.shells[to].is_up() && !self.shells[to].core(shard_for_vertex(&v.id, shards)).admits_creator(v) {
                 self.cost.charge(to, shard_for_vertex(&v.id, shards) as usize, self.now, v_us - self.cost.verify_us(), &[]);
+                return;
+            }
+        }
+        // As the engine's shell (`shard/mod.rs::route`): a query or an alert is charged to its
+        // sender's budget before anything else is done with it; over budget it is dropped,
+        // costing this node only its bytes, and the sender gets a strike.
+        let charge = match &msg {
+            Msg::Query(q, _) => Some((shard_for_query(q, shards), RequestKind::Query)),
+            Msg::Alert(..) => Some((0, RequestKind::Alert)),
+            _ => None,
+        };
+        if let Some((s, kind)) = charge {
+            if !duplicate && !self.admit(to, from, s, kind, 1, v_us) {
                 return;
             }
         }
@@ -102,6 +115,9 @@ impl Sim {
                 for s in 0..shards {
                     let ids: Vec<VertexId> = req.ids.iter().filter(|id| shard_for_vertex(id, shards) == s).copied().collect();
                     if !ids.is_empty() {
+                        if !self.admit(to, from, s, RequestKind::Fetch, ids.len() as u64, 0) {
+                            continue;
+                        }
                         // Forgotten by the core but final here: the shell answers from its store.
                         let stored = self.archive.forgotten_by(self.shells[to].core(s), &ids);
                         self.handle(to, s, Event::VertexRequest { from: from_id, request: VertexRequest { request_id: req.request_id, ids } }, 0);
@@ -142,6 +158,29 @@ impl Sim {
                 self.refuse(to, from, s, kind, if kind == Misbehaviour::InvalidSignature { v_us } else { 1 });
             }
         }
+    }
+
+    /// Node `to`'s shell charges a request of `from` (`cost` units of `kind`, shard `s`) to
+    /// `from`'s budget (`SimConfig::shell_rate_limits`). Over budget: counted, the bytes
+    /// (`v_us` less the verify it skips) charged to the shard, and a strike for the sender
+    /// (the budget's own rule: at most one a second). `false`: drop the request.
+    fn admit(&mut self, to: usize, from: usize, s: u32, kind: RequestKind, cost: u64, v_us: u64) -> bool {
+        if !self.cfg.shell_rate_limits || !self.shells[to].is_up() {
+            return true;
+        }
+        let from_id = self.shells[from].id();
+        let Admission::Dropped { strike } = self.shells[to].admit(s, from, &from_id, kind, cost, self.now) else { return true };
+        if !self.shells[to].is_byzantine() {
+            self.metrics.rate_limited += 1;
+            if !self.shells[from].is_byzantine() {
+                self.metrics.honest_rate_limited += 1;
+            }
+        }
+        self.cost.charge(to, s as usize, self.now, v_us.saturating_sub(self.cost.verify_us()), &[]);
+        if strike {
+            self.refuse(to, from, s, Misbehaviour::Flooding, 0);
+        }
+        false
     }
 
     /// Node `to`'s shell refused a frame of `from` as `kind`: charged to `from` in shard `s`

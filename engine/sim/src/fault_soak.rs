@@ -252,6 +252,9 @@ fn main() {
     let safety: u64 = outcomes.iter().map(|o| ok(o, |r| r.safety_violations)).sum();
     let convicted: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_convicted as u64)).sum();
     let banned: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_banned as u64)).sum();
+    // Honest requests the shells' per-peer budgets dropped: reported, not a failure (a budget
+    // that bites honest traffic slows it; the budgets are set at twice what an honest node asks).
+    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited)).sum();
     let liveness = outcomes.iter().filter(|o| o.liveness_failed()).count();
     // Of those, runs that left no honest creator's vertex processing anywhere: what is left is
     // a Byzantine creator's undecided vertices (an equivocator's rogue set, for which Avalanche
@@ -274,6 +277,7 @@ fn main() {
             serde_json::json!({
                 "runs": outcomes.len(), "seeds": seeds, "failed_runs": failed, "safety_violations": safety,
                 "honest_convicted": convicted, "honest_banned": banned, "liveness_failures": liveness,
+                "honest_rate_limited": honest_limited,
                 "liveness_failures_no_honest_vertex_processing": rogue_only,
                 "runs_with_crash": crashes, "runs_with_partition": partitions, "runs_with_byzantine": byz, "runs_with_loss": lossy,
                 "finality_p95_ms_max": p95_max, "first_failure": first.map(|o| o.mix.command(&a)), "failing": failing,
@@ -283,7 +287,7 @@ fn main() {
     } else {
         let first_s = first.map_or("none".to_string(), |o| format!("seed {}: `{}` ({})", o.mix.seed, o.mix.command(&a), o.why()));
         println!(
-            "faults: {} runs (seeds {seeds}; {crashes} with a crash, {partitions} a partition, {byz} Byzantine <= {}, {lossy} lossy) failed {failed}: safety_violations {safety}, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} ({rogue_only} with no honest creator's vertex left processing); worst p95 {p95_max:.0} ms; first failure: {first_s}; {:.0} s",
+            "faults: {} runs (seeds {seeds}; {crashes} with a crash, {partitions} a partition, {byz} Byzantine <= {}, {lossy} lossy) failed {failed}: safety_violations {safety}, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} ({rogue_only} with no honest creator's vertex left processing), honest_rate_limited {honest_limited}; worst p95 {p95_max:.0} ms; first failure: {first_s}; {:.0} s",
             outcomes.len(),
             a.max_byzantine,
             wall.elapsed().as_secs_f64()

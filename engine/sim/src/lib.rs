@@ -154,6 +154,11 @@ pub struct SimConfig {
     /// but for each reporter's first (as the engine's `shard/verify.rs` does). `false`: every
     /// alert is verified (the checker's measure of what `alert-flood` costs without it).
     pub shell_dedupes_alerts: bool,
+    /// The shell charges each peer's queries, fetched ids and alerts to per-peer budgets
+    /// before verifying them and drops what is over (`pqdag_core::ratelimit`, as the engine's
+    /// `shard/limits.rs` does). `false`: no budgets (the measure of what `query-flood` costs
+    /// without them).
+    pub shell_rate_limits: bool,
     /// Do not print the first safety violation to stderr as it happens (the soak reports its
     /// own summary).
     pub quiet: bool,
@@ -193,6 +198,7 @@ impl SimConfig {
             params: None,
             shell_checks_evidence: true,
             shell_dedupes_alerts: true,
+            shell_rate_limits: true,
             quiet: false,
         }
     }

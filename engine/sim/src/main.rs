@@ -92,6 +92,10 @@ struct Args {
     /// Most delay of a message between two shards of a node, us (0 = at once).
     #[arg(long, default_value_t = pqdag_sim::MESH_DELAY_MAX_US)]
     mesh_delay_max_us: u64,
+    /// Measurement: the shells apply no per-peer request budgets (what a query or alert flood
+    /// costs the honest nodes without them; the engine always applies them).
+    #[arg(long)]
+    no_rate_limits: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -123,6 +127,7 @@ fn main() {
     cfg.max_batch = a.max_batch;
     cfg.twin_ratio = a.twin_ratio;
     cfg.relay = a.relay;
+    cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.mesh_delay_max_us = a.mesh_delay_max_us;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {

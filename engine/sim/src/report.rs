@@ -102,6 +102,12 @@ pub struct Report {
     /// Most bytes an honest node held on behalf of one peer (its vertices in memory plus its
     /// messages in flight to the node), at any scan.
     pub max_bytes_held_for_one_peer: u64,
+    /// Requests (queries, fetches, alerts) honest nodes' shells dropped over their sender's
+    /// per-peer budget (the engine's `pqdag_rate_limited_total`).
+    pub rate_limited: u64,
+    /// Of those, requests sent by honest nodes: 0 unless a budget is too tight for honest
+    /// traffic.
+    pub honest_rate_limited: u64,
     /// Some honest node suspected a partition at some point.
     pub partition_suspected_seen: bool,
     /// Conflict sets (pairs) submitted / decided with exactly one final member everywhere.
@@ -169,6 +175,10 @@ pub(crate) struct Metrics {
     pub(crate) events: u64,
     /// Some honest node suspected a partition at some point.
     pub(crate) partition_seen: bool,
+    /// Requests (queries, fetches, alerts) honest shells dropped over their sender's budget.
+    pub(crate) rate_limited: u64,
+    /// Of those, requests an honest node sent: budgets that bite honest traffic.
+    pub(crate) honest_rate_limited: u64,
 }
 
 impl Metrics {
@@ -176,7 +186,7 @@ impl Metrics {
     pub(crate) fn new() -> Result<Self, String> {
         let latencies = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
         let after_detection = latencies.clone();
-        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false })
+        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false, rate_limited: 0, honest_rate_limited: 0 })
     }
     /// One submission-to-finality latency, us, of a vertex created at `created_us`.
     pub(crate) fn record_latency(&mut self, us: u64, created_us: u64) {
@@ -280,6 +290,8 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         honest_banned: t.honest_banned,
         honest_excluded_max_ms: t.honest_excluded_max_ms,
         max_bytes_held_for_one_peer: t.max_bytes_held_for_one_peer,
+        rate_limited: metrics.rate_limited,
+        honest_rate_limited: metrics.honest_rate_limited,
         partition_suspected_seen: metrics.partition_seen,
         conflict_sets: t.conflict_sets,
         conflict_sets_resolved: t.conflict_sets_resolved,

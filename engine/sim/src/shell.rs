@@ -11,7 +11,7 @@
 use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 use std::sync::Arc;
 
-use pqdag_core::{Action, Config, ConflictKey, Core, Domain, Event, NodeId, Params, Signer, VertexId, VertexStatus};
+use pqdag_core::{Action, Admission, Config, ConflictKey, Core, Domain, Event, NodeId, Params, RateLimits, RequestKind, Signer, VertexId, VertexStatus};
 use pqdag_wire::{Query, Response, Vertex};
 
 /// The keyed-MAC signer of the simulator (stands in for ML-DSA-87).
@@ -152,6 +152,10 @@ pub(crate) struct Shell {
     locks: Vec<std::collections::BTreeMap<ConflictKey, VertexId>>,
     keep_storage: bool,
     finalized_before_crash: u64,
+    /// Per shard: every peer's request budgets, as the engine's shell keeps them
+    /// (`runtime/shard/limits.rs`: queries, fetched ids, alerts; checked before the verify).
+    /// A restart starts them full, as a new process does.
+    limits: Vec<RateLimits>,
 }
 
 impl Shell {
@@ -172,6 +176,7 @@ impl Shell {
             locks: vec![std::collections::BTreeMap::new(); shards],
             keep_storage,
             finalized_before_crash: 0,
+            limits: vec![RateLimits::new(spec.ids.len()); shards],
         })
     }
 
@@ -193,6 +198,14 @@ impl Shell {
     /// Whether the node is running (not crashed).
     pub(crate) fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// Charges `cost` units of `kind` to peer `from` (a node index) in shard `shard`'s budgets
+    /// at `now`, as the engine's shell does before it verifies a request (an excluded peer gets
+    /// a quarter of the budget).
+    pub(crate) fn admit(&mut self, shard: u32, from: usize, from_id: &NodeId, kind: RequestKind, cost: u64, now: u64) -> Admission {
+        let excluded = self.cores[shard as usize].is_excluded(from_id);
+        self.limits[shard as usize].admit(from, kind, cost, excluded, now)
     }
 
     /// Restarts so far: a shard message sent before a crash is lost with the process.
@@ -332,6 +345,7 @@ impl Shell {
         self.cores = cores;
         self.up = true;
         self.restarts = restarts;
+        self.limits = vec![RateLimits::new(spec.ids.len()); spec.shard_count as usize];
         let restored: u64 = self.cores.iter().map(|c| c.status().finalized).sum();
         let before = self.finalized_before_crash;
         if restored != before {
