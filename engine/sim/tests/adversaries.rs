@@ -242,3 +242,37 @@ fn an_alert_flood_costs_its_senders_not_the_honest_nodes() {
     assert!(with.cpu_util_max + 0.15 < without.cpu_util_max, "busiest core {} with the dedupe, {} without", with.cpu_util_max, without.cpu_util_max);
     assert!(with.finality_ms.p95 < 1_000.0, "honest p95 {} ms", with.finality_ms.p95);
 }
+
+/// A query flood (two members of ten, 1 250 signed queries a second each to every honest
+/// node, six times the per-peer query budget) is paid for by its senders: the shells charge
+/// each peer's queries to its budget before the verify and the signed answer, drop what is
+/// over (costing the node only the bytes) and strike the sender, once a second, until it is
+/// excluded; honest peers' queries are never dropped. The checker's measure of the harm is the
+/// honest nodes' CPU: without the budgets (a shell that verifies and answers every query)
+/// the busiest honest core works most of the run and the flooders are never excluded.
+/// Virtual time, so exact for the seed.
+#[test]
+fn a_query_flood_costs_its_senders_not_the_honest_nodes() {
+    let run_with = |budgets: bool| {
+        let mut c = SimConfig::new(10, 1, 3.0);
+        c.byzantine = 0.2;
+        c.strategy = Strategy::QueryFlood;
+        c.conflict_ratio = 0.1;
+        c.liveness_budget_s = 10.0;
+        c.shell_rate_limits = budgets;
+        let r = run(c).expect("config");
+        assert_eq!(r.safety_violations, 0, "{:?}", r.first_violation);
+        assert_eq!((r.honest_convicted, r.honest_banned), (0, 0));
+        assert!(r.liveness_ok, "finalized {} of {}", r.finalized, r.submitted);
+        assert_eq!(r.honest_rate_limited, 0, "a budget dropped honest queries");
+        r
+    };
+    let (with, without) = (run_with(true), run_with(false));
+    // Seed 1: 46 800 queries dropped, both flooders excluded by every honest node, busiest
+    // honest core 46 % of the run; without the budgets 85 % and nobody excluded.
+    assert!(with.rate_limited > 10_000, "{} queries dropped", with.rate_limited);
+    assert_eq!(with.byzantine_excluded_by_all, 2, "the budget's strikes exclude both flooders");
+    assert_eq!(without.byzantine_excluded_by_all, 0);
+    assert!(with.cpu_util_max + 0.25 < without.cpu_util_max, "busiest core {} with the budgets, {} without", with.cpu_util_max, without.cpu_util_max);
+    assert!(with.finality_ms.p95 < 1_000.0, "honest p95 {} ms", with.finality_ms.p95);
+}
