@@ -252,10 +252,8 @@ impl<S: Signer> Core<S> {
     /// Whether the core would admit `v` now as far as its creator's bound goes. The shell asks
     /// before verifying the signature and skips the verify of a vertex it would drop (a flood
     /// then costs a lookup per vertex, not an ML-DSA verify). Its creator field is unchecked
-    /// then, so the drop is held against the creator only when the creator sent it itself (the
-    /// sender's identity is the authenticated connection's): the shell reports that as
-    /// `Event::InvalidMessage { kind: Flooding }`, which [`Self::flood_strike`] takes once a
-    /// second per peer, as it takes its own drops.
+    /// then, so such a drop is never held against the creator: it only spares the verify of
+    /// what the core would refuse anyway (the creator really holds the bound, verified).
     pub fn admits_creator(&self, v: &Vertex) -> bool {
         v.creator == self.me || self.flood.count(&v.creator) < self.creator_bound() || self.flood.is_needed(v)
     }

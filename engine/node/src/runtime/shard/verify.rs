@@ -10,8 +10,6 @@
 //! counted in `pqdag_duplicates_dropped_total{kind}`. So is a vertex whose creator holds its
 //! bound of processing vertices at the core and that the core does not need
 //! (`Core::admits_creator`, kind `creator_over_bound`): the core would drop it after the verify.
-//! When its sender is its creator the drop is the sender's doing ([`Verify::take_flooders`]:
-//! `mod.rs` charges it a flooding strike).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -351,55 +349,5 @@ mod tests {
         assert!(passes(&mut verify, &core, other, 6), "another reporter's first");
         assert!(!passes(&mut verify, &core, other, 7));
         assert_eq!(dropped(&metrics, "alert"), 4, "a replay and three after conviction");
-    }
-
-    /// A creator sending its own vertices over its bound is charged for them although the
-    /// shell drops them unverified: the sender's QUIC identity is the creator, so the drop is
-    /// its doing. A copy of those vertices relayed or fetched from another peer charges no one.
-    /// The core then takes at most one flooding strike a second per peer, whatever reported it;
-    /// three (one a second) exclude the flooder. Before, the shell's drop never reached the
-    /// core, so a flooder whose every extra vertex was dropped before the verify was never
-    /// struck (`sim --nodes 100 --byzantine 0.2 --strategy vertex-flood`: no flooder excluded
-    /// in 10 s; now all 20 by every honest node at 2.1 s).
-    #[test]
-    fn a_creator_over_its_bound_is_struck_for_its_own_vertices_only() {
-        let me = Arc::new(Keypair::generate().expect("ok"));
-        let ids: Vec<NodeId> = std::iter::once(NodeId(me.public().node_id())).chain((1..4u8).map(|i| NodeId([i; 32]))).collect();
-        let (me_id, flooder, relay) = (ids[0], ids[1], ids[2]);
-        let cfg = Config { me: me_id, nodes: ids.clone(), params: Params::lan_default(), seed: 1, shard: 0, shard_count: 1 };
-        let mut core = Core::new(cfg, MlDsaSigner(me.clone())).expect("ok");
-        let mut verify = Verify::new(HashMap::new(), Arc::new(Metrics::new()));
-        let genesis = core.genesis_id();
-        let vertex = |n: u32| Arc::new(Vertex::new_unsigned(vec![genesis], n.to_le_bytes().to_vec(), vec![], 1, flooder));
-        let mut n = 0u32;
-        while core.admits_creator(&vertex(n)) {
-            core.handle(1, Event::Vertex { from: flooder, vertex: vertex(n) }).expect("ok");
-            while core.poll_action().is_some() {}
-            n += 1;
-            assert!(n <= 4096, "no bound");
-        }
-        let over = vertex(n);
-        // From a relay: dropped, nobody charged.
-        assert!(verify.dedupe(&core, Unverified::Vertex { from: relay, vertex: (*over).clone() }).is_none());
-        assert!(verify.take_flooders().is_empty());
-        // From its creator: dropped and charged, once per turn.
-        for _ in 0..3 {
-            assert!(verify.dedupe(&core, Unverified::Vertex { from: flooder, vertex: (*over).clone() }).is_none());
-        }
-        assert_eq!(verify.take_flooders(), vec![flooder]);
-        assert!(verify.take_flooders().is_empty(), "taken");
-        // The core counts one strike a second: many reports in one second are one offence.
-        let strike = |core: &mut Core<MlDsaSigner>, at: u64| {
-            core.handle(at, Event::InvalidMessage { from: flooder, kind: pqdag_core::Misbehaviour::Flooding }).expect("ok");
-            while core.poll_action().is_some() {}
-        };
-        for at in [2_000_000, 2_100_000, 2_200_000, 2_900_000] {
-            strike(&mut core, at);
-        }
-        assert!(!core.is_excluded(&flooder), "one offence in one second");
-        strike(&mut core, 3_000_001);
-        strike(&mut core, 4_000_002);
-        assert!(core.is_excluded(&flooder), "three seconds of flooding exclude it");
-        assert!(!core.is_convicted(&flooder), "never a proof");
     }
 }
