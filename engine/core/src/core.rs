@@ -21,7 +21,7 @@ use crate::error::{ConsensusError, ConsensusResult};
 use crate::finality::Finality;
 use crate::flood::Flood;
 use crate::params::Params;
-use crate::peers::{Misbehaviour, PeerScore, Peers};
+use crate::peers::{PeerScore, Peers};
 use crate::pending::Pending;
 use crate::polls::Polls;
 use crate::retention::Retention;
@@ -378,11 +378,7 @@ impl<S: Signer> Core<S> {
                 Ok(())
             }
             Event::InvalidMessage { from, kind } => {
-                if kind == Misbehaviour::Flooding {
-                    // One flooding offence a second per peer, whatever reported it (a request
-                    // budget, a vertex dropped over its creator's bound here or in the shell).
-                    self.flood_strike(now, from);
-                } else if let Some(&i) = self.peers.index.get(&from) {
+                if let Some(&i) = self.peers.index.get(&from) {
                     self.incident(now, i, kind, None);
                 }
                 Ok(())

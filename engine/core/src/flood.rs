@@ -239,7 +239,7 @@ impl<S: Signer> Core<S> {
     }
 
     /// A `Flooding` strike against `creator`, at most one per [`STRIKE_INTERVAL_US`].
-    pub(crate) fn flood_strike(&mut self, now: u64, creator: NodeId) {
+    fn flood_strike(&mut self, now: u64, creator: NodeId) {
         let Some(&i) = self.peers.index.get(&creator) else { return };
         let last = self.flood.last_strike.get(&creator).copied();
         if last.is_some_and(|t| now < t + STRIKE_INTERVAL_US) {

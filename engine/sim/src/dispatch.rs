@@ -48,13 +48,7 @@ impl Sim {
         // costing only its bytes (charging the verify let a flood starve the node's polls).
         if let Msg::Vertex(v) = &msg {
             if !duplicate && self.shells[to].is_up() && !self.shells[to].core(shard_for_vertex(&v.id, shards)).admits_creator(v) {
-                let s = shard_for_vertex(&v.id, shards);
-                self.cost.charge(to, s as usize, self.now, v_us - self.cost.verify_us(), &[]);
-                // Its creator sent it itself (the sender's identity is the channel's): a
-                // flooding strike, which the core takes once a second at most.
-                if v.creator == from_id {
-                    self.refuse(to, from, s, Misbehaviour::Flooding, 0);
-                }
+                self.cost.charge(to, shard_for_vertex(&v.id, shards) as usize, self.now, v_us - self.cost.verify_us(), &[]);
                 return;
             }
         }

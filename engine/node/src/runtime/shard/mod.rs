@@ -456,9 +456,6 @@ impl Shard {
                     }
                 }
                 unverified.extend(self.verify.dedupe(&self.core, u));
-                for peer in self.verify.take_flooders() {
-                    self.guard.invalid(&mut self.core, Some(peer), "flooding", Misbehaviour::Flooding);
-                }
             }
             Decoded::Event(e) => events.push(e),
             Decoded::Fetch { from, request_id, ids, reply } => {

@@ -52,10 +52,6 @@ pub(super) struct Verify {
     /// (reporter, hash of its signature, false) of the alerts verified already, or (reporter,
     /// hash of the accused, true) once the accused is convicted here (cleared when full).
     seen_alerts: HashSet<(NodeId, u64, bool)>,
-    /// Peers that sent their own vertices over their bound this turn (taken by
-    /// [`Self::take_flooders`]): the QUIC identity of the sender is the creator, so the drop is
-    /// theirs even though the signature was never checked.
-    flooders: Vec<NodeId>,
 }
 
 /// Alerts remembered against replays.
@@ -64,13 +60,7 @@ const SEEN_ALERTS_MAX: usize = 4096;
 impl Verify {
     /// A verifier that knows the members' `keys`.
     pub(super) fn new(keys: HashMap<NodeId, PublicKey>, metrics: Arc<Metrics>) -> Self {
-        Self { verifier: BatchVerifier::new(), keys, metrics, batch_ids: HashSet::new(), seen_alerts: HashSet::new(), flooders: Vec::new() }
-    }
-
-    /// The peers whose own vertices [`Self::dedupe`] dropped over their bound since the last
-    /// call: each is charged a `Flooding` strike (the core takes one a second at most).
-    pub(super) fn take_flooders(&mut self) -> Vec<NodeId> {
-        std::mem::take(&mut self.flooders)
+        Self { verifier: BatchVerifier::new(), keys, metrics, batch_ids: HashSet::new(), seen_alerts: HashSet::new() }
     }
 
     /// The item, unless its signature need not be checked because it would change nothing:
@@ -81,11 +71,6 @@ impl Verify {
             Unverified::Vertex { from, vertex } => {
                 if !core.admits_creator(&vertex) {
                     self.dropped("creator_over_bound", 1);
-                    // Its own vertex, from its own authenticated connection: the creator is
-                    // flooding (a relayed or fetched copy is not the sender's doing).
-                    if vertex.creator == from && !self.flooders.contains(&from) {
-                        self.flooders.push(from);
-                    }
                     None
                 } else if self.is_new(core, &vertex) {
                     Some(Unverified::Vertex { from, vertex })
