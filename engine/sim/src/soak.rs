@@ -212,6 +212,8 @@ fn main() {
     let liveness = outcomes.iter().filter(|o| o.liveness_failed()).count();
     let held = outcomes.iter().map(|o| ok(o, |r| r.max_bytes_held_for_one_peer)).max().unwrap_or(0);
     let excluded_ms = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.honest_excluded_max_ms).fold(0.0, f64::max);
+    // Honest requests a per-peer budget dropped (reported: a budget too tight for honest traffic).
+    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited)).sum();
     let first = outcomes.iter().find(|o| o.failed());
     let slow = outcomes.iter().filter(|o| o.slow()).count();
     let settled_max = outcomes.iter().filter(|o| o.run.speed_expected()).filter_map(Outcome::settled_p95).fold(0.0, f64::max);
@@ -236,7 +238,7 @@ fn main() {
             "runs": outcomes.len(), "seeds": seeds, "safety_violations": safety, "safety_failed_runs": safety_runs,
             "honest_convicted": convicted, "honest_banned": banned, "liveness_failures": liveness,
             "slow_once_detected": slow, "settled_p95_max_ms": settled_max,
-            "max_bytes_held_for_one_peer": held, "honest_excluded_max_ms": excluded_ms,
+            "max_bytes_held_for_one_peer": held, "honest_excluded_max_ms": excluded_ms, "honest_rate_limited": honest_limited,
             "first_failure": first.map(|o| o.run.command(&a)), "by_strategy": per, "failing": failing,
             "wall_seconds": wall.elapsed().as_secs_f64(),
         });
@@ -245,7 +247,7 @@ fn main() {
         let broken: Vec<String> = by_strategy.iter().filter(|(_, v)| v.1 + v.2 + v.3 > 0).map(|(k, v)| format!("{k}:{}s/{}l/{}p", v.1, v.2, v.3)).collect();
         let first_s = first.map_or("none".to_string(), |o| format!("`{}` ({})", o.run.command(&a), o.why()));
         println!(
-            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), p95_once_detected max {settled_max:.0} ms, over {SETTLED_P95_MAX_MS:.0} ms {slow} (byzantine <= {CONVERGE_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, failing strategies [{}], first failure: {first_s}, {:.0} s",
+            "soak: {} runs (seeds {seeds}) safety_violations {safety} in {safety_runs} runs, honest_convicted {convicted}, honest_banned {banned}, liveness_failures {liveness} (byzantine <= {LIVENESS_FRACTION}), p95_once_detected max {settled_max:.0} ms, over {SETTLED_P95_MAX_MS:.0} ms {slow} (byzantine <= {CONVERGE_FRACTION}), max_bytes_held_for_one_peer {held}, honest_excluded_max_ms {excluded_ms:.0}, honest_rate_limited {honest_limited}, failing strategies [{}], first failure: {first_s}, {:.0} s",
             outcomes.len(),
             broken.join(" "),
             wall.elapsed().as_secs_f64()
