@@ -312,12 +312,19 @@ fn default_log() -> String {
 }
 
 impl NodeConfig {
-    /// Reads a node config; relative paths inside are resolved against the file's folder.
+    /// Reads a node config; relative paths inside are resolved against the file's folder, made
+    /// absolute (without touching the file system), so a config loaded and saved back (`bench`
+    /// sets retention and client keys that way) names the same files from any working
+    /// directory. Resolved against a relative folder, `bench --retain-final-secs` wrote
+    /// `bench-out/T/cluster/node-0/../cluster.toml` into a file whose own folder is that
+    /// `node-0`, and the node then looked for `.../node-0/bench-out/T/cluster/node-0/../cluster.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
         let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         c.storage.validate(path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let absolute = std::path::absolute(parent).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let base = absolute.as_path();
         for p in [&mut c.cluster, &mut c.key_dir, &mut c.data_dir] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -383,5 +390,35 @@ impl NodeConfig {
             return Err(invalid(config_path, format!("the key in {} is not the key the cluster file lists for {}", self.key_dir.display(), self.name)));
         }
         Ok((cluster, index, keypair))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config named by a relative path, loaded and saved back, loads again to the same files
+    /// (the paths inside are resolved to absolute ones): the `bench --retain-final-secs` start-up
+    /// failure ("node-0/bench-out/.../node-0/../cluster.toml: No such file or directory").
+    #[test]
+    fn a_config_loaded_by_a_relative_path_saves_back_unchanged_in_meaning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = dir.path().join("cluster").join("node-0");
+        std::fs::create_dir_all(&node).expect("mkdir");
+        let text = "name = \"node-0\"\ncluster = \"../cluster.toml\"\nkey_dir = \"key\"\ndata_dir = \"data\"\nlisten_host = \"127.0.0.1\"\nclient_addr = \"127.0.0.1:7100\"\nmetrics_addr = \"127.0.0.1:7200\"\nclient_keys = [\"client.pub\"]\n";
+        std::fs::write(node.join("config.toml"), text).expect("write");
+        // The same file by a path relative to the working directory (cargo runs tests in the
+        // package folder): up to the root, then down to the temporary folder.
+        let cwd = std::env::current_dir().expect("cwd");
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let rel = up.join(node.strip_prefix("/").expect("absolute temp dir")).join("config.toml");
+        assert!(rel.is_relative());
+        let first = NodeConfig::load(&rel).expect("load");
+        assert!(first.cluster.is_absolute() && first.data_dir.is_absolute() && first.key_dir.is_absolute());
+        first.save(&rel).expect("save");
+        let again = NodeConfig::load(&rel).expect("load again");
+        assert_eq!(again, first, "saved back, the config names the same files");
+        std::fs::write(dir.path().join("cluster").join("cluster.toml"), "").expect("write");
+        assert_eq!(std::fs::canonicalize(&again.cluster).ok(), std::fs::canonicalize(dir.path().join("cluster").join("cluster.toml")).ok());
     }
 }
