@@ -1,7 +1,8 @@
 //! The simulated node shell around the real cores: what the engine's shell does between the
 //! network and `pqdag-core`. Owns each node's identity and signer ([`MacSigner`]), its shard
-//! cores, their timers, its up/down state, its storage (what a crashed node restarts from) and
-//! the shared store archive ([`Archive`], serving fetches of vertices a core forgot). Decides
+//! cores, their timers, its up/down state, its storage (what a crashed node restarts from), its
+//! per-peer request budgets (the engine's `shard/limits.rs`) and the shared store archive
+//! ([`Archive`], serving fetches of vertices a core forgot). Decides
 //! which shard an input goes to, skips duplicate vertices, answers fetches from the store,
 //! restores a restarted node and picks the history a restarted node is sent.
 //!
