@@ -61,7 +61,7 @@ impl Sim {
             _ => None,
         };
         if let Some((s, kind)) = charge {
-            if !duplicate && !self.admit(to, from, s, kind, 1, v_us) {
+            if !self.admit(to, from, s, kind, 1, v_us) {
                 return;
             }
         }
