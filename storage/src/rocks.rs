@@ -233,6 +233,18 @@ impl RocksStore {
         opts.set_max_write_buffer_number(3);
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         opts.set_max_background_jobs(2);
+        // Compactions run at nice 19 and idle I/O priority (RocksDB's LOW pool; flushes keep
+        // the HIGH pool at normal priority): the shard threads take the CPU first and a
+        // compaction uses what is left. At normal priority each large compaction (21 -> 99 MiB
+        // of input over 20 minutes at 1 200/s) took a core from a 2-core machine's three
+        // nodes, finality dipped ~17 % with it, and every dip deeper than the last grew the
+        // backlog and the heap (run M in docs/benchmark.md). Under sustained overload
+        // compactions then fall behind and RocksDB's own write stall slows the node: the same
+        // backpressure, later. The default Env is process-wide, so this is idempotent.
+        let mut env = rocksdb::Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        opts.set_env(&env);
         opts.set_keep_log_file_num(4);
         // Bound the WAL: past it RocksDB flushes the column families holding the oldest WAL
         // file. Unset, the bound is 4x every CF's write buffers (over 2 GB here), and a WAL

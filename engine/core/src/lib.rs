@@ -54,6 +54,7 @@ pub use forgotten::{DecisionArchive, MemArchive};
 pub use pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};
 pub use polls::POLL_CLOSED_MAX;
 pub use ratelimit::{Admission, Budget, RateLimits, RequestKind};
+pub use retention::{shrink_sparse, Shrink};
 pub use sync::REQUESTED_MAX;
 pub use error::{ConsensusError, ConsensusResult};
 pub use params::{alpha_for, Params, SAMPLE_SIZE_MAX};

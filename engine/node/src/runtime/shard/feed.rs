@@ -179,6 +179,11 @@ pub(super) struct FeedServer {
 }
 
 impl FeedServer {
+    /// Gives back the capacity a burst of feed requests left (see `Gateway::shrink_sparse`).
+    pub(super) fn shrink_sparse(&mut self) {
+        pqdag_core::shrink_sparse(&mut self.pending);
+    }
+
     /// The feed of node `node`'s shard `shard` of `shard_count`.
     pub(super) fn new(node: NodeId, shard: u16, shard_count: u16) -> Self {
         let mut prefix = [0u8; 8];

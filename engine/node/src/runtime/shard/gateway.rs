@@ -418,6 +418,24 @@ impl Gateway {
         ]
     }
 
+    /// Gives back the capacity a backlog left in the maps that grow with in-flight submissions
+    /// (`pqdag_core::shrink_sparse`; the core does the same for its own maps): a hash map keeps
+    /// its capacity on remove, so every finality dip deeper than the last raised RSS for good.
+    pub(super) fn shrink_sparse(&mut self) {
+        use pqdag_core::shrink_sparse as shrink;
+        shrink(&mut self.client_submits);
+        shrink(&mut self.own);
+        shrink(&mut self.own_vertices);
+        shrink(&mut self.own_keys);
+        shrink(&mut self.adopted_own);
+        shrink(&mut self.submit_keys);
+        shrink(&mut self.pending_keys);
+        shrink(&mut self.pending_status);
+        shrink(&mut self.pending_submits);
+        shrink(&mut self.submitters);
+        self.feed.shrink_sparse();
+    }
+
     /// A decided own submission's keys leave `own_keys`. A final one's keys are known as spent
     /// to the core and the store from now on; a rejected one's are kept (bounded, oldest out),
     /// since its conflict set may live on another shard and a second vertex of this node on the

@@ -496,6 +496,7 @@ impl Shard {
         if self.telemetry.stats_due() {
             self.telemetry.publish_records(self.persist.store(), &self.core);
             self.telemetry.publish_held(&self.gateway.held());
+            self.gateway.shrink_sparse();
             self.telemetry.publish_disk_free(self.gateway.refresh_disk());
             self.telemetry.publish_held(&[
                 ("sync_refetch_ids", self.sync.refetch_len() as u64),
