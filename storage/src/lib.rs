@@ -12,7 +12,8 @@
 //!   each store also has a random [`Store::decision_log_id`] so a cursor into a log that was
 //!   wiped (an emptied data dir) is recognised;
 //! * writes are applied in [`StoreBatch`]es (one per shard tick), atomically, with the WAL on, and
-//!   synced to disk when [`SyncPolicy::EveryBatch`] (the default) is chosen;
+//!   synced to disk under [`SyncPolicy::EveryBatch`], and under [`SyncPolicy::ByClass`] (the
+//!   default) unless the caller marked the batch deferrable ([`StoreBatch::mark_deferrable`]);
 //! * the winner of every decided conflict key ([`StoreBatch::set_winner`]) is kept forever (64
 //!   bytes per key), so the core can forget decided sets and still refuse a late spend;
 //! * **retention** ([`Store::prune`]): decided vertices can be pruned in decision-log order. A
@@ -56,6 +57,8 @@ pub struct StoreBatch {
     pub(crate) locks: Vec<(ConflictKey, Option<VertexId>)>,
     /// Wall-clock time of the batch, unix seconds (retention marks), when set.
     pub(crate) time_secs: Option<u64>,
+    /// Carries only what peers can send again: not fsynced under `SyncPolicy::ByClass`.
+    pub(crate) deferrable: bool,
 }
 
 /// One entry of a shard's decision log.
@@ -73,6 +76,22 @@ impl StoreBatch {
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Marks the batch as carrying only what peers can send again (vertices received from
+    /// them, still undecided): under `SyncPolicy::ByClass` it is written to the WAL without an
+    /// fsync, and becomes durable with the next fsynced batch. Losing it to a power cut costs
+    /// re-fetching those vertices, nothing the node told anyone depends on it: a decision, a
+    /// quorum lock or an own vertex (which may name it as a parent) is never deferrable, and
+    /// its fsync covers every earlier write. The caller decides: the store cannot tell an own
+    /// vertex from a received one.
+    pub fn mark_deferrable(&mut self) {
+        self.deferrable = true;
+    }
+
+    /// Whether [`StoreBatch::mark_deferrable`] was called.
+    pub fn is_deferrable(&self) -> bool {
+        self.deferrable
     }
 
     /// Adds a vertex (status `Processing` unless a status for it is also in the batch).

@@ -47,8 +47,14 @@ pub(crate) const META_PRUNED: &str = "pruned_counts";
 /// When writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncPolicy {
-    /// fsync the WAL on every batch: a batch acknowledged is a batch that survives power loss.
+    /// fsync the WAL on every batch except those marked deferrable
+    /// ([`StoreBatch::mark_deferrable`]: only what peers can send again), whose writes become
+    /// durable with the next fsynced batch: RocksDB syncs the whole WAL up to a synced write.
+    /// Everything a node must not forget across a power cut (its own vertices, decisions,
+    /// quorum locks) is fsynced before the write returns.
     #[default]
+    ByClass,
+    /// fsync the WAL on every batch: a batch acknowledged is a batch that survives power loss.
     EveryBatch,
     /// WAL written but not synced per batch: survives a process crash (`kill -9`), not power
     /// loss. For benchmarks and disposable test clusters.
@@ -233,18 +239,6 @@ impl RocksStore {
         opts.set_max_write_buffer_number(3);
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         opts.set_max_background_jobs(2);
-        // Compactions run at nice 19 and idle I/O priority (RocksDB's LOW pool; flushes keep
-        // the HIGH pool at normal priority): the shard threads take the CPU first and a
-        // compaction uses what is left. At normal priority each large compaction (21 -> 99 MiB
-        // of input over 20 minutes at 1 200/s) took a core from a 2-core machine's three
-        // nodes, finality dipped ~17 % with it, and every dip deeper than the last grew the
-        // backlog and the heap (run M in docs/benchmark.md). Under sustained overload
-        // compactions then fall behind and RocksDB's own write stall slows the node: the same
-        // backpressure, later. The default Env is process-wide, so this is idempotent.
-        let mut env = rocksdb::Env::new()?;
-        env.lower_thread_pool_cpu_priority();
-        env.lower_thread_pool_io_priority();
-        opts.set_env(&env);
         opts.set_keep_log_file_num(4);
         // Bound the WAL: past it RocksDB flushes the column families holding the oldest WAL
         // file. Unset, the bound is 4x every CF's write buffers (over 2 GB here), and a WAL
@@ -469,7 +463,11 @@ impl Store for RocksStore {
             mark = Some(t);
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync == SyncPolicy::EveryBatch);
+        wo.set_sync(match self.sync {
+            SyncPolicy::EveryBatch => true,
+            SyncPolicy::ByClass => !batch.deferrable,
+            SyncPolicy::WalNoSync => false,
+        });
         self.db.write_opt(wb, &wo)?;
         self.next_decision = next_decision;
         for (id, status) in written {

@@ -351,7 +351,7 @@ mod tests {
             listen_host: None,
             client_host: None,
             data_dir: PathBuf::from("data"),
-            sync: SyncMode::EveryBatch,
+            sync: SyncMode::ByClass,
             shards: None,
         }
     }

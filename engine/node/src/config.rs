@@ -166,8 +166,12 @@ impl ClusterFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SyncMode {
-    /// fsync every batch (default: safe against power loss).
+    /// fsync every batch that carries what the node must not forget across a power cut (own
+    /// vertices, decisions, quorum locks); a batch of only received, undecided vertices rides
+    /// the next fsync (default; `pqdag_storage::SyncPolicy::ByClass`).
     #[default]
+    ByClass,
+    /// fsync every batch.
     EveryBatch,
     /// WAL without fsync (survives process crashes only).
     WalNoSync,

@@ -46,8 +46,9 @@ enum Command {
         /// Shards (pinned cores) per node.
         #[arg(long, default_value_t = 1)]
         shards: u16,
-        /// Store sync policy of the nodes.
-        #[arg(long, value_enum, default_value_t = SyncArg::EveryBatch)]
+        /// Store sync policy of the nodes: `by-class` fsyncs what the node must not forget
+        /// (own vertices, decisions, locks), `every-batch` every write, `wal-no-sync` none.
+        #[arg(long, value_enum, default_value_t = SyncArg::ByClass)]
         sync: SyncArg,
     },
     /// Run a node until SIGINT/SIGTERM, then flush and exit 0.
@@ -86,8 +87,9 @@ enum Command {
         /// data_dir written into each config.toml (relative = beside it).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
-        /// Store sync policy of the nodes.
-        #[arg(long, value_enum, default_value_t = SyncArg::EveryBatch)]
+        /// Store sync policy of the nodes: `by-class` fsyncs what the node must not forget
+        /// (own vertices, decisions, locks), `every-batch` every write, `wal-no-sync` none.
+        #[arg(long, value_enum, default_value_t = SyncArg::ByClass)]
         sync: SyncArg,
         /// Shards per node of a new cluster [default: 1]; an existing cluster keeps its count.
         #[arg(long)]
@@ -154,6 +156,7 @@ enum Command {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum SyncArg {
+    ByClass,
     EveryBatch,
     WalNoSync,
 }
@@ -192,6 +195,7 @@ fn main() -> ExitCode {
         Command::Run { config, byzantine, .. } => run(&config, byzantine),
         Command::ClusterConfig { hosts, dir, base_port, listen_host, client_host, data_dir, sync, shards } => {
             let sync = match sync {
+                SyncArg::ByClass => SyncMode::ByClass,
                 SyncArg::EveryBatch => SyncMode::EveryBatch,
                 SyncArg::WalNoSync => SyncMode::WalNoSync,
             };
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Testnet { nodes, dir, base_port, shards, sync } => {
             let sync = match sync {
+                SyncArg::ByClass => SyncMode::ByClass,
                 SyncArg::EveryBatch => SyncMode::EveryBatch,
                 SyncArg::WalNoSync => SyncMode::WalNoSync,
             };

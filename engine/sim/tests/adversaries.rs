@@ -252,7 +252,7 @@ fn an_alert_flood_costs_its_senders_not_the_honest_nodes() {
 /// A query flood (two members of ten, 1 250 signed queries a second each to every honest
 /// node, six times the per-peer query budget) is paid for by its senders: the shells charge
 /// each peer's queries to its budget before the verify and the signed answer, drop what is
-/// over (costing the node only the bytes) and strike the sender, once a second, until it is
+/// over (costing the node only the bytes) and strike the sender, at most every 250 ms, until it is
 /// excluded; honest peers' queries are never dropped. The checker's measure of the harm is the
 /// honest nodes' CPU: without the budgets (a shell that verifies and answers every query)
 /// the busiest honest core works most of the run and the flooders are never excluded.

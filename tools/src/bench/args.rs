@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub shards: u16,
     /// Store sync policy of the nodes (engine testnet --sync).
-    #[arg(long, default_value = "every-batch", value_parser = ["every-batch", "wal-no-sync"])]
+    #[arg(long, default_value = "by-class", value_parser = ["by-class", "every-batch", "wal-no-sync"])]
     pub sync: String,
     /// Seconds loadgen waits for outstanding decisions after the load (loadgen --drain).
     #[arg(long, default_value_t = 15.0)]

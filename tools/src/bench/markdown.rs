@@ -84,10 +84,10 @@ pub fn markdown(r: &Value) -> String {
     s += &format!("| finalized-set digests | {} |\n", if r["agreement"]["agree"].as_bool() == Some(true) { "**all nodes agree**" } else { "**DISAGREE**" });
     s += &format!("| start-up to healthy / loadgen (load + drain) / measured window (to agreement) | {} s / {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["load_s"], 1), fmt_opt(&b["window_s"], 1));
 
-    s += "| node | finalized | CPU s | % of a core | CPU us/vertex | RSS max MiB | out B/vertex | in B/vertex | polls/vertex | exit |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| node | finalized | CPU s | % of a core | CPU us/vertex | RSS max MiB | out B/vertex | in B/vertex | polls/vertex | store batches (fsynced) | exit |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     for n in r["nodes"].as_array().into_iter().flatten() {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({} s) |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({} s) |\n",
             n["name"].as_str().unwrap_or("?"),
             fmt_opt(&n["finalized"], 0),
             fmt_opt(&n["cpu_seconds"], 1),
@@ -97,6 +97,8 @@ pub fn markdown(r: &Value) -> String {
             fmt_opt(&n["bytes_out_per_vertex"], 0),
             fmt_opt(&n["bytes_in_per_vertex"], 0),
             fmt_opt(&n["polls_per_vertex"], 3),
+            fmt_opt(&n["store_batches"], 0),
+            fmt_opt(&n["store_fsync_batches"], 0),
             n["exit"].as_str().unwrap_or("?"),
             fmt_opt(&n["shutdown_seconds"], 1),
         );

@@ -81,6 +81,10 @@ pub struct NodeMetrics {
     pub submitted: f64,
     /// `pqdag_polls_total`.
     pub polls: f64,
+    /// `pqdag_store_batches_total` (store writes, all shards).
+    pub store_batches: f64,
+    /// `pqdag_store_fsync_batches_total` (of those, the ones that had to be fsynced).
+    pub store_fsync_batches: f64,
     /// `pqdag_process_cpu_seconds_milli` (process CPU time, ms; 10 ms resolution).
     pub cpu_ms: f64,
     /// `pqdag_process_resident_bytes`.
@@ -108,6 +112,8 @@ impl NodeMetrics {
                 "pqdag_rejected_total" | "pqdag_rejected" => m.rejected = s.value,
                 "pqdag_submitted_total" | "pqdag_submitted" => m.submitted = s.value,
                 "pqdag_polls_total" | "pqdag_polls" => m.polls = s.value,
+                "pqdag_store_batches_total" => m.store_batches = s.value,
+                "pqdag_store_fsync_batches_total" => m.store_fsync_batches = s.value,
                 "pqdag_process_cpu_seconds_milli" => m.cpu_ms = s.value,
                 "pqdag_process_resident_bytes" => m.rss_bytes = s.value,
                 "pqdag_peer_bytes_in" => m.bytes_in += s.value,

@@ -214,6 +214,8 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "bytes_in": bytes_in,
             "bytes_out_per_vertex": per(bytes_out),
             "bytes_in_per_vertex": per(bytes_in),
+            "store_batches": (e.store_batches - b.store_batches).max(0.0),
+            "store_fsync_batches": (e.store_fsync_batches - b.store_fsync_batches).max(0.0),
             "polls_per_vertex": if fin > 0.0 { Some(((e.polls - b.polls).max(0.0) / fin * 1000.0).round() / 1000.0) } else { None },
             "status_finalized": c.statuses[i].as_ref().and_then(|s| s["finalized"].as_u64()),
             "finalized_set_digest": c.digests[i],

@@ -126,6 +126,10 @@ pub struct Metrics {
     pub poll_window: Gauge,
     /// Store batches written.
     pub store_batches: Counter,
+    /// Store batches that carried something the node must not forget (own vertices,
+    /// decisions, locks): fsynced under `sync = "by-class"` and `"every-batch"`. The rest
+    /// carried only received vertices (`runtime/shard/persist.rs`, `deferrable`).
+    pub store_fsync_batches: Counter,
     /// Store write time, seconds.
     pub store_write: Histogram,
     /// Process CPU seconds (from /proc) and resident bytes, refreshed on scrape.
@@ -180,6 +184,7 @@ impl Metrics {
             partition_suspected: Gauge::default(),
             poll_window: Gauge::default(),
             store_batches: Counter::default(),
+            store_fsync_batches: Counter::default(),
             store_write: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             cpu_seconds_milli: Gauge::default(),
             rss_bytes: Gauge::default(),
@@ -220,6 +225,7 @@ impl Metrics {
         registry.register("partition_suspected", "1 while most polls time out", m.partition_suspected.clone());
         registry.register("poll_window", "Polls allowed in flight (congestion window)", m.poll_window.clone());
         registry.register("store_batches", "Store batches written", m.store_batches.clone());
+        registry.register("store_fsync_batches", "Store batches that must survive a power cut (own vertices, decisions, locks): fsynced unless sync = wal-no-sync", m.store_fsync_batches.clone());
         registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
         registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
         registry.register("process_resident_bytes", "Resident set size", m.rss_bytes.clone());

@@ -100,6 +100,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
 
 fn sync_policy(m: SyncMode) -> SyncPolicy {
     match m {
+        SyncMode::ByClass => SyncPolicy::ByClass,
         SyncMode::EveryBatch => SyncPolicy::EveryBatch,
         SyncMode::WalNoSync => SyncPolicy::WalNoSync,
     }

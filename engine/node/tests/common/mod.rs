@@ -62,7 +62,7 @@ impl Cluster {
     pub fn with_shards(nodes: usize, base_port: u16, shards: u16) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = Command::new(engine())
-            .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", &shards.to_string(), "--sync", "every-batch", "--dir"])
+            .args(["testnet", "--nodes", &nodes.to_string(), "--base-port", &base_port.to_string(), "--shards", &shards.to_string(), "--sync", "by-class", "--dir"])
             .arg(dir.path())
             .output()
             .expect("run engine testnet");

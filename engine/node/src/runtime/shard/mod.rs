@@ -223,6 +223,7 @@ impl Shard {
             let ctx = tamper::AttackCtx { transport: transport.clone(), metrics: metrics.clone(), stop: setup.stop.clone(), genesis: core.genesis_id() };
             Tamper::new(mode, setup.keypair.clone(), roster.clone(), start, ctx)
         });
+        let me = core.me();
         let shard = Shard {
             shard: setup.shard,
             stop: setup.stop.clone(),
@@ -235,7 +236,7 @@ impl Shard {
             outbound: Outbound::new(transport.clone(), metrics.clone()),
             verify: Verify::new(keys, metrics.clone()),
             step: Step::new(metrics.clone(), clock),
-            persist: Persist::new(store, metrics.clone(), fatal.clone()),
+            persist: Persist::new(store, me, metrics.clone(), fatal.clone()),
             writing: None,
             fatal,
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),

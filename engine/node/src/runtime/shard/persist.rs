@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pqdag_core::{Action, VertexStatus};
 use pqdag_storage::{RocksStore, Status, StorageError, Store, StoreBatch};
-use pqdag_wire::VertexId;
+use pqdag_wire::{NodeId, VertexId};
 use tracing::warn;
 
 use super::super::metrics::{Metrics, ShardKindLabel};
@@ -32,18 +32,39 @@ pub(super) struct Writing {
     write: Option<(StoreWrite, Instant)>,
 }
 
+/// Whether a turn's persists carry only what peers can send again (durability classes,
+/// `docs/architecture.md`): vertices received from peers, still undecided. Such a batch is
+/// written without an fsync (`StoreBatch::mark_deferrable`, under `sync = "by-class"`). Never
+/// deferrable: an own vertex (it leaves the node after this write, and the node must not sign
+/// a different one in its place after a power cut), a decision (clients and `Final` votes are
+/// told of it), a quorum lock or its release (a node that forgot its lock could leave it for
+/// free), a submitting client's record. Safe because RocksDB's WAL is one ordered log: the
+/// next fsynced batch makes every earlier deferred write durable too, so whatever an own
+/// vertex, a lock or a decision depends on is on disk before any of them leaves the node; a
+/// deferred vertex lost to a power cut is fetched again like any vertex the node never got.
+pub(super) fn deferrable(actions: &[Action], me: NodeId, clients: &[(VertexId, Vec<[u8; 32]>)]) -> bool {
+    clients.is_empty()
+        && actions.iter().all(|a| match a {
+            Action::Persist { vertex, status } => *status == VertexStatus::Processing && vertex.creator != me,
+            Action::Lock { .. } => false,
+            _ => true,
+        })
+}
+
 /// The shard's store and its group-commit writer.
 pub(super) struct Persist {
     /// `None` only while a write runs on the blocking thread.
     store: Option<RocksStore>,
+    /// This node: its own vertices are never deferrable.
+    me: NodeId,
     metrics: Arc<Metrics>,
     fatal: Fatal,
 }
 
 impl Persist {
-    /// The writer of `store`; `fatal` stops the node when a write fails.
-    pub(super) fn new(store: RocksStore, metrics: Arc<Metrics>, fatal: Fatal) -> Self {
-        Self { store: Some(store), metrics, fatal }
+    /// The writer of `store` for node `me`; `fatal` stops the node when a write fails.
+    pub(super) fn new(store: RocksStore, me: NodeId, metrics: Arc<Metrics>, fatal: Fatal) -> Self {
+        Self { store: Some(store), me, metrics, fatal }
     }
 
     /// The store, for reads (`None` only while a write runs).
@@ -66,6 +87,9 @@ impl Persist {
             })
             .collect();
         let mut batch = StoreBatch::new();
+        if deferrable(actions, self.me, &clients) {
+            batch.mark_deferrable();
+        }
         for a in actions {
             if let Action::Lock { key, member } = a {
                 batch.set_lock(*key, *member);
@@ -98,6 +122,9 @@ impl Persist {
             return Some(Writing { positions, write: None });
         }
         let t = Instant::now();
+        if !batch.is_deferrable() {
+            self.metrics.store_fsync_batches.inc();
+        }
         // The write (and its fsync) runs on the executor's blocking thread, so the shard's QUIC
         // I/O and its next turn's decoding and verifying go on meanwhile; this turn's sends wait
         // for it (persist first, `finish`).
@@ -168,5 +195,41 @@ impl Persist {
                 self.fatal.fail(format!("store prune planning failed: {e}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pqdag_wire::{ConflictKey, Vertex};
+
+    fn vertex(creator: u8, n: u8) -> Arc<Vertex> {
+        Arc::new(Vertex::new_unsigned(vec![VertexId([0; 32])], vec![n; 8], vec![ConflictKey([n; 32])], u64::from(n), NodeId([creator; 32])))
+    }
+
+    fn persist(v: &Arc<Vertex>, status: VertexStatus) -> Action {
+        Action::Persist { vertex: v.clone(), status }
+    }
+
+    /// Only a turn of received, undecided vertices skips the fsync; an own vertex, a decision,
+    /// a lock or a client record anywhere in the turn makes the whole batch fsynced.
+    #[test]
+    fn only_received_undecided_vertices_are_deferrable() {
+        let me = NodeId([1; 32]);
+        let (own, theirs, other) = (vertex(1, 1), vertex(2, 2), vertex(3, 3));
+        let received = persist(&theirs, VertexStatus::Processing);
+        let gossip = Action::SendVertex { to: vec![NodeId([2; 32])], vertex: theirs.clone() };
+        assert!(deferrable(&[received.clone(), persist(&other, VertexStatus::Processing), gossip], me, &[]));
+        assert!(deferrable(&[], me, &[]), "nothing to write");
+        for must in [
+            persist(&own, VertexStatus::Processing),
+            persist(&theirs, VertexStatus::Final),
+            persist(&theirs, VertexStatus::Rejected),
+            Action::Lock { key: ConflictKey([2; 32]), member: Some(theirs.id) },
+            Action::Lock { key: ConflictKey([2; 32]), member: None },
+        ] {
+            assert!(!deferrable(&[received.clone(), must.clone()], me, &[]), "{must:?} must be fsynced");
+        }
+        assert!(!deferrable(&[received], me, &[(own.id, vec![[7; 32]])]), "a client record is fsynced");
     }
 }
