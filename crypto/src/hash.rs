@@ -61,6 +61,11 @@ impl SetDigest {
         }
     }
 
+    /// Adds a whole set given by its digest (disjoint from this one): the two XORed.
+    pub fn merge(&mut self, other: &[u8; 32]) {
+        self.0.iter_mut().zip(other).for_each(|(d, b)| *d ^= b);
+    }
+
     /// The digest as bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pqdag_wire::{ConflictKey, VertexId};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
-use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_LOCKS, CF_MARKS, CF_META, CF_PRUNED, CF_VERTICES, META_PRUNED, META_RETAINED_FROM};
+use crate::rocks::{CF_CLIENTS, CF_DECISIONS, CF_FINALIZED, CF_LOCKS, CF_MARKS, CF_META, CF_PRUNED, CF_VERTICES, META_PRUNED, META_PRUNED_DIGEST, META_RETAINED_FROM};
 use crate::{RocksStore, Status, StorageError, Store};
 
 /// Least decisions pruned between two background compactions (see `RocksStore::maybe_compact`).
@@ -80,6 +80,22 @@ pub(crate) fn encode_counts(finals: u64, rejected: u64) -> [u8; 16] {
     b[..8].copy_from_slice(&finals.to_be_bytes());
     b[8..].copy_from_slice(&rejected.to_be_bytes());
     b
+}
+
+/// Toggles `id` in a set digest: the XOR of each id's BLAKE3 hash, as the core's
+/// `finalized_set_digest` (`pqdag_crypto::hash::SetDigest`) computes it.
+pub(crate) fn xor_id_hash(digest: &mut [u8; 32], id: &VertexId) {
+    for (d, b) in digest.iter_mut().zip(blake3::hash(&id.0).as_bytes()) {
+        *d ^= b;
+    }
+}
+
+fn xor_into(digest: &mut [u8; 32], stored: &[u8]) -> Result<(), StorageError> {
+    if stored.len() != 32 {
+        return Err(StorageError::Corrupt { cf: "meta", reason: "pruned digest length".into() });
+    }
+    digest.iter_mut().zip(stored).for_each(|(d, b)| *d ^= b);
+    Ok(())
 }
 
 pub(crate) fn decode_counts(b: &[u8]) -> Result<(u64, u64), StorageError> {
@@ -161,6 +177,7 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
     let cl = cf(db, CF_LOCKS)?;
     let mut wb = WriteBatch::default();
     let (mut finals, mut rejected) = (0u64, 0u64);
+    let mut digest = [0u8; 32];
     let mut positions: Vec<u64> = Vec::new();
     let start = first.to_be_bytes();
     for item in db.iterator_cf(cd, IteratorMode::From(&start, rocksdb::Direction::Forward)) {
@@ -184,6 +201,7 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
                 wb.delete_cf(cl, k.0);
             }
             wb.put_cf(cp, position.to_be_bytes(), rec.encode_value());
+            xor_id_hash(&mut digest, &id);
             positions.push(position);
             finals += 1;
         } else {
@@ -219,6 +237,19 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
         None => (0, 0),
     };
     wb.put_cf(cm, META_PRUNED.as_bytes(), encode_counts(pf + finals, pr + rejected));
+    // The digest of every pruned final, kept with the count in the same batch (a store pruned
+    // before the digest existed gets it from its `pruned` records once, here).
+    match db.get_cf(cm, META_PRUNED_DIGEST.as_bytes())? {
+        Some(b) => xor_into(&mut digest, &b)?,
+        None if pf > 0 => {
+            for item in db.iterator_cf(cp, IteratorMode::Start) {
+                let (k, v) = item?;
+                xor_id_hash(&mut digest, &PrunedFinal::decode(&k, &v)?.id);
+            }
+        }
+        None => {}
+    }
+    wb.put_cf(cm, META_PRUNED_DIGEST.as_bytes(), digest);
     wb.put_cf(cm, META_RETAINED_FROM.as_bytes(), cut.to_be_bytes());
     let mut wo = WriteOptions::default();
     wo.set_sync(false);
@@ -237,14 +268,18 @@ fn conflict_keys_of(bytes: &[u8]) -> Result<Vec<ConflictKey>, StorageError> {
 }
 
 /// Flushes every column family (the WAL files holding pruned vertices' bytes go only once no
-/// memtable needs them) and compacts the pruned ones (see `RocksStore::maybe_compact`).
+/// memtable needs them) and compacts the ones a prune deletes from (see
+/// `RocksStore::maybe_compact`). Not `pruned`: a prune only appends to it (one record per
+/// pruned final, at increasing positions), so compacting it reclaims nothing, and a full-range
+/// compaction of a column family that grows with the whole history rewrote all of it at every
+/// compaction (its cost grew with the node's age).
 fn compact_db(db: &DB) {
     for name in crate::rocks::COLUMN_FAMILIES {
         if let Some(cf) = db.cf_handle(name) {
             let _ = db.flush_cf(cf);
         }
     }
-    for name in [CF_VERTICES, CF_CLIENTS, CF_FINALIZED, CF_DECISIONS, CF_MARKS, CF_PRUNED] {
+    for name in [CF_VERTICES, CF_CLIENTS, CF_FINALIZED, CF_DECISIONS, CF_MARKS] {
         if let Some(cf) = db.cf_handle(name) {
             db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
@@ -374,6 +409,24 @@ impl RocksStore {
         match self.get_meta(META_PRUNED)? {
             Some(b) => decode_counts(&b),
             None => Ok((0, 0)),
+        }
+    }
+
+    /// The finals pruned so far as (how many, the XOR of their ids' BLAKE3 hashes), kept by
+    /// every prune in the batch that prunes: what a restart needs of them with a store-backed
+    /// archive (they count as final and in the digest), read in O(1) instead of visiting every
+    /// `pruned` record, whose number grows with the node's whole history. `None` for a store
+    /// pruned before the digest existed and not pruned since (visit the records instead).
+    pub fn pruned_summary(&self) -> Result<Option<(u64, [u8; 32])>, StorageError> {
+        let (finals, _) = self.pruned_counts()?;
+        match self.get_meta(META_PRUNED_DIGEST)? {
+            Some(b) => {
+                let mut digest = [0u8; 32];
+                xor_into(&mut digest, &b)?;
+                Ok(Some((finals, digest)))
+            }
+            None if finals == 0 => Ok(Some((0, [0u8; 32]))),
+            None => Ok(None),
         }
     }
 }

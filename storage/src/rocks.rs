@@ -43,6 +43,8 @@ pub(crate) const META_RETAINED_FROM: &str = "retained_from_seq";
 const META_WINNERS: &str = "winners_v1";
 /// Meta key of the pruned counters (finals, rejected).
 pub(crate) const META_PRUNED: &str = "pruned_counts";
+/// Meta key of the digest of the pruned finals (see [`RocksStore::pruned_summary`]).
+pub(crate) const META_PRUNED_DIGEST: &str = "pruned_finals_digest";
 
 /// When writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

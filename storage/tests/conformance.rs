@@ -214,6 +214,7 @@ fn rocks_store_prunes_and_survives_reopen() {
     let mut pruned = Vec::new();
     s.visit_pruned(&mut |r| pruned.push(r.position)).expect("visit pruned");
     assert_eq!(pruned, vec![1, 2]);
+    assert_eq!(s.pruned_summary().expect("summary"), Some(visited_summary(&s)), "the summary is the records' count and digest");
     assert_eq!(s.decided_before(1000).expect("marks"), 6);
     // Prune everything: the log is empty, yet its sequence goes on after a reopen.
     let p = s.prune(u64::MAX, 1000).expect("prune all");
@@ -230,6 +231,45 @@ fn rocks_store_prunes_and_survives_reopen() {
     assert_eq!(r.key_winner(&ConflictKey([10; 32])).expect("winner"), Some(vertex(10).id));
     assert_eq!(r.status(&vertex(14).id).expect("status"), Some(Status::Final { position: 4 }));
     assert_eq!(r.status(&VertexId([0xee; 32])).expect("status"), None);
+    let all = visited_summary(&s);
+    assert_eq!(all.0, 5, "every final the suite decided");
+    assert_eq!(s.pruned_summary().expect("summary"), Some(all), "kept by every prune");
+}
+
+/// (count, XOR of the ids' BLAKE3 hashes) of the pruned finals, from their records.
+fn visited_summary(s: &RocksStore) -> (u64, [u8; 32]) {
+    let (mut n, mut d) = (0u64, [0u8; 32]);
+    s.visit_pruned(&mut |r| {
+        n += 1;
+        d.iter_mut().zip(blake3::hash(&r.id.0).as_bytes()).for_each(|(x, b)| *x ^= b);
+    })
+    .expect("visit pruned");
+    (n, d)
+}
+
+/// A store pruned before the summary existed (no digest record) has none until its next
+/// prune, which computes it from the `pruned` records once; restarts then read it in O(1).
+#[test]
+fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("open");
+        retention_suite(&mut s);
+    }
+    {
+        // Remove the digest record, as a store written by an older build lacks it.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), COLUMN_FAMILIES).expect("raw open");
+        db.delete_cf(db.cf_handle("meta").expect("meta cf"), b"pruned_finals_digest").expect("delete");
+    }
+    let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("reopen");
+    assert_eq!(s.pruned_counts().expect("counts"), (2, 1));
+    assert_eq!(s.pruned_summary().expect("summary"), None, "no digest: visit the records");
+    s.prune(u64::MAX, 1000).expect("prune the rest");
+    let all = visited_summary(&s);
+    assert_eq!(all.0, 5, "every final the suite decided");
+    assert_eq!(s.pruned_summary().expect("summary"), Some(all), "old records and new ones");
 }
 
 #[test]

@@ -60,6 +60,20 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// After [`Core::restore`]'s caller started: every final that retention pruned from the
+    /// store, at once, as the store summarises them (`RocksStore::pruned_summary`): `count`
+    /// finals whose ids' BLAKE3 hashes XOR to `digest`. They count as final and in the
+    /// finalized-set digest, exactly as [`Core::restore_forgotten_final`] of each would; their
+    /// ids and keys are answered by the store-backed archive, which is why only a core with
+    /// one (the engine's) may take this shortcut. A restart no longer visits every pruned
+    /// record, whose number grows with the node's whole history.
+    pub fn restore_pruned_finals(&mut self, count: u64, digest: &[u8; 32]) {
+        debug_assert!(self.dag.processing.is_empty(), "pruned finals are restored before anything else");
+        self.finality.final_position += count;
+        self.finality.finalized += count;
+        self.finality.digest.merge(digest);
+    }
+
     /// Restores the winner of a conflict key this shard owns whose winning vertex belongs to
     /// another shard (read from that shard's store at a restart, S > 1): a key's winner is stored
     /// with the winning vertex, so this shard's own finals do not name it. Without it a restarted

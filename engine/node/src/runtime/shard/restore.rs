@@ -23,11 +23,20 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shar
     // memory at a time); the tail and every non-final vertex are kept and restored in full.
     // Finals pruned by retention first: ids and conflict keys only (the store keeps nothing
     // else of them); they count as final, in the digest, and their keys stay decided.
+    // From the store's summary (count and digest, O(1)) when it has one: the core's archive is
+    // the store, which answers for their ids and keys. A store pruned before the summary
+    // existed is visited record by record once more (its next prune writes the summary).
     let mut pruned = 0usize;
-    store.visit_pruned(&mut |p| {
-        core.restore_forgotten_final(p.id, &p.conflict_keys);
-        pruned += 1;
-    })?;
+    match store.pruned_summary()? {
+        Some((count, digest)) => {
+            core.restore_pruned_finals(count, &digest);
+            pruned = count as usize;
+        }
+        None => store.visit_pruned(&mut |p| {
+            core.restore_forgotten_final(p.id, &p.conflict_keys);
+            pruned += 1;
+        })?,
+    }
     let finals = store.finalized_range(0, usize::MAX)?;
     let compact = finals.len().saturating_sub(RESTORE_FULL_FINALS);
     let tail: HashSet<VertexId> = finals[compact..].iter().map(|(_, id)| *id).collect();
