@@ -3,8 +3,8 @@
 //!
 //! What a pruned vertex keeps: its status (so it is never stored, logged or decided again), and,
 //! for a final, `pruned[position] = id · conflict keys` (~72 B for one key instead of ~5.5 KB),
-//! which a restart hands to the core as a forgotten final (counted, in the digest, its keys
-//! decided). What goes: the vertex bytes (payload, signature, parents), the client record, the
+//! and the count and set digest of all pruned finals (`RocksStore::pruned_summary`), which a
+//! restart hands to the core in O(1) (counted, in the digest; the store answers for the keys). What goes: the vertex bytes (payload, signature, parents), the client record, the
 //! decision-log entry and the finality-index entry (history sync then starts a walk at the first
 //! retained position).
 
