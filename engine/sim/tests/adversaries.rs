@@ -278,6 +278,8 @@ fn a_query_flood_costs_its_senders_not_the_honest_nodes() {
     // busiest honest core 42 % of the run; without the budgets 85 % and nobody excluded.
     assert!(with.rate_limited > 10_000, "{} queries dropped", with.rate_limited);
     assert_eq!(with.byzantine_excluded_by_all, 2, "the budget's strikes exclude both flooders");
+    // Three strikes 250 ms apart, then the next exclusion refresh (2.4 s with a strike a second).
+    assert!(with.detected_ms.is_some_and(|d| d < 1_500.0), "flooders detected at {:?} ms", with.detected_ms);
     assert_eq!(without.byzantine_excluded_by_all, 0);
     assert!(with.cpu_util_max + 0.25 < without.cpu_util_max, "busiest core {} with the budgets, {} without", with.cpu_util_max, without.cpu_util_max);
     assert!(with.finality_ms.p95 < 1_000.0, "honest p95 {} ms", with.finality_ms.p95);
