@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pqdag_crypto::hash::SetDigest;
 use pqdag_wire::{ConflictKey, VertexId};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
@@ -82,20 +83,9 @@ pub(crate) fn encode_counts(finals: u64, rejected: u64) -> [u8; 16] {
     b
 }
 
-/// Toggles `id` in a set digest: the XOR of each id's BLAKE3 hash, as the core's
-/// `finalized_set_digest` (`pqdag_crypto::hash::SetDigest`) computes it.
-pub(crate) fn xor_id_hash(digest: &mut [u8; 32], id: &VertexId) {
-    for (d, b) in digest.iter_mut().zip(blake3::hash(&id.0).as_bytes()) {
-        *d ^= b;
-    }
-}
-
-fn xor_into(digest: &mut [u8; 32], stored: &[u8]) -> Result<(), StorageError> {
-    if stored.len() != 32 {
-        return Err(StorageError::Corrupt { cf: "meta", reason: "pruned digest length".into() });
-    }
-    digest.iter_mut().zip(stored).for_each(|(d, b)| *d ^= b);
-    Ok(())
+/// A stored set digest (see [`RocksStore::pruned_summary`]).
+fn decode_digest(stored: &[u8]) -> Result<[u8; 32], StorageError> {
+    stored.try_into().map_err(|_| StorageError::Corrupt { cf: "meta", reason: "pruned digest length".into() })
 }
 
 pub(crate) fn decode_counts(b: &[u8]) -> Result<(u64, u64), StorageError> {
@@ -177,7 +167,8 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
     let cl = cf(db, CF_LOCKS)?;
     let mut wb = WriteBatch::default();
     let (mut finals, mut rejected) = (0u64, 0u64);
-    let mut digest = [0u8; 32];
+    // The core's `finalized_set_digest` of the finals pruned here.
+    let mut digest = SetDigest::default();
     let mut positions: Vec<u64> = Vec::new();
     let start = first.to_be_bytes();
     for item in db.iterator_cf(cd, IteratorMode::From(&start, rocksdb::Direction::Forward)) {
@@ -201,7 +192,7 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
                 wb.delete_cf(cl, k.0);
             }
             wb.put_cf(cp, position.to_be_bytes(), rec.encode_value());
-            xor_id_hash(&mut digest, &id);
+            digest.add(&id.0);
             positions.push(position);
             finals += 1;
         } else {
@@ -240,16 +231,16 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
     // The digest of every pruned final, kept with the count in the same batch (a store pruned
     // before the digest existed gets it from its `pruned` records once, here).
     match db.get_cf(cm, META_PRUNED_DIGEST.as_bytes())? {
-        Some(b) => xor_into(&mut digest, &b)?,
+        Some(b) => digest.merge(&decode_digest(&b)?),
         None if pf > 0 => {
             for item in db.iterator_cf(cp, IteratorMode::Start) {
                 let (k, v) = item?;
-                xor_id_hash(&mut digest, &PrunedFinal::decode(&k, &v)?.id);
+                digest.add(&PrunedFinal::decode(&k, &v)?.id.0);
             }
         }
         None => {}
     }
-    wb.put_cf(cm, META_PRUNED_DIGEST.as_bytes(), digest);
+    wb.put_cf(cm, META_PRUNED_DIGEST.as_bytes(), digest.as_bytes());
     wb.put_cf(cm, META_RETAINED_FROM.as_bytes(), cut.to_be_bytes());
     let mut wo = WriteOptions::default();
     wo.set_sync(false);
@@ -420,11 +411,7 @@ impl RocksStore {
     pub fn pruned_summary(&self) -> Result<Option<(u64, [u8; 32])>, StorageError> {
         let (finals, _) = self.pruned_counts()?;
         match self.get_meta(META_PRUNED_DIGEST)? {
-            Some(b) => {
-                let mut digest = [0u8; 32];
-                xor_into(&mut digest, &b)?;
-                Ok(Some((finals, digest)))
-            }
+            Some(b) => Ok(Some((finals, decode_digest(&b)?))),
             None if finals == 0 => Ok(Some((0, [0u8; 32]))),
             None => Ok(None),
         }

@@ -238,13 +238,13 @@ fn rocks_store_prunes_and_survives_reopen() {
 
 /// (count, XOR of the ids' BLAKE3 hashes) of the pruned finals, from their records.
 fn visited_summary(s: &RocksStore) -> (u64, [u8; 32]) {
-    let (mut n, mut d) = (0u64, [0u8; 32]);
+    let (mut n, mut d) = (0u64, pqdag_crypto::hash::SetDigest::default());
     s.visit_pruned(&mut |r| {
         n += 1;
-        d.iter_mut().zip(blake3::hash(&r.id.0).as_bytes()).for_each(|(x, b)| *x ^= b);
+        d.add(&r.id.0);
     })
     .expect("visit pruned");
-    (n, d)
+    (n, *d.as_bytes())
 }
 
 /// A store pruned before the summary existed (no digest record) has none until its next
