@@ -18,9 +18,9 @@
 //!   bytes per key), so the core can forget decided sets and still refuse a late spend;
 //! * **retention** ([`Store::prune`]): decided vertices can be pruned in decision-log order. A
 //!   pruned vertex loses its bytes, its client record and its decision-log entry; its status
-//!   stays (so it is never stored or decided again), and a pruned final keeps a compact record
-//!   (position, id, conflict keys: [`PrunedFinal`]) so a restart still counts it final and its
-//!   conflict keys decided. Batches carrying a time ([`StoreBatch::set_time`]) leave one mark
+//!   stays (so it is never stored or decided again), its keys' winners stay, and the count and
+//!   set digest of all pruned finals (`RocksStore::pruned_summary`) let a restart count them
+//!   final and in the digest. Batches carrying a time ([`StoreBatch::set_time`]) leave one mark
 //!   per second in the log, which turns a retention window into a decision sequence
 //!   ([`Store::decided_before`]).
 //!
@@ -189,9 +189,6 @@ pub trait Store {
     /// Prunes decided vertices from the oldest retained decision up to `before_seq`
     /// (exclusive), at most `max` decisions per call (bounded work), in one atomic batch.
     fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError>;
-    /// Calls `f` for every pruned final, in position order (a restart restores them as
-    /// forgotten finals).
-    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError>;
 }
 
 /// A fresh decision-log identity (not cryptographic: it only tells two incarnations apart).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::check_transition;
-use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredVertex};
 
 /// An in-memory [`Store`]: tests and the simulator.
 #[derive(Debug, Default, Clone)]
@@ -23,8 +23,6 @@ pub struct MemStore {
     locks: BTreeMap<ConflictKey, VertexId>,
     /// Statuses of pruned vertices (their bytes are gone).
     pruned_status: HashMap<VertexId, Status>,
-    /// Pruned finals by position.
-    pruned: BTreeMap<u64, PrunedFinal>,
     /// Retention marks: unix second -> first decision seq logged in it.
     marks: BTreeMap<u64, u64>,
     /// First decision seq not pruned (0 before the first use: read as 1).
@@ -163,7 +161,6 @@ impl Store for MemStore {
                 for k in &sv.vertex.conflict_keys {
                     self.locks.remove(k);
                 }
-                self.pruned.insert(position, PrunedFinal { position, id: d.id, conflict_keys: sv.vertex.conflict_keys });
                 finals += 1;
             } else {
                 rejected += 1;
@@ -173,10 +170,5 @@ impl Store for MemStore {
         }
         self.retained_from = cut.max(first);
         Ok(Pruned { finals, rejected, retained_from_seq: self.retained_from })
-    }
-
-    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError> {
-        self.pruned.values().cloned().for_each(f);
-        Ok(())
     }
 }

@@ -1,12 +1,18 @@
 //! Retention: pruning decided vertices in decision-log order (both stores), the compact record a
 //! pruned final leaves, and the RocksDB side of [`Store::prune`](crate::Store::prune).
 //!
-//! What a pruned vertex keeps: its status (so it is never stored, logged or decided again), and,
-//! for a final, `pruned[position] = id · conflict keys` (~72 B for one key instead of ~5.5 KB),
-//! and the count and set digest of all pruned finals (`RocksStore::pruned_summary`), which a
-//! restart hands to the core in O(1) (counted, in the digest; the store answers for the keys). What goes: the vertex bytes (payload, signature, parents), the client record, the
+//! What a pruned vertex keeps: its status (so it is never stored, logged or decided again), its
+//! conflict keys' winners (written when it was decided, in the `winners` column family), and the
+//! count and set digest of all pruned finals (`RocksStore::pruned_summary`), which a restart
+//! hands to the core in O(1) (counted, in the digest; the store answers for the ids and keys).
+//! What goes: the vertex bytes (payload, signature, parents), the client record, the
 //! decision-log entry and the finality-index entry (history sync then starts a walk at the first
 //! retained position).
+//!
+//! Builds before 2026-12-05 also wrote `pruned[position] = id · conflict keys` for every pruned
+//! final ([`PrunedFinal`]), ~110 B a decision kept for ever that nothing needs since the summary
+//! and the winners exist: a store written by such a build keeps those records, read at most once
+//! (its next prune computes the summary from them; `RocksStore::visit_legacy_pruned`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +39,7 @@ pub struct Pruned {
     pub retained_from_seq: u64,
 }
 
-/// The compact record of a pruned final.
+/// The compact record of a pruned final that builds before 2026-12-05 kept (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrunedFinal {
     /// Its position in the shard's finality order.
@@ -45,8 +51,8 @@ pub struct PrunedFinal {
 }
 
 impl PrunedFinal {
-    /// `id (32) · keys (32 each)`.
-    pub(crate) fn encode_value(&self) -> Vec<u8> {
+    /// `id (32) · keys (32 each)` (the value under the position's big-endian bytes).
+    pub fn encode_value(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(32 + 32 * self.conflict_keys.len());
         v.extend_from_slice(&self.id.0);
         for k in &self.conflict_keys {
@@ -185,13 +191,11 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
         let id = VertexId(id);
         if let Status::Final { position } = Status::decode(&v[32..])? {
             let bytes = db.get_pinned_cf(cv, id.0)?.ok_or_else(|| corrupt("vertices", format!("final {id} to prune has no bytes")))?;
-            let rec = PrunedFinal { position, id, conflict_keys: conflict_keys_of(&bytes)? };
             // The quorum lock an uncontested key kept after its decision (the core does not
             // write that release: the key's winner makes a restart drop it) goes with it.
-            for k in &rec.conflict_keys {
+            for k in conflict_keys_of(&bytes)? {
                 wb.delete_cf(cl, k.0);
             }
-            wb.put_cf(cp, position.to_be_bytes(), rec.encode_value());
             digest.add(&id.0);
             positions.push(position);
             finals += 1;
@@ -229,7 +233,7 @@ fn prune_db(db: &DB, first: u64, cut: u64) -> Result<(u64, u64), StorageError> {
     };
     wb.put_cf(cm, META_PRUNED.as_bytes(), encode_counts(pf + finals, pr + rejected));
     // The digest of every pruned final, kept with the count in the same batch (a store pruned
-    // before the digest existed gets it from its `pruned` records once, here).
+    // before the digest existed gets it from its legacy `pruned` records once, here).
     match db.get_cf(cm, META_PRUNED_DIGEST.as_bytes())? {
         Some(b) => digest.merge(&decode_digest(&b)?),
         None if pf > 0 => {
@@ -415,5 +419,16 @@ impl RocksStore {
             None if finals == 0 => Ok(Some((0, [0u8; 32]))),
             None => Ok(None),
         }
+    }
+
+    /// Calls `f` for every `pruned` record a build before 2026-12-05 wrote, in position order
+    /// (none in a store pruned only by later builds): a restart of a store without a summary
+    /// restores them as forgotten finals, and the one-time `winners` backfill reads their keys.
+    pub fn visit_legacy_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError> {
+        for item in self.db.iterator_cf(cf(&self.db, CF_PRUNED)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(PrunedFinal::decode(&k, &v)?);
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@
 //! | `meta` | utf-8 key | bytes |
 //! | `decisions` | decision seq u64 BE | vertex id (32) · status (9): the shard's decision log |
 //! | `clients` | vertex id (32) | each transaction's submitting client key id (32 each, in vertex order; zero: none) |
-//! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final ([`crate::PrunedFinal`]) |
+//! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final, written only by builds before 2026-12-05 ([`crate::PrunedFinal`]) |
 //! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
 //! | `winners` | conflict key (32) | the final vertex id (32) that won the key's conflict set |
 //! | `locks` | conflict key (32) | the member id (32) the core is quorum-locked on (undecided sets) |
@@ -20,7 +20,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::{check_transition, decode_vertex, encode_vertex};
-use crate::{Decided, Pruned, PrunedFinal, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredVertex};
 
 pub(crate) const CF_VERTICES: &str = "vertices";
 pub(crate) const CF_STATUS: &str = "status";
@@ -367,7 +367,7 @@ impl RocksStore {
                 err = self.db.write(std::mem::take(&mut wb)).err();
             }
         };
-        self.visit_pruned(&mut |p| p.conflict_keys.iter().for_each(|k| add(k, &p.id)))?;
+        self.visit_legacy_pruned(&mut |p| p.conflict_keys.iter().for_each(|k| add(k, &p.id)))?;
         self.visit_all(&mut |sv| {
             if matches!(sv.status, Status::Final { .. }) {
                 sv.vertex.conflict_keys.iter().for_each(|k| add(k, &sv.vertex.id));
@@ -606,14 +606,6 @@ impl Store for RocksStore {
 
     fn prune(&mut self, before_seq: u64, max: usize) -> Result<Pruned, StorageError> {
         self.prune_rocks(before_seq, max)
-    }
-
-    fn visit_pruned(&self, f: &mut dyn FnMut(PrunedFinal)) -> Result<(), StorageError> {
-        for item in self.db.iterator_cf(self.cf(CF_PRUNED)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            f(PrunedFinal::decode(&k, &v)?);
-        }
-        Ok(())
     }
 }
 

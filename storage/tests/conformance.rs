@@ -152,9 +152,6 @@ fn retention_suite(store: &mut dyn Store) {
     assert_eq!(store.finalized_range(0, 10).expect("range"), vec![(2, ids[2]), (3, ids[3]), (4, ids[4])]);
     let log: Vec<u64> = store.decisions(0, 10).expect("log").iter().map(|d| d.seq).collect();
     assert_eq!(log, vec![3, 4, 5], "the log starts at the first retained decision");
-    let mut pruned = Vec::new();
-    store.visit_pruned(&mut |r| pruned.push(r)).expect("visit pruned");
-    assert_eq!(pruned, vec![PrunedFinal { position: 1, id: ids[0], conflict_keys: vs[0].conflict_keys.clone() }]);
     let mut visited = Vec::new();
     store.visit_all(&mut |sv| visited.push(sv.vertex.id)).expect("visit");
     visited.sort();
@@ -211,10 +208,8 @@ fn rocks_store_prunes_and_survives_reopen() {
     assert_eq!(s.retained_from_seq(), 4, "the retained seq survives a reopen");
     assert_eq!(s.next_decision_seq(), 7);
     assert_eq!(s.pruned_counts().expect("counts"), (2, 1));
-    let mut pruned = Vec::new();
-    s.visit_pruned(&mut |r| pruned.push(r.position)).expect("visit pruned");
-    assert_eq!(pruned, vec![1, 2]);
-    assert_eq!(s.pruned_summary().expect("summary"), Some(visited_summary(&s)), "the summary is the records' count and digest");
+    assert_eq!(s.pruned_summary().expect("summary"), Some(summary_of(&[10, 12])), "the count and digest of the pruned finals (positions 1 and 2)");
+    assert_eq!(legacy_records(&s), 0, "no record per pruned final (the summary and the winners stand for them)");
     assert_eq!(s.decided_before(1000).expect("marks"), 6);
     // Prune everything: the log is empty, yet its sequence goes on after a reopen.
     let p = s.prune(u64::MAX, 1000).expect("prune all");
@@ -231,24 +226,28 @@ fn rocks_store_prunes_and_survives_reopen() {
     assert_eq!(r.key_winner(&ConflictKey([10; 32])).expect("winner"), Some(vertex(10).id));
     assert_eq!(r.status(&vertex(14).id).expect("status"), Some(Status::Final { position: 4 }));
     assert_eq!(r.status(&VertexId([0xee; 32])).expect("status"), None);
-    let all = visited_summary(&s);
-    assert_eq!(all.0, 5, "every final the suite decided");
-    assert_eq!(s.pruned_summary().expect("summary"), Some(all), "kept by every prune");
+    assert_eq!(s.pruned_summary().expect("summary"), Some(summary_of(&[10, 12, 13, 14, 15])), "kept by every prune: every final the suite decided");
+    assert_eq!(legacy_records(&s), 0);
 }
 
-/// (count, XOR of the ids' BLAKE3 hashes) of the pruned finals, from their records.
-fn visited_summary(s: &RocksStore) -> (u64, [u8; 32]) {
-    let (mut n, mut d) = (0u64, pqdag_crypto::hash::SetDigest::default());
-    s.visit_pruned(&mut |r| {
-        n += 1;
-        d.add(&r.id.0);
-    })
-    .expect("visit pruned");
-    (n, *d.as_bytes())
+/// (count, XOR of the ids' BLAKE3 hashes): what `pruned_summary` must say once the finals
+/// `vertex(n)` for these `n` are pruned (the core's `finalized_set_digest` of them).
+fn summary_of(ns: &[u8]) -> (u64, [u8; 32]) {
+    let mut d = pqdag_crypto::hash::SetDigest::default();
+    ns.iter().for_each(|&n| d.add(&vertex(n).id.0));
+    (ns.len() as u64, *d.as_bytes())
 }
 
-/// A store pruned before the summary existed (no digest record) has none until its next
-/// prune, which computes it from the `pruned` records once; restarts then read it in O(1).
+/// How many `pruned` records (written only by builds before 2026-12-05) the store holds.
+fn legacy_records(s: &RocksStore) -> u64 {
+    let mut n = 0;
+    s.visit_legacy_pruned(&mut |_| n += 1).expect("visit legacy records");
+    n
+}
+
+/// A store pruned by a build before the summary existed (a `pruned` record per pruned final, no
+/// digest) has none until its next prune, which computes it from those records once; restarts
+/// then read it in O(1).
 #[test]
 fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -257,19 +256,27 @@ fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
         retention_suite(&mut s);
     }
     {
-        // Remove the digest record, as a store written by an older build lacks it.
+        // Make it the store an older build left: no digest record, a record per pruned final
+        // (vertex(10) at position 1, vertex(12) at position 2).
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(false);
         let db = rocksdb::DB::open_cf(&opts, dir.path(), COLUMN_FAMILIES).expect("raw open");
         db.delete_cf(db.cf_handle("meta").expect("meta cf"), b"pruned_finals_digest").expect("delete");
+        for (position, n) in [(1u64, 10u8), (2, 12)] {
+            let v = vertex(n);
+            let rec = PrunedFinal { position, id: v.id, conflict_keys: v.conflict_keys.clone() };
+            db.put_cf(db.cf_handle("pruned").expect("pruned cf"), position.to_be_bytes(), rec.encode_value()).expect("put");
+        }
     }
     let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("reopen");
     assert_eq!(s.pruned_counts().expect("counts"), (2, 1));
     assert_eq!(s.pruned_summary().expect("summary"), None, "no digest: visit the records");
+    let mut visited = Vec::new();
+    s.visit_legacy_pruned(&mut |r| visited.push((r.position, r.id, r.conflict_keys))).expect("visit");
+    assert_eq!(visited, vec![(1, vertex(10).id, vertex(10).conflict_keys), (2, vertex(12).id, vertex(12).conflict_keys)]);
     s.prune(u64::MAX, 1000).expect("prune the rest");
-    let all = visited_summary(&s);
-    assert_eq!(all.0, 5, "every final the suite decided");
-    assert_eq!(s.pruned_summary().expect("summary"), Some(all), "old records and new ones");
+    assert_eq!(s.pruned_summary().expect("summary"), Some(summary_of(&[10, 12, 13, 14, 15])), "old records and new prunes");
+    assert_eq!(legacy_records(&s), 2, "the new prunes wrote none");
 }
 
 #[test]
@@ -357,9 +364,8 @@ fn rocks_prune_gives_disk_space_back() {
     // file goes only once every blob in it is dead) and the small CFs, ~35 MB; `before` is
     // 67-99 MB depending on how much WAL was still there.
     assert!(after < before * 3 / 5, "disk {before} -> {after} bytes");
-    let mut restored = 0;
-    s.visit_pruned(&mut |_| restored += 1).expect("visit");
-    assert_eq!(restored, n - 1024);
+    assert_eq!(s.pruned_counts().expect("counts"), (n - 1024, 0));
+    assert_eq!(legacy_records(&s), 0);
     assert_eq!(s.finalized_range(0, usize::MAX).expect("range").len(), 1024);
 }
 
@@ -395,13 +401,7 @@ fn rocks_prunes_in_the_background_while_writes_go_on() {
     assert_eq!(s.next_decision_seq(), 3001);
     assert_eq!(s.decisions(0, 1).expect("log")[0].seq, 1001);
     assert_eq!(s.finalized_range(0, 1).expect("index")[0].0, 1001);
-    let mut pruned = 0;
-    s.visit_pruned(&mut |p| {
-        assert_eq!(p.conflict_keys, vec![ConflictKey([7; 32])]);
-        pruned += 1;
-    })
-    .expect("visit");
-    assert_eq!(pruned, 1000);
+    assert_eq!(s.pruned_counts().expect("counts"), (1000, 0));
     assert!(s.take_background_prune().is_none(), "taken once");
 }
 

@@ -32,7 +32,7 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shar
             core.restore_pruned_finals(count, &digest);
             pruned = count as usize;
         }
-        None => store.visit_pruned(&mut |p| {
+        None => store.visit_legacy_pruned(&mut |p| {
             core.restore_forgotten_final(p.id, &p.conflict_keys);
             pruned += 1;
         })?,
