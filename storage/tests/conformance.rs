@@ -279,6 +279,43 @@ fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
     assert_eq!(legacy_records(&s), 2, "the new prunes wrote none");
 }
 
+/// A store written before the `winners` column family and pruned by a build that kept a record
+/// per pruned final: the one-time backfill gives the pruned finals' keys their winners from
+/// those records, and the retained finals' from their bytes; a rejected vertex wins nothing.
+#[test]
+fn an_older_store_gets_the_winners_of_its_pruned_finals_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (vertex(1), vertex(2), vertex(3));
+    {
+        let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("open");
+        let mut batch = StoreBatch::new();
+        batch.set_time(100);
+        for v in [&a, &b, &c] {
+            batch.put_vertex(v.clone());
+        }
+        batch.set_status(a.id, Status::Final { position: 1 });
+        batch.set_status(b.id, Status::Final { position: 2 });
+        batch.set_status(c.id, Status::Rejected);
+        s.write(batch).expect("write");
+        assert_eq!(s.prune(2, 10).expect("prune a").finals, 1);
+    }
+    {
+        // The record the older build left for `a`.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), COLUMN_FAMILIES).expect("raw open");
+        let rec = PrunedFinal { position: 1, id: a.id, conflict_keys: a.conflict_keys.clone() };
+        db.put_cf(db.cf_handle("pruned").expect("pruned cf"), 1u64.to_be_bytes(), rec.encode_value()).expect("put");
+    }
+    let s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("reopen");
+    assert_eq!(s.key_winner(&a.conflict_keys[0]).expect("read"), None, "no winners yet");
+    assert_eq!(s.backfill_winners().expect("backfill"), 2);
+    assert_eq!(s.key_winner(&a.conflict_keys[0]).expect("read"), Some(a.id), "a pruned final's key, from its record");
+    assert_eq!(s.key_winner(&b.conflict_keys[0]).expect("read"), Some(b.id));
+    assert_eq!(s.key_winner(&c.conflict_keys[0]).expect("read"), None, "a rejected vertex won nothing");
+    assert_eq!(s.backfill_winners().expect("again"), 0, "once per store");
+}
+
 #[test]
 fn rocks_store_conforms_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
