@@ -318,6 +318,21 @@ impl RocksStore {
         m
     }
 
+    /// Bytes on disk of each column family's table and blob files (RocksDB's
+    /// `rocksdb.total-sst-files-size` and `rocksdb.total-blob-file-size`), by family name: which
+    /// part of the store grows (with retention on, `status` and `winners` grow with the history
+    /// and the rest follows the window). WAL and manifest belong to no family; data still in
+    /// memtables is not on disk yet. What `pqdag_store_cf_bytes` shows.
+    pub fn cf_disk_bytes(&self) -> Vec<(&'static str, u64)> {
+        CFS.iter()
+            .filter_map(|name| {
+                let cf = self.db.cf_handle(name)?;
+                let prop = |p: &str| self.db.property_int_value_cf(cf, p).ok().flatten().unwrap_or(0);
+                Some((*name, prop("rocksdb.total-sst-files-size") + prop("rocksdb.total-blob-file-size")))
+            })
+            .collect()
+    }
+
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path

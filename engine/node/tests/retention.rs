@@ -144,6 +144,9 @@ fn retention_prunes_under_load_and_a_restart_keeps_agreement() {
         let disk = metric_sum(&m, "pqdag_store_disk_bytes");
         eprintln!("node-{i}: pruned {pruned}, pqdag_store_disk_bytes {disk}");
         assert!(disk > 0.0, "node-{i} exports pqdag_store_disk_bytes");
+        // By column family: files on disk, and none for a per-final record (no longer written).
+        assert!(metric_sum(&m, "pqdag_store_cf_bytes") > 0.0, "node-{i} exports pqdag_store_cf_bytes");
+        assert_eq!(metric_sum(&m, "pqdag_store_cf_bytes{shard=\"0\",kind=\"pruned\"}"), 0.0, "node-{i}: a prune writes no record per final");
         if i < 2 {
             assert!(pruned > (finalized as f64) / 4.0, "node-{i} pruned {pruned} of {finalized}");
         } else {

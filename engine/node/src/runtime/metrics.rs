@@ -98,6 +98,9 @@ pub struct Metrics {
     pub store_memory: Family<ShardKindLabel, Gauge>,
     /// Bytes of each shard's store files on disk (SST, blob, WAL, manifest), once a second.
     pub store_disk_bytes: Family<ShardLabel, Gauge>,
+    /// Bytes of each column family's table and blob files by shard (`kind`: the family), once a
+    /// second: which part of the store grows.
+    pub store_cf_bytes: Family<ShardKindLabel, Gauge>,
     /// Free bytes on the filesystem of the shard's store (`[storage] min_free_bytes` refuses
     /// client submissions under its floor).
     pub disk_free_bytes: Family<ShardLabel, Gauge>,
@@ -171,6 +174,7 @@ impl Metrics {
             alerts_verified: Counter::default(),
             store_memory: Family::default(),
             store_disk_bytes: Family::default(),
+            store_cf_bytes: Family::default(),
             disk_free_bytes: Family::default(),
             store_pruned: Family::default(),
             store_prune: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -212,6 +216,7 @@ impl Metrics {
         registry.register("alerts_verified", "Gossiped Byzantine alerts whose proof verified", m.alerts_verified.clone());
         registry.register("store_memory_bytes", "RocksDB memory by shard and kind", m.store_memory.clone());
         registry.register("store_disk_bytes", "Bytes of the shard's store files on disk", m.store_disk_bytes.clone());
+        registry.register("store_cf_bytes", "Bytes of the shard's table and blob files by column family (kind)", m.store_cf_bytes.clone());
         registry.register("disk_free_bytes", "Free bytes on the filesystem of the shard's store (client submissions refused under [storage] min_free_bytes)", m.disk_free_bytes.clone());
         registry.register("store_pruned", "Decided vertices pruned by retention, by shard and kind", m.store_pruned.clone());
         registry.register("store_prune_seconds", "Time a retention step held the store (between turns)", m.store_prune.clone());

@@ -84,6 +84,9 @@ impl Telemetry {
                 self.metrics.store_memory.get_or_create(&label(kind)).set(v as i64);
             }
             self.metrics.store_disk_bytes.get_or_create(&ShardLabel { shard: shard.clone() }).set(store.disk_bytes() as i64);
+            for (cf, v) in store.cf_disk_bytes() {
+                self.metrics.store_cf_bytes.get_or_create(&label(cf)).set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
         }
         let s = core.status();
         let ts = self.transport.stats();
