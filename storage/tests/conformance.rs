@@ -280,8 +280,9 @@ fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
 }
 
 /// A store written before the `winners` column family and pruned by a build that kept a record
-/// per pruned final: the one-time backfill gives the pruned finals' keys their winners from
-/// those records, and the retained finals' from their bytes; a rejected vertex wins nothing.
+/// per pruned final: the one-time backfill (run by the node when it opens its store) gives the
+/// pruned finals' keys their winners from those records and the retained finals' from their
+/// bytes; a rejected vertex wins nothing; a second call does nothing.
 #[test]
 fn an_older_store_gets_the_winners_of_its_pruned_finals_too() {
     let dir = tempfile::tempdir().expect("tempdir");
