@@ -1,5 +1,5 @@
-//! Retention: pruning decided vertices in decision-log order (both stores), the compact record a
-//! pruned final leaves, and the RocksDB side of [`Store::prune`](crate::Store::prune).
+//! Retention: pruning decided vertices in decision-log order (both stores), the summary of the
+//! pruned finals, and the RocksDB side of [`Store::prune`](crate::Store::prune).
 //!
 //! What a pruned vertex keeps: its status (so it is never stored, logged or decided again), its
 //! conflict keys' winners (written when it was decided, in the `winners` column family), and the

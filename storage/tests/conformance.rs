@@ -245,6 +245,19 @@ fn legacy_records(s: &RocksStore) -> u64 {
     n
 }
 
+/// Opens the closed store at `path` raw and writes the `pruned` records a build before
+/// 2026-12-05 left for these (position, final) pairs; returns the open database for more edits.
+fn write_legacy_records(path: &std::path::Path, finals: &[(u64, Vertex)]) -> rocksdb::DB {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    let db = rocksdb::DB::open_cf(&opts, path, COLUMN_FAMILIES).expect("raw open");
+    for (position, v) in finals {
+        let rec = PrunedFinal { position: *position, id: v.id, conflict_keys: v.conflict_keys.clone() };
+        db.put_cf(db.cf_handle("pruned").expect("pruned cf"), position.to_be_bytes(), rec.encode_value()).expect("put");
+    }
+    db
+}
+
 /// A store pruned by a build before the summary existed (a `pruned` record per pruned final, no
 /// digest) has none until its next prune, which computes it from those records once; restarts
 /// then read it in O(1).
@@ -258,15 +271,8 @@ fn a_store_pruned_before_the_summary_gets_it_at_its_next_prune() {
     {
         // Make it the store an older build left: no digest record, a record per pruned final
         // (vertex(10) at position 1, vertex(12) at position 2).
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), COLUMN_FAMILIES).expect("raw open");
+        let db = write_legacy_records(dir.path(), &[(1, vertex(10)), (2, vertex(12))]);
         db.delete_cf(db.cf_handle("meta").expect("meta cf"), b"pruned_finals_digest").expect("delete");
-        for (position, n) in [(1u64, 10u8), (2, 12)] {
-            let v = vertex(n);
-            let rec = PrunedFinal { position, id: v.id, conflict_keys: v.conflict_keys.clone() };
-            db.put_cf(db.cf_handle("pruned").expect("pruned cf"), position.to_be_bytes(), rec.encode_value()).expect("put");
-        }
     }
     let mut s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("reopen");
     assert_eq!(s.pruned_counts().expect("counts"), (2, 1));
@@ -300,14 +306,8 @@ fn an_older_store_gets_the_winners_of_its_pruned_finals_too() {
         s.write(batch).expect("write");
         assert_eq!(s.prune(2, 10).expect("prune a").finals, 1);
     }
-    {
-        // The record the older build left for `a`.
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), COLUMN_FAMILIES).expect("raw open");
-        let rec = PrunedFinal { position: 1, id: a.id, conflict_keys: a.conflict_keys.clone() };
-        db.put_cf(db.cf_handle("pruned").expect("pruned cf"), 1u64.to_be_bytes(), rec.encode_value()).expect("put");
-    }
+    // The record the older build left for `a`.
+    drop(write_legacy_records(dir.path(), &[(1, a.clone())]));
     let s = RocksStore::open(dir.path(), SyncPolicy::WalNoSync).expect("reopen");
     assert_eq!(s.key_winner(&a.conflict_keys[0]).expect("read"), None, "no winners yet");
     assert_eq!(s.backfill_winners().expect("backfill"), 2);
