@@ -253,6 +253,19 @@ impl<S: Signer> Core<S> {
     /// shell drops the rest before verifying their signature.
     pub fn awaits_response(&self, from: &NodeId, query_id: u64) -> bool {
         let Some(&pi) = self.peers.index.get(from) else { return false };
+        self.awaits_response_from(pi, query_id)
+    }
+
+    /// [`Self::awaits_response`] for the node at `roster_pos` in the sorted roster (see
+    /// [`Self::is_excluded_at`]): no id lookup, for the simulator's every response.
+    pub fn awaits_response_at(&self, roster_pos: usize, query_id: u64) -> bool {
+        match self.peer_at(roster_pos) {
+            Some(pi) => self.awaits_response_from(pi, query_id),
+            None => false,
+        }
+    }
+
+    fn awaits_response_from(&self, pi: usize, query_id: u64) -> bool {
         if self.peers.scores[pi].excluded && !self.whole_network() {
             return false;
         }
@@ -265,6 +278,27 @@ impl<S: Signer> Core<S> {
     /// Whether `peer` is excluded from sampling now.
     pub fn is_excluded(&self, peer: &NodeId) -> bool {
         self.peers.index.get(peer).is_some_and(|&i| self.peers.scores[i].excluded)
+    }
+
+    /// [`Self::is_excluded`] for the node at `roster_pos` in the sorted, deduplicated roster
+    /// (`Config::nodes`), without the id lookup: the simulator asks this for every request it
+    /// admits, and at 1000 nodes each id lookup was a cache miss (5 % of its time).
+    pub fn is_excluded_at(&self, roster_pos: usize) -> bool {
+        let excluded = self.peer_at(roster_pos).is_some_and(|i| self.peers.scores[i].excluded);
+        debug_assert_eq!(Some(excluded), self.peers.nodes.get(roster_pos).map(|p| self.is_excluded(p)));
+        excluded
+    }
+
+    /// The peer index (into `peers.ids` and `peers.scores`) of the node at `roster_pos` in the
+    /// sorted roster; `None` for this node itself or past the end.
+    fn peer_at(&self, roster_pos: usize) -> Option<usize> {
+        let i = match roster_pos.cmp(&self.peers.me_pos) {
+            std::cmp::Ordering::Less => roster_pos,
+            std::cmp::Ordering::Equal => return None,
+            std::cmp::Ordering::Greater => roster_pos - 1,
+        };
+        debug_assert!(i >= self.peers.ids.len() || self.peers.nodes.get(roster_pos) == Some(&self.peers.ids[i]));
+        (i < self.peers.ids.len()).then_some(i)
     }
 
     /// Every processing vertex (debugging aid).

@@ -29,7 +29,7 @@ pub(crate) struct RemoteParent {
     pub(crate) strong: bool,
     /// It or a processing ancestor is in a contested set at its owner (`Rec::contested`).
     pub(crate) contested: bool,
-    pub(crate) children: Vec<VertexId>,
+    pub(crate) children: crate::dag::Children,
     pub(crate) watched: bool,
     /// Its owner was told this node voted Yes on a descendant (`ShardMsg::Exposed`).
     pub(crate) exposed: bool,
@@ -141,7 +141,8 @@ impl<S: Signer> Core<S> {
                 e.status = Some(status);
                 e.strong = strong;
                 e.contested = contested;
-                let children = e.children.clone();
+                // Only a rejection walks the children: no copy of the list on every status.
+                let children = if status == VertexStatus::Rejected { e.children.clone() } else { crate::dag::Children::new() };
                 if status != VertexStatus::Processing && prev.0 != Some(status) {
                     self.cross.decided.push_back((now, RemoteFact::Parent(id)));
                 }

@@ -71,7 +71,7 @@ impl<S: Signer> Core<S> {
         }
         r.status = VertexStatus::Final;
         r.confidence = 1.0;
-        r.children = Vec::new();
+        r.children = crate::dag::Children::new();
         let (seq, arrival, v) = (r.seq, r.arrival_us, r.v.clone());
         self.dag.processing.remove(&seq);
         let member = self.flood_member(&v.creator);

@@ -121,6 +121,14 @@ impl<S: Signer> Core<S> {
     /// This node's vote on `id`, as sent in a response or counted in its own poll. A Yes on a
     /// processing vertex exposes it and its ancestors (see [`Self::expose`]).
     pub(crate) fn vote_for(&mut self, id: &VertexId) -> Vote {
+        // Fast path, one lookup: a processing vertex whose strong preference is cached for this
+        // epoch and that is already exposed (or not strong) needs nothing below in Avalanche
+        // mode. Most polled ids are this case, and each lookup is a cache miss at scale.
+        if let Some(r) = self.dag.vertices.get(id) {
+            if r.status == VertexStatus::Processing && r.strong_epoch == self.votes.epoch && (r.exposed || !r.strong) && !self.whole_network() {
+                return if r.strong { Vote::Yes } else { Vote::No };
+            }
+        }
         let mut vote = self.compute_vote(id);
         if vote == Vote::Yes && self.whole_network() {
             // A Yes from a node locked on the vertex in each of its sets is a `LockedYes`, what

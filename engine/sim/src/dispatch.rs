@@ -106,7 +106,7 @@ impl Sim {
             Msg::Response(r) => {
                 let s = shard_for_response(&r, shards);
                 // As the engine's shell does: an answer no poll awaits is dropped unverified.
-                if !self.shells[to].core(s).awaits_response(&from_id, r.query_id) {
+                if !self.shells[to].core(s).awaits_response_at(self.ranks[from], r.query_id) {
                     return;
                 }
                 self.handle(to, s, Event::Response { from: from_id, response: r }, v_us);
@@ -168,8 +168,7 @@ impl Sim {
         if !self.cfg.shell_rate_limits || !self.shells[to].is_up() {
             return true;
         }
-        let from_id = self.shells[from].id();
-        let Admission::Dropped { strike } = self.shells[to].admit(s, from, &from_id, kind, cost, self.now) else { return true };
+        let Admission::Dropped { strike } = self.shells[to].admit(s, from, self.ranks[from], kind, cost, self.now) else { return true };
         if !self.shells[to].is_byzantine() {
             self.metrics.rate_limited += 1;
             if !self.shells[from].is_byzantine() {

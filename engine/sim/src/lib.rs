@@ -236,6 +236,9 @@ pub struct Sim {
     shells: Vec<Shell>,
     ids: Vec<NodeId>,
     node_index: HashMap<NodeId, usize>,
+    /// Per node index: its position in the sorted roster the cores hold
+    /// (`Core::is_excluded_at`, no id lookup per admitted request).
+    ranks: Vec<usize>,
     archive: Archive,
     /// Per node: how far its history sync has walked the network's finality log.
     sync_cursor: Vec<usize>,
@@ -287,6 +290,9 @@ impl Sim {
             shells.push(Shell::new(i, signer, &spec, i >= n - n_byz, faults.keeps_storage(i))?);
         }
         let node_index = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        let ranks = ids.iter().map(|id| sorted.binary_search(id).unwrap_or(0)).collect();
         let network = Network::new(cfg.seed, cfg.profile, cfg.loss, cfg.duplicate);
         let metrics = Metrics::new()?;
         let honest = n - n_byz;
@@ -297,6 +303,7 @@ impl Sim {
             shells,
             ids,
             node_index,
+            ranks,
             archive: Archive::new(cfg.forget_final_after_us > 0),
             network,
             workload: Workload::new(&cfg, honest),

@@ -204,8 +204,9 @@ impl Shell {
     /// Charges `cost` units of `kind` to peer `from` (a node index) in shard `shard`'s budgets
     /// at `now`, as the engine's shell does before it verifies a request (an excluded peer gets
     /// a quarter of the budget).
-    pub(crate) fn admit(&mut self, shard: u32, from: usize, from_id: &NodeId, kind: RequestKind, cost: u64, now: u64) -> Admission {
-        let excluded = self.cores[shard as usize].is_excluded(from_id);
+    /// `from_rank` is `from`'s position in the cores' sorted roster.
+    pub(crate) fn admit(&mut self, shard: u32, from: usize, from_rank: usize, kind: RequestKind, cost: u64, now: u64) -> Admission {
+        let excluded = self.cores[shard as usize].is_excluded_at(from_rank);
         self.limits[shard as usize].admit(from, kind, cost, excluded, now)
     }
 
