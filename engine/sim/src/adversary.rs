@@ -57,7 +57,7 @@ pub enum Strategy {
     ForgeAlerts,
     /// Gossips valid equivocation proofs against itself, fresh ones as fast as it can sign
     /// (each honest node's first convicts it; the rest would cost three verifies each): the
-    /// shell must drop proofs against a peer it convicted already (once per reporter).
+    /// shell must drop proofs against a peer it convicted already (one verified per accused).
     AlertFlood,
 }
 

@@ -257,9 +257,9 @@ pub struct Sim {
     /// Conflicting pairs whose vertices were built on another shard than the one submitted
     /// to, and are not created yet: (key, (node, client tag, id) of each).
     pairs_waiting: Vec<(ConflictKey, [(usize, u64, Option<VertexId>); 2])>,
-    /// (receiver, reporter, accused) of the alerts verified about a peer the receiver had
-    /// convicted already (`SimConfig::shell_dedupes_alerts`).
-    alerts_after_conviction: HashSet<(usize, usize, NodeId)>,
+    /// (receiver, accused) of the one alert verified about a peer the receiver had convicted
+    /// already (`SimConfig::shell_dedupes_alerts`).
+    alerts_after_conviction: HashSet<(usize, NodeId)>,
 }
 
 impl Sim {
