@@ -49,6 +49,7 @@ pub use batch::{OwnTags, OWN_VERTICES_MAX, REISSUE_MAX};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
 pub use flood::CREATOR_PROCESSING_MAX;
+pub use gossip::{alert_targets, ALERT_FANOUT};
 pub use id_hash::{HashMap as IdHashMap, HashSet as IdHashSet, IdHasher};
 pub use forgotten::{DecisionArchive, MemArchive};
 pub use pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};

@@ -323,11 +323,10 @@ impl Sim {
                     }
                 }
                 if let Some(ev) = evidence {
+                    // As the engine's guard: up to `ALERT_FANOUT` peers, the accused left out.
                     let ev = Arc::new(*ev);
-                    for t in 0..self.cfg.nodes {
-                        if t != node {
-                            self.send(node, t, done, Msg::Alert(peer, ev.clone()));
-                        }
+                    for t in pqdag_core::alert_targets(&self.ids[node], &peer, &self.ids) {
+                        self.send(node, t, done, Msg::Alert(peer, ev.clone()));
                     }
                 }
             }

@@ -99,7 +99,7 @@ pub(crate) fn action_bytes(a: &Action, nodes: usize) -> usize {
         Action::RequestVertices { request, .. } => 32 * request.ids.len() + 64,
         Action::SendVertices { reply, .. } => reply.vertices.iter().map(|v| v.payload_bytes() + SIG_BYTES + 200).sum::<usize>() + 16,
         Action::SendFrontier { to, frontier } => to.len() * (32 * frontier.tips.len() + 80),
-        Action::Alert { evidence: Some(_), .. } => nodes.saturating_sub(1) * (3 * SIG_BYTES + 600),
+        Action::Alert { evidence: Some(_), .. } => nodes.saturating_sub(2).min(pqdag_core::ALERT_FANOUT) * (3 * SIG_BYTES + 600),
         _ => 0,
     }
 }

@@ -117,7 +117,8 @@ impl Guard {
             Err(_) => return,
         }
         let Ok(bytes) = encode(&alert) else { return };
-        let peers: Vec<PeerId> = (0..self.roster.len()).filter(|i| *i != self.roster.me && self.roster.node_ids[*i] != accused).map(PeerId).collect();
+        // Every convicting node pushes: up to `ALERT_FANOUT` peers each, an epidemic, not N^2.
+        let peers: Vec<PeerId> = pqdag_core::alert_targets(&me, &accused, &self.roster.node_ids).into_iter().map(PeerId).collect();
         self.transport.broadcast_vertex(&peers, &bytes);
     }
 
