@@ -253,19 +253,6 @@ impl<S: Signer> Core<S> {
     /// shell drops the rest before verifying their signature.
     pub fn awaits_response(&self, from: &NodeId, query_id: u64) -> bool {
         let Some(&pi) = self.peers.index.get(from) else { return false };
-        self.awaits_response_from(pi, query_id)
-    }
-
-    /// [`Self::awaits_response`] for the node at `roster_pos` in the sorted roster (see
-    /// [`Self::is_excluded_at`]): no id lookup, for the simulator's every response.
-    pub fn awaits_response_at(&self, roster_pos: usize, query_id: u64) -> bool {
-        match self.peer_at(roster_pos) {
-            Some(pi) => self.awaits_response_from(pi, query_id),
-            None => false,
-        }
-    }
-
-    fn awaits_response_from(&self, pi: usize, query_id: u64) -> bool {
         if self.peers.scores[pi].excluded && !self.whole_network() {
             return false;
         }

@@ -109,7 +109,7 @@ impl Sim {
             Msg::Response(r) => {
                 let s = shard_for_response(&r, shards);
                 // As the engine's shell does: an answer no poll awaits is dropped unverified.
-                if !self.shells[to].core(s).awaits_response_at(self.ranks[from], r.query_id) {
+                if !self.shells[to].core(s).awaits_response(&from_id, r.query_id) {
                     return;
                 }
                 self.handle(to, s, Event::Response { from: from_id, response: r }, v_us);
