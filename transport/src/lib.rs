@@ -272,6 +272,31 @@ impl ShardTransport {
         self.node.is_banned(peer.0)
     }
 
+    /// Meters `peer`'s new bidirectional streams (queries, vertex fetches, history sync) for
+    /// `hold` from now (a running meter is renewed to the later end and takes the new rate):
+    /// QUIC grants it `per_second` new streams a second and lets it hold at most `burst` unused,
+    /// so what it has over that is never sent. For a peer over its query budget, whose extra
+    /// queries would otherwise each cost their bytes before being dropped unread.
+    pub fn meter_streams(&self, peer: PeerId, per_second: u32, burst: u32, hold: Duration) {
+        self.node.meter(peer.0, per_second, burst, Instant::now() + hold);
+    }
+
+    /// Metered peers that spent all their stream credit since the last call: each wants more
+    /// than `per_second`, which the caller judges (the node: a query over budget).
+    pub fn take_starved_peers(&self) -> Vec<PeerId> {
+        self.node.take_starved().into_iter().map(PeerId).collect()
+    }
+
+    /// Whether `peer`'s streams are metered now.
+    pub fn is_metered(&self, peer: PeerId) -> bool {
+        self.node.is_metered(peer.0)
+    }
+
+    /// How many peers are metered now.
+    pub fn metered_count(&self) -> usize {
+        (0..self.peer_count()).filter(|p| self.node.is_metered(*p)).count()
+    }
+
     /// How many peers are banned now.
     pub fn banned_count(&self) -> usize {
         (0..self.peer_count()).filter(|p| self.node.is_banned(*p)).count()

@@ -16,7 +16,10 @@
 //!   engine: 100 polls/s) with each peer in the sample at most once, and keeps at most
 //!   `polls_in_flight_max` (8) open, so it asks one peer at most 100 queries/s per shard,
 //!   whatever the vertex rate (ids are batched into the poll: at 5000 vertices/s cluster-wide
-//!   a poll carries ~50-100 ids). Budget 200/s, burst 400.
+//!   a poll carries ~50-100 ids), and at most 8 at once (its open polls). Budget 200/s, burst 64
+//!   (400 until 2026-12-05: at 100 nodes, 20 flooders' bursts alone were 8 000 answered
+//!   queries, ~1.8 s of every honest core, before the first drop and strike). A query over
+//!   budget also meters the sender's streams ([`STREAM_METER_HOLD_US`]).
 //! * fetches, charged per id asked: a node fetching a peer's history asks up to 1024 ids per
 //!   history-sync reply, at most 20 replies/s per peer (the sync budget), and verifies at most
 //!   ~16 000 vertices/s per core anyway. Budget 32 768 ids/s, burst 65 536 (64 full requests).
@@ -88,7 +91,7 @@ pub struct Budget {
 }
 
 /// Queries per peer per shard: 2x the most an honest node can ask (100/s).
-pub const QUERY_BUDGET: Budget = Budget { per_second: 200, burst: 400 };
+pub const QUERY_BUDGET: Budget = Budget { per_second: 200, burst: 64 };
 /// Fetched ids per peer per shard.
 pub const FETCH_BUDGET: Budget = Budget { per_second: 32_768, burst: 65_536 };
 /// History-sync requests per peer per shard.
@@ -107,6 +110,24 @@ pub const EXCLUDED_DIVISOR: u64 = 4;
 /// dropped by a budget in any simulated run (`honest_rate_limited` 0 over 10 000 `sim-faults`
 /// seeds and every `sim-soak` strategy), so honest peers are never struck either way.
 pub const STRIKE_INTERVAL_US: u64 = 250_000;
+
+/// How long a peer stays metered ([`RateLimits::is_metered`]) after its last query over
+/// budget. While metered, the transport grants it new bidirectional streams (queries, fetches,
+/// history sync) only at [`stream_credit`]'s rate, so its queries over budget are never sent:
+/// a budget alone drops them unread, but each still cost its ~5 KB of bytes, and 20 flooders of
+/// 100 nodes at 1 250 queries/s each cost every honest core ~1 s of CPU a second on bytes alone
+/// (`docs/simulator.md`, `query-flood`). Long, so a flooder's next unmetered burst (at most the
+/// transport's `BI_STREAMS_MAX` streams, then dropped and metered again) is rare; an honest
+/// peer is never metered (it asks at most half its budget; `honest_metered` 0 in every run).
+pub const STREAM_METER_HOLD_US: u64 = 30_000_000;
+
+/// The bidirectional-stream credit of a metered peer: its query budget's rate (what the shard
+/// would serve anyway, so credit never starves a request the budget admits), and a burst of a
+/// tenth of a second of it (at least 4): the most new streams it may hold unused.
+pub fn stream_credit(excluded: bool) -> Budget {
+    let q = if excluded { RequestKind::Query.excluded_budget() } else { RequestKind::Query.budget() };
+    Budget { per_second: q.per_second, burst: (q.per_second / 10).max(4) }
+}
 
 /// Micro-units per unit: the bucket level is kept in millionths so refills are exact integers.
 const SCALE: u64 = 1_000_000;
@@ -129,6 +150,11 @@ impl TokenBucket {
     /// A full bucket (filled on first use).
     pub const fn new() -> Self {
         TokenBucket { level: None, at_us: 0 }
+    }
+
+    /// An empty bucket at `now` (it refills from then on).
+    pub const fn empty(now: u64) -> Self {
+        TokenBucket { level: Some(0), at_us: now }
     }
 
     /// Takes `cost` units at `now` if the bucket holds them under `budget`; a bucket above the
@@ -169,12 +195,57 @@ pub struct RateLimits {
     buckets: Vec<[TokenBucket; RequestKind::ALL.len()]>,
     /// When each peer was last given a strike (`None`: never).
     last_strike: Vec<Option<u64>>,
+    /// Until when each peer is metered (see [`STREAM_METER_HOLD_US`]; 0: never was).
+    metered_until: Vec<u64>,
+    /// Each peer's stream credit while metered (the simulator's model of the transport's).
+    credit: Vec<TokenBucket>,
 }
 
 impl RateLimits {
     /// Full buckets for `peers` peers (indexed as the caller indexes its members).
     pub fn new(peers: usize) -> Self {
-        RateLimits { buckets: vec![[TokenBucket::new(); RequestKind::ALL.len()]; peers], last_strike: vec![None; peers] }
+        RateLimits {
+            buckets: vec![[TokenBucket::new(); RequestKind::ALL.len()]; peers],
+            last_strike: vec![None; peers],
+            metered_until: vec![0; peers],
+            credit: vec![TokenBucket::new(); peers],
+        }
+    }
+
+    /// Whether `peer`'s new bidirectional streams are metered at `now`: it sent a query over
+    /// budget within the last [`STREAM_METER_HOLD_US`].
+    pub fn is_metered(&self, peer: usize, now: u64) -> bool {
+        self.metered_until.get(peer).is_some_and(|&t| now < t)
+    }
+
+    /// Whether `peer` may open one more bidirectional stream at `now` (taking a credit): always
+    /// when not metered, else within [`stream_credit`]. What the engine's transport enforces
+    /// with QUIC stream credit (`MAX_STREAMS`), so a refused stream is never sent; the
+    /// simulator's network asks this before it carries a query.
+    /// Refused, the peer asked for more than the credit grants: that is what a query over
+    /// budget is, so it is treated as one ([`Self::over_credit`]).
+    pub fn stream_credit(&mut self, peer: usize, excluded: bool, now: u64) -> Admission {
+        if !self.is_metered(peer, now) {
+            return Admission::Allowed;
+        }
+        let Some(b) = self.credit.get_mut(peer) else { return Admission::Dropped { strike: false } };
+        if b.take(stream_credit(excluded), now, 1) {
+            return Admission::Allowed;
+        }
+        self.over_credit(peer, now)
+    }
+
+    /// A metered peer used up its stream credit and wants more (the engine's transport saw it
+    /// hold no unused credit when the next was due): it asks for more than its query budget,
+    /// which an honest peer never does (at most half of it), so it is charged as a query over
+    /// budget: the meter renewed and a strike per [`STRIKE_INTERVAL_US`]. Without it a metered
+    /// flooder, held to exactly its budget, was never struck again and never excluded: 20 of
+    /// 100 nodes kept every honest core ~90 % busy answering their budgets (`docs/simulator.md`).
+    pub fn over_credit(&mut self, peer: usize, now: u64) -> Admission {
+        if peer >= self.buckets.len() {
+            return Admission::Dropped { strike: false };
+        }
+        self.dropped(peer, RequestKind::Query, now)
     }
 
     /// Charges `cost` units of `kind` to `peer` at `now` (its excluded budget when `excluded`).
@@ -184,6 +255,20 @@ impl RateLimits {
         let budget = if excluded { kind.excluded_budget() } else { kind.budget() };
         if b[kind.index()].take(budget, now, cost) {
             return Admission::Allowed;
+        }
+        self.dropped(peer, kind, now)
+    }
+
+    /// A request of `peer` (a known index) was over budget at `now`: meters a query's sender,
+    /// and strikes at most once per interval.
+    fn dropped(&mut self, peer: usize, kind: RequestKind, now: u64) -> Admission {
+        if kind == RequestKind::Query {
+            let until = &mut self.metered_until[peer];
+            if *until <= now {
+                // Metering starts with no credit held: the flood already spent it.
+                self.credit[peer] = TokenBucket::empty(now);
+            }
+            *until = now + STREAM_METER_HOLD_US;
         }
         let last = &mut self.last_strike[peer];
         let strike = last.is_none_or(|t| now >= t + STRIKE_INTERVAL_US);

@@ -298,6 +298,52 @@ fn rate_limit_bucket_is_deterministic_and_refills() {
     assert_eq!(allowed, QUERY_BUDGET.burst);
 }
 
+/// A peer whose query goes over budget is metered: its new streams come at its query budget's
+/// rate, starting from none, for `STREAM_METER_HOLD_US` after its last drop; a flooder trying
+/// 10 000 streams/s then gets ~the budget through; an honest-rate peer is never metered.
+#[test]
+fn a_query_flooder_is_metered_and_an_honest_peer_never() {
+    use crate::ratelimit::{stream_credit, STREAM_METER_HOLD_US};
+    let mut rl = RateLimits::new(3);
+    // Honest: one query every 10 ms for 10 s, each stream credited and admitted.
+    for i in 0..1_000u64 {
+        let t = i * 10_000;
+        assert_eq!(rl.stream_credit(1, false, t), Admission::Allowed);
+        assert_eq!(rl.admit(1, RequestKind::Query, 1, false, t), Admission::Allowed);
+        assert!(!rl.is_metered(1, t));
+    }
+    // Flood from peer 2: 10 000 stream attempts a second for 3 s; only credited ones are sent.
+    let (mut sent, mut first_drop, mut strikes) = (0u64, None, 0u64);
+    for i in 0..30_000u64 {
+        let t = i * 100;
+        if let Admission::Dropped { strike } = rl.stream_credit(2, false, t) {
+            strikes += u64::from(strike);
+            continue;
+        }
+        sent += 1;
+        if rl.admit(2, RequestKind::Query, 1, false, t) != Admission::Allowed {
+            first_drop.get_or_insert(t);
+        }
+    }
+    let q = RequestKind::Query.budget();
+    let first_drop = first_drop.expect("the burst is spent, then a drop");
+    assert!(rl.is_metered(2, 3_000_000) && !rl.is_metered(1, 3_000_000));
+    // The burst (400), then ~200/s of credit: not the 30 000 it tried.
+    let c = stream_credit(false);
+    assert!(sent <= q.burst + 1 + c.per_second * 3 + c.burst, "metered flooder sent {sent}");
+    assert!(sent >= q.burst + c.per_second * 2, "credit keeps coming at the budget's rate: {sent}");
+    // Wanting more than the credit is flooding: still struck once per interval, so it is
+    // excluded (a meter alone held it to exactly its budget, never struck again).
+    let per_interval = 3_000_000 / crate::ratelimit::STRIKE_INTERVAL_US;
+    assert!(strikes + 1 >= per_interval, "struck while metered: {strikes}");
+    // Excluded: a quarter of the rate.
+    assert_eq!(stream_credit(true).per_second, RequestKind::Query.excluded_budget().per_second);
+    // The meter lapses STREAM_METER_HOLD_US after the last drop.
+    let last_drop_at_most = 3_000_000;
+    assert!(!rl.is_metered(2, last_drop_at_most + STREAM_METER_HOLD_US) && first_drop < last_drop_at_most);
+    assert_eq!(rl.stream_credit(2, false, last_drop_at_most + STREAM_METER_HOLD_US), Admission::Allowed);
+}
+
 /// A peer over its budget is dropped and struck at most once per strike interval; honest-rate traffic
 /// (100 queries/s, the most an honest node sends) is never dropped; an excluded peer gets a
 /// quarter of the budget but never nothing.

@@ -249,6 +249,12 @@ fn real_query_flood_is_absorbed() {
     assert_survived("query-flood", &o, false);
     assert!(o.sent("flood_query") >= 300.0, "query-flood: fewer than 300 flood queries sent");
     assert!(o.sent("flood_query_answered") >= 100.0, "query-flood: fewer than 100 flood queries answered (each an honest signature)");
+    // The honest transports metered the flooder (its queries over budget were never sent) and
+    // found it spending every stream credit, charged as queries over budget.
+    let starved = o.honest_kind("pqdag_rate_limited_total", "stream_credit");
+    let metered = o.honest_kind("pqdag_bounded", "metered_peers");
+    eprintln!("query-flood: honest nodes charged {starved} starved-credit refusals, metering {metered} peers at the end");
+    assert!(starved >= 1.0, "query-flood: no honest node held the flooder to its stream credit");
 }
 
 #[test]

@@ -19,6 +19,26 @@ impl Sim {
     /// Sends through the network: unreachable if the receiver is down or across a partition.
     pub(crate) fn send(&mut self, from: usize, to: usize, depart: u64, msg: Msg) {
         let reachable = self.shells[to].is_up() && !self.faults.partitioned(from, to, self.now);
+        // As the engine's transport: a query stream needs stream credit, which a receiver that
+        // metered the sender grants only at its query budget's rate; without it the query is
+        // never sent (the sender's QUIC stack holds it until it times out).
+        if let Msg::Query(q, _) = &msg {
+            if reachable && self.cfg.shell_rate_limits && self.cfg.transport_meters_streams && !self.shells[to].is_byzantine() {
+                let s = shard_for_query(q, self.cfg.shards);
+                if let Admission::Dropped { strike } = self.shells[to].stream_credit(s, from, self.ranks[from], depart.max(self.now)) {
+                    self.metrics.stream_metered += 1;
+                    if !self.shells[from].is_byzantine() {
+                        self.metrics.honest_stream_metered += 1;
+                    }
+                    // Wanting more than the credit is a query over budget: a strike (at most
+                    // one per interval), delivered to `to`'s core as its own event.
+                    if strike {
+                        self.queue.schedule(self.now, Ev::Strike { to, from, shard: s });
+                    }
+                    return;
+                }
+            }
+        }
         let queue = &mut self.queue;
         let guard = &mut self.guard;
         self.network.send(from, to, depart, msg, reachable, |at, msg| {
@@ -183,6 +203,11 @@ impl Sim {
             self.refuse(to, from, s, Misbehaviour::Flooding, 0);
         }
         false
+    }
+
+    /// Node `to` charges `from` a `Flooding` strike in shard `s` (its metered stream credit ran out).
+    pub(crate) fn strike(&mut self, to: usize, from: usize, s: u32) {
+        self.refuse(to, from, s, Misbehaviour::Flooding, 0);
     }
 
     /// Node `to`'s shell refused a frame of `from` as `kind`: charged to `from` in shard `s`

@@ -254,7 +254,7 @@ fn main() {
     let banned: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_banned as u64)).sum();
     // Honest requests the shells' per-peer budgets dropped: reported, not a failure (a budget
     // that bites honest traffic slows it; the budgets are set at twice what an honest node asks).
-    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited)).sum();
+    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited + r.honest_stream_metered)).sum();
     let liveness = outcomes.iter().filter(|o| o.liveness_failed()).count();
     // Of those, runs that left no honest creator's vertex processing anywhere: what is left is
     // a Byzantine creator's undecided vertices (an equivocator's rogue set, for which Avalanche

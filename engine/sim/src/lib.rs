@@ -159,6 +159,12 @@ pub struct SimConfig {
     /// `shard/limits.rs` does). `false`: no budgets (the measure of what `query-flood` costs
     /// without them).
     pub shell_rate_limits: bool,
+    /// A peer that sent a query over budget is metered by the receiver's transport for
+    /// `pqdag_core::ratelimit::STREAM_METER_HOLD_US`: its queries beyond the stream credit
+    /// (`RateLimits::stream_credit`) are never sent, so they cost the receiver no bytes (the
+    /// engine's transport does it with QUIC's `MAX_STREAMS`). `false`: they are sent and dropped
+    /// on arrival, costing their bytes (the measure of what the meter saves).
+    pub transport_meters_streams: bool,
     /// Do not print the first safety violation to stderr as it happens (the soak reports its
     /// own summary).
     pub quiet: bool,
@@ -199,6 +205,7 @@ impl SimConfig {
             shell_checks_evidence: true,
             shell_dedupes_alerts: true,
             shell_rate_limits: true,
+            transport_meters_streams: true,
             quiet: false,
         }
     }
@@ -225,6 +232,9 @@ enum Ev {
     /// A message between two shards of node `node` arrives (dropped if the node restarted
     /// since it was sent: `incarnation` is its restart count then).
     Mesh { node: usize, incarnation: u64, shard: u32, msg: ShardMsg },
+    /// Node `to`'s transport saw metered peer `from` want more stream credit than it grants:
+    /// a `Flooding` strike in shard `shard` (as a query over budget).
+    Strike { to: usize, from: usize, shard: u32 },
 }
 
 /// A running simulation.
@@ -478,6 +488,11 @@ impl Sim {
                 }
                 self.trace.timer(self.now, node);
                 self.handle(node, shard, Event::Timer, 0);
+            }
+            Ev::Strike { to, from, shard } => {
+                if self.shells[to].is_up() {
+                    self.strike(to, from, shard);
+                }
             }
             Ev::Submit => self.submit(),
             Ev::Adversary { node } => self.adversary_tick(node),

@@ -96,6 +96,11 @@ struct Args {
     /// costs the honest nodes without them; the engine always applies them).
     #[arg(long)]
     no_rate_limits: bool,
+    /// Measurement: the receivers' transports do not meter a query flooder's streams (its
+    /// queries over budget are sent and dropped on arrival, costing their bytes; the engine
+    /// always meters).
+    #[arg(long)]
+    no_stream_meter: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -128,6 +133,7 @@ fn main() {
     cfg.twin_ratio = a.twin_ratio;
     cfg.relay = a.relay;
     cfg.shell_rate_limits = !a.no_rate_limits;
+    cfg.transport_meters_streams = !a.no_stream_meter;
     cfg.mesh_delay_max_us = a.mesh_delay_max_us;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {

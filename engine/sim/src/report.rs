@@ -108,6 +108,11 @@ pub struct Report {
     /// Of those, requests sent by honest nodes: 0 unless a budget is too tight for honest
     /// traffic.
     pub honest_rate_limited: u64,
+    /// Queries never sent to an honest node because its transport metered their sender (a
+    /// query flooder's, over its stream credit: `SimConfig::transport_meters_streams`).
+    pub stream_metered: u64,
+    /// Of those, queries of honest nodes: 0 unless the meter bites honest traffic.
+    pub honest_stream_metered: u64,
     /// Some honest node suspected a partition at some point.
     pub partition_suspected_seen: bool,
     /// Conflict sets (pairs) submitted / decided with exactly one final member everywhere.
@@ -179,6 +184,10 @@ pub(crate) struct Metrics {
     pub(crate) rate_limited: u64,
     /// Of those, requests an honest node sent: budgets that bite honest traffic.
     pub(crate) honest_rate_limited: u64,
+    /// Queries honest nodes' transports kept from being sent (metered senders).
+    pub(crate) stream_metered: u64,
+    /// Of those, queries an honest node sent.
+    pub(crate) honest_stream_metered: u64,
 }
 
 impl Metrics {
@@ -186,7 +195,7 @@ impl Metrics {
     pub(crate) fn new() -> Result<Self, String> {
         let latencies = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
         let after_detection = latencies.clone();
-        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false, rate_limited: 0, honest_rate_limited: 0 })
+        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false, rate_limited: 0, honest_rate_limited: 0, stream_metered: 0, honest_stream_metered: 0 })
     }
     /// One submission-to-finality latency, us, of a vertex created at `created_us`.
     pub(crate) fn record_latency(&mut self, us: u64, created_us: u64) {
@@ -292,6 +301,8 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         max_bytes_held_for_one_peer: t.max_bytes_held_for_one_peer,
         rate_limited: metrics.rate_limited,
         honest_rate_limited: metrics.honest_rate_limited,
+        stream_metered: metrics.stream_metered,
+        honest_stream_metered: metrics.honest_stream_metered,
         partition_suspected_seen: metrics.partition_seen,
         conflict_sets: t.conflict_sets,
         conflict_sets_resolved: t.conflict_sets_resolved,

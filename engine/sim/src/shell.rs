@@ -210,6 +210,13 @@ impl Shell {
         self.limits[shard as usize].admit(from, kind, cost, excluded, now)
     }
 
+    /// Whether `from` may open one more query stream to shard `shard` at `now` (its stream
+    /// credit, when this node meters it: `RateLimits::stream_credit`).
+    pub(crate) fn stream_credit(&mut self, shard: u32, from: usize, from_rank: usize, now: u64) -> Admission {
+        let excluded = self.cores[shard as usize].is_excluded_at(from_rank);
+        self.limits[shard as usize].stream_credit(from, excluded, now)
+    }
+
     /// Restarts so far: a shard message sent before a crash is lost with the process.
     pub(crate) fn incarnation(&self) -> u64 {
         self.restarts

@@ -213,7 +213,7 @@ fn main() {
     let held = outcomes.iter().map(|o| ok(o, |r| r.max_bytes_held_for_one_peer)).max().unwrap_or(0);
     let excluded_ms = outcomes.iter().filter_map(|o| o.report.as_ref().ok()).map(|r| r.honest_excluded_max_ms).fold(0.0, f64::max);
     // Honest requests a per-peer budget dropped (reported: a budget too tight for honest traffic).
-    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited)).sum();
+    let honest_limited: u64 = outcomes.iter().map(|o| ok(o, |r| r.honest_rate_limited + r.honest_stream_metered)).sum();
     let first = outcomes.iter().find(|o| o.failed());
     let slow = outcomes.iter().filter(|o| o.slow()).count();
     let settled_max = outcomes.iter().filter(|o| o.run.speed_expected()).filter_map(Outcome::settled_p95).fold(0.0, f64::max);

@@ -16,6 +16,7 @@
 //! * [`queues`]: send queues and pumping them into streams;
 //! * [`rpc`]: reply slots, responders, deferred actions;
 //! * [`inbox`]: what the shard receives;
+//! * [`meter`]: stream credit for peers over their query budget;
 //! * [`stats`]: the counters;
 //! * [`round`]: one round's dispatch over all of them.
 //!
@@ -26,6 +27,7 @@ mod auth;
 mod connection;
 mod endpoint;
 mod inbox;
+mod meter;
 mod peers;
 mod queues;
 mod round;
@@ -149,7 +151,7 @@ impl Driver {
         let endpoint = EndpointState::new(p.mode, p.server_cfg, p.client_cfg);
         Ok(Rc::new_cyclic(|me| Self {
             udp,
-            core: RefCell::new(Core { endpoint, auth, peers, conns: Conns::new(), out: Vec::new(), frames_max: p.frames_max }),
+            core: RefCell::new(Core { endpoint, auth, peers, conns: Conns::new(), meters: Default::default(), out: Vec::new(), frames_max: p.frames_max }),
             deferred: RefCell::new(Vec::new()),
             kick: Kick::default(),
             shared,
@@ -294,6 +296,23 @@ impl Driver {
             return;
         }
         self.kick();
+    }
+
+    /// Meters peer `p`'s new bidirectional streams at `per_second` (at most `burst` unused)
+    /// until `until` (see [`meter`]).
+    pub(crate) fn meter(&self, p: usize, per_second: u32, burst: u32, until: Instant) {
+        self.core.borrow_mut().meters.set(p, per_second, burst, until, Instant::now());
+        self.kick();
+    }
+
+    /// Metered peers that spent all their stream credit since the last call.
+    pub(crate) fn take_starved(&self) -> Vec<usize> {
+        self.core.borrow_mut().meters.take_starved()
+    }
+
+    /// Whether peer `p`'s streams are metered now.
+    pub(crate) fn is_metered(&self, p: usize) -> bool {
+        self.core.borrow().meters.is_metered(p)
     }
 
     /// Whether peer `p` is banned now.

@@ -14,6 +14,7 @@ use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId};
 use super::auth::{self, Auth, Proven};
 use super::connection::{self, close_code, Conns};
 use super::endpoint::EndpointState;
+use super::meter::Meters;
 use super::peers::Peers;
 use super::streams::{self, StreamRead, StreamSt};
 use super::udp::Datagrams;
@@ -26,6 +27,8 @@ pub(crate) struct Core {
     pub(crate) auth: Auth,
     pub(crate) peers: Peers,
     pub(crate) conns: Conns,
+    /// Peers whose stream credit is metered.
+    pub(crate) meters: Meters,
     /// Datagrams this round produced, sent by the work task after the round.
     pub(crate) out: Datagrams,
     /// Frames a send queue holds at most.
@@ -60,6 +63,7 @@ impl Core {
         if drv.shared.inbox.take_resume() {
             self.resume_throttled(now, drv);
         }
+        self.meters.tick(now, &mut self.conns, &self.peers);
         self.conns.mark_due(now);
         // Driving one connection can queue another (a duplicate retired, a winner to pump).
         let mut rounds = 0;
@@ -238,9 +242,6 @@ impl Core {
 
     /// The earliest instant the work task must wake at.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        match (self.conns.next_wake(), self.peers.next_dial(now)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.conns.next_wake(), self.peers.next_dial(now), self.meters.next_wake()].into_iter().flatten().min()
     }
 }

@@ -242,7 +242,7 @@ impl Shard {
             effects: Effects::new(transport.clone(), roster.clone(), metrics.clone(), setup.shard, query_timeout_us, tamper),
             gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone(), disk::DiskFloor::new(setup.store_dir.clone(), setup.min_free_bytes)),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
-            limits: Limits::new(roster.len(), metrics.clone()),
+            limits: Limits::new(roster.len(), metrics.clone(), transport.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
             telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
             retention: retention::Retention::new(setup.retention),
@@ -273,6 +273,8 @@ impl Shard {
             self.sync.maybe_sync(&mut self.core, &self.roster, &self.guard, &mut self.tags, &mut self.outbound);
             // Never waiting: collect a finished background prune, start the next (`retention`).
             self.persist.prune_step(&mut self.retention, self.shard);
+            let now = self.clock.now();
+            self.limits.charge_starved(&mut self.core, &self.roster, &mut self.guard, now);
             let mut incoming = Vec::new();
             // Backpressure (`mesh`): while a cross-shard queue is above its high-water mark, take
             // no network input; peers are held back by QUIC flow control, nothing is dropped.

@@ -103,6 +103,7 @@ impl Telemetry {
             ("incoming_drops", drops),
             ("send_queue_drops", ts.queue_drops),
             ("send_queue_frames", self.transport.queued_frames() as u64),
+            ("metered_peers", self.transport.metered_count() as u64),
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
             ("stalemate_moves", s.stalemate_moves),

@@ -1,0 +1,151 @@
+//! Stream credit for metered peers (issue 14): a peer whose queries went over the shard's
+//! budget gets new bidirectional streams (queries, fetches, history sync) only at the rate the
+//! shard names, through QUIC's own flow control. Its connection stops re-granting a stream
+//! when one closes (`max_concurrent_streams` 0); a tick every [`TICK`] grants what the rate
+//! allows (`MAX_STREAMS`), keeping at most `burst` unused. So the queries it has over its
+//! budget are never sent: a budget alone drops them unread, but each still cost its bytes
+//! (~5 KB) and its stream, and 20 flooders of 100 nodes cost every honest core ~1 s of CPU a
+//! second on bytes alone. A peer that spends every credit it is granted asks for at least its
+//! whole budget (an honest node asks at most half): it is reported as starved, and the shard
+//! charges it as a query over budget.
+//!
+//! Owns [`Meters`]. Called by the round (ticks, expiry) and the driver's API (start, renew);
+//! touches the peer's connections only through quinn's stream-credit calls.
+
+use std::time::{Duration, Instant};
+
+use quinn_proto::{Dir, VarInt};
+
+use super::connection::Conns;
+use super::peers::Peers;
+use crate::config::BI_STREAMS_MAX;
+
+/// How often metered peers are granted credit.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
+
+/// One metered peer.
+struct Meter {
+    per_second: u32,
+    burst: u32,
+    /// Credits earned and not yet granted (at most `burst`).
+    level: f64,
+    at: Instant,
+    until: Instant,
+}
+
+/// The metered peers of one node endpoint.
+#[derive(Default)]
+pub(crate) struct Meters {
+    by_peer: Vec<Option<Meter>>,
+    /// Peers found with no unused credit at a tick since the last [`Self::take_starved`].
+    starved: Vec<usize>,
+    next_tick: Option<Instant>,
+}
+
+impl Meters {
+    /// Meters peer `p` at `per_second` new streams (at most `burst` held unused) until `until`,
+    /// or renews (and re-rates) its meter. A new meter starts with no credit.
+    pub(crate) fn set(&mut self, p: usize, per_second: u32, burst: u32, until: Instant, now: Instant) {
+        if self.by_peer.len() <= p {
+            self.by_peer.resize_with(p + 1, || None);
+        }
+        let burst = burst.max(1);
+        match &mut self.by_peer[p] {
+            Some(m) => {
+                m.per_second = per_second;
+                m.burst = burst;
+                m.until = m.until.max(until);
+            }
+            slot => *slot = Some(Meter { per_second, burst, level: 0.0, at: now, until }),
+        }
+        self.next_tick.get_or_insert(now);
+    }
+
+    /// Whether peer `p` is metered now.
+    pub(crate) fn is_metered(&self, p: usize) -> bool {
+        self.by_peer.get(p).is_some_and(Option::is_some)
+    }
+
+    /// Peers that spent all their credit since the last call (each once).
+    pub(crate) fn take_starved(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.starved)
+    }
+
+    /// When the next tick is due (`None`: no peer is metered).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// One tick, if due: expires lapsed meters (their connections get back the normal
+    /// [`BI_STREAMS_MAX`]), and grants each metered peer's active connection the credit its rate
+    /// earned, keeping its unused credit at most `burst`. Every connection of a metered peer
+    /// re-grants nothing by itself.
+    pub(crate) fn tick(&mut self, now: Instant, conns: &mut Conns, peers: &Peers) {
+        let Some(due) = self.next_tick else { return };
+        if now < due {
+            return;
+        }
+        let mut any = false;
+        for p in 0..self.by_peer.len() {
+            let Some(m) = self.by_peer[p].as_mut() else { continue };
+            let handles: Vec<usize> = conns.map.iter().filter(|(_, c)| c.peer == Some(p) && c.verified).map(|(h, _)| *h).collect();
+            if now >= m.until {
+                self.by_peer[p] = None;
+                for h in handles {
+                    if let Some(c) = conns.map.get_mut(&h) {
+                        c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(BI_STREAMS_MAX));
+                    }
+                    conns.mark(h);
+                }
+                continue;
+            }
+            any = true;
+            let dt = now.saturating_duration_since(m.at).as_secs_f64();
+            m.at = now;
+            m.level = (m.level + dt * f64::from(m.per_second)).min(f64::from(m.burst));
+            let active = peers.get(p).and_then(|s| s.conn);
+            for h in handles {
+                let Some(c) = conns.map.get_mut(&h) else { continue };
+                if Some(h) == active {
+                    let allocated = c.conn.max_concurrent_streams(Dir::Bi);
+                    let unused = allocated.saturating_sub(c.conn.streams().remote_open_streams(Dir::Bi));
+                    if unused == 0 && !self.starved.contains(&p) {
+                        self.starved.push(p);
+                    }
+                    let room = u64::from(m.burst).saturating_sub(unused);
+                    let grant = (m.level.floor() as u64).min(room);
+                    if grant > 0 {
+                        m.level -= grant as f64;
+                        // Credit up to `allocated + grant` now, then none as streams close.
+                        c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u64(allocated + grant).unwrap_or(VarInt::MAX));
+                    }
+                }
+                c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(0));
+                conns.mark(h);
+            }
+        }
+        self.next_tick = any.then(|| now + TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meter_is_renewed_not_reset_and_reports_starved_peers_once() {
+        let t0 = Instant::now();
+        let mut m = Meters::default();
+        assert!(!m.is_metered(3) && m.next_wake().is_none());
+        m.set(3, 200, 20, t0 + Duration::from_secs(30), t0);
+        assert!(m.is_metered(3) && !m.is_metered(2));
+        assert_eq!(m.next_wake(), Some(t0));
+        // A renewal keeps the later deadline and takes the new rate.
+        m.set(3, 50, 5, t0 + Duration::from_secs(10), t0);
+        let meter = m.by_peer[3].as_ref().expect("metered");
+        assert_eq!((meter.per_second, meter.burst, meter.until), (50, 5, t0 + Duration::from_secs(30)));
+        m.starved.push(3);
+        assert_eq!(m.take_starved(), vec![3]);
+        assert!(m.take_starved().is_empty());
+    }
+}
