@@ -79,7 +79,7 @@ pub fn markdown(r: &Value) -> String {
     s += &format!("| loadgen CPU | {} s |\n", fmt_opt(&cl["loadgen_cpu_seconds"], 1));
     s += &format!("| machine busy (all processes) / other processes | {}% of all cores / {}% of one core |\n", fmt_opt(&cl["machine_busy_pct_of_all_cores"], 1), fmt_opt(&cl["other_processes_pct_of_one_core"], 1));
     s += &format!("| max RSS of any node | {} MiB |\n", fmt_opt(&cl["rss_max_mib_any_node"], 1));
-    s += &format!("| steepest RSS slope of any node (`rss_slope_window_s`) | {} MiB/min |\n", fmt_opt(&cl["rss_slope_mib_per_min_max"], 3));
+    s += &format!("| steepest RSS slope of any (honest) node (`rss_slope_window_s`) | {} MiB/min |\n", fmt_opt(&cl["rss_slope_mib_per_min_max"], 3));
     s += &format!("| largest data directory of any node | {:.1} MiB |\n", cl["disk_bytes_max_any_node"].as_f64().unwrap_or(0.0) / 1048576.0);
     s += &format!("| finalized-set digests | {} |\n", if r["agreement"]["agree"].as_bool() == Some(true) { "**all nodes agree**" } else { "**DISAGREE**" });
     s += &format!("| start-up to healthy / loadgen (load + drain) / measured window (to agreement) | {} s / {} s / {} s |\n\n", fmt_opt(&b["startup_to_healthy_s"], 1), fmt_opt(&b["load_s"], 1), fmt_opt(&b["window_s"], 1));

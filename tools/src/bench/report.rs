@@ -323,7 +323,12 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "cpu_per_vertex_over_floor": cluster_cpu_per_vertex.map(|c| r1(c / floor.max(1.0))),
             "mldsa_floor_note": format!("1 ML-DSA-87 sign ({sign_us} us) + {} verifies ({verify_us} us) per vertex on this cluster size, {}; per-poll query/response signatures come on top", n.saturating_sub(1), if measured { "measured on this machine at the start of the run (median of 200)" } else { "reference constants (the measurement failed)" }),
             "rss_max_mib_any_node": r1(max_rss / 1048576.0),
-            "rss_slope_mib_per_min_max": node_rows.iter().filter_map(|r| r["rss_slope_mib_per_min"].as_f64()).fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+            // The honest nodes' (a `--byzantine` attacker's own growth is its queued flood, in its row).
+            "rss_slope_mib_per_min_max": node_rows
+                .iter()
+                .filter(|r| c.args.byzantine.as_ref().is_none_or(|b| r["name"].as_str() != Some(format!("node-{}", b.node).as_str())))
+                .filter_map(|r| r["rss_slope_mib_per_min"].as_f64())
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
             "disk_bytes_max_any_node": node_rows.iter().filter_map(|r| r["disk_bytes_max"].as_f64()).fold(0.0, f64::max),
             "loadgen_cpu_seconds": lg_cpu_ms.map(|m| m / 1000.0),
             "machine_busy_pct_of_all_cores": machine_busy_ms.zip(machine_total_ms).map(|(b, t)| r1(b / t.max(1.0) * 100.0)),
