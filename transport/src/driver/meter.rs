@@ -44,21 +44,27 @@ pub(crate) struct Meters {
 
 impl Meters {
     /// Meters peer `p` at `per_second` new streams (at most `burst` held unused) until `until`,
-    /// or renews (and re-rates) its meter. A new meter starts with no credit.
-    pub(crate) fn set(&mut self, p: usize, per_second: u32, burst: u32, until: Instant, now: Instant) {
+    /// or renews (and re-rates) its meter. A new meter starts with no credit. Returns whether
+    /// the peer was not metered before (a renewal needs no round of its own).
+    pub(crate) fn set(&mut self, p: usize, per_second: u32, burst: u32, until: Instant, now: Instant) -> bool {
         if self.by_peer.len() <= p {
             self.by_peer.resize_with(p + 1, || None);
         }
         let burst = burst.max(1);
-        match &mut self.by_peer[p] {
+        let newly = match &mut self.by_peer[p] {
             Some(m) => {
                 m.per_second = per_second;
                 m.burst = burst;
                 m.until = m.until.max(until);
+                false
             }
-            slot => *slot = Some(Meter { per_second, burst, level: 0.0, at: now, until }),
-        }
+            slot => {
+                *slot = Some(Meter { per_second, burst, level: 0.0, at: now, until });
+                true
+            }
+        };
         self.next_tick.get_or_insert(now);
+        newly
     }
 
     /// Whether peer `p` is metered now.
@@ -137,11 +143,11 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Meters::default();
         assert!(!m.is_metered(3) && m.next_wake().is_none());
-        m.set(3, 200, 20, t0 + Duration::from_secs(30), t0);
+        assert!(m.set(3, 200, 20, t0 + Duration::from_secs(30), t0), "a new meter");
         assert!(m.is_metered(3) && !m.is_metered(2));
         assert_eq!(m.next_wake(), Some(t0));
         // A renewal keeps the later deadline and takes the new rate.
-        m.set(3, 50, 5, t0 + Duration::from_secs(10), t0);
+        assert!(!m.set(3, 50, 5, t0 + Duration::from_secs(10), t0), "a renewal");
         let meter = m.by_peer[3].as_ref().expect("metered");
         assert_eq!((meter.per_second, meter.burst, meter.until), (50, 5, t0 + Duration::from_secs(30)));
         m.starved.push(3);

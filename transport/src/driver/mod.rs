@@ -301,8 +301,10 @@ impl Driver {
     /// Meters peer `p`'s new bidirectional streams at `per_second` (at most `burst` unused)
     /// until `until` (see [`meter`]).
     pub(crate) fn meter(&self, p: usize, per_second: u32, burst: u32, until: Instant) {
-        self.core.borrow_mut().meters.set(p, per_second, burst, until, Instant::now());
-        self.kick();
+        let newly = self.core.borrow_mut().meters.set(p, per_second, burst, until, Instant::now());
+        if newly {
+            self.kick();
+        }
     }
 
     /// Metered peers that spent all their stream credit since the last call.
