@@ -33,6 +33,11 @@ pub const CONNECTIONS_MAX: usize = 1024;
 pub const UNI_STREAMS_MAX: u32 = 256;
 /// Concurrent bidirectional streams a peer may open (outstanding queries and fetches).
 pub const BI_STREAMS_MAX: u32 = 1024;
+/// Bidirectional streams a connection may open before its identity proof verifies (they are
+/// parked until then). Raised to [`BI_STREAMS_MAX`] on verification, unless the peer is
+/// metered: a flooder that reconnected would otherwise get a fresh [`BI_STREAMS_MAX`] of stream
+/// credit per handshake, which QUIC cannot take back, around its meter.
+pub const PRE_AUTH_BI_STREAMS: u32 = 16;
 /// Per-stream receive window: must exceed one maximal frame.
 pub const STREAM_WINDOW_BYTES: u32 = 2 << 20;
 /// Per-connection receive window.

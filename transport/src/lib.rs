@@ -91,7 +91,7 @@ pub(crate) fn transport_config() -> Result<Arc<quinn_proto::TransportConfig>, Tr
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_concurrent_uni_streams(UNI_STREAMS_MAX.into());
-    t.max_concurrent_bidi_streams(BI_STREAMS_MAX.into());
+    t.max_concurrent_bidi_streams(PRE_AUTH_BI_STREAMS.into()); // raised once verified (`on_proof`)
     t.stream_receive_window(STREAM_WINDOW_BYTES.into());
     t.receive_window(PRE_AUTH_WINDOW_BYTES.into()); // raised once the peer is verified
     t.send_window(u64::from(CONNECTION_WINDOW_BYTES));

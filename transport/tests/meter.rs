@@ -70,3 +70,49 @@ fn a_metered_peer_sends_no_more_queries_than_its_credit_until_the_meter_lapses()
         assert_eq!(received.get(), flood);
     });
 }
+
+/// A metered flooder that reconnects gets no fresh stream credit: a connection may open
+/// `PRE_AUTH_BI_STREAMS` before its proof verifies and a metered peer's none of its own after,
+/// where every handshake used to grant `BI_STREAMS_MAX` that QUIC cannot take back.
+#[test]
+fn a_metered_peer_that_reconnects_gets_no_fresh_credit() {
+    run(|| async {
+        let (kps, peers) = cluster(2);
+        let a = node(&kps, &peers, 0);
+        let b = Rc::new(node(&kps, &peers, 1));
+        a.connect(P1, T).await.expect("connect");
+        b.meter_streams(P0, 100, 10, Duration::from_secs(30));
+        let received = Rc::new(Cell::new(0u32));
+        let (b2, r2) = (b.clone(), received.clone());
+        glommio::spawn_local(async move {
+            loop {
+                if let Incoming::Query { bytes, reply, .. } = b2.recv().await {
+                    r2.set(r2.get() + 1);
+                    let _ = reply.send(bytes);
+                }
+            }
+        })
+        .detach();
+        // a restarts (a new process on the same address and key) and floods at once.
+        a.close().await;
+        assert!(common::eventually(T, || !b.is_connected(P0)).await, "b did not notice a closing");
+        let a = Rc::new(node(&kps, &peers, 0));
+        a.connect(P1, T).await.expect("reconnect");
+        let before = received.get();
+        let start = Instant::now();
+        for i in 0..2_000u32 {
+            let a2 = a.clone();
+            glommio::spawn_local(async move {
+                let _ = a2.send_query(P1, i.to_be_bytes().to_vec(), T).await;
+            })
+            .detach();
+        }
+        glommio::timer::sleep(Duration::from_millis(1_000)).await;
+        let got = received.get() - before;
+        let allowed = pqdag_transport::PRE_AUTH_BI_STREAMS + (100.0 * start.elapsed().as_secs_f64()) as u32 + 10 + 30;
+        eprintln!("reconnected metered peer: {got} queries arrived in {:?} (allowed ~{allowed})", start.elapsed());
+        assert!(b.is_metered(P0), "the meter outlives the connection");
+        assert!(got <= allowed, "a reconnect brought fresh credit: {got} queries in 1 s");
+        assert!(got >= 20, "the metered peer is still served at its rate: {got}");
+    });
+}

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId};
+use quinn_proto::{ConnectionError, Dir, Event, StreamEvent, StreamId, VarInt};
 
 use super::auth::{self, Auth, Proven};
 use super::connection::{self, close_code, Conns};
@@ -19,6 +19,7 @@ use super::peers::Peers;
 use super::streams::{self, StreamRead, StreamSt};
 use super::udp::Datagrams;
 use super::{inbox, queues, Driver, Shared};
+use crate::config::BI_STREAMS_MAX;
 use crate::TransportError;
 
 /// The state of one endpoint, one field per owning module.
@@ -222,6 +223,10 @@ impl Core {
             return;
         }
         auth::accept(c, &who, &shared.stats);
+        // Full stream credit once verified; none of its own for a metered peer (its meter
+        // grants it), so a reconnect does not bring a fresh `BI_STREAMS_MAX` around the meter.
+        let metered = matches!(who, Proven::Peer(p) if self.meters.is_metered(p));
+        c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(if metered { 0 } else { BI_STREAMS_MAX }));
         if let Proven::Peer(p) = who {
             let dialer = c.dialer;
             self.peers.adopt(p, h, dialer, self.auth.own_id, &mut self.conns, now);
