@@ -219,6 +219,8 @@ pub struct TransportStats {
     pub bytes_out: u64,
     /// Streams reset or stopped for misbehaviour.
     pub streams_reset: u64,
+    /// Unidirectional (push) streams of a held peer stopped unread (`ShardTransport::hold_pushes`).
+    pub push_streams_stopped: u64,
     /// Frames dropped because a send queue was full.
     pub queue_drops: u64,
     /// Frames dropped because the shard did not take incoming frames fast enough.

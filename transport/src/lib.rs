@@ -292,6 +292,30 @@ impl ShardTransport {
         self.node.is_metered(peer.0)
     }
 
+    /// Holds `peer`'s pushes (vertex frames on unidirectional streams) until
+    /// [`Self::release_pushes`]: its push streams are stopped unread and it gets no new push
+    /// stream credit, so what it pushes meanwhile costs this node at most what was in flight.
+    /// For a peer whose own vertices are over its share here (they would be dropped unverified).
+    /// Its queries and its answers to ours are not affected.
+    pub fn hold_pushes(&self, peer: PeerId) {
+        self.node.hold_pushes(peer.0);
+    }
+
+    /// Ends [`Self::hold_pushes`].
+    pub fn release_pushes(&self, peer: PeerId) {
+        self.node.release_pushes(peer.0);
+    }
+
+    /// Whether `peer`'s pushes are held.
+    pub fn is_holding_pushes(&self, peer: PeerId) -> bool {
+        self.node.is_holding(peer.0)
+    }
+
+    /// How many peers' pushes are held now.
+    pub fn held_count(&self) -> usize {
+        (0..self.peer_count()).filter(|p| self.node.is_holding(*p)).count()
+    }
+
     /// How many peers are metered now.
     pub fn metered_count(&self) -> usize {
         (0..self.peer_count()).filter(|p| self.node.is_metered(*p)).count()

@@ -258,6 +258,14 @@ impl<S: Signer> Core<S> {
         v.creator == self.me || self.flood.count(&v.creator) < self.creator_bound() || self.flood.is_needed(v)
     }
 
+    /// Whether `creator` (not this node) holds its bound of processing vertices here, so that
+    /// its new vertices are dropped unless needed: the shell then holds the pushes of a peer
+    /// sending its own vertices over the bound (the transport stops them unread), and releases
+    /// them when this turns false.
+    pub fn creator_over_bound(&self, creator: &NodeId) -> bool {
+        *creator != self.me && self.flood.count(creator) >= self.creator_bound()
+    }
+
     /// The shell fetches `ids` because `by`'s finality log names them (history sync): they are
     /// needed unless `by` is their creator (a flooder's log of its own vertices unlocks nothing;
     /// an honest peer's log names what it finalized). Without it a node catching up would admit

@@ -240,6 +240,11 @@ fn real_vertex_flood_is_absorbed() {
     eprintln!("vertex-flood: dropped before verify (creator over bound) {}", o.honest_kind("pqdag_duplicates_dropped_total", "creator_over_bound"));
     assert_survived("vertex-flood", &o, false);
     assert!(o.sent("flood_vertex") >= 1_000.0, "vertex-flood: fewer than 1000 flood vertices sent");
+    // The honest nodes held the flooder's pushes while it was over its bound (`shard/holds.rs`):
+    // its push streams stopped unread instead of each vertex read and dropped.
+    let stopped = o.honest_kind("pqdag_bounded", "push_streams_stopped");
+    eprintln!("vertex-flood: honest nodes stopped {stopped} of the flooder's push streams unread");
+    assert!(stopped >= 1.0, "vertex-flood: no honest node held the flooder's pushes");
 }
 
 #[test]

@@ -19,6 +19,20 @@ impl Sim {
     /// Sends through the network: unreachable if the receiver is down or across a partition.
     pub(crate) fn send(&mut self, from: usize, to: usize, depart: u64, msg: Msg) {
         let reachable = self.shells[to].is_up() && !self.faults.partitioned(from, to, self.now);
+        // As the engine's shell and transport (`shard/holds.rs`): a node holds the pushes of a
+        // creator over its bound there, so a vertex it would drop unverified is never sent.
+        if let Msg::Vertex(v) = &msg {
+            if reachable && self.cfg.transport_holds_pushes && !self.shells[to].is_byzantine() && v.creator == self.shells[from].id() {
+                let s = shard_for_vertex(&v.id, self.cfg.shards);
+                if !self.shells[to].core(s).admits_creator(v) {
+                    self.metrics.pushes_held += 1;
+                    if !self.shells[from].is_byzantine() {
+                        self.metrics.honest_pushes_held += 1;
+                    }
+                    return;
+                }
+            }
+        }
         // As the engine's transport: a query stream needs stream credit, which a receiver that
         // metered the sender grants only at its query budget's rate; without it the query is
         // never sent (the sender's QUIC stack holds it until it times out).

@@ -165,6 +165,11 @@ pub struct SimConfig {
     /// engine's transport does it with QUIC's `MAX_STREAMS`). `false`: they are sent and dropped
     /// on arrival, costing their bytes (the measure of what the meter saves).
     pub transport_meters_streams: bool,
+    /// A node holds the pushes of a peer whose own vertices are over the creator bound there
+    /// (the engine's transport stops its push streams unread, `shard/holds.rs`): a flooder's
+    /// vertex the receiver would drop unverified is never sent, so it costs no bytes. `false`:
+    /// sent and dropped on arrival, costing its bytes (the measure of what the hold saves).
+    pub transport_holds_pushes: bool,
     /// Do not print the first safety violation to stderr as it happens (the soak reports its
     /// own summary).
     pub quiet: bool,
@@ -206,6 +211,7 @@ impl SimConfig {
             shell_dedupes_alerts: true,
             shell_rate_limits: true,
             transport_meters_streams: true,
+            transport_holds_pushes: true,
             quiet: false,
         }
     }

@@ -101,6 +101,10 @@ struct Args {
     /// always meters).
     #[arg(long)]
     no_stream_meter: bool,
+    /// Measurement: the receivers do not hold a vertex flooder's pushes (its vertices over the
+    /// creator bound are sent and dropped on arrival, costing their bytes; the engine holds them).
+    #[arg(long)]
+    no_push_hold: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -134,6 +138,7 @@ fn main() {
     cfg.relay = a.relay;
     cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.transport_meters_streams = !a.no_stream_meter;
+    cfg.transport_holds_pushes = !a.no_push_hold;
     cfg.mesh_delay_max_us = a.mesh_delay_max_us;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {

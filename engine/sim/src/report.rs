@@ -113,6 +113,12 @@ pub struct Report {
     pub stream_metered: u64,
     /// Of those, queries of honest nodes: 0 unless the meter bites honest traffic.
     pub honest_stream_metered: u64,
+    /// Own vertices pushed to an honest node that held their creator's pushes (over the creator
+    /// bound there: `SimConfig::transport_holds_pushes`), never sent.
+    pub pushes_held: u64,
+    /// Of those, honest creators' (not a failure: they were dropped on arrival before, and are
+    /// fetched when a peer's query names them).
+    pub honest_pushes_held: u64,
     /// Some honest node suspected a partition at some point.
     pub partition_suspected_seen: bool,
     /// Conflict sets (pairs) submitted / decided with exactly one final member everywhere.
@@ -188,6 +194,10 @@ pub(crate) struct Metrics {
     pub(crate) stream_metered: u64,
     /// Of those, queries an honest node sent.
     pub(crate) honest_stream_metered: u64,
+    /// Pushes of own vertices never sent: the receiver held their creator.
+    pub(crate) pushes_held: u64,
+    /// Of those, honest creators'.
+    pub(crate) honest_pushes_held: u64,
 }
 
 impl Metrics {
@@ -195,7 +205,7 @@ impl Metrics {
     pub(crate) fn new() -> Result<Self, String> {
         let latencies = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
         let after_detection = latencies.clone();
-        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false, rate_limited: 0, honest_rate_limited: 0, stream_metered: 0, honest_stream_metered: 0 })
+        Ok(Metrics { latencies, after_detection, detected_at: None, events: 0, partition_seen: false, rate_limited: 0, honest_rate_limited: 0, stream_metered: 0, honest_stream_metered: 0, pushes_held: 0, honest_pushes_held: 0 })
     }
     /// One submission-to-finality latency, us, of a vertex created at `created_us`.
     pub(crate) fn record_latency(&mut self, us: u64, created_us: u64) {
@@ -303,6 +313,8 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         honest_rate_limited: metrics.honest_rate_limited,
         stream_metered: metrics.stream_metered,
         honest_stream_metered: metrics.honest_stream_metered,
+        pushes_held: metrics.pushes_held,
+        honest_pushes_held: metrics.honest_pushes_held,
         partition_suspected_seen: metrics.partition_seen,
         conflict_sets: t.conflict_sets,
         conflict_sets_resolved: t.conflict_sets_resolved,

@@ -219,6 +219,39 @@ fn a_query_flooders_extra_queries_are_never_sent() {
     assert!(with.finality_ms.p95 < without.finality_ms.p95, "p95 {} ms metered, {} not", with.finality_ms.p95, without.finality_ms.p95);
 }
 
+/// A node holds the pushes of a creator over its bound there (`shard/holds.rs`: the transport
+/// stops its push streams unread): the flood's vertices it would drop unverified are never
+/// sent. Six flooders of 30 nodes, seed 1, 3 s: p95 508 ms against 590 ms without the hold;
+/// 100 nodes (`sim --nodes 100 --byzantine 0.2 --strategy vertex-flood --duration 3`): 1.13 s
+/// against 2.31 s. Honest creators are never held here, and an honest cluster at 3 000/s holds
+/// nobody. Virtual time: exact.
+#[test]
+fn a_vertex_flooders_pushes_over_its_bound_are_never_sent() {
+    let run_with = |hold: bool| {
+        let mut c = SimConfig::new(30, 1, 3.0);
+        c.byzantine = 0.2;
+        c.strategy = Strategy::VertexFlood;
+        c.conflict_ratio = 0.1;
+        c.transport_holds_pushes = hold;
+        let r = run(c).expect("config");
+        assert_eq!(r.safety_violations, 0, "{:?}", r.first_violation);
+        assert_eq!((r.honest_convicted, r.honest_banned), (0, 0));
+        assert!(r.liveness_ok, "finalized {} of {}", r.finalized, r.submitted);
+        assert_eq!(r.honest_pushes_held, 0, "an honest creator's pushes were held");
+        r
+    };
+    let (with, without) = (run_with(true), run_with(false));
+    assert!(with.pushes_held > 100_000, "{} flood pushes held", with.pushes_held);
+    assert_eq!(without.pushes_held, 0);
+    assert!(with.finality_ms.p95 < without.finality_ms.p95, "p95 {} ms held, {} not", with.finality_ms.p95, without.finality_ms.p95);
+    assert!(with.max_bytes_held_for_one_peer <= without.max_bytes_held_for_one_peer, "bytes held for one peer {} held, {} not", with.max_bytes_held_for_one_peer, without.max_bytes_held_for_one_peer);
+    // Honest load alone holds nobody.
+    let mut c = SimConfig::new(10, 1, 3.0);
+    c.rate = 3_000.0;
+    let r = run(c).expect("config");
+    assert!(r.liveness_ok && r.pushes_held == 0, "honest load: {} pushes held", r.pushes_held);
+}
+
 /// Creators over their fair share split one budget of processing vertices (`pqdag_core`
 /// `flood`): six flooders of 30 nodes held 256 processing vertices each at every honest node,
 /// finalized ~1 600 of them a second, and the signatures and bytes of that pushed honest p95 to

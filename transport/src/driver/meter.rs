@@ -9,8 +9,17 @@
 //! whole budget (an honest node asks at most half): it is reported as starved, and the shard
 //! charges it as a query over budget.
 //!
-//! Owns [`Meters`]. Called by the round (ticks, expiry) and the driver's API (start, renew);
-//! touches the peer's connections only through quinn's stream-credit calls.
+//! It also holds pushes: a peer whose own vertices are over the creator bound at the shard
+//! ([`Meters::hold`]) gets no new unidirectional stream credit, and its push streams are
+//! stopped unread (`STOP_SENDING`, [`stream_code::HELD`](super::stream_code::HELD)) until the
+//! shard releases it: what it pushes meanwhile would be dropped unverified anyway, and this way
+//! it costs at most what was in flight, not its bytes (decode, BLAKE3) for as long as it keeps
+//! pushing. Its bidirectional streams (its queries, and the answers to ours) are not touched,
+//! and nothing is left unread, so QUIC's connection window never fills with held data.
+//!
+//! Owns [`Meters`]. Called by the round (ticks, expiry, new streams of held peers) and the
+//! driver's API (start, renew, hold, release); touches the peer's connections only through
+//! quinn's stream-credit calls.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +48,8 @@ pub(crate) struct Meters {
     by_peer: Vec<Option<Meter>>,
     /// Peers found with no unused credit at a tick since the last [`Self::take_starved`].
     starved: Vec<usize>,
+    /// Peers whose pushes are held (by index; absent: not held).
+    held: Vec<bool>,
     next_tick: Option<Instant>,
 }
 
@@ -65,6 +76,24 @@ impl Meters {
         };
         self.next_tick.get_or_insert(now);
         newly
+    }
+
+    /// Holds peer `p`'s pushes; returns whether they were not held before.
+    pub(crate) fn hold(&mut self, p: usize) -> bool {
+        if self.held.len() <= p {
+            self.held.resize(p + 1, false);
+        }
+        !std::mem::replace(&mut self.held[p], true)
+    }
+
+    /// Releases peer `p`'s pushes; returns whether they were held.
+    pub(crate) fn release(&mut self, p: usize) -> bool {
+        self.held.get_mut(p).is_some_and(|h| std::mem::replace(h, false))
+    }
+
+    /// Whether peer `p`'s pushes are held.
+    pub(crate) fn is_held(&self, p: usize) -> bool {
+        self.held.get(p).copied().unwrap_or(false)
     }
 
     /// Whether peer `p` is metered now.
@@ -153,5 +182,9 @@ mod tests {
         m.starved.push(3);
         assert_eq!(m.take_starved(), vec![3]);
         assert!(m.take_starved().is_empty());
+        // Holds are independent of meters, and idempotent.
+        assert!(!m.is_held(5) && !m.release(5));
+        assert!(m.hold(5) && !m.hold(5) && m.is_held(5) && !m.is_held(3));
+        assert!(m.release(5) && !m.is_held(5) && !m.release(5));
     }
 }

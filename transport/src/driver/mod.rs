@@ -307,6 +307,49 @@ impl Driver {
         }
     }
 
+    /// Holds peer `p`'s pushes (see [`meter`]): no new unidirectional stream credit, its open
+    /// push streams stopped unread now and its new ones as they open.
+    pub(crate) fn hold_pushes(&self, p: usize) {
+        let mut guard = self.core.borrow_mut();
+        let c = &mut *guard;
+        if !c.meters.hold(p) {
+            return;
+        }
+        let handles: Vec<usize> = c.conns.map.iter().filter(|(_, x)| x.peer == Some(p) && x.verified).map(|(h, _)| *h).collect();
+        for h in handles {
+            if let Some(x) = c.conns.map.get_mut(&h) {
+                x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(0));
+                round::stop_pushes(x, &self.shared.stats);
+            }
+            c.conns.mark(h);
+        }
+        drop(guard);
+        self.kick();
+    }
+
+    /// Releases peer `p`'s pushes: its unidirectional stream credit comes back.
+    pub(crate) fn release_pushes(&self, p: usize) {
+        let mut guard = self.core.borrow_mut();
+        let c = &mut *guard;
+        if !c.meters.release(p) {
+            return;
+        }
+        let handles: Vec<usize> = c.conns.map.iter().filter(|(_, x)| x.peer == Some(p) && x.verified).map(|(h, _)| *h).collect();
+        for h in handles {
+            if let Some(x) = c.conns.map.get_mut(&h) {
+                x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(crate::config::UNI_STREAMS_MAX));
+            }
+            c.conns.mark(h);
+        }
+        drop(guard);
+        self.kick();
+    }
+
+    /// Whether peer `p`'s pushes are held.
+    pub(crate) fn is_holding(&self, p: usize) -> bool {
+        self.core.borrow().meters.is_held(p)
+    }
+
     /// Metered peers that spent all their stream credit since the last call.
     pub(crate) fn take_starved(&self) -> Vec<usize> {
         self.core.borrow_mut().meters.take_starved()

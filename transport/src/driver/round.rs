@@ -16,7 +16,7 @@ use super::connection::{self, close_code, Conns};
 use super::endpoint::EndpointState;
 use super::meter::Meters;
 use super::peers::Peers;
-use super::streams::{self, StreamRead, StreamSt};
+use super::streams::{self, stream_code, StreamRead, StreamSt};
 use super::udp::Datagrams;
 use super::{inbox, queues, Driver, Shared};
 use crate::config::BI_STREAMS_MAX;
@@ -153,6 +153,12 @@ impl Core {
 
     fn read_stream(&mut self, h: usize, id: StreamId, now: Instant, drv: &Driver) {
         let Some(c) = self.conns.map.get_mut(&h) else { return };
+        // A held peer's pushes are stopped unread (`meter`): dropped unverified anyway.
+        if c.verified && id.dir() == Dir::Uni && c.streams.is_incoming(id) && c.peer.is_some_and(|p| self.meters.is_held(p)) {
+            c.streams.reject(&mut c.conn, &mut c.replies, id, stream_code::HELD);
+            drv.shared.stats.get().push_streams_stopped += 1;
+            return;
+        }
         // Backpressure: a peer whose frames fill its share of the shard's queue is not read;
         // QUIC flow control holds it back until the shard catches up (`resume_throttled`).
         if let Some(p) = c.peer {
@@ -227,6 +233,10 @@ impl Core {
         // grants it), so a reconnect does not bring a fresh `BI_STREAMS_MAX` around the meter.
         let metered = matches!(who, Proven::Peer(p) if self.meters.is_metered(p));
         c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(if metered { 0 } else { BI_STREAMS_MAX }));
+        // Likewise a held peer's push credit (its streams opened meanwhile are stopped as read).
+        if matches!(who, Proven::Peer(p) if self.meters.is_held(p)) {
+            c.conn.set_max_concurrent_streams(Dir::Uni, VarInt::from_u32(0));
+        }
         if let Proven::Peer(p) = who {
             let dialer = c.dialer;
             self.peers.adopt(p, h, dialer, self.auth.own_id, &mut self.conns, now);
@@ -249,4 +259,15 @@ impl Core {
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
         [self.conns.next_wake(), self.peers.next_dial(now), self.meters.next_wake()].into_iter().flatten().min()
     }
+}
+
+/// Stops every push stream connection `c`'s peer has open (its pushes are now held) and
+/// forgets them, throttled ones included.
+pub(crate) fn stop_pushes(c: &mut super::connection::Conn, stats: &super::stats::Stats) {
+    let ids: Vec<StreamId> = c.streams.states.iter().filter(|(id, st)| id.dir() == Dir::Uni && !st.is_outgoing()).map(|(id, _)| *id).collect();
+    for id in ids {
+        c.streams.reject(&mut c.conn, &mut c.replies, id, stream_code::HELD);
+        stats.get().push_streams_stopped += 1;
+    }
+    c.streams.throttled.retain(|id| id.dir() != Dir::Uni);
 }

@@ -29,6 +29,9 @@ pub mod stream_code {
     pub const NO_RESPONSE: u32 = 0x12;
     /// The asker gave up (timeout).
     pub const CANCELLED: u32 = 0x13;
+    /// The receiver holds this peer's pushes: the peer is over its share there (its own
+    /// vertices over the creator bound); what it pushed is dropped unread.
+    pub const HELD: u32 = 0x14;
 }
 
 /// The unwritten tail of a stream's data.
@@ -50,6 +53,11 @@ impl StreamSt {
     /// A stream the peer opened: its type comes with its first byte.
     pub(crate) fn incoming() -> Self {
         Self { ty: None, reader: FrameReader::new(MAX_FRAME_BYTES), outgoing: false, frames: 0 }
+    }
+
+    /// Whether we opened it.
+    pub(crate) fn is_outgoing(&self) -> bool {
+        self.outgoing
     }
 
     /// A request stream we opened with type `ty`: we read its one reply frame.
@@ -115,7 +123,7 @@ impl Streams {
     }
 
     /// Stops (and for a bi stream resets) stream `id` with `code` and forgets it.
-    fn reject(&mut self, conn: &mut Connection, replies: &mut HashMap<StreamId, ReplyTx>, id: StreamId, code: u32) {
+    pub(crate) fn reject(&mut self, conn: &mut Connection, replies: &mut HashMap<StreamId, ReplyTx>, id: StreamId, code: u32) {
         let _ = conn.recv_stream(id).stop(VarInt::from_u32(code));
         if id.dir() == Dir::Bi {
             let _ = conn.send_stream(id).reset(VarInt::from_u32(code));

@@ -24,6 +24,7 @@ mod feed;
 mod gateway;
 mod guard;
 mod ingress;
+mod holds;
 mod limits;
 mod quotas;
 mod outbound;
@@ -145,6 +146,7 @@ struct Shard {
     guard: Guard,
     /// Per-peer budgets of queries, fetches and history-sync requests.
     limits: Limits,
+    holds: holds::Holds,
     telemetry: Telemetry,
     /// When and how far the store is pruned (`[storage]`).
     retention: retention::Retention,
@@ -243,6 +245,7 @@ impl Shard {
             gateway: Gateway::new(me_id, setup.shard, setup.shard_count, transport.clone(), metrics.clone(), disk::DiskFloor::new(setup.store_dir.clone(), setup.min_free_bytes)),
             sync: SyncClient::new(roster.len(), start, query_timeout_us, metrics.clone()),
             limits: Limits::new(roster.len(), metrics.clone(), transport.clone()),
+            holds: holds::Holds::new(transport.clone()),
             guard: Guard::new(transport.clone(), metrics.clone(), roster.clone(), setup.keypair, clock),
             telemetry: Telemetry::new(setup.status, metrics, setup.shard, roster.clone(), transport.clone(), start),
             retention: retention::Retention::new(setup.retention),
@@ -275,6 +278,7 @@ impl Shard {
             self.persist.prune_step(&mut self.retention, self.shard);
             let now = self.clock.now();
             self.limits.charge_starved(&mut self.core, &self.roster, &mut self.guard, now);
+            self.holds.release_due(&self.core, &self.roster);
             let mut incoming = Vec::new();
             // Backpressure (`mesh`): while a cross-shard queue is above its high-water mark, take
             // no network input; peers are held back by QUIC flow control, nothing is dropped.
@@ -457,6 +461,9 @@ impl Shard {
                     if !self.admit(from, kind, 1) {
                         return;
                     }
+                }
+                if let Unverified::Vertex { from, vertex } = &u {
+                    self.holds.on_push(&self.core, &self.roster, from, vertex);
                 }
                 unverified.extend(self.verify.dedupe(&self.core, u));
             }

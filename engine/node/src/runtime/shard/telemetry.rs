@@ -104,6 +104,8 @@ impl Telemetry {
             ("send_queue_drops", ts.queue_drops),
             ("send_queue_frames", self.transport.queued_frames() as u64),
             ("metered_peers", self.transport.metered_count() as u64),
+            ("held_peers", self.transport.held_count() as u64),
+            ("push_streams_stopped", ts.push_streams_stopped),
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
             ("stalemate_moves", s.stalemate_moves),
