@@ -12,6 +12,22 @@ use pqdag_transport::{Incoming, BI_STREAMS_MAX};
 
 const T: Duration = Duration::from_secs(10);
 
+/// Answers every query `b` receives with its own bytes (a shard that serves at once), counting them.
+fn answer_queries(b: Rc<pqdag_transport::ShardTransport>) -> Rc<Cell<u32>> {
+    let received = Rc::new(Cell::new(0u32));
+    let r2 = received.clone();
+    glommio::spawn_local(async move {
+        loop {
+            if let Incoming::Query { bytes, reply, .. } = b.recv().await {
+                r2.set(r2.get() + 1);
+                let _ = reply.send(bytes);
+            }
+        }
+    })
+    .detach();
+    received
+}
+
 #[test]
 fn a_metered_peer_sends_no_more_queries_than_its_credit_until_the_meter_lapses() {
     run(|| async {
@@ -25,17 +41,7 @@ fn a_metered_peer_sends_no_more_queries_than_its_credit_until_the_meter_lapses()
         assert!(b.is_metered(P0) && !a.is_metered(P1));
         let metered_at = Instant::now();
         // b's shard answers every query at once.
-        let received = Rc::new(Cell::new(0u32));
-        let (b2, r2) = (b.clone(), received.clone());
-        glommio::spawn_local(async move {
-            loop {
-                if let Incoming::Query { bytes, reply, .. } = b2.recv().await {
-                    r2.set(r2.get() + 1);
-                    let _ = reply.send(bytes);
-                }
-            }
-        })
-        .detach();
+        let received = answer_queries(b.clone());
         // a floods: 3 000 queries at once (what the flood attacker does, unbounded).
         let flood = 3_000u32;
         let answered = Rc::new(Cell::new(0u32));
@@ -82,17 +88,7 @@ fn a_metered_peer_that_reconnects_gets_no_fresh_credit() {
         let b = Rc::new(node(&kps, &peers, 1));
         a.connect(P1, T).await.expect("connect");
         b.meter_streams(P0, 100, 10, Duration::from_secs(30));
-        let received = Rc::new(Cell::new(0u32));
-        let (b2, r2) = (b.clone(), received.clone());
-        glommio::spawn_local(async move {
-            loop {
-                if let Incoming::Query { bytes, reply, .. } = b2.recv().await {
-                    r2.set(r2.get() + 1);
-                    let _ = reply.send(bytes);
-                }
-            }
-        })
-        .detach();
+        let received = answer_queries(b.clone());
         // a restarts (a new process on the same address and key) and floods at once.
         a.close().await;
         assert!(common::eventually(T, || !b.is_connected(P0)).await, "b did not notice a closing");

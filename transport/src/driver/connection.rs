@@ -192,6 +192,21 @@ impl Conns {
     }
 
     /// Queues connection `h` for the next round (no-op if unknown or already queued).
+    /// Handles of peer `p`'s verified connections.
+    pub(crate) fn verified_of(&self, p: usize) -> Vec<usize> {
+        self.map.iter().filter(|(_, c)| c.peer == Some(p) && c.verified).map(|(h, _)| *h).collect()
+    }
+
+    /// Applies `f` to each of peer `p`'s verified connections and marks them for the round.
+    pub(crate) fn each_verified_of(&mut self, p: usize, mut f: impl FnMut(&mut Conn)) {
+        for h in self.verified_of(p) {
+            if let Some(c) = self.map.get_mut(&h) {
+                f(c);
+            }
+            self.mark(h);
+        }
+    }
+
     pub(crate) fn mark(&mut self, h: usize) {
         if let Some(c) = self.map.get_mut(&h) {
             if !c.dirty {

@@ -123,17 +123,12 @@ impl Meters {
         let mut any = false;
         for p in 0..self.by_peer.len() {
             let Some(m) = self.by_peer[p].as_mut() else { continue };
-            let handles: Vec<usize> = conns.map.iter().filter(|(_, c)| c.peer == Some(p) && c.verified).map(|(h, _)| *h).collect();
             if now >= m.until {
                 self.by_peer[p] = None;
-                for h in handles {
-                    if let Some(c) = conns.map.get_mut(&h) {
-                        c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(BI_STREAMS_MAX));
-                    }
-                    conns.mark(h);
-                }
+                conns.each_verified_of(p, |c| c.conn.set_max_concurrent_streams(Dir::Bi, VarInt::from_u32(BI_STREAMS_MAX)));
                 continue;
             }
+            let handles = conns.verified_of(p);
             any = true;
             let dt = now.saturating_duration_since(m.at).as_secs_f64();
             m.at = now;

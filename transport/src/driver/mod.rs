@@ -315,14 +315,10 @@ impl Driver {
         if !c.meters.hold(p) {
             return;
         }
-        let handles: Vec<usize> = c.conns.map.iter().filter(|(_, x)| x.peer == Some(p) && x.verified).map(|(h, _)| *h).collect();
-        for h in handles {
-            if let Some(x) = c.conns.map.get_mut(&h) {
-                x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(0));
-                round::stop_pushes(x, &self.shared.stats);
-            }
-            c.conns.mark(h);
-        }
+        c.conns.each_verified_of(p, |x| {
+            x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(0));
+            round::stop_pushes(x, &self.shared.stats);
+        });
         drop(guard);
         self.kick();
     }
@@ -334,13 +330,7 @@ impl Driver {
         if !c.meters.release(p) {
             return;
         }
-        let handles: Vec<usize> = c.conns.map.iter().filter(|(_, x)| x.peer == Some(p) && x.verified).map(|(h, _)| *h).collect();
-        for h in handles {
-            if let Some(x) = c.conns.map.get_mut(&h) {
-                x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(crate::config::UNI_STREAMS_MAX));
-            }
-            c.conns.mark(h);
-        }
+        c.conns.each_verified_of(p, |x| x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(crate::config::UNI_STREAMS_MAX)));
         drop(guard);
         self.kick();
     }
