@@ -170,6 +170,10 @@ pub struct SimConfig {
     /// vertex the receiver would drop unverified is never sent, so it costs no bytes. `false`:
     /// sent and dropped on arrival, costing its bytes (the measure of what the hold saves).
     pub transport_holds_pushes: bool,
+    /// Clients submit to the first this many honest nodes only (0: to every honest node): a
+    /// cluster whose client load sits on a few nodes, so those creators are over their fair
+    /// share (the per-creator bound's honest cost, `pqdag_core` `flood.rs`).
+    pub hot_nodes: usize,
     /// Do not print the first safety violation to stderr as it happens (the soak reports its
     /// own summary).
     pub quiet: bool,
@@ -212,6 +216,7 @@ impl SimConfig {
             shell_rate_limits: true,
             transport_meters_streams: true,
             transport_holds_pushes: true,
+            hot_nodes: 0,
             quiet: false,
         }
     }

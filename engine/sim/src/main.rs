@@ -105,6 +105,9 @@ struct Args {
     /// creator bound are sent and dropped on arrival, costing their bytes; the engine holds them).
     #[arg(long)]
     no_push_hold: bool,
+    /// Clients submit to the first N honest nodes only (0: every honest node).
+    #[arg(long, default_value_t = 0)]
+    hot_nodes: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -139,6 +142,7 @@ fn main() {
     cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.transport_meters_streams = !a.no_stream_meter;
     cfg.transport_holds_pushes = !a.no_push_hold;
+    cfg.hot_nodes = a.hot_nodes;
     cfg.mesh_delay_max_us = a.mesh_delay_max_us;
     cfg.forget_final_after_us = a.forget_final_after_ms * 1000;
     cfg.profile = match a.profile.as_str() {

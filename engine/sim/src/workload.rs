@@ -42,8 +42,10 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
-    /// The workload of `cfg`, submitting to the first `honest` nodes.
+    /// The workload of `cfg`, submitting to the first `honest` nodes (the first
+    /// `cfg.hot_nodes` of them when set: clients that all talk to a few nodes).
     pub(crate) fn new(cfg: &SimConfig, honest: usize) -> Self {
+        let honest = if cfg.hot_nodes > 0 { cfg.hot_nodes.min(honest) } else { honest };
         Workload {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x776f_726b_6c6f_6164),
             rate: cfg.rate,
