@@ -118,7 +118,8 @@ pub const STRIKE_INTERVAL_US: u64 = 250_000;
 /// 100 nodes at 1 250 queries/s each cost every honest core ~1 s of CPU a second on bytes alone
 /// (`docs/simulator.md`, `query-flood`). Long, so a flooder's next unmetered burst (at most the
 /// transport's `BI_STREAMS_MAX` streams, then dropped and metered again) is rare; an honest
-/// peer is never metered (it asks at most half its budget; `honest_metered` 0 in every run).
+/// peer is never metered (it asks at most half its budget; the simulator's
+/// `honest_stream_metered` is 0 in every run).
 pub const STREAM_METER_HOLD_US: u64 = 30_000_000;
 
 /// The bidirectional-stream credit of a metered peer: its query budget's rate (what the shard
@@ -222,6 +223,7 @@ impl RateLimits {
     /// when not metered, else within [`stream_credit`]. What the engine's transport enforces
     /// with QUIC stream credit (`MAX_STREAMS`), so a refused stream is never sent; the
     /// simulator's network asks this before it carries a query.
+    ///
     /// Refused, the peer asked for more than the credit grants: that is what a query over
     /// budget is, so it is treated as one ([`Self::over_credit`]).
     pub fn stream_credit(&mut self, peer: usize, excluded: bool, now: u64) -> Admission {
