@@ -191,7 +191,6 @@ impl Conns {
         self.mark(h);
     }
 
-    /// Queues connection `h` for the next round (no-op if unknown or already queued).
     /// Handles of peer `p`'s verified connections.
     pub(crate) fn verified_of(&self, p: usize) -> Vec<usize> {
         self.map.iter().filter(|(_, c)| c.peer == Some(p) && c.verified).map(|(h, _)| *h).collect()
@@ -207,6 +206,7 @@ impl Conns {
         }
     }
 
+    /// Queues connection `h` for the next round (no-op if unknown or already queued).
     pub(crate) fn mark(&mut self, h: usize) {
         if let Some(c) = self.map.get_mut(&h) {
             if !c.dirty {

@@ -317,7 +317,7 @@ impl Driver {
         }
         c.conns.each_verified_of(p, |x| {
             x.conn.set_max_concurrent_streams(quinn_proto::Dir::Uni, VarInt::from_u32(0));
-            round::stop_pushes(x, &self.shared.stats);
+            streams::stop_pushes(x, &self.shared.stats);
         });
         drop(guard);
         self.kick();

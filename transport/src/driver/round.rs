@@ -260,14 +260,3 @@ impl Core {
         [self.conns.next_wake(), self.peers.next_dial(now), self.meters.next_wake()].into_iter().flatten().min()
     }
 }
-
-/// Stops every push stream connection `c`'s peer has open (its pushes are now held) and
-/// forgets them, throttled ones included.
-pub(crate) fn stop_pushes(c: &mut super::connection::Conn, stats: &super::stats::Stats) {
-    let ids: Vec<StreamId> = c.streams.states.iter().filter(|(id, st)| id.dir() == Dir::Uni && !st.is_outgoing()).map(|(id, _)| *id).collect();
-    for id in ids {
-        c.streams.reject(&mut c.conn, &mut c.replies, id, stream_code::HELD);
-        stats.get().push_streams_stopped += 1;
-    }
-    c.streams.throttled.retain(|id| id.dir() != Dir::Uni);
-}

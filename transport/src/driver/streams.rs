@@ -55,11 +55,6 @@ impl StreamSt {
         Self { ty: None, reader: FrameReader::new(MAX_FRAME_BYTES), outgoing: false, frames: 0 }
     }
 
-    /// Whether we opened it.
-    pub(crate) fn is_outgoing(&self) -> bool {
-        self.outgoing
-    }
-
     /// A request stream we opened with type `ty`: we read its one reply frame.
     pub(crate) fn outgoing(ty: u8) -> Self {
         Self { ty: Some(ty), reader: FrameReader::new(MAX_FRAME_BYTES), outgoing: true, frames: 0 }
@@ -269,4 +264,15 @@ fn frame_err_code(e: FrameError) -> u32 {
         FrameError::TooLarge(_) => stream_code::FRAME_TOO_LARGE,
         FrameError::Garbage => stream_code::GARBAGE,
     }
+}
+
+/// Stops every push (unidirectional) stream connection `c`'s peer has open, its pushes being
+/// held now, and forgets them, throttled ones included.
+pub(crate) fn stop_pushes(c: &mut Conn, stats: &Stats) {
+    let ids: Vec<StreamId> = c.streams.states.iter().filter(|(id, st)| id.dir() == Dir::Uni && !st.outgoing).map(|(id, _)| *id).collect();
+    for id in ids {
+        c.streams.reject(&mut c.conn, &mut c.replies, id, stream_code::HELD);
+        stats.get().push_streams_stopped += 1;
+    }
+    c.streams.throttled.retain(|id| id.dir() != Dir::Uni);
 }

@@ -10,7 +10,7 @@
 use std::rc::Rc;
 
 use pqdag_core::Core;
-use pqdag_transport::{PeerId, ShardTransport};
+use pqdag_transport::ShardTransport;
 use pqdag_wire::{NodeId, Vertex};
 
 use super::roster::Roster;
@@ -46,8 +46,8 @@ impl Holds {
             if core.creator_over_bound(c) {
                 return true;
             }
-            if let Some(PeerId(i)) = roster.peer_of(c) {
-                transport.release_pushes(PeerId(i));
+            if let Some(peer) = roster.peer_of(c) {
+                transport.release_pushes(peer);
             }
             false
         });
