@@ -185,8 +185,15 @@ impl<S: Signer> Core<S> {
         if self.dag.vertices.len() >= VERTICES_MAX {
             return;
         }
-        if !self.admit_creator(now, &v) {
+        let Some(newly_needed) = self.admit_creator(now, &v) else {
             return; // its creator is over its bound (`flood`): like a lost message
+        };
+        if !newly_needed.is_empty() {
+            // Asked before, but dropped on arrival as unneeded: ask the sender of `v` now.
+            for id in &newly_needed {
+                self.sync.requested.remove(id);
+            }
+            self.request_missing(now, from, &newly_needed);
         }
         if self.parents_known(&v) {
             self.insert(now, v, Some(from), gossip, false);

@@ -72,6 +72,8 @@ mod tests_adversary;
 #[cfg(test)]
 mod tests_batch;
 #[cfg(test)]
+mod tests_flood;
+#[cfg(test)]
 mod tests_locks;
 #[cfg(test)]
 mod tests_retention;

@@ -178,6 +178,7 @@ impl<S: Signer> Core<S> {
             out.reverse();
             out
         };
+        self.cap_polled_tips(&mut tips, self.polls.next_query_seq);
         if !self.polls.lock_wanted.is_empty() {
             let dag = &self.dag;
             self.polls.lock_wanted.retain(|_, id| dag.vertices.get(id).is_some_and(|r| r.status == VertexStatus::Processing && !r.lock_quorum));

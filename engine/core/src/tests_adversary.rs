@@ -1,12 +1,13 @@
 //! Unit tests of the core against adversaries (issue 14): framing, set spam, `Unknown` voters,
 //! backdating, flip-voters, the preference rules, and the bounds on what a peer can make a node
-//! hold (orphans, rate limits, the per-creator bound). Shares `tests.rs`'s in-memory `Net`.
+//! hold (orphans, rate limits; the per-creator bound is in `tests_flood.rs`). Shares `tests.rs`'s in-memory `Net`.
 
 use std::sync::Arc;
 
 use pqdag_wire::{ConflictKey, Evidence, Query, Response, Vertex, VertexId, Vote};
 
 use crate::tests::{fast_params, node, Net, TestSigner};
+use crate::tests_flood::flood_chain;
 use crate::*;
 
 // ------------------------------------------------------------------ adversaries (issue 14)
@@ -211,7 +212,7 @@ fn a_yes_vote_pins_the_preference_against_the_tie_break() {
 
 // ------------------------------------------------------------------ bounds (issue 14, hole 5)
 
-fn lone_core(me: usize, n: usize) -> Core<TestSigner> {
+pub(crate) fn lone_core(me: usize, n: usize) -> Core<TestSigner> {
     let nodes: Vec<NodeId> = (0..n).map(node).collect();
     Core::new(Config { me: node(me), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(me as u8)).expect("valid config")
 }
@@ -223,7 +224,7 @@ fn orphan(creator: usize, n: u64, payload_len: usize) -> Arc<Vertex> {
     byz_vertex(creator, vec![VertexId([0xEE; 32])], &payload, vec![], n)
 }
 
-fn drain<S: Signer>(core: &mut Core<S>) {
+pub(crate) fn drain<S: Signer>(core: &mut Core<S>) {
     while core.poll_action().is_some() {}
 }
 
@@ -421,134 +422,6 @@ fn awaits_response_only_for_open_or_late_answers() {
     let now = 300_000;
     net.cores[0].handle(now, Event::Response { from: node(1), response: resp }).expect("ok");
     assert!(!net.cores[0].awaits_response(&node(1), q.query_id));
-}
-
-// ------------------------------------------------------------------ vertex flood (issue 14, hole 5)
-
-/// A chain of `n` valid flood vertices of `creator`, alternately on genesis and on its previous
-/// one (the engine's `vertex-flood` attacker).
-fn flood_chain(creator: usize, genesis: VertexId, n: u64) -> Vec<Arc<Vertex>> {
-    let mut tip = genesis;
-    (0..n)
-        .map(|i| {
-            let parent = if i % 2 == 0 { genesis } else { tip };
-            let v = byz_vertex(creator, vec![parent], &i.to_le_bytes(), vec![], i);
-            tip = v.id;
-            v
-        })
-        .collect()
-}
-
-/// Hole 5 (valid-vertex flood): node 3 signs 12 000 valid vertices in 1.2 s and sends each to
-/// every honest node while the 3 honest nodes submit. Each honest node holds at most
-/// `CREATOR_PROCESSING_MAX` (plus what it needed) processing flood vertices, drops and strikes
-/// the rest, and every honest vertex finalizes everywhere within 2 s of its submission. Before
-/// the per-creator bound every flood vertex was admitted (12 000 processing at once).
-#[test]
-fn valid_vertex_flood_is_bounded_per_creator_and_honest_vertices_finalize() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let flood = flood_chain(3, g, 12_000);
-    for (i, v) in flood.iter().enumerate() {
-        for to in 0..3 {
-            net.seq += 1;
-            net.queue.insert((100 + i as u64 * 100, net.seq), (to, Event::Vertex { from: node(3), vertex: v.clone() }));
-        }
-    }
-    let mut max_processing = [0u64; 3];
-    let mut submitted = 0u64;
-    while net.now < 1_400_000 {
-        if net.now >= 50_000 && net.now < 1_200_000 {
-            net.submit((submitted % 3) as usize, vec![], 1_000 + submitted);
-            submitted += 1;
-        }
-        net.run(net.now + 10_000);
-        for (m, core) in max_processing.iter_mut().zip(&net.cores) {
-            *m = (*m).max(core.status().processing);
-        }
-    }
-    net.run(net.now + 2_000_000);
-    let bound = u64::from(CREATOR_PROCESSING_MAX) * 2 + 200;
-    for i in 0..3 {
-        let s = net.cores[i].status();
-        let honest_final = net.finalized[i].iter().filter(|id| net.cores[i].vertex(id).is_some_and(|v| v.creator != node(3))).count() as u64;
-        assert_eq!(honest_final, submitted, "node {i}: every honest vertex final");
-        assert!(max_processing[i] <= bound, "node {i}: {} processing at most (bound {bound})", max_processing[i]);
-        assert!(s.creator_dropped > 0, "node {i}: the flood was cut");
-        let score = net.cores[i].peer_scores().into_iter().find(|(p, _)| *p == node(3)).expect("peer").1;
-        assert!(score.incidents > 0, "node {i}: the flooder got a Flooding strike");
-        for j in 0..3 {
-            assert!(net.cores[i].peer_scores().into_iter().find(|(p, _)| *p == node(j)).is_none_or(|(_, s)| s.incidents == 0), "node {i}: honest node {j} never struck");
-        }
-    }
-    assert!(submitted >= 100);
-}
-
-/// Liveness of the bound: a dropped flood vertex that an honest vertex names as parent, or that
-/// an honest peer queries, is still admitted; the flooder's own children and queries never
-/// unlock its dropped vertices.
-#[test]
-fn needed_flood_vertices_bypass_the_creator_bound() {
-    let mut core = lone_core(0, 4);
-    let g = core.genesis_id();
-    let flood = flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX) + 5);
-    for v in &flood {
-        core.handle(1, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
-    }
-    drain(&mut core);
-    let m = CREATOR_PROCESSING_MAX as usize;
-    assert_eq!(core.status().processing, CREATOR_PROCESSING_MAX as u64);
-    assert_eq!(core.status().creator_dropped, 5);
-    let (a, b, c, d) = (&flood[m], &flood[m + 1], &flood[m + 2], &flood[m + 3]);
-    assert!(!core.contains(&a.id) && !core.contains(&d.id));
-    // The flooder's own child of a dropped vertex is dropped too; so is a query by the flooder.
-    let own_child = byz_vertex(3, vec![b.id], b"own", vec![], 9);
-    core.handle(2, Event::Vertex { from: node(3), vertex: own_child.clone() }).expect("ok");
-    let q = Query { query_id: 1, requester: node(3), ids: vec![c.id], signature: vec![] };
-    core.handle(2, Event::query(node(3), q.into())).expect("ok");
-    drain(&mut core);
-    core.handle(3, Event::Vertex { from: node(3), vertex: c.clone() }).expect("ok");
-    assert!(!core.contains(&own_child.id) && !core.contains(&c.id), "the flooder cannot unlock itself");
-    // An honest vertex naming `b` (whose parent `a` was dropped too): both fetched and admitted.
-    let h = byz_vertex(1, vec![b.id], b"honest", vec![], 9);
-    core.handle(4, Event::Vertex { from: node(1), vertex: h.clone() }).expect("ok");
-    core.handle(5, Event::VertexReply { from: node(1), vertices: vec![b.clone()] }).expect("ok");
-    core.handle(6, Event::VertexReply { from: node(1), vertices: vec![a.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&h.id), Some(VertexStatus::Processing), "the honest child is in the DAG");
-    assert_eq!(core.vertex_status(&a.id), Some(VertexStatus::Processing));
-    // An honest peer's query makes a dropped vertex needed.
-    let q = Query { query_id: 2, requester: node(2), ids: vec![d.id], signature: vec![] };
-    core.handle(7, Event::query(node(2), q.into())).expect("ok");
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![d.clone()] }).expect("ok");
-    // `d` waits for its dropped parent `c`, which it makes needed in turn.
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![c.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&d.id), Some(VertexStatus::Processing));
-    assert_eq!(core.vertex_status(&c.id), Some(VertexStatus::Processing));
-    assert_eq!(core.status().creator_bypassed, 4);
-    // History sync: an id named by the flooder's own finality log stays dropped, one named by
-    // an honest peer's log is admitted (`wanted_by`).
-    let e = &flood[m + 4];
-    assert!(!core.admits_creator(e));
-    core.wanted_by(&[e.id], node(3));
-    assert!(!core.admits_creator(e));
-    core.wanted_by(&[e.id], node(2));
-    assert!(core.admits_creator(e));
-    core.handle(8, Event::VertexReply { from: node(2), vertices: vec![e.clone()] }).expect("ok");
-    assert_eq!(core.vertex_status(&e.id), Some(VertexStatus::Processing));
-    assert_eq!(core.status().creator_bypassed, 5);
-    // Own vertices never build on the flooder's processing tips.
-    let id = {
-        core.handle(9, Event::Submit { payload: b"mine".to_vec(), conflict_keys: vec![], client_tag: 1, timestamp_ms: 0 }).expect("ok");
-        let mut id = None;
-        while let Some(a) = core.poll_action() {
-            if let Action::Created { id: x, .. } = a {
-                id = Some(x);
-            }
-        }
-        id.expect("created")
-    };
-    let mine = core.vertex(&id).expect("held").clone();
-    assert!(mine.parents.iter().all(|p| core.vertex(p).is_none_or(|v| v.creator != node(3))), "no flood parent");
 }
 
 /// A lost answer delays a round instead of failing it. 5 nodes, one silent (the faulty one of
