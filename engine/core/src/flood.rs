@@ -252,10 +252,13 @@ impl<S: Signer> Core<S> {
     /// pending: its own missing parent was needed by its creator alone, so every fetched copy
     /// was dropped over the bound again (`vertex-flood`, 30 nodes, seed 3: honest vertices
     /// pending 2.2 s on such a chain at 3 of 24 honest nodes, fetched every 0.5 s and dropped).
+    /// Only a chain whose creator is at its bound here is walked: below it, the missing ids
+    /// are admitted on arrival anyway, and asking again would only add requests.
     /// Walks at most [`PENDING_MAX`] entries, each once.
     fn pass_need_down(&mut self, now: u64, mut stack: Vec<(VertexId, Option<NodeId>)>) -> Vec<VertexId> {
         let mut roots = Vec::new();
         let mut seen: crate::id_hash::HashSet<VertexId> = crate::id_hash::HashSet::default();
+        let bound = self.creator_bound();
         while let Some((p, by)) = stack.pop() {
             if seen.len() >= PENDING_MAX || !seen.insert(p) {
                 continue;
@@ -263,6 +266,9 @@ impl<S: Signer> Core<S> {
             let Some(e) = self.pending.entries.get(&p) else { continue };
             if by.is_some_and(|c| c == e.v.creator) {
                 continue; // its own creator's need: what its admission marked already
+            }
+            if e.v.creator == self.me || self.flood.count(&e.v.creator) < bound {
+                continue;
             }
             let v = e.v.clone();
             for q in self.missing_parents(&v) {
