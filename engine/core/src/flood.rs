@@ -366,7 +366,7 @@ impl<S: Signer> Core<S> {
     /// An honest creator's processing vertices are mostly covered by their children and so
     /// never reach the cap; a flooder's are childless, and before this each honest query
     /// carried ~500 of them to k peers (`vertex-flood`, 20 of 100 nodes: ~21 KB per query,
-    /// 18 MB of query bytes per honest vertex, honest p95 1.13 s; 0.74 s with the cap). This
+    /// 18 MB of query bytes per honest vertex, honest p95 1.13 s; 0.76-0.84 s with the cap). This
     /// node's own tips are never capped: what it created is what its clients wait for.
     pub(crate) fn cap_polled_tips(&self, tips: &mut Vec<VertexId>, turn: u64) {
         let cap = self.parent_share() as usize;
