@@ -31,7 +31,7 @@ use crate::core::Core;
 use crate::id_hash::HashMap;
 use crate::peers::Misbehaviour;
 use crate::pending::PENDING_MAX;
-use crate::types::{shard_of_vertex, Signer};
+use crate::types::{shard_of_vertex, Signer, VertexStatus};
 
 /// Processing vertices one creator may hold at this node before its new ones are dropped.
 /// An honest node creates one vertex per submission: on the 3-node testnet at 1200/s that is
@@ -159,13 +159,16 @@ impl Flood {
         self.histogram.range(count.saturating_add(1)..).map(|(_, &n)| n).sum()
     }
 
-    /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]).
-    pub(crate) fn want(&mut self, id: VertexId, by: Option<NodeId>, now: u64) {
-        match self.wanted.get_mut(&id) {
+    /// Remembers that `id` is needed by `by` (see [`Flood::wanted`]). True when that changed
+    /// what is known of it: a new need, or one that now bypasses whoever its creator is.
+    pub(crate) fn want(&mut self, id: VertexId, by: Option<NodeId>, now: u64) -> bool {
+        let changed = match self.wanted.get_mut(&id) {
             Some(old) => {
-                if *old != by {
+                let widened = old.is_some() && *old != by;
+                if widened {
                     *old = None; // two different needers: at least one is not its creator
                 }
+                widened
             }
             None => {
                 while self.wanted_order.len() >= WANTED_MAX {
@@ -175,12 +178,14 @@ impl Flood {
                 }
                 self.wanted.insert(id, by);
                 self.wanted_order.push_back((now, id));
+                true
             }
-        }
+        };
         if self.wanted_order.len() > 2 * self.wanted.len() + 64 {
             let w = &self.wanted;
             self.wanted_order.retain(|(_, i)| w.contains_key(i));
         }
+        changed
     }
 
     /// Forgets needs older than [`WANTED_TTL_US`].
@@ -235,11 +240,8 @@ impl<S: Signer> Core<S> {
         // a second at 2 000 payloads/s on two shards, `needed_ids` growing to thousands).
         let mut buffered = Vec::new();
         for p in self.missing_parents(v) {
-            if shard_of_vertex(&p, self.shard_count) == self.shard {
-                self.flood.want(p, by, now);
-                if self.pending.entries.contains_key(&p) {
-                    buffered.push((p, by));
-                }
+            if shard_of_vertex(&p, self.shard_count) == self.shard && self.flood.want(p, by, now) && self.pending.entries.contains_key(&p) {
+                buffered.push((p, by));
             }
         }
         Some(if buffered.is_empty() { Vec::new() } else { self.pass_need_down(now, buffered) })
@@ -247,38 +249,41 @@ impl<S: Signer> Core<S> {
 
     /// A missing parent already buffered (pending) was admitted under its own creator's need
     /// only, and so were the parents it waits for. Now that a vertex of another creator needs
-    /// it, that need passes down the buffered chain to the ids missing at its root, which are
-    /// returned. Without this a flooder's vertex that an honest vertex built on stayed
-    /// pending: its own missing parent was needed by its creator alone, so every fetched copy
-    /// was dropped over the bound again (`vertex-flood`, 30 nodes, seed 3: honest vertices
-    /// pending 2.2 s on such a chain at 3 of 24 honest nodes, fetched every 0.5 s and dropped).
-    /// Only a chain whose creator is at its bound here is walked: below it, the missing ids
-    /// are admitted on arrival anyway, and asking again would only add requests.
-    /// Walks at most [`PENDING_MAX`] entries, each once.
+    /// it, that need passes down the buffered chain to the ids missing at its root: they are
+    /// marked needed whatever their creator's load, and returned when that creator is at its
+    /// bound here now (a copy asked for before was dropped on arrival, so the caller asks
+    /// again at once; below the bound the usual retry brings it, and it is admitted then
+    /// even if the creator has reached its bound meanwhile). Without this a flooder's vertex
+    /// that an honest vertex built on stayed pending: its own missing parent was needed by its
+    /// creator alone, so every fetched copy was dropped over the bound again (`vertex-flood`,
+    /// 30 nodes, seed 3: honest vertices pending 2.2 s at 3 of 24 honest nodes, fetched every
+    /// 0.5 s and dropped; `sim-faults` seed 3950, N = 5: the chain was buffered while the
+    /// flooder was still under its bound, p95 1.4 s -> 4.5 s when only chains at the bound
+    /// were walked). Marks change nothing while nobody is over its bound, so an honest run is
+    /// unchanged. Each entry is walked once per widened need (`Flood::want`), at most
+    /// [`PENDING_MAX`] entries per call.
     fn pass_need_down(&mut self, now: u64, mut stack: Vec<(VertexId, Option<NodeId>)>) -> Vec<VertexId> {
         let mut roots = Vec::new();
-        let mut seen: crate::id_hash::HashSet<VertexId> = crate::id_hash::HashSet::default();
         let bound = self.creator_bound();
+        let mut steps = 0;
         while let Some((p, by)) = stack.pop() {
-            if seen.len() >= PENDING_MAX || !seen.insert(p) {
-                continue;
+            steps += 1;
+            if steps > PENDING_MAX {
+                break;
             }
             let Some(e) = self.pending.entries.get(&p) else { continue };
             if by.is_some_and(|c| c == e.v.creator) {
                 continue; // its own creator's need: what its admission marked already
             }
-            if e.v.creator == self.me || self.flood.count(&e.v.creator) < bound {
-                continue;
-            }
+            let over = e.v.creator != self.me && self.flood.count(&e.v.creator) >= bound;
             let v = e.v.clone();
             for q in self.missing_parents(&v) {
-                if shard_of_vertex(&q, self.shard_count) != self.shard {
+                if shard_of_vertex(&q, self.shard_count) != self.shard || !self.flood.want(q, None, now) {
                     continue;
                 }
-                self.flood.want(q, None, now);
                 if self.pending.entries.contains_key(&q) {
                     stack.push((q, None));
-                } else {
+                } else if over {
                     roots.push(q);
                 }
             }
@@ -363,8 +368,9 @@ impl<S: Signer> Core<S> {
     /// the undecided DAG ([`Core::parent_share`]): half of it the creator's oldest tips, the
     /// rest a window that moves on by one share each poll (`turn`), so every tip is asked about
     /// within a few polls and none is starved behind older ones that cannot be decided yet.
-    /// An honest creator's processing vertices are mostly covered by their children and so
-    /// never reach the cap; a flooder's are childless, and before this each honest query
+    /// Only tips that carry no other creator's undecided vertex are capped (below). An honest
+    /// creator's processing vertices are mostly covered by their children and so never reach
+    /// the cap; a flooder's are childless, and before this each honest query
     /// carried ~500 of them to k peers (`vertex-flood`, 20 of 100 nodes: ~21 KB per query,
     /// 18 MB of query bytes per honest vertex, honest p95 1.13 s; 0.76-0.84 s with the cap). This
     /// node's own tips are never capped: what it created is what its clients wait for.
@@ -373,7 +379,17 @@ impl<S: Signer> Core<S> {
         if tips.len() <= cap {
             return;
         }
-        let creator = |id: &VertexId| self.dag.vertices.get(id).map(|r| r.v.creator).filter(|c| *c != self.me);
+        // Only a tip that carries no other creator's undecided vertex: one built on another
+        // creator's processing vertex carries that vertex's credit (a Yes on it is a Yes on
+        // its ancestry), and leaving it out starved those ancestors (`sim-faults` seed 3079,
+        // N = 7: the flooder's own client vertices, built on honest ones, were capped with its
+        // flood, and honest p95 went from 1.5 s to 4.7 s).
+        let creator = |id: &VertexId| {
+            let r = self.dag.vertices.get(id)?;
+            let c = r.v.creator;
+            let carries = r.v.parents.iter().any(|p| self.dag.vertices.get(p).is_some_and(|pr| pr.status == VertexStatus::Processing && pr.v.creator != c));
+            (c != self.me && !carries).then_some(c)
+        };
         // Creator -> (its tips here, how many of them the walk below has passed).
         let mut per: HashMap<NodeId, (usize, usize)> = HashMap::default();
         for id in tips.iter() {
