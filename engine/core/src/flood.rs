@@ -381,9 +381,8 @@ impl<S: Signer> Core<S> {
         }
         // Only a tip that carries no other creator's undecided vertex: one built on another
         // creator's processing vertex carries that vertex's credit (a Yes on it is a Yes on
-        // its ancestry), and leaving it out starved those ancestors (`sim-faults` seed 3079,
-        // N = 7: the flooder's own client vertices, built on honest ones, were capped with its
-        // flood, and honest p95 went from 1.5 s to 4.7 s).
+        // its ancestry), so leaving it out could starve those ancestors; a flooder that builds
+        // on honest vertices gets the uncapped polls of before.
         let creator = |id: &VertexId| {
             let r = self.dag.vertices.get(id)?;
             let c = r.v.creator;

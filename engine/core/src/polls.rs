@@ -178,8 +178,9 @@ impl<S: Signer> Core<S> {
             out.reverse();
             out
         };
-        // Avalanche mode only: a whole-network poll asks every peer (at most 10), and there
-        // the cap slowed honest vertices (`sim-faults` seed 3079, N = 7: p95 1.5 s -> 4.7 s).
+        // Avalanche mode only: a whole-network poll asks every peer (at most 20), and there
+        // the cap slowed honest vertices, for a cause not found (`sim-faults` seed 3079,
+        // N = 7: p95 1.5 s -> 4.7 s).
         if !self.whole_network() {
             self.cap_polled_tips(&mut tips, self.polls.next_query_seq);
         }
