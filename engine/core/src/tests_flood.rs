@@ -139,6 +139,21 @@ fn needed_flood_vertices_bypass_the_creator_bound() {
 }
 
 
+/// Node 3 (the flooder) fills its creator bound at `core` with a chain on genesis `g`.
+fn fill_bound(core: &mut Core<crate::tests::TestSigner>, g: VertexId, now: u64) {
+    for v in &flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX)) {
+        core.handle(now, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
+    }
+    drain(core);
+}
+
+/// Each vertex is processing in `core`'s DAG.
+fn assert_in_dag(core: &Core<crate::tests::TestSigner>, vs: [(&Arc<Vertex>, &str); 3]) {
+    for (v, what) in vs {
+        assert_eq!(core.vertex_status(&v.id), Some(VertexStatus::Processing), "the {what} is in the DAG");
+    }
+}
+
 /// A flooder's vertex `p` buffered (pending) for its parent `r` before the flooder reached its
 /// bound, then an honest vertex built on `p`: `r` is needed now, asked for at once from the
 /// honest sender, and admitted over the bound. Before, `r` stayed needed by its own creator
@@ -152,10 +167,7 @@ fn a_need_passes_down_a_buffered_flood_chain() {
     let p = byz_vertex(3, vec![r.id], b"child", vec![], 2);
     core.handle(1, Event::Vertex { from: node(3), vertex: p.clone() }).expect("ok");
     assert!(core.contains(&p.id), "admitted under the bound, buffered for its parent");
-    for v in &flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX)) {
-        core.handle(2, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
-    }
-    drain(&mut core);
+    fill_bound(&mut core, g, 2);
     core.handle(3, Event::VertexReply { from: node(3), vertices: vec![r.clone()] }).expect("ok");
     assert!(!core.contains(&r.id), "needed by its own creator only: dropped over the bound");
     let h = byz_vertex(1, vec![p.id], b"honest", vec![], 3);
@@ -168,9 +180,7 @@ fn a_need_passes_down_a_buffered_flood_chain() {
     }
     assert!(asked, "the root is asked for again at once, from the honest sender");
     core.handle(5, Event::VertexReply { from: node(1), vertices: vec![r.clone()] }).expect("ok");
-    for (v, what) in [(&r, "root"), (&p, "buffered child"), (&h, "honest vertex")] {
-        assert_eq!(core.vertex_status(&v.id), Some(VertexStatus::Processing), "the {what} is in the DAG");
-    }
+    assert_in_dag(&core, [(&r, "root"), (&p, "buffered child"), (&h, "honest vertex")]);
 }
 
 /// The same chain, but the honest vertex arrives while the flooder is still under its bound
@@ -186,15 +196,10 @@ fn a_need_passed_down_under_the_bound_still_admits_the_root_over_it() {
     core.handle(1, Event::Vertex { from: node(3), vertex: p.clone() }).expect("ok");
     let h = byz_vertex(1, vec![p.id], b"honest", vec![], 3);
     core.handle(2, Event::Vertex { from: node(1), vertex: h.clone() }).expect("ok");
-    for v in &flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX)) {
-        core.handle(3, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
-    }
-    drain(&mut core);
+    fill_bound(&mut core, g, 3);
     assert!(!core.admits_creator(&flood_chain(3, g, u64::from(CREATOR_PROCESSING_MAX) + 1)[CREATOR_PROCESSING_MAX as usize]), "the flooder is at its bound");
     core.handle(4, Event::VertexReply { from: node(1), vertices: vec![r.clone()] }).expect("ok");
-    for (v, what) in [(&r, "root"), (&p, "buffered child"), (&h, "honest vertex")] {
-        assert_eq!(core.vertex_status(&v.id), Some(VertexStatus::Processing), "the {what} is in the DAG");
-    }
+    assert_in_dag(&core, [(&r, "root"), (&p, "buffered child"), (&h, "honest vertex")]);
 }
 
 /// A poll (Avalanche mode: 30 nodes, k = 20) asks about at most a creator's share
