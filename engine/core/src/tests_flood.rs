@@ -147,6 +147,17 @@ fn fill_bound(core: &mut Core<crate::tests::TestSigner>, g: VertexId, now: u64) 
     drain(core);
 }
 
+/// A 4-node core holding the flooder's (node 3) vertex `p` in pending, waiting for its parent
+/// `r` on genesis `g`, with the flooder under its bound: (core, g, r, p).
+fn buffered_chain() -> (Core<crate::tests::TestSigner>, VertexId, Arc<Vertex>, Arc<Vertex>) {
+    let mut core = lone_core(0, 4);
+    let g = core.genesis_id();
+    let r = byz_vertex(3, vec![g], b"root", vec![], 1);
+    let p = byz_vertex(3, vec![r.id], b"child", vec![], 2);
+    core.handle(1, Event::Vertex { from: node(3), vertex: p.clone() }).expect("ok");
+    (core, g, r, p)
+}
+
 /// Each vertex is processing in `core`'s DAG.
 fn assert_in_dag(core: &Core<crate::tests::TestSigner>, vs: [(&Arc<Vertex>, &str); 3]) {
     for (v, what) in vs {
@@ -161,11 +172,7 @@ fn assert_in_dag(core: &Core<crate::tests::TestSigner>, vs: [(&Arc<Vertex>, &str
 /// (`vertex-flood`, 30 nodes, seed 3: 2.2 s at 3 of 24 honest nodes).
 #[test]
 fn a_need_passes_down_a_buffered_flood_chain() {
-    let mut core = lone_core(0, 4);
-    let g = core.genesis_id();
-    let r = byz_vertex(3, vec![g], b"root", vec![], 1);
-    let p = byz_vertex(3, vec![r.id], b"child", vec![], 2);
-    core.handle(1, Event::Vertex { from: node(3), vertex: p.clone() }).expect("ok");
+    let (mut core, g, r, p) = buffered_chain();
     assert!(core.contains(&p.id), "admitted under the bound, buffered for its parent");
     fill_bound(&mut core, g, 2);
     core.handle(3, Event::VertexReply { from: node(3), vertices: vec![r.clone()] }).expect("ok");
@@ -189,11 +196,7 @@ fn a_need_passes_down_a_buffered_flood_chain() {
 /// left the root needed by its own creator (`sim-faults` seed 3950, N = 5: p95 1.4 s -> 4.5 s).
 #[test]
 fn a_need_passed_down_under_the_bound_still_admits_the_root_over_it() {
-    let mut core = lone_core(0, 4);
-    let g = core.genesis_id();
-    let r = byz_vertex(3, vec![g], b"root", vec![], 1);
-    let p = byz_vertex(3, vec![r.id], b"child", vec![], 2);
-    core.handle(1, Event::Vertex { from: node(3), vertex: p.clone() }).expect("ok");
+    let (mut core, g, r, p) = buffered_chain();
     let h = byz_vertex(1, vec![p.id], b"honest", vec![], 3);
     core.handle(2, Event::Vertex { from: node(1), vertex: h.clone() }).expect("ok");
     fill_bound(&mut core, g, 3);
