@@ -23,6 +23,10 @@ pub const REISSUE_MAX: u8 = 8;
 /// are forgotten (their transactions are then reported as their vertex is decided).
 pub const OWN_VERTICES_MAX: usize = 65_536;
 
+/// Timestamps (1 ms apart) tried for an id the building shard owns: with S shards one in S
+/// fits, so 256 tries miss at 8 shards with probability (7/8)^256, about 1e-15.
+pub(crate) const GRIND_TRIES: u32 = 256;
+
 /// The submissions of one own vertex, one per transaction, in vertex order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnTags {
@@ -43,6 +47,10 @@ pub(crate) struct Batch {
     timestamp_ms: u64,
     /// When this node last closed a batch (the linger applies only within this long of it).
     last_closed_us: Option<u64>,
+    /// Batches closed here so far: the next one is built by shard `(shard + closed) %
+    /// shard_count` (the first by this shard: a shard that takes few submissions builds its
+    /// own, and one that takes them all hands them round).
+    closed: u64,
     /// Re-issued transactions waiting to re-enter the batch (`tick` feeds them through the
     /// same budget checks as submissions, once a rejection has finished propagating).
     requeue: Vec<(Transaction, u64, u8)>,
@@ -166,8 +174,9 @@ impl<S: Signer> Core<S> {
         self.batch_close_at().is_some_and(|t| now >= t)
     }
 
-    /// Closes the open batch into a vertex (created on this shard, signed and adopted by its
-    /// owner).
+    /// Closes the open batch and hands it to the shard whose turn it is to build (this one or
+    /// another, round robin): in the node one shard takes every client submission, and the
+    /// builder signs and owns the vertex, so building in turn spreads that work over the shards.
     pub(crate) fn close_batch(&mut self, now: u64) {
         if self.batch.txs.is_empty() {
             return;
@@ -177,16 +186,32 @@ impl<S: Signer> Core<S> {
         self.batch.keys.clear();
         self.batch.bytes = 0;
         self.batch.last_closed_us = Some(now);
+        let builder = ((u64::from(self.shard) + self.batch.closed) % u64::from(self.shard_count.max(1))) as u32;
+        self.batch.closed += 1;
+        if builder == self.shard {
+            self.build(now, txs, own, self.batch.timestamp_ms);
+        } else {
+            self.push(Action::ToShard { shard: builder, msg: ShardMsg::Build { txs, tags: own, timestamp_ms: self.batch.timestamp_ms } });
+        }
+    }
+
+    /// Builds a closed batch into a vertex on this shard's DAG (`select_parents`) that this
+    /// shard owns: the timestamp moves forward by a few ms until the id falls on this shard
+    /// (`Vertex::grind_timestamp`, ~S tries of a BLAKE3 over ~200 bytes). Parents and children
+    /// then stay in one shard's DAG, so a poll credits a vertex through its children as with
+    /// one shard, instead of asking about nearly every processing vertex directly (at 4 shards
+    /// a vertex's children were on its own shard one time in four). In the rare case no
+    /// timestamp within `GRIND_TRIES` ms fits, the vertex goes to its owner unsigned
+    /// (`sign_adopted`); the id does not cover the signature, so the owner is known first.
+    pub(crate) fn build(&mut self, now: u64, txs: Vec<Transaction>, own: OwnTags, timestamp_ms: u64) {
         let keys: Vec<ConflictKey> = txs.iter().flat_map(|t| t.conflict_keys.iter().copied()).collect();
         let parents = self.select_parents(now, &keys);
-        let mut v = Vertex::with_txs(parents, txs, self.batch.timestamp_ms, self.me);
+        let mut v = Vertex::with_txs(parents, txs, timestamp_ms, self.me);
         debug_assert!(v.check_bounds().is_ok(), "a closed batch breaks a wire bound");
+        let (shard, count) = (self.shard, self.shard_count);
+        v.grind_timestamp(GRIND_TRIES, |id| shard_of_vertex(id, count) == shard);
         let owner = shard_of_vertex(&v.id, self.shard_count);
         if owner != self.shard {
-            // Unsigned: its owner signs it (`sign_adopted`). One shard takes every client
-            // submission, so signing here made it sign every vertex of the node, a 4.6 KB
-            // ML-DSA-87 signature each, while the other shards' signers sat idle (issue 17).
-            // The id does not cover the signature, so the owner is known before signing.
             self.push(Action::ToShard { shard: owner, msg: ShardMsg::Adopt { vertex: std::sync::Arc::new(v), tags: own } });
         } else {
             v.signature = self.signer.sign(Domain::Vertex, v.signed_bytes());

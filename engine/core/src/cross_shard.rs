@@ -167,6 +167,7 @@ impl<S: Signer> Core<S> {
                     self.release_waiting(now, id);
                 }
             }
+            ShardMsg::Build { txs, tags, timestamp_ms } => self.build(now, txs, tags, timestamp_ms),
             ShardMsg::Adopt { vertex, tags } => {
                 let vertex = self.sign_adopted(vertex);
                 self.adopt(now, vertex, tags)

@@ -119,45 +119,71 @@ fn a_late_set_aside_member_on_another_shard_learns_the_decision() {
     );
 }
 
-/// A vertex built on shard 0 (which takes every client submission) and owned by shard 1
-/// leaves shard 0 unsigned and is signed by shard 1 when it adopts it: signing where the batch
-/// closes made shard 0 sign every vertex of the node (issue 17). Vertices shard 0 owns are
-/// signed by shard 0 before they leave.
+/// Shard 0 takes every client submission (as in the node) and hands every other closed batch
+/// to shard 1 to build: each shard builds, owns and signs its vertices (signing where batches
+/// close made shard 0 sign every vertex of the node, issue 17), and builds them on its own
+/// DAG, so a vertex's parents live on its shard and polls credit it through its children.
 #[test]
-fn a_vertex_built_for_another_shard_is_signed_by_its_owner() {
+fn each_shard_builds_signs_and_owns_a_share_of_the_batches() {
     let shards = 2;
     let mut s0 = shard0(shards);
     let cfg = Config { me: node(0), nodes: (0..4).map(node).collect(), params: fast_params(), seed: 1, shard: 1, shard_count: shards };
     let mut s1 = Core::new(cfg, TestSigner(0)).expect("core");
     let mut now = 1_000;
-    let mut adopted = None;
-    let mut own_signed = 0;
-    for tag in 0..64u64 {
+    let (mut built, mut handed) = ([0usize; 2], 0);
+    let mut sent: Vec<(u32, std::sync::Arc<pqdag_wire::Vertex>)> = Vec::new();
+    for tag in 0..32u64 {
         // Past the linger: an idle batch closes at once.
         now += 1_000_000;
-        s0.handle(now, Event::Submit { payload: tag.to_le_bytes().to_vec(), conflict_keys: vec![], client_tag: tag, timestamp_ms: 0 }).expect("submit");
+        let ts = now / 1000;
+        s0.handle(now, Event::Submit { payload: tag.to_le_bytes().to_vec(), conflict_keys: vec![], client_tag: tag, timestamp_ms: ts }).expect("submit");
+        let mut builds = Vec::new();
         while let Some(a) = s0.poll_action() {
             match a {
-                Action::ToShard { shard: 1, msg: ShardMsg::Adopt { vertex, tags } } => {
-                    adopted.get_or_insert((vertex, tags));
-                }
-                Action::SendVertex { vertex, .. } => {
-                    assert_eq!(shard_of_vertex(&vertex.id, shards), 0);
-                    assert_eq!(vertex.signature, TestSigner(0).sign(Domain::Vertex, vertex.signed_bytes()), "shard 0 signs what it owns");
-                    own_signed += 1;
-                }
+                Action::ToShard { shard: 1, msg: m @ ShardMsg::Build { .. } } => builds.push(m),
+                Action::ToShard { msg: ShardMsg::Adopt { .. }, .. } => panic!("a built vertex is owned by its builder"),
+                Action::SendVertex { vertex, .. } => sent.push((0, vertex)),
                 _ => {}
             }
         }
-        if adopted.is_some() && own_signed > 0 {
-            break;
+        for m in builds {
+            handed += 1;
+            s1.handle(now, Event::FromShard(m)).expect("build");
+            while let Some(a) = s1.poll_action() {
+                if let Action::SendVertex { vertex, .. } = a {
+                    sent.push((1, vertex));
+                }
+            }
         }
     }
-    assert!(own_signed > 0, "some of 64 vertices are shard 0's");
-    let (vertex, tags) = adopted.expect("some of 64 vertices are shard 1's");
-    assert!(vertex.signature.is_empty(), "shard 0 signed a vertex shard 1 owns");
-    let id = vertex.id;
-    s1.handle(now, Event::FromShard(ShardMsg::Adopt { vertex, tags })).expect("adopt");
+    assert_eq!(handed, 16, "every other batch is handed to shard 1");
+    let mut seen = std::collections::HashSet::new();
+    for (builder, v) in &sent {
+        if !seen.insert(v.id) {
+            continue;
+        }
+        built[*builder as usize] += 1;
+        assert_eq!(shard_of_vertex(&v.id, shards), *builder, "the builder owns what it builds");
+        assert_eq!(v.signature, TestSigner(0).sign(Domain::Vertex, v.signed_bytes()), "signed by its builder");
+        let g = crate::genesis().id;
+        assert!(v.parents.iter().all(|p| shard_of_vertex(p, shards) == *builder || *p == g), "parents from the builder's own DAG");
+    }
+    assert_eq!(built, [16, 16], "the batches are built half on each shard");
+}
+
+/// The fallback when no timestamp gives an id the builder owns: the vertex reaches its owner
+/// unsigned (`ShardMsg::Adopt`), which signs it before it stores or sends it.
+#[test]
+fn a_vertex_adopted_unsigned_is_signed_by_its_owner() {
+    let shards = 2;
+    let cfg = Config { me: node(0), nodes: (0..4).map(node).collect(), params: fast_params(), seed: 1, shard: 1, shard_count: shards };
+    let mut s1 = Core::new(cfg, TestSigner(0)).expect("core");
+    let mut v = pqdag_wire::Vertex::new_unsigned(vec![crate::genesis().id], b"adopted".to_vec(), vec![], 7, node(0));
+    assert!(v.grind_timestamp(256, |id| shard_of_vertex(id, shards) == 1), "one id in two is shard 1's");
+    assert!(v.timestamp_ms >= 7 && v.compute_id() == v.id, "the id covers the moved timestamp");
+    let id = v.id;
+    let tags = crate::batch::OwnTags { tags: vec![5], generations: vec![0] };
+    s1.handle(1_000, Event::FromShard(ShardMsg::Adopt { vertex: std::sync::Arc::new(v), tags })).expect("adopt");
     let held = s1.vertex(&id).expect("shard 1 holds the vertex it adopted");
     assert_eq!(held.signature, TestSigner(0).sign(Domain::Vertex, held.signed_bytes()), "signed by its owner");
 }

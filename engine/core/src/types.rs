@@ -310,6 +310,16 @@ pub enum ShardMsg {
         /// The submissions it carries (one per transaction) and their re-issue generation.
         tags: crate::batch::OwnTags,
     },
+    /// A closed batch for the receiver to build into a vertex it owns (`Core::build`): the
+    /// shard that takes submissions spreads building, signing and owning over every shard.
+    Build {
+        /// The transactions, in order.
+        txs: Vec<pqdag_wire::Transaction>,
+        /// The submissions they carry (one per transaction) and their re-issue generation.
+        tags: crate::batch::OwnTags,
+        /// The batch's timestamp (the first submission's wall clock).
+        timestamp_ms: u64,
+    },
     /// `member` (owned by shard `owner`) joins the set of `key` (owned by the receiver).
     Join {
         /// Conflict key.
@@ -414,7 +424,7 @@ pub enum ShardMsg {
 
 impl ShardMsg {
     /// Every kind's name, indexed by [`ShardMsg::kind_index`] (metrics labels).
-    pub const KINDS: [&'static str; 14] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide", "preference_ack"];
+    pub const KINDS: [&'static str; 15] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide", "preference_ack", "build"];
 
     /// The message's kind, an index into [`ShardMsg::KINDS`].
     pub fn kind_index(&self) -> usize {
@@ -433,6 +443,7 @@ impl ShardMsg {
             ShardMsg::MemberRejected { .. } => 11,
             ShardMsg::Decide { .. } => 12,
             ShardMsg::PreferenceAck { .. } => 13,
+            ShardMsg::Build { .. } => 14,
         }
     }
 }

@@ -91,6 +91,30 @@ impl Vertex {
         VertexId(pqdag_crypto::hash::vertex_id(&self.canonical_bytes()))
     }
 
+    /// Moves the timestamp forward, 1 ms at a time and at most `tries - 1` ms, until `accept`
+    /// takes the id; returns whether it did (otherwise the vertex is unchanged). A node with
+    /// several shards builds each vertex so that the shard building it, whose DAG its parents
+    /// come from, also owns it: parents and children then stay in one shard's DAG, and a poll
+    /// credits a vertex through its children instead of asking about it. The timestamp is a
+    /// tie-break only, never trusted; the Merkle root is computed once. Call before signing.
+    pub fn grind_timestamp(&mut self, tries: u32, accept: impl Fn(&VertexId) -> bool) -> bool {
+        debug_assert!(self.signature.is_empty(), "the signature covers the id: grind before signing");
+        if accept(&self.id) {
+            return true;
+        }
+        let root = self.tx_root();
+        for i in 1..u64::from(tries) {
+            let ts = self.timestamp_ms.saturating_add(i);
+            let id = VertexId(pqdag_crypto::hash::vertex_id(&canonical_from_parts(self.parents.iter().map(|p| &p.0), self.txs.len(), &root, ts, &self.creator.0)));
+            if accept(&id) {
+                self.timestamp_ms = ts;
+                self.id = id;
+                return true;
+            }
+        }
+        false
+    }
+
     /// What the creator signs (domain `Vertex`): the 32-byte id.
     pub fn signed_bytes(&self) -> &[u8] {
         &self.id.0
