@@ -2,7 +2,7 @@
 //! double-spend refusal), answers status queries (across the shard mesh when the vertex lives
 //! on another shard) and tells clients how their vertices were decided. Owns every client-facing
 //! record: submissions in flight, own vertices awaiting a decision, own conflict keys, vertices
-//! adopted from shard 0, status queries awaiting other shards. Reads the core (preference,
+//! built from shard 0's batches, status queries awaiting other shards. Reads the core (preference,
 //! status), never changes it directly: submissions leave as `Event::Submit` for the step.
 //! Feed requests go to the [`FeedServer`] (reads the store's decision log). While the shard is
 //! catching up (see `SyncClient::caught_up`) submissions and status queries are answered
@@ -96,7 +96,8 @@ pub(super) struct Gateway {
     /// Conflict keys of own rejected submissions, oldest first for eviction (shard 0).
     rejected_keys: HashSet<ConflictKey>,
     rejected_keys_order: VecDeque<ConflictKey>,
-    /// Own vertices this shard adopted from shard 0 (S > 1): their decisions go back to shard 0.
+    /// Own vertices this shard built from shard 0's batches (S > 1, `ShardMsg::Build`): their
+    /// decisions go back to shard 0.
     adopted_own: HashSet<VertexId>,
     /// Conflict keys of submissions not yet created, by internal tag.
     submit_keys: HashMap<u64, Vec<ConflictKey>>,
