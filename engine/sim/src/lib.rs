@@ -37,6 +37,7 @@ mod adversary;
 mod attacks;
 mod checker;
 mod cost;
+mod decisions;
 mod dispatch;
 mod faults;
 mod guard;
@@ -252,6 +253,8 @@ enum Ev {
 pub struct Sim {
     cfg: SimConfig,
     params: Params,
+    /// The numbering the cores' decision archives share (the simulated stores).
+    decisions: decisions::DecisionIndex,
     now: u64,
     queue: EventQueue<Ev>,
     shells: Vec<Shell>,
@@ -305,7 +308,8 @@ impl Sim {
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;
         let faults = Faults::new(cfg.partition.clone(), cfg.crash);
-        let spec = CoreSpec { ids: &ids, params: &params, seed: cfg.seed, shard_count: cfg.shards };
+        let decisions = decisions::DecisionIndex::default();
+        let spec = CoreSpec { ids: &ids, params: &params, seed: cfg.seed, shard_count: cfg.shards, decisions: decisions.clone() };
         let mut shells = Vec::with_capacity(n);
         for (i, signer) in signers.into_iter().enumerate() {
             shells.push(Shell::new(i, signer, &spec, i >= n - n_byz, faults.keeps_storage(i))?);
@@ -318,6 +322,7 @@ impl Sim {
         let metrics = Metrics::new()?;
         let honest = n - n_byz;
         let mut sim = Sim {
+            decisions,
             params,
             now: 0,
             queue: EventQueue::new(),
@@ -592,7 +597,7 @@ impl Sim {
 
     fn restart(&mut self, node: usize) {
         self.trace.restarted();
-        let spec = CoreSpec { ids: &self.ids, params: &self.params, seed: self.cfg.seed, shard_count: self.cfg.shards };
+        let spec = CoreSpec { ids: &self.ids, params: &self.params, seed: self.cfg.seed, shard_count: self.cfg.shards, decisions: self.decisions.clone() };
         match self.shells[node].restart(self.now, &spec) {
             Err(e) => {
                 self.checker.violation(format!("restart failed: {e}"));

@@ -116,6 +116,8 @@ pub(crate) struct CoreSpec<'a> {
     pub(crate) seed: u64,
     /// Shard cores per node.
     pub(crate) shard_count: u32,
+    /// The numbering every core's decision archive shares (`decisions.rs`).
+    pub(crate) decisions: crate::decisions::DecisionIndex,
 }
 
 impl CoreSpec<'_> {
@@ -132,6 +134,10 @@ impl CoreSpec<'_> {
             },
             signer.clone(),
         )
+        .map(|mut core| {
+            core.set_archive(Box::new(crate::decisions::CompactArchive::new(self.decisions.clone())));
+            core
+        })
         .map_err(|e| e.to_string())
     }
 }
