@@ -389,20 +389,21 @@ impl<S: Signer> Core<S> {
             let carries = r.v.parents.iter().any(|p| self.dag.vertices.get(p).is_some_and(|pr| pr.status == VertexStatus::Processing && pr.v.creator != c));
             (c != self.me && !carries).then_some(c)
         };
+        // Each tip's capped creator, worked out once (in tip order, read back by `retain`).
+        let creators: Vec<Option<NodeId>> = tips.iter().map(creator).collect();
         // Creator -> (its tips here, how many of them the walk below has passed).
         let mut per: HashMap<NodeId, (usize, usize)> = HashMap::default();
-        for id in tips.iter() {
-            if let Some(c) = creator(id) {
-                per.entry(c).or_default().0 += 1;
-            }
+        for c in creators.iter().flatten() {
+            per.entry(*c).or_default().0 += 1;
         }
         if per.values().all(|(n, _)| *n <= cap) {
             return;
         }
         let oldest = cap / 2;
         let window = cap - oldest;
-        tips.retain(|id| {
-            let Some(c) = creator(id) else { return true };
+        let mut at = creators.into_iter();
+        tips.retain(|_| {
+            let Some(Some(c)) = at.next() else { return true };
             let Some((n, seen)) = per.get_mut(&c) else { return true };
             let i = *seen;
             *seen += 1;
