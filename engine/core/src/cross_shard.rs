@@ -262,6 +262,15 @@ impl<S: Signer> Core<S> {
             ShardMsg::MemberRejected { key, member } => self.member_rejected(key, member),
             ShardMsg::Exposed { id } => self.expose(id),
             ShardMsg::MemberExposed { key, member } => self.member_exposed(key, member),
+            ShardMsg::PollIds { shard, ids } => self.on_poll_ids(shard, ids),
+            ShardMsg::PollClosed(part) => self.close_part(now, *part),
+            ShardMsg::VoteRequest { gather, reply, requester, ids } => self.on_vote_request(now, gather, reply, requester, ids),
+            ShardMsg::Votes { gather, shard, votes } => self.on_votes(gather, shard, votes),
+            ShardMsg::PollContradicted { peer } => {
+                if let Some(&pi) = self.peers.index.get(&peer) {
+                    self.incident(now, pi, crate::peers::Misbehaviour::ConflictingVotes, None);
+                }
+            }
         }
     }
 

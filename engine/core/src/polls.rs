@@ -13,6 +13,7 @@ use rand::Rng;
 
 use crate::core::Core;
 use crate::credit::{Credited, Round, credit};
+use crate::node_polls::PollPart;
 use crate::params::Params;
 use crate::peers::{Misbehaviour, PEER_TIMEOUT_WINDOW};
 use crate::types::{Action, Signer, VertexStatus};
@@ -83,12 +84,24 @@ pub(crate) struct Polls {
     /// sequence: every poll asks about them directly (a `LockedYes` on a descendant says
     /// nothing about the vertex's own sets), until they have it or are decided.
     pub(crate) lock_wanted: BTreeMap<u64, VertexId>,
+    /// One poll per node (`node_polls`, several shards): shard 0's latest ids of each shard.
+    pub(crate) parts: Vec<Vec<VertexId>>,
+    /// The other shards: the ids last offered to shard 0.
+    pub(crate) offered: Vec<VertexId>,
+    /// Shard 0: queries waiting for the other shards' votes, by gather number.
+    pub(crate) gathers: BTreeMap<u64, crate::node_polls::Gather>,
+    pub(crate) next_gather: u64,
 }
 
 impl Polls {
     /// No poll yet; the window starts fully open.
     pub(crate) fn new(window: usize) -> Self {
-        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new() }
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), gathers: BTreeMap::new(), next_gather: 0 }
+    }
+
+    /// Whether another shard offered ids for the node's next poll.
+    pub(crate) fn has_parts(&self) -> bool {
+        self.parts.iter().any(|p| !p.is_empty())
     }
 
     /// Poll congestion control. A round costs every responder a verify and a signature whatever
@@ -200,7 +213,11 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn launch_poll(&mut self, now: u64) {
-        if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || self.dag.processing.is_empty() {
+        if self.joint_polls() && self.shard != 0 {
+            self.offer_poll_ids(now);
+            return;
+        }
+        if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || (self.dag.processing.is_empty() && !self.polls.has_parts()) {
             return;
         }
         if now >= self.peers.refresh_at {
@@ -218,7 +235,7 @@ impl<S: Signer> Core<S> {
         if k == 0 {
             return;
         }
-        let ids = self.aged_frontier(now);
+        let ids = if self.joint_polls() { self.node_poll_ids(now) } else { self.aged_frontier(now) };
         if ids.is_empty() {
             return;
         }
@@ -419,20 +436,24 @@ impl<S: Signer> Core<S> {
         self.polls.adapt_window(&self.params, &poll);
         let k = poll.sample.len();
         let mut got = poll.responded.count_ones() as usize;
+        // One shard: this node's own vote, as of now, in the spare bit after the sample. A node
+        // poll (several shards) leaves it to each shard's part (`close_part`).
+        let joint = self.joint_polls();
         if poll.own {
-            // This node's own vote, as of now, in the spare bit after the sample.
             debug_assert!(k < 64);
-            let bit = 1u64 << k;
-            for i in 0..poll.ids.len() {
-                let id = poll.ids[i];
-                match self.vote_for(&id) {
-                    Vote::Yes => poll.yes[i] |= bit,
-                    Vote::LockedYes | Vote::Final => {
-                        poll.yes[i] |= bit;
-                        poll.locked[i] |= bit;
+            if !joint {
+                let bit = 1u64 << k;
+                for i in 0..poll.ids.len() {
+                    let id = poll.ids[i];
+                    match self.vote_for(&id) {
+                        Vote::Yes => poll.yes[i] |= bit,
+                        Vote::LockedYes | Vote::Final => {
+                            poll.yes[i] |= bit;
+                            poll.locked[i] |= bit;
+                        }
+                        Vote::No => poll.no[i] |= bit,
+                        Vote::Unknown => {}
                     }
-                    Vote::No => poll.no[i] |= bit,
-                    Vote::Unknown => {}
                 }
             }
             got += 1;
@@ -454,7 +475,45 @@ impl<S: Signer> Core<S> {
             }
         }
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample[..accounted].to_vec(), missing });
+        let part = PollPart {
+            ids: poll.ids,
+            yes: poll.yes,
+            no: poll.no,
+            locked: poll.locked,
+            finals: poll.finals,
+            sample: poll.sample,
+            responded: poll.responded,
+            alpha: poll.alpha,
+            own: poll.own,
+            base_k: poll.base_k,
+            own_counted: !joint,
+        };
+        if joint {
+            self.split_poll(now, part);
+        } else {
+            self.close_part(now, part);
+        }
+    }
 
+    /// The per-id half of closing a poll, on the shard that owns the ids: Snowball's sample,
+    /// transitive credit, finality, final claims and the vote-contradiction detector.
+    pub(crate) fn close_part(&mut self, now: u64, mut poll: PollPart) {
+        let k = poll.sample.len();
+        if poll.own && !poll.own_counted {
+            let bit = 1u64 << k;
+            for i in 0..poll.ids.len() {
+                let id = poll.ids[i];
+                match self.vote_for(&id) {
+                    Vote::Yes => poll.yes[i] |= bit,
+                    Vote::LockedYes | Vote::Final => {
+                        poll.yes[i] |= bit;
+                        poll.locked[i] |= bit;
+                    }
+                    Vote::No => poll.no[i] |= bit,
+                    Vote::Unknown => {}
+                }
+            }
+        }
         // Snowball's preference threshold (Snowman's `alphaPreference`): a strict majority of
         // the sample in Avalanche mode too, below alpha (the confidence threshold, which alone
         // counts toward finality). With both at alpha = 15 of 20, honest nodes split 13:11
@@ -511,7 +570,7 @@ impl<S: Signer> Core<S> {
                 }
                 let against = decided_ids.iter().filter(|&&(i, old)| poll.no[i] & bit != 0 || (old && (poll.yes[i] | poll.no[i]) & bit == 0)).count();
                 if against * 2 > decided_ids.len() {
-                    self.incident(now, pi, Misbehaviour::ConflictingVotes, None);
+                    self.contradicted(now, pi);
                 }
             }
         }

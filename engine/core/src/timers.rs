@@ -19,11 +19,19 @@ impl<S: Signer> Core<S> {
             let poll_at = if self.polls.open.len() < self.polls.window {
                 // The next aged vertex may only become pollable later.
                 let first_age = self.dag.processing.values().next().map(|e| e.arrival_us + self.params.poll_min_age_us).unwrap_or(0);
-                self.polls.next_poll_at.max(first_age)
+                // Shard 0 of a node poll also polls for the other shards' offers.
+                if self.polls.has_parts() { self.polls.next_poll_at } else { self.polls.next_poll_at.max(first_age) }
             } else {
                 u64::MAX
             };
             t = t.min(poll_at);
+        } else if !self.polls.offered.is_empty() || (self.polls.has_parts() && self.polls.open.len() < self.polls.window) {
+            // A node poll: shard 0 polls for the other shards' offers, and a shard that offered
+            // ids withdraws them once it has nothing left (`node_polls`).
+            t = t.min(self.polls.next_poll_at);
+        }
+        if let Some(g) = self.next_gather_deadline() {
+            t = t.min(g);
         }
         if self.conflicts.contested > 0 {
             t = t.min(self.conflicts.next_unblock_at);
@@ -57,6 +65,9 @@ impl<S: Signer> Core<S> {
         self.dag.forgotten.evict(self.params.archive_after_us, now);
         self.shrink_sparse_maps(now);
         self.reask_silent(now);
+        if !self.polls.gathers.is_empty() {
+            self.expire_gathers(now);
+        }
         self.unblock_preferences(now);
         // Close polls that timed out, or whose answers decided the round a grace period ago.
         let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| p.due(now)).map(|(q, _)| *q).collect();

@@ -420,11 +420,48 @@ pub enum ShardMsg {
         /// Winner.
         winner: VertexId,
     },
+    /// The sender's aged frontier (`node_polls`): what the node's next polls ask about for it.
+    /// Sent to shard 0, which runs every poll of the node, when the list changes.
+    PollIds {
+        /// The offering shard.
+        shard: u32,
+        /// Its ids (replaces its previous list).
+        ids: Vec<VertexId>,
+    },
+    /// A node poll closed: the votes on the receiver's ids, for its credit, Snowball and
+    /// finality rules (`node_polls`).
+    PollClosed(Box<crate::node_polls::PollPart>),
+    /// A peer's query asks about ids the receiver owns: its votes, please (`node_polls`).
+    VoteRequest {
+        /// Gather number at the shard answering the query.
+        gather: u64,
+        /// The shard answering the query.
+        reply: u32,
+        /// The asking peer (unknown ids are fetched from it).
+        requester: NodeId,
+        /// The receiver's ids, in query order.
+        ids: Vec<VertexId>,
+    },
+    /// The votes asked for by a `VoteRequest`, in its order.
+    Votes {
+        /// Gather number.
+        gather: u64,
+        /// The voting shard.
+        shard: u32,
+        /// Vote bytes.
+        votes: Vec<u8>,
+    },
+    /// A poll part showed `peer` contradicting the settled vote on most ids: an incident for
+    /// shard 0, which samples the node's polls.
+    PollContradicted {
+        /// The peer.
+        peer: NodeId,
+    },
 }
 
 impl ShardMsg {
     /// Every kind's name, indexed by [`ShardMsg::kind_index`] (metrics labels).
-    pub const KINDS: [&'static str; 15] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide", "preference_ack", "build"];
+    pub const KINDS: [&'static str; 20] = ["watch", "status", "adopt", "join", "exposed", "member_exposed", "success", "preference", "claim", "claim_reply", "release", "member_rejected", "decide", "preference_ack", "build", "poll_ids", "poll_closed", "vote_request", "votes", "poll_contradicted"];
 
     /// The message's kind, an index into [`ShardMsg::KINDS`].
     pub fn kind_index(&self) -> usize {
@@ -444,6 +481,11 @@ impl ShardMsg {
             ShardMsg::Decide { .. } => 12,
             ShardMsg::PreferenceAck { .. } => 13,
             ShardMsg::Build { .. } => 14,
+            ShardMsg::PollIds { .. } => 15,
+            ShardMsg::PollClosed(_) => 16,
+            ShardMsg::VoteRequest { .. } => 17,
+            ShardMsg::Votes { .. } => 18,
+            ShardMsg::PollContradicted { .. } => 19,
         }
     }
 }

@@ -221,9 +221,21 @@ impl<S: Signer> Core<S> {
         if q.ids.len() > QUERY_IDS_MAX {
             return;
         }
-        let mut votes = Vec::with_capacity(q.ids.len());
+        if self.shard_count > 1 && q.ids.iter().any(|id| shard_of_vertex(id, self.shard_count) != self.shard) {
+            // A node poll: the other shards vote on their ids (`node_polls`).
+            self.gather_votes(now, from, q, ids_digest);
+            return;
+        }
+        let votes = self.votes_on(now, from, &q.ids);
+        self.respond(from, q.query_id, ids_digest, votes);
+    }
+
+    /// This shard's votes on `ids`, asked by `from`; unknown ids of this shard are fetched from
+    /// it.
+    pub(crate) fn votes_on(&mut self, now: u64, from: NodeId, ids: &[VertexId]) -> Vec<u8> {
+        let mut votes = Vec::with_capacity(ids.len());
         let mut unknown = Vec::new();
-        for id in &q.ids {
+        for id in ids {
             let vote = self.vote_for(id);
             if vote == Vote::Unknown && !self.pending.entries.contains_key(id) && shard_of_vertex(id, self.shard_count) == self.shard {
                 self.flood.want(*id, Some(from), now); // needed unless `from` is its creator (`flood`)
@@ -234,9 +246,14 @@ impl<S: Signer> Core<S> {
         if !unknown.is_empty() {
             self.request_missing(now, from, &unknown);
         }
-        let mut response = Response { query_id: q.query_id, responder: self.me, ids_digest, votes, signature: Vec::new() };
+        votes
+    }
+
+    /// Signs and sends the answer to query `query_id` of `to`.
+    pub(crate) fn respond(&mut self, to: NodeId, query_id: u64, ids_digest: [u8; 32], votes: Vec<u8>) {
+        let mut response = Response { query_id, responder: self.me, ids_digest, votes, signature: Vec::new() };
         response.signature = self.signer.sign(Domain::Response, &response.signed_bytes());
-        self.push(Action::SendResponse { to: from, response });
+        self.push(Action::SendResponse { to, response });
     }
 
     /// Invalidates every cached strong preference (a preference, lock or remote fact changed).

@@ -56,9 +56,11 @@ pub(crate) fn shard_for_vertex(id: &VertexId, shards: u32) -> u32 {
     pqdag_core::shard_of_vertex(id, shards)
 }
 
-/// Shard a query goes to (that of its first id).
+/// Shard a query goes to: the asking shard's peer (in the engine shard s only talks to shard s
+/// of a peer, and a query id's low byte is the asking shard). An honest node's polls all come
+/// from shard 0 (`pqdag_core::node_polls`).
 pub(crate) fn shard_for_query(q: &Query, shards: u32) -> u32 {
-    q.ids.first().map(|id| shard_for_vertex(id, shards)).unwrap_or(0)
+    shard_for_query_id(q.query_id, shards)
 }
 
 /// Shard a response (or a refused frame answering query `query_id`) goes to.

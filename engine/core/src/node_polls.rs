@@ -1,0 +1,247 @@
+//! One poll per node (several shards): shard 0 runs every poll of its node, so each round
+//! costs one signed query per sampled peer and one signed response back, whatever the number
+//! of shards (issue 17, "poll bytes": with a poll per shard, 8 shards signed 8 queries and 8
+//! responses per peer per round, and the signatures were most of the bytes on the wire).
+//!
+//! The asking side: every other shard offers shard 0 its aged frontier when it changes
+//! (`ShardMsg::PollIds`); shard 0 asks about its own and the offered ids in one query, counts
+//! the answers as for any poll (`polls`), and at the close hands each shard the votes on its
+//! ids (`ShardMsg::PollClosed`), where that shard's credit, Snowball, lock and finality rules
+//! run as before (`Core::close_part`). The answering side: shard 0 votes on its own ids, asks
+//! each other shard for its votes (`ShardMsg::VoteRequest` / `ShardMsg::Votes`), and signs one
+//! response once every shard answered, or after a bound with `Unknown` for the silent ones.
+//!
+//! A peer gains nothing here it had not: a query costs shard 0 what it cost the shard it went
+//! to (its budget is shard 0's, per peer), a gather is held at most `GATHER_WAIT_US` and there
+//! are at most `GATHERS_MAX` of them, and a vote is computed by the shard that owns the id, as
+//! before. With one shard nothing changes. Owns [`PollPart`] and [`Gather`]; calls `polls`
+//! (`close_part`, `aged_frontier`) and `votes` (`votes_on`, `respond`).
+
+use pqdag_wire::limits::QUERY_IDS_MAX;
+use pqdag_wire::{NodeId, Query, VertexId, Vote};
+
+use crate::core::Core;
+use crate::peers::Misbehaviour;
+use crate::types::{shard_of_vertex, Action, ShardMsg, Signer};
+
+/// Most queries shard 0 holds while the other shards vote (each answered within
+/// `GATHER_WAIT_US`; peers' queries are rate-limited before they get here). Past it the oldest
+/// is answered with what it has.
+pub const GATHERS_MAX: usize = 4096;
+
+/// Longest a query waits for the other shards' votes (us); then the missing ones are sent as
+/// `Unknown`. A shard's turn is a millisecond or two when loaded; a query timeout is 1 s.
+pub const GATHER_WAIT_US: u64 = 100_000;
+
+/// The votes of one closed node poll on one shard's ids: the per-id half of `Poll`.
+#[derive(Debug, Clone)]
+pub struct PollPart {
+    pub(crate) ids: Vec<VertexId>,
+    pub(crate) yes: Vec<u64>,
+    pub(crate) no: Vec<u64>,
+    pub(crate) locked: Vec<u64>,
+    pub(crate) finals: Vec<u64>,
+    /// Peer indices (the same on every shard of a node: the sorted roster without this node).
+    pub(crate) sample: Vec<usize>,
+    pub(crate) responded: u64,
+    pub(crate) alpha: usize,
+    pub(crate) own: bool,
+    pub(crate) base_k: usize,
+    /// Whether this node's own vote is already in the bit after the sample.
+    pub(crate) own_counted: bool,
+}
+
+impl PollPart {
+    /// Ids asked about (metrics and tests).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it asks about nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn empty_like(&self) -> Self {
+        PollPart { ids: Vec::new(), yes: Vec::new(), no: Vec::new(), locked: Vec::new(), finals: Vec::new(), sample: self.sample.clone(), responded: self.responded, alpha: self.alpha, own: self.own, base_k: self.base_k, own_counted: self.own_counted }
+    }
+}
+
+/// A peer's query waiting at shard 0 for the other shards' votes.
+#[derive(Debug)]
+pub(crate) struct Gather {
+    to: NodeId,
+    query_id: u64,
+    ids_digest: [u8; 32],
+    votes: Vec<u8>,
+    /// Per shard, the positions of its ids in the query.
+    positions: Vec<Vec<u32>>,
+    /// Bit s: shard s has not answered.
+    waiting: u64,
+    deadline_us: u64,
+}
+
+impl<S: Signer> Core<S> {
+    /// Whether shard 0 runs one poll for the whole node.
+    pub(crate) fn joint_polls(&self) -> bool {
+        self.shard_count > 1
+    }
+
+    /// Shard 0's ids for a node poll: its own aged frontier, then each shard's offer, at most
+    /// `QUERY_IDS_MAX` in all.
+    pub(crate) fn node_poll_ids(&mut self, now: u64) -> Vec<VertexId> {
+        debug_assert_eq!(self.shard, 0);
+        let mut ids = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
+        for part in &self.polls.parts {
+            let room = QUERY_IDS_MAX.saturating_sub(ids.len());
+            ids.extend(part.iter().take(room).copied());
+        }
+        ids
+    }
+
+    /// A shard other than 0, once per poll interval: offers shard 0 its aged frontier when it
+    /// changed since the last offer.
+    pub(crate) fn offer_poll_ids(&mut self, now: u64) {
+        if now < self.polls.next_poll_at || (self.dag.processing.is_empty() && self.polls.offered.is_empty()) {
+            return;
+        }
+        self.polls.next_poll_at = now + self.params.poll_interval_us;
+        // The rotating window of `cap_polled_tips` turns with each offer, as with each poll.
+        self.polls.next_query_seq += 1;
+        let ids = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
+        if ids == self.polls.offered {
+            return;
+        }
+        self.polls.offered = ids.clone();
+        self.push(Action::ToShard { shard: 0, msg: ShardMsg::PollIds { shard: self.shard, ids } });
+    }
+
+    /// Shard 0: shard `from`'s offer replaces its previous one.
+    pub(crate) fn on_poll_ids(&mut self, from: u32, ids: Vec<VertexId>) {
+        if from == self.shard || from >= self.shard_count {
+            return;
+        }
+        let n = self.shard_count as usize;
+        if self.polls.parts.len() < n {
+            self.polls.parts.resize(n, Vec::new());
+        }
+        self.polls.parts[from as usize] = ids;
+    }
+
+    /// Shard 0, closing a node poll: its own ids' votes close here, the others' go to their
+    /// shards.
+    pub(crate) fn split_poll(&mut self, now: u64, poll: PollPart) {
+        let n = self.shard_count as usize;
+        let mut parts: Vec<Option<PollPart>> = (0..n).map(|_| None).collect();
+        for (i, id) in poll.ids.iter().enumerate() {
+            let s = shard_of_vertex(id, self.shard_count) as usize;
+            let p = parts[s].get_or_insert_with(|| poll.empty_like());
+            p.ids.push(*id);
+            p.yes.push(poll.yes[i]);
+            p.no.push(poll.no[i]);
+            p.locked.push(poll.locked[i]);
+            p.finals.push(poll.finals[i]);
+        }
+        let mut mine = None;
+        for (s, p) in parts.into_iter().enumerate() {
+            let Some(p) = p else { continue };
+            if s as u32 == self.shard {
+                mine = Some(p);
+            } else {
+                self.push(Action::ToShard { shard: s as u32, msg: ShardMsg::PollClosed(Box::new(p)) });
+            }
+        }
+        if let Some(p) = mine {
+            self.close_part(now, p);
+        }
+    }
+
+    /// A poll part showed peer `pi` contradicting settled votes: shard 0 samples, so the
+    /// incident is its.
+    pub(crate) fn contradicted(&mut self, now: u64, pi: usize) {
+        if self.joint_polls() && self.shard != 0 {
+            let peer = self.peers.ids[pi];
+            self.push(Action::ToShard { shard: 0, msg: ShardMsg::PollContradicted { peer } });
+        } else {
+            self.incident(now, pi, Misbehaviour::ConflictingVotes, None);
+        }
+    }
+
+    /// Shard 0: a peer's query spans shards. Votes on its own ids now, asks the others, and
+    /// answers when all have voted (`on_votes`) or at `GATHER_WAIT_US` (`expire_gathers`).
+    pub(crate) fn gather_votes(&mut self, now: u64, from: NodeId, q: &Query, ids_digest: [u8; 32]) {
+        if self.polls.gathers.len() >= GATHERS_MAX {
+            if let Some((&oldest, _)) = self.polls.gathers.iter().next() {
+                self.finish_gather(oldest);
+            }
+        }
+        let n = self.shard_count as usize;
+        let mut positions: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (i, id) in q.ids.iter().enumerate() {
+            positions[shard_of_vertex(id, self.shard_count) as usize].push(i as u32);
+        }
+        let gather = self.polls.next_gather;
+        self.polls.next_gather += 1;
+        let mut waiting = 0u64;
+        for (s, pos) in positions.iter().enumerate() {
+            if s as u32 == self.shard || pos.is_empty() {
+                continue;
+            }
+            waiting |= 1u64 << s;
+            let ids = pos.iter().map(|&i| q.ids[i as usize]).collect();
+            self.push(Action::ToShard { shard: s as u32, msg: ShardMsg::VoteRequest { gather, reply: self.shard, requester: from, ids } });
+        }
+        let mut votes = vec![Vote::Unknown as u8; q.ids.len()];
+        let own: Vec<VertexId> = positions[self.shard as usize].iter().map(|&i| q.ids[i as usize]).collect();
+        let own_votes = self.votes_on(now, from, &own);
+        for (&i, v) in positions[self.shard as usize].iter().zip(own_votes) {
+            votes[i as usize] = v;
+        }
+        debug_assert!(waiting != 0, "a query spanning shards waits for another shard");
+        self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, positions, waiting, deadline_us: now + GATHER_WAIT_US });
+    }
+
+    /// Another shard: votes on its ids of a peer's query gathered at shard `reply`.
+    pub(crate) fn on_vote_request(&mut self, now: u64, gather: u64, reply: u32, requester: NodeId, ids: Vec<VertexId>) {
+        if ids.len() > QUERY_IDS_MAX || reply >= self.shard_count {
+            return;
+        }
+        let votes = self.votes_on(now, requester, &ids);
+        self.push(Action::ToShard { shard: reply, msg: ShardMsg::Votes { gather, shard: self.shard, votes } });
+    }
+
+    /// Shard 0: shard `from`'s votes for gather `gather`.
+    pub(crate) fn on_votes(&mut self, gather: u64, from: u32, votes: Vec<u8>) {
+        let Some(g) = self.polls.gathers.get_mut(&gather) else { return };
+        let Some(pos) = g.positions.get(from as usize) else { return };
+        if g.waiting & (1u64 << from) == 0 || pos.len() != votes.len() {
+            return;
+        }
+        for (&i, v) in pos.iter().zip(votes) {
+            g.votes[i as usize] = v;
+        }
+        g.waiting &= !(1u64 << from);
+        if g.waiting == 0 {
+            self.finish_gather(gather);
+        }
+    }
+
+    /// Signs and sends a gathered answer (missing votes stay `Unknown`).
+    fn finish_gather(&mut self, gather: u64) {
+        let Some(g) = self.polls.gathers.remove(&gather) else { return };
+        self.respond(g.to, g.query_id, g.ids_digest, g.votes);
+    }
+
+    /// Shard 0: answers the gathers whose shards did not all vote in time.
+    pub(crate) fn expire_gathers(&mut self, now: u64) {
+        let due: Vec<u64> = self.polls.gathers.iter().take_while(|(_, g)| now >= g.deadline_us).map(|(&k, _)| k).collect();
+        for k in due {
+            self.finish_gather(k);
+        }
+    }
+
+    /// When the first gather is due (deadlines grow with the gather number).
+    pub(crate) fn next_gather_deadline(&self) -> Option<u64> {
+        self.polls.gathers.values().next().map(|g| g.deadline_us)
+    }
+}
