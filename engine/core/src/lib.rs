@@ -78,6 +78,8 @@ mod tests_flood;
 #[cfg(test)]
 mod tests_locks;
 #[cfg(test)]
+mod tests_node_polls;
+#[cfg(test)]
 mod tests_retention;
 #[cfg(test)]
 mod tests_shards;
