@@ -24,10 +24,15 @@ use crate::core::Core;
 use crate::peers::Misbehaviour;
 use crate::types::{shard_of_vertex, Action, ShardMsg, Signer};
 
-/// Most queries shard 0 holds while the other shards vote (each answered within
-/// `GATHER_WAIT_US`; peers' queries are rate-limited before they get here). Past it the oldest
-/// is answered with what it has.
-pub const GATHERS_MAX: usize = 4096;
+/// Most queries a shard holds while the other shards vote, each answered within
+/// `GATHER_WAIT_US` (5 bytes per id: at most ~20 KB each). Past it the oldest is answered with
+/// what it has.
+pub const GATHERS_MAX: usize = 1024;
+
+/// Most of one peer's queries held at once (an honest peer has at most `polls_in_flight_max`
+/// polls open, each asked at most twice; its query budget applies before): past it, that
+/// peer's oldest is answered with what it has.
+pub const GATHERS_PER_PEER_MAX: u32 = 32;
 
 /// Longest a query waits for the other shards' votes (us); then the missing ones are sent as
 /// `Unknown`. A shard's turn is a millisecond or two when loaded; a query timeout is 1 s.
@@ -170,6 +175,11 @@ impl<S: Signer> Core<S> {
     /// Shard 0: a peer's query spans shards. Votes on its own ids now, asks the others, and
     /// answers when all have voted (`on_votes`) or at `GATHER_WAIT_US` (`expire_gathers`).
     pub(crate) fn gather_votes(&mut self, now: u64, from: NodeId, q: &Query, ids_digest: [u8; 32]) {
+        if self.polls.gathers_by_peer.get(&from).is_some_and(|&c| c >= GATHERS_PER_PEER_MAX) {
+            if let Some((&oldest, _)) = self.polls.gathers.iter().find(|(_, g)| g.to == from) {
+                self.finish_gather(oldest);
+            }
+        }
         if self.polls.gathers.len() >= GATHERS_MAX {
             if let Some((&oldest, _)) = self.polls.gathers.iter().next() {
                 self.finish_gather(oldest);
@@ -198,7 +208,9 @@ impl<S: Signer> Core<S> {
             votes[i as usize] = v;
         }
         debug_assert!(waiting != 0, "a query spanning shards waits for another shard");
+        *self.polls.gathers_by_peer.entry(from).or_insert(0) += 1;
         self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, positions, waiting, deadline_us: now + GATHER_WAIT_US });
+        debug_assert!(self.polls.gathers.len() <= GATHERS_MAX);
     }
 
     /// Another shard: votes on its ids of a peer's query gathered at shard `reply`.
@@ -229,6 +241,12 @@ impl<S: Signer> Core<S> {
     /// Signs and sends a gathered answer (missing votes stay `Unknown`).
     fn finish_gather(&mut self, gather: u64) {
         let Some(g) = self.polls.gathers.remove(&gather) else { return };
+        if let Some(c) = self.polls.gathers_by_peer.get_mut(&g.to) {
+            *c -= 1;
+            if *c == 0 {
+                self.polls.gathers_by_peer.remove(&g.to);
+            }
+        }
         self.respond(g.to, g.query_id, g.ids_digest, g.votes);
     }
 

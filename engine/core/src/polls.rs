@@ -90,13 +90,15 @@ pub(crate) struct Polls {
     pub(crate) offered: Vec<VertexId>,
     /// Shard 0: queries waiting for the other shards' votes, by gather number.
     pub(crate) gathers: BTreeMap<u64, crate::node_polls::Gather>,
+    /// Gathers held per asking peer (`GATHERS_PER_PEER_MAX`).
+    pub(crate) gathers_by_peer: crate::id_hash::HashMap<NodeId, u32>,
     pub(crate) next_gather: u64,
 }
 
 impl Polls {
     /// No poll yet; the window starts fully open.
     pub(crate) fn new(window: usize) -> Self {
-        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), gathers: BTreeMap::new(), next_gather: 0 }
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), gathers: BTreeMap::new(), gathers_by_peer: Default::default(), next_gather: 0 }
     }
 
     /// Whether another shard offered ids for the node's next poll.

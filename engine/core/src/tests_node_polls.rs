@@ -127,3 +127,28 @@ fn a_query_spanning_shards_is_answered_once_with_every_shards_votes() {
     assert_eq!(Vote::from_u8(late[0].votes[0]), Some(Vote::Unknown), "shard 1's id");
     assert!(Vote::from_u8(late[0].votes[1]).is_some_and(|v| v.is_yes()), "shard 0's own");
 }
+
+/// A peer that keeps asking while the other shard is slow holds at most
+/// `GATHERS_PER_PEER_MAX` queries at shard 0: each one past it answers that peer's oldest at
+/// once (with what it has), and another peer's queries still wait their turn.
+#[test]
+fn a_peer_holds_at_most_its_share_of_waiting_queries() {
+    let mut s0 = shard_of(2, 0);
+    let (a, b) = (vertex_on(0, "a"), vertex_on(1, "b"));
+    s0.handle(10, Event::Vertex { from: node(1), vertex: a.clone() }).expect("vertex");
+    drain(&mut s0);
+    let ask = |s0: &mut Core<TestSigner>, from: usize, n: u64| {
+        let mut q = Query { query_id: n << 8, requester: node(from), ids: vec![a.id, b.id], signature: Vec::new() };
+        q.signature = TestSigner(from as u8).sign(Domain::Query, &q.signed_bytes());
+        let digest = q.ids_digest();
+        s0.handle(20, Event::Query { from: node(from), query: Arc::new(q), ids_digest: digest }).expect("query");
+        drain(s0).into_iter().filter_map(|a| if let Action::SendResponse { to, response } = a { Some((to, response.query_id >> 8)) } else { None }).collect::<Vec<_>>()
+    };
+    let cap = u64::from(GATHERS_PER_PEER_MAX);
+    for n in 0..cap {
+        assert!(ask(&mut s0, 0, n).is_empty(), "query {n} waits for shard 1");
+    }
+    assert!(ask(&mut s0, 1, 1000).is_empty(), "another peer's query waits too");
+    assert_eq!(ask(&mut s0, 0, cap), vec![(node(0), 0)], "the flooder's oldest is answered");
+    assert_eq!(ask(&mut s0, 0, cap + 1), vec![(node(0), 1)]);
+}
