@@ -118,6 +118,8 @@ impl<S: Signer> Core<S> {
         }
         params.validate(n)?;
         let poll_window = params.polls_in_flight_max;
+        // Shards take turns running the node's polls (`node_polls`): staggered from the start.
+        let first_poll_at = u64::from(cfg.shard) * params.poll_interval_us;
         Ok(Core {
             params,
             signer,
@@ -134,7 +136,7 @@ impl<S: Signer> Core<S> {
             conflicts: Conflicts::default(),
             cross: CrossShard::default(),
             votes: Votes { epoch: 1 },
-            polls: Polls::new(poll_window),
+            polls: Polls::new(poll_window, first_poll_at),
             finality: Finality::default(),
             retention: Retention::default(),
             flood: Flood::default(),

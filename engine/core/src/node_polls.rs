@@ -41,6 +41,8 @@ pub const GATHER_WAIT_US: u64 = 100_000;
 /// The votes of one closed node poll on one shard's ids: the per-id half of `Poll`.
 #[derive(Debug, Clone)]
 pub struct PollPart {
+    /// The shard that ran the poll (its sample, its peer scores).
+    pub(crate) runner: u32,
     pub(crate) ids: Vec<VertexId>,
     pub(crate) yes: Vec<u64>,
     pub(crate) no: Vec<u64>,
@@ -67,8 +69,8 @@ impl PollPart {
         self.ids.is_empty()
     }
 
-    fn empty_like(&self) -> Self {
-        PollPart { ids: Vec::new(), yes: Vec::new(), no: Vec::new(), locked: Vec::new(), finals: Vec::new(), sample: self.sample.clone(), responded: self.responded, alpha: self.alpha, own: self.own, base_k: self.base_k, own_counted: self.own_counted }
+    fn empty_like(&self, runner: u32) -> Self {
+        PollPart { runner, ids: Vec::new(), yes: Vec::new(), no: Vec::new(), locked: Vec::new(), finals: Vec::new(), sample: self.sample.clone(), responded: self.responded, alpha: self.alpha, own: self.own, base_k: self.base_k, own_counted: self.own_counted }
     }
 }
 
@@ -92,11 +94,10 @@ impl<S: Signer> Core<S> {
         self.shard_count > 1
     }
 
-    /// Shard 0's ids for a node poll: its own aged frontier, then each shard's offer, at most
-    /// `QUERY_IDS_MAX` in all.
-    pub(crate) fn node_poll_ids(&mut self, now: u64) -> Vec<VertexId> {
-        debug_assert_eq!(self.shard, 0);
-        let mut ids = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
+    /// The ids of a node poll run by this shard: its own aged frontier (as last offered), then
+    /// each other shard's offer, at most `QUERY_IDS_MAX` in all.
+    pub(crate) fn node_poll_ids(&self) -> Vec<VertexId> {
+        let mut ids = self.polls.offered.clone();
         for part in &self.polls.parts {
             let room = QUERY_IDS_MAX.saturating_sub(ids.len());
             ids.extend(part.iter().take(room).copied());
@@ -104,24 +105,28 @@ impl<S: Signer> Core<S> {
         ids
     }
 
-    /// A shard other than 0, once per poll interval: offers shard 0 its aged frontier when it
-    /// changed since the last offer.
+    /// Once per poll interval: this shard's aged frontier, offered to every other shard when it
+    /// changed since the last offer (the shards take turns running the node's polls).
     pub(crate) fn offer_poll_ids(&mut self, now: u64) {
-        if now < self.polls.next_poll_at || (self.dag.processing.is_empty() && self.polls.offered.is_empty()) {
+        if now < self.polls.next_offer_at || (self.dag.processing.is_empty() && self.polls.offered.is_empty()) {
             return;
         }
-        self.polls.next_poll_at = now + self.params.poll_interval_us;
+        self.polls.next_offer_at = now + self.params.poll_interval_us;
         // The rotating window of `cap_polled_tips` turns with each offer, as with each poll.
         self.polls.next_query_seq += 1;
         let ids = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
         if ids == self.polls.offered {
             return;
         }
-        self.polls.offered = ids.clone();
-        self.push(Action::ToShard { shard: 0, msg: ShardMsg::PollIds { shard: self.shard, ids } });
+        self.polls.offered = ids;
+        for s in 0..self.shard_count {
+            if s != self.shard {
+                self.push(Action::ToShard { shard: s, msg: ShardMsg::PollIds { shard: self.shard, ids: self.polls.offered.clone() } });
+            }
+        }
     }
 
-    /// Shard 0: shard `from`'s offer replaces its previous one.
+    /// Shard `from`'s offer replaces its previous one.
     pub(crate) fn on_poll_ids(&mut self, from: u32, ids: Vec<VertexId>) {
         if from == self.shard || from >= self.shard_count {
             return;
@@ -133,14 +138,14 @@ impl<S: Signer> Core<S> {
         self.polls.parts[from as usize] = ids;
     }
 
-    /// Shard 0, closing a node poll: its own ids' votes close here, the others' go to their
-    /// shards.
+    /// Closing a node poll this shard ran: its own ids' votes close here, the others' go to
+    /// their shards.
     pub(crate) fn split_poll(&mut self, now: u64, poll: PollPart) {
         let n = self.shard_count as usize;
         let mut parts: Vec<Option<PollPart>> = (0..n).map(|_| None).collect();
         for (i, id) in poll.ids.iter().enumerate() {
             let s = shard_of_vertex(id, self.shard_count) as usize;
-            let p = parts[s].get_or_insert_with(|| poll.empty_like());
+            let p = parts[s].get_or_insert_with(|| poll.empty_like(self.shard));
             p.ids.push(*id);
             p.yes.push(poll.yes[i]);
             p.no.push(poll.no[i]);
@@ -161,12 +166,12 @@ impl<S: Signer> Core<S> {
         }
     }
 
-    /// A poll part showed peer `pi` contradicting settled votes: shard 0 samples, so the
-    /// incident is its.
-    pub(crate) fn contradicted(&mut self, now: u64, pi: usize) {
-        if self.joint_polls() && self.shard != 0 {
+    /// A poll part showed peer `pi` contradicting settled votes: the incident is the shard's
+    /// that ran the poll (it sampled the peer, and samples again).
+    pub(crate) fn contradicted(&mut self, now: u64, pi: usize, runner: u32) {
+        if runner != self.shard {
             let peer = self.peers.ids[pi];
-            self.push(Action::ToShard { shard: 0, msg: ShardMsg::PollContradicted { peer } });
+            self.push(Action::ToShard { shard: runner, msg: ShardMsg::PollContradicted { peer } });
         } else {
             self.incident(now, pi, Misbehaviour::ConflictingVotes, None);
         }

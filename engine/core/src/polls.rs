@@ -84,11 +84,14 @@ pub(crate) struct Polls {
     /// sequence: every poll asks about them directly (a `LockedYes` on a descendant says
     /// nothing about the vertex's own sets), until they have it or are decided.
     pub(crate) lock_wanted: BTreeMap<u64, VertexId>,
-    /// One poll per node (`node_polls`, several shards): shard 0's latest ids of each shard.
+    /// One poll per node (`node_polls`, several shards): the latest ids offered by each other
+    /// shard.
     pub(crate) parts: Vec<Vec<VertexId>>,
-    /// The other shards: the ids last offered to shard 0.
+    /// This shard's ids as last offered to the others (its aged frontier).
     pub(crate) offered: Vec<VertexId>,
-    /// Shard 0: queries waiting for the other shards' votes, by gather number.
+    /// When this shard next offers its ids.
+    pub(crate) next_offer_at: u64,
+    /// Queries waiting for the other shards' votes, by gather number.
     pub(crate) gathers: BTreeMap<u64, crate::node_polls::Gather>,
     /// Gathers held per asking peer (`GATHERS_PER_PEER_MAX`).
     pub(crate) gathers_by_peer: crate::id_hash::HashMap<NodeId, u32>,
@@ -96,9 +99,9 @@ pub(crate) struct Polls {
 }
 
 impl Polls {
-    /// No poll yet; the window starts fully open.
-    pub(crate) fn new(window: usize) -> Self {
-        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: 0, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), gathers: BTreeMap::new(), gathers_by_peer: Default::default(), next_gather: 0 }
+    /// No poll before `first_poll_at`; the window starts fully open.
+    pub(crate) fn new(window: usize, first_poll_at: u64) -> Self {
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: first_poll_at, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), next_offer_at: 0, gathers: BTreeMap::new(), gathers_by_peer: Default::default(), next_gather: 0 }
     }
 
     /// Whether another shard offered ids for the node's next poll.
@@ -215,9 +218,9 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn launch_poll(&mut self, now: u64) {
-        if self.joint_polls() && self.shard != 0 {
+        let joint = self.joint_polls();
+        if joint {
             self.offer_poll_ids(now);
-            return;
         }
         if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || (self.dag.processing.is_empty() && !self.polls.has_parts()) {
             return;
@@ -225,7 +228,8 @@ impl<S: Signer> Core<S> {
         if now >= self.peers.refresh_at {
             self.peers.refresh_exclusions(now);
         }
-        self.polls.next_poll_at = now + self.params.poll_interval_us;
+        // A node poll: the shards take turns, so the node polls once per interval.
+        self.polls.next_poll_at = now + self.params.poll_interval_us * if joint { u64::from(self.shard_count) } else { 1 };
         // A whole-network poll asks every peer, excluded ones too, and counts their Yes (see
         // `on_response`): its threshold is a BFT quorum, whose intersection argument holds
         // whoever votes, so an exclusion is never needed for safety there. Leaving excluded
@@ -237,8 +241,12 @@ impl<S: Signer> Core<S> {
         if k == 0 {
             return;
         }
-        let ids = if self.joint_polls() { self.node_poll_ids(now) } else { self.aged_frontier(now) };
+        let ids = if joint { self.node_poll_ids() } else { self.aged_frontier(now) };
         if ids.is_empty() {
+            if joint {
+                // Nothing aged yet: this shard's turn is not spent.
+                self.polls.next_poll_at = now + self.params.poll_interval_us;
+            }
             return;
         }
         // Uniform sample without replacement (partial Fisher-Yates).
@@ -478,6 +486,7 @@ impl<S: Signer> Core<S> {
         }
         self.polls.closed.insert(qid, Closed { deadline_us: poll.deadline_us, sample: poll.sample[..accounted].to_vec(), missing });
         let part = PollPart {
+            runner: self.shard,
             ids: poll.ids,
             yes: poll.yes,
             no: poll.no,
@@ -572,7 +581,7 @@ impl<S: Signer> Core<S> {
                 }
                 let against = decided_ids.iter().filter(|&&(i, old)| poll.no[i] & bit != 0 || (old && (poll.yes[i] | poll.no[i]) & bit == 0)).count();
                 if against * 2 > decided_ids.len() {
-                    self.contradicted(now, pi);
+                    self.contradicted(now, pi, poll.runner);
                 }
             }
         }

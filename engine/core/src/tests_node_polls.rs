@@ -40,11 +40,12 @@ fn response(from: usize, q: &Query, vote: Vote) -> Response {
     Response { query_id: q.query_id, responder: node(from), ids_digest: q.ids_digest(), votes: vec![vote as u8; q.ids.len()], signature: Vec::new() }
 }
 
-/// Shard 1 never polls: it offers its ids to shard 0, whose one query per peer asks about both
-/// shards' ids; at the close, shard 1 gets the votes on its ids, and with Yes from every peer
-/// its vertex gains the round (its credit rules run there, as before).
+/// The shards take turns running the node's polls, each asking about every shard's ids: shard 1
+/// offers its ids to shard 0, whose query (one per peer) asks about both; at the close, shard 1
+/// gets the votes on its ids, and with Yes from every peer its vertex gains the round (its
+/// credit rules run there, as before).
 #[test]
-fn shard_zero_polls_for_every_shard_and_hands_each_its_votes() {
+fn a_node_poll_asks_for_every_shard_and_hands_each_its_votes() {
     let (mut s0, mut s1) = (shard_of(0, 0), shard_of(0, 1));
     let (a, b) = (vertex_on(0, "a"), vertex_on(1, "b"));
     s0.handle(10, Event::Vertex { from: node(1), vertex: a.clone() }).expect("vertex");
@@ -53,11 +54,15 @@ fn shard_zero_polls_for_every_shard_and_hands_each_its_votes() {
     let t = 10 + fast_params().poll_interval_us.max(fast_params().poll_min_age_us) + 1;
     s1.handle(t, Event::Timer).expect("timer");
     let out1 = drain(&mut s1);
-    assert!(queries(&out1).is_empty(), "shard 1 sends no query of its own");
+    let own = queries(&out1);
+    assert!(own.iter().all(|(_, q)| q.query_id & 0xff == 1 && q.ids == vec![b.id]), "shard 1's turn, before any offer: {own:?}");
     let offers = to_shard(&out1);
     assert!(matches!(offers.as_slice(), [(0, ShardMsg::PollIds { shard: 1, ids })] if ids == &vec![b.id]), "{offers:?}");
     s0.handle(t, Event::FromShards(offers.into_iter().map(|(_, m)| m).collect())).expect("offer");
     let out0 = drain(&mut s0);
+    assert!(queries(&out0).len() <= 1);
+    let t = t + fast_params().poll_interval_us;
+    let out0 = if queries(&out0).is_empty() { s0.handle(t, Event::Timer).expect("timer"); drain(&mut s0) } else { out0 };
     let qs = queries(&out0);
     assert_eq!(qs.len(), 1, "one query for the node");
     let (to, q) = &qs[0];

@@ -19,16 +19,22 @@ impl<S: Signer> Core<S> {
             let poll_at = if self.polls.open.len() < self.polls.window {
                 // The next aged vertex may only become pollable later.
                 let first_age = self.dag.processing.values().next().map(|e| e.arrival_us + self.params.poll_min_age_us).unwrap_or(0);
-                // Shard 0 of a node poll also polls for the other shards' offers.
+                // A node poll is also for the other shards' offers.
                 if self.polls.has_parts() { self.polls.next_poll_at } else { self.polls.next_poll_at.max(first_age) }
             } else {
                 u64::MAX
             };
             t = t.min(poll_at);
-        } else if !self.polls.offered.is_empty() || (self.polls.has_parts() && self.polls.open.len() < self.polls.window) {
-            // A node poll: shard 0 polls for the other shards' offers, and a shard that offered
-            // ids withdraws them once it has nothing left (`node_polls`).
+        } else if self.polls.has_parts() && self.polls.open.len() < self.polls.window {
+            // A node poll: this shard's turn comes for the other shards' offers too.
             t = t.min(self.polls.next_poll_at);
+        }
+        if !self.dag.processing.is_empty() || !self.polls.offered.is_empty() {
+            if self.joint_polls() {
+                // Offers (`node_polls`); a shard that offered ids withdraws them once it has
+                // nothing left.
+                t = t.min(self.polls.next_offer_at);
+            }
         }
         if let Some(g) = self.next_gather_deadline() {
             t = t.min(g);
