@@ -1,21 +1,24 @@
-//! One poll per node (several shards): shard 0 runs every poll of its node, so each round
-//! costs one signed query per sampled peer and one signed response back, whatever the number
-//! of shards (issue 17, "poll bytes": with a poll per shard, 8 shards signed 8 queries and 8
-//! responses per peer per round, and the signatures were most of the bytes on the wire).
+//! One poll per node (several shards): each round costs one signed query per sampled peer and
+//! one signed response back, whatever the number of shards (issue 17, "poll bytes": with a poll
+//! per shard, 8 shards signed 8 queries and 8 responses per peer per round, and the signatures
+//! were most of the bytes on the wire).
 //!
-//! The asking side: every other shard offers shard 0 its aged frontier when it changes
-//! (`ShardMsg::PollIds`); shard 0 asks about its own and the offered ids in one query, counts
-//! the answers as for any poll (`polls`), and at the close hands each shard the votes on its
-//! ids (`ShardMsg::PollClosed`), where that shard's credit, Snowball, lock and finality rules
-//! run as before (`Core::close_part`). The answering side: shard 0 votes on its own ids, asks
-//! each other shard for its votes (`ShardMsg::VoteRequest` / `ShardMsg::Votes`), and signs one
-//! response once every shard answered, or after a bound with `Unknown` for the silent ones.
+//! The asking side: the shards take turns running the node's polls (each every S poll
+//! intervals, staggered). Every shard offers the others its aged frontier when it changes
+//! (`ShardMsg::PollIds`); the running shard asks about its own and the offered ids in one
+//! query, counts the answers as for any poll (`polls`), and at the close hands each shard the
+//! votes on its ids (`ShardMsg::PollClosed`), where that shard's credit, Snowball, lock and
+//! finality rules run as before (`Core::close_part`). The answering side: the shard the query
+//! reaches votes on its own ids, asks each other shard for its votes (`ShardMsg::VoteRequest`
+//! / `ShardMsg::Votes`), and signs one response once every shard answered, or after a bound
+//! with `Unknown` for the silent ones.
 //!
-//! A peer gains nothing here it had not: a query costs shard 0 what it cost the shard it went
-//! to (its budget is shard 0's, per peer), a gather is held at most `GATHER_WAIT_US` and there
-//! are at most `GATHERS_MAX` of them, and a vote is computed by the shard that owns the id, as
-//! before. With one shard nothing changes. Owns [`PollPart`] and [`Gather`]; calls `polls`
-//! (`close_part`, `aged_frontier`) and `votes` (`votes_on`, `respond`).
+//! A peer gains nothing here it had not: a query costs the shard it reaches what it cost
+//! before (the per-peer query budget applies first), a gather is held at most
+//! `GATHER_WAIT_US`, at most `GATHERS_PER_PEER_MAX` per peer and `GATHERS_MAX` in all, and
+//! a vote is computed by the shard that owns the id, as before. With one shard nothing
+//! changes. Owns [`PollPart`] and [`Gather`]; calls `polls` (`close_part`, `aged_frontier`)
+//! and `votes` (`votes_on`, `respond`).
 
 use pqdag_wire::limits::QUERY_IDS_MAX;
 use pqdag_wire::{NodeId, Query, VertexId, Vote};
@@ -74,7 +77,7 @@ impl PollPart {
     }
 }
 
-/// A peer's query waiting at shard 0 for the other shards' votes.
+/// A peer's query waiting for the other shards' votes.
 #[derive(Debug)]
 pub(crate) struct Gather {
     to: NodeId,
@@ -89,7 +92,7 @@ pub(crate) struct Gather {
 }
 
 impl<S: Signer> Core<S> {
-    /// Whether shard 0 runs one poll for the whole node.
+    /// Whether the node polls as one (several shards).
     pub(crate) fn joint_polls(&self) -> bool {
         self.shard_count > 1
     }
@@ -177,7 +180,7 @@ impl<S: Signer> Core<S> {
         }
     }
 
-    /// Shard 0: a peer's query spans shards. Votes on its own ids now, asks the others, and
+    /// A peer's query spans shards. Votes on this shard's ids now, asks the others, and
     /// answers when all have voted (`on_votes`) or at `GATHER_WAIT_US` (`expire_gathers`).
     pub(crate) fn gather_votes(&mut self, now: u64, from: NodeId, q: &Query, ids_digest: [u8; 32]) {
         if self.polls.gathers_by_peer.get(&from).is_some_and(|&c| c >= GATHERS_PER_PEER_MAX) {
@@ -227,7 +230,7 @@ impl<S: Signer> Core<S> {
         self.push(Action::ToShard { shard: reply, msg: ShardMsg::Votes { gather, shard: self.shard, votes } });
     }
 
-    /// Shard 0: shard `from`'s votes for gather `gather`.
+    /// Shard `from`'s votes for gather `gather`.
     pub(crate) fn on_votes(&mut self, gather: u64, from: u32, votes: Vec<u8>) {
         let Some(g) = self.polls.gathers.get_mut(&gather) else { return };
         let Some(pos) = g.positions.get(from as usize) else { return };
@@ -255,7 +258,7 @@ impl<S: Signer> Core<S> {
         self.respond(g.to, g.query_id, g.ids_digest, g.votes);
     }
 
-    /// Shard 0: answers the gathers whose shards did not all vote in time.
+    /// Answers the gathers whose shards did not all vote in time.
     pub(crate) fn expire_gathers(&mut self, now: u64) {
         let due: Vec<u64> = self.polls.gathers.iter().take_while(|(_, g)| now >= g.deadline_us).map(|(&k, _)| k).collect();
         for k in due {

@@ -1,4 +1,4 @@
-//! Unit tests of the node poll (`node_polls`): with several shards, shard 0 asks one signed
+//! Unit tests of the node poll (`node_polls`): with several shards, the running shard asks one signed
 //! query per peer for the ids of every shard, and answers one signed response per query.
 
 use std::sync::Arc;
