@@ -54,7 +54,7 @@ pub use gossip::{alert_targets, ALERT_FANOUT};
 pub use id_hash::{HashMap as IdHashMap, HashSet as IdHashSet, IdHasher};
 pub use forgotten::{DecisionArchive, MemArchive};
 pub use pending::{PENDING_BYTES_MAX, PENDING_MAX, PENDING_PEER_BYTES_MAX};
-pub use node_polls::{PollPart, GATHERS_MAX, GATHERS_PER_PEER_MAX, GATHER_WAIT_US};
+pub use node_polls::{PollPart, GATHERS_MAX, GATHERS_PER_PEER_MAX, GATHER_WAIT_DIVISOR, TOGETHER_BACKOFF_US};
 pub use polls::POLL_CLOSED_MAX;
 pub use ratelimit::{Admission, Budget, RateLimits, RequestKind};
 pub use retention::{shrink_sparse, Shrink};

@@ -15,7 +15,7 @@
 //!
 //! A peer gains nothing here it had not: a query costs the shard it reaches what it cost
 //! before (the per-peer query budget applies first), a gather is held at most
-//! `GATHER_WAIT_US`, at most `GATHERS_PER_PEER_MAX` per peer and `GATHERS_MAX` in all, and
+//! the gather wait, at most `GATHERS_PER_PEER_MAX` per peer and `GATHERS_MAX` in all, and
 //! a vote is computed by the shard that owns the id, as before. With one shard nothing
 //! changes. Owns [`PollPart`] and [`Gather`]; calls `polls` (`close_part`, `aged_frontier`)
 //! and `votes` (`votes_on`, `respond`).
@@ -28,7 +28,7 @@ use crate::peers::Misbehaviour;
 use crate::types::{shard_of_vertex, Action, ShardMsg, Signer};
 
 /// Most queries a shard holds while the other shards vote, each answered within
-/// `GATHER_WAIT_US` (5 bytes per id: at most ~20 KB each). Past it the oldest is answered with
+/// the gather wait (5 bytes per id: at most ~20 KB each). Past it the oldest is answered with
 /// what it has.
 pub const GATHERS_MAX: usize = 1024;
 
@@ -37,9 +37,18 @@ pub const GATHERS_MAX: usize = 1024;
 /// peer's oldest is answered with what it has.
 pub const GATHERS_PER_PEER_MAX: u32 = 32;
 
-/// Longest a query waits for the other shards' votes (us); then the missing ones are sent as
-/// `Unknown`. A shard's turn is a millisecond or two when loaded; a query timeout is 1 s.
-pub const GATHER_WAIT_US: u64 = 100_000;
+/// Longest a query waits for the other shards' votes, as a fraction of the query timeout
+/// (1 / `GATHER_WAIT_DIVISOR`); then the missing ones are sent as `Unknown`, in time for the
+/// asker's deadline. A shard's turn is a millisecond or two when idle, but a saturated node's
+/// mesh round trip is a turn or two of hundreds of milliseconds: with a fixed 100 ms, 3 nodes x
+/// 2 shards at 1 500 payloads/s answered most queries half `Unknown`, no round succeeded and the
+/// cluster finalized 63 % of the load (p95 20.7 s; 100 % at p95 3.2 s with a poll per shard).
+pub const GATHER_WAIT_DIVISOR: u64 = 2;
+
+/// How long a shard polls on its own after one of its node polls was slow (half its sample
+/// answered after a quarter of the query timeout): each slow node poll can fail a round of
+/// every id it carried (a streak reset), so the node tries again only this much later.
+pub const TOGETHER_BACKOFF_US: u64 = 5_000_000;
 
 /// The votes of one closed node poll on one shard's ids: the per-id half of `Poll`.
 #[derive(Debug, Clone)]
@@ -97,10 +106,23 @@ impl<S: Signer> Core<S> {
         self.shard_count > 1
     }
 
-    /// The ids of a node poll run by this shard: its own aged frontier (as last offered), then
-    /// each other shard's offer, at most `QUERY_IDS_MAX` in all.
+    /// Whether this shard's polls ask for the whole node now: while its polls are answered
+    /// promptly (the poll window is fully open, `Polls::adapt_window`) and no node poll of it
+    /// was slow in the last `TOGETHER_BACKOFF_US`. A node poll's answer
+    /// waits for a mesh round trip at the answering node, and a saturated node's mesh takes
+    /// hundreds of milliseconds: always polling together, 3 nodes x 2 shards at 1 500
+    /// payloads/s (twice what this VM sustains) timed out round after round and stalled with
+    /// 12 000 payloads undecided, where a poll per shard finalized all of them (p95 3.2 s);
+    /// in the simulator, mesh delays of up to 300 ms took p95 from 0.3 s to 8.9 s and 500 ms
+    /// stalled it. Slow, each shard polls its own ids on its own again, as with one shard.
+    pub(crate) fn polls_together(&self) -> bool {
+        self.polls.window >= self.params.polls_in_flight_max && self.now >= self.polls.together_after
+    }
+
+    /// The ids of a node poll run by this shard: its own aged frontier, then each other
+    /// shard's offer, at most `QUERY_IDS_MAX` in all.
     pub(crate) fn node_poll_ids(&self) -> Vec<VertexId> {
-        let mut ids = self.polls.offered.clone();
+        let mut ids = self.polls.frontier.clone();
         for part in &self.polls.parts {
             let room = QUERY_IDS_MAX.saturating_sub(ids.len());
             ids.extend(part.iter().take(room).copied());
@@ -109,19 +131,21 @@ impl<S: Signer> Core<S> {
     }
 
     /// Once per poll interval: this shard's aged frontier, offered to every other shard when it
-    /// changed since the last offer (the shards take turns running the node's polls).
-    pub(crate) fn offer_poll_ids(&mut self, now: u64) {
-        if now < self.polls.next_offer_at || (self.dag.processing.is_empty() && self.polls.offered.is_empty()) {
+    /// changed since the last offer and the shard polls together (`polls_together`); polling
+    /// on its own, it withdraws its offer (an empty one).
+    pub(crate) fn offer_poll_ids(&mut self, now: u64, together: bool) {
+        if now < self.polls.next_offer_at || (self.dag.processing.is_empty() && self.polls.frontier.is_empty() && self.polls.offered.is_empty()) {
             return;
         }
         self.polls.next_offer_at = now + self.params.poll_interval_us;
         // The rotating window of `cap_polled_tips` turns with each offer, as with each poll.
         self.polls.next_query_seq += 1;
-        let ids = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
-        if ids == self.polls.offered {
+        self.polls.frontier = if self.dag.processing.is_empty() { Vec::new() } else { self.aged_frontier(now) };
+        let offer = if together { self.polls.frontier.clone() } else { Vec::new() };
+        if offer == self.polls.offered {
             return;
         }
-        self.polls.offered = ids;
+        self.polls.offered = offer;
         for s in 0..self.shard_count {
             if s != self.shard {
                 self.push(Action::ToShard { shard: s, msg: ShardMsg::PollIds { shard: self.shard, ids: self.polls.offered.clone() } });
@@ -181,7 +205,7 @@ impl<S: Signer> Core<S> {
     }
 
     /// A peer's query spans shards. Votes on this shard's ids now, asks the others, and
-    /// answers when all have voted (`on_votes`) or at `GATHER_WAIT_US` (`expire_gathers`).
+    /// answers when all have voted (`on_votes`) or at the gather wait (`expire_gathers`).
     pub(crate) fn gather_votes(&mut self, now: u64, from: NodeId, q: &Query, ids_digest: [u8; 32]) {
         if self.polls.gathers_by_peer.get(&from).is_some_and(|&c| c >= GATHERS_PER_PEER_MAX) {
             if let Some((&oldest, _)) = self.polls.gathers.iter().find(|(_, g)| g.to == from) {
@@ -217,7 +241,7 @@ impl<S: Signer> Core<S> {
         }
         debug_assert!(waiting != 0, "a query spanning shards waits for another shard");
         *self.polls.gathers_by_peer.entry(from).or_insert(0) += 1;
-        self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, positions, waiting, deadline_us: now + GATHER_WAIT_US });
+        self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, positions, waiting, deadline_us: now + self.params.query_timeout_us / GATHER_WAIT_DIVISOR });
         debug_assert!(self.polls.gathers.len() <= GATHERS_MAX);
     }
 

@@ -47,6 +47,8 @@ pub(crate) struct Poll {
     /// The signed query, kept to re-ask silent peers once (`Core::reask_silent`).
     pub(crate) query: Arc<Query>,
     pub(crate) reasked: bool,
+    /// A node poll asking for every shard (`node_polls`).
+    pub(crate) together: bool,
     /// Avalanche mode: the sample size k the poll started with; `sample` grows past it by one
     /// stand-in per answer that was mostly `Unknown` and per peer still silent at the re-ask
     /// (see `Core::replace_uninformative`). 0 in whole-network polls, whose sample is every peer.
@@ -87,10 +89,15 @@ pub(crate) struct Polls {
     /// One poll per node (`node_polls`, several shards): the latest ids offered by each other
     /// shard.
     pub(crate) parts: Vec<Vec<VertexId>>,
-    /// This shard's ids as last offered to the others (its aged frontier).
+    /// This shard's aged frontier, as of its last offer tick.
+    pub(crate) frontier: Vec<VertexId>,
+    /// This shard's ids as the other shards hold them (its frontier, or nothing while it polls
+    /// on its own).
     pub(crate) offered: Vec<VertexId>,
     /// When this shard next offers its ids.
     pub(crate) next_offer_at: u64,
+    /// Before this time this shard polls on its own (a node poll of it was slow).
+    pub(crate) together_after: u64,
     /// Queries waiting for the other shards' votes, by gather number.
     pub(crate) gathers: BTreeMap<u64, crate::node_polls::Gather>,
     /// Gathers held per asking peer (`GATHERS_PER_PEER_MAX`).
@@ -101,7 +108,7 @@ pub(crate) struct Polls {
 impl Polls {
     /// No poll before `first_poll_at`; the window starts fully open.
     pub(crate) fn new(window: usize, first_poll_at: u64) -> Self {
-        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: first_poll_at, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), offered: Vec::new(), next_offer_at: 0, gathers: BTreeMap::new(), gathers_by_peer: Default::default(), next_gather: 0 }
+        Polls { open: BTreeMap::new(), closed: BTreeMap::new(), next_query_seq: 1, next_poll_at: first_poll_at, outcomes: 0, window, completed: 0, short: 0, lock_wanted: BTreeMap::new(), parts: Vec::new(), frontier: Vec::new(), offered: Vec::new(), next_offer_at: 0, together_after: 0, gathers: BTreeMap::new(), gathers_by_peer: Default::default(), next_gather: 0 }
     }
 
     /// Whether another shard offered ids for the node's next poll.
@@ -121,6 +128,10 @@ impl Polls {
         let slow = half.saturating_sub(poll.sent_us) > params.query_timeout_us / 4;
         self.window = if slow { (self.window / 2).max(1) } else { (self.window + 1).min(params.polls_in_flight_max) };
         debug_assert!((1..=params.polls_in_flight_max).contains(&self.window));
+        if slow && poll.together {
+            // A slow node poll: poll per shard for a while (`Core::polls_together`).
+            self.together_after = half + crate::node_polls::TOGETHER_BACKOFF_US;
+        }
     }
 }
 
@@ -219,17 +230,18 @@ impl<S: Signer> Core<S> {
 
     pub(crate) fn launch_poll(&mut self, now: u64) {
         let joint = self.joint_polls();
+        let together = joint && self.polls_together();
         if joint {
-            self.offer_poll_ids(now);
+            self.offer_poll_ids(now, together);
         }
-        if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || (self.dag.processing.is_empty() && !self.polls.has_parts()) {
+        if self.polls.open.len() >= self.polls.window || now < self.polls.next_poll_at || (self.dag.processing.is_empty() && !(together && self.polls.has_parts())) {
             return;
         }
         if now >= self.peers.refresh_at {
             self.peers.refresh_exclusions(now);
         }
         // A node poll: the shards take turns, so the node polls once per interval.
-        self.polls.next_poll_at = now + self.params.poll_interval_us * if joint { u64::from(self.shard_count) } else { 1 };
+        self.polls.next_poll_at = now + self.params.poll_interval_us * if together { u64::from(self.shard_count) } else { 1 };
         // A whole-network poll asks every peer, excluded ones too, and counts their Yes (see
         // `on_response`): its threshold is a BFT quorum, whose intersection argument holds
         // whoever votes, so an exclusion is never needed for safety there. Leaving excluded
@@ -241,7 +253,13 @@ impl<S: Signer> Core<S> {
         if k == 0 {
             return;
         }
-        let ids = if joint { self.node_poll_ids() } else { self.aged_frontier(now) };
+        let ids = if together {
+            self.node_poll_ids()
+        } else if joint {
+            self.polls.frontier.clone()
+        } else {
+            self.aged_frontier(now)
+        };
         if ids.is_empty() {
             if joint {
                 // Nothing aged yet: this shard's turn is not spent.
@@ -286,6 +304,7 @@ impl<S: Signer> Core<S> {
                 half_at: None,
                 query: query.clone(),
                 reasked: false,
+                together,
                 base_k: if own { 0 } else { k },
             },
         );

@@ -84,7 +84,7 @@ fn a_node_poll_asks_for_every_shard_and_hands_each_its_votes() {
 
 /// The answering side: a query spanning both shards waits at shard 0 for shard 1's votes and
 /// is answered once, signed once, with every vote in query order; a shard that never answers
-/// costs `Unknown` votes after `GATHER_WAIT_US`, not a lost answer.
+/// costs `Unknown` votes after half a query timeout, not a lost answer.
 #[test]
 fn a_query_spanning_shards_is_answered_once_with_every_shards_votes() {
     let (mut s0, mut s1) = (shard_of(2, 0), shard_of(2, 1));
@@ -119,14 +119,15 @@ fn a_query_spanning_shards_is_answered_once_with_every_shards_votes() {
     assert_eq!(v[2], Vote::Unknown);
 
     // Shard 1 silent: the answer leaves at the bound, its votes `Unknown`.
+    let wait = fast_params().query_timeout_us / GATHER_WAIT_DIVISOR;
     let mut q2 = q.clone();
     q2.query_id = 8 << 8;
     s0.handle(30, Event::Query { from: node(0), query: Arc::new(q2), ids_digest: digest }).expect("query");
     drain(&mut s0);
-    assert!(s0.poll_timeout().is_some_and(|t| t <= 30 + GATHER_WAIT_US), "the bound is a timer");
-    s0.handle(30 + GATHER_WAIT_US - 1, Event::Timer).expect("timer");
+    assert!(s0.poll_timeout().is_some_and(|t| t <= 30 + wait), "the bound is a timer");
+    s0.handle(30 + wait - 1, Event::Timer).expect("timer");
     assert!(!drain(&mut s0).iter().any(|a| matches!(a, Action::SendResponse { .. })), "held until the bound");
-    s0.handle(30 + GATHER_WAIT_US, Event::Timer).expect("timer");
+    s0.handle(30 + wait, Event::Timer).expect("timer");
     let late: Vec<Response> = drain(&mut s0).into_iter().filter_map(|a| if let Action::SendResponse { response, .. } = a { Some(response) } else { None }).collect();
     assert_eq!(late.len(), 1);
     assert_eq!(Vote::from_u8(late[0].votes[0]), Some(Vote::Unknown), "shard 1's id");

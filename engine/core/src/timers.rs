@@ -29,7 +29,7 @@ impl<S: Signer> Core<S> {
             // A node poll: this shard's turn comes for the other shards' offers too.
             t = t.min(self.polls.next_poll_at);
         }
-        if !self.dag.processing.is_empty() || !self.polls.offered.is_empty() {
+        if !self.dag.processing.is_empty() || !self.polls.offered.is_empty() || !self.polls.frontier.is_empty() {
             if self.joint_polls() {
                 // Offers (`node_polls`); a shard that offered ids withdraws them once it has
                 // nothing left.
