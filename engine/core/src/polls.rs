@@ -471,19 +471,7 @@ impl<S: Signer> Core<S> {
         if poll.own {
             debug_assert!(k < 64);
             if !joint {
-                let bit = 1u64 << k;
-                for i in 0..poll.ids.len() {
-                    let id = poll.ids[i];
-                    match self.vote_for(&id) {
-                        Vote::Yes => poll.yes[i] |= bit,
-                        Vote::LockedYes | Vote::Final => {
-                            poll.yes[i] |= bit;
-                            poll.locked[i] |= bit;
-                        }
-                        Vote::No => poll.no[i] |= bit,
-                        Vote::Unknown => {}
-                    }
-                }
+                self.add_own_votes(&poll.ids, &mut poll.yes, &mut poll.no, &mut poll.locked, 1u64 << k);
             }
             got += 1;
         }
@@ -525,24 +513,28 @@ impl<S: Signer> Core<S> {
         }
     }
 
+    /// This node's own vote on each of `ids`, as of now, in bit `bit` (the spare bit after the
+    /// sample) of the poll's masks.
+    fn add_own_votes(&mut self, ids: &[VertexId], yes: &mut [u64], no: &mut [u64], locked: &mut [u64], bit: u64) {
+        for (i, id) in ids.iter().enumerate() {
+            match self.vote_for(id) {
+                Vote::Yes => yes[i] |= bit,
+                Vote::LockedYes | Vote::Final => {
+                    yes[i] |= bit;
+                    locked[i] |= bit;
+                }
+                Vote::No => no[i] |= bit,
+                Vote::Unknown => {}
+            }
+        }
+    }
+
     /// The per-id half of closing a poll, on the shard that owns the ids: Snowball's sample,
     /// transitive credit, finality, final claims and the vote-contradiction detector.
     pub(crate) fn close_part(&mut self, now: u64, mut poll: PollPart) {
         let k = poll.sample.len();
         if poll.own && !poll.own_counted {
-            let bit = 1u64 << k;
-            for i in 0..poll.ids.len() {
-                let id = poll.ids[i];
-                match self.vote_for(&id) {
-                    Vote::Yes => poll.yes[i] |= bit,
-                    Vote::LockedYes | Vote::Final => {
-                        poll.yes[i] |= bit;
-                        poll.locked[i] |= bit;
-                    }
-                    Vote::No => poll.no[i] |= bit,
-                    Vote::Unknown => {}
-                }
-            }
+            self.add_own_votes(&poll.ids, &mut poll.yes, &mut poll.no, &mut poll.locked, 1u64 << k);
         }
         // Snowball's preference threshold (Snowman's `alphaPreference`): a strict majority of
         // the sample in Avalanche mode too, below alpha (the confidence threshold, which alone
