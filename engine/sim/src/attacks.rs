@@ -40,9 +40,10 @@ pub(crate) fn signed_vertex(signer: &MacSigner, me: NodeId, parents: Vec<VertexI
     Arc::new(v)
 }
 
-/// A query of `me` about `ids`, signed. Its low byte is 0: answers reach shard 0 of `me`.
+/// A query of `me` about `ids`, signed. Its low byte is the shard it reaches at the victim (and
+/// whose answer reaches `me`'s same shard).
 pub(crate) fn signed_query(signer: &MacSigner, me: NodeId, query_id: u64, ids: Vec<VertexId>) -> Arc<Query> {
-    let mut q = Query { query_id: query_id & !0xff, requester: me, ids, signature: Vec::new() };
+    let mut q = Query { query_id, requester: me, ids, signature: Vec::new() };
     q.signature = signer.sign(Domain::Query, &q.signed_bytes());
     Arc::new(q)
 }
@@ -328,7 +329,10 @@ impl Behaviour for QueryFlood {
                         ids.push(VertexId(id));
                     }
                 }
-                let qid = ctx.rng.random::<u64>() | (1 << 63);
+                // Every shard of the victim: each has its own budget (shard s of a node talks to
+                // shard s of its peers, and the low byte of a query id is the asking shard).
+                let r = ctx.rng.random::<u64>() | (1 << 63);
+                let qid = (r & !0xff) | ((r >> 8) % u64::from(ctx.me.core.shard_count()));
                 tick.sends.push(Outgoing { to, msg: Msg::query(signed_query(ctx.me.signer, ctx.me.id, qid, ids)) });
             }
         }
