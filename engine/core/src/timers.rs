@@ -29,12 +29,10 @@ impl<S: Signer> Core<S> {
             // A node poll: this shard's turn comes for the other shards' offers too.
             t = t.min(self.polls.next_poll_at);
         }
-        if !self.dag.processing.is_empty() || !self.polls.offered.is_empty() || !self.polls.frontier.is_empty() {
-            if self.joint_polls() {
-                // Offers (`node_polls`); a shard that offered ids withdraws them once it has
-                // nothing left.
-                t = t.min(self.polls.next_offer_at);
-            }
+        if self.joint_polls() && (!self.dag.processing.is_empty() || !self.polls.offered.is_empty() || !self.polls.frontier.is_empty()) {
+            // Offers (`node_polls`); a shard that offered ids withdraws them once it has
+            // nothing left.
+            t = t.min(self.polls.next_offer_at);
         }
         if let Some(g) = self.next_gather_deadline() {
             t = t.min(g);

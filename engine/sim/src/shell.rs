@@ -57,8 +57,8 @@ pub(crate) fn shard_for_vertex(id: &VertexId, shards: u32) -> u32 {
 }
 
 /// Shard a query goes to: the asking shard's peer (in the engine shard s only talks to shard s
-/// of a peer, and a query id's low byte is the asking shard). An honest node's polls all come
-/// from shard 0 (`pqdag_core::node_polls`).
+/// of a peer, and a query id's low byte is the asking shard). An honest node's shards take
+/// turns running its polls (`pqdag_core::node_polls`).
 pub(crate) fn shard_for_query(q: &Query, shards: u32) -> u32 {
     shard_for_query_id(q.query_id, shards)
 }
