@@ -209,6 +209,7 @@ impl Outcome {
 }
 
 fn main() {
+    pqdag_sim::keep_freed_pages();
     let a = Args::parse();
     if !(0.0..=0.25).contains(&a.max_byzantine) {
         eprintln!("sim-faults: --max-byzantine must be in [0, 0.25] (liveness is only promised up to a quarter)");

@@ -123,6 +123,7 @@ struct Args {
 }
 
 fn main() {
+    pqdag_sim::keep_freed_pages();
     let a = Args::parse();
     let mut cfg = SimConfig::new(a.nodes, a.seed, a.duration);
     cfg.shards = a.shards;

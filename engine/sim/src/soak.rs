@@ -180,6 +180,7 @@ fn plan(a: &Args) -> Result<Vec<Run>, String> {
 }
 
 fn main() {
+    pqdag_sim::keep_freed_pages();
     let a = Args::parse();
     let runs = match plan(&a) {
         Ok(r) => r,
