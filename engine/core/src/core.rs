@@ -21,7 +21,7 @@ use crate::error::{ConsensusError, ConsensusResult};
 use crate::finality::Finality;
 use crate::flood::Flood;
 use crate::params::Params;
-use crate::peers::{PeerScore, Peers};
+use crate::peers::{PeerScore, Peers, Roster};
 use crate::pending::Pending;
 use crate::polls::Polls;
 use crate::retention::Retention;
@@ -100,18 +100,22 @@ pub struct Core<S: Signer> {
 impl<S: Signer> Core<S> {
     /// Builds a core after validating the parameters (spec 3.2) against the network size.
     pub fn new(cfg: Config, signer: S) -> ConsensusResult<Self> {
-        let mut nodes = cfg.nodes.clone();
-        nodes.sort_unstable();
-        nodes.dedup();
-        if !nodes.contains(&cfg.me) {
-            return Err(ConsensusError::InvalidParams("`me` is not in `nodes`".into()));
+        let roster = Roster::new(&cfg.nodes, cfg.me)?;
+        Self::with_roster(cfg, signer, &roster)
+    }
+
+    /// As [`Self::new`], with the membership given as a roster the node's other shards share
+    /// (`cfg.nodes` is not read): one copy per node instead of one per shard.
+    pub fn with_roster(cfg: Config, signer: S, roster: &Roster) -> ConsensusResult<Self> {
+        if roster.me() != cfg.me {
+            return Err(ConsensusError::InvalidParams("the roster is another node's".into()));
         }
         if cfg.shard_count == 0 || cfg.shard_count > SHARDS_MAX || cfg.shard >= cfg.shard_count {
             return Err(ConsensusError::InvalidParams(format!("shard {} of {}", cfg.shard, cfg.shard_count)));
         }
         let mut params = cfg.params.clone();
         // Small-network rule of spec 3.2: k = min(k, N-1), alpha rescaled if k shrank.
-        let n = nodes.len();
+        let n = roster.members();
         if n >= 2 && params.sample_size > n - 1 {
             params.sample_size = n - 1;
             params.alpha = crate::params::alpha_for(params.sample_size);
@@ -132,7 +136,7 @@ impl<S: Signer> Core<S> {
             dag: Dag::new(),
             pending: Pending::default(),
             sync: Sync::new(),
-            peers: Peers::new(nodes, cfg.me),
+            peers: Peers::new(roster),
             conflicts: Conflicts::default(),
             cross: CrossShard::default(),
             votes: Votes { epoch: 1 },
@@ -201,6 +205,12 @@ impl<S: Signer> Core<S> {
     /// The vertex with this id, if held (answers `VertexRequest`s).
     pub fn vertex(&self, id: &VertexId) -> Option<&Arc<Vertex>> {
         self.dag.vertices.get(id).map(|r| &r.v).or_else(|| self.pending.entries.get(id).map(|p| &p.v))
+    }
+
+    /// Every vertex this core holds in memory, in the DAG or the pending buffer (what the
+    /// simulator's guard charges to their creators).
+    pub fn held_vertices(&self) -> impl Iterator<Item = &Arc<Vertex>> + '_ {
+        self.dag.vertices.values().map(|r| &r.v).chain(self.pending.entries.values().map(|p| &p.v))
     }
 
     /// Status of a vertex held in the DAG (not pending).

@@ -16,7 +16,7 @@ pub(crate) fn gossip_targets(peers: &Peers, params: &Params, rng: &mut ChaCha8Rn
     let n = peers.nodes.len();
     let fan = params.gossip_neighbours + params.gossip_random;
     if !params.relay || n <= fan + 1 {
-        return if own { peers.ids.clone() } else { Vec::new() };
+        return if own { peers.ids.to_vec() } else { Vec::new() };
     }
     let me_pos = peers.me_pos;
     let mut to = Vec::with_capacity(fan);

@@ -14,6 +14,7 @@
 //! before they are gossiped. See docs/consensus.md for the design.
 
 mod batch;
+mod census;
 mod conflicts;
 mod core;
 mod credit;
@@ -46,6 +47,7 @@ mod unblock;
 mod votes;
 
 pub use crate::core::{Core, CoreStatus};
+pub use census::CensusLine;
 pub use batch::{OwnTags, OWN_VERTICES_MAX, REISSUE_MAX};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
@@ -61,7 +63,7 @@ pub use retention::{shrink_sparse, Shrink};
 pub use sync::REQUESTED_MAX;
 pub use error::{ConsensusError, ConsensusResult};
 pub use params::{alpha_for, Params, SAMPLE_SIZE_MAX};
-pub use peers::{Misbehaviour, PeerScore, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US, TIMEOUT_WINDOW};
+pub use peers::{Misbehaviour, PeerScore, Roster, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US, TIMEOUT_WINDOW};
 pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, ShardMsg, Signer, VertexStatus, SHARDS_MAX};
 
 pub use pqdag_crypto::Domain;

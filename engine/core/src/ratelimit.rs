@@ -136,10 +136,17 @@ const SCALE: u64 = 1_000_000;
 /// One token bucket. Starts full.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
-    /// Level in micro-units; `None` until first used (then full).
-    level: Option<u64>,
+    /// Level in micro-units; [`UNUSED`] until first used (then full). A sentinel rather than an
+    /// `Option` (16 B a bucket instead of 24; a 1000-node simulation holds 20 million of them):
+    /// a level is at most its cap, and a cap that saturates to `u64::MAX` reads the same full.
+    level: u64,
     at_us: u64,
 }
+
+/// [`TokenBucket::level`] of a bucket never used: full.
+const UNUSED: u64 = u64::MAX;
+/// [`RateLimits::last_strike`] of a peer never struck.
+const NEVER: u64 = u64::MAX;
 
 impl Default for TokenBucket {
     fn default() -> Self {
@@ -150,29 +157,26 @@ impl Default for TokenBucket {
 impl TokenBucket {
     /// A full bucket (filled on first use).
     pub const fn new() -> Self {
-        TokenBucket { level: None, at_us: 0 }
+        TokenBucket { level: UNUSED, at_us: 0 }
     }
 
     /// An empty bucket at `now` (it refills from then on).
     pub const fn empty(now: u64) -> Self {
-        TokenBucket { level: Some(0), at_us: now }
+        TokenBucket { level: 0, at_us: now }
     }
 
     /// Takes `cost` units at `now` if the bucket holds them under `budget`; a bucket above the
     /// budget's burst (the peer's budget shrank) is clamped to it first.
     pub fn take(&mut self, budget: Budget, now: u64, cost: u64) -> bool {
         let cap = budget.burst.saturating_mul(SCALE);
-        let level = match self.level {
-            None => cap,
-            Some(l) => l.saturating_add(now.saturating_sub(self.at_us).saturating_mul(budget.per_second)).min(cap),
-        };
+        let level = if self.level == UNUSED { cap } else { self.level.saturating_add(now.saturating_sub(self.at_us).saturating_mul(budget.per_second)).min(cap) };
         self.at_us = self.at_us.max(now);
         let want = cost.saturating_mul(SCALE);
         if level >= want {
-            self.level = Some(level - want);
+            self.level = level - want;
             true
         } else {
-            self.level = Some(level);
+            self.level = level;
             false
         }
     }
@@ -194,8 +198,8 @@ pub enum Admission {
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     buckets: Vec<[TokenBucket; RequestKind::ALL.len()]>,
-    /// When each peer was last given a strike (`None`: never).
-    last_strike: Vec<Option<u64>>,
+    /// When each peer was last given a strike ([`NEVER`]: never).
+    last_strike: Vec<u64>,
     /// Until when each peer is metered (see [`STREAM_METER_HOLD_US`]; 0: never was).
     metered_until: Vec<u64>,
     /// Each peer's stream credit while metered (the simulator's model of the transport's).
@@ -207,7 +211,7 @@ impl RateLimits {
     pub fn new(peers: usize) -> Self {
         RateLimits {
             buckets: vec![[TokenBucket::new(); RequestKind::ALL.len()]; peers],
-            last_strike: vec![None; peers],
+            last_strike: vec![NEVER; peers],
             metered_until: vec![0; peers],
             credit: vec![TokenBucket::new(); peers],
         }
@@ -273,9 +277,9 @@ impl RateLimits {
             *until = now + STREAM_METER_HOLD_US;
         }
         let last = &mut self.last_strike[peer];
-        let strike = last.is_none_or(|t| now >= t + STRIKE_INTERVAL_US);
+        let strike = *last == NEVER || now >= *last + STRIKE_INTERVAL_US;
         if strike {
-            *last = Some(now);
+            *last = now;
         }
         Admission::Dropped { strike }
     }

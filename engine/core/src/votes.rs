@@ -19,6 +19,16 @@ impl<S: Signer> Core<S> {
     /// non-final parent strongly preferred. Memoised per preference epoch, iterative.
     pub(crate) fn strongly_preferred(&mut self, id: &VertexId) -> bool {
         let epoch = self.votes.epoch;
+        // Decided or cached for this epoch (most calls): one lookup, no walk.
+        match self.dag.vertices.get(id) {
+            None => return false,
+            Some(r) => match r.status {
+                VertexStatus::Final => return true,
+                VertexStatus::Rejected => return false,
+                VertexStatus::Processing if r.strong_epoch == epoch => return r.strong,
+                VertexStatus::Processing => {}
+            },
+        }
         let mut stack: Vec<(VertexId, bool)> = vec![(*id, false)];
         let mut steps = 0usize;
         while let Some((x, expanded)) = stack.pop() {

@@ -132,8 +132,6 @@ impl Sim {
                 if duplicate {
                     return;
                 }
-                let creator = self.node_index.get(&v.creator).copied();
-                self.guard.delivered_vertex(to, creator, v.id, v.heap_bytes());
                 self.handle(to, s, Event::Vertex { from: from_id, vertex: v }, v_us);
             }
             Msg::Query(q, ids_digest) => {
@@ -171,8 +169,6 @@ impl Sim {
                     if self.shells[to].holds(s, &v.id) {
                         continue;
                     }
-                    let creator = self.node_index.get(&v.creator).copied();
-                    self.guard.delivered_vertex(to, creator, v.id, v.heap_bytes());
                     // Each vertex of a reply costs its own verify and bytes: charging the whole
                     // reply's bytes per vertex made a 250-vertex reply cost 2.7 s of CPU instead
                     // of 27 ms (`sim-faults` seed 11: a restarted node's queries left seconds late).

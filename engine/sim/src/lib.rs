@@ -35,6 +35,7 @@ use pqdag_core::{ConflictKey, Event, NodeId, Params, ShardMsg, VertexId};
 
 mod adversary;
 mod attacks;
+mod census;
 mod checker;
 mod cost;
 mod decisions;
@@ -121,9 +122,12 @@ pub struct SimConfig {
     /// CPU cost of one open peer connection per second (us): keep-alives, timers.
     pub conn_us_per_s: u64,
     /// Cores forget the records of vertices final for this long (virtual us; 0 = never), as the
-    /// engine does after 30 s; the default 1 s makes every scenario run through forgotten
-    /// parents and forgotten conflict sets. The shell answers fetches of forgotten vertices
-    /// from its archive, as the engine's does from its store.
+    /// engine does after 30 s. The default quarter second makes every scenario run through
+    /// forgotten parents and forgotten conflict sets, and keeps a core's record table at the
+    /// size its processing vertices need: at 5 000/s a core holds ~725 records with it, and
+    /// with 1 s ~1 700, over the 896 at which a table of 2 048 slots doubles once removals
+    /// have used its free slots (docs/simulator.md, "Memory at 1000 nodes"). The shell answers
+    /// fetches of forgotten vertices from its archive, as the engine's does from its store.
     pub forget_final_after_us: u64,
     /// 0: every node shard has a core of its own (one node per host). C > 0: all nodes share C
     /// cores, like N processes on one machine (used to check the model against such a run).
@@ -142,6 +146,9 @@ pub struct SimConfig {
     pub relay: bool,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
+    /// Print what the cores and the simulator hold every this many virtual us (0: never;
+    /// `census.rs`).
+    pub census_every_us: u64,
     /// Most delay of a message between two shards of one node (us; uniform from 0, FIFO per
     /// channel, lost in a crash). 0: delivered at once, as before the mesh was modelled.
     pub mesh_delay_max_us: u64,
@@ -204,12 +211,13 @@ impl SimConfig {
             batch_window_us: COST_BATCH_WINDOW_US,
             conn_us_per_s: COST_CONN_US_PER_S,
             host_cores: 0,
-            forget_final_after_us: 1_000_000,
+            forget_final_after_us: 250_000,
             payload_bytes: 64,
             max_batch: 1,
             twin_ratio: 0.0,
             relay: false,
             liveness_budget_s: 20.0,
+            census_every_us: 0,
             mesh_delay_max_us: MESH_DELAY_MAX_US,
             params: None,
             shell_checks_evidence: true,
@@ -381,11 +389,16 @@ impl Sim {
         let budget_us = end_us + (self.cfg.liveness_budget_s * 1e6) as u64;
         let mut converged_at = None;
         let mut next_check = end_us;
+        let mut next_census = self.cfg.census_every_us;
         while let Some((at, ev)) = self.queue.pop() {
             if at > budget_us {
                 break;
             }
             self.now = at;
+            if next_census > 0 && at >= next_census {
+                next_census = at + self.cfg.census_every_us;
+                self.print_census();
+            }
             if self.workload.is_on() && at >= end_us {
                 self.workload.stop();
             }

@@ -93,7 +93,7 @@ struct Args {
     #[arg(long)]
     relay: bool,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 250)]
     forget_final_after_ms: u64,
     /// Most delay of a message between two shards of a node, us (0 = at once).
     #[arg(long, default_value_t = pqdag_sim::MESH_DELAY_MAX_US)]
@@ -121,6 +121,10 @@ struct Args {
     /// where they stand on every node; env WATCH=PREFIX adds vertices by id prefix).
     #[arg(long)]
     debug_node: Option<usize>,
+    /// Print what the cores and the simulator hold (entries/slots per collection, summed over
+    /// the cores) to stderr every this many virtual ms (0: never).
+    #[arg(long, default_value_t = 0)]
+    census_every_ms: u64,
 }
 
 fn main() {
@@ -128,6 +132,7 @@ fn main() {
     let a = Args::parse();
     let mut cfg = SimConfig::new(a.nodes, a.seed, a.duration);
     cfg.shards = a.shards;
+    cfg.census_every_us = a.census_every_ms * 1000;
     cfg.byzantine = a.byzantine;
     cfg.strategy = a.strategy;
     cfg.rate = a.rate;

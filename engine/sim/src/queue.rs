@@ -54,6 +54,11 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// (events pending, slab slots): what the queue holds (`--census`).
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.slab.len() - self.free.len(), self.slab.capacity())
+    }
+
     /// Schedules `ev` at virtual time `at` (us).
     pub(crate) fn schedule(&mut self, at: u64, ev: E) {
         self.seq += 1;

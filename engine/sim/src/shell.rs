@@ -12,7 +12,7 @@
 use pqdag_core::{IdHashMap as HashMap, IdHashSet as HashSet};
 use std::sync::Arc;
 
-use pqdag_core::{Action, Admission, Config, ConflictKey, Core, Domain, Event, NodeId, Params, RateLimits, RequestKind, Signer, VertexId, VertexStatus};
+use pqdag_core::{Action, Admission, Config, ConflictKey, Core, Domain, Event, NodeId, Params, RateLimits, RequestKind, Roster, Signer, VertexId, VertexStatus};
 use pqdag_wire::{Query, Response, Vertex};
 
 /// The keyed-MAC signer of the simulator (stands in for ML-DSA-87).
@@ -89,6 +89,11 @@ impl Archive {
         Archive { enabled, vertices: HashMap::default() }
     }
 
+    /// Vertices kept.
+    pub(crate) fn len(&self) -> usize {
+        self.vertices.len()
+    }
+
     /// Keeps the first persisted copy of `vertex`.
     pub(crate) fn record(&mut self, vertex: &Arc<Vertex>) {
         if self.enabled {
@@ -124,17 +129,18 @@ pub(crate) struct CoreSpec<'a> {
 
 impl CoreSpec<'_> {
     /// Builds the cores of node `node` after `restarts` restarts.
-    fn build(&self, node: usize, signer: &MacSigner, restarts: u64, shard: u32) -> Result<Core<MacSigner>, String> {
-        Core::new(
+    fn build(&self, node: usize, roster: &Roster, signer: &MacSigner, restarts: u64, shard: u32) -> Result<Core<MacSigner>, String> {
+        Core::with_roster(
             Config {
                 me: self.ids[node],
-                nodes: self.ids.to_vec(),
+                nodes: Vec::new(),
                 params: self.params.clone(),
                 seed: self.seed ^ (node as u64).wrapping_mul(0x9E37_79B9) ^ (restarts << 40),
                 shard,
                 shard_count: self.shard_count,
             },
             signer.clone(),
+            roster,
         )
         .map(|mut core| {
             core.set_archive(Box::new(crate::decisions::CompactArchive::new(self.decisions.clone())));
@@ -149,6 +155,8 @@ pub(crate) struct Shell {
     index: usize,
     id: NodeId,
     signer: MacSigner,
+    /// The membership its cores share, fresh or restarted.
+    roster: Roster,
     cores: Vec<Core<MacSigner>>,
     /// Per shard: when its armed timer fires (`u64::MAX`: none).
     timer_at: Vec<u64>,
@@ -170,12 +178,14 @@ pub(crate) struct Shell {
 impl Shell {
     /// Node `index` with fresh cores; `keep_storage` if it will need to restart.
     pub(crate) fn new(index: usize, signer: MacSigner, spec: &CoreSpec<'_>, byz: bool, keep_storage: bool) -> Result<Self, String> {
-        let cores = (0..spec.shard_count).map(|s| spec.build(index, &signer, 0, s)).collect::<Result<Vec<_>, _>>()?;
+        let roster = Roster::new(spec.ids, spec.ids[index]).map_err(|e| e.to_string())?;
+        let cores = (0..spec.shard_count).map(|s| spec.build(index, &roster, &signer, 0, s)).collect::<Result<Vec<_>, _>>()?;
         let shards = spec.shard_count as usize;
         Ok(Shell {
             index,
             id: spec.ids[index],
             signer,
+            roster,
             cores,
             timer_at: vec![u64::MAX; shards],
             byz,
@@ -329,7 +339,7 @@ impl Shell {
         let restarts = self.restarts + 1;
         let mut cores = Vec::new();
         for s in 0..spec.shard_count {
-            let mut core = spec.build(self.index, &self.signer, restarts, s)?;
+            let mut core = spec.build(self.index, &self.roster, &self.signer, restarts, s)?;
             if spec.shard_count > 1 {
                 // As the engine does for S > 1: every other shard's stored decisions first, so a
                 // vertex naming another shard's parent is not left pending for an answer.
