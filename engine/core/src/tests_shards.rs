@@ -338,3 +338,24 @@ fn a_stale_quorum_does_not_lock_a_set_back_on_a_member_it_left() {
     assert_eq!(core.preference(&key), Some(id(1)));
     assert!(core.debug_key(&key).contains(&format!("qlock Some({:?})", id(1))), "{}", core.debug_key(&key));
 }
+
+/// A node's shards built from one `Roster` share its membership tables, sample the same peers
+/// as cores built with `Core::new`, and a roster of another node (or of a node not in the
+/// membership) is refused.
+#[test]
+fn shards_share_one_roster_and_another_nodes_roster_is_refused() {
+    let nodes: Vec<_> = (0..4).map(node).collect();
+    let roster = Roster::new(&nodes, node(0)).expect("a member's roster");
+    let cfg = |shard| Config { me: node(0), nodes: Vec::new(), params: fast_params(), seed: 1, shard, shard_count: 2 };
+    let a = Core::with_roster(cfg(0), TestSigner(0), &roster).expect("shard 0");
+    let b = Core::with_roster(cfg(1), TestSigner(0), &roster).expect("shard 1");
+    assert!(std::sync::Arc::ptr_eq(&a.peers.index, &b.peers.index), "one index for the node");
+    assert!(std::sync::Arc::ptr_eq(&a.peers.ids, &b.peers.ids), "one peer list for the node");
+    let own = shard0(2);
+    assert_eq!(&a.peers.ids[..], &own.peers.ids[..], "the same peers, in the same order, as `Core::new`");
+    assert_eq!(a.peers.me_pos, own.peers.me_pos);
+    assert_eq!(a.params().sample_size, own.params().sample_size, "k scaled to the same membership");
+    let other = Roster::new(&nodes, node(1)).expect("node 1's roster");
+    assert!(Core::with_roster(cfg(0), TestSigner(0), &other).is_err(), "node 1's roster for node 0");
+    assert!(Roster::new(&nodes, node(9)).is_err(), "a node outside the membership");
+}
