@@ -125,7 +125,7 @@ pub struct SimConfig {
     /// engine does after 30 s. The default quarter second makes every scenario run through
     /// forgotten parents and forgotten conflict sets, and keeps a core's record table at the
     /// size its processing vertices need: at 5 000/s a core holds ~725 records with it, and
-    /// with 1 s ~1 700, over the 896 at which a table of 2 048 slots doubles once removals
+    /// with 1 s ~1 600 (measured at 100 x 4), over the 896 at which a table of 2 048 slots doubles once removals
     /// have used its free slots (docs/simulator.md, "Memory at 1000 nodes"). The shell answers
     /// fetches of forgotten vertices from its archive, as the engine's does from its store.
     pub forget_final_after_us: u64,
