@@ -29,6 +29,9 @@ pub(crate) const SHRINK_EVERY_US: u64 = 10_000_000;
 
 /// A collection whose capacity can be given back (see [`shrink_sparse`]).
 pub trait Shrink {
+    /// Capacity per entry, in quarters, that a steady size keeps after a shrink: 5/4 for a
+    /// queue; 9/4 for a hash table (see [`shrink_sparse`]).
+    const KEEP_QUARTERS: usize = 5;
     /// (length, capacity).
     fn fill(&self) -> (usize, usize);
     /// Capacity down to at least `min`.
@@ -36,6 +39,7 @@ pub trait Shrink {
 }
 
 impl<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher> Shrink for std::collections::HashMap<K, V, H> {
+    const KEEP_QUARTERS: usize = 9;
     fn fill(&self) -> (usize, usize) {
         (self.len(), self.capacity())
     }
@@ -45,6 +49,7 @@ impl<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher> Shrink for std::coll
 }
 
 impl<K: Eq + std::hash::Hash, H: std::hash::BuildHasher> Shrink for std::collections::HashSet<K, H> {
+    const KEEP_QUARTERS: usize = 9;
     fn fill(&self) -> (usize, usize) {
         (self.len(), self.capacity())
     }
@@ -62,18 +67,26 @@ impl<T> Shrink for VecDeque<T> {
     }
 }
 
-/// Gives back a burst's capacity: when `c` holds over twice its length (and over 1024 slots),
-/// its capacity goes down to about 5/4 of its length. A hash map doubles when it grows, so a
-/// backlog of a few seconds that pushes a steady map just past a doubling leaves it at twice
-/// the size it needs; with the old trigger (four times the length) that half stayed for good,
-/// and each deeper backlog stepped the heap up again (run M in `docs/benchmark.md`: +13, +12
-/// and +6 MiB at 180, 420 and 660 s, at three finality dips). A steady size is left alone: a
-/// map just grown holds under twice its length, and one shrunk to 5/4 grows again only past
-/// 5/4 (at worst one rehash per [`SHRINK_EVERY_US`]).
+/// Gives back a burst's capacity: when `c` holds over twice the capacity a steady size keeps
+/// ([`Shrink::KEEP_QUARTERS`] of its length, and over 1024 slots), its capacity goes down to
+/// that. A hash map doubles when it grows, so a backlog of a few seconds that pushes a steady
+/// map past a doubling or two would otherwise leave it that size for good, and each deeper
+/// backlog stepped the heap up again (run M in `docs/benchmark.md`: +13, +12 and +6 MiB at 180,
+/// 420 and 660 s, at three finality dips).
+///
+/// A hash table keeps over twice its length. Its maps churn (a record is inserted on arrival
+/// and removed when forgotten), and each removal leaves a tombstone; when tombstones and
+/// entries have used the free slots, `hashbrown` rehashes in place only if the table is at
+/// most half full, and otherwise doubles it. Shrunk to 5/4 of its length (the rule until
+/// 2026-12-06), a churning table was over half full, so it doubled again within seconds,
+/// and was shrunk again at the next look: one block freed and one twice its size allocated
+/// every [`SHRINK_EVERY_US`] (node-0's record table was found at 64 Ki buckets for ~15 000
+/// records). At 9/4 it rehashes in place for good.
 pub fn shrink_sparse<C: Shrink>(c: &mut C) {
     let (len, cap) = c.fill();
-    if cap > 1024 && cap > 2 * len {
-        c.shrink((len + len / 4).max(1024));
+    let keep = (len * C::KEEP_QUARTERS / 4).max(1024);
+    if cap > 2 * keep {
+        c.shrink(keep);
     }
 }
 
@@ -268,24 +281,75 @@ mod tests {
     }
 
     #[test]
+    fn a_churning_table_settles_and_is_never_reallocated_again() {
+        // Node-0's record table (`docs/benchmark.md`, the heap profile): ~15 000 records, one
+        // inserted on arrival and one forgotten per step, looked at every 10 s.
+        const LEN: u64 = 15_000;
+        // Spread like vertex ids (hashes): sequential keys fill a table so evenly that its
+        // removals leave almost no tombstones.
+        let id = |i: u64| {
+            let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut m: HashMap<u64, u64> = HashMap::default();
+        m.extend((0..LEN).map(|i| (id(i), i)));
+        let mut next = LEN;
+        // A reallocation: the table grown or rehashed (`capacity()` is entries plus free
+        // slots, so each tombstone takes one off it, and a rehash puts them back), or shrunk.
+        let mut churn = |m: &mut HashMap<u64, u64>, rounds: u64| {
+            let mut reallocations = 0;
+            for _ in 0..rounds {
+                for _ in 0..LEN {
+                    let cap = m.capacity();
+                    m.insert(id(next), next);
+                    m.remove(&id(next - LEN));
+                    next += 1;
+                    reallocations += usize::from(m.capacity() > cap + 1);
+                }
+                let cap = m.capacity();
+                shrink_sparse(m);
+                reallocations += usize::from(m.capacity() != cap);
+            }
+            reallocations
+        };
+        // Its tombstones grow it once, to where it rehashes in place.
+        let mut rounds = 0;
+        while m.capacity() <= 2 * m.len() && rounds < 100 {
+            churn(&mut m, 1);
+            rounds += 1;
+        }
+        let settled = m.capacity();
+        assert!(settled > 2 * m.len(), "{rounds} rounds of churn left it at {settled}");
+        // The 5/4 rule reallocated it twice every few rounds: shrunk, then grown again.
+        assert_eq!(churn(&mut m, 30), 0, "capacity moved from {settled} to {}", m.capacity());
+        assert_eq!(m.len(), LEN as usize);
+    }
+
+    #[test]
     fn a_backlog_past_a_doubling_gives_its_capacity_back_once_drained() {
-        // A steady window of 36 000 records (run M's core), a backlog of a few seconds that
-        // takes it past a doubling, then the backlog drains.
+        // A steady churning window of 36 000 records (run M's core), a backlog that takes it
+        // past a doubling, then the backlog drains.
         let mut m: HashMap<u64, u64> = HashMap::default();
         m.extend((0..36_000u64).map(|i| (i, i)));
+        for i in 36_000..756_000u64 {
+            m.insert(i, i);
+            m.remove(&(i - 36_000));
+        }
         let before = m.capacity();
         shrink_sparse(&mut m);
         assert_eq!(m.capacity(), before, "a steady map is not rehashed");
-        m.extend((36_000..60_000u64).map(|i| (i, i)));
+        m.extend((756_000..848_000u64).map(|i| (i, i)));
         let grown = m.capacity();
         assert!(grown >= 2 * before - 2, "the backlog doubled the table ({before} -> {grown})");
         shrink_sparse(&mut m);
         assert_eq!(m.capacity(), grown, "a map just grown is left alone");
-        m.retain(|k, _| *k >= 24_000);
+        m.retain(|k, _| *k >= 812_000);
         assert_eq!(m.len(), 36_000);
         shrink_sparse(&mut m);
-        assert!(m.capacity() <= before, "the backlog's capacity went back: {} (was {before}, grown {grown})", m.capacity());
-        assert!(m.capacity() >= m.len() + m.len() / 4, "headroom is kept: {}", m.capacity());
+        assert!(m.capacity() <= grown / 2, "the backlog's capacity went back: {} (was {before}, grown {grown})", m.capacity());
+        assert!(m.capacity() >= 2 * m.len() + m.len() / 4, "headroom for rehashing in place is kept: {}", m.capacity());
         let after = m.capacity();
         shrink_sparse(&mut m);
         assert_eq!(m.capacity(), after, "and then it is left alone");
