@@ -109,12 +109,14 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     // Confidence (FR-004), streaks and snowball inputs, fused into the walk: a vertex is
     // popped after all its children (higher sequence), so its mask is complete.
     let mut out = Credited::default();
+    // The popped vertex's parents, copied out: they are records of the same map.
+    let mut parents: Vec<VertexId> = Vec::new();
     while let Some((_, id)) = heap.pop() {
-        // The Arc clone releases the record's borrow: the parents are records of the same map.
-        let (v, mask) = match dag.vertices.get_mut(&id) {
+        let mask = match dag.vertices.get_mut(&id) {
             Some(r) => {
                 let yes = r.mask.count_ones() as usize;
-                let informative = (r.mask | no.get(&id).copied().unwrap_or(0)).count_ones() as usize;
+                let no_mask = if no.is_empty() { 0 } else { no.get(&id).copied().unwrap_or(0) };
+                let informative = (r.mask | no_mask).count_ones() as usize;
                 // A sample grown past k by replacements succeeds on the same fraction as k.
                 let in_fraction = |votes: usize, need: usize| round.base_k.is_none_or(|k| votes * k >= need * informative);
                 // Spec 3.5: ratio = positive / informative answers. A lost or withheld answer,
@@ -158,11 +160,13 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 } else {
                     r.successes = 0;
                 }
-                (r.v.clone(), r.mask)
+                parents.clear();
+                parents.extend_from_slice(&r.v.parents);
+                r.mask
             }
             None => continue,
         };
-        for p in &v.parents {
+        for p in &parents {
             if let Some(pr) = dag.vertices.get_mut(p) {
                 if pr.status != VertexStatus::Processing {
                     continue;

@@ -187,20 +187,37 @@ impl<S: Signer> Core<S> {
             // conflict member would never be credited (and never finalize).
             let mark = self.dag.next_mark();
             let mut out = Vec::new();
+            let mut parents: Vec<VertexId> = Vec::new();
             for (_, id) in cands.into_iter().rev() {
-                let covered = self.dag.vertices.get(&id).is_some_and(|r| r.mark == mark);
+                // One lookup when the strong preference is decided or cached for this epoch (most
+                // vertices): whether it is covered, that preference, and its parents to cover.
+                parents.clear();
+                let epoch = self.votes.epoch;
+                let (covered, strong) = match self.dag.vertices.get(&id) {
+                    None => (false, Some(false)),
+                    Some(r) => {
+                        let strong = match r.status {
+                            VertexStatus::Final => Some(true),
+                            VertexStatus::Rejected => Some(false),
+                            VertexStatus::Processing => (r.strong_epoch == epoch).then_some(r.strong),
+                        };
+                        if strong == Some(true) {
+                            parents.extend_from_slice(&r.v.parents);
+                        }
+                        (r.mark == mark, strong)
+                    }
+                };
                 if !covered {
                     out.push(id);
                 }
-                if self.strongly_preferred(&id) {
-                    let v = match self.dag.vertices.get(&id) {
-                        Some(r) => r.v.clone(),
-                        None => continue,
-                    };
-                    for p in &v.parents {
-                        if let Some(pr) = self.dag.vertices.get_mut(p) {
-                            pr.mark = mark;
-                        }
+                if strong.is_none() && self.strongly_preferred(&id) {
+                    if let Some(r) = self.dag.vertices.get(&id) {
+                        parents.extend_from_slice(&r.v.parents);
+                    }
+                }
+                for p in &parents {
+                    if let Some(pr) = self.dag.vertices.get_mut(p) {
+                        pr.mark = mark;
                     }
                 }
             }
