@@ -94,8 +94,9 @@ pub struct NodeMetrics {
     /// Sum over peers of `pqdag_peer_bytes_out`.
     pub bytes_out: f64,
     /// What RSS is made of, bytes by part, each summed over shards: `heap.<kind>` from
-    /// `pqdag_heap_bytes`, `store.<kind>` from `pqdag_store_memory_bytes` (issue 15: a slope
-    /// in RSS is attributed to the part that grows).
+    /// `pqdag_heap_bytes`, `store.<kind>` from `pqdag_store_memory_bytes`, `rss.<kind>` (anon,
+    /// file, shmem pages) from `pqdag_resident_bytes` (issue 15: a slope in RSS is attributed
+    /// to the part that grows).
     pub memory: std::collections::BTreeMap<String, f64>,
     /// `pqdag_finality_latency_seconds_bucket`: (upper bound in seconds, cumulative count),
     /// ascending, `+Inf` last.
@@ -118,9 +119,13 @@ impl NodeMetrics {
                 "pqdag_process_resident_bytes" => m.rss_bytes = s.value,
                 "pqdag_peer_bytes_in" => m.bytes_in += s.value,
                 "pqdag_peer_bytes_out" => m.bytes_out += s.value,
-                "pqdag_heap_bytes" | "pqdag_store_memory_bytes" => {
+                "pqdag_heap_bytes" | "pqdag_store_memory_bytes" | "pqdag_resident_bytes" => {
                     if let Some((_, kind)) = s.labels.iter().find(|(k, _)| k == "kind") {
-                        let part = if s.name == "pqdag_heap_bytes" { "heap" } else { "store" };
+                        let part = match s.name.as_str() {
+                            "pqdag_heap_bytes" => "heap",
+                            "pqdag_resident_bytes" => "rss",
+                            _ => "store",
+                        };
                         *m.memory.entry(format!("{part}.{kind}")).or_default() += s.value;
                     }
                 }
@@ -170,11 +175,14 @@ mod tests {
         let text = "# HELP pqdag_finalized Vertices finalized.\n# TYPE pqdag_finalized counter\npqdag_finalized_total 42\n\
 pqdag_process_resident_bytes 1048576\npqdag_peer_bytes_in{peer=\"node-1\"} 100\npqdag_peer_bytes_in{peer=\"node-2\"} 50\n\
 pqdag_finality_latency_seconds_bucket{le=\"0.001\"} 1\npqdag_finality_latency_seconds_bucket{le=\"+Inf\"} 4\n\
-pqdag_finality_latency_seconds_bucket{le=\"0.0016\"} 3\nbad line\n";
+pqdag_finality_latency_seconds_bucket{le=\"0.0016\"} 3\nbad line\n\
+pqdag_heap_bytes{kind=\"libc_held\"} 5\npqdag_resident_bytes{kind=\"file\"} 7\npqdag_store_memory_bytes{kind=\"memtables\"} 9\n";
         let m = NodeMetrics::from_text(text);
         assert_eq!(m.finalized, 42.0);
         assert_eq!(m.rss_bytes, 1048576.0);
         assert_eq!(m.bytes_in, 150.0);
+        let parts: Vec<(&str, f64)> = m.memory.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(parts, vec![("heap.libc_held", 5.0), ("rss.file", 7.0), ("store.memtables", 9.0)]);
         assert_eq!(m.latency_buckets, vec![(0.001, 1.0), (0.0016, 3.0), (f64::INFINITY, 4.0)]);
         assert_eq!(bucket_quantile(&m.latency_buckets, 0.5), Some(0.0016));
         assert_eq!(bucket_quantile(&m.latency_buckets, 0.99), Some(f64::INFINITY));
