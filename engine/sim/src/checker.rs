@@ -67,28 +67,6 @@ impl Checker {
         }
     }
 
-    /// Honest node `node` (shells[node], S > 1) must not take two members of one undecided set
-    /// for the preference at once across its shards: each would then get its Yes, and the
-    /// quorum locks' safety argument assumes a node never votes for two members at once
-    /// (`Core::broadcast_preference`). Checked after every event the node handles.
-    pub(crate) fn one_preference_per_set(&mut self, node: usize, shell: &Shell, shards: u32) {
-        if node >= self.honest || !shell.is_up() {
-            return;
-        }
-        for s in 0..shards {
-            for (key, members) in shell.core(s).undecided_sets() {
-                let yes: Vec<VertexId> = members
-                    .iter()
-                    .filter(|(id, owner)| *owner < shards && shell.core(*owner).vertex_status(id) == Some(pqdag_core::VertexStatus::Processing) && shell.core(*owner).prefers_in_set(&key, id))
-                    .map(|(id, _)| *id)
-                    .collect();
-                if yes.len() > 1 {
-                    self.violation(format!("node {node} takes {} members of the set of key {:02x}{:02x}{:02x}{:02x} for its preference at once: {yes:?}", yes.len(), key.0[0], key.0[1], key.0[2], key.0[3]));
-                }
-            }
-        }
-    }
-
     /// Vertex `id` was created at `now`, by a Byzantine node if `byzantine`.
     pub(crate) fn created(&mut self, id: VertexId, now: u64, byzantine: bool) {
         self.created_at.insert(id, now);
@@ -271,4 +249,29 @@ impl Checker {
 
 fn hex(b: &[u8; 32]) -> String {
     b[..6].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Honest node `node` (`shell`, S > 1) must not take two members of one undecided set for the
+/// preference at once across its shards: each would then get its Yes, and the quorum locks'
+/// safety argument assumes a node never votes for two members at once
+/// (`Core::broadcast_preference`). Checked after every event the node handles; returns the
+/// violations for [`Checker::violation`] (none for a Byzantine or crashed node).
+pub(crate) fn preference_violations(node: usize, shell: &Shell, shards: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    if shell.is_byzantine() || !shell.is_up() {
+        return found;
+    }
+    for s in 0..shards {
+        for (key, members) in shell.core(s).undecided_sets() {
+            let yes: Vec<VertexId> = members
+                .iter()
+                .filter(|(id, owner)| *owner < shards && shell.core(*owner).vertex_status(id) == Some(pqdag_core::VertexStatus::Processing) && shell.core(*owner).prefers_in_set(&key, id))
+                .map(|(id, _)| *id)
+                .collect();
+            if yes.len() > 1 {
+                found.push(format!("node {node} takes {} members of the set of key {:02x}{:02x}{:02x}{:02x} for its preference at once: {yes:?}", yes.len(), key.0[0], key.0[1], key.0[2], key.0[3]));
+            }
+        }
+    }
+    found
 }

@@ -24,7 +24,10 @@
 //! - `report`: the report, metrics and the determinism trace.
 //! - `queue`: the virtual-time event queue.
 //! - `mesh`: the delays of messages between the shards of one node.
-//! - `dispatch`: routes delivered messages and core actions to the modules above.
+//! - `node_step`: one node's part of an event (its shell and shard cores), with what it did to
+//!   the rest of the run as effects.
+//! - `dispatch`: applies those effects to the modules above (sends, events, checker, guard).
+//! - `batch`: runs the events of many nodes within one network latency on several threads.
 //!
 //! This file keeps the configuration and the [`Sim`] facade, which owns the clock and the
 //! event queue and routes each event to the module that owns it.
@@ -45,6 +48,8 @@ mod guard;
 mod mesh;
 mod mixed;
 mod network;
+mod node_step;
+mod batch;
 mod queue;
 mod report;
 mod shell;
@@ -233,7 +238,7 @@ impl SimConfig {
 
 /// An event on the virtual clock.
 #[derive(Debug)]
-enum Ev {
+pub(crate) enum Ev {
     /// A message arrives.
     Deliver { to: usize, from: usize, msg: Msg },
     /// A shard core's timer.
@@ -255,6 +260,18 @@ enum Ev {
     /// Node `to`'s transport saw metered peer `from` want more stream credit than it grants:
     /// a `Flooding` strike in shard `shard` (as a query over budget).
     Strike { to: usize, from: usize, shard: u32 },
+}
+
+impl Ev {
+    /// The node whose shell alone runs this event (`node_step`), if it is one node's: a
+    /// delivery, a timer, a mesh message or a strike. The rest touch the whole run.
+    fn node(&self) -> Option<usize> {
+        match self {
+            Ev::Deliver { to, .. } | Ev::Strike { to, .. } => Some(*to),
+            Ev::Timer { node, .. } | Ev::Mesh { node, .. } => Some(*node),
+            Ev::Submit | Ev::Adversary { .. } | Ev::Crash { .. } | Ev::Restart { .. } | Ev::HistorySync { .. } => None,
+        }
+    }
 }
 
 /// A running simulation.
@@ -289,9 +306,18 @@ pub struct Sim {
     /// Conflicting pairs whose vertices were built on another shard than the one submitted
     /// to, and are not created yet: (key, (node, client tag, id) of each).
     pairs_waiting: Vec<(ConflictKey, [(usize, u64, Option<VertexId>); 2])>,
-    /// (receiver, accused) of the one alert verified about a peer the receiver had convicted
+    /// Per node: the accused of the one alert it verified about a peer it had convicted
     /// already (`SimConfig::shell_dedupes_alerts`).
-    alerts_after_conviction: HashSet<(usize, NodeId)>,
+    seen_alerts: Vec<HashSet<NodeId>>,
+    /// Per node: its key (the shells' verify reads every sender's).
+    signers: Vec<MacSigner>,
+    /// Per node: whether it is Byzantine.
+    byzantine: Vec<bool>,
+    /// Per node: the time of the last event it ran (with batches, nodes run a little ahead of
+    /// each other; each one's own time only moves forward).
+    node_clock: Vec<u64>,
+    /// A spare effect buffer for the sequential path.
+    fx_spare: Vec<node_step::Effect>,
 }
 
 impl Sim {
@@ -319,9 +345,10 @@ impl Sim {
         let decisions = decisions::DecisionIndex::default();
         let spec = CoreSpec { ids: &ids, params: &params, seed: cfg.seed, shard_count: cfg.shards, decisions: decisions.clone() };
         let mut shells = Vec::with_capacity(n);
-        for (i, signer) in signers.into_iter().enumerate() {
-            shells.push(Shell::new(i, signer, &spec, i >= n - n_byz, faults.keeps_storage(i))?);
+        for (i, signer) in signers.iter().enumerate() {
+            shells.push(Shell::new(i, signer.clone(), &spec, i >= n - n_byz, faults.keeps_storage(i))?);
         }
+        let byzantine = (0..n).map(|i| i >= n - n_byz).collect();
         let node_index = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();
@@ -350,7 +377,11 @@ impl Sim {
             trace: Trace::new(),
             mesh: Mesh::new(cfg.seed, if cfg.shards > 1 { cfg.mesh_delay_max_us } else { 0 }),
             pairs_waiting: Vec::new(),
-            alerts_after_conviction: HashSet::default(),
+            seen_alerts: vec![HashSet::default(); n],
+            signers,
+            byzantine,
+            node_clock: vec![0; n],
+            fx_spare: Vec::new(),
             sync_cursor: vec![0; n],
             sync_rr: (0..n).collect(),
             cfg,
@@ -503,25 +534,25 @@ impl Sim {
             self.guard.scan(self.now, &self.shells, &self.node_index, &mut self.checker);
         }
         match ev {
-            Ev::Deliver { to, from, msg } => {
+            Ev::Deliver { to, from, msg } if self.byzantine[to] => {
                 self.guard.landed(from, to, network::size_of(&msg));
                 if !self.shells[to].is_up() {
                     return;
                 }
                 self.trace.delivered(self.now, to, from);
-                self.deliver(to, from, msg);
-            }
-            Ev::Timer { node, shard } => {
-                if !self.shells[node].take_timer(shard, self.now) {
-                    return;
+                // A Byzantine node's strategy sees every message it receives first.
+                let sh = &self.shells[to];
+                let view = NodeView { index: to, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
+                let env = Env { now: self.now, honest: self.guard_honest(), ids: &self.ids };
+                let out = self.adversary.received(env, view, from, &msg);
+                for o in out {
+                    self.send(to, o.to, self.now, o.msg);
                 }
-                self.trace.timer(self.now, node);
-                self.handle(node, shard, Event::Timer, 0);
+                self.with_node(to, |n| n.deliver(from, msg));
             }
-            Ev::Strike { to, from, shard } => {
-                if self.shells[to].is_up() {
-                    self.strike(to, from, shard);
-                }
+            ev @ (Ev::Deliver { .. } | Ev::Timer { .. } | Ev::Strike { .. } | Ev::Mesh { .. }) => {
+                let node = ev.node().expect("one node's event");
+                self.with_node(node, |n| n.step(ev));
             }
             Ev::Submit => self.submit(),
             Ev::Adversary { node } => self.adversary_tick(node),
@@ -531,11 +562,6 @@ impl Sim {
             }
             Ev::Restart { node } => self.restart(node),
             Ev::HistorySync { node, left } => self.history_sync(node, left),
-            Ev::Mesh { node, incarnation, shard, msg } => {
-                if self.shells[node].is_up() && self.shells[node].incarnation() == incarnation {
-                    self.handle(node, shard, Event::FromShard(msg), 0);
-                }
-            }
         }
     }
 

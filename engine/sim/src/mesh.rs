@@ -30,6 +30,11 @@ impl Mesh {
         Mesh { max_delay_us, rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_7368_0000_0000), last: HashMap::default() }
     }
 
+    /// Whether messages between shards take a delay (else they arrive at once, in the job).
+    pub(crate) fn delays(&self) -> bool {
+        self.max_delay_us > 0
+    }
+
     /// When a message sent at `now` from shard `from` to shard `to` of node `node` arrives:
     /// never before the channel's previous message (FIFO). `None`: at once (no delay set).
     pub(crate) fn arrival(&mut self, now: u64, node: usize, from: u32, to: u32) -> Option<u64> {
