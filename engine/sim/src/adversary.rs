@@ -169,7 +169,7 @@ pub(crate) trait Behaviour {
     /// Its node's core answers a query with `response` to `to`: what goes out instead.
     /// Default: the honest response.
     fn respond(&mut self, _ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
-        vec![Outgoing { to, msg: Msg::Response(response) }]
+        vec![Outgoing { to, msg: Msg::Response(Box::new(response)) }]
     }
     /// When node `node` first ticks (virtual us); `None`: never.
     fn first_tick_us(&self, _node: usize) -> Option<u64> {
@@ -204,7 +204,7 @@ pub(crate) fn flipped(signer: &MacSigner, mut response: Response) -> Response {
 
 impl Behaviour for FlipVotes {
     fn respond(&mut self, ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
-        vec![Outgoing { to, msg: Msg::Response(flipped(ctx.me.signer, response)) }]
+        vec![Outgoing { to, msg: Msg::Response(Box::new(flipped(ctx.me.signer, response))) }]
     }
 }
 

@@ -151,7 +151,7 @@ impl Behaviour for ReplayQueries {
         match (&f.first, &f.stage) {
             (None, Stage::Asked { .. }) => {
                 if r.votes.iter().all(|&b| b == Vote::Unknown as u8) {
-                    f.first = Some(r.clone());
+                    f.first = Some((**r).clone());
                     f.stage = Stage::Fed;
                     return vec![Outgoing { to: from, msg: Msg::Vertex(f.vertex.clone()) }];
                 }
@@ -159,7 +159,7 @@ impl Behaviour for ReplayQueries {
             }
             (Some(a), Stage::Replayed { .. }) if a.votes != r.votes => {
                 let accused = ctx.ids[from];
-                let ev = Arc::new(Evidence::ConflictingResponses { a: a.clone(), b: r.clone() });
+                let ev = Arc::new(Evidence::ConflictingResponses { a: a.clone(), b: (**r).clone() });
                 self.frames.swap_remove(i);
                 (0..ctx.nodes).filter(|&t| t != from && t != me).map(|to| Outgoing { to, msg: Msg::Alert(accused, ev.clone()) }).collect()
             }
@@ -253,7 +253,7 @@ pub(crate) fn all_unknown(signer: &MacSigner, mut response: Response) -> Respons
 
 impl Behaviour for VoteUnknown {
     fn respond(&mut self, ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
-        vec![Outgoing { to, msg: Msg::Response(all_unknown(ctx.me.signer, response)) }]
+        vec![Outgoing { to, msg: Msg::Response(Box::new(all_unknown(ctx.me.signer, response))) }]
     }
 }
 
@@ -390,10 +390,10 @@ pub(crate) struct Selective;
 impl Behaviour for Selective {
     fn respond(&mut self, ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
         if to < ctx.honest / 2 || to >= ctx.honest {
-            return vec![Outgoing { to, msg: Msg::Response(response) }];
+            return vec![Outgoing { to, msg: Msg::Response(Box::new(response)) }];
         }
         if ctx.rng.random_bool(0.5) {
-            vec![Outgoing { to, msg: Msg::Response(flipped(ctx.me.signer, response)) }]
+            vec![Outgoing { to, msg: Msg::Response(Box::new(flipped(ctx.me.signer, response))) }]
         } else {
             Vec::new()
         }

@@ -7,38 +7,58 @@
 //! once, in an index every core of the run shares, and a core keeps one bit per number for
 //! "final" and one for "rejected". The answers are exactly `MemArchive`'s (same `trace_hash`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pqdag_core::{DecisionArchive, IdHashMap, VertexStatus};
 use pqdag_wire::{ConflictKey, VertexId};
 
-/// Numbers for the ids the run's cores archived, shared by all of them (one run is one thread;
-/// the lock is never contended, and `DecisionArchive` must be `Send`).
-#[derive(Clone, Default)]
-pub(crate) struct DecisionIndex(Arc<Mutex<IdHashMap<VertexId, u32>>>);
+/// Locks the index is split over (by an id's first byte): with `--threads`, cores on different
+/// threads archive at the same time, and one lock for all of them was fought over.
+const INDEX_SHARDS: usize = 64;
+
+/// Numbers for the ids the run's cores archived, shared by all of them (`DecisionArchive` must
+/// be `Send`; the batches of `--threads` archive from several threads at once). Which number
+/// an id gets may depend on the threads' timing; no answer does.
+#[derive(Clone)]
+pub(crate) struct DecisionIndex(Arc<Index>);
+
+struct Index {
+    shards: Vec<Mutex<IdHashMap<VertexId, u32>>>,
+    next: AtomicU32,
+}
+
+impl Default for DecisionIndex {
+    fn default() -> Self {
+        DecisionIndex(Arc::new(Index { shards: (0..INDEX_SHARDS).map(|_| Mutex::default()).collect(), next: AtomicU32::new(0) }))
+    }
+}
 
 impl DecisionIndex {
-    fn map(&self) -> MutexGuard<'_, IdHashMap<VertexId, u32>> {
+    fn map(&self, id: &VertexId) -> MutexGuard<'_, IdHashMap<VertexId, u32>> {
         // A panic elsewhere while holding it cannot leave the map half-written.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.shards[usize::from(id.0[0]) % INDEX_SHARDS].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The number of `id`, given it now if it has none.
     fn number(&self, id: VertexId) -> usize {
-        let mut map = self.map();
-        let next = u32::try_from(map.len()).expect("fewer than 2^32 decided vertices in one run");
-        *map.entry(id).or_insert(next) as usize
+        let mut map = self.map(&id);
+        *map.entry(id).or_insert_with(|| {
+            let n = self.0.next.fetch_add(1, Ordering::Relaxed);
+            assert!(n < u32::MAX, "fewer than 2^32 decided vertices in one run");
+            n
+        }) as usize
     }
 
     /// The number of `id`, if some core archived it.
     fn find(&self, id: &VertexId) -> Option<usize> {
-        self.map().get(id).map(|&n| n as usize)
+        self.map(id).get(id).map(|&n| n as usize)
     }
 
     /// Ids numbered so far (the index's own size).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.map().len()
+        self.0.next.load(Ordering::Relaxed) as usize
     }
 }
 

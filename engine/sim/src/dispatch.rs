@@ -111,7 +111,7 @@ impl Sim {
                     let sh = &self.shells[node];
                     let view = NodeView { index: node, id: sh.id(), signer: sh.signer(), core: sh.core(0) };
                     let env = Env { now: self.now, honest: self.guard_honest(), ids: &self.ids };
-                    for o in self.adversary.respond(env, view, to, response) {
+                    for o in self.adversary.respond(env, view, to, *response) {
                         self.send(node, o.to, depart, o.msg);
                     }
                 }

@@ -137,6 +137,10 @@ pub struct SimConfig {
     /// 0: every node shard has a core of its own (one node per host). C > 0: all nodes share C
     /// cores, like N processes on one machine (used to check the model against such a run).
     pub host_cores: usize,
+    /// Threads that run the simulation. 1: one event at a time. N > 1: the events of different
+    /// honest nodes within one network latency run as a batch on N threads (`batch.rs`); as
+    /// deterministic, the same run for any N > 1, but not the run of 1. Needs `host_cores` 0.
+    pub threads: usize,
     /// Payload bytes per submission (transaction).
     pub payload_bytes: usize,
     /// Most transactions per vertex (`Params::max_batch`; 1 = one payload per vertex). Above
@@ -216,6 +220,7 @@ impl SimConfig {
             batch_window_us: COST_BATCH_WINDOW_US,
             conn_us_per_s: COST_CONN_US_PER_S,
             host_cores: 0,
+            threads: 1,
             forget_final_after_us: 250_000,
             payload_bytes: 64,
             max_batch: 1,
@@ -256,7 +261,7 @@ pub(crate) enum Ev {
     HistorySync { node: usize, left: u32 },
     /// A message between two shards of node `node` arrives (dropped if the node restarted
     /// since it was sent: `incarnation` is its restart count then).
-    Mesh { node: usize, incarnation: u64, shard: u32, msg: ShardMsg },
+    Mesh { node: usize, incarnation: u64, shard: u32, msg: Box<ShardMsg> },
     /// Node `to`'s transport saw metered peer `from` want more stream credit than it grants:
     /// a `Flooding` strike in shard `shard` (as a query over budget).
     Strike { to: usize, from: usize, shard: u32 },
@@ -318,6 +323,8 @@ pub struct Sim {
     node_clock: Vec<u64>,
     /// A spare effect buffer for the sequential path.
     fx_spare: Vec<node_step::Effect>,
+    /// With `threads` > 1: the pool that runs batches of events (`batch.rs`).
+    batcher: Option<batch::Batcher>,
 }
 
 impl Sim {
@@ -326,6 +333,9 @@ impl Sim {
         let n = cfg.nodes;
         if n < 2 {
             return Err("need at least 2 nodes".into());
+        }
+        if cfg.threads == 0 || (cfg.threads > 1 && cfg.host_cores > 0) {
+            return Err("--threads must be 1, or more than 1 with --host-cores 0 (shared host cores are charged in event order)".into());
         }
         let base = match cfg.profile {
             Profile::Lan => Params::lan_default(),
@@ -382,6 +392,7 @@ impl Sim {
             byzantine,
             node_clock: vec![0; n],
             fx_spare: Vec::new(),
+            batcher: if cfg.threads > 1 { Some(batch::Batcher::new(cfg.threads, n)?) } else { None },
             sync_cursor: vec![0; n],
             sync_rr: (0..n).collect(),
             cfg,
@@ -421,7 +432,7 @@ impl Sim {
         let mut converged_at = None;
         let mut next_check = end_us;
         let mut next_census = self.cfg.census_every_us;
-        while let Some((at, ev)) = self.queue.pop() {
+        while let Some((at, ev)) = self.next_event() {
             if at > budget_us {
                 break;
             }
@@ -434,8 +445,10 @@ impl Sim {
                 self.workload.stop();
             }
             let Some(ev) = ev else { continue };
-            self.metrics.events += 1;
-            self.step(ev);
+            if let Err(ev) = self.run_batch(at, ev, budget_us) {
+                self.metrics.events += 1;
+                self.step(ev);
+            }
             if !self.workload.is_on() && at >= next_check {
                 next_check = at + 50_000;
                 if Checker::converged(&self.shells, &mut self.metrics.partition_seen) {

@@ -79,6 +79,11 @@ struct Args {
     /// All nodes share this many cores (N processes on one machine); 0 = a host per node.
     #[arg(long, default_value_t = 0)]
     host_cores: usize,
+    /// Threads that run the simulation: 1 = one event at a time; N > 1 = batches of events of
+    /// different nodes within one network latency on N threads (the same run for every N > 1,
+    /// a different one from 1; needs --host-cores 0).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Payload bytes per submission.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
@@ -147,6 +152,7 @@ fn main() {
     cfg.batch_window_us = a.batch_window_us;
     cfg.conn_us_per_s = a.conn_us_per_s;
     cfg.host_cores = a.host_cores;
+    cfg.threads = a.threads;
     cfg.payload_bytes = a.payload_bytes;
     cfg.max_batch = a.max_batch;
     cfg.twin_ratio = a.twin_ratio;

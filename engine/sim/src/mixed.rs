@@ -47,7 +47,7 @@ impl Behaviour for Mixed {
 
     fn respond(&mut self, ctx: Ctx<'_>, to: usize, response: Response) -> Vec<Outgoing> {
         match ctx.rng.random_range(0..5u8) {
-            0 => vec![Outgoing { to, msg: Msg::Response(response) }],
+            0 => vec![Outgoing { to, msg: Msg::Response(Box::new(response)) }],
             1 => FlipVotes.respond(ctx, to, response),
             2 => VoteUnknown.respond(ctx, to, response),
             3 => Withhold.respond(ctx, to, response),

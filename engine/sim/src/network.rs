@@ -32,7 +32,8 @@ pub(crate) enum Msg {
     /// again in its core: [`Msg::query`]).
     Query(Arc<Query>, [u8; 32]),
     /// A poll's answer.
-    Response(Response),
+    /// (Boxed: the other kinds are at most 40 bytes, and every event moves a message.)
+    Response(Box<Response>),
     /// A fetch of missing vertices.
     Request(VertexRequest),
     /// Fetched vertices (a core's reply, a store answer or a history sync batch).
@@ -172,6 +173,15 @@ impl Network {
     /// Messages and bytes sent per kind of message (index as [`KINDS`]), dropped ones included.
     pub(crate) fn by_kind(&self) -> [(u64, u64); KINDS.len()] {
         self.by_kind
+    }
+
+    /// The least one-way latency of any message, us: what one node does reaches no other
+    /// node sooner (the lookahead of `crate::batch`).
+    pub(crate) fn min_latency_us(&self) -> u64 {
+        match self.profile {
+            Profile::Lan => 150,
+            Profile::Wan => 20_000,
+        }
     }
 
     /// One-way latency of a message from `a` to `b`, us.

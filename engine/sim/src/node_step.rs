@@ -32,11 +32,11 @@ pub(crate) enum Effect {
     /// A message to node `to`, leaving at `depart`.
     Send { to: usize, depart: u64, msg: Msg },
     /// A Byzantine node's answer to `to`: its strategy rewrites it (`Adversary::respond`).
-    ByzRespond { to: usize, depart: u64, response: Response },
+    ByzRespond { to: usize, depart: u64, response: Box<Response> },
     /// An event of this node, at `at`.
     Schedule { at: u64, ev: Ev },
     /// A message to this node's shard `shard` from shard `from_shard`, over the mesh.
-    Mesh { from_shard: u32, shard: u32, incarnation: u64, msg: pqdag_core::ShardMsg },
+    Mesh { from_shard: u32, shard: u32, incarnation: u64, msg: Box<pqdag_core::ShardMsg> },
     /// This node created vertex `id` for client tag `tag`.
     Created { id: VertexId, tag: u64, byzantine: bool },
     /// A persisted vertex, for the shells' store.
@@ -116,7 +116,7 @@ impl NodeCtx<'_> {
             }
             Ev::Mesh { incarnation, shard, msg, .. } => {
                 if self.shell.is_up() && self.shell.incarnation() == incarnation {
-                    self.handle(shard, Event::FromShard(msg), 0);
+                    self.handle(shard, Event::FromShard(*msg), 0);
                 }
             }
             Ev::Submit | Ev::Adversary { .. } | Ev::Crash { .. } | Ev::Restart { .. } | Ev::HistorySync { .. } => {
@@ -209,7 +209,7 @@ impl NodeCtx<'_> {
                 if !self.shell.core(s).awaits_response(&from_id, r.query_id) {
                     return;
                 }
-                self.handle(s, Event::Response { from: from_id, response: r }, v_us);
+                self.handle(s, Event::Response { from: from_id, response: *r }, v_us);
             }
             Msg::Request(req) => {
                 for s in 0..shards {
@@ -305,7 +305,7 @@ impl NodeCtx<'_> {
                 match a {
                     Action::ToShard { shard, msg } if self.w.mesh_delays => {
                         let incarnation = self.shell.incarnation();
-                        self.fx.push(Effect::Mesh { from_shard: s, shard, incarnation, msg });
+                        self.fx.push(Effect::Mesh { from_shard: s, shard, incarnation, msg: Box::new(msg) });
                     }
                     Action::ToShard { shard, msg } => inbox.push_back((shard, Event::FromShard(msg), 0)),
                     Action::Created { id, client_tag, .. } => {
@@ -347,9 +347,9 @@ impl NodeCtx<'_> {
             Action::SendResponse { to, response } => {
                 let t = index[&to];
                 if byz {
-                    self.fx.push(Effect::ByzRespond { to: t, depart: done, response });
+                    self.fx.push(Effect::ByzRespond { to: t, depart: done, response: Box::new(response) });
                 } else {
-                    self.send(t, done, Msg::Response(response));
+                    self.send(t, done, Msg::Response(Box::new(response)));
                 }
             }
             Action::RequestVertices { to, request } => self.send(index[&to], done, Msg::Request(request)),

@@ -109,6 +109,21 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// The time of the earliest event, without taking it.
+    pub(crate) fn peek_time(&self) -> Option<u64> {
+        if let Some(Reverse((at, _, _))) = self.far.peek() {
+            if *at < self.cursor || self.in_wheel == 0 {
+                return Some(*at);
+            }
+        }
+        if self.in_wheel == 0 {
+            return None;
+        }
+        let bucket = self.next_occupied();
+        let offset = (bucket + WHEEL - (self.cursor as usize % WHEEL)) % WHEEL;
+        Some(self.cursor + offset as u64)
+    }
+
     fn pop_far(&mut self) -> Option<(u64, Option<E>)> {
         let Reverse((at, _, slot)) = self.far.pop()?;
         let ev = self.slab[slot].take();
@@ -185,6 +200,7 @@ mod tests {
                 heap.push(Reverse((at, seq)));
             } else {
                 let Reverse((at, s)) = heap.pop().unwrap();
+                assert_eq!(q.peek_time(), Some(at));
                 assert_eq!(q.pop(), Some((at, Some(s))));
                 now = at;
             }
