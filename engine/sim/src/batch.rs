@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use pqdag_core::{IdHashSet as HashSet, NodeId};
 
 use crate::cost::NodeCpu;
-use crate::node_step::{Effect, NodeCtx, Shared};
+use crate::node_step::{shared_of, Effect, NodeCtx};
 use crate::shell::Shell;
 use crate::{Ev, Sim};
 
@@ -127,18 +127,7 @@ impl Sim {
 
     /// Runs the batch's events on the pool; returns each one's (time, node, effects), in order.
     fn run_jobs(&mut self, b: &Batcher, items: Vec<(u64, Ev)>) -> Vec<(u64, usize, Vec<Effect>)> {
-        let shared = Shared {
-            cfg: &self.cfg,
-            ids: &self.ids,
-            node_index: &self.node_index,
-            ranks: &self.ranks,
-            signers: &self.signers,
-            byzantine: &self.byzantine,
-            archive: &self.archive,
-            cost: &self.cost.params,
-            mesh_delays: self.mesh.delays(),
-            watch_partition: self.faults.has_partition() && !self.metrics.partition_seen,
-        };
+        let shared = shared_of!(self);
         // Each batch node's state, borrowed apart from the others'.
         let mut slot = vec![usize::MAX; self.shells.len()];
         for (i, (_, ev)) in items.iter().enumerate() {

@@ -8,7 +8,7 @@ use pqdag_core::{Admission, ConflictKey, Event, VertexId};
 
 use crate::adversary::{Env, NodeView};
 use crate::network::{size_of, Msg};
-use crate::node_step::{Effect, NodeCtx, Shared};
+use crate::node_step::{shared_of, Effect, NodeCtx};
 use crate::shell::{shard_for_query, shard_for_vertex};
 use crate::{Ev, Sim};
 
@@ -65,18 +65,7 @@ impl Sim {
     pub(crate) fn with_node<R>(&mut self, node: usize, f: impl FnOnce(&mut NodeCtx<'_>) -> R) -> R {
         debug_assert!(self.now >= self.node_clock[node], "node {node}'s time runs forward");
         self.node_clock[node] = self.now;
-        let shared = Shared {
-            cfg: &self.cfg,
-            ids: &self.ids,
-            node_index: &self.node_index,
-            ranks: &self.ranks,
-            signers: &self.signers,
-            byzantine: &self.byzantine,
-            archive: &self.archive,
-            cost: &self.cost.params,
-            mesh_delays: self.mesh.delays(),
-            watch_partition: self.faults.has_partition() && !self.metrics.partition_seen,
-        };
+        let shared = shared_of!(self);
         let mut ctx = NodeCtx {
             node,
             now: self.now,

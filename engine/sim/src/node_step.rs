@@ -75,6 +75,26 @@ pub(crate) struct Shared<'a> {
     pub(crate) watch_partition: bool,
 }
 
+/// The run's constants as a [`Shared`], borrowed field by field from a `Sim` (a macro, so that
+/// these borrows stay apart from the node state borrowed mutably beside them).
+macro_rules! shared_of {
+    ($sim:expr) => {
+        $crate::node_step::Shared {
+            cfg: &$sim.cfg,
+            ids: &$sim.ids,
+            node_index: &$sim.node_index,
+            ranks: &$sim.ranks,
+            signers: &$sim.signers,
+            byzantine: &$sim.byzantine,
+            archive: &$sim.archive,
+            cost: &$sim.cost.params,
+            mesh_delays: $sim.mesh.delays(),
+            watch_partition: $sim.faults.has_partition() && !$sim.metrics.partition_seen,
+        }
+    };
+}
+pub(crate) use shared_of;
+
 /// One node, borrowed for one event.
 pub(crate) struct NodeCtx<'a> {
     pub(crate) node: usize,
