@@ -52,6 +52,10 @@ struct Args {
     /// Worker threads (0: the machine's cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Threads of each run (`sim --threads`): above 1, every run is batched (docs/simulator.md,
+    /// "Two threads"), to soak that schedule under the same fault mixes.
+    #[arg(long, default_value_t = 1)]
+    sim_threads: usize,
     /// Print each seed's `sim` replay command, one per line, and run nothing.
     #[arg(long)]
     commands: bool,
@@ -155,6 +159,7 @@ impl Mix {
         };
         c.liveness_budget_s = a.liveness_budget;
         c.mesh_delay_max_us = a.mesh_delay_max_us;
+        c.threads = a.sim_threads;
         c.quiet = true;
         Ok(c)
     }
@@ -179,6 +184,9 @@ impl Mix {
         }
         if let Some(p) = &self.partition {
             s += &format!(" --partition '{p}'");
+        }
+        if a.sim_threads > 1 {
+            s += &format!(" --threads {}", a.sim_threads);
         }
         s + " --json"
     }
