@@ -74,8 +74,9 @@ impl Sim {
     }
 
     /// Runs `first` (popped at `at`) and, if it may, the events that can run beside it: one
-    /// per node, before `at` plus the network's least latency and `budget_us`. Returns whether
-    /// it ran a batch (else the caller runs `first` sequentially: handed back).
+    /// per node, before `at` plus the network's least latency and `budget_us`. `Err` hands
+    /// `first` back when it cannot start a batch (one thread, or not one honest node's event):
+    /// the caller runs it sequentially.
     pub(crate) fn run_batch(&mut self, at: u64, first: Ev, budget_us: u64) -> Result<(), Ev> {
         if !self.batchable(&first) {
             return Err(first);
@@ -196,9 +197,7 @@ impl Sim {
             })
             .collect()
     }
-}
 
-impl Sim {
     /// The next event: the queue's earliest, or the batches' carried one if that is no later.
     pub(crate) fn next_event(&mut self) -> Option<(u64, Option<Ev>)> {
         if let Some(b) = &mut self.batcher {
