@@ -98,8 +98,16 @@ struct RecentStatuses {
 const RECENT_STATUSES_MAX: usize = 32_768;
 
 impl RecentStatuses {
+    /// Sized once for good. The map churns (one insert and one remove per status written),
+    /// and a hash table over half full doubles once its removals' tombstones have used up its
+    /// free slots: 32 768 entries fill 64 Ki slots past half, so a store grown on demand
+    /// doubled its map minutes into a run (issue 15's RSS slope, `pqdag_core::shrink_sparse`).
+    /// At 9/4 of the bound it rehashes in place instead.
     fn new() -> Self {
-        RecentStatuses { map: std::collections::HashMap::new(), order: std::collections::VecDeque::new() }
+        RecentStatuses {
+            map: std::collections::HashMap::with_capacity(RECENT_STATUSES_MAX * 9 / 4),
+            order: std::collections::VecDeque::with_capacity(RECENT_STATUSES_MAX + 1),
+        }
     }
     fn get(&self, id: &VertexId) -> Option<Status> {
         self.map.get(id).copied()

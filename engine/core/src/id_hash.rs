@@ -32,9 +32,9 @@ impl Hasher for IdHasher {
 }
 
 /// `HashMap` with [`IdHasher`]: the only map type the core uses (and the simulator's).
-pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<IdHasher>>;
 /// `HashSet` with [`IdHasher`]: the only set type the core uses (and the simulator's).
-pub type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
+pub type HashSet<K> = hashbrown::HashSet<K, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,15 @@ use pqdag_node::export::{export, ExportFormat};
 use pqdag_crypto::identity;
 use pqdag_node::testnet::{keygen, keygen_client, write_testnet, TestnetSpec};
 
+#[cfg(not(feature = "alloc-trace"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "alloc-trace")]
+mod alloc_trace;
+#[cfg(feature = "alloc-trace")]
+#[global_allocator]
+static GLOBAL: alloc_trace::TracingAlloc = alloc_trace::TracingAlloc;
 
 /// pqdag: a post-quantum Avalanche DAG consensus engine.
 #[derive(Parser)]
