@@ -67,6 +67,15 @@ pub const FINAL_RECORD_US: u64 = 30_000_000;
 /// history length, at one bloom-filtered point read per lookup of an older id.
 pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
 
+/// Memory each shard's executor sets aside for io_uring buffers (glommio's `io_memory`,
+/// default 10 MiB). The node does no file I/O through glommio (RocksDB does its own); only
+/// UDP sends and one-byte peeks take buffers from it, at most `SENDS_IN_FLIGHT_MAX` (32)
+/// datagrams at a time, and past it glommio takes buffers from the heap. The 10 MiB were
+/// allocated whole at start, counted as committed Rust heap, and touched a block at a time as
+/// glommio's buddy allocator split them: over the first ~13 minutes of a run each node's RSS
+/// crept up by as much (issue 15's RSS slope; `docs/benchmark.md`, run U).
+pub const IO_MEMORY_BYTES: usize = 1 << 20;
+
 /// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
 pub const POLL_INTERVAL_US: u64 = 10_000;
 
@@ -270,6 +279,7 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("pqdag-shard-{s}"))
+            .io_memory(IO_MEMORY_BYTES)
             .spin_before_park(Duration::from_micros(cfg.spin_before_park_us))
             .spawn(move || async move { run_shard(setup).await.map_err(|e| e.to_string()) })
             .map_err(|e| NodeError::Shard { shard: s, message: format!("executor: {e}") })?;
