@@ -72,8 +72,8 @@ pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
 /// UDP sends and one-byte peeks take buffers from it, at most `SENDS_IN_FLIGHT_MAX` (32)
 /// datagrams at a time, and past it glommio takes buffers from the heap. The 10 MiB were
 /// allocated whole at start, counted as committed Rust heap, and touched a block at a time as
-/// glommio's buddy allocator split them: over the first ~13 minutes of a run each node's RSS
-/// crept up by as much (issue 15's RSS slope; `docs/benchmark.md`, run U).
+/// glommio's buddy allocator split them: 9 MiB less of the ceiling RSS creeps up to
+/// (`docs/benchmark.md`, runs U and V).
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
 
 /// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
