@@ -55,37 +55,28 @@ fn buckets_of(allocation: usize, entry: usize) -> usize {
     }
 }
 
-impl<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher> Shrink for hashbrown::HashMap<K, V, H> {
-    const KEEP_QUARTERS: usize = 9;
-    fn fill(&self) -> (usize, usize) {
-        (self.len(), self.capacity())
-    }
-    fn shrink(&mut self, min: usize) {
-        self.shrink_to(min);
-    }
-    fn buckets(&self) -> Option<usize> {
-        Some(buckets_of(self.allocation_size(), std::mem::size_of::<(K, V)>()))
-    }
-    fn grow(&mut self, min: usize) {
-        self.reserve(min.saturating_sub(self.len()));
-    }
+/// [`Shrink`] for a `hashbrown` table of `$entry`s, whose allocation gives its slot count.
+macro_rules! shrink_hashbrown {
+    ($table:ty, $entry:ty, $($generics:tt)*) => {
+        impl<$($generics)*> Shrink for $table {
+            const KEEP_QUARTERS: usize = 9;
+            fn fill(&self) -> (usize, usize) {
+                (self.len(), self.capacity())
+            }
+            fn shrink(&mut self, min: usize) {
+                self.shrink_to(min);
+            }
+            fn buckets(&self) -> Option<usize> {
+                Some(buckets_of(self.allocation_size(), std::mem::size_of::<$entry>()))
+            }
+            fn grow(&mut self, min: usize) {
+                self.reserve(min.saturating_sub(self.len()));
+            }
+        }
+    };
 }
-
-impl<K: Eq + std::hash::Hash, H: std::hash::BuildHasher> Shrink for hashbrown::HashSet<K, H> {
-    const KEEP_QUARTERS: usize = 9;
-    fn fill(&self) -> (usize, usize) {
-        (self.len(), self.capacity())
-    }
-    fn shrink(&mut self, min: usize) {
-        self.shrink_to(min);
-    }
-    fn buckets(&self) -> Option<usize> {
-        Some(buckets_of(self.allocation_size(), std::mem::size_of::<K>()))
-    }
-    fn grow(&mut self, min: usize) {
-        self.reserve(min.saturating_sub(self.len()));
-    }
-}
+shrink_hashbrown!(hashbrown::HashMap<K, V, H>, (K, V), K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher);
+shrink_hashbrown!(hashbrown::HashSet<K, H>, K, K: Eq + std::hash::Hash, H: std::hash::BuildHasher);
 
 impl<K: Eq + std::hash::Hash, V, H: std::hash::BuildHasher> Shrink for std::collections::HashMap<K, V, H> {
     const KEEP_QUARTERS: usize = 9;
