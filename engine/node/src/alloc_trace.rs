@@ -3,7 +3,7 @@
 //! `PQDAG_ALLOC_TRACE_BYTES` (default 1 MiB), with the seconds since the first one. Why: a
 //! step of the Rust heap that stays (`pqdag_heap_bytes{kind="mimalloc_committed"}`) is most
 //! often one table's growth; this names the table and the line that grew it
-//! (`docs/benchmark.md`, "Churning tables settle at the first look"). Capturing a backtrace
+//! (`docs/benchmark.md`, "The heap's steps, found"). Capturing a backtrace
 //! loads the binary's debug info, ~70 MiB of RSS: do not read memory levels from such a run.
 
 use std::alloc::{GlobalAlloc, Layout};
