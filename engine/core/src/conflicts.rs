@@ -34,6 +34,9 @@ pub(crate) struct Member {
     pub(crate) exposed: bool,
     /// Its creator has another member in this set: the creator equivocated (see `better`).
     pub(crate) equivocal: bool,
+    /// The most peers seen locked on it in one poll, once at least f + 1 (whole-network
+    /// polls; `Core::set_success`): an unlocked set follows the member with the most.
+    pub(crate) locked_peers: u32,
 }
 
 /// The vertices spending one conflict key.
@@ -237,7 +240,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         let exposed = self.dag.vertices.get(&v.id).is_some_and(|r| r.exposed);
-        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected, exposed, equivocal: false };
+        let member = Member { id: v.id, count: 0, confidence: 0.0, creator: v.creator, owner: self.shard, rejected, exposed, equivocal: false, locked_peers: 0 };
         self.join_local(key, member);
     }
 

@@ -24,6 +24,10 @@ pub(crate) struct Tally {
     pub(crate) peer_yes: u32,
     /// A quorum of Yes, own vote included (whole-network polls only): this node locks on it.
     pub(crate) quorum: bool,
+    /// Peers that answered `LockedYes` (or `Final`) on the vertex itself (whole-network polls
+    /// only, counted once the vertex is stalled): at [`Round::follow_at`], with no peer seen
+    /// locked on a rival, an unlocked set moves its preference to it (`Core::set_success`).
+    pub(crate) peer_locked: u32,
 }
 
 /// What one credit walk produced, for the callers that act on it.
@@ -77,6 +81,10 @@ pub(crate) struct Round<'a> {
     pub(crate) beta: u32,
     /// Rounds after which a processing vertex counts as stalled.
     pub(crate) max_rounds: u32,
+    /// Whole-network polls: f + 1 (`Core::lock_follow_threshold`), and a stalled vertex that
+    /// any peer answered `LockedYes` on makes a [`Tally`] by that alone (an unlocked set may
+    /// follow it: `Core::set_success`). 0 in Avalanche mode (no locks there).
+    pub(crate) follow_at: usize,
 }
 
 /// Transitive credit, once per poll: children before parents by arrival sequence.
@@ -85,9 +93,15 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     let mut heap: BinaryHeap<(u64, VertexId)> = BinaryHeap::new();
     // Direct No votes: the only answers besides Yes that say something about a vertex.
     let mut no: HashMap<VertexId, u64> = HashMap::default();
+    // Peers' `LockedYes` on an id itself (a lock is on the vertex's own sets: never credited to
+    // ancestors). Whole-network polls only.
+    let mut locked: HashMap<VertexId, u64> = HashMap::default();
     for (i, id) in round.ids.iter().enumerate() {
         if round.no[i] != 0 {
             *no.entry(*id).or_default() |= round.no[i];
+        }
+        if round.follow_at > 0 && round.locked[i] & !round.own_bit != 0 {
+            *locked.entry(*id).or_default() |= round.locked[i] & !round.own_bit;
         }
     }
     for (i, id) in round.ids.iter().enumerate() {
@@ -137,9 +151,14 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                     let pref_yes = (r.mask & round.pref_mask).count_ones() as usize;
                     let snowball = pref_yes >= round.alpha_pref && in_fraction(pref_yes, round.alpha_pref);
                     let quorum = round.locks && yes >= round.alpha;
-                    if snowball || quorum {
+                    let peer_locked = if locked.is_empty() { 0 } else { locked.get(&id).map_or(0, |m| m.count_ones()) };
+                    // Only a vertex still undecided after twice the rounds finality takes: a
+                    // stall. Every spend gets `LockedYes` on its way to finality, and a tally per
+                    // key of a batched vertex for each of them would cost as much as its quorum.
+                    let follow = round.follow_at > 0 && peer_locked > 0 && r.rounds > 2 * round.beta;
+                    if snowball || quorum || follow {
                         let peer_yes = (r.mask & !round.own_bit).count_ones();
-                        out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum });
+                        out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum, peer_locked });
                     }
                 }
                 // Every round short of alpha resets the streak, silence and `Unknown` included.

@@ -173,11 +173,11 @@ impl<S: Signer> Core<S> {
                 self.adopt(now, vertex, tags)
             }
             ShardMsg::Join { key, member, creator, owner } => {
-                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false };
+                let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false, locked_peers: 0 };
                 self.join_local(key, m);
             }
-            ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum } => {
-                self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum });
+            ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum, peer_locked } => {
+                self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum, peer_locked });
             }
             ShardMsg::Preference { key, preferred, decided, locked, ack } => {
                 if ack {

@@ -42,6 +42,14 @@ impl<S: Signer> Core<S> {
         n - self.quorum() + f + 1
     }
 
+    /// Peers' `LockedYes` on a member, in one whole-network poll, that move an unlocked set's
+    /// preference to it: f + 1, so at least one is honest, locked because it saw a quorum of
+    /// Yes for the member. See `Core::set_success`.
+    pub(crate) fn lock_follow_threshold(&self) -> usize {
+        let n = self.peers.ids.len() + 1;
+        (n - 1) / 3 + 1
+    }
+
     /// Whether this node is locked on `v` in every conflict set of `v` (a set decided for `v`
     /// counts): its Yes on `v` is then a `LockedYes`.
     pub(crate) fn locked_on(&self, v: &Vertex) -> bool {

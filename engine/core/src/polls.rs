@@ -564,7 +564,7 @@ impl<S: Signer> Core<S> {
         let (alpha_pref, pref_mask) = if poll.own { self.preference_sample(k) } else { ((poll.base_k / 2 + 1).min(poll.alpha), u64::MAX) };
         let own_bit = if poll.own { 1u64 << k } else { 0 };
         let base_k = if poll.own { None } else { Some(poll.base_k) };
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, locked: &poll.locked, own_bit, locks: poll.own, alpha: poll.alpha, alpha_pref, pref_mask, base_k, beta: self.params.beta, max_rounds: self.params.max_rounds };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, locked: &poll.locked, own_bit, locks: poll.own, alpha: poll.alpha, alpha_pref, pref_mask, base_k, beta: self.params.beta, max_rounds: self.params.max_rounds, follow_at: if poll.own { self.lock_follow_threshold() } else { 0 } };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, lock_wanted, .. } = credited;

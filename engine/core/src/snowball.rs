@@ -25,7 +25,7 @@ impl<S: Signer> Core<S> {
                 self.set_success(key, t);
             } else {
                 let owner = shard_of_key(&key, self.shard_count);
-                let msg = ShardMsg::Success { key, member: t.id, confidence: t.confidence, snowball: t.snowball, peer_yes: t.peer_yes, quorum: t.quorum };
+                let msg = ShardMsg::Success { key, member: t.id, confidence: t.confidence, snowball: t.snowball, peer_yes: t.peer_yes, quorum: t.quorum, peer_locked: t.peer_locked };
                 self.push(Action::ToShard { shard: owner, msg });
             }
         }
@@ -37,6 +37,7 @@ impl<S: Signer> Core<S> {
     pub(crate) fn set_success(&mut self, key: ConflictKey, t: Tally) {
         let locks = self.whole_network();
         let release_at = if locks { self.lock_release_threshold() } else { 0 };
+        let follow_at = if locks { self.lock_follow_threshold() } else { usize::MAX };
         // Drawn for every result (whether used or not), so the draws do not depend on the set;
         // never with one shard (there the coin showed no gain, and one-shard runs replay as
         // before it).
@@ -58,6 +59,7 @@ impl<S: Signer> Core<S> {
             // An over-cap vertex the network votes for: promoted in place of its creator's
             // weakest member that is not the preference, so this node can follow the network
             // instead of stalling on a vertex it may never prefer.
+            None if !(t.snowball || t.quorum) => return,
             None => match set.promote(&id) {
                 Some(i) => i,
                 None => return,
@@ -103,6 +105,27 @@ impl<S: Signer> Core<S> {
             // failures (4 of 10 000 seeds) did not differ from chance (1 without it).
             let pinned = locks && set.members[set.pref].exposed && !set.members[set.pref].rejected;
             if i != set.pref && set.quorum_lock.is_none() && ConflictSet::better(&set.members[i], &set.members[set.pref]) && (!pinned || coin) {
+                set.pref = i;
+            }
+        }
+        // Lock-follow (`docs/consensus.md` 8c): an unlocked set whose stalled member f + 1 peers
+        // are locked on, with no peer seen locked on any rival, prefers that member. At least
+        // one of those peers is honest and saw a quorum of Yes for it, so it is the one member
+        // that can still gather a locked quorum. At N = 5 with a `selective` liar, two honest
+        // nodes locked on one member and two unlocked ones preferring the other stayed so for
+        // good (`sim-faults` seed 9315): in each unlocked node's preference sample the liar and
+        // the other unlocked node outvoted the locked ones as often as not. Safe because safety
+        // rests on the locks alone (an unlocked node's preference may move anywhere), and f
+        // liars cannot make f + 1. Where both members have peers locked on them (a split), the
+        // liars can make either side look larger, and Snowball alone moves the preference: a
+        // rule that followed the side with more locked peers sent N = 7's one unlocked honest
+        // node to the side that two honest nodes and the liar were locked on, where no quorum
+        // could form without the liar (`sim-faults` seed 9091; live by Snowball).
+        if locks && t.peer_locked > 0 {
+            set.members[i].locked_peers = t.peer_locked;
+        }
+        if locks && t.peer_locked as usize >= follow_at && set.quorum_lock.is_none() && i != set.pref {
+            if set.members.iter().enumerate().all(|(j, m)| j == i || m.locked_peers == 0) {
                 set.pref = i;
             }
         }

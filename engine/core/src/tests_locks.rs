@@ -44,7 +44,7 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
     while core.poll_action().is_some() {}
     assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
-    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum };
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
     core.set_success(k, tally(high.id, 3, true));
     assert_eq!(lock_actions(core), vec![(k, Some(high.id))], "the lock is made durable");
     assert_eq!(vote_on(core, high.id), Vote::LockedYes);
@@ -79,6 +79,47 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     assert_eq!(vote_on(&mut restored, high.id), Vote::No);
 }
 
+/// Lock-follow (`Core::set_success`, docs/consensus.md 8c): an unlocked set moves its
+/// preference to a member f + 1 peers are locked on (2 at N = 4), with no Snowball success and
+/// no quorum, but not on f such peers, not while a rival has peers locked on it (a split, where
+/// liars can make either side look larger), and never out of this node's own lock.
+#[test]
+fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
+    let mut net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let k = ConflictKey([44; 32]);
+    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
+    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
+    let (low, high) = if a.id < b.id { (a, b) } else { (b, a) };
+    let follow = |id: VertexId, peer_locked: u32| crate::credit::Tally { id, confidence: 0.0, snowball: false, peer_yes: peer_locked, quorum: false, peer_locked };
+    let core = &mut net.cores[0];
+    assert_eq!(core.lock_follow_threshold(), 2);
+    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
+    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
+    while core.poll_action().is_some() {}
+    assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
+    core.set_success(k, follow(high.id, 1));
+    assert_eq!(vote_on(core, low.id), Vote::Yes, "f locked peers may all be liars: not followed");
+    core.set_success(k, follow(high.id, 2));
+    assert_eq!(vote_on(core, high.id), Vote::Yes, "f + 1 locked peers: followed");
+    assert_eq!(vote_on(core, low.id), Vote::No);
+    assert!(lock_actions(core).is_empty(), "following is not locking");
+    // A split: peers are seen locked on `high` too, so f + 1 on `low` moves nothing.
+    core.set_success(k, follow(low.id, 2));
+    assert_eq!(vote_on(core, high.id), Vote::Yes, "with peers locked on both members Snowball alone decides");
+
+    // This node's own lock is left only on the release threshold, never by following.
+    let mut net = Net::new(4, fast_params());
+    let core = &mut net.cores[0];
+    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
+    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
+    while core.poll_action().is_some() {}
+    core.set_success(k, crate::credit::Tally { id: low.id, confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0 });
+    assert_eq!(lock_actions(core), vec![(k, Some(low.id))]);
+    core.set_success(k, follow(high.id, 2));
+    assert_eq!(vote_on(core, low.id), Vote::LockedYes, "a locked node does not follow");
+}
+
 /// A lock on a lone member stays out of the store (one write saved per key of every
 /// uncontested spend) until a second vertex joins the set, which writes it in the same step;
 /// a restart locks every restored lone member, so a lock held without a record is never left
@@ -90,7 +131,7 @@ fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart(
     let k = ConflictKey([43; 32]);
     let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
     let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
-    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum };
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
     let core = &mut net.cores[0];
     let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: a.clone() });
     while core.poll_action().is_some() {}

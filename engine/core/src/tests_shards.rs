@@ -289,7 +289,7 @@ fn a_preference_moves_to_another_shards_member_only_after_the_old_one_is_revoked
         "the lower id is preferred first, nothing to revoke"
     );
     // A quorum for id(2): the set locks on it and prefers it.
-    let success = ShardMsg::Success { key, member: id(2), confidence: 1.0, snowball: true, peer_yes: 3, quorum: true };
+    let success = ShardMsg::Success { key, member: id(2), confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0 };
     core.handle(20, Event::FromShard(success)).expect("success");
     assert_eq!(preferences_sent(&mut core, key), vec![(1, id(2), true, true)], "only the old member's shard is told, and must acknowledge");
     core.handle(30, Event::FromShard(ShardMsg::PreferenceAck { key })).expect("ack");
@@ -323,7 +323,7 @@ fn a_stale_quorum_does_not_lock_a_set_back_on_a_member_it_left() {
     let key = key0(3);
     join(&mut core, key, id(1), 2, 1);
     join(&mut core, key, id(2), 3, 2);
-    let success = |member: u8, snowball: bool, peer_yes: u32, quorum: bool| ShardMsg::Success { key, member: id(member), confidence: 1.0, snowball, peer_yes, quorum };
+    let success = |member: u8, snowball: bool, peer_yes: u32, quorum: bool| ShardMsg::Success { key, member: id(member), confidence: 1.0, snowball, peer_yes, quorum, peer_locked: 0 };
     // Two Snowball successes of id(2) (never a quorum): the set moves to it (the coin of a
     // whole-network set may hold the first move back).
     for _ in 0..16 {

@@ -360,6 +360,8 @@ pub enum ShardMsg {
         peer_yes: u32,
         /// A quorum of Yes (the set locks on it).
         quorum: bool,
+        /// Peers locked on the member (an unlocked set follows it at f + 1).
+        peer_locked: u32,
     },
     /// The preference (or decision) of the set of `key`.
     Preference {

@@ -243,6 +243,22 @@ fn a_liar_siding_with_the_majority_frames_no_honest_node_at_four_nodes() {
     }
 }
 
+/// `sim-faults` seed 9315 on the batched schedule (N = 5, two shards, a `selective` liar, node 0
+/// cut off from 1.6 to 3 s): nodes 2 and 3 held a quorum lock on one member of a two-shard set,
+/// nodes 0 and 1 preferred the other without a lock, and in each unlocked node's preference
+/// sample the liar and the other unlocked node outvoted the locked ones as often as not: 375 of
+/// 476 final, the set undecided for good. An unlocked set now follows a stalled member that
+/// f + 1 peers are locked on, when none is seen locked on a rival (lock-follow,
+/// `Core::set_success`, `docs/consensus.md` 8c).
+#[test]
+fn unlocked_nodes_follow_a_lock_they_can_see() {
+    let mut c = fault_mix(5, 9315, 0.02, 0.02, 0.18, None);
+    c.shards = 2;
+    c.max_batch = 64;
+    c.threads = 2;
+    assert_live_under(c, 0.2, Strategy::Selective, Some("0-0|1-4@1.6-2.99"));
+}
+
 /// A stalled conflict set (split quorum locks at N = 4 under a `selective` liar, the open case
 /// of `docs/consensus.md` 8c) used to hold back every later payload: new vertices kept building
 /// on its members' descendants, so 664 honest vertices were left undecided at the end of this
