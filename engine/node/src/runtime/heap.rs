@@ -1,33 +1,57 @@
-//! The two heaps of a node. The C heap (glibc malloc) under RocksDB: a fixed mmap threshold, so
-//! that large blocks the store frees (filter and index blocks, compaction buffers) go back to
-//! the system instead of leaving holes in the heap that are reused only in part. The Rust heap
-//! (mimalloc): freed pages go back to the system at once, not after a delay
-//! ([`tune_rust_heap`]).
+//! The two heaps of a node, and how each gives freed memory back to the system.
 //!
-//! Rust allocations go to mimalloc (`#[global_allocator]`); RocksDB is C++ and allocates with
-//! glibc. In two 20-minute benches at 1200/s glibc's in-use bytes grew 0.1-0.2 MiB/min per node
-//! while its held bytes grew 0.8-1.2 MiB/min, to 128-136 MiB held for 77-89 MiB in use
-//! (`pqdag_heap_bytes{kind="libc_in_use"|"libc_held"}`). glibc's mmap threshold is dynamic: once
-//! a mapped block is freed, blocks up to its size are carved from the heap instead. Fixed at
-//! 128 KiB, the same run held 89-91 MiB (slope 0.5 MiB/min) and each node's RSS at 20 minutes
-//! was ~40 MiB lower (`docs/benchmark.md`, "Memory by part").
+//! - Rust allocations go to mimalloc (`#[global_allocator]`). It returns freed pages at once,
+//!   not after a delay, and commits new arenas as they are used ([`tune_rust_heap`]).
+//! - C and C++ allocations (RocksDB, linked as a shared library, and liboqs) go to jemalloc:
+//!   `tikv-jemalloc-sys` with its unprefixed symbols defines `malloc`, `free` and the rest in
+//!   the executable, and the dynamic linker binds RocksDB's calls to them instead of glibc's.
+//!   jemalloc purges freed pages on a decay schedule, from background threads
+//!   ([`tune_c_heap`]).
+//!
+//! Why jemalloc under RocksDB (docs/benchmark.md, "Memory by part", runs D to Z): with glibc's
+//! malloc the C heap's held bytes grew 0.34-0.6 MiB/min on every node of the 20-minute bench
+//! at 1200/s while its bytes in use grew 0.02-0.1: fragmentation, from RocksDB's blocks of
+//! many sizes and lifetimes (block cache entries, memtable arenas, filter partitions) freed by
+//! other threads than the ones that allocated them. A fixed 128 KiB mmap threshold halved it;
+//! two arenas and `malloc_trim` did not help; mimalloc for both heaps (its `override`) made it
+//! worse. With jemalloc (run Z) the C heap's resident bytes grew 0.01-0.08 MiB/min.
 
-/// Blocks at least this large get a mapping of their own, returned whole on free (glibc's
-/// default starts here too, then rises with every mapped block freed, up to 32 MiB).
-pub(crate) const MMAP_THRESHOLD: i32 = 128 * 1024;
-
-/// Fixes glibc's mmap threshold before the store starts its threads. A value the operator set
-/// in the environment (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold` in
-/// `GLIBC_TUNABLES`, which glibc reads itself) wins: then this does nothing.
+/// Starts jemalloc's background purge threads, so that pages the C heap freed go back to the
+/// system on jemalloc's decay schedule (`dirty_decay_ms`, 10 s) even when no thread of that
+/// arena allocates. An operator's `MALLOC_CONF` (read by jemalloc itself) comes first: a
+/// `background_thread` set there is left alone.
 pub(crate) fn tune_c_heap() {
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() || tunables.contains("glibc.malloc.mmap_threshold") {
+    if std::env::var("MALLOC_CONF").is_ok_and(|c| c.contains("background_thread")) {
         return;
     }
-    // SAFETY: mallopt only sets a tunable of the allocator; the value is positive and below
-    // glibc's maximum (32 MiB on 64-bit).
-    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
-        tracing::warn!(value = MMAP_THRESHOLD, "mallopt(M_MMAP_THRESHOLD) refused; the C heap keeps glibc's dynamic threshold");
+    let on = true;
+    // SAFETY: a write of a bool option through jemalloc's control interface; the name is
+    // NUL-terminated and the new value points to a live bool of the size given.
+    let rc = unsafe { tikv_jemalloc_sys::mallctl(c"background_thread".as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), (&on as *const bool).cast_mut().cast(), std::mem::size_of::<bool>()) };
+    if rc != 0 {
+        tracing::warn!(rc, "jemalloc refused background_thread; freed C-heap pages go back only as its arenas allocate");
+    }
+}
+
+/// The C heap's bytes in use by RocksDB (`stats.allocated`) and held resident by jemalloc
+/// for it (`stats.resident`: in use, freed but not yet purged, and its own metadata), after
+/// refreshing jemalloc's statistics. `None` if jemalloc refuses a read.
+pub(crate) fn c_heap_bytes() -> Option<(usize, usize)> {
+    let mut epoch: u64 = 1;
+    let mut len = std::mem::size_of::<u64>();
+    // SAFETY: jemalloc's control interface with NUL-terminated names and out-pointers to live
+    // locals of the sizes given (`epoch` is a u64, the statistics are size_t).
+    unsafe {
+        let e = (&mut epoch as *mut u64).cast();
+        if tikv_jemalloc_sys::mallctl(c"epoch".as_ptr(), e, &mut len, e, len) != 0 {
+            return None;
+        }
+        let read = |name: &std::ffi::CStr| {
+            let mut v: usize = 0;
+            let mut len = std::mem::size_of::<usize>();
+            (tikv_jemalloc_sys::mallctl(name.as_ptr(), (&mut v as *mut usize).cast(), &mut len, std::ptr::null_mut(), 0) == 0).then_some(v)
+        };
+        Some((read(c"stats.allocated")?, read(c"stats.resident")?))
     }
 }
 
@@ -55,6 +79,27 @@ pub(crate) fn tune_rust_heap() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `malloc` in this process is jemalloc's: 8 MiB from the C heap show up in jemalloc's
+    /// bytes in use, and leave them when freed (with glibc's malloc they would not).
+    #[test]
+    fn c_allocations_go_to_jemalloc() {
+        const BYTES: usize = 8 << 20;
+        let (before, _) = c_heap_bytes().expect("jemalloc statistics");
+        // SAFETY: a plain C allocation, checked for NULL, written, and freed once below.
+        let p = unsafe { libc::malloc(BYTES) };
+        assert!(!p.is_null());
+        // SAFETY: `p` points to BYTES writable bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, BYTES) };
+        let (during, held) = c_heap_bytes().expect("jemalloc statistics");
+        // Other tests' threads allocate and free meanwhile: a margin of a quarter.
+        assert!(during >= before + BYTES * 3 / 4, "in use {before} -> {during}: malloc is not jemalloc's");
+        assert!(held >= during, "resident {held} covers in use {during}");
+        // SAFETY: `p` came from malloc and is freed once.
+        unsafe { libc::free(p) };
+        let (after, _) = c_heap_bytes().expect("jemalloc statistics");
+        assert!(after + BYTES * 3 / 4 <= during, "freed: {during} -> {after}");
+    }
 
     /// The option numbers name the options meant: mimalloc's defaults for them are 1000 (ms) and
     /// 2, and after tuning both read 0.

@@ -140,7 +140,8 @@ pub struct Metrics {
     /// Resident set size in bytes.
     pub rss_bytes: Gauge,
     /// What the two heaps hold, refreshed on scrape (kind: `mimalloc_committed`, Rust's heap;
-    /// `libc_in_use` and `libc_held`, glibc malloc's, where RocksDB's C++ allocates): RSS is
+    /// `libc_in_use` and `libc_held`, the C heap's where RocksDB's C++ allocates, jemalloc's
+    /// `stats.allocated` and `stats.resident` since 2026-12-06, glibc's before): RSS is
     /// their sum plus stacks, code and mapped files, so a slope in RSS is attributed here.
     pub heap_bytes: Family<KindLabel, Gauge>,
     /// RSS by kind of page, refreshed on scrape (`/proc/self/status`: `anon`, the heaps and
@@ -292,10 +293,10 @@ fn refresh_process_stats(m: &Metrics) {
     unsafe { libmimalloc_sys::mi_process_info(a, b, c, d, e, &mut commit, f, g) };
     let set = |kind: &str, v: usize| m.heap_bytes.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
     set("mimalloc_committed", commit);
-    // SAFETY: mallinfo2 only reads the allocator's arenas (glibc >= 2.33, Debian 12 has 2.36).
-    let mi = unsafe { libc::mallinfo2() };
-    set("libc_in_use", mi.uordblks + mi.hblkhd);
-    set("libc_held", mi.arena + mi.hblkhd);
+    if let Some((in_use, held)) = super::heap::c_heap_bytes() {
+        set("libc_in_use", in_use);
+        set("libc_held", held);
+    }
 }
 
 /// What `/status` and `/health` report, per shard; shards write, the HTTP thread reads.
