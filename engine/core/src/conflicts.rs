@@ -34,8 +34,9 @@ pub(crate) struct Member {
     pub(crate) exposed: bool,
     /// Its creator has another member in this set: the creator equivocated (see `better`).
     pub(crate) equivocal: bool,
-    /// The most peers seen locked on it in one poll, once at least f + 1 (whole-network
-    /// polls; `Core::set_success`): an unlocked set follows the member with the most.
+    /// Peers that answered `LockedYes` on it in the last poll that asked about it directly
+    /// while it was stalled, if any did (whole-network polls): an unlocked set follows a
+    /// member with f + 1 only while every rival's count is 0 (`Core::set_success`).
     pub(crate) locked_peers: u32,
 }
 
