@@ -25,19 +25,26 @@ fn vote_on<S: Signer>(core: &mut Core<S>, id: VertexId) -> Vote {
     core.vote_for(&id)
 }
 
+/// A 4-node `Net` and two vertices on genesis spending key `[key; 32]`, the lower id first
+/// (the one the id tie-break prefers).
+fn two_spends(key: u8) -> (Net, ConflictKey, Arc<Vertex>, Arc<Vertex>) {
+    let net = Net::new(4, fast_params());
+    let g = net.cores[0].genesis_id();
+    let k = ConflictKey([key; 32]);
+    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
+    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
+    let (low, high) = if a.id < b.id { (a, b) } else { (b, a) };
+    (net, k, low, high)
+}
+
 /// A quorum locks a set on its member even against the tie-break; a locked node ignores
 /// Snowball results for another member below the release threshold (t = N - q + f + 1 = 3 of
 /// 3 peers at N = 4), leaves the lock on t, and a restarted node gets its lock back from the
 /// store instead of voting by the tie-break (which would let it leave a lock for free).
 #[test]
 fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let k = ConflictKey([42; 32]);
-    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
-    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
     // `low` wins the id tie-break; the lock goes to `high`.
-    let (low, high) = if a.id < b.id { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+    let (mut net, k, low, high) = two_spends(42);
     let core = &mut net.cores[0];
     assert_eq!(core.lock_release_threshold(), 3);
     let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
@@ -85,12 +92,7 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
 /// liars can make either side look larger), and never out of this node's own lock.
 #[test]
 fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let k = ConflictKey([44; 32]);
-    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
-    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
-    let (low, high) = if a.id < b.id { (a, b) } else { (b, a) };
+    let (mut net, k, low, high) = two_spends(44);
     let follow = |id: VertexId, peer_locked: u32| crate::credit::Tally { id, confidence: 0.0, snowball: false, peer_yes: peer_locked, quorum: false, peer_locked };
     let core = &mut net.cores[0];
     assert_eq!(core.lock_follow_threshold(), 2);
@@ -109,7 +111,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     assert_eq!(vote_on(core, high.id), Vote::Yes, "with peers locked on both members Snowball alone decides");
 
     // This node's own lock is left only on the release threshold, never by following.
-    let mut net = Net::new(4, fast_params());
+    let (mut net, ..) = two_spends(44);
     let core = &mut net.cores[0];
     let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
     let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
@@ -126,11 +128,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
 /// for free, while a set of two restored members without a stored lock is not locked.
 #[test]
 fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart() {
-    let mut net = Net::new(4, fast_params());
-    let g = net.cores[0].genesis_id();
-    let k = ConflictKey([43; 32]);
-    let a = byz_vertex(1, vec![g], b"a", vec![k], 1);
-    let b = byz_vertex(2, vec![g], b"b", vec![k], 1);
+    let (mut net, k, a, b) = two_spends(43);
     let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
     let core = &mut net.cores[0];
     let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: a.clone() });
