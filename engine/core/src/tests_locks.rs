@@ -25,6 +25,14 @@ fn vote_on<S: Signer>(core: &mut Core<S>, id: VertexId) -> Vote {
     core.vote_for(&id)
 }
 
+/// Hands `vertices` to `core` (from node 1, 2, ...) and drains its actions.
+fn deliver<S: Signer>(core: &mut Core<S>, vertices: &[&Arc<Vertex>]) {
+    for (i, v) in vertices.iter().enumerate() {
+        let _ = core.handle(1_000, Event::Vertex { from: node(i + 1), vertex: Arc::clone(v) });
+    }
+    while core.poll_action().is_some() {}
+}
+
 /// A 4-node `Net` and two vertices on genesis spending key `[key; 32]`, the lower id first
 /// (the one the id tie-break prefers).
 fn two_spends(key: u8) -> (Net, ConflictKey, Arc<Vertex>, Arc<Vertex>) {
@@ -47,9 +55,7 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     let (mut net, k, low, high) = two_spends(42);
     let core = &mut net.cores[0];
     assert_eq!(core.lock_release_threshold(), 3);
-    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
-    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
-    while core.poll_action().is_some() {}
+    deliver(core, &[&low, &high]);
     assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
     let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
     core.set_success(k, tally(high.id, 3, true));
@@ -96,9 +102,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     let follow = |id: VertexId, peer_locked: u32| crate::credit::Tally { id, confidence: 0.0, snowball: false, peer_yes: peer_locked, quorum: false, peer_locked };
     let core = &mut net.cores[0];
     assert_eq!(core.lock_follow_threshold(), 2);
-    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
-    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
-    while core.poll_action().is_some() {}
+    deliver(core, &[&low, &high]);
     assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
     core.set_success(k, follow(high.id, 1));
     assert_eq!(vote_on(core, low.id), Vote::Yes, "f locked peers may all be liars: not followed");
@@ -113,9 +117,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     // This node's own lock is left only on the release threshold, never by following.
     let (mut net, ..) = two_spends(44);
     let core = &mut net.cores[0];
-    let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: low.clone() });
-    let _ = core.handle(1_000, Event::Vertex { from: node(2), vertex: high.clone() });
-    while core.poll_action().is_some() {}
+    deliver(core, &[&low, &high]);
     core.set_success(k, crate::credit::Tally { id: low.id, confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0 });
     assert_eq!(lock_actions(core), vec![(k, Some(low.id))]);
     core.set_success(k, follow(high.id, 2));
