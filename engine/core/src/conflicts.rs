@@ -34,9 +34,10 @@ pub(crate) struct Member {
     pub(crate) exposed: bool,
     /// Its creator has another member in this set: the creator equivocated (see `better`).
     pub(crate) equivocal: bool,
-    /// Peers that answered `LockedYes` on it in the last poll that asked about it directly
-    /// while it was stalled, if any did (whole-network polls): an unlocked set follows a
-    /// member with f + 1 only while every rival's count is 0 (`Core::set_success`).
+    /// Peers that answered `LockedYes` on it in the last poll that asked about it directly and
+    /// gave it a result (a Snowball success, a quorum, or a stall with locked peers), if any
+    /// did (whole-network polls): an unlocked set follows a member with f + 1 only while every
+    /// rival's count is 0 (`Core::set_success`).
     pub(crate) locked_peers: u32,
 }
 

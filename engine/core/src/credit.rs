@@ -25,8 +25,8 @@ pub(crate) struct Tally {
     /// A quorum of Yes, own vote included (whole-network polls only): this node locks on it.
     pub(crate) quorum: bool,
     /// Peers that answered `LockedYes` (or `Final`) on the vertex itself (whole-network polls
-    /// only, counted once the vertex is stalled): at [`Round::follow_at`], with no peer seen
-    /// locked on a rival, an unlocked set moves its preference to it (`Core::set_success`).
+    /// only): at [`Round::follow_at`], on a stalled vertex, with no peer seen locked on a rival,
+    /// an unlocked set moves its preference to it (`Core::set_success`).
     pub(crate) peer_locked: u32,
 }
 

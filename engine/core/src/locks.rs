@@ -37,17 +37,14 @@ impl<S: Signer> Core<S> {
     /// Peer Yes for another member that a poll needs before a locked node leaves its lock:
     /// t = N - q + f + 1, one more than the honest nodes outside a quorum plus the liars.
     pub(crate) fn lock_release_threshold(&self) -> usize {
-        let n = self.peers.ids.len() + 1;
-        let f = (n - 1) / 3;
-        n - self.quorum() + f + 1
+        self.peers.ids.len() + 1 - self.quorum() + self.faults_tolerated() + 1
     }
 
     /// Peers' `LockedYes` on a member, in one whole-network poll, that move an unlocked set's
     /// preference to it: f + 1, so at least one is honest, locked because it saw a quorum of
     /// Yes for the member. See `Core::set_success`.
     pub(crate) fn lock_follow_threshold(&self) -> usize {
-        let n = self.peers.ids.len() + 1;
-        (n - 1) / 3 + 1
+        self.faults_tolerated() + 1
     }
 
     /// Whether this node is locked on `v` in every conflict set of `v` (a set decided for `v`

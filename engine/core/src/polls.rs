@@ -150,8 +150,12 @@ impl<S: Signer> Core<S> {
     /// when peers are excluded or unreachable: a poll with fewer than q possible voters fails.
     pub(crate) fn quorum(&self) -> usize {
         let n = self.peers.ids.len() + 1;
-        let f = (n - 1) / 3;
-        (n + f) / 2 + 1
+        (n + self.faults_tolerated()) / 2 + 1
+    }
+
+    /// f = (N-1)/3: the faulty nodes the thresholds of whole-network polls are built for.
+    pub(crate) fn faults_tolerated(&self) -> usize {
+        self.peers.ids.len() / 3
     }
 
     /// Alpha for a sample of `k` of the eligible peers (Avalanche mode): alpha scaled to the
