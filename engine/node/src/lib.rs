@@ -5,6 +5,7 @@ pub mod check;
 pub mod client_cli;
 pub mod cluster_config;
 pub mod config;
+pub mod counting_alloc;
 pub mod export;
 pub mod host_tuning;
 pub mod runtime;

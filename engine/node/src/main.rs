@@ -11,7 +11,7 @@ use pqdag_node::testnet::{keygen, keygen_client, write_testnet, TestnetSpec};
 
 #[cfg(not(feature = "alloc-trace"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pqdag_node::counting_alloc::CountingMiMalloc = pqdag_node::counting_alloc::CountingMiMalloc;
 
 #[cfg(feature = "alloc-trace")]
 mod alloc_trace;

@@ -139,7 +139,8 @@ pub struct Metrics {
     pub cpu_seconds_milli: Gauge,
     /// Resident set size in bytes.
     pub rss_bytes: Gauge,
-    /// What the two heaps hold, refreshed on scrape (kind: `mimalloc_committed`, Rust's heap;
+    /// What the two heaps hold, refreshed on scrape (kind: `mimalloc_committed`, Rust's heap,
+    /// and `rust_in_use`, the bytes allocated in it (`counting_alloc`);
     /// `libc_in_use` and `libc_held`, the C heap's where RocksDB's C++ allocates, jemalloc's
     /// `stats.allocated` and `stats.resident` since 2026-12-06, glibc's before): RSS is
     /// their sum plus stacks, code and mapped files, so a slope in RSS is attributed here.
@@ -240,7 +241,7 @@ impl Metrics {
         registry.register("store_write_seconds", "Store batch write time", m.store_write.clone());
         registry.register("process_cpu_seconds_milli", "Process CPU time, ms", m.cpu_seconds_milli.clone());
         registry.register("process_resident_bytes", "Resident set size", m.rss_bytes.clone());
-        registry.register("heap_bytes", "Heap bytes by allocator and kind (mimalloc_committed, libc_in_use, libc_held)", m.heap_bytes.clone());
+        registry.register("heap_bytes", "Heap bytes by allocator and kind (mimalloc_committed, rust_in_use, libc_in_use, libc_held)", m.heap_bytes.clone());
         registry.register("resident_bytes", "Resident set size by kind of page (anon, file, shmem)", m.resident_bytes.clone());
         registry.register("byzantine_sent", "TEST ONLY: messages a --byzantine node made and sent itself, by kind", m.byzantine_sent.clone());
         Metrics { registry, ..m }
@@ -293,6 +294,9 @@ fn refresh_process_stats(m: &Metrics) {
     unsafe { libmimalloc_sys::mi_process_info(a, b, c, d, e, &mut commit, f, g) };
     let set = |kind: &str, v: usize| m.heap_bytes.get_or_create(&KindLabel { kind: kind.into() }).set(v as i64);
     set("mimalloc_committed", commit);
+    if let Some(in_use) = crate::counting_alloc::rust_heap_in_use() {
+        set("rust_in_use", in_use);
+    }
     if let Some((in_use, held)) = super::heap::c_heap_bytes() {
         set("libc_in_use", in_use);
         set("libc_held", held);
