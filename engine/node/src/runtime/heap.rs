@@ -1,7 +1,8 @@
 //! The two heaps of a node, and how each gives freed memory back to the system.
 //!
 //! - Rust allocations go to mimalloc (`#[global_allocator]`). It returns freed pages at once,
-//!   not after a delay, and commits new arenas as they are used ([`tune_rust_heap`]).
+//!   not after a delay, commits new arenas as they are used, and the kernel does not fold its
+//!   arena into transparent huge pages ([`tune_rust_heap`]).
 //! - C and C++ allocations (RocksDB, linked as a shared library, and liboqs) go to jemalloc:
 //!   `tikv-jemalloc-sys` with its unprefixed symbols defines `malloc`, `free` and the rest in
 //!   the executable, and the dynamic linker binds RocksDB's calls to them instead of glibc's.
@@ -74,6 +75,28 @@ pub(crate) fn tune_rust_heap() {
             unsafe { libmimalloc_sys::mi_option_set(option, 0) };
         }
     }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        disable_transparent_huge_pages();
+    }
+}
+
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), as mimalloc's
+/// `allow_thp = 0` would if it were read before the heap's first arena.
+///
+/// Why: mimalloc reserves its 1 GiB arena with `MADV_HUGEPAGE` (its default `allow_thp`), so
+/// with the common `madvise` (or `always`) system setting the kernel's khugepaged folds any
+/// 2 MiB stretch of the arena that has one page resident into a whole huge page, at whatever
+/// minute its scan gets there: the pages mimalloc had purged come back resident, and RSS steps
+/// up 2 MiB per fold without one byte more allocated. That was the last of the RSS slope in the
+/// 20-minute bench (docs/benchmark.md, run C1: 12-14 MiB on one node per run, at a different
+/// minute each time, while `rust_in_use` stayed flat). An operator who wants huge pages for the
+/// heap anyway sets `MIMALLOC_ALLOW_THP=1` in the unit's environment: then nothing is changed.
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes an integer flag and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "PR_SET_THP_DISABLE refused: the kernel may fold the Rust heap into huge pages, and RSS rise with no more allocated");
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +110,8 @@ mod tests {
         const BYTES: usize = 8 << 20;
         let (before, _) = c_heap_bytes().expect("jemalloc statistics");
         // SAFETY: a plain C allocation, checked for NULL, written, and freed once below.
-        let p = unsafe { libc::malloc(BYTES) };
+        // `black_box`: an optimised build may otherwise drop a malloc/free pair nobody reads.
+        let p = std::hint::black_box(unsafe { libc::malloc(BYTES) });
         assert!(!p.is_null());
         // SAFETY: `p` points to BYTES writable bytes.
         unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, BYTES) };
@@ -118,5 +142,21 @@ mod tests {
         // SAFETY: as above.
         let (purge, eager) = unsafe { (libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT)) };
         assert_eq!((purge, eager), (0, 0));
+    }
+
+    /// After tuning, the kernel will not back this process with transparent huge pages: no
+    /// mapping of it is eligible any more, the heap's included.
+    #[test]
+    fn transparent_huge_pages_are_off_after_tuning() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            return;
+        }
+        tune_rust_heap();
+        // SAFETY: prctl with PR_GET_THP_DISABLE takes no pointers.
+        let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+        assert_eq!(flag, 1, "PR_GET_THP_DISABLE after tuning");
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+        let eligible = smaps.lines().filter(|l| l.starts_with("THPeligible:") && l.split_whitespace().nth(1) == Some("1")).count();
+        assert_eq!(eligible, 0, "mappings still eligible for huge pages");
     }
 }
