@@ -11,7 +11,7 @@
 //! thread-local lookup and a relaxed load and store on a cache line no other thread writes
 //! (no read-modify-write, no lock). A scrape sums the counters. A block freed by another thread
 //! than the one that allocated it is subtracted from the freeing thread's counter, so single
-//! counters may go negative; the sum is exact. Threads beyond the first `SLOTS - 1` share the
+//! counters may go negative; the sum is exact. Threads beyond the first `SLOTS - 1` (255) share the
 //! last counter with an atomic add.
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed}
 pub struct CountingMiMalloc;
 
 /// Per-thread counters; the last one is shared by any thread past the others.
-const SLOTS: usize = 128;
+const SLOTS: usize = 256;
 
 /// One counter per cache line, so that threads do not invalidate each other's lines.
 #[repr(align(64))]
@@ -104,8 +104,8 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
 }
 
 /// Bytes the Rust heap holds in use (requested sizes, not mimalloc's size classes), or `None`
-/// where [`CountingMiMalloc`] is not the global allocator (a test binary, the `alloc-trace`
-/// build).
+/// where [`CountingMiMalloc`] is not the global allocator (the `alloc-trace` build, a test
+/// binary of another crate).
 pub fn rust_heap_in_use() -> Option<usize> {
     if !INSTALLED.load(Relaxed) {
         return None;
@@ -121,24 +121,40 @@ mod tests {
     #[global_allocator]
     static GLOBAL: CountingMiMalloc = CountingMiMalloc;
 
-    /// An allocation shows in the count while it lives, whether it grows in place or moves, and
-    /// leaves it when freed, also by another thread.
+    /// This thread's counter, or `None` if it shares the last one. Other threads never write a
+    /// private counter, so its changes are this thread's allocations and frees, exactly.
+    fn this_thread_count() -> Option<isize> {
+        count(0);
+        let slot = SLOT.with(|s| s.get());
+        (slot < SLOTS - 1).then(|| COUNTERS[slot].0.load(Relaxed))
+    }
+
+    /// An allocation counts on the thread that made it, a realloc by the difference, and a free
+    /// on the thread that frees it, also when that is another thread; the scrape sums them.
     #[test]
     fn the_count_follows_allocations_across_threads() {
-        const BYTES: usize = 8 << 20;
-        // Other tests allocate and free meanwhile: a margin of a quarter.
-        let margin = BYTES / 4;
-        let before = rust_heap_in_use().expect("the counting allocator is installed in this test binary");
-        let mut v: Vec<u8> = Vec::with_capacity(BYTES);
-        v.resize(BYTES, 1);
-        let during = rust_heap_in_use().unwrap();
-        assert!(during + margin >= before + BYTES, "in use {before} -> {during} with {BYTES} more allocated");
-        v.reserve_exact(2 * BYTES);
-        let grown = rust_heap_in_use().unwrap();
-        assert!(grown + margin >= before + 3 * BYTES, "after realloc to {}: {grown}", 3 * BYTES);
+        const BYTES: usize = 32 << 20;
+        assert!(rust_heap_in_use().is_some(), "the counting allocator is installed in this test binary");
+        let (v, counts) = std::thread::spawn(|| {
+            let start = this_thread_count().expect("a private counter (raise SLOTS)");
+            let mut v: Vec<u8> = Vec::with_capacity(BYTES);
+            v.resize(BYTES, 1);
+            let allocated = this_thread_count().unwrap();
+            v.reserve_exact(2 * BYTES);
+            let grown = this_thread_count().unwrap();
+            (v, [allocated - start, grown - start])
+        })
+        .join()
+        .unwrap();
+        assert_eq!(counts, [BYTES as isize, 3 * BYTES as isize], "allocated, then grown to three times");
         // Freed on another thread than the one that allocated it.
-        std::thread::spawn(move || drop(v)).join().unwrap();
-        let after = rust_heap_in_use().unwrap();
-        assert!(after <= before + margin, "freed elsewhere: {before} -> {after}");
+        let freed = std::thread::spawn(move || {
+            let start = this_thread_count().expect("a private counter (raise SLOTS)");
+            drop(v);
+            this_thread_count().unwrap() - start
+        })
+        .join()
+        .unwrap();
+        assert_eq!(freed, -3 * BYTES as isize, "the freeing thread's counter");
     }
 }
