@@ -16,7 +16,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 
 /// mimalloc, counting the bytes in use.
 pub struct CountingMiMalloc;
@@ -29,9 +29,8 @@ const SLOTS: usize = 256;
 struct Slot(AtomicIsize);
 
 static COUNTERS: [Slot; SLOTS] = [const { Slot(AtomicIsize::new(0)) }; SLOTS];
+/// Counters handed out so far: 0 until a thread allocates through [`CountingMiMalloc`].
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-/// Set by the first allocation through [`CountingMiMalloc`]: the count means something.
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// This thread's counter, assigned at its first allocation.
@@ -39,9 +38,6 @@ thread_local! {
 }
 
 fn count(delta: isize) {
-    if !INSTALLED.load(Relaxed) {
-        INSTALLED.store(true, Relaxed);
-    }
     // `try_with` fails only while the thread's locals are being torn down: the shared counter.
     let slot = SLOT
         .try_with(|s| {
@@ -107,7 +103,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
 /// where [`CountingMiMalloc`] is not the global allocator (the `alloc-trace` build, a test
 /// binary of another crate).
 pub fn rust_heap_in_use() -> Option<usize> {
-    if !INSTALLED.load(Relaxed) {
+    if NEXT_SLOT.load(Relaxed) == 0 {
         return None;
     }
     let sum: isize = COUNTERS.iter().map(|c| c.0.load(Relaxed)).sum();
