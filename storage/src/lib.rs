@@ -43,6 +43,19 @@ use std::sync::Arc;
 
 use pqdag_wire::{ConflictKey, Vertex, VertexId};
 
+/// A quorum lock as stored: the member, and the lock's round and gate (the core's lock
+/// rounds: a node that forgot how old its lock is could leave it on an older certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredLock {
+    /// The member the set is locked on.
+    pub member: VertexId,
+    /// A round in which a certificate for the member exists (0: claims nothing).
+    pub round: u64,
+    /// The lock moves only on a certificate of a later round; `u64::MAX` (a record written
+    /// before lock rounds): the round the node restarts in.
+    pub gate: u64,
+}
+
 /// One atomic group of writes.
 #[derive(Debug, Default, Clone)]
 pub struct StoreBatch {
@@ -54,7 +67,7 @@ pub struct StoreBatch {
     /// Winners of decided conflict keys.
     pub(crate) winners: Vec<(ConflictKey, VertexId)>,
     /// Quorum locks of the core's conflict sets (`None`: released).
-    pub(crate) locks: Vec<(ConflictKey, Option<VertexId>)>,
+    pub(crate) locks: Vec<(ConflictKey, Option<StoredLock>)>,
     /// Wall-clock time of the batch, unix seconds (retention marks), when set.
     pub(crate) time_secs: Option<u64>,
     /// Carries only what peers can send again: not fsynced under `SyncPolicy::ByClass`.
@@ -127,8 +140,8 @@ impl StoreBatch {
     /// Records the core's quorum lock on the conflict set of `key` (`None`: released, the
     /// record is deleted). The core needs its locks back after a restart ([`Store::locks`]):
     /// a node that forgot one could vote against it for free.
-    pub fn set_lock(&mut self, key: ConflictKey, member: Option<VertexId>) {
-        self.locks.push((key, member));
+    pub fn set_lock(&mut self, key: ConflictKey, lock: Option<StoredLock>) {
+        self.locks.push((key, lock));
     }
 
     /// Stamps the batch with the wall-clock time (unix seconds): the first batch of each second
@@ -176,7 +189,7 @@ pub trait Store {
     /// through retention.
     fn key_winner(&self, key: &ConflictKey) -> Result<Option<VertexId>, StorageError>;
     /// The quorum locks held ([`StoreBatch::set_lock`], later writes win), in key order.
-    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError>;
+    fn locks(&self) -> Result<Vec<(ConflictKey, StoredLock)>, StorageError>;
     /// A vertex's status, also for a pruned vertex (whose bytes are gone).
     fn status(&self, id: &VertexId) -> Result<Option<Status>, StorageError>;
     /// The first decision sequence still held (1 when nothing was pruned): decisions before it

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::check_transition;
-use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredLock, StoredVertex};
 
 /// An in-memory [`Store`]: tests and the simulator.
 #[derive(Debug, Default, Clone)]
@@ -20,7 +20,7 @@ pub struct MemStore {
     /// Winners of decided conflict keys.
     winners: HashMap<ConflictKey, VertexId>,
     /// Quorum locks of the core's conflict sets.
-    locks: BTreeMap<ConflictKey, VertexId>,
+    locks: BTreeMap<ConflictKey, StoredLock>,
     /// Statuses of pruned vertices (their bytes are gone).
     pruned_status: HashMap<VertexId, Status>,
     /// Retention marks: unix second -> first decision seq logged in it.
@@ -131,7 +131,7 @@ impl Store for MemStore {
         Ok(self.winners.get(key).copied())
     }
 
-    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError> {
+    fn locks(&self) -> Result<Vec<(ConflictKey, StoredLock)>, StorageError> {
         Ok(self.locks.iter().map(|(k, m)| (*k, *m)).collect())
     }
 

@@ -11,7 +11,7 @@
 //! | `pruned` | position u64 BE | id (32) · conflict keys (32 each): a pruned final, written only by builds before 2026-12-05 ([`crate::PrunedFinal`]) |
 //! | `marks` | unix second u64 BE | the first decision seq logged in that second (retention windows) |
 //! | `winners` | conflict key (32) | the final vertex id (32) that won the key's conflict set |
-//! | `locks` | conflict key (32) | the member id (32) the core is quorum-locked on (undecided sets) |
+//! | `locks` | conflict key (32) | the member id (32) the core is quorum-locked on (undecided sets), then the lock's round and gate (u64 BE each; absent from records written before lock rounds) |
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use pqdag_wire::{ConflictKey, VertexId};
 
 use crate::record::{check_transition, decode_vertex, encode_vertex};
-use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredVertex};
+use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredLock, StoredVertex};
 
 pub(crate) const CF_VERTICES: &str = "vertices";
 pub(crate) const CF_STATUS: &str = "status";
@@ -488,7 +488,7 @@ impl Store for RocksStore {
             let cl = self.cf(CF_LOCKS)?;
             for (k, member) in &batch.locks {
                 match member {
-                    Some(id) => wb.put_cf(cl, k.0, id.0),
+                    Some(l) => wb.put_cf(cl, k.0, encode_lock(l)),
                     None => wb.delete_cf(cl, k.0),
                 }
             }
@@ -601,12 +601,12 @@ impl Store for RocksStore {
         self.reader().key_winner(key)
     }
 
-    fn locks(&self) -> Result<Vec<(ConflictKey, VertexId)>, StorageError> {
+    fn locks(&self) -> Result<Vec<(ConflictKey, StoredLock)>, StorageError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_LOCKS)?, IteratorMode::Start) {
             let (k, v) = item?;
             let key: [u8; 32] = k.as_ref().try_into().map_err(|_| corrupt(CF_LOCKS, "key length"))?;
-            out.push((ConflictKey(key), to_id(CF_LOCKS, &v)?));
+            out.push((ConflictKey(key), decode_lock(&v)?));
         }
         Ok(out)
     }
@@ -663,5 +663,27 @@ impl StoreReader {
             Some(b) => Ok(Some(to_id(CF_WINNERS, &b)?)),
             None => Ok(None),
         }
+    }
+}
+
+/// A lock record: member (32) · round u64 BE · gate u64 BE.
+fn encode_lock(l: &StoredLock) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out[..32].copy_from_slice(&l.member.0);
+    out[32..40].copy_from_slice(&l.round.to_be_bytes());
+    out[40..].copy_from_slice(&l.gate.to_be_bytes());
+    out
+}
+
+/// [`encode_lock`]'s record, or a 32-byte one written before lock rounds (round 0, gate
+/// `u64::MAX`: the restart's round).
+fn decode_lock(v: &[u8]) -> Result<StoredLock, StorageError> {
+    match v.len() {
+        32 => Ok(StoredLock { member: to_id(CF_LOCKS, v)?, round: 0, gate: u64::MAX }),
+        48 => {
+            let u = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+            Ok(StoredLock { member: to_id(CF_LOCKS, &v[..32])?, round: u(&v[32..40]), gate: u(&v[40..]) })
+        }
+        n => Err(corrupt(CF_LOCKS, &format!("lock record of {n} bytes"))),
     }
 }

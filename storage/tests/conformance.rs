@@ -78,18 +78,20 @@ fn suite(store: &mut dyn Store) {
     assert!(all.iter().any(|s| s.vertex == a && s.status == Status::Final { position: 1 }));
 
 
-    // Quorum locks: the latest write per key wins, a release deletes, listed in key order.
+    // Quorum locks: the latest write per key wins, a release deletes, listed in key order, each
+    // with its round and gate.
     let (k1, k2, k3) = (ConflictKey([9; 32]), ConflictKey([4; 32]), ConflictKey([6; 32]));
+    let lock = |member: VertexId, round: u64| StoredLock { member, round, gate: round + 1 };
     let mut batch = StoreBatch::new();
-    batch.set_lock(k1, Some(a.id));
-    batch.set_lock(k2, Some(b.id));
-    batch.set_lock(k3, Some(c.id));
+    batch.set_lock(k1, Some(lock(a.id, 7)));
+    batch.set_lock(k2, Some(lock(b.id, 3_500_000_000)));
+    batch.set_lock(k3, Some(lock(c.id, 0)));
     store.write(batch).expect("locks");
     let mut batch = StoreBatch::new();
-    batch.set_lock(k1, Some(c.id));
+    batch.set_lock(k1, Some(lock(c.id, 9)));
     batch.set_lock(k3, None);
     store.write(batch).expect("locks moved");
-    assert_eq!(store.locks().expect("locks"), vec![(k2, b.id), (k1, c.id)]);
+    assert_eq!(store.locks().expect("locks"), vec![(k2, lock(b.id, 3_500_000_000)), (k1, lock(c.id, 9))]);
 }
 
 /// Retention: marks turn a time into a decision seq; pruning drops bytes, client records, log and
@@ -111,9 +113,10 @@ fn retention_suite(store: &mut dyn Store) {
     b.set_winner(ConflictKey([10; 32]), ids[0]);
     // The quorum locks the core took on them: decided uncontested keys keep theirs (the core
     // does not write that release), the still processing vertex holds a live one.
-    b.set_lock(ConflictKey([10; 32]), Some(ids[0]));
-    b.set_lock(ConflictKey([12; 32]), Some(ids[2]));
-    b.set_lock(ConflictKey([15; 32]), Some(ids[5]));
+    let lock = |member: VertexId| Some(StoredLock { member, round: 1, gate: 1 });
+    b.set_lock(ConflictKey([10; 32]), lock(ids[0]));
+    b.set_lock(ConflictKey([12; 32]), lock(ids[2]));
+    b.set_lock(ConflictKey([15; 32]), lock(ids[5]));
     store.write(b).expect("write");
     assert_eq!(store.key_winner(&ConflictKey([10; 32])).expect("winner"), Some(ids[0]));
     assert_eq!(store.key_winner(&ConflictKey([11; 32])).expect("winner"), None, "an undecided key has no winner");
@@ -146,7 +149,7 @@ fn retention_suite(store: &mut dyn Store) {
     assert_eq!(store.status(&ids[0]).expect("status"), Some(Status::Final { position: 1 }), "status kept");
     assert_eq!(store.status(&ids[1]).expect("status"), Some(Status::Rejected), "status kept");
     assert_eq!(store.clients_of(&ids[0]).expect("client"), None);
-    let mut locks = store.locks().expect("locks");
+    let mut locks: Vec<(ConflictKey, VertexId)> = store.locks().expect("locks").into_iter().map(|(k, l)| (k, l.member)).collect();
     locks.sort();
     assert_eq!(locks, vec![(ConflictKey([12; 32]), ids[2]), (ConflictKey([15; 32]), ids[5])], "a pruned final's stale lock goes with it");
     assert_eq!(store.finalized_range(0, 10).expect("range"), vec![(2, ids[2]), (3, ids[3]), (4, ids[4])]);

@@ -60,6 +60,15 @@ pub(crate) struct ConflictSet {
     /// (`Core::lock_restored_singletons`). Saves one store write per key of every uncontested
     /// spend (`docs/consensus.md` 8c, "Lock records").
     pub(crate) lock_unpersisted: bool,
+    /// The quorum lock's round (`lock_rounds`): a round in which a certificate for the member
+    /// exists, or 0 (claims nothing); what a `LockedYes`'s age counts from.
+    pub(crate) lock_round: u64,
+    /// The lock moves only on a certificate of a later round than this (at least
+    /// `lock_round`; `GATE_AT_RESTART` until the first event after a restart).
+    pub(crate) lock_gate: u64,
+    /// The round in which the announced preference last changed: no Yes on it in that round
+    /// (`lock_rounds`). `None`: never changed.
+    pub(crate) switched_round: Option<u64>,
     /// Vertices of creators that already have [`CREATOR_MEMBERS_MAX`] members here: never
     /// preferred (so never voted for or finalized here) until the network's votes promote one
     /// into the set (`set_success`); rejected when the set is decided for another.
@@ -169,6 +178,8 @@ pub(crate) struct Conflicts {
     /// still pending on another shard's parent): no other member of the set is preferred
     /// meanwhile, and the lock applies when the member joins (`Core::apply_restored_lock`).
     pub(crate) restored_locks: HashMap<ConflictKey, VertexId>,
+    /// The round and gate of each restored lock (`lock_rounds`).
+    pub(crate) restored_lock_rounds: HashMap<ConflictKey, (u64, u64)>,
     /// Vertices of this shard restored as pending (a parent on another shard): when one joins a
     /// set as its only member it is locked (`Core::lock_restored_singleton`). At most what the
     /// restart restored; emptied once none is pending any more.
@@ -454,15 +465,22 @@ impl<S: Signer> Core<S> {
             for &o in owners {
                 if o != me && sent & (1 << o) == 0 {
                     sent |= 1 << o;
-                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided, locked: false, ack: false } });
+                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided, locked: false, lock_round: 0, ack: false } });
                 }
             }
             return;
         };
+        let round = self.rounds.current;
         let locked = set.quorum_lock == Some(preferred);
+        let lock_round = set.lock_round;
         // A restored lock whose member has not joined yet: the other shards must not vote for
         // any other member meanwhile (`Conflicts::restored_locks`).
         let preferred = self.conflicts.restored_locks.get(&key).copied().filter(|_| !decided).unwrap_or(preferred);
+        // Lock rounds: a changed preference is not voted for in the round it changed in (no
+        // stamp for the first one: nothing was voted before it).
+        if !decided && set.announced.is_some_and(|a| a != preferred) {
+            set.switched_round = Some(round);
+        }
         let pref_owner = set.owner_of(&preferred);
         // The shard that may be voting Yes on the member last announced, if that is no longer
         // the preference (a shard owning both moves from one to the other atomically).
@@ -483,7 +501,7 @@ impl<S: Signer> Core<S> {
                 set.held = false;
             }
             set.acks_due += u32::from(ack);
-            msgs.push((o, ShardMsg::Preference { key, preferred, decided, locked, ack }));
+            msgs.push((o, ShardMsg::Preference { key, preferred, decided, locked, lock_round, ack }));
         }
         if decided {
             set.held = false;
@@ -508,8 +526,9 @@ impl<S: Signer> Core<S> {
         if held && set.decided.is_none() {
             if let Some(preferred) = set.announced {
                 let locked = set.quorum_lock == Some(preferred);
+                let lock_round = set.lock_round;
                 if let Some(o) = set.owner_of(&preferred).filter(|&o| o != me) {
-                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided: false, locked, ack: false } });
+                    self.push(Action::ToShard { shard: o, msg: ShardMsg::Preference { key, preferred, decided: false, locked, lock_round, ack: false } });
                 }
             }
         }
@@ -528,6 +547,7 @@ impl<S: Signer> Core<S> {
         set.decided = Some(winner);
         set.lock = None;
         self.conflicts.restored_locks.remove(&key);
+        self.conflicts.restored_lock_rounds.remove(&key);
         let had_lock = set.quorum_lock.take().is_some();
         let lock_in_store = had_lock && !std::mem::take(&mut set.lock_unpersisted);
         if let Some(i) = set.index(&winner) {

@@ -20,6 +20,7 @@ use crate::dag::Dag;
 use crate::error::{ConsensusError, ConsensusResult};
 use crate::finality::Finality;
 use crate::flood::Flood;
+use crate::lock_rounds::LockRounds;
 use crate::params::Params;
 use crate::peers::{PeerScore, Peers, Roster};
 use crate::pending::Pending;
@@ -95,6 +96,7 @@ pub struct Core<S: Signer> {
     pub(crate) retention: Retention,
     pub(crate) flood: Flood,
     pub(crate) batch: Batch,
+    pub(crate) rounds: LockRounds,
 }
 
 impl<S: Signer> Core<S> {
@@ -145,6 +147,7 @@ impl<S: Signer> Core<S> {
             retention: Retention::default(),
             flood: Flood::default(),
             batch: Batch::default(),
+            rounds: LockRounds::default(),
         })
     }
 
@@ -369,6 +372,7 @@ impl<S: Signer> Core<S> {
         debug_assert!(now >= self.now, "time went backwards");
         self.now = self.now.max(now);
         let now = self.now;
+        self.advance_round(now);
         let r = match event {
             Event::Submit { payload, conflict_keys, client_tag, timestamp_ms } => {
                 self.submit(now, payload, conflict_keys, client_tag, timestamp_ms)

@@ -28,6 +28,11 @@ pub(crate) struct Tally {
     /// only): at [`Round::follow_at`], on a stalled vertex, with no peer seen locked on a rival,
     /// an unlocked set moves its preference to it (`Core::set_success`).
     pub(crate) peer_locked: u32,
+    /// The poll's lock round: what `quorum` is a certificate of (`lock_rounds`).
+    pub(crate) quorum_round: u64,
+    /// On a stalled vertex: a lock round f + 1 peers claimed a lock on it in (`lock_rounds`);
+    /// a set locked on another member with an older gate moves to it.
+    pub(crate) claim_round: Option<u64>,
 }
 
 /// What one credit walk produced, for the callers that act on it.
@@ -55,6 +60,22 @@ pub(crate) struct Round<'a> {
     /// Per id, the bit mask of responders that voted `LockedYes` on the id itself (never
     /// credited to ancestors: a lock is on the vertex's own sets).
     pub(crate) locked: &'a [u64],
+    /// Per id, the `LockedYes` of the poll's lock round whose lock is of that round too, and
+    /// `Final` (`lock_rounds`): what a conflicting vertex's finality counts. The same as
+    /// `locked` without lock rounds.
+    pub(crate) fresh: &'a [u64],
+    /// Per id, the Yes (own bit included) of the poll's lock round that do not abstain from
+    /// it: only these make a quorum (a certificate), credited to ancestors like `yes`. The same
+    /// as `yes` without lock rounds.
+    pub(crate) cert: &'a [u64],
+    /// The poll's lock round.
+    pub(crate) poll_round: u64,
+    /// Peers' claimed lock rounds, by id position: `LockedYes` (its round less its age) and
+    /// `Final` (its round).
+    pub(crate) claims: &'a [(u32, u64)],
+    /// Claims a lock move needs: floor(N/3) + 1, so one is honest even with a full third of
+    /// liars (`Core::claim_threshold`).
+    pub(crate) claim_at: usize,
     /// The bit of this node's own vote (whole-network polls), else 0.
     pub(crate) own_bit: u64,
     /// Whole-network polls: quorums lock, and conflicting vertices need a locked quorum.
@@ -96,6 +117,14 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     // Peers' `LockedYes` on an id itself (a lock is on the vertex's own sets: never credited to
     // ancestors). Whole-network polls only.
     let mut locked: HashMap<VertexId, u64> = HashMap::default();
+    let mut claimed: HashMap<VertexId, Vec<u64>> = HashMap::default();
+    if round.follow_at > 0 {
+        for &(i, r) in round.claims {
+            if let Some(id) = round.ids.get(i as usize) {
+                claimed.entry(*id).or_default().push(r);
+            }
+        }
+    }
     for (i, id) in round.ids.iter().enumerate() {
         if round.no[i] != 0 {
             *no.entry(*id).or_default() |= round.no[i];
@@ -109,15 +138,17 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
             if r.status != VertexStatus::Processing {
                 continue;
             }
-            if round.locks && round.locked[i].count_ones() as usize >= round.alpha {
+            if round.locks && round.fresh[i].count_ones() as usize >= round.alpha {
                 r.lock_quorum = true;
             }
             if r.mark != mark {
                 r.mark = mark;
                 r.mask = 0;
+                r.cmask = 0;
                 heap.push((r.seq, *id));
             }
             r.mask |= round.yes[i];
+            r.cmask |= round.cert[i];
         }
     }
     // Confidence (FR-004), streaks and snowball inputs, fused into the walk: a vertex is
@@ -150,7 +181,7 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 if !r.v.conflict_keys.is_empty() {
                     let pref_yes = (r.mask & round.pref_mask).count_ones() as usize;
                     let snowball = pref_yes >= round.alpha_pref && in_fraction(pref_yes, round.alpha_pref);
-                    let quorum = round.locks && yes >= round.alpha;
+                    let quorum = round.locks && r.cmask.count_ones() as usize >= round.alpha;
                     let peer_locked = if locked.is_empty() { 0 } else { locked.get(&id).map_or(0, |m| m.count_ones()) };
                     // Only a vertex still undecided after twice the rounds finality takes: a
                     // stall. Every spend gets `LockedYes` on its way to finality, and a tally per
@@ -158,7 +189,8 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                     let follow = round.follow_at > 0 && peer_locked > 0 && r.rounds > 2 * round.beta;
                     if snowball || quorum || follow {
                         let peer_yes = (r.mask & !round.own_bit).count_ones();
-                        out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum, peer_locked });
+                        let claim_round = if follow { claimed.get_mut(&id).and_then(|c| crate::lock_rounds::claimed_round(c, round.claim_at)) } else { None };
+                        out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum, peer_locked, quorum_round: round.poll_round, claim_round });
                     }
                 }
                 // Every round short of alpha resets the streak, silence and `Unknown` included.
@@ -181,10 +213,11 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 }
                 parents.clear();
                 parents.extend_from_slice(&r.v.parents);
-                r.mask
+                (r.mask, r.cmask)
             }
             None => continue,
         };
+        let (mask, cmask) = mask;
         for p in &parents {
             if let Some(pr) = dag.vertices.get_mut(p) {
                 if pr.status != VertexStatus::Processing {
@@ -193,9 +226,11 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                 if pr.mark != mark {
                     pr.mark = mark;
                     pr.mask = 0;
+                    pr.cmask = 0;
                     heap.push((pr.seq, *p));
                 }
                 pr.mask |= mask;
+                pr.cmask |= cmask;
             }
         }
     }

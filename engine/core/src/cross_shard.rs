@@ -42,6 +42,10 @@ pub(crate) struct RemoteSet {
     pub(crate) decided: bool,
     /// The owner is quorum-locked on `preferred` (`locks`).
     pub(crate) locked: bool,
+    /// The owner's lock round, when locked (`lock_rounds`).
+    pub(crate) lock_round: u64,
+    /// The round in which `preferred` last changed here: no Yes on it in that round.
+    pub(crate) switched_round: Option<u64>,
     pub(crate) mine: Vec<VertexId>,
 }
 
@@ -176,20 +180,27 @@ impl<S: Signer> Core<S> {
                 let m = Member { id: member, count: 0, confidence: 0.0, creator, owner, rejected: false, exposed: false, equivocal: false, locked_peers: 0 };
                 self.join_local(key, m);
             }
-            ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum, peer_locked } => {
-                self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum, peer_locked });
+            ShardMsg::Success { key, member, confidence, snowball, peer_yes, quorum, peer_locked, quorum_round, claim_round } => {
+                self.set_success(key, crate::credit::Tally { id: member, confidence, snowball, peer_yes, quorum, peer_locked, quorum_round, claim_round });
             }
-            ShardMsg::Preference { key, preferred, decided, locked, ack } => {
+            ShardMsg::Preference { key, preferred, decided, locked, lock_round, ack } => {
                 if ack {
                     // FIFO per channel: the ack follows whatever this shard sent before it.
                     let owner = shard_of_key(&key, self.shard_count);
                     self.push(Action::ToShard { shard: owner, msg: ShardMsg::PreferenceAck { key } });
                 }
+                let round = self.rounds.current;
                 let rs = self.cross.remote_sets.entry(key).or_default();
                 let changed = rs.preferred != Some(preferred) || rs.locked != locked;
                 let newly_decided = decided && !rs.decided;
+                // Lock rounds: this shard's Yes on the new preference waits for the next round
+                // (the owner announced the change after revoking the old member's shard).
+                if !decided && rs.preferred.is_some_and(|p| p != preferred) {
+                    rs.switched_round = Some(round);
+                }
                 rs.preferred = Some(preferred);
                 rs.locked = locked;
+                rs.lock_round = lock_round;
                 rs.decided |= decided;
                 let mine = rs.mine.clone();
                 if newly_decided {
@@ -265,7 +276,7 @@ impl<S: Signer> Core<S> {
             ShardMsg::PollIds { shard, ids } => self.on_poll_ids(shard, ids),
             ShardMsg::PollClosed(part) => self.close_part(now, *part),
             ShardMsg::VoteRequest { gather, reply, requester, ids } => self.on_vote_request(now, gather, reply, requester, ids),
-            ShardMsg::Votes { gather, shard, votes } => self.on_votes(gather, shard, votes),
+            ShardMsg::Votes { gather, shard, votes, ages, round } => self.on_votes(gather, shard, votes, ages, round),
             ShardMsg::PollContradicted { peer } => {
                 if let Some(&pi) = self.peers.index.get(&peer) {
                     self.incident(now, pi, crate::peers::Misbehaviour::ConflictingVotes, None);

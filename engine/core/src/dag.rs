@@ -50,8 +50,13 @@ pub(crate) struct Rec {
     /// conflict-free ancestor's finality until the next epoch, erring toward true, which only
     /// leaves an id out of the vote-contradiction check.
     pub(crate) contested: bool,
+    /// A Yes on it is of the current lock round: no set of it or of a processing ancestor here
+    /// changed its preference in this round (`lock_rounds`). Cached with `strong`.
+    pub(crate) round_ok: bool,
     pub(crate) mark: u64,
     pub(crate) mask: u64,
+    /// The part of `mask` that certifies (Yes of the poll's lock round), credited alike.
+    pub(crate) cmask: u64,
     pub(crate) in_conflict: bool,
     pub(crate) claiming: u32,
     pub(crate) claim_granted: Vec<ConflictKey>,
@@ -97,6 +102,8 @@ impl Rec {
             child_count: 0,
             strong_epoch: 0,
             strong: false,
+            round_ok: true,
+            cmask: 0,
             contested: false,
             mark: 0,
             mask: 0,
@@ -287,6 +294,8 @@ impl<S: Signer> Core<S> {
                     child_count: 0,
                     strong_epoch: 0,
                     strong: false,
+                    round_ok: true,
+                    cmask: 0,
                     contested: false,
                     mark: 0,
                     mask: 0,

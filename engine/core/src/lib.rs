@@ -29,6 +29,7 @@ mod gossip;
 mod id_hash;
 #[cfg(debug_assertions)]
 mod invariants;
+mod lock_rounds;
 mod locks;
 mod node_polls;
 mod params;

@@ -59,20 +59,28 @@ impl<S: Signer> Core<S> {
         })
     }
 
-    /// Makes the lock of `key` (or its release, `None`) durable before any later send.
+    /// Makes the lock of `key` (or its release, `None`) durable before any later send, with
+    /// the set's lock round and gate (`lock_rounds`): a node that forgot how old its lock is
+    /// could leave it on an older certificate.
     pub(crate) fn persist_lock(&mut self, key: ConflictKey, member: Option<VertexId>) {
-        self.push(Action::Lock { key, member });
+        let (round, gate) = match (member, self.conflicts.sets.get(&key)) {
+            (Some(_), Some(s)) => (s.lock_round, s.lock_gate),
+            _ => (0, 0),
+        };
+        self.push(Action::Lock { key, member, round, gate });
     }
 
     /// After [`Core::restore`]: the locks this shard held when it stopped (`Action::Lock`, as
     /// stored). A lock whose set is gone (decided and forgotten) or whose member is no longer a
     /// live member is dropped; otherwise the set prefers its locked member again, so the node
-    /// votes as it did before the crash.
-    pub fn restore_locks(&mut self, locks: impl IntoIterator<Item = (ConflictKey, VertexId)>) {
+    /// votes as it did before the crash. Each lock comes with its round and gate as stored
+    /// (`lock_rounds`; a record written before lock rounds: round 0, `GATE_AT_RESTART`).
+    pub fn restore_locks(&mut self, locks: impl IntoIterator<Item = (ConflictKey, VertexId, u64, u64)>) {
         let mut keys = Vec::new();
-        for (key, member) in locks {
+        for (key, member, round, gate) in locks {
             if shard_of_key(&key, self.shard_count) == self.shard {
                 self.conflicts.restored_locks.insert(key, member);
+                self.conflicts.restored_lock_rounds.insert(key, (round, gate.max(round)));
                 keys.push(key);
             }
         }
@@ -123,9 +131,13 @@ impl<S: Signer> Core<S> {
     }
 
     fn lock_singleton(&mut self, key: ConflictKey) {
+        let gate = self.rounds.restart.unwrap_or(crate::lock_rounds::GATE_AT_RESTART);
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         let member = set.members[0].id;
         set.quorum_lock = Some(member);
+        // Taken at most now, of unknown round: claims nothing, moves on a later certificate.
+        set.lock_round = 0;
+        set.lock_gate = gate;
         set.lock_unpersisted = true;
         set.pref = 0;
         let owners = set.owners();
@@ -139,6 +151,7 @@ impl<S: Signer> Core<S> {
         let Some(&member) = self.conflicts.restored_locks.get(&key) else { return };
         if self.dag.forgotten.key_winner(&key).is_some() && !self.conflicts.sets.contains_key(&key) {
             self.conflicts.restored_locks.remove(&key);
+            self.conflicts.restored_lock_rounds.remove(&key);
             return;
         }
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
@@ -150,11 +163,16 @@ impl<S: Signer> Core<S> {
             },
         };
         self.conflicts.restored_locks.remove(&key);
+        let (round, gate) = self.conflicts.restored_lock_rounds.remove(&key).unwrap_or((0, crate::lock_rounds::GATE_AT_RESTART));
         let Some(set) = self.conflicts.sets.get_mut(&key) else { return };
         if set.decided.is_some() || set.members[i].rejected {
             return;
         }
         set.quorum_lock = Some(member);
+        set.lock_round = round;
+        // A gate stored before the restart is kept; the first event's round replaces an unknown
+        // one (`advance_round`), or does so now if that event came already.
+        set.lock_gate = if gate == crate::lock_rounds::GATE_AT_RESTART { self.rounds.restart.map_or(gate, |r| r.max(round)) } else { gate };
         set.lock_unpersisted = false;
         set.pref = i;
         let owners = set.owners();
@@ -171,7 +189,7 @@ impl<S: Signer> Core<S> {
         // f + 1 with f = floor(N/3), not (N-1)/3: at least one honest claim even where the
         // liars are a full third (N = 6 with 2 flip-voters claimed `Final` on the losers and
         // made honest nodes decide them: `fr006_thirty_three_percent_safety_200_seeds`).
-        let need = ((self.peers.ids.len() + 1) / 3 + 1) as u32;
+        let need = self.claim_threshold() as u32;
         let mut adopt = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             if finals[i] == 0 {

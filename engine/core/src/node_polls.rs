@@ -60,6 +60,12 @@ pub struct PollPart {
     pub(crate) no: Vec<u64>,
     pub(crate) locked: Vec<u64>,
     pub(crate) finals: Vec<u64>,
+    /// Fresh `LockedYes` and `Final` per id, the poll's lock round, the Yes that certify per
+    /// id, and peers' claimed lock rounds by id position (`lock_rounds`).
+    pub(crate) fresh: Vec<u64>,
+    pub(crate) round: u64,
+    pub(crate) cert: Vec<u64>,
+    pub(crate) claims: Vec<(u32, u64)>,
     /// Peer indices (the same on every shard of a node: the sorted roster without this node).
     pub(crate) sample: Vec<usize>,
     pub(crate) responded: u64,
@@ -82,7 +88,7 @@ impl PollPart {
     }
 
     fn empty_like(&self, runner: u32) -> Self {
-        PollPart { runner, ids: Vec::new(), yes: Vec::new(), no: Vec::new(), locked: Vec::new(), finals: Vec::new(), sample: self.sample.clone(), responded: self.responded, alpha: self.alpha, own: self.own, base_k: self.base_k, own_counted: self.own_counted }
+        PollPart { runner, ids: Vec::new(), yes: Vec::new(), no: Vec::new(), locked: Vec::new(), finals: Vec::new(), fresh: Vec::new(), round: self.round, cert: Vec::new(), claims: Vec::new(), sample: self.sample.clone(), responded: self.responded, alpha: self.alpha, own: self.own, base_k: self.base_k, own_counted: self.own_counted }
     }
 }
 
@@ -93,6 +99,11 @@ pub(crate) struct Gather {
     query_id: u64,
     ids_digest: [u8; 32],
     votes: Vec<u8>,
+    /// Lock ages of `votes` (empty without lock rounds).
+    ages: Vec<u8>,
+    /// The lock round the votes were cast in: another shard's votes of another round are sent
+    /// as `Unknown` (one response speaks for one round).
+    round: u64,
     /// Per shard, the positions of its ids in the query.
     positions: Vec<Vec<u32>>,
     /// Bit s: shard s has not answered.
@@ -170,14 +181,26 @@ impl<S: Signer> Core<S> {
     pub(crate) fn split_poll(&mut self, now: u64, poll: PollPart) {
         let n = self.shard_count as usize;
         let mut parts: Vec<Option<PollPart>> = (0..n).map(|_| None).collect();
+        // Where each id went: (shard, position there), for the claims.
+        let mut moved: Vec<(usize, u32)> = Vec::with_capacity(poll.ids.len());
         for (i, id) in poll.ids.iter().enumerate() {
             let s = shard_of_vertex(id, self.shard_count) as usize;
             let p = parts[s].get_or_insert_with(|| poll.empty_like(self.shard));
+            moved.push((s, p.ids.len() as u32));
             p.ids.push(*id);
             p.yes.push(poll.yes[i]);
             p.no.push(poll.no[i]);
             p.locked.push(poll.locked[i]);
             p.finals.push(poll.finals[i]);
+            p.fresh.push(poll.fresh[i]);
+            p.cert.push(poll.cert[i]);
+        }
+        for &(i, r) in &poll.claims {
+            if let Some(&(s, j)) = moved.get(i as usize) {
+                if let Some(p) = parts[s].as_mut() {
+                    p.claims.push((j, r));
+                }
+            }
         }
         let mut mine = None;
         for (s, p) in parts.into_iter().enumerate() {
@@ -234,14 +257,20 @@ impl<S: Signer> Core<S> {
             self.push(Action::ToShard { shard: s as u32, msg: ShardMsg::VoteRequest { gather, reply: self.shard, requester: from, ids } });
         }
         let mut votes = vec![Vote::Unknown as u8; q.ids.len()];
+        let rounds = self.rounds_on();
+        let mut ages = if rounds { vec![0u8; q.ids.len()] } else { Vec::new() };
         let own: Vec<VertexId> = positions[self.shard as usize].iter().map(|&i| q.ids[i as usize]).collect();
-        let own_votes = self.votes_on(now, from, &own);
-        for (&i, v) in positions[self.shard as usize].iter().zip(own_votes) {
+        let (own_votes, own_ages) = self.votes_on(now, from, &own);
+        for (j, (&i, v)) in positions[self.shard as usize].iter().zip(own_votes).enumerate() {
             votes[i as usize] = v;
+            if rounds {
+                ages[i as usize] = own_ages.get(j).copied().unwrap_or(0);
+            }
         }
         debug_assert!(waiting != 0, "a query spanning shards waits for another shard");
         *self.polls.gathers_by_peer.entry(from).or_insert(0) += 1;
-        self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, positions, waiting, deadline_us: now + self.params.query_timeout_us / GATHER_WAIT_DIVISOR });
+        let round = self.rounds.current;
+        self.polls.gathers.insert(gather, Gather { to: from, query_id: q.query_id, ids_digest, votes, ages, round, positions, waiting, deadline_us: now + self.params.query_timeout_us / GATHER_WAIT_DIVISOR });
         debug_assert!(self.polls.gathers.len() <= GATHERS_MAX);
     }
 
@@ -250,19 +279,28 @@ impl<S: Signer> Core<S> {
         if ids.len() > QUERY_IDS_MAX || reply >= self.shard_count {
             return;
         }
-        let votes = self.votes_on(now, requester, &ids);
-        self.push(Action::ToShard { shard: reply, msg: ShardMsg::Votes { gather, shard: self.shard, votes } });
+        let (votes, ages) = self.votes_on(now, requester, &ids);
+        let round = self.rounds.current;
+        self.push(Action::ToShard { shard: reply, msg: ShardMsg::Votes { gather, shard: self.shard, votes, ages, round } });
     }
 
-    /// Shard `from`'s votes for gather `gather`.
-    pub(crate) fn on_votes(&mut self, gather: u64, from: u32, votes: Vec<u8>) {
+    /// Shard `from`'s votes for gather `gather`, cast in lock round `round`.
+    pub(crate) fn on_votes(&mut self, gather: u64, from: u32, votes: Vec<u8>, ages: Vec<u8>, round: u64) {
         let Some(g) = self.polls.gathers.get_mut(&gather) else { return };
         let Some(pos) = g.positions.get(from as usize) else { return };
         if g.waiting & (1u64 << from) == 0 || pos.len() != votes.len() {
             return;
         }
-        for (&i, v) in pos.iter().zip(votes) {
-            g.votes[i as usize] = v;
+        // Votes of another lock round than the response's own stay `Unknown`: one response
+        // speaks for one round (a mesh hop rarely crosses a round's end).
+        let same = round == g.round;
+        for (j, (&i, v)) in pos.iter().zip(votes).enumerate() {
+            if same {
+                g.votes[i as usize] = v;
+                if let Some(a) = g.ages.get_mut(i as usize) {
+                    *a = ages.get(j).copied().unwrap_or(0);
+                }
+            }
         }
         g.waiting &= !(1u64 << from);
         if g.waiting == 0 {
@@ -279,7 +317,7 @@ impl<S: Signer> Core<S> {
                 self.polls.gathers_by_peer.remove(&g.to);
             }
         }
-        self.respond(g.to, g.query_id, g.ids_digest, g.votes);
+        self.respond_in(g.to, g.query_id, g.ids_digest, g.votes, g.ages, g.round);
     }
 
     /// Answers the gathers whose shards did not all vote in time.

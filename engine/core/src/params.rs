@@ -65,6 +65,12 @@ pub struct Params {
     /// How long a batch waits for more submissions while this node is busy (it created a vertex
     /// within this long); an idle node closes at once.
     pub batch_linger_us: u64,
+    /// Length of a lock round, microseconds (whole-network polls; docs/consensus.md 8d). An
+    /// honest node says Yes to at most one member of a conflict set per round, so a quorum of
+    /// one round's Yes is a certificate, and a lock moves to a member locked in a later round.
+    /// Rounds are slots of wall-clock time (the shell passes the clock's offset); a node that
+    /// switched its preference in a round abstains on that set until the next. 0: off.
+    pub lock_round_us: u64,
 }
 
 impl Params {
@@ -95,6 +101,7 @@ impl Params {
             max_batch: 1,
             batch_bytes: pqdag_wire::limits::VERTEX_TX_BYTES_MAX,
             batch_linger_us: 5_000,
+            lock_round_us: 300_000,
         }
     }
 
@@ -105,6 +112,7 @@ impl Params {
             polls_in_flight_max: 12,
             poll_min_age_us: 150_000,
             frontier_interval_us: 500_000,
+            lock_round_us: 2_000_000,
             ..Self::lan_default()
         }
     }

@@ -16,10 +16,20 @@ use crate::credit::{Credited, Round, credit};
 use crate::node_polls::PollPart;
 use crate::params::Params;
 use crate::peers::{Misbehaviour, PEER_TIMEOUT_WINDOW};
+use crate::lock_rounds::AGE_UNKNOWN;
 use crate::types::{Action, Signer, VertexStatus};
 
 /// Closed polls kept until their timeout to tell late answers from timeouts.
 pub const POLL_CLOSED_MAX: usize = 256;
+
+/// A poll's per-id answer masks that this node's own vote goes into (`add_own_votes`).
+struct Masks<'a> {
+    yes: &'a mut [u64],
+    no: &'a mut [u64],
+    locked: &'a mut [u64],
+    fresh: &'a mut [u64],
+    cert: &'a mut [u64],
+}
 
 /// A poll in flight.
 pub(crate) struct Poll {
@@ -34,6 +44,16 @@ pub(crate) struct Poll {
     pub(crate) locked: Vec<u64>,
     /// Per id, who answered `Final`.
     pub(crate) finals: Vec<u64>,
+    /// Per id, who answered a fresh `LockedYes` or `Final` (`lock_rounds`; all of `locked`
+    /// without lock rounds).
+    pub(crate) fresh: Vec<u64>,
+    /// The lock round the poll was launched in.
+    pub(crate) round: u64,
+    /// Per id, the Yes that certify: cast in the poll's round, not abstaining from it
+    /// (`lock_rounds`; all of `yes` without lock rounds).
+    pub(crate) cert: Vec<u64>,
+    /// Peers' claimed lock rounds by id position (`lock_rounds`).
+    pub(crate) claims: Vec<(u32, u64)>,
     pub(crate) responded: u64,
     /// Yes votes a success needs (this node's own vote included when `own`).
     pub(crate) alpha: usize,
@@ -318,6 +338,10 @@ impl<S: Signer> Core<S> {
                 no: vec![0; n],
                 locked: vec![0; n],
                 finals: vec![0; n],
+                fresh: vec![0; n],
+                round: self.rounds.current,
+                cert: vec![0; n],
+                claims: Vec::new(),
                 responded: 0,
                 alpha,
                 own,
@@ -365,6 +389,7 @@ impl<S: Signer> Core<S> {
 
     pub(crate) fn on_response(&mut self, now: u64, from: NodeId, resp: Response) {
         let Some(&pi) = self.peers.index.get(&from) else { return };
+        let rounds = self.rounds_on();
         let excluded = self.peers.scores[pi].excluded;
         let qid = resp.query_id;
         if excluded && !self.whole_network() {
@@ -383,7 +408,7 @@ impl<S: Signer> Core<S> {
         };
         let Some(pos) = poll.sample.iter().position(|&s| s == pi) else { return };
         let bit = 1u64 << pos;
-        if resp.ids_digest != poll.digest || resp.votes.len() != poll.ids.len() || resp.votes.iter().any(|&b| Vote::from_u8(b).is_none()) {
+        if resp.ids_digest != poll.digest || resp.votes.len() != poll.ids.len() || resp.votes.iter().any(|&b| Vote::from_u8(b).is_none()) || !(resp.lock_ages.is_empty() || resp.lock_ages.len() == resp.votes.len()) {
             self.incident(now, pi, Misbehaviour::Malformed, None);
             return;
         }
@@ -393,13 +418,29 @@ impl<S: Signer> Core<S> {
             return;
         }
         poll.responded |= bit;
+        // Lock rounds: only Yes of the poll's round make a certificate (or a fresh lock); age
+        // `AGE_UNKNOWN` on a Yes abstains from the round.
+        let same = !rounds || resp.round == poll.round;
         let mut unknown = 0usize;
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
                 Some(v) if v.is_yes() => {
                     poll.yes[i] |= bit;
+                    if same && (v == Vote::Final || resp.lock_age(i) != AGE_UNKNOWN) {
+                        poll.cert[i] |= bit;
+                    }
                     if v != Vote::Yes {
                         poll.locked[i] |= bit;
+                        let age = resp.lock_age(i);
+                        if v == Vote::Final || (same && age == 0) {
+                            poll.fresh[i] |= bit;
+                        }
+                        if rounds {
+                            let claim = if v == Vote::Final { Some(resp.round) } else { (age < AGE_UNKNOWN).then(|| resp.round.saturating_sub(u64::from(age))) };
+                            if let Some(c) = claim {
+                                poll.claims.push((i as u32, c));
+                            }
+                        }
                     }
                     if v == Vote::Final {
                         poll.finals[i] |= bit;
@@ -492,7 +533,8 @@ impl<S: Signer> Core<S> {
         if poll.own {
             debug_assert!(k < 64);
             if !joint {
-                self.add_own_votes(&poll.ids, &mut poll.yes, &mut poll.no, &mut poll.locked, 1u64 << k);
+                let masks = Masks { yes: &mut poll.yes, no: &mut poll.no, locked: &mut poll.locked, fresh: &mut poll.fresh, cert: &mut poll.cert };
+                self.add_own_votes(&poll.ids, masks, 1u64 << k, poll.round);
             }
             got += 1;
         }
@@ -520,6 +562,10 @@ impl<S: Signer> Core<S> {
             no: poll.no,
             locked: poll.locked,
             finals: poll.finals,
+            fresh: poll.fresh,
+            round: poll.round,
+            cert: poll.cert,
+            claims: poll.claims,
             sample: poll.sample,
             responded: poll.responded,
             alpha: poll.alpha,
@@ -535,17 +581,30 @@ impl<S: Signer> Core<S> {
     }
 
     /// This node's own vote on each of `ids`, as of now, in bit `bit` (the spare bit after the
-    /// sample) of the poll's masks.
-    fn add_own_votes(&mut self, ids: &[VertexId], yes: &mut [u64], no: &mut [u64], locked: &mut [u64], bit: u64) {
+    /// sample) of the poll's masks. A Yes certifies (and a `LockedYes` is fresh) only in lock
+    /// round `round`, the poll's, and when the node does not abstain from it (`lock_rounds`).
+    fn add_own_votes(&mut self, ids: &[VertexId], m: Masks<'_>, bit: u64, round: u64) {
+        let rounds = self.rounds_on();
+        let same = !rounds || self.rounds.current == round;
         for (i, id) in ids.iter().enumerate() {
-            match self.vote_for(id) {
-                Vote::Yes => yes[i] |= bit,
+            let vote = self.vote_for(id);
+            let rec = self.dag.vertices.get(id).filter(|r| r.status == VertexStatus::Processing);
+            let certifies = same && vote.is_yes() && (vote == Vote::Final || !rounds || rec.is_none_or(|r| r.round_ok));
+            match vote {
+                Vote::Yes => m.yes[i] |= bit,
                 Vote::LockedYes | Vote::Final => {
-                    yes[i] |= bit;
-                    locked[i] |= bit;
+                    m.yes[i] |= bit;
+                    m.locked[i] |= bit;
+                    let young = vote == Vote::Final || !rounds || rec.is_some_and(|r| self.lock_age(&r.v) == 0);
+                    if certifies && young {
+                        m.fresh[i] |= bit;
+                    }
                 }
-                Vote::No => no[i] |= bit,
+                Vote::No => m.no[i] |= bit,
                 Vote::Unknown => {}
+            }
+            if certifies {
+                m.cert[i] |= bit;
             }
         }
     }
@@ -555,7 +614,8 @@ impl<S: Signer> Core<S> {
     pub(crate) fn close_part(&mut self, now: u64, mut poll: PollPart) {
         let k = poll.sample.len();
         if poll.own && !poll.own_counted {
-            self.add_own_votes(&poll.ids, &mut poll.yes, &mut poll.no, &mut poll.locked, 1u64 << k);
+            let masks = Masks { yes: &mut poll.yes, no: &mut poll.no, locked: &mut poll.locked, fresh: &mut poll.fresh, cert: &mut poll.cert };
+            self.add_own_votes(&poll.ids, masks, 1u64 << k, poll.round);
         }
         // Snowball's preference threshold (Snowman's `alphaPreference`): a strict majority of
         // the sample in Avalanche mode too, below alpha (the confidence threshold, which alone
@@ -568,7 +628,7 @@ impl<S: Signer> Core<S> {
         let (alpha_pref, pref_mask) = if poll.own { self.preference_sample(k) } else { ((poll.base_k / 2 + 1).min(poll.alpha), u64::MAX) };
         let own_bit = if poll.own { 1u64 << k } else { 0 };
         let base_k = if poll.own { None } else { Some(poll.base_k) };
-        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, locked: &poll.locked, own_bit, locks: poll.own, alpha: poll.alpha, alpha_pref, pref_mask, base_k, beta: self.params.beta, max_rounds: self.params.max_rounds, follow_at: if poll.own { self.lock_follow_threshold() } else { 0 } };
+        let round = Round { ids: &poll.ids, yes: &poll.yes, no: &poll.no, locked: &poll.locked, fresh: &poll.fresh, cert: &poll.cert, poll_round: poll.round, claims: &poll.claims, claim_at: self.claim_threshold(), own_bit, locks: poll.own, alpha: poll.alpha, alpha_pref, pref_mask, base_k, beta: self.params.beta, max_rounds: self.params.max_rounds, follow_at: if poll.own { self.lock_follow_threshold() } else { 0 } };
         let credited = credit(&mut self.dag, &round);
         self.finality.stalled += credited.stalled;
         let Credited { successes, candidates, lock_wanted, .. } = credited;

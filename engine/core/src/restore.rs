@@ -92,6 +92,8 @@ impl<S: Signer> Core<S> {
     /// order; nothing is re-persisted or re-gossiped; processing vertices re-enter polling.
     pub fn restore(&mut self, now: u64, items: impl IntoIterator<Item = (Arc<Vertex>, VertexStatus)>) {
         self.now = self.now.max(now);
+        // No Yes on a conflicting vertex in the round the node comes back in (`lock_rounds`).
+        self.rounds.restart_pending = true;
         let mut finals = Vec::new();
         let mut rejects = Vec::new();
         for (v, st) in items {

@@ -25,7 +25,7 @@ impl<S: Signer> Core<S> {
                 self.set_success(key, t);
             } else {
                 let owner = shard_of_key(&key, self.shard_count);
-                let msg = ShardMsg::Success { key, member: t.id, confidence: t.confidence, snowball: t.snowball, peer_yes: t.peer_yes, quorum: t.quorum, peer_locked: t.peer_locked };
+                let msg = ShardMsg::Success { key, member: t.id, confidence: t.confidence, snowball: t.snowball, peer_yes: t.peer_yes, quorum: t.quorum, peer_locked: t.peer_locked, quorum_round: t.quorum_round, claim_round: t.claim_round };
                 self.push(Action::ToShard { shard: owner, msg });
             }
         }
@@ -36,6 +36,7 @@ impl<S: Signer> Core<S> {
     /// ignores the result unless `t.peer_yes` reaches the release threshold.
     pub(crate) fn set_success(&mut self, key: ConflictKey, t: Tally) {
         let locks = self.whole_network();
+        let rounds = locks && self.rounds_on();
         let release_at = if locks { self.lock_release_threshold() } else { 0 };
         let follow_at = if locks { self.lock_follow_threshold() } else { usize::MAX };
         // Drawn for every result (whether used or not), so the draws do not depend on the set;
@@ -47,8 +48,11 @@ impl<S: Signer> Core<S> {
             return;
         }
         let id = t.id;
+        // Lock rounds: f + 1 peers claim a lock on this member of a round after the lock's
+        // gate, so a certificate of a later round exists: the lock moves to it (`lock_rounds`).
+        let claimed = rounds && set.quorum_lock.is_some_and(|l| l != id) && t.claim_round.is_some_and(|c| c > set.lock_gate);
         if let Some(l) = set.quorum_lock.filter(|l| *l != id) {
-            if (t.peer_yes as usize) < release_at && set.index(&l).is_some_and(|j| !set.members[j].rejected) {
+            if (t.peer_yes as usize) < release_at && !claimed && set.index(&l).is_some_and(|j| !set.members[j].rejected) {
                 // Not enough to leave a lock: ignored, counters included (a count earned here
                 // would move the preference the moment the lock is released).
                 return;
@@ -68,7 +72,7 @@ impl<S: Signer> Core<S> {
         if set.members[i].rejected {
             return;
         }
-        let before = (set.pref, set.quorum_lock);
+        let before = (set.pref, set.quorum_lock, set.lock_round, set.lock_gate);
         // The quorum counted this node's own vote as cast when the poll closed, on the member's
         // shard. Where that is another shard, this set may have moved off the member since (a
         // mesh hop later), and this node's shards may have voted for the new preference
@@ -79,8 +83,11 @@ impl<S: Signer> Core<S> {
         let lockable = set.pref == i || (t.peer_yes as usize) >= release_at;
         if set.quorum_lock.is_some_and(|l| l != id) {
             debug_assert!(locks, "locks exist in whole-network mode only");
-            // t peers said Yes to another member: this node leaves its lock (see `locks`).
+            // t peers said Yes to another member, or a later certificate exists: this node
+            // leaves its lock (see `locks`, `lock_rounds`).
             set.quorum_lock = None;
+            set.lock_round = 0;
+            set.lock_gate = 0;
         }
         if t.snowball {
             set.members[i].count += 1;
@@ -131,15 +138,35 @@ impl<S: Signer> Core<S> {
         }
         if locks && t.quorum && lockable {
             // A quorum of Yes seen: lock on it (and prefer it: with this node's own vote on
-            // another member, the quorum was all peers, at least the release threshold).
+            // another member, the quorum was all peers, at least the release threshold). With
+            // lock rounds the quorum is a certificate of the poll's round: the lock takes that
+            // round, or keeps a later one.
+            if set.quorum_lock == Some(id) {
+                set.lock_round = set.lock_round.max(t.quorum_round);
+                set.lock_gate = set.lock_gate.max(t.quorum_round);
+            } else {
+                set.quorum_lock = Some(id);
+                set.lock_round = t.quorum_round;
+                set.lock_gate = t.quorum_round;
+            }
+            set.pref = i;
+        } else if claimed && set.quorum_lock.is_none() {
+            // Moved by claims: locked on the member at the claimed round (an honest claimer's
+            // lock is of that round or later).
+            let c = t.claim_round.unwrap_or(0);
             set.quorum_lock = Some(id);
+            set.lock_round = c;
+            set.lock_gate = c;
             set.pref = i;
         }
         debug_assert!(set.quorum_lock.is_none_or(|l| set.members[set.pref].id == l), "a locked set prefers its lock");
-        if (set.pref, set.quorum_lock) != before {
+        debug_assert!(set.quorum_lock.is_none() || set.lock_gate >= set.lock_round, "a lock's gate is at least its round");
+        let changed = (set.pref, set.quorum_lock) != (before.0, before.1);
+        let raised = (set.lock_round, set.lock_gate) != (before.2, before.3) && set.quorum_lock.is_some();
+        if changed || raised {
             // Only on a change: most results leave the set as it was (no allocation then).
             let (pref, lock, owners) = (set.preferred(), set.quorum_lock, set.owners());
-            if lock != before.1 {
+            if lock != before.1 || raised {
                 // A lock on this shard's own vertex as the set's only member stays out of the
                 // store until a second vertex joins (`ConflictSet::lock_unpersisted`).
                 let lone = set.lone_live_member(self.shard).is_some() && !self.conflicts.restored_locks.contains_key(&key);
@@ -151,7 +178,9 @@ impl<S: Signer> Core<S> {
                 }
             }
             self.broadcast_preference(key, pref, false, &owners);
-            self.bump_epoch();
+            if changed {
+                self.bump_epoch();
+            }
         }
     }
 }

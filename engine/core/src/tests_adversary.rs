@@ -495,7 +495,7 @@ fn stand_ins_never_make_a_round_easier_than_k() {
     let (sample, query) = sent[0].clone();
     assert_eq!((sample.len(), query.ids.clone()), (20, vec![v.id]));
     let answer = |core: &mut Core<TestSigner>, now: u64, from: NodeId, vote: Vote| {
-        let response = Response { query_id: query.query_id, responder: from, ids_digest: query.ids_digest(), votes: vec![vote as u8], signature: Vec::new() };
+        let response = Response { query_id: query.query_id, responder: from, ids_digest: query.ids_digest(), votes: vec![vote as u8], round: 0, lock_ages: Vec::new(), signature: Vec::new() };
         let _ = core.handle(now, Event::Response { from, response });
     };
     for (i, &peer) in sample[..12].iter().enumerate() {

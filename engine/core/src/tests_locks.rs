@@ -14,7 +14,7 @@ use crate::*;
 fn lock_actions<S: Signer>(core: &mut Core<S>) -> Vec<(ConflictKey, Option<VertexId>)> {
     let mut out = Vec::new();
     while let Some(a) = core.poll_action() {
-        if let Action::Lock { key, member } = a {
+        if let Action::Lock { key, member, .. } = a {
             out.push((key, member));
         }
     }
@@ -23,6 +23,14 @@ fn lock_actions<S: Signer>(core: &mut Core<S>) -> Vec<(ConflictKey, Option<Verte
 
 fn vote_on<S: Signer>(core: &mut Core<S>, id: VertexId) -> Vote {
     core.vote_for(&id)
+}
+
+/// Moves `core` to its next lock round (`lock_rounds`): a preference changed in a round is voted
+/// for from the next one, and a restored core votes from the round after its first event.
+fn next_round<S: Signer>(core: &mut Core<S>) {
+    let t = core.now.max(1) + core.params.lock_round_us;
+    let _ = core.handle(t, Event::Timer);
+    while core.poll_action().is_some() {}
 }
 
 /// Hands `vertices` to `core` (from node 1, 2, ...) and drains its actions.
@@ -57,10 +65,14 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     assert_eq!(core.lock_release_threshold(), 3);
     deliver(core, &[&low, &high]);
     assert_eq!(vote_on(core, low.id), Vote::Yes, "the tie-break prefers the lower id");
-    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0, quorum_round: 0, claim_round: None };
     core.set_success(k, tally(high.id, 3, true));
     assert_eq!(lock_actions(core), vec![(k, Some(high.id))], "the lock is made durable");
     assert_eq!(vote_on(core, high.id), Vote::LockedYes);
+    assert!(!core.dag.vertices[&high.id].round_ok, "a new preference certifies nothing in the round it changed in");
+    next_round(core);
+    assert_eq!(vote_on(core, high.id), Vote::LockedYes);
+    assert!(core.dag.vertices[&high.id].round_ok, "from the next round it does");
     assert_eq!(vote_on(core, low.id), Vote::No);
     // Two peers for `low` (a liar and a stale node, say): below t, ignored, counters included.
     for _ in 0..5 {
@@ -75,9 +87,12 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
         let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
         c.restore(2_000, vec![(low.clone(), VertexStatus::Processing), (high.clone(), VertexStatus::Processing)]);
         if locks {
-            c.restore_locks(vec![(k, high.id)]);
+            c.restore_locks(vec![(k, high.id, 0, 0)]);
         }
-        while c.poll_action().is_some() {}
+        let _ = c.handle(2_000, Event::Timer);
+        let _ = c.vote_for(&high.id);
+        assert!(!c.dag.vertices[&high.id].round_ok, "no Yes of a restarted node certifies anything in the round it came back in");
+        next_round(&mut c);
         c
     };
     let mut forgetful = fresh(false);
@@ -88,6 +103,7 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     // t peers for `low`: the lock goes, and the release is made durable.
     restored.set_success(k, tally(low.id, 3, false));
     assert_eq!(lock_actions(&mut restored), vec![(k, None)]);
+    next_round(&mut restored);
     assert_eq!(vote_on(&mut restored, low.id), Vote::Yes, "released, and the Snowball count moved the preference");
     assert_eq!(vote_on(&mut restored, high.id), Vote::No);
 }
@@ -99,7 +115,7 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
 #[test]
 fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     let (mut net, k, low, high) = two_spends(44);
-    let follow = |id: VertexId, peer_locked: u32| crate::credit::Tally { id, confidence: 0.0, snowball: false, peer_yes: peer_locked, quorum: false, peer_locked };
+    let follow = |id: VertexId, peer_locked: u32| crate::credit::Tally { id, confidence: 0.0, snowball: false, peer_yes: peer_locked, quorum: false, peer_locked, quorum_round: 0, claim_round: None };
     let core = &mut net.cores[0];
     assert_eq!(core.lock_follow_threshold(), 2);
     deliver(core, &[&low, &high]);
@@ -107,6 +123,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     core.set_success(k, follow(high.id, 1));
     assert_eq!(vote_on(core, low.id), Vote::Yes, "f locked peers may all be liars: not followed");
     core.set_success(k, follow(high.id, 2));
+    next_round(core);
     assert_eq!(vote_on(core, high.id), Vote::Yes, "f + 1 locked peers: followed");
     assert_eq!(vote_on(core, low.id), Vote::No);
     assert!(lock_actions(core).is_empty(), "following is not locking");
@@ -118,7 +135,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
     let (mut net, ..) = two_spends(44);
     let core = &mut net.cores[0];
     deliver(core, &[&low, &high]);
-    core.set_success(k, crate::credit::Tally { id: low.id, confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0 });
+    core.set_success(k, crate::credit::Tally { id: low.id, confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0, quorum_round: 0, claim_round: None });
     assert_eq!(lock_actions(core), vec![(k, Some(low.id))]);
     core.set_success(k, follow(high.id, 2));
     assert_eq!(vote_on(core, low.id), Vote::LockedYes, "a locked node does not follow");
@@ -131,7 +148,7 @@ fn an_unlocked_set_follows_a_lock_it_can_see_unless_the_locks_are_split() {
 #[test]
 fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart() {
     let (mut net, k, a, b) = two_spends(43);
-    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0 };
+    let tally = |id: VertexId, peer_yes: u32, quorum: bool| crate::credit::Tally { id, confidence: 1.0, snowball: true, peer_yes, quorum, peer_locked: 0, quorum_round: 0, claim_round: None };
     let core = &mut net.cores[0];
     let _ = core.handle(1_000, Event::Vertex { from: node(1), vertex: a.clone() });
     while core.poll_action().is_some() {}
@@ -150,6 +167,8 @@ fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart(
         let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
         c.restore(5_000, items);
         c.restore_locks(Vec::new());
+        let _ = c.handle(5_000, Event::Timer);
+        next_round(&mut c);
         c
     };
     // Crashed while `a` was alone (its lock unwritten): locked again at the restart.
@@ -157,7 +176,8 @@ fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart(
     assert!(lock_actions(&mut lone).is_empty());
     assert_eq!(vote_on(&mut lone, a.id), Vote::LockedYes, "a restored lone member is locked");
     // The rival arrives after the restart: the re-derived lock is written then, and holds.
-    let _ = lone.handle(6_000, Event::Vertex { from: node(2), vertex: b.clone() });
+    let t = lone.now + 1_000;
+    let _ = lone.handle(t, Event::Vertex { from: node(2), vertex: b.clone() });
     assert_eq!(lock_actions(&mut lone), vec![(k, Some(a.id))]);
     lone.set_success(k, tally(b.id, 2, false));
     assert_eq!(vote_on(&mut lone, a.id), Vote::LockedYes, "below the release threshold the lock holds");

@@ -37,7 +37,7 @@ fn queries(actions: &[Action]) -> Vec<(Vec<NodeId>, Arc<Query>)> {
 }
 
 fn response(from: usize, q: &Query, vote: Vote) -> Response {
-    Response { query_id: q.query_id, responder: node(from), ids_digest: q.ids_digest(), votes: vec![vote as u8; q.ids.len()], signature: Vec::new() }
+    Response { query_id: q.query_id, responder: node(from), ids_digest: q.ids_digest(), votes: vec![vote as u8; q.ids.len()], round: 0, lock_ages: Vec::new(), signature: Vec::new() }
 }
 
 /// The shards take turns running the node's polls, each asking about every shard's ids: shard 1

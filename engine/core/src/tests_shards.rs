@@ -263,7 +263,7 @@ fn the_diagnosis_names_a_processing_vertex_and_its_set() {
 fn preferences_sent(core: &mut Core<TestSigner>, key: ConflictKey) -> Vec<(u32, VertexId, bool, bool)> {
     let mut out = Vec::new();
     while let Some(a) = core.poll_action() {
-        if let Action::ToShard { shard, msg: ShardMsg::Preference { key: k, preferred, decided: false, locked, ack } } = a {
+        if let Action::ToShard { shard, msg: ShardMsg::Preference { key: k, preferred, decided: false, locked, ack, .. } } = a {
             if k == key {
                 out.push((shard, preferred, locked, ack));
             }
@@ -289,7 +289,7 @@ fn a_preference_moves_to_another_shards_member_only_after_the_old_one_is_revoked
         "the lower id is preferred first, nothing to revoke"
     );
     // A quorum for id(2): the set locks on it and prefers it.
-    let success = ShardMsg::Success { key, member: id(2), confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0 };
+    let success = ShardMsg::Success { key, member: id(2), confidence: 1.0, snowball: true, peer_yes: 3, quorum: true, peer_locked: 0, quorum_round: 0, claim_round: None };
     core.handle(20, Event::FromShard(success)).expect("success");
     assert_eq!(preferences_sent(&mut core, key), vec![(1, id(2), true, true)], "only the old member's shard is told, and must acknowledge");
     core.handle(30, Event::FromShard(ShardMsg::PreferenceAck { key })).expect("ack");
@@ -302,7 +302,7 @@ fn a_revocation_is_acknowledged_to_the_sets_owner() {
     let cfg = Config { me: node(0), nodes: (0..4).map(node).collect(), params: fast_params(), seed: 1, shard: 1, shard_count: 3 };
     let mut s1 = Core::new(cfg, TestSigner(0)).expect("core");
     let key = key0(3);
-    s1.handle(10, Event::FromShard(ShardMsg::Preference { key, preferred: id(2), decided: false, locked: true, ack: true })).expect("preference");
+    s1.handle(10, Event::FromShard(ShardMsg::Preference { key, preferred: id(2), decided: false, locked: true, lock_round: 0, ack: true })).expect("preference");
     let mut acks = Vec::new();
     while let Some(a) = s1.poll_action() {
         if let Action::ToShard { shard, msg: ShardMsg::PreferenceAck { key: k } } = a {
@@ -323,7 +323,7 @@ fn a_stale_quorum_does_not_lock_a_set_back_on_a_member_it_left() {
     let key = key0(3);
     join(&mut core, key, id(1), 2, 1);
     join(&mut core, key, id(2), 3, 2);
-    let success = |member: u8, snowball: bool, peer_yes: u32, quorum: bool| ShardMsg::Success { key, member: id(member), confidence: 1.0, snowball, peer_yes, quorum, peer_locked: 0 };
+    let success = |member: u8, snowball: bool, peer_yes: u32, quorum: bool| ShardMsg::Success { key, member: id(member), confidence: 1.0, snowball, peer_yes, quorum, peer_locked: 0, quorum_round: 0, claim_round: None };
     // Two Snowball successes of id(2) (never a quorum): the set moves to it (the coin of a
     // whole-network set may hold the first move back).
     for _ in 0..16 {

@@ -226,6 +226,11 @@ pub enum Action {
         key: ConflictKey,
         /// The member locked on, or `None` when released (decided sets release theirs).
         member: Option<VertexId>,
+        /// The lock's round: a round in which a certificate for the member exists (or 0),
+        /// what this node claims to peers (`locks`, lock rounds).
+        round: u64,
+        /// The lock's gate: the node leaves the lock on a certificate of a later round only.
+        gate: u64,
     },
     /// A peer crossed the exclusion score: gossip an alert (with proof when there is one).
     Alert {
@@ -362,6 +367,10 @@ pub enum ShardMsg {
         quorum: bool,
         /// Peers locked on the member (an unlocked set follows it at f + 1).
         peer_locked: u32,
+        /// The poll's lock round (what a quorum locks).
+        quorum_round: u64,
+        /// A round in which f + 1 peers claimed a lock on the member (`lock_rounds`).
+        claim_round: Option<u64>,
     },
     /// The preference (or decision) of the set of `key`.
     Preference {
@@ -373,6 +382,8 @@ pub enum ShardMsg {
         decided: bool,
         /// The set is quorum-locked on `preferred` (a Yes on it is a `LockedYes`).
         locked: bool,
+        /// The lock's round, when locked (a `LockedYes`'s age counts from it).
+        lock_round: u64,
         /// The receiver may have been voting Yes on a member that is no longer preferred:
         /// answer [`ShardMsg::PreferenceAck`] once applied (`Core::broadcast_preference`).
         ack: bool,
@@ -452,6 +463,10 @@ pub enum ShardMsg {
         shard: u32,
         /// Vote bytes.
         votes: Vec<u8>,
+        /// Lock ages of the votes (empty without lock rounds).
+        ages: Vec<u8>,
+        /// The voter's lock round when it voted.
+        round: u64,
     },
     /// A poll part showed `peer` contradicting the settled vote on most ids: an incident for
     /// shard 0, which samples the node's polls.

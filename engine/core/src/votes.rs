@@ -7,6 +7,7 @@ use pqdag_wire::{ConflictKey, NodeId, Query, Response, Vertex, VertexId, Vote};
 use pqdag_wire::limits::QUERY_IDS_MAX;
 
 use crate::core::Core;
+use crate::lock_rounds::AGE_UNKNOWN;
 use crate::types::{Action, ShardMsg, Signer, VertexStatus, shard_of_key, shard_of_vertex};
 
 /// The preference epoch: strong preferences cached in an older epoch are stale.
@@ -54,6 +55,8 @@ impl<S: Signer> Core<S> {
                 continue;
             }
             let mut ok = self.preferred_everywhere(&r.v);
+            // Lock rounds: whether a Yes on it may count toward a certificate of this round.
+            let mut round_ok = !self.rounds_on() || self.round_open_everywhere(&r.v);
             if ok {
                 for p in &r.v.parents {
                     let good = if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
@@ -74,6 +77,9 @@ impl<S: Signer> Core<S> {
                     }
                 }
             }
+            if ok && round_ok {
+                round_ok = r.v.parents.iter().all(|p| self.dag.vertices.get(p).is_none_or(|pr| pr.status != VertexStatus::Processing || pr.round_ok));
+            }
             let contested = r.in_conflict
                 || r.v.parents.iter().any(|p| {
                     if shard_of_vertex(p, self.shard_count) == self.shard || *p == self.dag.genesis.id {
@@ -84,6 +90,7 @@ impl<S: Signer> Core<S> {
                 });
             if let Some(r) = self.dag.vertices.get_mut(&x) {
                 r.strong = ok;
+                r.round_ok = round_ok;
                 r.contested = contested;
                 r.strong_epoch = epoch;
             }
@@ -97,6 +104,22 @@ impl<S: Signer> Core<S> {
 
     pub(crate) fn preferred_everywhere(&self, v: &Vertex) -> bool {
         v.conflict_keys.iter().all(|k| self.prefers_in_set(k, &v.id))
+    }
+
+    /// Lock rounds: whether this node's Yes on `v`, preferred in each of its sets, is of the
+    /// current round in each (`lock_rounds`): the preference was announced, did not change in
+    /// this round, and the node did not restart in it. Otherwise the Yes still counts for
+    /// Snowball and confidence at the asker, but toward no certificate (an honest node says
+    /// Yes to one member per set per round; abstaining with a No instead looked like a flip
+    /// to the vote-contradiction detector of peers that never saw the rival).
+    pub(crate) fn round_open_everywhere(&self, v: &Vertex) -> bool {
+        v.conflict_keys.iter().all(|k| {
+            if shard_of_key(k, self.shard_count) == self.shard {
+                self.conflicts.sets.get(k).is_some_and(|s| s.decided.is_some() || (s.announced == Some(v.id) && self.round_open(s.switched_round)))
+            } else {
+                self.cross.remote_sets.get(k).is_some_and(|s| s.decided || self.round_open(s.switched_round))
+            }
+        })
     }
 
     /// Whether this shard, as it stands, takes `id` for the preference of the set of `key`
@@ -241,13 +264,13 @@ impl<S: Signer> Core<S> {
             self.gather_votes(now, from, q, ids_digest);
             return;
         }
-        let votes = self.votes_on(now, from, &q.ids);
-        self.respond(from, q.query_id, ids_digest, votes);
+        let (votes, ages) = self.votes_on(now, from, &q.ids);
+        self.respond(from, q.query_id, ids_digest, votes, ages);
     }
 
-    /// This shard's votes on `ids`, asked by `from`; unknown ids of this shard are fetched from
-    /// it.
-    pub(crate) fn votes_on(&mut self, now: u64, from: NodeId, ids: &[VertexId]) -> Vec<u8> {
+    /// This shard's votes on `ids`, asked by `from`, and their lock ages (empty without lock
+    /// rounds); unknown ids of this shard are fetched from it.
+    pub(crate) fn votes_on(&mut self, now: u64, from: NodeId, ids: &[VertexId]) -> (Vec<u8>, Vec<u8>) {
         // First pass: `vote_for`'s fast path for every id, one lookup each and none depending
         // on another's result, so the CPU overlaps their cache misses (at 1000 nodes each
         // lookup is one). The second pass is `vote_for` for the rest, in order; an id whose
@@ -271,12 +294,33 @@ impl<S: Signer> Core<S> {
         if !unknown.is_empty() {
             self.request_missing(now, from, &unknown);
         }
-        votes
+        let ages = if self.rounds_on() { self.lock_ages(ids, &votes) } else { Vec::new() };
+        (votes, ages)
     }
 
-    /// Signs and sends the answer to query `query_id` of `to`.
-    pub(crate) fn respond(&mut self, to: NodeId, query_id: u64, ids_digest: [u8; 32], votes: Vec<u8>) {
-        let mut response = Response { query_id, responder: self.me, ids_digest, votes, signature: Vec::new() };
+    /// The age byte of each vote (`lock_rounds`): rounds since the lock of a `LockedYes`, 0
+    /// for the others.
+    fn lock_ages(&self, ids: &[VertexId], votes: &[u8]) -> Vec<u8> {
+        ids.iter()
+            .zip(votes)
+            .map(|(id, &b)| match (Vote::from_u8(b), self.dag.vertices.get(id)) {
+                // A Yes that certifies nothing this round (`round_open_everywhere`).
+                (Some(Vote::Yes | Vote::LockedYes), Some(r)) if r.status == VertexStatus::Processing && !r.round_ok => AGE_UNKNOWN,
+                (Some(Vote::LockedYes), Some(r)) => self.lock_age(&r.v),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Signs and sends the answer to query `query_id` of `to`, with this node's current lock
+    /// round.
+    pub(crate) fn respond(&mut self, to: NodeId, query_id: u64, ids_digest: [u8; 32], votes: Vec<u8>, lock_ages: Vec<u8>) {
+        self.respond_in(to, query_id, ids_digest, votes, lock_ages, self.rounds.current);
+    }
+
+    /// [`Self::respond`] for votes cast in lock round `round` (a gathered answer).
+    pub(crate) fn respond_in(&mut self, to: NodeId, query_id: u64, ids_digest: [u8; 32], votes: Vec<u8>, lock_ages: Vec<u8>, round: u64) {
+        let mut response = Response { query_id, responder: self.me, ids_digest, votes, round, lock_ages, signature: Vec::new() };
         response.signature = self.signer.sign(Domain::Response, &response.signed_bytes());
         self.push(Action::SendResponse { to, response });
     }

@@ -421,7 +421,7 @@ impl Behaviour for ForgeAlerts {
         let victim = ctx.rng.random_range(0..ctx.honest);
         let accused = ctx.ids[victim];
         let mk = |vote: Vote| {
-            let mut r = Response { query_id: 1 << 8, responder: accused, ids_digest: [7u8; 32], votes: vec![vote as u8], signature: Vec::new() };
+            let mut r = Response { query_id: 1 << 8, responder: accused, ids_digest: [7u8; 32], votes: vec![vote as u8], round: 0, lock_ages: Vec::new(), signature: Vec::new() };
             r.signature = ctx.me.signer.sign(Domain::Response, &r.signed_bytes());
             r
         };

@@ -155,6 +155,9 @@ pub struct SimConfig {
     /// Vertices travel by relay (`Params::relay`, spec 4.4's structured gossip: ~3 copies
     /// per node) instead of once from their creator to every peer.
     pub relay: bool,
+    /// Length of a lock round (`Params::lock_round_us`; 0: lock rounds off), when not the
+    /// profile's.
+    pub lock_round_us: Option<u64>,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
     /// Print what the cores and the simulator hold every this many virtual us (0: never;
@@ -228,6 +231,7 @@ impl SimConfig {
             max_batch: 1,
             twin_ratio: 0.0,
             relay: false,
+            lock_round_us: None,
             liveness_budget_s: 20.0,
             census_every_us: 0,
             mesh_delay_max_us: MESH_DELAY_MAX_US,
@@ -350,6 +354,9 @@ impl Sim {
         params.archive_after_us = cfg.forget_final_after_us;
         params.max_batch = cfg.max_batch;
         params.relay = cfg.relay;
+        if let Some(us) = cfg.lock_round_us {
+            params.lock_round_us = us;
+        }
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();
         let n_byz = ((n as f64) * cfg.byzantine).floor() as usize;

@@ -97,6 +97,11 @@ struct Args {
     /// peers at every hop) instead of once from their creator to every peer.
     #[arg(long)]
     relay: bool,
+    /// Length of a lock round, ms (`Params::lock_round_us`: an honest node's Yes certifies one
+    /// member per conflict set per round; 0 turns lock rounds off; default: the profile's, 300
+    /// ms on a LAN).
+    #[arg(long)]
+    lock_round_ms: Option<f64>,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 250)]
     forget_final_after_ms: u64,
@@ -157,6 +162,7 @@ fn main() {
     cfg.max_batch = a.max_batch;
     cfg.twin_ratio = a.twin_ratio;
     cfg.relay = a.relay;
+    cfg.lock_round_us = a.lock_round_ms.map(|ms| (ms * 1000.0) as u64);
     cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.transport_meters_streams = !a.no_stream_meter;
     cfg.transport_holds_pushes = !a.no_push_hold;

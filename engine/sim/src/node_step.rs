@@ -387,7 +387,7 @@ impl NodeCtx<'_> {
                 self.fx.push(Effect::Archived(vertex.clone()));
                 self.shell.persist(shard, vertex, status);
             }
-            Action::Lock { key, member } => self.shell.persist_lock(shard, key, member),
+            Action::Lock { key, member, round, gate } => self.shell.persist_lock(shard, key, member.map(|m| (m, round, gate))),
             Action::Finalized { id, .. } => {
                 if !byz {
                     let keys = self.shell.vertex_keys(&id, self.w.cfg.shards);

@@ -166,7 +166,7 @@ pub(crate) struct Shell {
     /// Storage: per shard, vertices in first-persist order and their latest status.
     storage: Vec<ShardStore>,
     /// Storage: per shard, the quorum locks held (`Action::Lock`), restored at a restart.
-    locks: Vec<std::collections::BTreeMap<ConflictKey, VertexId>>,
+    locks: Vec<std::collections::BTreeMap<ConflictKey, (VertexId, u64, u64)>>,
     keep_storage: bool,
     finalized_before_crash: u64,
     /// Per shard: every peer's request budgets, as the engine's shell keeps them
@@ -317,7 +317,7 @@ impl Shell {
     }
 
     /// A core made the lock of `key` durable (`None`: released): kept if this node may restart.
-    pub(crate) fn persist_lock(&mut self, shard: usize, key: ConflictKey, member: Option<VertexId>) {
+    pub(crate) fn persist_lock(&mut self, shard: usize, key: ConflictKey, member: Option<(VertexId, u64, u64)>) {
         if self.keep_storage {
             match member {
                 Some(m) => self.locks[shard].insert(key, m),
@@ -366,7 +366,7 @@ impl Shell {
             let skip: HashSet<VertexId> = finals[..compact].iter().map(|v| v.id).collect();
             let items: Vec<(Arc<Vertex>, VertexStatus)> = order.iter().filter(|v| !skip.contains(&v.id)).map(|v| (v.clone(), status[&v.id])).collect();
             core.restore(now, items);
-            core.restore_locks(self.locks[s as usize].iter().map(|(k, m)| (*k, *m)));
+            core.restore_locks(self.locks[s as usize].iter().map(|(k, (m, round, gate))| (*k, *m, *round, *gate)));
             cores.push(core);
         }
         self.cores = cores;

@@ -8,8 +8,9 @@ use crate::messages::{bound, *};
 use crate::WireError;
 
 /// The wire version this build speaks. A peer with another version is refused per frame.
-/// 3: vote bytes `LockedYes` (3) and `Final` (4), quorum locks.
-pub const WIRE_VERSION: u8 = 3;
+/// 3: vote bytes `LockedYes` (3) and `Final` (4), quorum locks. 4: a response's lock round and
+/// lock ages.
+pub const WIRE_VERSION: u8 = 4;
 
 /// Length of the frame header (version byte, kind byte).
 pub const HEADER_BYTES: usize = 2;
@@ -103,7 +104,10 @@ macro_rules! wire_message {
 
 wire_message!(Vertex, Kind::Vertex, |v| v.check_bounds());
 wire_message!(Query, Kind::Query, |q| bound("query ids", q.ids.len(), QUERY_IDS_MAX));
-wire_message!(Response, Kind::Response, |r| bound("response votes", r.votes.len(), QUERY_IDS_MAX));
+wire_message!(Response, Kind::Response, |r| {
+    bound("response votes", r.votes.len(), QUERY_IDS_MAX)?;
+    lock_ages_fit(r.lock_ages.len(), r.votes.len())
+});
 wire_message!(VertexRequest, Kind::VertexRequest, |r| bound("request ids", r.ids.len(), REQUEST_IDS_MAX));
 wire_message!(VertexReply, Kind::VertexReply, |r| {
     bound("reply vertices", r.vertices.len(), REPLY_VERTICES_MAX)?;
@@ -223,6 +227,7 @@ pub fn decode(frame: &[u8]) -> Result<FrameRef<'_>, WireError> {
         Kind::Response => {
             let r: &ArchivedResponse = access(kind, body)?;
             bound("response votes", r.votes.len(), QUERY_IDS_MAX)?;
+            lock_ages_fit(r.lock_ages.len(), r.votes.len())?;
             check_sig("response signature", r.signature.len())?;
             if let Some(b) = r.votes.iter().find(|b| Vote::from_u8(**b).is_none()) {
                 return Err(WireError::BadField { what: "vote", reason: format!("byte {b} is not a vote") });
@@ -252,6 +257,7 @@ pub fn decode(frame: &[u8]) -> Result<FrameRef<'_>, WireError> {
                 ArchivedEvidence::ConflictingResponses { a, b } => {
                     for r in [a, b] {
                         bound("evidence votes", r.votes.len(), QUERY_IDS_MAX)?;
+                        lock_ages_fit(r.lock_ages.len(), r.votes.len())?;
                         check_sig("evidence signature", r.signature.len())?;
                     }
                 }
@@ -283,6 +289,15 @@ pub fn decode(frame: &[u8]) -> Result<FrameRef<'_>, WireError> {
             FrameRef::ClientReply(r)
         }
     })
+}
+
+/// A response's lock ages: none, or one per vote.
+fn lock_ages_fit(ages: usize, votes: usize) -> Result<(), WireError> {
+    if ages == 0 || ages == votes {
+        Ok(())
+    } else {
+        Err(WireError::BadField { what: "lock ages", reason: format!("{ages} ages for {votes} votes") })
+    }
 }
 
 fn check_sig(what: &'static str, len: usize) -> Result<(), WireError> {

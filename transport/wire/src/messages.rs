@@ -363,14 +363,29 @@ pub struct Response {
     pub ids_digest: [u8; 32],
     /// One [`Vote`] byte per polled id.
     pub votes: Vec<u8>,
+    /// The responder's lock round when it voted (small clusters; 0 elsewhere): an honest node
+    /// says Yes to at most one member of a conflict set per round, so a quorum of Yes with one
+    /// round is a certificate for its member (the core's `locks` module).
+    pub round: u64,
+    /// Empty, or one byte per vote: for a `LockedYes`, how many rounds before `round` the
+    /// responder's lock on the vertex was taken (0: this round; 255: that long or longer, or
+    /// unknown). Other votes carry 0.
+    pub lock_ages: Vec<u8>,
     /// ML-DSA-87 over [`Response::signed_bytes`], domain `Response`.
     pub signature: Vec<u8>,
 }
 
 impl Response {
-    /// `query_id u64 LE · responder (32) · ids_digest (32) · n u32 LE · votes`.
+    /// `query_id u64 LE · responder (32) · ids_digest (32) · n u32 LE · votes · round u64 LE ·
+    /// m u32 LE · lock_ages`.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        response_signed_bytes(self.query_id, &self.responder.0, &self.ids_digest, &self.votes)
+        response_signed_bytes(self.query_id, &self.responder.0, &self.ids_digest, &self.votes, self.round, &self.lock_ages)
+    }
+
+    /// How many rounds before [`Response::round`] the responder locked on polled id `i` (0 when
+    /// no ages were sent).
+    pub fn lock_age(&self, i: usize) -> u8 {
+        self.lock_ages.get(i).copied().unwrap_or(0)
     }
 
     /// The votes, parsed (bytes were validated on decode).
@@ -382,7 +397,7 @@ impl Response {
 impl ArchivedResponse {
     /// Same as [`Response::signed_bytes`], from the archive.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        response_signed_bytes(self.query_id.to_native(), &self.responder.0, &self.ids_digest, self.votes.as_slice())
+        response_signed_bytes(self.query_id.to_native(), &self.responder.0, &self.ids_digest, self.votes.as_slice(), self.round.to_native(), self.lock_ages.as_slice())
     }
 
     /// Owned copy.
@@ -392,18 +407,23 @@ impl ArchivedResponse {
             responder: NodeId(self.responder.0),
             ids_digest: self.ids_digest,
             votes: self.votes.as_slice().to_vec(),
+            round: self.round.to_native(),
+            lock_ages: self.lock_ages.as_slice().to_vec(),
             signature: self.signature.as_slice().to_vec(),
         }
     }
 }
 
-fn response_signed_bytes(query_id: u64, responder: &[u8; 32], digest: &[u8; 32], votes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(76 + votes.len());
+fn response_signed_bytes(query_id: u64, responder: &[u8; 32], digest: &[u8; 32], votes: &[u8], round: u64, lock_ages: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(88 + votes.len() + lock_ages.len());
     out.extend_from_slice(&query_id.to_le_bytes());
     out.extend_from_slice(responder);
     out.extend_from_slice(digest);
     out.extend_from_slice(&u32::try_from(votes.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(votes);
+    out.extend_from_slice(&round.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(lock_ages.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(lock_ages);
     out
 }
 

@@ -97,6 +97,18 @@ impl Clock {
     }
 }
 
+/// The time base of every shard of the process (the core's clock reads microseconds since it),
+/// with the wall-clock time it stands for: lock rounds are slots of wall-clock time and must
+/// read alike on every shard of a node (`pqdag_core` `lock_rounds`), and never repeat across a
+/// restart.
+fn clock_base() -> (Instant, u64) {
+    static BASE: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let unix_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        (Instant::now(), unix_us)
+    })
+}
+
 /// The one counter behind every tag this shard makes up (internal submission tags, request
 /// ids, status-query ids, flood seeds): one sequence, so no two collide.
 struct Tags {
@@ -215,7 +227,8 @@ impl Shard {
         }
         let fatal = Fatal::new(setup.stop.clone());
         core.set_archive(Box::new(archive::StoreArchive::new(store.reader(), setup.winner_stores.clone(), usize::from(setup.shard), fatal.clone())));
-        let start = Instant::now();
+        let (start, unix_us) = clock_base();
+        core.set_round_clock(unix_us);
         let clock = Clock { start };
         core.restore_remote_facts(setup.remote_facts.iter().copied());
         restore::restore(&mut core, &mut store, setup.shard)?;

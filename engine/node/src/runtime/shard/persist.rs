@@ -91,8 +91,8 @@ impl Persist {
             batch.mark_deferrable();
         }
         for a in actions {
-            if let Action::Lock { key, member } = a {
-                batch.set_lock(*key, *member);
+            if let Action::Lock { key, member, round, gate } = a {
+                batch.set_lock(*key, member.map(|member| pqdag_storage::StoredLock { member, round: *round, gate: *gate }));
             }
             if let Action::Persist { vertex, status } = a {
                 batch.put_vertex(vertex.clone());
@@ -225,8 +225,8 @@ mod tests {
             persist(&own, VertexStatus::Processing),
             persist(&theirs, VertexStatus::Final),
             persist(&theirs, VertexStatus::Rejected),
-            Action::Lock { key: ConflictKey([2; 32]), member: Some(theirs.id) },
-            Action::Lock { key: ConflictKey([2; 32]), member: None },
+            Action::Lock { key: ConflictKey([2; 32]), member: Some(theirs.id), round: 1, gate: 1 },
+            Action::Lock { key: ConflictKey([2; 32]), member: None, round: 0, gate: 0 },
         ] {
             assert!(!deferrable(&[received.clone(), must.clone()], me, &[]), "{must:?} must be fsynced");
         }

@@ -57,7 +57,7 @@ pub(super) fn restore(core: &mut Core<MlDsaSigner>, store: &mut RocksStore, shar
     let locks = store.locks()?;
     let locked = locks.len();
     let keys: Vec<pqdag_wire::ConflictKey> = locks.iter().map(|(k, _)| *k).collect();
-    core.restore_locks(locks);
+    core.restore_locks(locks.into_iter().map(|(k, l)| (k, l.member, l.round, l.gate)));
     // Locks of keys decided since (an uncontested decision does not write its release; see
     // `pqdag_core` conflicts `decide`): deleted now, so the column family holds live locks only.
     let mut stale = StoreBatch::new();
