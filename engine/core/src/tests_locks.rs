@@ -236,3 +236,60 @@ fn three_nodes_each_voting_for_a_different_spend_of_a_key_cycle_do_not_stall() {
     assert_eq!(finals[0].len(), 1, "each pair of the three conflicts: exactly one wins");
     assert!(net.cores.iter().any(|c| c.status().stalemate_moves > 0), "the stalemate rule moved a set");
 }
+
+/// Lock rounds (`lock_rounds`, docs/consensus.md 8d): a lock moves to a member on claims of a
+/// younger lock by floor(N/3) + 1 peers (2 at N = 4), not on claims no younger than its gate,
+/// not on fewer claimers; the lock taken by the move is of the claimed round; a quorum of one
+/// round raises the round of a lock on the same member; the gate of a lock re-derived at a
+/// restart is the restart's round.
+#[test]
+fn a_lock_moves_to_a_younger_certificate_claimed_by_enough_peers() {
+    let (mut net, k, low, high) = two_spends(45);
+    let core = &mut net.cores[0];
+    assert_eq!(core.claim_threshold(), 2);
+    deliver(core, &[&low, &high]);
+    let round = core.lock_round();
+    let tally = |id: VertexId, quorum: bool, quorum_round: u64, claim_round: Option<u64>| crate::credit::Tally { id, confidence: 1.0, snowball: false, peer_yes: 1, quorum, peer_locked: 2, quorum_round, claim_round };
+    // Locked on `low` in this round (a quorum of the round: a certificate).
+    core.set_success(k, tally(low.id, true, round, None));
+    assert_eq!(lock_actions(core), vec![(k, Some(low.id))]);
+    let set = &core.conflicts.sets[&k];
+    assert_eq!((set.lock_round, set.lock_gate), (round, round));
+    // Claims of a lock on `high` no younger than the gate: ignored.
+    core.set_success(k, tally(high.id, false, round, Some(round)));
+    assert!(lock_actions(core).is_empty());
+    assert_eq!(core.conflicts.sets[&k].quorum_lock, Some(low.id), "a claim of the lock's own round moves nothing");
+    // Claims of a younger lock (`claim_round` is what floor(N/3) + 1 claimers reach): moved,
+    // and locked at the claimed round.
+    core.set_success(k, tally(high.id, false, round, Some(round + 3)));
+    assert_eq!(lock_actions(core), vec![(k, Some(high.id))], "the moved lock is made durable");
+    let set = &core.conflicts.sets[&k];
+    assert_eq!((set.quorum_lock, set.lock_round, set.lock_gate), (Some(high.id), round + 3, round + 3));
+    next_round(core);
+    next_round(core);
+    next_round(core);
+    next_round(core);
+    assert_eq!(vote_on(core, high.id), Vote::LockedYes);
+    // A quorum for `high` of a later round raises the lock's round (and is written).
+    let now_round = core.lock_round();
+    assert!(now_round > round + 3);
+    core.set_success(k, tally(high.id, true, now_round, None));
+    assert_eq!(lock_actions(core), vec![(k, Some(high.id))]);
+    assert_eq!(core.conflicts.sets[&k].lock_round, now_round);
+    // Too few claimers make no claim round at all (`claimed_round`).
+    let mut one = vec![now_round + 5];
+    assert_eq!(crate::lock_rounds::claimed_round(&mut one, 2), None);
+    let mut three = vec![now_round + 1, now_round + 9, now_round + 4];
+    assert_eq!(crate::lock_rounds::claimed_round(&mut three, 2), Some(now_round + 4), "the second largest: one of any two claimers is honest");
+
+    // A lock re-derived at a restart claims nothing and has the restart's round as its gate.
+    let nodes: Vec<NodeId> = (0..4).map(node).collect();
+    let mut c = Core::new(Config { me: node(0), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
+    c.restore(10_000, vec![(low.clone(), VertexStatus::Processing)]);
+    c.restore_locks(Vec::new());
+    let t = 3 * c.params.lock_round_us + 10_000;
+    let _ = c.handle(t, Event::Timer);
+    let set = &c.conflicts.sets[&k];
+    assert_eq!((set.quorum_lock, set.lock_round, set.lock_gate), (Some(low.id), 0, c.lock_round()));
+    assert_eq!(c.lock_round(), 3);
+}
