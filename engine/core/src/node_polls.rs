@@ -291,15 +291,15 @@ impl<S: Signer> Core<S> {
         if g.waiting & (1u64 << from) == 0 || pos.len() != votes.len() {
             return;
         }
-        // Votes of another lock round than the response's own stay `Unknown`: one response
-        // speaks for one round (a mesh hop rarely crosses a round's end).
+        // Votes of another lock round than the response's own abstain from it (lock age
+        // `AGE_UNKNOWN`: counted for Snowball and confidence, certifying nothing): one response
+        // speaks for one round. Sent as `Unknown` instead, they made a loaded node, whose mesh
+        // hops cross a round's end often, look like one withholding its votes.
         let same = round == g.round;
         for (j, (&i, v)) in pos.iter().zip(votes).enumerate() {
-            if same {
-                g.votes[i as usize] = v;
-                if let Some(a) = g.ages.get_mut(i as usize) {
-                    *a = ages.get(j).copied().unwrap_or(0);
-                }
+            g.votes[i as usize] = v;
+            if let Some(a) = g.ages.get_mut(i as usize) {
+                *a = if same { ages.get(j).copied().unwrap_or(0) } else if Vote::from_u8(v).is_some_and(Vote::is_yes) { crate::lock_rounds::AGE_UNKNOWN } else { 0 };
             }
         }
         g.waiting &= !(1u64 << from);

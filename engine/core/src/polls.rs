@@ -44,14 +44,18 @@ pub(crate) struct Poll {
     pub(crate) locked: Vec<u64>,
     /// Per id, who answered `Final`.
     pub(crate) finals: Vec<u64>,
-    /// Per id, who answered a fresh `LockedYes` or `Final` (`lock_rounds`; all of `locked`
+    /// Per id, who answered `LockedYes` of age 0 (a lock of the answer's own round) or `Final`;
+    /// at the close, only those of the poll's round stay (`lock_rounds`; all of `locked`
     /// without lock rounds).
     pub(crate) fresh: Vec<u64>,
-    /// The lock round the poll was launched in.
+    /// The lock round of the poll: at the close, the round most answers were cast in.
     pub(crate) round: u64,
-    /// Per id, the Yes that certify: cast in the poll's round, not abstaining from it
-    /// (`lock_rounds`; all of `yes` without lock rounds).
+    /// Per id, the Yes that do not abstain from their round; at the close, only those of the
+    /// poll's round stay: the Yes that certify (`lock_rounds`; all of `yes` without lock
+    /// rounds).
     pub(crate) cert: Vec<u64>,
+    /// Each responder's round (by sample position).
+    pub(crate) labels: Vec<u64>,
     /// Peers' claimed lock rounds by id position (`lock_rounds`).
     pub(crate) claims: Vec<(u32, u64)>,
     pub(crate) responded: u64,
@@ -325,6 +329,7 @@ impl<S: Signer> Core<S> {
         let alpha = if own { self.quorum() } else { self.eligible_alpha(k) };
         let to = pool.iter().map(|&i| self.peers.ids[i]).collect();
         let ids = query.ids.clone();
+        let pool_len = pool.len();
         let query = Arc::new(query);
         self.polls.open.insert(
             query_id,
@@ -341,6 +346,7 @@ impl<S: Signer> Core<S> {
                 fresh: vec![0; n],
                 round: self.rounds.current,
                 cert: vec![0; n],
+                labels: vec![0; pool_len],
                 claims: Vec::new(),
                 responded: 0,
                 alpha,
@@ -418,21 +424,23 @@ impl<S: Signer> Core<S> {
             return;
         }
         poll.responded |= bit;
-        // Lock rounds: only Yes of the poll's round make a certificate (or a fresh lock); age
-        // `AGE_UNKNOWN` on a Yes abstains from the round.
-        let same = !rounds || resp.round == poll.round;
+        // Lock rounds: the answer's round, kept for the close (only Yes of the poll's round make
+        // a certificate or a fresh lock); age `AGE_UNKNOWN` on a Yes abstains from its round.
+        if let Some(l) = poll.labels.get_mut(pos) {
+            *l = if rounds { resp.round } else { 0 };
+        }
         let mut unknown = 0usize;
         for (i, &b) in resp.votes.iter().enumerate() {
             match Vote::from_u8(b) {
                 Some(v) if v.is_yes() => {
                     poll.yes[i] |= bit;
-                    if same && (v == Vote::Final || resp.lock_age(i) != AGE_UNKNOWN) {
+                    if v == Vote::Final || resp.lock_age(i) != AGE_UNKNOWN {
                         poll.cert[i] |= bit;
                     }
                     if v != Vote::Yes {
                         poll.locked[i] |= bit;
                         let age = resp.lock_age(i);
-                        if v == Vote::Final || (same && age == 0) {
+                        if v == Vote::Final || age == 0 {
                             poll.fresh[i] |= bit;
                         }
                         if rounds {
@@ -530,6 +538,7 @@ impl<S: Signer> Core<S> {
         // One shard: this node's own vote, as of now, in the spare bit after the sample. A node
         // poll (several shards) leaves it to each shard's part (`close_part`).
         let joint = self.joint_polls();
+        self.settle_poll_round(&mut poll);
         if poll.own {
             debug_assert!(k < 64);
             if !joint {
@@ -577,6 +586,40 @@ impl<S: Signer> Core<S> {
             self.split_poll(now, part);
         } else {
             self.close_part(now, part);
+        }
+    }
+
+    /// Lock rounds, at a poll's close: its round is the one most answers were cast in (this
+    /// node's own vote counted, cast now), ties to the later; only the Yes and fresh locks of
+    /// that round stay in `cert` and `fresh` (`Final` stays whatever its round). A poll whose
+    /// answers came back after a round's end still certifies, in the next round, when the
+    /// answers agree on it.
+    fn settle_poll_round(&mut self, poll: &mut Poll) {
+        if !self.rounds_on() {
+            return;
+        }
+        let own = poll.own.then_some(self.rounds.current);
+        // Whole-network polls never grow their sample (no stand-ins), so every answer has a label.
+        let label = |p: usize| poll.labels.get(p).copied().unwrap_or(u64::MAX);
+        let answered = (0..poll.sample.len()).filter(|&p| poll.responded & (1u64 << p) != 0).map(label);
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        for l in answered.chain(own) {
+            match counts.iter_mut().find(|(r, _)| *r == l) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((l, 1)),
+            }
+        }
+        let Some(&(round, _)) = counts.iter().max_by_key(|(r, c)| (*c, *r)) else { return };
+        poll.round = round;
+        let mut mask = 0u64;
+        for p in 0..poll.sample.len() {
+            if poll.responded & (1u64 << p) != 0 && label(p) == round {
+                mask |= 1u64 << p;
+            }
+        }
+        for i in 0..poll.ids.len() {
+            poll.cert[i] &= mask;
+            poll.fresh[i] &= mask | poll.finals[i];
         }
     }
 

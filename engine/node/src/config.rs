@@ -71,6 +71,17 @@ pub struct ParamsFile {
     /// node closes a batch at once).
     #[serde(default = "default_batch_linger_us")]
     pub batch_linger_us: u64,
+    /// Length of a lock round in milliseconds (small clusters: an honest node's Yes certifies one
+    /// member of a conflict set per round, and a quorum lock moves to a younger certificate;
+    /// docs/consensus.md 8d). The same on every node; well above a poll's round trip and the
+    /// nodes' clock skew. 0 turns lock rounds off (4-node clusters with a Byzantine member can
+    /// then stall on split locks).
+    #[serde(default = "default_lock_round_ms")]
+    pub lock_round_ms: u64,
+}
+
+fn default_lock_round_ms() -> u64 {
+    300
 }
 
 fn default_max_batch() -> usize {
@@ -91,6 +102,7 @@ impl Default for ParamsFile {
             query_timeout_ms: 1000,
             max_batch: default_max_batch(),
             batch_linger_us: default_batch_linger_us(),
+            lock_round_ms: default_lock_round_ms(),
         }
     }
 }

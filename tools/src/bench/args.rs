@@ -79,6 +79,10 @@ pub struct Args {
     /// (`batch_linger_us`).
     #[arg(long, default_value_t = 5_000)]
     pub batch_linger_us: u64,
+    /// Length of a lock round, ms (`lock_round_ms` in `cluster.toml`, docs/consensus.md 8d;
+    /// 0: lock rounds off) [default: the cluster file's, 300]
+    #[arg(long)]
+    pub lock_round_ms: Option<u64>,
     /// Run once per offered rate, `R1,R2,...` (a fresh cluster each, in `OUT/rate-R`; `--rate` is
     /// ignored), then write `OUT/sweep.json`, `sweep.md` and `sweep.svg`: finalized throughput
     /// against client-observed p50 and p99, and the highest rate that held `--sweep-p99-ms`.

@@ -167,6 +167,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut cluster = ClusterFile::load(&cluster_toml).map_err(|e| e.to_string())?;
     cluster.params.max_batch = args.max_batch as usize;
     cluster.params.batch_linger_us = args.batch_linger_us;
+    if let Some(ms) = args.lock_round_ms {
+        cluster.params.lock_round_ms = ms;
+    }
     cluster.save(&cluster_toml).map_err(|e| e.to_string())?;
     let client_pub = match &args.key {
         Some(k) => Some(hex_key(&*pqdag_tools::targets::client_key(&cluster_toml, Some(k))?)),

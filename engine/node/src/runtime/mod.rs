@@ -96,6 +96,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.archive_after_us = ARCHIVE_AFTER_US;
     params.max_batch = p.max_batch;
     params.batch_linger_us = p.batch_linger_us;
+    params.lock_round_us = p.lock_round_ms.saturating_mul(1000);
     // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
     // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
     // and halves the time beta rounds take (docs/benchmark.md).
