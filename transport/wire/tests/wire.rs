@@ -37,8 +37,10 @@ prop_compose! {
 
 prop_compose! {
     fn response()(query_id in any::<u64>(), responder in id(), digest in id(),
-                  votes in proptest::collection::vec(0u8..3, 0..600), signature in sig()) -> Response {
-        Response { query_id, responder: NodeId(responder), ids_digest: digest, votes, signature }
+                  votes in proptest::collection::vec(0u8..3, 0..600), round in any::<u64>(), aged in any::<bool>(),
+                  signature in sig()) -> Response {
+        let lock_ages = if aged { votes.iter().map(|v| v.wrapping_mul(37)).collect() } else { Vec::new() };
+        Response { query_id, responder: NodeId(responder), ids_digest: digest, votes, round, lock_ages, signature }
     }
 }
 
@@ -182,9 +184,24 @@ fn bounds_are_enforced_both_ways() {
     assert!(encode(&q).is_err());
 
     // A hand-built frame that passes bytecheck but breaks a bound is refused on decode.
-    let r = Response { query_id: 1, responder: NodeId([0; 32]), ids_digest: [0; 32], votes: vec![1, 0, 7], signature: vec![0; SIGNATURE_BYTES] };
+    let r = Response { query_id: 1, responder: NodeId([0; 32]), ids_digest: [0; 32], votes: vec![1, 0, 7], round: 9, lock_ages: Vec::new(), signature: vec![0; SIGNATURE_BYTES] };
     let bytes = encode(&r).unwrap();
     assert!(matches!(decode(&bytes), Err(WireError::BadField { what: "vote", .. })));
+
+    // Lock ages: none, or one per vote; any other count is refused on encode.
+    let mut r = Response { query_id: 1, responder: NodeId([0; 32]), ids_digest: [0; 32], votes: vec![1, 3], round: 9, lock_ages: vec![0], signature: vec![0; SIGNATURE_BYTES] };
+    assert!(matches!(encode(&r), Err(WireError::BadField { what: "lock ages", .. })));
+    r.lock_ages = vec![0, 4];
+    let bytes = encode(&r).unwrap();
+    let FrameRef::Response(a) = decode(&bytes).unwrap() else { panic!("kind") };
+    assert_eq!(a.to_owned(), r);
+    // The round and the ages are signed: another round is another message to sign.
+    let mut other = r.clone();
+    other.round = 10;
+    assert_ne!(other.signed_bytes(), r.signed_bytes());
+    other.round = 9;
+    other.lock_ages = vec![0, 5];
+    assert_ne!(other.signed_bytes(), r.signed_bytes());
 }
 
 #[test]

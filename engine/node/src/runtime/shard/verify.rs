@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(dropped(&metrics, "reply_vertex"), 1);
 
         // A response to a query never made (or no longer open) is not verified.
-        let response = Response { query_id: 77 << 8, responder: peer_id, ids_digest: [0; 32], votes: vec![], signature: vec![0; 10] };
+        let response = Response { query_id: 77 << 8, responder: peer_id, ids_digest: [0; 32], votes: vec![], round: 0, lock_ages: Vec::new(), signature: vec![0; 10] };
         assert!(verify.dedupe(&core, Unverified::Response { from: peer_id, response }).is_none());
         assert_eq!(dropped(&metrics, "response"), 1);
     }
