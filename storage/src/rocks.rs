@@ -19,7 +19,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 
 use pqdag_wire::{ConflictKey, VertexId};
 
-use crate::record::{check_transition, decode_vertex, encode_vertex};
+use crate::record::{check_transition, decode_lock, decode_vertex, encode_lock, encode_vertex};
 use crate::{Decided, Pruned, Status, StorageError, Store, StoreBatch, StoredLock, StoredVertex};
 
 pub(crate) const CF_VERTICES: &str = "vertices";
@@ -666,39 +666,3 @@ impl StoreReader {
     }
 }
 
-/// A lock record: member (32) · round u64 BE · gate u64 BE.
-fn encode_lock(l: &StoredLock) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    out[..32].copy_from_slice(&l.member.0);
-    out[32..40].copy_from_slice(&l.round.to_be_bytes());
-    out[40..].copy_from_slice(&l.gate.to_be_bytes());
-    out
-}
-
-/// [`encode_lock`]'s record, or a 32-byte one written before lock rounds (round 0, gate
-/// `u64::MAX`: the restart's round).
-fn decode_lock(v: &[u8]) -> Result<StoredLock, StorageError> {
-    match v.len() {
-        32 => Ok(StoredLock { member: to_id(CF_LOCKS, v)?, round: 0, gate: u64::MAX }),
-        48 => {
-            let u = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
-            Ok(StoredLock { member: to_id(CF_LOCKS, &v[..32])?, round: u(&v[32..40]), gate: u(&v[40..]) })
-        }
-        n => Err(corrupt(CF_LOCKS, &format!("lock record of {n} bytes"))),
-    }
-}
-
-#[cfg(test)]
-mod lock_record_tests {
-    use super::*;
-
-    /// A lock record round-trips with its round and gate; one written before lock rounds (the
-    /// member alone) reads as round 0 with the restart's gate; any other length is corrupt.
-    #[test]
-    fn lock_records_old_and_new() {
-        let l = StoredLock { member: VertexId([3; 32]), round: 5_811_222_333, gate: 5_811_222_334 };
-        assert_eq!(decode_lock(&encode_lock(&l)).expect("new"), l);
-        assert_eq!(decode_lock(&[3; 32]).expect("old"), StoredLock { member: VertexId([3; 32]), round: 0, gate: u64::MAX });
-        assert!(decode_lock(&[3; 40]).is_err());
-    }
-}

@@ -1,7 +1,8 @@
 //! Polls (3.4): choosing the aged frontier, sampling, collecting responses, closing polls and
 //! the congestion window. Owns [`Polls`] (open and recently closed polls, query ids, window,
-//! counters); calls `credit` (the transitive credit walk), `snowball`, `finality` and `peers`
-//! (timeouts and vote contradictions).
+//! counters); calls `credit` (the transitive credit walk), `snowball`, `finality`, `peers`
+//! (timeouts and vote contradictions), `stand_ins` (re-asks and stand-ins) and `poll_votes`
+//! (own vote, lock round of the answers).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use rand::Rng;
 use crate::core::Core;
 use crate::credit::{Credited, Round, credit};
 use crate::node_polls::PollPart;
+use crate::poll_votes::Masks;
 use crate::params::Params;
 use crate::peers::{Misbehaviour, PEER_TIMEOUT_WINDOW};
 use crate::lock_rounds::AGE_UNKNOWN;
@@ -21,15 +23,6 @@ use crate::types::{Action, Signer, VertexStatus};
 
 /// Closed polls kept until their timeout to tell late answers from timeouts.
 pub const POLL_CLOSED_MAX: usize = 256;
-
-/// A poll's per-id answer masks that this node's own vote goes into (`add_own_votes`).
-struct Masks<'a> {
-    yes: &'a mut [u64],
-    no: &'a mut [u64],
-    locked: &'a mut [u64],
-    fresh: &'a mut [u64],
-    cert: &'a mut [u64],
-}
 
 /// A poll in flight.
 pub(crate) struct Poll {
@@ -362,37 +355,6 @@ impl<S: Signer> Core<S> {
         self.push(Action::SendQuery { to, query });
     }
 
-    /// Re-asks, once, the sampled peers that have not answered a poll still short of alpha
-    /// answers after a quarter of the query timeout, with the same signed query (no new
-    /// signature; an honest peer answers a repeat as it would the first). A lost query or
-    /// answer then delays a round instead of failing it: where the sample is the whole network
-    /// and a faulty peer is silent, the round needs every other answer, and one lost message
-    /// in a row of beta rounds reset the streak (`sim-faults` seed 759: N = 5, 3 % loss, an
-    /// invalid-signature node: 79 of 448 final in 24 s). QUIC retransmits lost packets, but a
-    /// stream reset, a reconnect or a full queue loses a message just the same.
-    pub(crate) fn reask_silent(&mut self, now: u64) {
-        let after = self.params.query_timeout_us / 4;
-        let due: Vec<u64> = self.polls.open.iter().filter(|(_, p)| !p.reasked && p.alpha_at.is_none() && now >= p.sent_us.saturating_add(after)).map(|(&qid, _)| qid).collect();
-        for qid in due {
-            let Some(p) = self.polls.open.get_mut(&qid) else { continue };
-            p.reasked = true;
-            let to: Vec<NodeId> = p.sample.iter().enumerate().filter(|&(pos, _)| p.responded & (1u64 << pos) == 0).map(|(_, &i)| self.peers.ids[i]).collect();
-            debug_assert!(!to.is_empty(), "a poll short of alpha answers has a silent peer");
-            // A withholder stays silent however often it is asked: in Avalanche mode each
-            // silent peer also gets a random stand-in, as an `Unknown` answer does, but only
-            // when at least half the sample answered: a silent minority. A silent majority is
-            // overload (or this node cut off), where more queries only lengthen the queues
-            // (`Polls::adapt_window`): under `vertex-flood` at 25 % of 30 nodes, stand-ins
-            // for slow honest peers added load and honest peers timed out.
-            let silent = if p.half_at.is_some() { to.len() } else { 0 };
-            let query = p.query.clone();
-            self.push(Action::SendQuery { to, query });
-            for _ in 0..silent {
-                self.replace_uninformative(qid);
-            }
-        }
-    }
-
     pub(crate) fn on_response(&mut self, now: u64, from: NodeId, resp: Response) {
         let Some(&pi) = self.peers.index.get(&from) else { return };
         let rounds = self.rounds_on();
@@ -492,43 +454,6 @@ impl<S: Signer> Core<S> {
         }
     }
 
-    /// Asks one more peer, chosen at random among the eligible peers outside the sample, with
-    /// the same signed query, because a sampled peer answered `Unknown` on most ids, or was
-    /// still silent when its query was re-asked (issue 14, hole 3). An `Unknown` says nothing
-    /// about the vertex: the answerer lags, or withholds its vote on purpose; silence says
-    /// nothing either. Counted as a non-Yes (as before), 20 % `vote-unknown` nodes of 30 left
-    /// rounds short of alpha = 15 of 20 so often that finality p95 was 1.4 s. With a
-    /// replacement, every id still gets about k informative answers; a success then needs
-    /// alpha Yes AND the fraction alpha/k of the informative answers (`credit`), so a sample
-    /// grown past k is never an easier round than k (without replacements the two rules are
-    /// the same). An attacker gains nothing it does not have already: answering `Unknown`
-    /// hands its slot in the sample to a random peer, never to a peer of its choice, and a
-    /// lie (`No`) was always open to it. What it costs the honest nodes is bounded: at most
-    /// k/2 extra queries per poll (one signature each at the asked peer, whose query rate
-    /// limit applies). Whole-network polls have nobody to add and keep their BFT quorum.
-    fn replace_uninformative(&mut self, qid: u64) {
-        // Overload first: while the poll window is shrunk (answers came slowly), more queries
-        // would only lengthen the queues (`Polls::adapt_window`). Under `vertex-flood` at 25 %
-        // of 30 nodes, stand-ins for lagging honest peers added load until honest peers timed
-        // out and were excluded.
-        if self.polls.window < self.params.polls_in_flight_max {
-            return;
-        }
-        let Some(poll) = self.polls.open.get_mut(&qid) else { return };
-        if poll.own || poll.sample.len() >= (poll.base_k + poll.base_k / 2).min(64) {
-            return;
-        }
-        let outside: Vec<usize> = self.peers.eligible.iter().copied().filter(|i| !poll.sample.contains(i)).collect();
-        if outside.is_empty() {
-            return;
-        }
-        let pick = outside[self.rng.random_range(0..outside.len())];
-        poll.sample.push(pick);
-        let query = poll.query.clone();
-        debug_assert!(poll.sample.len() <= 64);
-        self.push(Action::SendQuery { to: vec![self.peers.ids[pick]], query });
-    }
-
     pub(crate) fn close_poll(&mut self, now: u64, qid: u64) {
         let Some(mut poll) = self.polls.open.remove(&qid) else { return };
         self.polls.completed += 1;
@@ -586,69 +511,6 @@ impl<S: Signer> Core<S> {
             self.split_poll(now, part);
         } else {
             self.close_part(now, part);
-        }
-    }
-
-    /// Lock rounds, at a poll's close: its round is the one most answers were cast in (this
-    /// node's own vote counted, cast now), ties to the later; only the Yes and fresh locks of
-    /// that round stay in `cert` and `fresh` (`Final` stays whatever its round). A poll whose
-    /// answers came back after a round's end still certifies, in the next round, when the
-    /// answers agree on it.
-    fn settle_poll_round(&mut self, poll: &mut Poll) {
-        if !self.rounds_on() {
-            return;
-        }
-        let own = poll.own.then_some(self.rounds.current);
-        // Whole-network polls never grow their sample (no stand-ins), so every answer has a label.
-        let label = |p: usize| poll.labels.get(p).copied().unwrap_or(u64::MAX);
-        let answered = (0..poll.sample.len()).filter(|&p| poll.responded & (1u64 << p) != 0).map(label);
-        let mut counts: Vec<(u64, usize)> = Vec::new();
-        for l in answered.chain(own) {
-            match counts.iter_mut().find(|(r, _)| *r == l) {
-                Some((_, c)) => *c += 1,
-                None => counts.push((l, 1)),
-            }
-        }
-        let Some(&(round, _)) = counts.iter().max_by_key(|(r, c)| (*c, *r)) else { return };
-        poll.round = round;
-        let mut mask = 0u64;
-        for p in 0..poll.sample.len() {
-            if poll.responded & (1u64 << p) != 0 && label(p) == round {
-                mask |= 1u64 << p;
-            }
-        }
-        for i in 0..poll.ids.len() {
-            poll.cert[i] &= mask;
-            poll.fresh[i] &= mask | poll.finals[i];
-        }
-    }
-
-    /// This node's own vote on each of `ids`, as of now, in bit `bit` (the spare bit after the
-    /// sample) of the poll's masks. A Yes certifies (and a `LockedYes` is fresh) only in lock
-    /// round `round`, the poll's, and when the node does not abstain from it (`lock_rounds`).
-    fn add_own_votes(&mut self, ids: &[VertexId], m: Masks<'_>, bit: u64, round: u64) {
-        let rounds = self.rounds_on();
-        let same = !rounds || self.rounds.current == round;
-        for (i, id) in ids.iter().enumerate() {
-            let vote = self.vote_for(id);
-            let rec = self.dag.vertices.get(id).filter(|r| r.status == VertexStatus::Processing);
-            let certifies = same && vote.is_yes() && (vote == Vote::Final || !rounds || rec.is_none_or(|r| r.round_ok));
-            match vote {
-                Vote::Yes => m.yes[i] |= bit,
-                Vote::LockedYes | Vote::Final => {
-                    m.yes[i] |= bit;
-                    m.locked[i] |= bit;
-                    let young = vote == Vote::Final || !rounds || rec.is_some_and(|r| self.lock_age(&r.v) == 0);
-                    if certifies && young {
-                        m.fresh[i] |= bit;
-                    }
-                }
-                Vote::No => m.no[i] |= bit,
-                Vote::Unknown => {}
-            }
-            if certifies {
-                m.cert[i] |= bit;
-            }
         }
     }
 

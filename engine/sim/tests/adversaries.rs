@@ -8,7 +8,7 @@
 //! `vote_unknown_quarter_is_live` failed against the core before issue 14's fixes (framing by
 //! replay, arrival-order fork at the set cap, `Unknown` voters stalling finality).
 
-use pqdag_sim::{run, Report, SimConfig, Strategy};
+use pqdag_sim::{run, Partition, Report, SimConfig, Strategy};
 
 fn third(strategy: Strategy, seed: u64) -> SimConfig {
     let mut c = SimConfig::new(7, seed, 2.0);
@@ -370,4 +370,36 @@ fn a_query_flood_costs_its_senders_not_the_honest_nodes() {
     assert_eq!(without.byzantine_excluded_by_all, 0);
     assert!(with.cpu_util_max + 0.25 < without.cpu_util_max, "busiest core {} with the budgets, {} without", with.cpu_util_max, without.cpu_util_max);
     assert!(with.finality_ms.p95 < 1_000.0, "honest p95 {} ms", with.finality_ms.p95);
+}
+
+/// `sim-faults --max-byzantine 0.25` seeds 41769 and 41439 (N = 4, one `selective` liar, 20 to
+/// 30 % double spends): the liar answers one honest node truthfully and flips its answers to the
+/// other two, so each side sees a quorum for its own member and locks (1:2). Node 0 needs all 3
+/// peers' Yes to leave its lock, and the other member's quorum needs node 0 or the liar: with
+/// counts alone the set stays undecided for good (these runs with `lock_round_us = 0`). With
+/// lock rounds the two locks on the younger certificate move node 0 (docs/consensus.md 8d).
+#[test]
+fn a_liar_splitting_four_nodes_locks_is_outlived_by_lock_rounds() {
+    let mk = |seed: u64, conflicts: f64, partition: Option<&str>, lock_round_us: Option<u64>| {
+        let mut c = SimConfig::new(4, seed, 4.0);
+        c.rate = 100.0;
+        c.liveness_budget_s = 20.0;
+        c.loss = if partition.is_some() { 0.03 } else { 0.01 };
+        c.conflict_ratio = conflicts;
+        c.byzantine = 0.25;
+        c.strategy = Strategy::Selective;
+        c.partition = partition.map(|p| Partition::parse(p, 4.0).expect("partition"));
+        c.lock_round_us = lock_round_us;
+        c
+    };
+    for (seed, conflicts, partition) in [(41_769, 0.2, None), (41_439, 0.3, Some("0-2|3-3@1.34-1.8"))] {
+        let off = run(mk(seed, conflicts, partition, Some(0))).expect("config");
+        assert_eq!(off.safety_violations, 0, "seed {seed}: {:?}", off.first_violation);
+        assert!(!off.liveness_ok, "seed {seed}: the split stalls without lock rounds (else this test shows nothing)");
+        let r = run(mk(seed, conflicts, partition, None)).expect("config");
+        assert_eq!(r.safety_violations, 0, "seed {seed}: {:?}", r.first_violation);
+        assert_eq!((r.honest_convicted, r.honest_banned), (0, 0), "seed {seed}");
+        assert!(r.liveness_ok, "seed {seed}: not live with lock rounds");
+        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
+    }
 }

@@ -356,31 +356,6 @@ fn a_liar_and_a_stale_node_never_move_a_quorum_lock() {
     assert_eq!(r.conflict_sets_resolved, r.conflict_sets);
 }
 
-/// `sim-faults --max-byzantine 0.25` seeds 41769 and 41439 (N = 4, one `selective` liar, 20 to
-/// 30 % double spends): the liar answers one honest node truthfully and flips its answers to the
-/// other two, so each side sees a quorum for its own member and locks (1:2). Node 0 needs all 3
-/// peers' Yes to leave its lock, and the other member's quorum needs node 0 or the liar: with
-/// counts alone the set stays undecided for good (these runs with `lock_round_us = 0`). With
-/// lock rounds the two locks on the younger certificate move node 0 (docs/consensus.md 8d).
-#[test]
-fn a_liar_splitting_four_nodes_locks_is_outlived_by_lock_rounds() {
-    let mk = |seed: u64, conflicts: f64, partition: Option<&str>, lock_round_us: Option<u64>| {
-        let mut c = fault_mix(4, seed, if partition.is_some() { 0.03 } else { 0.01 }, 0.0, conflicts, None);
-        c.byzantine = 0.25;
-        c.strategy = Strategy::Selective;
-        c.partition = partition.map(|p| Partition::parse(p, 4.0).expect("partition"));
-        c.lock_round_us = lock_round_us;
-        c
-    };
-    for (seed, conflicts, partition) in [(41_769, 0.2, None), (41_439, 0.3, Some("0-2|3-3@1.34-1.8"))] {
-        let off = run(mk(seed, conflicts, partition, Some(0))).expect("config");
-        check(&off);
-        assert!(!off.liveness_ok, "seed {seed}: the split stalls without lock rounds (else this test shows nothing)");
-        let r = assert_live(mk(seed, conflicts, partition, None));
-        assert_eq!(r.conflict_sets_resolved, r.conflict_sets, "seed {seed}");
-    }
-}
-
 /// Found by `random_schedules_are_safe`: with rounds short only through silence or `Unknown`
 /// left out of the streak (neither success nor reset), a streak spanned this 0.3 s partition and
 /// a vertex was final at one node and rejected at another. Every round short of alpha resets it.
