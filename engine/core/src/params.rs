@@ -165,6 +165,11 @@ impl Params {
         if self.polls_in_flight_max == 0 || self.max_rounds == 0 {
             return bad("polls_in_flight_max and max_rounds must be >= 1".into());
         }
+        if self.lock_round_us > 0 && self.lock_round_us < 4 * self.poll_interval_us {
+            // A certificate needs a poll answered within one round, then a fresh quorum in the
+            // same round: rounds of a few poll intervals would rarely certify anything.
+            return bad(format!("lock round {} ms is shorter than 4 poll intervals ({} ms); use 0 (off) or more", self.lock_round_us / 1000, 4 * self.poll_interval_us / 1000));
+        }
         Ok(())
     }
 }
