@@ -41,6 +41,16 @@ fn deliver<S: Signer>(core: &mut Core<S>, vertices: &[&Arc<Vertex>]) {
     while core.poll_action().is_some() {}
 }
 
+/// Node 0 of a 4-node cluster after a restart at `at`: `items` restored from the store, then
+/// `locks` (key, member, round, gate), before any event.
+fn restarted(at: u64, items: Vec<(Arc<Vertex>, VertexStatus)>, locks: Vec<(ConflictKey, VertexId, u64, u64)>) -> Core<TestSigner> {
+    let nodes: Vec<NodeId> = (0..4).map(node).collect();
+    let mut c = Core::new(Config { me: node(0), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
+    c.restore(at, items);
+    c.restore_locks(locks);
+    c
+}
+
 /// A 4-node `Net` and two vertices on genesis spending key `[key; 32]`, the lower id first
 /// (the one the id tie-break prefers).
 fn two_spends(key: u8) -> (Net, ConflictKey, Arc<Vertex>, Arc<Vertex>) {
@@ -82,13 +92,9 @@ fn a_quorum_lock_holds_below_the_release_threshold_and_survives_a_restart() {
     assert_eq!(vote_on(core, high.id), Vote::LockedYes, "a locked node does not move on a Snowball majority");
 
     // Restart from the store: vertices (as persisted) and the lock.
-    let nodes: Vec<NodeId> = (0..4).map(node).collect();
     let fresh = |locks: bool| {
-        let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
-        c.restore(2_000, vec![(low.clone(), VertexStatus::Processing), (high.clone(), VertexStatus::Processing)]);
-        if locks {
-            c.restore_locks(vec![(k, high.id, 0, 0)]);
-        }
+        let stored = if locks { vec![(k, high.id, 0, 0)] } else { Vec::new() };
+        let mut c = restarted(2_000, vec![(low.clone(), VertexStatus::Processing), (high.clone(), VertexStatus::Processing)], stored);
         let _ = c.handle(2_000, Event::Timer);
         let _ = c.vote_for(&high.id);
         assert!(!c.dag.vertices[&high.id].round_ok, "no Yes of a restarted node certifies anything in the round it came back in");
@@ -162,11 +168,8 @@ fn a_lone_members_lock_is_written_when_a_rival_joins_and_rederived_at_a_restart(
     assert_eq!(vote_on(core, a.id), Vote::LockedYes);
     assert_eq!(vote_on(core, b.id), Vote::No);
 
-    let nodes: Vec<NodeId> = (0..4).map(node).collect();
     let restart = |items: Vec<(Arc<Vertex>, VertexStatus)>| {
-        let mut c = Core::new(Config { me: node(0), nodes: nodes.clone(), params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
-        c.restore(5_000, items);
-        c.restore_locks(Vec::new());
+        let mut c = restarted(5_000, items, Vec::new());
         let _ = c.handle(5_000, Event::Timer);
         next_round(&mut c);
         c
@@ -283,10 +286,7 @@ fn a_lock_moves_to_a_younger_certificate_claimed_by_enough_peers() {
     assert_eq!(crate::lock_rounds::claimed_round(&mut three, 2), Some(now_round + 4), "the second largest: one of any two claimers is honest");
 
     // A lock re-derived at a restart claims nothing and has the restart's round as its gate.
-    let nodes: Vec<NodeId> = (0..4).map(node).collect();
-    let mut c = Core::new(Config { me: node(0), nodes, params: fast_params(), seed: 7, shard: 0, shard_count: 1 }, TestSigner(0)).expect("config");
-    c.restore(10_000, vec![(low.clone(), VertexStatus::Processing)]);
-    c.restore_locks(Vec::new());
+    let mut c = restarted(10_000, vec![(low.clone(), VertexStatus::Processing)], Vec::new());
     let t = 3 * c.params.lock_round_us + 10_000;
     let _ = c.handle(t, Event::Timer);
     let set = &c.conflicts.sets[&k];
