@@ -30,7 +30,8 @@ pub(crate) struct Tally {
     pub(crate) peer_locked: u32,
     /// The poll's lock round: what `quorum` is a certificate of (`lock_rounds`).
     pub(crate) quorum_round: u64,
-    /// On a stalled vertex: a lock round f + 1 peers claimed a lock on it in (`lock_rounds`);
+    /// On a stalled vertex: a lock round floor(N/3) + 1 peers claimed a lock on it in
+    /// (`lock_rounds`);
     /// a set locked on another member with an older gate moves to it.
     pub(crate) claim_round: Option<u64>,
 }
@@ -117,14 +118,6 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
     // Peers' `LockedYes` on an id itself (a lock is on the vertex's own sets: never credited to
     // ancestors). Whole-network polls only.
     let mut locked: HashMap<VertexId, u64> = HashMap::default();
-    let mut claimed: HashMap<VertexId, Vec<u64>> = HashMap::default();
-    if round.follow_at > 0 {
-        for &(i, r) in round.claims {
-            if let Some(id) = round.ids.get(i as usize) {
-                claimed.entry(*id).or_default().push(r);
-            }
-        }
-    }
     for (i, id) in round.ids.iter().enumerate() {
         if round.no[i] != 0 {
             *no.entry(*id).or_default() |= round.no[i];
@@ -189,7 +182,13 @@ pub(crate) fn credit(dag: &mut Dag, round: &Round<'_>) -> Credited {
                     let follow = round.follow_at > 0 && peer_locked > 0 && r.rounds > 2 * round.beta;
                     if snowball || quorum || follow {
                         let peer_yes = (r.mask & !round.own_bit).count_ones();
-                        let claim_round = if follow { claimed.get_mut(&id).and_then(|c| crate::lock_rounds::claimed_round(c, round.claim_at)) } else { None };
+                        // Claims are read for stalled vertices only (rare): no per-poll index.
+                        let claim_round = if follow {
+                            let mut c: Vec<u64> = round.claims.iter().filter(|&&(i, _)| round.ids.get(i as usize) == Some(&id)).map(|&(_, r)| r).collect();
+                            crate::lock_rounds::claimed_round(&mut c, round.claim_at)
+                        } else {
+                            None
+                        };
                         out.successes.push(Tally { id, confidence: r.confidence, snowball, peer_yes, quorum, peer_locked, quorum_round: round.poll_round, claim_round });
                     }
                 }

@@ -13,8 +13,8 @@
 //!   (own vote included) is a certificate for that member and round: the node locks on it with
 //!   that round (`ConflictSet::lock_round`), or raises its lock's round.
 //! - *Move.* A node locked with gate g (its lock round, or more) leaves the lock for member B
-//!   on a certificate for B of a round after g: one its own poll saw, or one that f + 1 peers
-//!   claim by answering `LockedYes` on B with a lock round after g (at least one claim is
+//!   on a certificate for B of a round after g: one its own poll saw, or one that floor(N/3) + 1
+//!   peers claim by answering `LockedYes` on B with a lock round after g (at least one claim is
 //!   honest). A `Final` answer counts as a claim of its round.
 //! - *Finality.* A conflicting vertex is final only on a quorum of *fresh* `LockedYes` (lock
 //!   age 0, the poll's round) or `Final`.
@@ -143,8 +143,8 @@ impl<S: Signer> Core<S> {
     }
 }
 
-/// Of peers' claimed lock rounds on one member, the round f + 1 of them reach (`need` = f + 1):
-/// at least one of those claims is honest, so a certificate of that round or a later one
+/// Of peers' claimed lock rounds on one member, the round `need` of them reach (`need` =
+/// floor(N/3) + 1, `Core::claim_threshold`): at least one of those claims is honest, so a certificate of that round or a later one
 /// exists. `None` with fewer claims.
 pub(crate) fn claimed_round(claims: &mut [u64], need: usize) -> Option<u64> {
     if need == 0 || claims.len() < need {

@@ -101,8 +101,8 @@ pub(crate) struct Gather {
     votes: Vec<u8>,
     /// Lock ages of `votes` (empty without lock rounds).
     ages: Vec<u8>,
-    /// The lock round the votes were cast in: another shard's votes of another round are sent
-    /// as `Unknown` (one response speaks for one round).
+    /// The lock round the votes were cast in: another shard's votes of another round abstain
+    /// from it (one response speaks for one round; `on_votes`).
     round: u64,
     /// Per shard, the positions of its ids in the query.
     positions: Vec<Vec<u32>>,

@@ -48,7 +48,7 @@ impl<S: Signer> Core<S> {
             return;
         }
         let id = t.id;
-        // Lock rounds: f + 1 peers claim a lock on this member of a round after the lock's
+        // Lock rounds: floor(N/3) + 1 peers claim a lock on this member of a round after the lock's
         // gate, so a certificate of a later round exists: the lock moves to it (`lock_rounds`).
         let claimed = rounds && set.quorum_lock.is_some_and(|l| l != id) && t.claim_round.is_some_and(|c| c > set.lock_gate);
         if let Some(l) = set.quorum_lock.filter(|l| *l != id) {
