@@ -78,6 +78,11 @@ pub struct ParamsFile {
     /// then stall on split locks).
     #[serde(default = "default_lock_round_ms")]
     pub lock_round_ms: u64,
+    /// How often a node starts a poll, in milliseconds (at least 10: peers budget 200 queries
+    /// a second from each node). Finality takes `beta_threshold` successful polls, so this sets
+    /// its floor. Absent: derived from the sample size (`runtime::default_poll_interval_us`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
 }
 
 fn default_lock_round_ms() -> u64 {
@@ -103,6 +108,7 @@ impl Default for ParamsFile {
             max_batch: default_max_batch(),
             batch_linger_us: default_batch_linger_us(),
             lock_round_ms: default_lock_round_ms(),
+            poll_interval_ms: None,
         }
     }
 }

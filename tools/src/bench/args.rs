@@ -83,6 +83,10 @@ pub struct Args {
     /// 0: lock rounds off) [default: the cluster file's, 300]
     #[arg(long)]
     pub lock_round_ms: Option<u64>,
+    /// How often each node starts a poll, ms (`poll_interval_ms` in `cluster.toml`; at least
+    /// 10) [default: derived from the sample size]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_interval_ms: Option<u64>,
     /// Run once per offered rate, `R1,R2,...` (a fresh cluster each, in `OUT/rate-R`; `--rate` is
     /// ignored), then write `OUT/sweep.json`, `sweep.md` and `sweep.svg`: finalized throughput
     /// against client-observed p50 and p99, and the highest rate that held `--sweep-p99-ms`.

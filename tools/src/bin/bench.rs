@@ -170,6 +170,9 @@ fn run(args: &Args) -> Result<bool, String> {
     if let Some(ms) = args.lock_round_ms {
         cluster.params.lock_round_ms = ms;
     }
+    if let Some(ms) = args.poll_interval_ms {
+        cluster.params.poll_interval_ms = Some(ms);
+    }
     cluster.save(&cluster_toml).map_err(|e| e.to_string())?;
     let client_pub = match &args.key {
         Some(k) => Some(hex_key(&*pqdag_tools::targets::client_key(&cluster_toml, Some(k))?)),

@@ -76,8 +76,23 @@ pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
 /// (`docs/benchmark.md`, runs U and V).
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
 
-/// Poll cadence of the engine (the LAN profile's 20 ms halved; see `params_for`).
+/// The fastest poll cadence of the engine (the LAN profile's 20 ms halved; see
+/// `default_poll_interval_us`): peers' query budgets assume at most 100 polls a second.
 pub const POLL_INTERVAL_US: u64 = 10_000;
+
+/// The poll cadence for a sample of `k` peers when the cluster file names none: 10 ms up to
+/// k = 3 (4 nodes), 20 ms up to k = 6, 30 ms above.
+///
+/// Finality takes beta (20) successful polls, so the cadence sets its floor: beta x 30 ms =
+/// 0.6 s at most, under the 1 s target. A round costs one sign plus k remote verify+sign and k
+/// local verifies, ~0.75 ms of ML-DSA per node per round at k = 3 and ~2.3 ms at k = 10:
+/// stepping the interval with k keeps that near 75 ms a second per node (7.5 % of a core)
+/// whatever the size. Until 2026-12-07 it was 10 ms x ceil(k/2): 20 ms at 4 nodes (finality
+/// never under 0.4 s) and 50 ms from 11 nodes (never under 1 s); docs/benchmark.md, "Poll
+/// cadence".
+pub fn default_poll_interval_us(k: usize) -> u64 {
+    POLL_INTERVAL_US * (k as u64).div_ceil(3).clamp(1, 3)
+}
 
 /// Protocol parameters from the cluster file, on top of the LAN profile, for `n` nodes.
 pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeError> {
@@ -97,12 +112,14 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.max_batch = p.max_batch;
     params.batch_linger_us = p.batch_linger_us;
     params.lock_round_us = p.lock_round_ms.saturating_mul(1000);
-    // A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
-    // verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
-    // and halves the time beta rounds take (docs/benchmark.md).
-    // A round costs one sign plus k remote verify+sign and k local verifies: with k peers per
-    // round, keep the signature work per second roughly constant as k grows.
-    params.poll_interval_us = POLL_INTERVAL_US * (params.sample_size as u64).div_ceil(2).max(1);
+    params.poll_interval_us = match p.poll_interval_ms {
+        Some(ms) if ms.saturating_mul(1000) < POLL_INTERVAL_US => {
+            // Peers budget 200 queries a second from each node (`pqdag_core::ratelimit`).
+            return Err(NodeError::Params(format!("poll_interval_ms = {ms} is under {} ms: peers would drop the queries as a flood", POLL_INTERVAL_US / 1000)));
+        }
+        Some(ms) => ms.saturating_mul(1000),
+        None => default_poll_interval_us(k),
+    };
     params.polls_in_flight_max = params.polls_in_flight_max.max(8);
     params.validate(n).map_err(|e| NodeError::Params(e.to_string()))?;
     Ok(params)
@@ -303,4 +320,29 @@ pub fn run_node(config_path: &Path, stop: Arc<AtomicBool>, byzantine: Option<byz
     let _ = http.join();
     info!("node stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterFile, ClusterNode, ParamsFile};
+
+    fn cluster(n: usize, poll_interval_ms: Option<u64>) -> ClusterFile {
+        let nodes = (0..n).map(|i| ClusterNode { name: format!("node-{i}"), host: "127.0.0.1".into(), base_port: 27_000 + 20 * i as u16, public_key: String::new() }).collect();
+        ClusterFile { shards: 1, params: ParamsFile { poll_interval_ms, ..ParamsFile::default() }, nodes }
+    }
+
+    /// Beta rounds fit the 1 s finality target at every size, and a cadence peers would take
+    /// for a flood is refused with a clear error instead of getting the node struck.
+    #[test]
+    fn the_poll_cadence_keeps_beta_rounds_under_a_second_and_above_the_peers_budget() {
+        for (n, want_ms) in [(2, 10), (3, 10), (4, 10), (5, 20), (7, 20), (8, 30), (11, 30), (100, 30)] {
+            let p = params_for(&cluster(n, None)).expect("default params");
+            assert_eq!(p.poll_interval_us, want_ms * 1000, "{n} nodes (k = {})", p.sample_size);
+            assert!(u64::from(p.beta) * p.poll_interval_us <= 600_000, "{n} nodes: beta rounds take {} ms", u64::from(p.beta) * p.poll_interval_us / 1000);
+        }
+        assert_eq!(params_for(&cluster(4, Some(50))).expect("explicit cadence").poll_interval_us, 50_000);
+        let err = params_for(&cluster(4, Some(5))).expect_err("5 ms is a flood to peers").to_string();
+        assert!(err.contains("poll_interval_ms = 5"), "{err}");
+    }
 }
