@@ -3,4 +3,5 @@
 
 pub mod bench;
 pub mod failover;
+pub mod schedule;
 pub mod targets;

@@ -92,6 +92,13 @@ pub struct Args {
     /// against client-observed p50 and p99, and the highest rate that held `--sweep-p99-ms`.
     #[arg(long)]
     pub sweep: Option<String>,
+    /// A load schedule instead of `--rate` and `--duration`: `RATE:SECONDS,...` back to back
+    /// (loadgen --phases). `4000:20,8000:20,4000:20` overloads the cluster at twice a rate it
+    /// sustains, then drops back: the report gains a table per phase (offered, finalized,
+    /// refused as overloaded, latency, RSS) and the run fails unless the last phase finalized
+    /// every payload it offered
+    #[arg(long, conflicts_with = "sweep")]
+    pub phases: Option<String>,
     /// The p99 bound of `--sweep`'s "highest rate sustained", ms.
     #[arg(long, default_value_t = 400.0)]
     pub sweep_p99_ms: f64,

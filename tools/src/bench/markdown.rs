@@ -118,6 +118,9 @@ pub fn markdown(r: &Value) -> String {
     if bz.is_object() {
         s += &format!("\nByzantine: {} ran `engine run --byzantine {}` at nice {}; loadgen submitted to the honest nodes only and agreement is among them (the attacker frozen while they settle).\n", bz["node"].as_str().unwrap_or("?"), bz["mode"].as_str().unwrap_or("?"), bz["nice"]);
     }
+    if r["phases"].is_object() {
+        s += &super::phases::markdown(&r["phases"]);
+    }
     let cr = &r["crash"];
     if cr.is_object() {
         s += &format!(

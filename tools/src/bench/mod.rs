@@ -19,6 +19,7 @@
 //! | [`prom`] | Prometheus text parsing, histogram deltas and quantiles | nothing |
 //! | [`procs`] | child processes, `/proc`, machine info, free ports | libc |
 //! | [`plot`] | SVG line and CDF charts | plotters |
+//! | [`phases`] | `--phases`: the per-phase table and the recovery check | `sample` (types) |
 //! | [`sweep`] | `--sweep`: one run per rate, the throughput-latency table and plot | `plot` |
 
 pub mod args;
@@ -26,6 +27,7 @@ pub mod charts;
 pub mod floor;
 pub mod http;
 pub mod markdown;
+pub mod phases;
 pub mod plot;
 pub mod procs;
 pub mod prom;

@@ -265,6 +265,11 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
     } else if c.args.crash.is_some() {
         problems.push("--crash: the node was never killed (the load ended first)".into());
     }
+    let byz = |i: usize| c.args.byzantine.as_ref().is_some_and(|b| b.node == i);
+    let phases = super::phases::section(c.lg, c.ticks, |i| !byz(i));
+    if phases.as_ref().is_some_and(|p| p["last_phase_recovered"] != json!(true)) {
+        problems.push("--phases: the last phase did not finalize every payload it offered (refused as overloaded or undecided)".into());
+    }
     let (sign_us, verify_us, measured) = match c.floor {
         Some(f) => (r1(f.sign_us), r1(f.verify_us), true),
         None => (SIGN_US, VERIFY_US, false),
@@ -341,6 +346,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "digests": c.nodes.iter().zip(c.digests).map(|(n, d)| (n.name.clone(), json!(d))).collect::<serde_json::Map<_, _>>(),
         },
         "crash": crash,
+        "phases": phases,
         "byzantine": c.args.byzantine.as_ref().map(|b| json!({"node": format!("node-{}", b.node), "mode": b.mode, "nice": c.args.byzantine_nice, "note": "loadgen submitted to the honest nodes only; agreement is among them, with the attacker frozen (SIGSTOP) while they settle"})),
         "problems": problems,
         "timeline": c.ticks.iter().map(|t| json!({

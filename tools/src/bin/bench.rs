@@ -33,7 +33,20 @@ fn hex_key(kp: &pqdag_crypto::Keypair) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(spec) = &args.phases {
+        // The schedule sets the load's length and mean rate (the report's headline figures).
+        match pqdag_tools::schedule::Schedule::parse(spec) {
+            Ok(s) => {
+                args.duration = s.duration();
+                args.rate = s.mean_rate();
+            }
+            Err(e) => {
+                eprintln!("bench: error: --phases: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match &args.sweep {
         Some(rates) => sweep(&args, rates),
         None => run(&args),
@@ -294,6 +307,9 @@ fn run(args: &Args) -> Result<bool, String> {
         .arg(&loadgen_json);
     if let Some(k) = &args.key {
         cmd.arg("--key").arg(k);
+    }
+    if let Some(p) = &args.phases {
+        cmd.args(["--phases", p]);
     }
     if args.byzantine.is_some() {
         for c in &honest_clients {

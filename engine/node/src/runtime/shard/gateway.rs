@@ -23,11 +23,13 @@ use super::super::metrics::{KindLabel, Metrics};
 use super::disk::DiskFloor;
 use super::feed::FeedServer;
 use super::ingress::ClientFrame;
+use super::admission::Admission;
 use super::quotas::ClientQuotas;
 use super::signer::MlDsaSigner;
 use super::Tags;
 
-/// Most undecided own submissions (transactions, batched into vertices); beyond it clients get
+/// Most undecided own submissions (transactions, batched into vertices) whatever the decision
+/// rate; under it the bound follows that rate (`admission.rs`). Beyond it clients get
 /// `Overloaded`.
 pub const CLIENT_INFLIGHT_MAX: usize = 131_072;
 /// Admission control: above this many undecided vertices (processing + waiting for parents) on
@@ -120,6 +122,8 @@ pub(super) struct Gateway {
     epoch: Instant,
     /// The data directory's free-space floor: under it submissions are refused.
     disk: DiskFloor,
+    /// The in-flight bound by decision rate (shard 0: own submissions live there).
+    admission: Admission,
 }
 
 
@@ -149,6 +153,7 @@ impl Gateway {
             quotas: ClientQuotas::default(),
             epoch: Instant::now(),
             disk,
+            admission: Admission::new(Instant::now(), CLIENT_INFLIGHT_MAX),
         }
     }
 
@@ -212,9 +217,11 @@ impl Gateway {
                     .copied();
                 let owners: HashSet<usize> = keys.iter().filter(|k| remote(k)).map(|k| pqdag_core::shard_of_key(k, count) as usize).collect();
                 let undecided = self.undecided;
-                if self.own.len() + self.client_submits.len() >= CLIENT_INFLIGHT_MAX || undecided >= ADMIT_UNDECIDED_MAX {
+                let in_flight = self.own.len() + self.client_submits.len();
+                let bound = self.admission.bound(Instant::now());
+                if in_flight >= bound || undecided >= ADMIT_UNDECIDED_MAX {
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_overloaded".into() }).inc();
-                    Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {} own submissions in flight; retry later", self.own.len())))
+                    Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {in_flight} submissions in flight (at most {bound}: about a second of decisions); retry later")))
                 } else if let Some(why) = self.disk.refusal() {
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_disk_low".into() }).inc();
                     Some(error(tag, ClientErrorCode::Overloaded, why))
@@ -386,6 +393,7 @@ impl Gateway {
             return;
         }
         let Some(own) = self.own.remove(&client_tag) else { return };
+        self.admission.decided(1, Instant::now());
         detach(&mut self.own_vertices, &own.vertex, client_tag);
         self.quotas.release(own.key);
         self.forget_own_keys(&own.keys, false);
@@ -410,9 +418,10 @@ impl Gateway {
     }
 
     /// Entry counts of the maps that grow with load (the `bounded` metric family).
-    pub(super) fn held(&self) -> [(&'static str, u64); 4] {
+    pub(super) fn held(&mut self) -> [(&'static str, u64); 5] {
         [
             ("gateway_own_submissions", self.own.len() as u64),
+            ("gateway_inflight_bound", self.admission.bound(Instant::now()) as u64),
             ("gateway_own_keys", self.own_keys.len() as u64),
             ("gateway_rejected_keys", self.rejected_keys.len() as u64),
             ("gateway_pending_submissions", self.client_submits.len() as u64),
@@ -468,7 +477,9 @@ impl Gateway {
 
     /// Every submission still carried by own vertex `id` is decided with it.
     fn tell_clients(&mut self, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
-        for t in self.own_vertices.remove(&id).unwrap_or_default() {
+        let tags = self.own_vertices.remove(&id).unwrap_or_default();
+        self.admission.decided(tags.len() as u64, Instant::now());
+        for t in tags {
             let Some(own) = self.own.remove(&t) else { continue };
             self.quotas.release(own.key);
             self.forget_own_keys(&own.keys, status == ClientStatus::Rejected);

@@ -17,6 +17,7 @@
 //! Then [`telemetry`] publishes the state. [`restore`] rebuilds the core at start, [`dialer`]
 //! keeps connections up, [`outbound`] owns the requests this shard made.
 
+mod admission;
 mod archive;
 mod dialer;
 mod effects;

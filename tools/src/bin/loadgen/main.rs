@@ -26,12 +26,18 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use pqdag_crypto::Keypair;
 use pqdag_tools::failover::{Refusal, Tracker};
+use pqdag_tools::schedule::{Schedule, Tallies};
 use pqdag_tools::targets::{client_key, client_targets, ClientTarget};
 use pqdag_transport::{ClientConnection, TransportError};
 use pqdag_wire::{
     decode, encode, ArchivedClientErrorCode, ArchivedClientReply, ArchivedClientStatus, ClientRequest, ConflictKey, FrameRef, VertexId,
 };
 use rand::{Rng, SeedableRng};
+
+mod recover;
+mod summary;
+
+use recover::{poll_status, resolve_from_feed};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadgen", about = "Load generator for a pqdag cluster")]
@@ -59,6 +65,11 @@ struct Args {
     /// Seconds of load.
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
+    /// A load schedule instead of `--rate` and `--duration`: `RATE:SECONDS,...`, run back to
+    /// back (`4000:20,8000:20,4000:20`: a burst of twice the rate, then back). The summary
+    /// gains `phases`, each payload counted in the phase it was first submitted in.
+    #[arg(long, conflicts_with = "inflight")]
+    phases: Option<String>,
     /// Payload size.
     #[arg(long, default_value_t = 256)]
     payload_bytes: usize,
@@ -150,6 +161,9 @@ impl Node {
 
 struct State {
     start: Instant,
+    /// The open loop's rates over time, and what became of each phase's payloads.
+    schedule: Schedule,
+    phases: Tallies,
     nodes: Vec<Node>,
     tracker: Tracker,
     latency_us: Option<Histogram<u64>>,
@@ -171,9 +185,12 @@ impl State {
     fn decided(&mut self, id: VertexId, final_: bool, at: Instant) {
         self.vertex_of.remove(&id);
         if let Some(f) = self.tracker.decided(id, final_, at) {
+            let latency_us = (f.latency.as_micros() as u64).max(1);
             if let Some(h) = self.latency_us.as_mut() {
-                let _ = h.record((f.latency.as_micros() as u64).max(1));
+                let _ = h.record(latency_us);
             }
+            let submitted = at.checked_sub(f.latency).map_or(0.0, |t| t.saturating_duration_since(self.start).as_secs_f64());
+            self.phases.finalized(submitted, latency_us);
             let sec = at.saturating_duration_since(self.start).as_secs() as usize;
             if self.per_second.len() <= sec {
                 self.per_second.resize(sec + 1, 0);
@@ -334,13 +351,21 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
                         ArchivedClientErrorCode::Overloaded => Refusal::Overloaded,
                         _ => Refusal::Other,
                     };
+                    if why == Refusal::Overloaded {
+                        let t = now.saturating_duration_since(s.start).as_secs_f64();
+                        s.phases.refused_overloaded(t);
+                    }
                     s.tracker.refused(tag, attempt, why, now);
                 }
                 _ => s.tracker.failed(tag, attempt, now),
             }
         }
         // Nothing was sent: like an overload refusal.
-        Err(TransportError::QueueFull) => s.tracker.refused(tag, attempt, Refusal::Overloaded, now),
+        Err(TransportError::QueueFull) => {
+            let t = now.saturating_duration_since(s.start).as_secs_f64();
+            s.phases.refused_overloaded(t);
+            s.tracker.refused(tag, attempt, Refusal::Overloaded, now);
+        }
         Err(e @ (TransportError::ConnectionLost(_) | TransportError::Io(_) | TransportError::Closed)) => {
             s.tracker.failed(tag, attempt, now);
             let why = format!("submit: {e}");
@@ -352,84 +377,16 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
     }
 }
 
-/// Asks a live node the status of vertices acknowledged on connections that went away.
-async fn poll_status(st: Shared, ids: Vec<(VertexId, usize, u64)>, timeout: Duration) {
-    let live = st.borrow_mut().live();
-    let Some((_, c)) = live else {
-        st.borrow_mut().polling = false;
-        return;
-    };
-    let vertices: Vec<VertexId> = {
-        let s = st.borrow();
-        ids.iter().map(|x| s.vertex_of.get(&x.0).copied().unwrap_or(x.0)).collect()
-    };
-    let req = ClientRequest::Status { tag: 0, ids: vertices };
-    let r = match encode(&req) {
-        Ok(b) => c.submit(b, timeout).await,
-        Err(_) => Err(TransportError::Timeout(timeout)),
-    };
-    let now = Instant::now();
-    let mut s = st.borrow_mut();
-    s.polling = false;
-    let Ok(reply) = r else { return };
-    let Ok(FrameRef::ClientReply(ArchivedClientReply::Statuses { statuses, .. })) = decode(&reply) else { return };
-    for ((id, n, gen), status) in ids.iter().zip(statuses.iter()) {
-        match status {
-            ArchivedClientStatus::Final { .. } => s.decided(*id, true, now),
-            ArchivedClientStatus::Rejected => s.decided(*id, false, now),
-            ArchivedClientStatus::Processing => s.tracker.processing(*id),
-            ArchivedClientStatus::Unknown => {
-                let since = s.nodes[*n].stale_since.get(gen).copied().unwrap_or(now);
-                s.tracker.unknown(*id, since, now);
-            }
-        }
-    }
-}
-
-/// Reads a live node's decision feed from its start and settles the payloads still undecided
-/// whose bytes (run nonce, tag) it lists. Bounded by `budget`.
-async fn resolve_from_feed(st: Shared, nonce: u64, budget: Duration, timeout: Duration) {
-    let deadline = Instant::now() + budget;
-    let live = st.borrow_mut().live();
-    let Some((_, c)) = live else { return };
-    let node_ids: Vec<[u8; 32]> = st.borrow().nodes.iter().map(|n| n.target.public_key.node_id()).collect();
-    // A transaction rejected with one vertex may be final in a later one (re-issue): read the
-    // whole feed first, a final decision wins.
-    let mut seen: std::collections::HashMap<u64, (VertexId, bool, Option<usize>)> = std::collections::HashMap::new();
-    let mut from = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(b) = encode(&ClientRequest::Feed { tag: 0, from: from.clone(), max: pqdag_wire::FEED_ENTRIES_MAX as u32 }) else { break };
-        let Ok(reply) = c.submit(b, timeout).await else { break };
-        let Ok(FrameRef::ClientReply(ArchivedClientReply::FeedBatch { entries, next_cursor, .. })) = decode(&reply) else { break };
-        if entries.is_empty() {
-            break;
-        }
-        for e in entries.iter() {
-            let final_ = matches!(e.decision, ArchivedClientStatus::Final { .. });
-            let creator = node_ids.iter().position(|n| *n == e.creator.0);
-            for t in e.txs.iter().filter(|t| t.payload.len() >= 16 && t.payload[..8] == nonce.to_le_bytes()) {
-                let tag = u64::from_le_bytes(t.payload[8..16].try_into().unwrap_or_default());
-                let entry = seen.entry(tag).or_insert((VertexId(t.tx.0), final_, creator));
-                if final_ {
-                    *entry = (VertexId(t.tx.0), true, creator);
-                }
-            }
-        }
-        from = next_cursor.as_slice().to_vec();
-    }
-    let now = Instant::now();
-    let mut s = st.borrow_mut();
-    for (tag, (tx, final_, creator)) in seen {
-        s.tracker.feed_decision(tag, tx, final_, creator, now);
-    }
-}
-
 async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
     let me = client_key(&args.cluster, args.key.as_deref())?;
     let ack_timeout = Duration::from_secs_f64(args.ack_timeout.max(0.05));
     // A reply that comes after the ack timeout still counts; past this, the attempt failed.
     let reply_timeout = (ack_timeout * 5).max(Duration::from_secs(10));
     let reconnect_timeout = ack_timeout.max(Duration::from_secs(2));
+    let schedule = match &args.phases {
+        Some(spec) => Schedule::parse(spec).map_err(|e| format!("--phases: {e}"))?,
+        None => Schedule::constant(args.rate, args.duration),
+    };
     let now0 = Instant::now();
     let nodes = targets
         .iter()
@@ -449,6 +406,8 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         .collect();
     let state: Shared = Rc::new(RefCell::new(State {
         start: now0,
+        phases: Tallies::new(&schedule),
+        schedule: schedule.clone(),
         nodes,
         tracker: Tracker::new(args.attempts, ack_timeout),
         latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).ok(),
@@ -485,7 +444,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         }
     }
     let start = Instant::now();
-    let load_end = start + Duration::from_secs_f64(args.duration);
+    let load_end = start + Duration::from_secs_f64(schedule.duration());
     let hard_end = load_end + Duration::from_secs_f64(args.drain);
     {
         let mut s = state.borrow_mut();
@@ -514,7 +473,7 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                 let s = state.borrow();
                 match args.inflight {
                     Some(k) => (k as u64).saturating_sub(s.tracker.active()),
-                    None => ((elapsed * args.rate) as u64).saturating_sub(s.tracker.c.submitted),
+                    None => schedule.due(elapsed).saturating_sub(s.tracker.c.submitted),
                 }
             };
             for _ in 0..to_send.min(10_000) {
@@ -541,7 +500,9 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
                     payload[..8].copy_from_slice(&nonce.to_le_bytes());
                     payload[8..16].copy_from_slice(&tag.to_le_bytes());
                 }
-                state.borrow_mut().tracker.add(tag, payload, vec![key], double_spend, node, now);
+                let mut s = state.borrow_mut();
+                s.tracker.add(tag, payload, vec![key], double_spend, node, now);
+                s.phases.offered(elapsed);
             }
         }
         // Submissions and resubmissions due (glommio runs a spawned task at once: spawn only
@@ -633,68 +594,5 @@ async fn run(args: Args, targets: Vec<ClientTarget>) -> Result<(), String> {
         resolve_from_feed(state.clone(), nonce, Duration::from_secs(15), reconnect_timeout).await;
     }
     let s = state.borrow();
-    let f = s.tracker.finish();
-    let c = &f.c;
-    let lost = f.lost();
-    let load_s = args.duration;
-    let h = s.latency_us.as_ref();
-    let q = |p: f64| h.map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
-    let summary = serde_json::json!({
-        "submitted": c.submitted,
-        "acknowledged": c.acknowledged,
-        "finalized": c.finalized,
-        "rejected": c.rejected,
-        "lost": lost,
-        "lost_unacknowledged": f.lost_unacknowledged,
-        "lost_undecided": f.lost_undecided,
-        "refused": f.refused,
-        "double_spends_refused": c.double_spends_refused,
-        "submit_errors": f.submit_errors,
-        "retries": c.retries,
-        "failed_over": c.failed_over,
-        "duplicates_decided": c.duplicates_decided,
-        "abandoned": c.abandoned,
-        "own_conflicts": c.own_conflicts,
-        "outspent": c.outspent,
-        "resolved_from_feed": c.resolved_from_feed,
-        "attempts_max": args.attempts,
-        "ack_timeout_s": args.ack_timeout,
-        "node_downs": s.nodes.iter().map(|n| (n.target.name.clone(), n.downs)).collect::<HashMap<_, _>>(),
-        "reconnects": s.nodes.iter().map(|n| n.reconnects).sum::<u64>(),
-        "throughput_pps": c.finalized as f64 / load_s,
-        "finality_ms": { "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0) },
-        // The whole client-side distribution, for `bench`'s latency CDF: [ms, fraction] at every
-        // 1 % and the tail's 99.5 / 99.9 / 99.99 %.
-        "finality_cdf_ms": h.filter(|h| !h.is_empty()).map(|h| {
-            let mut qs: Vec<f64> = (1..=100).map(|i| f64::from(i) / 100.0).collect();
-            qs.extend([0.995, 0.999, 0.9999]);
-            qs.sort_by(f64::total_cmp);
-            qs.iter().map(|&p| [h.value_at_quantile(p) as f64 / 1000.0, p]).collect::<Vec<_>>()
-        }),
-        "duration_s": load_s,
-        "finalized_per_second": s.per_second,
-        "nodes": targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        "rate": args.rate,
-        "conflict_ratio": args.conflict_ratio,
-        "payload_bytes": args.payload_bytes,
-    });
-    println!("submitted   {}  ({} acknowledged)", c.submitted, c.acknowledged);
-    println!("finalized   {}  ({:.0} vertices/s over {:.0} s)", c.finalized, c.finalized as f64 / load_s, load_s);
-    println!("rejected    {}  (+ {} double spends refused at submit, {} outspent by their double spend)", c.rejected, c.double_spends_refused, c.outspent);
-    println!(
-        "lost        {}  (never acknowledged {}: {} refused, {} no reply; acknowledged but undecided {})",
-        lost, f.lost_unacknowledged, f.refused, f.submit_errors, f.lost_undecided
-    );
-    println!(
-        "failover    {} retries, {} payloads final through another node than the first, {} late decisions of superseded attempts, {} node downs",
-        c.retries,
-        c.failed_over,
-        c.duplicates_decided,
-        s.nodes.iter().map(|n| n.downs).sum::<u64>()
-    );
-    println!("finality    p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms", q(0.5), q(0.95), q(0.99), h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(())
+    summary::write(&args, &targets, &s)
 }
