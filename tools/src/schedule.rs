@@ -73,7 +73,8 @@ impl Schedule {
 
     /// When phase `i` starts, seconds.
     pub fn start_of(&self, i: usize) -> f64 {
-        self.phases.iter().take(i).map(|p| p.secs).sum()
+        // An empty f64 sum is -0.0.
+        self.phases.iter().take(i).map(|p| p.secs).sum::<f64>() + 0.0
     }
 
     /// Submissions due by `t` seconds (the open loop's target count).

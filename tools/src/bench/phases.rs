@@ -1,6 +1,8 @@
 //! `--phases`: the report's per-phase table (loadgen's tally of each phase with the nodes' RSS
 //! and finality rate over the phase's seconds) and the recovery check: after an overload, the
-//! last phase must get every payload it offered finalized, none refused as overloaded.
+//! last phase must get every payload it offered finalized. Its first attempts may still be
+//! refused as `Overloaded` while the backlog drains; loadgen sends those again elsewhere, and
+//! the check counts payloads, not attempts.
 
 use serde_json::{json, Value};
 
@@ -39,7 +41,7 @@ pub fn section(lg: &Value, ticks: &[Tick], honest: impl Fn(usize) -> bool) -> Op
         .collect();
     let last = rows.last()?;
     let n = |k: &str| last[k].as_u64().unwrap_or(0);
-    let recovered = n("offered") > 0 && n("refused_overloaded") == 0 && n("finalized") == n("offered");
+    let recovered = n("offered") > 0 && n("finalized") == n("offered");
     Some(json!({ "phases": rows, "last_phase_recovered": recovered }))
 }
 
@@ -69,7 +71,7 @@ pub fn markdown(p: &Value) -> String {
     let ok = p["last_phase_recovered"].as_bool() == Some(true);
     s += &format!(
         "\nRecovery: {}\n",
-        if ok { "**the last phase finalized every payload it offered, none refused as overloaded**" } else { "**NOT recovered**: the last phase left payloads refused or undecided" }
+        if ok { "**the last phase finalized every payload it offered**" } else { "**NOT recovered**: the last phase left payloads refused for good or undecided" }
     );
     s
 }
@@ -95,8 +97,11 @@ mod tests {
         assert_eq!(s["phases"][0]["rss_max_mib_any_node"], 300.0);
         assert_eq!(s["phases"][1]["vertices_finalized_per_second"], 10.0);
         assert!(markdown(&s).contains("finalized every payload"));
+        let mut drained = lg.clone();
+        drained["phases"][1]["refused_overloaded"] = json!(3);
+        assert_eq!(section(&drained, &ticks, |_| true).expect("two phases")["last_phase_recovered"], true, "refused attempts that went through elsewhere");
         let mut bad = lg.clone();
-        bad["phases"][1]["refused_overloaded"] = json!(3);
+        bad["phases"][1]["finalized"] = json!(19);
         assert_eq!(section(&bad, &ticks, |_| true).expect("two phases")["last_phase_recovered"], false);
         assert!(section(&json!({"phases": [lg["phases"][0].clone()]}), &ticks, |_| true).is_none(), "one phase: no section");
     }

@@ -268,7 +268,7 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
     let byz = |i: usize| c.args.byzantine.as_ref().is_some_and(|b| b.node == i);
     let phases = super::phases::section(c.lg, c.ticks, |i| !byz(i));
     if phases.as_ref().is_some_and(|p| p["last_phase_recovered"] != json!(true)) {
-        problems.push("--phases: the last phase did not finalize every payload it offered (refused as overloaded or undecided)".into());
+        problems.push("--phases: the last phase did not finalize every payload it offered (refused for good or undecided): the cluster did not recover".into());
     }
     let (sign_us, verify_us, measured) = match c.floor {
         Some(f) => (r1(f.sign_us), r1(f.verify_us), true),
