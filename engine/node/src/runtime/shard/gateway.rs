@@ -20,10 +20,10 @@ use pqdag_wire::{decode, encode, ArchivedClientRequest, ClientErrorCode, ClientR
 
 use super::super::mesh::{MeshMsg, ShardMesh};
 use super::super::metrics::{KindLabel, Metrics};
+use super::admission::Admission;
 use super::disk::DiskFloor;
 use super::feed::FeedServer;
 use super::ingress::ClientFrame;
-use super::admission::Admission;
 use super::quotas::ClientQuotas;
 use super::signer::MlDsaSigner;
 use super::Tags;
@@ -477,15 +477,16 @@ impl Gateway {
 
     /// Every submission still carried by own vertex `id` is decided with it.
     fn tell_clients(&mut self, id: VertexId, status: ClientStatus, client_events: &mut ClientEvents) {
-        let tags = self.own_vertices.remove(&id).unwrap_or_default();
-        self.admission.decided(tags.len() as u64, Instant::now());
-        for t in tags {
+        let mut told = 0;
+        for t in self.own_vertices.remove(&id).unwrap_or_default() {
             let Some(own) = self.own.remove(&t) else { continue };
+            told += 1;
             self.quotas.release(own.key);
             self.forget_own_keys(&own.keys, status == ClientStatus::Rejected);
             let latency_us = own.created.elapsed().as_micros() as u64;
             client_events.entry(own.client).or_default().push(FinalityEvent { tx: own.tx, id, status, latency_us });
         }
+        self.admission.decided(told, Instant::now());
     }
 
     /// An own vertex decided on a shard other than 0: shard 0 holds the client connection.
