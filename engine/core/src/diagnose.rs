@@ -14,7 +14,7 @@ impl<S: Signer> Core<S> {
         for e in self.dag.processing.values().take(limit) {
             let Some(r) = self.dag.vertices.get(&e.id) else { continue };
             let mut line = format!(
-                "{} creator {} age {} ms: successes {} rounds {} confidence {:.2} strong {} claiming {}",
+                "{} creator {} age {} ms: successes {} rounds {} confidence {:.2} strong {} claiming {} lock_quorum {} round_ok {}",
                 short(&r.v.id),
                 hex8(&r.v.creator.0),
                 self.now.saturating_sub(r.arrival_us) / 1000,
@@ -22,7 +22,9 @@ impl<S: Signer> Core<S> {
                 r.rounds,
                 r.confidence,
                 r.strong,
-                r.claiming
+                r.claiming,
+                r.lock_quorum,
+                r.round_ok
             );
             let parents: Vec<String> = r
                 .v
@@ -43,12 +45,16 @@ impl<S: Signer> Core<S> {
                         Some(s) => {
                             let members: Vec<String> = s.members.iter().map(|m| format!("{}{}x{}", short(&m.id), if m.rejected { "(rej)" } else { "" }, m.count)).collect();
                             line += &format!(
-                                "; key {}: members [{}] pref {} lock {:?} quorum_lock {:?} decided {:?}",
+                                "; key {}: members [{}] pref {} lock {:?} quorum_lock {:?} (round -{} gate -{}) acks_due {}{} decided {:?}",
                                 hex8(&key.0),
                                 members.join(" "),
                                 s.members.get(s.pref).map(|m| short(&m.id)).unwrap_or_default(),
                                 s.lock.map(|l| short(&l)),
                                 s.quorum_lock.map(|l| short(&l)),
+                                self.rounds.current.saturating_sub(s.lock_round),
+                                self.rounds.current.saturating_sub(s.lock_gate),
+                                s.acks_due,
+                                if s.held { " held" } else { "" },
                                 s.decided.map(|d| short(&d))
                             );
                         }
@@ -57,7 +63,14 @@ impl<S: Signer> Core<S> {
                 } else {
                     match self.cross.remote_sets.get(key) {
                         Some(rs) => {
-                            line += &format!("; key {} (shard {owner}): preferred {:?} locked {} decided {}", hex8(&key.0), rs.preferred.map(|p| short(&p)), rs.locked, rs.decided)
+                            line += &format!(
+                            "; key {} (shard {owner}): preferred {:?} locked {} (round -{}) decided {}",
+                            hex8(&key.0),
+                            rs.preferred.map(|p| short(&p)),
+                            rs.locked,
+                            self.rounds.current.saturating_sub(rs.lock_round),
+                            rs.decided
+                        )
                         }
                         None => line += &format!("; key {} (shard {owner}): nothing heard", hex8(&key.0)),
                     }
