@@ -257,6 +257,9 @@ fn the_diagnosis_names_a_processing_vertex_and_its_set() {
     let lines = core.diagnose_processing(8);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("successes 0") && lines[0].contains("key 07070707: members ["), "{}", lines[0]);
+    // What a stall of a keyed vertex in a whole-network poll turns on (docs/benchmark.md, the
+    // 4 x 2 crash at 10 ms polls): its fresh quorum, and each set's lock round and acks.
+    assert!(lines[0].contains("lock_quorum false") && lines[0].contains("acks_due 0"), "{}", lines[0]);
 }
 
 /// The preferences `core` sent about `key`: (shard, preferred, locked, ack).
