@@ -182,6 +182,12 @@ struct State {
 }
 
 impl State {
+    /// An attempt refused as overloaded at `now`, for the phase tally.
+    fn overloaded(&mut self, now: Instant) {
+        let t = now.saturating_duration_since(self.start).as_secs_f64();
+        self.phases.refused_overloaded(t);
+    }
+
     fn decided(&mut self, id: VertexId, final_: bool, at: Instant) {
         self.vertex_of.remove(&id);
         if let Some(f) = self.tracker.decided(id, final_, at) {
@@ -352,8 +358,7 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
                         _ => Refusal::Other,
                     };
                     if why == Refusal::Overloaded {
-                        let t = now.saturating_duration_since(s.start).as_secs_f64();
-                        s.phases.refused_overloaded(t);
+                        s.overloaded(now);
                     }
                     s.tracker.refused(tag, attempt, why, now);
                 }
@@ -362,8 +367,7 @@ async fn submit(st: Shared, t: Try, timeout: Duration) {
         }
         // Nothing was sent: like an overload refusal.
         Err(TransportError::QueueFull) => {
-            let t = now.saturating_duration_since(s.start).as_secs_f64();
-            s.phases.refused_overloaded(t);
+            s.overloaded(now);
             s.tracker.refused(tag, attempt, Refusal::Overloaded, now);
         }
         Err(e @ (TransportError::ConnectionLost(_) | TransportError::Io(_) | TransportError::Closed)) => {
