@@ -328,11 +328,12 @@ impl<S: Signer> Core<S> {
             let r = &self.dag.vertices[&id];
             let parents: Vec<String> = r.v.parents.iter().map(|p| format!("{p}:{:?}", self.parent_state(p))).collect();
             let keys: Vec<String> = r.v.conflict_keys.iter().map(|k| {
-                let local = self.conflicts.sets.get(k).map(|s| (s.preferred(), s.decided, s.lock, s.members.iter().map(|m| format!("{}:{:?} by {} n{} x{}", m.id, self.vertex_status(&m.id), hex8(&m.creator.0), m.count, u8::from(m.exposed))).collect::<Vec<_>>(), s.overflow.len()));
-                let remote = self.cross.remote_sets.get(k).map(|s| (s.preferred, s.decided));
+                let cur = self.rounds.current;
+                let local = self.conflicts.sets.get(k).map(|s| (s.preferred(), s.decided, s.lock, s.quorum_lock.map(|l| (l, cur.saturating_sub(s.lock_round), cur.saturating_sub(s.lock_gate))), s.members.iter().map(|m| format!("{}:{:?} by {} n{} x{}", m.id, self.vertex_status(&m.id), hex8(&m.creator.0), m.count, u8::from(m.exposed))).collect::<Vec<_>>(), s.overflow.len()));
+                let remote = self.cross.remote_sets.get(k).map(|s| (s.preferred, s.decided, s.locked, cur.saturating_sub(s.lock_round)));
                 format!("{}: local {local:?} remote {remote:?}", hex8(&k.0))
             }).collect();
-            out.push(format!("{id} succ {} conf {:.2} rounds {} strong {strong} claiming {} parents {parents:?} keys {keys:?}", r.successes, r.confidence, r.rounds, r.claiming));
+            out.push(format!("{id} succ {} conf {:.2} rounds {} strong {strong} claiming {} lock_quorum {} round_ok {} parents {parents:?} keys {keys:?}", r.successes, r.confidence, r.rounds, r.claiming, r.lock_quorum, r.round_ok));
         }
         out
     }

@@ -16,16 +16,19 @@
 //!   on a certificate for B of a round after g: one its own poll saw, or one that floor(N/3) + 1
 //!   peers claim by answering `LockedYes` on B with a lock round after g (at least one claim is
 //!   honest). A `Final` answer counts as a claim of its round.
-//! - *Finality.* A conflicting vertex is final only on a quorum of *fresh* `LockedYes` (lock
-//!   age 0, the poll's round) or `Final`.
+//! - *Finality.* A conflicting vertex is final only on a quorum of *fresh* votes: a
+//!   certifying `LockedYes` of the poll's round whose lock is of that round or the one before
+//!   (age at most [`FRESH_AGE_MAX`]), or `Final`.
 //!
-//! Why it stays safe at f < N/3: if A is final on fresh votes of round R, its q voters are
-//! locked with gate at least R, q - f of them honest. A certificate for B in round R would
-//! need an honest node of both quorums to say Yes to A and to B in one round. A certificate in
-//! a later round needs an honest A-voter's Yes on B in that round, so it must have left A
-//! before; the first to leave needed (by the release threshold, `locks`) more peers than the
-//! others and the liars can give, or (here) a certificate of a round after R: a contradiction
-//! either way. So none leaves, and B never gathers its fresh quorum.
+//! Why it stays safe at f < N/3: if A is final on fresh votes of round R, its q voters said
+//! Yes to A in round R and are locked on it with gate at least R - 1, q - f of them honest. A
+//! certificate for B in round R would need an honest node of both quorums to say Yes to A and
+//! to B in one round. A certificate in a later round needs an honest A-voter's Yes on B in
+//! that round, so it must have left A before; the first to leave needed (by the release
+//! threshold, `locks`) more peers than the others and the liars can give, or (here) a
+//! certificate of a round after its gate, so of round R or later: a contradiction either way.
+//! So none leaves, and B never gathers its fresh quorum. (A certificate for B of round R - 1
+//! moves no voter: their gates are at least R - 1.)
 //!
 //! Why it is live where counts alone are not: at N = 4 a liar's votes could lock node 0 on A
 //! and nodes 1 and 2 on B; each side needed the liar to move. Node 0 locked on a quorum in
@@ -45,6 +48,17 @@ pub(crate) const GATE_AT_RESTART: u64 = u64::MAX;
 
 /// Age byte of a lock older than 254 rounds or of unknown round: it claims nothing.
 pub(crate) const AGE_UNKNOWN: u8 = u8::MAX;
+
+/// Oldest lock a certifying `LockedYes` may have to count toward finality (it is *fresh*):
+/// one round. The voter's gate is then at least the round before the poll's, so leaving the
+/// lock needs a certificate of the poll's round or later, which the fresh quorum's own Yes
+/// exclude (module doc). Age 0 only was the first rule: a vertex with a key owned by another
+/// shard learns its lock's raise two mesh hops after the certificate (`Success` to the owner,
+/// its `Preference` back), and on a loaded node (or `sim --mesh-delay-max-us 100000`) those
+/// hops and the poll took the whole round, every round: 4 nodes x 2 shards with a crash
+/// stalled with every poll succeeding and the far key's lock one round old on every node.
+/// Age 2 is unsafe: a certificate for a rival of the round between could move the voter.
+pub(crate) const FRESH_AGE_MAX: u8 = 1;
 
 /// The round clock and the restart guard.
 #[derive(Debug, Default)]

@@ -68,7 +68,7 @@ impl<S: Signer> Core<S> {
                 Vote::LockedYes | Vote::Final => {
                     m.yes[i] |= bit;
                     m.locked[i] |= bit;
-                    let young = vote == Vote::Final || !rounds || rec.is_some_and(|r| self.lock_age(&r.v) == 0);
+                    let young = vote == Vote::Final || !rounds || rec.is_some_and(|r| self.lock_age(&r.v) <= crate::lock_rounds::FRESH_AGE_MAX);
                     if certifies && young {
                         m.fresh[i] |= bit;
                     }

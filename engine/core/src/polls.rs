@@ -18,7 +18,7 @@ use crate::node_polls::PollPart;
 use crate::poll_votes::Masks;
 use crate::params::Params;
 use crate::peers::{Misbehaviour, PEER_TIMEOUT_WINDOW};
-use crate::lock_rounds::AGE_UNKNOWN;
+use crate::lock_rounds::{AGE_UNKNOWN, FRESH_AGE_MAX};
 use crate::types::{Action, Signer, VertexStatus};
 
 /// Closed polls kept until their timeout to tell late answers from timeouts.
@@ -37,7 +37,8 @@ pub(crate) struct Poll {
     pub(crate) locked: Vec<u64>,
     /// Per id, who answered `Final`.
     pub(crate) finals: Vec<u64>,
-    /// Per id, who answered `LockedYes` of age 0 (a lock of the answer's own round) or `Final`;
+    /// Per id, who answered `LockedYes` of age at most `FRESH_AGE_MAX` (a lock of the answer's
+    /// round or the one before) or `Final`;
     /// at the close, only those of the poll's round stay (`lock_rounds`; all of `locked`
     /// without lock rounds).
     pub(crate) fresh: Vec<u64>,
@@ -402,7 +403,7 @@ impl<S: Signer> Core<S> {
                     if v != Vote::Yes {
                         poll.locked[i] |= bit;
                         let age = resp.lock_age(i);
-                        if v == Vote::Final || age == 0 {
+                        if v == Vote::Final || age <= FRESH_AGE_MAX {
                             poll.fresh[i] |= bit;
                         }
                         if rounds {

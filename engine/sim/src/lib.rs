@@ -158,6 +158,9 @@ pub struct SimConfig {
     /// Length of a lock round (`Params::lock_round_us`; 0: lock rounds off), when not the
     /// profile's.
     pub lock_round_us: Option<u64>,
+    /// The poll interval (`Params::poll_interval_us`), when not the profile's (the engine's
+    /// `poll_interval_ms` setting).
+    pub poll_interval_us: Option<u64>,
     /// Liveness budget after the workload (virtual seconds).
     pub liveness_budget_s: f64,
     /// Print what the cores and the simulator hold every this many virtual us (0: never;
@@ -232,6 +235,7 @@ impl SimConfig {
             twin_ratio: 0.0,
             relay: false,
             lock_round_us: None,
+            poll_interval_us: None,
             liveness_budget_s: 20.0,
             census_every_us: 0,
             mesh_delay_max_us: MESH_DELAY_MAX_US,
@@ -356,6 +360,9 @@ impl Sim {
         params.relay = cfg.relay;
         if let Some(us) = cfg.lock_round_us {
             params.lock_round_us = us;
+        }
+        if let Some(us) = cfg.poll_interval_us {
+            params.poll_interval_us = us;
         }
         let signers: Vec<MacSigner> = (0..n).map(|i| MacSigner::for_node(cfg.seed, i)).collect();
         let ids: Vec<NodeId> = signers.iter().map(MacSigner::node_id).collect();

@@ -102,6 +102,10 @@ struct Args {
     /// ms on a LAN).
     #[arg(long)]
     lock_round_ms: Option<f64>,
+    /// Poll interval, ms (`Params::poll_interval_us`, the engine's `poll_interval_ms`; default:
+    /// the profile's, 20 ms on a LAN).
+    #[arg(long)]
+    poll_interval_ms: Option<f64>,
     /// Cores forget final vertices' records after this many virtual ms (0 = never).
     #[arg(long, default_value_t = 250)]
     forget_final_after_ms: u64,
@@ -163,6 +167,7 @@ fn main() {
     cfg.twin_ratio = a.twin_ratio;
     cfg.relay = a.relay;
     cfg.lock_round_us = a.lock_round_ms.map(|ms| (ms * 1000.0) as u64);
+    cfg.poll_interval_us = a.poll_interval_ms.map(|ms| (ms * 1000.0) as u64);
     cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.transport_meters_streams = !a.no_stream_meter;
     cfg.transport_holds_pushes = !a.no_push_hold;
