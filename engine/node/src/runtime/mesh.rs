@@ -11,6 +11,15 @@
 //! stops taking network input ([`ShardMesh::congested`]) until it drains, so QUIC flow control
 //! pushes back on the peers that caused the traffic. Cross-shard messages are always processed,
 //! so two congested shards still drain each other.
+//!
+//! Lost wake-ups: glommio 0.9's shared channels wake the other executor through a notifier
+//! that can miss under contention (DataDog/glommio#555, open). It happened here: a restarted
+//! node of a 4 x 2 bench (1 500 payloads/s, a crash, double spends) had 3.9 million messages
+//! queued from shard 1 to shard 0 for 40 s while shard 0's inbox stayed empty; its claims
+//! were never answered, its votes on the other shard's ids went `Unknown`, and the cluster
+//! stalled on a double spend that needed its vote. So no task here waits on the channel's
+//! wake-up alone: a receiver also looks every [`MESH_RECHECK`], a sender of a full channel
+//! retries every [`MESH_FULL_RETRY`]. Both timers are the shard's own (a local wake-up).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -20,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::{GlommioError, ResourceType};
 use pqdag_core::ShardMsg;
 use pqdag_wire::{ClientStatus, FeedEntry, TxId, VertexId};
 
@@ -36,6 +46,10 @@ pub const MESH_BATCH_MAX: usize = 1024;
 pub const MESH_QUEUE_HIGH: usize = 1 << 16;
 /// Messages waiting in a shard's inbox above which its receive tasks stop pulling.
 pub const MESH_INBOX_MAX: usize = 1 << 16;
+/// Longest a batch waits in a channel for its receiver when the channel's wake-up was lost.
+pub const MESH_RECHECK: Duration = Duration::from_millis(5);
+/// Pause before a sender tries a full channel again.
+pub const MESH_FULL_RETRY: Duration = Duration::from_micros(500);
 
 /// What shards of one node tell each other.
 #[derive(Debug)]
@@ -184,7 +198,20 @@ impl ShardMesh {
         for (_, rx) in receivers.streams() {
             let inbox = inbox.clone();
             glommio::spawn_local(async move {
-                while let Some(batch) = rx.recv().await {
+                loop {
+                    // Never parked on the channel's cross-thread wake-up alone: it can be lost
+                    // (module doc, "Lost wake-ups"), so the channel is looked at again every
+                    // `MESH_RECHECK`. Dropping a pending `recv` loses nothing (it holds no item).
+                    let got = futures_lite::future::or(async { Some(rx.recv().await) }, async {
+                        glommio::timer::Timer::new(MESH_RECHECK).await;
+                        None
+                    })
+                    .await;
+                    let batch = match got {
+                        Some(Some(batch)) => batch,
+                        Some(None) => return, // the sending shard closed: the node is stopping
+                        None => continue,
+                    };
                     for m in batch {
                         inbox.push(m);
                     }
@@ -217,8 +244,18 @@ impl ShardMesh {
                             if batch.is_empty() {
                                 break;
                             }
-                            if s2.send_to(peer, batch).await.is_err() {
-                                return; // the mesh is closing: the node is stopping
+                            // `try_send_to` and a timer, not `send_to`, whose wait for room
+                            // rests on the receiver's wake-up (module doc, "Lost wake-ups").
+                            let mut batch = batch;
+                            loop {
+                                match s2.try_send_to(peer, batch) {
+                                    Ok(()) => break,
+                                    Err(GlommioError::WouldBlock(ResourceType::Channel(back))) => {
+                                        batch = back;
+                                        glommio::timer::Timer::new(MESH_FULL_RETRY).await;
+                                    }
+                                    Err(_) => return, // the mesh is closing: the node is stopping
+                                }
                             }
                         }
                     }
