@@ -1,7 +1,7 @@
 //! Batching and re-issue (`batch`): submissions share a vertex; a rejected own vertex's innocent
 //! transactions are final in a new one, its guilty one is not, and nobody calls it equivocation.
 
-use pqdag_wire::{ConflictKey, VertexId};
+use pqdag_wire::{ConflictKey, NodeId, VertexId};
 
 use crate::tests::{fast_params, Net};
 use crate::*;
@@ -184,4 +184,29 @@ fn a_transaction_final_through_another_node_is_reported_final() {
     assert_eq!(net.tx_final[0], vec![(2, twin, tx)], "the retry is final in its twin");
     assert_eq!(net.reissued[0], vec![(doomed, vec![3, 4])]);
     assert!(net.alerts.is_empty(), "{:?}", net.alerts);
+}
+
+/// A creator's vertex set aside on a key (its third while two were live) takes a freed place
+/// once its members there are rejected, lowest id first (the same on every node): left aside
+/// it could never be preferred, voted for, or promoted, and an honest node's re-issue of two
+/// rejected double spends' innocent payloads stayed processing for good (4 x 2 bench).
+#[test]
+fn a_set_aside_spend_takes_the_place_of_its_creators_rejected_members() {
+    use crate::conflicts::{ConflictSet, Member};
+    let (c, d) = (NodeId([7; 32]), NodeId([8; 32]));
+    let m = |b: u8, creator: NodeId| Member { id: VertexId([b; 32]), count: 0, confidence: 0.0, creator, owner: 0, rejected: false, exposed: false, equivocal: false, locked_peers: 0 };
+    let ids = |v: &[Member]| v.iter().map(|m| m.id.0[0]).collect::<Vec<u8>>();
+    let mut set = ConflictSet::default();
+    set.members = vec![m(1, c), m(2, c)];
+    set.overflow = vec![m(9, c), m(5, d), m(4, c), m(3, c)];
+    assert!(!set.readmit_set_aside(c), "two live members of c: none comes in");
+    set.members[0].rejected = true;
+    assert!(set.readmit_set_aside(c));
+    assert_eq!(ids(&set.members), [1, 2, 3], "the lowest id takes the one freed place");
+    set.members[1].rejected = true;
+    set.members[2].rejected = true;
+    assert!(set.readmit_set_aside(c));
+    assert_eq!(ids(&set.members), [1, 2, 3, 4, 9]);
+    assert_eq!(ids(&set.overflow), [5], "another creator's vertex stays aside");
+    assert!(!set.readmit_set_aside(c), "none left");
 }

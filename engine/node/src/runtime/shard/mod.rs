@@ -278,6 +278,11 @@ impl Shard {
         let turn_min = Duration::from_micros(self.turn_interval_min_us);
         let mut last_turn = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            // Cooperative scheduling: with work every turn and no store write to wait for, this
+            // loop never returns `Pending` by itself, and the shard's other tasks (the mesh's
+            // flush and receive tasks, the transport's) would wait behind it; glommio switches
+            // tasks only where one yields (`mesh`, "Lost wake-ups": a jammed mesh queue).
+            glommio::yield_if_needed().await;
             if last_turn.elapsed() < turn_min && self.writing.is_some() {
                 // The pause is the write's to overlap: its sends leave as soon as it is durable.
                 self.finish_writing().await;
@@ -297,6 +302,10 @@ impl Shard {
             // Backpressure (`mesh`): while a cross-shard queue is above its high-water mark, take
             // no network input; peers are held back by QUIC flow control, nothing is dropped.
             let congested = self.mesh.as_ref().is_some_and(|m| m.congested());
+            if congested {
+                // The mesh's flush tasks drain the queue only when this task lets them run.
+                futures_lite::future::yield_now().await;
+            }
             while !congested && incoming.len() < TURN_INCOMING_MAX {
                 match self.transport.try_recv() {
                     Some(i) => incoming.push(i),
