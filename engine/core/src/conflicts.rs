@@ -632,8 +632,10 @@ impl<S: Signer> Core<S> {
             return;
         }
         let creator = set.members[i].creator;
-        let readmitted = set.readmit_set_aside(creator);
-        if set.pref != i && !set.members[set.pref].rejected && !readmitted {
+        set.readmit_set_aside(creator);
+        // A live preference stays (it may be the quorum lock); a rejected one moves, to a
+        // readmitted vertex too.
+        if set.pref != i && !set.members[set.pref].rejected {
             return;
         }
         let mut best = set.pref;
