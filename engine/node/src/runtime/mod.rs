@@ -83,15 +83,14 @@ pub const POLL_INTERVAL_US: u64 = 10_000;
 /// The poll cadence for a sample of `k` peers when the cluster file names none: 10 ms x
 /// ceil(k/2), at most 30 ms (10 ms at 3 nodes, 20 ms at 4-5, 30 ms from 6).
 ///
-/// A poll round costs ~0.7 ms of CPU per node (one query signature, k response signatures and
-/// verifies) whatever it carries, so polling every 10 ms with up to 8 rounds in flight is cheap
-/// and halves the time beta rounds take (docs/benchmark.md). A round costs one sign plus k
-/// remote verify+sign and k local verifies: with k peers per round, the interval grows with k
-/// to keep the signature work per second roughly constant, up to 30 ms, so that beta (20)
-/// rounds take at most 0.6 s, under the 1 s finality target (until 2026-12-07 it went on to
-/// 50 ms: 11 nodes and more never finalized under 1 s). 4 nodes stay at 20 ms (finality never
-/// under 0.4 s): 10 ms halves that, but stalled 2 of 6 runs of a 4 x 2-shard crash under
-/// double spends (`poll_interval_ms = 10` opts in; docs/benchmark.md, "Poll cadence").
+/// A round costs one sign plus k remote verify+sign and k local verifies (~0.7 ms of CPU per
+/// node at k = 3), whatever it carries: the interval grows with k to keep that work per second
+/// roughly constant, up to 30 ms, so that beta (20) rounds take at most 0.6 s, under the 1 s
+/// finality target (until 2026-12-07 it went on to 50 ms: 11 nodes and more never finalized
+/// under 1 s). 4 nodes stay at 20 ms (finality never under 0.4 s): 10 ms halves that, and its
+/// lock-round stall of a 4 x 2-shard crash under double spends is fixed, but 2 of 24 such runs
+/// jammed the restarted node's mesh (`poll_interval_ms = 10` opts in; docs/benchmark.md,
+/// "Poll cadence"; docs/operations.md, "Known limitations").
 pub fn default_poll_interval_us(k: usize) -> u64 {
     POLL_INTERVAL_US * (k as u64).div_ceil(2).clamp(1, 3)
 }
