@@ -149,7 +149,7 @@ pub fn check_config(config_path: &Path, check_peers: bool) -> Report {
     );
     key_permissions(&mut r, &key_file(&cfg.key_dir));
     match crate::runtime::params_for(&cluster) {
-        Ok(p) => r.push(Status::Ok, "consensus parameters", format!("k={} alpha={} beta={} poll every {} ms, query_timeout={} ms", p.sample_size, p.alpha, p.beta, p.poll_interval_us / 1000, p.query_timeout_us / 1000)),
+        Ok(p) => r.push(Status::Ok, "consensus parameters", format!("k={} alpha={} beta={} poll every {} ms, batch linger {} ms, query_timeout={} ms", p.sample_size, p.alpha, p.beta, p.poll_interval_us / 1000, p.batch_linger_us / 1000, p.query_timeout_us / 1000)),
         Err(e) => r.push(Status::Fail, "consensus parameters", e.to_string()),
     }
     r.push(Status::Ok, "shards", format!("{} per node (one pinned executor and one peer port each)", cluster.shards));

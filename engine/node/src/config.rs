@@ -68,9 +68,12 @@ pub struct ParamsFile {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// How long a busy node lets a batch wait for more submissions, in microseconds (an idle
-    /// node closes a batch at once).
-    #[serde(default = "default_batch_linger_us")]
-    pub batch_linger_us: u64,
+    /// node closes a batch at once). Absent: one poll interval (`runtime::params_for`), which
+    /// adds at most one poll's wait to a finality of `beta_threshold` polls and makes several
+    /// times fewer vertices, signatures and polled ids under load (docs/benchmark.md, "Batch
+    /// linger").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_linger_us: Option<u64>,
     /// Length of a lock round in milliseconds (small clusters: an honest node's Yes certifies one
     /// member of a conflict set per round, and a quorum lock moves to a younger certificate;
     /// docs/consensus.md 8d). The same on every node; well above a poll's round trip and the
@@ -93,10 +96,6 @@ fn default_max_batch() -> usize {
     1024
 }
 
-fn default_batch_linger_us() -> u64 {
-    5_000
-}
-
 impl Default for ParamsFile {
     fn default() -> Self {
         Self {
@@ -106,7 +105,7 @@ impl Default for ParamsFile {
             finalization_threshold: 0.95,
             query_timeout_ms: 1000,
             max_batch: default_max_batch(),
-            batch_linger_us: default_batch_linger_us(),
+            batch_linger_us: None,
             lock_round_ms: default_lock_round_ms(),
             poll_interval_ms: None,
         }

@@ -76,9 +76,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_batch: u64,
     /// How long a busy node lets a batch wait for more payloads, microseconds
-    /// (`batch_linger_us`).
-    #[arg(long, default_value_t = 5_000)]
-    pub batch_linger_us: u64,
+    /// (`batch_linger_us` in `cluster.toml`) [default: one poll interval]
+    #[arg(long)]
+    pub batch_linger_us: Option<u64>,
     /// Length of a lock round, ms (`lock_round_ms` in `cluster.toml`, docs/consensus.md 8d;
     /// 0: lock rounds off) [default: the cluster file's, 300]
     #[arg(long)]

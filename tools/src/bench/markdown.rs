@@ -53,11 +53,12 @@ pub fn markdown(r: &Value) -> String {
     );
     s += &format!("| loadgen retries / failed over | {} / {} |\n", lg["retries"], lg["failed_over"]);
     s += &format!(
-        "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}) |\n",
+        "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}; batch linger {}) |\n",
         fmt_opt(&lg["throughput_pps"], 0),
         fmt_opt(&cl["throughput_vps"], 0),
         fmt_opt(&cl["payloads_per_vertex"], 1),
-        cl["max_batch"]
+        cl["max_batch"],
+        cl["batch_linger_us"].as_u64().map_or("one poll interval".to_string(), |us| format!("{us} us"))
     );
     let f = &lg["finality_ms"];
     s += &format!(
@@ -75,6 +76,7 @@ pub fn markdown(r: &Value) -> String {
         fmt_opt(&cl["mldsa_verify_us"], 0),
         if cl["mldsa_floor_measured"].as_bool() == Some(true) { "measured at the start of this run" } else { "reference constants" }
     );
+    s += &format!("| CPU per finalized payload, all nodes | {} us |\n", fmt_opt(&cl["cpu_us_per_finalized_payload_all_nodes"], 1));
     s += &format!("| node CPU total | {} s ({}% of the machine) |\n", fmt_opt(&cl["node_cpu_seconds_total"], 1), fmt_opt(&r["nfr_001"]["cpu_utilization_pct_of_machine"], 1));
     s += &format!("| loadgen CPU | {} s |\n", fmt_opt(&cl["loadgen_cpu_seconds"], 1));
     s += &format!("| machine busy (all processes) / other processes | {}% of all cores / {}% of one core |\n", fmt_opt(&cl["machine_busy_pct_of_all_cores"], 1), fmt_opt(&cl["other_processes_pct_of_one_core"], 1));

@@ -321,6 +321,8 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "throughput_vps": throughput_vps,
             "payloads_per_vertex": if vertices_final > 0.0 { json!(r1(lg_final / vertices_final)) } else { Value::Null },
             "max_batch": c.args.max_batch,
+            // null: the nodes' default, one poll interval.
+            "batch_linger_us": c.args.batch_linger_us,
             "mldsa_floor_us_per_vertex": floor,
             "mldsa_sign_us": sign_us,
             "mldsa_verify_us": verify_us,

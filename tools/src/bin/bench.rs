@@ -179,7 +179,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let cluster_toml = cluster_dir.join("cluster.toml");
     let mut cluster = ClusterFile::load(&cluster_toml).map_err(|e| e.to_string())?;
     cluster.params.max_batch = args.max_batch as usize;
-    cluster.params.batch_linger_us = args.batch_linger_us;
+    if let Some(us) = args.batch_linger_us {
+        cluster.params.batch_linger_us = Some(us);
+    }
     if let Some(ms) = args.lock_round_ms {
         cluster.params.lock_round_ms = ms;
     }

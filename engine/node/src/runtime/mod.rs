@@ -111,7 +111,6 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.forget_final_after_us = FINAL_RECORD_US;
     params.archive_after_us = ARCHIVE_AFTER_US;
     params.max_batch = p.max_batch;
-    params.batch_linger_us = p.batch_linger_us;
     params.lock_round_us = p.lock_round_ms.saturating_mul(1000);
     params.poll_interval_us = match p.poll_interval_ms {
         Some(ms) if ms.saturating_mul(1000) < POLL_INTERVAL_US => {
@@ -121,6 +120,10 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
         Some(ms) => ms.saturating_mul(1000),
         None => default_poll_interval_us(k),
     };
+    // A busy node's batch waits one poll interval unless the cluster file says otherwise: a
+    // vertex then waits at most one more poll on top of its beta (half of one on average), for
+    // several times fewer vertices under load (docs/benchmark.md, "Batch linger").
+    params.batch_linger_us = p.batch_linger_us.unwrap_or(params.poll_interval_us);
     params.polls_in_flight_max = params.polls_in_flight_max.max(8);
     params.validate(n).map_err(|e| NodeError::Params(e.to_string()))?;
     Ok(params)
@@ -345,5 +348,22 @@ mod tests {
         assert_eq!(params_for(&cluster(4, Some(50))).expect("explicit cadence").poll_interval_us, 50_000);
         let err = params_for(&cluster(4, Some(5))).expect_err("5 ms is a flood to peers").to_string();
         assert!(err.contains("poll_interval_ms = 5"), "{err}");
+    }
+
+    /// A busy node's batch lingers one poll interval unless the cluster file sets its own, and a
+    /// file that sets one (every file written before the default moved) keeps it.
+    #[test]
+    fn the_batch_linger_follows_the_poll_cadence_unless_set() {
+        for (n, poll_ms) in [(3, None), (4, None), (12, None), (4, Some(10))] {
+            let p = params_for(&cluster(n, poll_ms)).expect("default params");
+            assert_eq!(p.batch_linger_us, p.poll_interval_us, "{n} nodes, poll {poll_ms:?}");
+        }
+        let mut c = cluster(4, None);
+        c.params.batch_linger_us = Some(5_000);
+        assert_eq!(params_for(&c).expect("explicit linger").batch_linger_us, 5_000);
+        let old: ParamsFile = toml::from_str("sample_size = 10\nalpha_threshold = 8\nbeta_threshold = 20\nfinalization_threshold = 0.95\nquery_timeout_ms = 1000\nbatch_linger_us = 5000\n").expect("an older file");
+        assert_eq!(old.batch_linger_us, Some(5_000));
+        let written = toml::to_string(&ParamsFile::default()).expect("serialize");
+        assert!(!written.contains("batch_linger_us"), "the default is not written out, so it follows the cadence: {written}");
     }
 }
