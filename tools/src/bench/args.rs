@@ -75,6 +75,11 @@ pub struct Args {
     /// per vertex, the design card's benchmark). `--rate` counts payloads per second.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_batch: u64,
+    /// Keep each node's data directory (its RocksDB store, ~0.4-0.7 GB after a minute of load)
+    /// after a run whose checks passed. Without it they are removed then (the report, logs,
+    /// metrics and cluster files stay); a run that failed a check keeps them for diagnosis
+    #[arg(long)]
+    pub keep_data: bool,
     /// How long a busy node lets a batch wait for more payloads, microseconds
     /// (`batch_linger_us` in `cluster.toml`) [default: one poll interval]
     #[arg(long)]

@@ -460,5 +460,27 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     println!("{md}");
     eprintln!("bench: wrote {}/report.json, report.md, *.svg", out.display());
-    Ok(problems.is_empty())
+    let ok = problems.is_empty();
+    remove_data(&nodes, ok, args.keep_data);
+    Ok(ok)
+}
+
+/// After a run whose checks passed, each node's store goes unless `--keep-data` (a sweep or a
+/// series of runs would otherwise fill the disk at ~0.5 GB a run); after a failed one it stays
+/// for diagnosis. The nodes have stopped: nothing writes there any more.
+fn remove_data(nodes: &[Node], ok: bool, keep: bool) {
+    if keep || !ok {
+        let why = if keep { "--keep-data" } else { "a check failed" };
+        eprintln!("bench: kept the nodes' data directories ({why}): {}", nodes.first().map(|n| n.data_dir.display().to_string()).unwrap_or_default());
+        return;
+    }
+    let mut freed = 0.0;
+    for n in nodes {
+        let bytes = dir_bytes(&n.data_dir).unwrap_or(0.0);
+        match std::fs::remove_dir_all(&n.data_dir) {
+            Ok(()) => freed += bytes,
+            Err(e) => eprintln!("bench: could not remove {}: {e}", n.data_dir.display()),
+        }
+    }
+    eprintln!("bench: removed the nodes' data directories ({:.0} MiB; --keep-data keeps them)", freed / 1048576.0);
 }
