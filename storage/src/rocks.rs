@@ -484,7 +484,7 @@ impl Store for RocksStore {
             // just after it, so sorted random keys take fewer comparisons (`benches/store.rs`:
             // ~155 -> ~135 us for 64 winners). A stable sort keeps the last write of a key last.
             let mut winners: Vec<&(ConflictKey, VertexId)> = batch.winners.iter().collect();
-            winners.sort_by(|a, b| a.0.cmp(&b.0));
+            winners.sort_by_key(|w| w.0);
             for (k, id) in winners {
                 wb.put_cf(cw, k.0, id.0);
             }
