@@ -53,12 +53,13 @@ pub fn markdown(r: &Value) -> String {
     );
     s += &format!("| loadgen retries / failed over | {} / {} |\n", lg["retries"], lg["failed_over"]);
     s += &format!(
-        "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}; batch linger {}) |\n",
+        "| throughput (finalized / load seconds) | **{} payloads/s** in {} vertices/s ({} payloads per vertex, at most {}; polls every {}, batch linger {}) |\n",
         fmt_opt(&lg["throughput_pps"], 0),
         fmt_opt(&cl["throughput_vps"], 0),
         fmt_opt(&cl["payloads_per_vertex"], 1),
         cl["max_batch"],
-        cl["batch_linger_us"].as_u64().map_or("one poll interval".to_string(), |us| format!("{us} us"))
+        cl["poll_interval_us"].as_u64().map_or("?".to_string(), |us| format!("{} ms", us as f64 / 1000.0)),
+        cl["batch_linger_us"].as_u64().map_or("?".to_string(), |us| format!("{} ms", us as f64 / 1000.0))
     );
     let f = &lg["finality_ms"];
     s += &format!(

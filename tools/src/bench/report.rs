@@ -53,6 +53,9 @@ pub struct ReportCtx<'a> {
     pub agree: bool,
     /// `--crash`: seconds since the load started when the node was killed and restarted.
     pub crash_at: (Option<f64>, Option<f64>),
+    /// The nodes' poll interval and batch linger, microseconds, as `cluster.toml` gives them
+    /// (`pqdag_node::runtime::params_for`; `None` if it refused the file).
+    pub cadence: Option<(u64, u64)>,
 }
 
 /// Growth of one counter of a node over the run, across restarts: a sample below the one before
@@ -321,8 +324,8 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
             "throughput_vps": throughput_vps,
             "payloads_per_vertex": if vertices_final > 0.0 { json!(r1(lg_final / vertices_final)) } else { Value::Null },
             "max_batch": c.args.max_batch,
-            // null: the nodes' default, one poll interval.
-            "batch_linger_us": c.args.batch_linger_us,
+            "poll_interval_us": c.cadence.map(|x| x.0),
+            "batch_linger_us": c.cadence.map(|x| x.1),
             "mldsa_floor_us_per_vertex": floor,
             "mldsa_sign_us": sign_us,
             "mldsa_verify_us": verify_us,

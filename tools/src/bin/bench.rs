@@ -189,6 +189,8 @@ fn run(args: &Args) -> Result<bool, String> {
         cluster.params.poll_interval_ms = Some(ms);
     }
     cluster.save(&cluster_toml).map_err(|e| e.to_string())?;
+    // What the nodes will derive from the file (the report says which cadence it measured).
+    let cadence = pqdag_node::runtime::params_for(&cluster).ok().map(|p| (p.poll_interval_us, p.batch_linger_us));
     let client_pub = match &args.key {
         Some(k) => Some(hex_key(&*pqdag_tools::targets::client_key(&cluster_toml, Some(k))?)),
         None => None,
@@ -449,7 +451,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let stops = children.stop_all(Duration::from_secs(15));
 
     // 7. Report.
-    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree, crash_at, floor };
+    let ctx = ReportCtx { args, machine: &machine, base_port, startup_s, load_s, window_s, nodes: &nodes, pids: &pids, baseline: &baseline, end: &end, ticks: &ticks, lg: &lg_summary, digests: &digests, statuses: &statuses, agree, crash_at, floor, cadence };
     let (report, mut problems) = build_report(&ctx, &stops);
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| format!("report.json: {e}"))?;
     let md = markdown(&report);
