@@ -422,7 +422,7 @@ impl RocksStore {
 }
 
 impl Store for RocksStore {
-    fn write(&mut self, batch: StoreBatch) -> Result<(), StorageError> {
+    fn write(&mut self, mut batch: StoreBatch) -> Result<(), StorageError> {
         let mut wb = WriteBatch::default();
         let (cv, cs, cfz, cm) = (self.cf(CF_VERTICES)?, self.cf(CF_STATUS)?, self.cf(CF_FINALIZED)?, self.cf(CF_META)?);
         let (cd, cc) = (self.cf(CF_DECISIONS)?, self.cf(CF_CLIENTS)?);
@@ -483,9 +483,8 @@ impl Store for RocksStore {
             // In key order: the memtable's skip list reuses its last insert position for a key
             // just after it, so sorted random keys take fewer comparisons (`benches/store.rs`:
             // ~155 -> ~135 us for 64 winners). A stable sort keeps the last write of a key last.
-            let mut winners: Vec<&(ConflictKey, VertexId)> = batch.winners.iter().collect();
-            winners.sort_by_key(|w| w.0);
-            for (k, id) in winners {
+            batch.winners.sort_by_key(|w| w.0);
+            for (k, id) in &batch.winners {
                 wb.put_cf(cw, k.0, id.0);
             }
         }

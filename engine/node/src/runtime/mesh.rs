@@ -17,13 +17,13 @@
 //! channel's wake-up alone: a receiver also looks every [`MESH_RECHECK`], a sender of a full
 //! channel retries every [`MESH_FULL_RETRY`] (both timers are the shard's own, a local
 //! wake-up), and a channel full for [`MESH_FULL_WARN`] is logged. What this guards against
-//! was seen twice in 18 runs of a 4 x 2 bench (1 500 payloads/s, a crash, double spends, 10 ms
-//! polls) and is not explained yet: on the restarted node, 2-3.9 million messages queued from
+//! was seen twice in the first 24 runs of a 4 x 2 bench (1 500 payloads/s, a crash, double
+//! spends, 10 ms polls) and is not explained yet: on the restarted node, 2-3.9 million messages queued from
 //! shard 1 to shard 0 while shard 0's inbox was empty; shard 1's claims went unanswered and
 //! the cluster once stalled on a double spend that needed that node's vote. The second time
 //! was with the timers above, so a lost wake-up is not the whole story; the shard loop now
 //! yields every turn (`Shard::run`: a loop with work every turn never returned `Pending`, and
-//! these tasks run on its executor), and 14 runs since had no jam (`docs/operations.md`,
+//! these tasks run on its executor), and the 30 runs since had no jam (`docs/operations.md`,
 //! "Known limitations").
 
 use std::cell::RefCell;
@@ -280,10 +280,8 @@ impl ShardMesh {
                                     }
                                     Err(e) => {
                                         // The mesh is closing: the node is stopping.
-                                        let why = match e {
-                                            GlommioError::Closed(_) => "closed".to_string(),
-                                            other => format!("{:?}", std::mem::discriminant(&other)),
-                                        };
+                                        // Not `{e:?}`: the error carries the whole batch back.
+                                        let why = if matches!(e, GlommioError::Closed(_)) { "closed" } else { "unexpected error" };
                                         tracing::info!(shard, target, why, "mesh: a flush task stopped");
                                         return;
                                     }
