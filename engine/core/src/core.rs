@@ -70,6 +70,11 @@ pub struct CoreStatus {
     pub creator_processing_max: u64,
     /// Stalled conflict sets moved to break a stalemate (`unblock.rs`, whole-network mode).
     pub stalemate_moves: u64,
+    /// Final vertices stripped before `strip_final_after_us` because the whole finals held
+    /// more than `strip_final_bytes_max` (a finality rate above what the window was sized for).
+    pub stripped_early: u64,
+    /// Bytes of final vertices still held whole (payloads and signatures).
+    pub whole_final_bytes: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -196,6 +201,8 @@ impl<S: Signer> Core<S> {
             creator_bypassed: self.flood.bypassed,
             creator_processing_max: self.flood.processing.values().copied().max().unwrap_or(0) as u64,
             stalemate_moves: self.conflicts.stalemate_moves,
+            stripped_early: self.retention.stripped_early,
+            whole_final_bytes: self.retention.whole_bytes as u64,
         }
     }
 

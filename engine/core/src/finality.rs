@@ -84,7 +84,7 @@ impl<S: Signer> Core<S> {
         }
         self.dag.recent_final.push_back(id);
         if self.params.strip_final_after_us > 0 {
-            self.retention.strip_queue.push_back((now, id));
+            self.retention.queue_strip(now, &v);
         }
         if self.params.forget_final_after_us > 0 {
             self.retention.forget_queue.push_back((now, id));

@@ -14,8 +14,14 @@ use crate::types::{Signer, VertexStatus, shard_of_key};
 /// Final vertices in finality order with their finality time.
 #[derive(Default)]
 pub(crate) struct Retention {
-    /// For stripping (see `Params::strip_final_after_us`).
-    pub(crate) strip_queue: VecDeque<(u64, VertexId)>,
+    /// For stripping (see `Params::strip_final_after_us`): finality time, id, and the
+    /// vertex's `heap_bytes` when queued.
+    pub(crate) strip_queue: VecDeque<(u64, VertexId, u32)>,
+    /// Sum of the queued vertices' bytes: the whole finals held (see
+    /// `Params::strip_final_bytes_max`).
+    pub(crate) whole_bytes: usize,
+    /// Finals stripped before their time because of the byte bound.
+    pub(crate) stripped_early: u64,
     /// For forgetting (see `Params::forget_final_after_us`).
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,
     /// Rejected vertices in rejection order with the time: forgotten on the finals' schedule.
@@ -148,13 +154,29 @@ pub fn shrink_sparse<C: Shrink>(c: &mut C) {
 const SETTLE_MIN: usize = 512;
 
 impl Retention {
-    /// Drops payload and signature of vertices final for longer than `strip_final_after_us`.
-    pub(crate) fn strip_old_finals(&mut self, dag: &mut Dag, after: u64, now: u64) {
-        while let Some(&(at, id)) = self.strip_queue.front() {
-            if after == 0 || at.saturating_add(after) > now {
+    /// Queues a vertex that just became final for [`Self::strip_old_finals`].
+    pub(crate) fn queue_strip(&mut self, now: u64, v: &Vertex) {
+        let bytes = u32::try_from(v.heap_bytes()).unwrap_or(u32::MAX);
+        self.strip_queue.push_back((now, v.id, bytes));
+        self.whole_bytes += bytes as usize;
+    }
+
+    /// Drops payload and signature of vertices final for longer than `strip_final_after_us`,
+    /// and of the oldest ones, however young, while the queued finals hold over `bytes_max`
+    /// bytes (0 = no byte bound). The store keeps them whole and serves them to peers.
+    pub(crate) fn strip_old_finals(&mut self, dag: &mut Dag, after: u64, bytes_max: usize, now: u64) {
+        while let Some(&(at, id, bytes)) = self.strip_queue.front() {
+            let aged = after > 0 && at.saturating_add(after) <= now;
+            let over = bytes_max > 0 && self.whole_bytes > bytes_max;
+            if !aged && !over {
                 break;
             }
+            if !aged {
+                self.stripped_early += 1;
+            }
             self.strip_queue.pop_front();
+            debug_assert!(self.whole_bytes >= bytes as usize, "the queue's bytes are summed");
+            self.whole_bytes = self.whole_bytes.saturating_sub(bytes as usize);
             if let Some(r) = dag.vertices.get_mut(&id) {
                 debug_assert_eq!(r.status, VertexStatus::Final, "only final vertices are stripped");
                 if r.status == VertexStatus::Final && !r.v.signature.is_empty() {
@@ -171,6 +193,7 @@ impl Retention {
                 }
             }
         }
+        debug_assert!(!self.strip_queue.is_empty() || self.whole_bytes == 0, "an empty queue holds no bytes");
     }
 }
 

@@ -60,3 +60,56 @@ fn rejected_records_are_forgotten_and_still_count_as_rejected() {
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "every node finalized the same");
 }
+
+/// Finals of one run, in each node's finality order: (stripped, whole) per node, the whole
+/// finals' bytes and the early-strip count.
+fn strip_run(bytes_max: usize) -> (Net, Vec<(usize, usize)>) {
+    let mut p = fast_params();
+    // An hour: only the byte bound strips in this test.
+    p.strip_final_after_us = 3_600_000_000;
+    p.strip_final_bytes_max = bytes_max;
+    let mut net = Net::new(4, p);
+    for t in 0..40u64 {
+        net.submit((t % 4) as usize, vec![ConflictKey([t as u8 + 1; 32])], t + 1);
+        net.run(net.now + 50_000);
+    }
+    net.run(net.now + 1_000_000);
+    let split = (0..4)
+        .map(|i| {
+            let whole = |id| net.cores[i].vertex(id).is_some_and(|v| !v.signature.is_empty());
+            let finals = &net.finalized[i];
+            let stripped = finals.iter().take_while(|id| !whole(id)).count();
+            assert!(finals[stripped..].iter().all(whole), "node {i}: stripped oldest first, in finality order");
+            (stripped, finals.len() - stripped)
+        })
+        .collect();
+    (net, split)
+}
+
+/// The byte bound strips the oldest whole finals before their time: a node that finalizes
+/// faster than the time window was sized for holds at most `strip_final_bytes_max` bytes of
+/// whole finals (`docs/architecture.md`, "Memory of a long-running node"); the newest stay
+/// whole, the stripped ones stay final, every node agrees. Without the bound nothing is
+/// stripped, so the test fails if the bound is ignored, strips the newest first, or loses one.
+#[test]
+fn the_byte_bound_strips_the_oldest_finals_first() {
+    let (free, split) = strip_run(0);
+    for (i, &(stripped, whole)) in split.iter().enumerate() {
+        assert_eq!(stripped, 0, "node {i}: no bound, nothing stripped within the hour");
+        assert!(whole >= 40, "node {i}: every submission final");
+        assert_eq!(free.cores[i].status().stripped_early, 0);
+    }
+    let one = free.cores[0].status().whole_final_bytes as usize / split[0].1;
+    let bound = 6 * one;
+    let (net, split) = strip_run(bound);
+    for (i, &(stripped, whole)) in split.iter().enumerate() {
+        let s = net.cores[i].status();
+        assert!(s.whole_final_bytes as usize <= bound, "node {i}: {} whole bytes over the bound {bound}", s.whole_final_bytes);
+        assert!(whole >= 3 && stripped >= 30, "node {i}: {stripped} stripped, {whole} whole");
+        assert_eq!(s.stripped_early, stripped as u64, "node {i}: every strip was early");
+        assert_eq!(stripped + whole, split[0].0 + split[0].1, "node {i}: as many finals as node 0");
+    }
+    let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "every node finalized the same");
+    assert_eq!(digests[0], free.cores[0].status().finalized_digest, "the bound changes no decision");
+}

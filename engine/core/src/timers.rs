@@ -60,7 +60,7 @@ impl<S: Signer> Core<S> {
     }
 
     pub(crate) fn tick(&mut self, now: u64) {
-        self.retention.strip_old_finals(&mut self.dag, self.params.strip_final_after_us, now);
+        self.retention.strip_old_finals(&mut self.dag, self.params.strip_final_after_us, self.params.strip_final_bytes_max, now);
         self.forget_old_finals(now);
         self.forget_old_rejects(now);
         self.forget_remote_facts(now);

@@ -54,6 +54,12 @@ pub enum NodeError {
 /// them): bounds RSS to ~0.3 KB per old final vertex instead of ~5 KB.
 pub const FINAL_IN_MEMORY_US: u64 = 10_000_000;
 
+/// Most bytes of whole final vertices a node keeps in memory (split evenly over its shards);
+/// past it the oldest are stripped before `FINAL_IN_MEMORY_US`. 10 s is ~17 MB at the
+/// README's 1 200 payloads/s, but ~115 MB at 2 300 one-payload vertices/s, which put a node
+/// over the 500 MB target under overload (`docs/benchmark.md`, "Whole finals by bytes").
+pub const FINAL_IN_MEMORY_BYTES: usize = 48 << 20;
+
 /// How long a final vertex keeps its record in the consensus core; then only its id stays (and
 /// of its decided conflict set, the winner): ~1 KB -> ~0.1 KB per old final vertex. With
 /// batching a vertex spends up to thousands of keys, each a conflict set until then: at 10 000
@@ -113,6 +119,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.query_timeout_us = p.query_timeout_ms.saturating_mul(1000);
     // The node serves old vertices from RocksDB, so memory keeps only what consensus needs.
     params.strip_final_after_us = FINAL_IN_MEMORY_US;
+    params.strip_final_bytes_max = FINAL_IN_MEMORY_BYTES / usize::from(cluster.shards.max(1));
     params.forget_final_after_us = FINAL_RECORD_US;
     params.archive_after_us = ARCHIVE_AFTER_US;
     params.max_batch = p.max_batch;

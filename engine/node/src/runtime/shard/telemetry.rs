@@ -109,6 +109,8 @@ impl Telemetry {
             ("creator_dropped", s.creator_dropped),
             ("creator_bypassed", s.creator_bypassed),
             ("stalemate_moves", s.stalemate_moves),
+            ("stripped_early", s.stripped_early),
+            ("whole_final_bytes", s.whole_final_bytes),
             ("creator_processing_max", s.creator_processing_max),
             ("fetches_in_flight", requested as u64),
             ("needed_ids", wanted as u64),
