@@ -43,7 +43,12 @@ pub fn markdown(r: &Value) -> String {
         b["conflict_ratio"],
     );
     s += "| metric | value |\n|---|---|\n";
-    s += &format!("| submitted / finalized / rejected / lost | {} / {} / {} / {} |\n", lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"]);
+    // "Lost" counts what was never accepted too (a refusal the client was told about), so the
+    // two parts are shown apart: only the second is a decision the cluster owed and did not make.
+    s += &format!(
+        "| submitted / finalized / rejected / lost: never accepted (refused or unanswered), acknowledged but undecided | {} / {} / {} / {}: {}, **{}** |\n",
+        lg["submitted"], lg["finalized"], lg["rejected"], lg["lost"], lg["lost_unacknowledged"], lg["lost_undecided"]
+    );
     s += &format!(
         "| refused at submit (double spends / overload), outspent by their double spend, submit errors | {} / {}, {}, {} |\n",
         lg["double_spends_refused"],
