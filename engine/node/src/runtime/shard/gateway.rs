@@ -24,7 +24,7 @@ use super::admission::Admission;
 use super::disk::DiskFloor;
 use super::feed::FeedServer;
 use super::ingress::ClientFrame;
-use super::quotas::ClientQuotas;
+use super::quotas::{submission_bytes, ClientQuotas};
 use super::signer::MlDsaSigner;
 use super::Tags;
 
@@ -79,6 +79,8 @@ struct OwnSubmission {
     vertex: VertexId,
     /// What the transaction spends (in `Gateway::own_keys` until the decision).
     keys: Vec<ConflictKey>,
+    /// Its weight against the byte quotas (`quotas::submission_bytes`), released with it.
+    bytes: u64,
 }
 
 /// The client gateway of one shard (the client endpoint is on shard 0).
@@ -111,7 +113,8 @@ pub(super) struct Gateway {
     /// Undecided vertices (processing + pending) at the end of the last turn.
     undecided: u64,
     /// The submitting client's key id per submission not yet created, by internal tag.
-    submitters: HashMap<u64, [u8; 32]>,
+    /// With the submission's weight against the byte quotas.
+    submitters: HashMap<u64, ([u8; 32], u64)>,
     /// The decision feed.
     feed: FeedServer,
     /// Caught up with the peers (else submissions and status queries get `NotReady`).
@@ -171,7 +174,7 @@ impl Gateway {
     /// the vertex it became.
     pub(super) fn submitter(&self, client_tag: u64) -> Option<[u8; 32]> {
         // Before its first creation, or (a re-issue) from its record.
-        self.submitters.get(&client_tag).or_else(|| self.own.get(&client_tag).map(|o| &o.key)).copied().filter(|k| *k != [0; 32])
+        self.submitters.get(&client_tag).map(|s| &s.0).or_else(|| self.own.get(&client_tag).map(|o| &o.key)).copied().filter(|k| *k != [0; 32])
     }
 
     /// The core's load at the end of a turn (admission control reads it).
@@ -219,6 +222,7 @@ impl Gateway {
                 let undecided = self.undecided;
                 let in_flight = self.own.len() + self.client_submits.len();
                 let bound = self.admission.bound(Instant::now());
+                let weight = submission_bytes(payload.len(), keys.len());
                 if in_flight >= bound || undecided >= ADMIT_UNDECIDED_MAX {
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_overloaded".into() }).inc();
                     Some(error(tag, ClientErrorCode::Overloaded, format!("{undecided} vertices undecided, {in_flight} submissions in flight (at most {bound}: about a second of decisions); retry later")))
@@ -233,7 +237,7 @@ impl Gateway {
                     Some(error(tag, ClientErrorCode::Conflict, format!("conflict key {k} is already spent by a known vertex")))
                 } else if !owners.is_empty() && mesh.is_some_and(|m| m.congested()) {
                     Some(error(tag, ClientErrorCode::Overloaded, "shards busy: cross-shard queue full, retry".into()))
-                } else if let Err(q) = self.quotas.admit(key.0, self.epoch.elapsed().as_micros() as u64) {
+                } else if let Err(q) = self.quotas.admit(key.0, weight, self.epoch.elapsed().as_micros() as u64) {
                     self.metrics.invalid.get_or_create(&KindLabel { kind: "client_quota".into() }).inc();
                     Some(error(tag, ClientErrorCode::Overloaded, q.to_string()))
                 } else {
@@ -241,7 +245,7 @@ impl Gateway {
                     self.client_submits.insert(internal, (reply, client, tag));
                     self.pending_keys.extend(keys.iter().copied());
                     self.submit_keys.insert(internal, keys.clone());
-                    self.submitters.insert(internal, key.0);
+                    self.submitters.insert(internal, (key.0, weight));
                     let payload = payload.as_slice().to_vec();
                     if owners.is_empty() {
                         self.metrics.submitted.inc();
@@ -331,8 +335,8 @@ impl Gateway {
         for k in self.submit_keys.remove(&client_tag).unwrap_or_default() {
             self.pending_keys.remove(&k);
         }
-        if let Some(k) = self.submitters.remove(&client_tag) {
-            self.quotas.release(k);
+        if let Some((k, bytes)) = self.submitters.remove(&client_tag) {
+            self.quotas.release(k, bytes);
         }
         if let Some((reply, _, tag)) = self.client_submits.remove(&client_tag) {
             let code = match err {
@@ -374,7 +378,8 @@ impl Gateway {
         }
         if let Some((reply, client, tag)) = self.client_submits.remove(&client_tag) {
             self.own_keys.extend(keys.iter().copied());
-            self.own.insert(client_tag, OwnSubmission { client, created: Instant::now(), key: key.unwrap_or([0; 32]), tx, vertex: id, keys });
+            let (key, bytes) = key.unwrap_or(([0; 32], 0));
+            self.own.insert(client_tag, OwnSubmission { client, created: Instant::now(), key, tx, vertex: id, keys, bytes });
             self.own_vertices.entry(id).or_default().insert(client_tag);
             if let Ok(b) = encode(&ClientReply::Submitted { tag, tx, id }) {
                 let _ = reply.send(b);
@@ -395,7 +400,7 @@ impl Gateway {
         let Some(own) = self.own.remove(&client_tag) else { return };
         self.admission.decided(1, Instant::now());
         detach(&mut self.own_vertices, &own.vertex, client_tag);
-        self.quotas.release(own.key);
+        self.quotas.release(own.key, own.bytes);
         self.forget_own_keys(&own.keys, false);
         let latency_us = own.created.elapsed().as_micros() as u64;
         client_events.entry(own.client).or_default().push(FinalityEvent { tx, id, status: ClientStatus::Final { shard: self.shard, position: 0 }, latency_us });
@@ -418,13 +423,14 @@ impl Gateway {
     }
 
     /// Entry counts of the maps that grow with load (the `bounded` metric family).
-    pub(super) fn held(&mut self) -> [(&'static str, u64); 5] {
+    pub(super) fn held(&mut self) -> [(&'static str, u64); 6] {
         [
             ("gateway_own_submissions", self.own.len() as u64),
             ("gateway_inflight_bound", self.admission.bound(Instant::now()) as u64),
             ("gateway_own_keys", self.own_keys.len() as u64),
             ("gateway_rejected_keys", self.rejected_keys.len() as u64),
             ("gateway_pending_submissions", self.client_submits.len() as u64),
+            ("gateway_inflight_bytes", self.quotas.bytes()),
         ]
     }
 
@@ -481,7 +487,7 @@ impl Gateway {
         for t in self.own_vertices.remove(&id).unwrap_or_default() {
             let Some(own) = self.own.remove(&t) else { continue };
             told += 1;
-            self.quotas.release(own.key);
+            self.quotas.release(own.key, own.bytes);
             self.forget_own_keys(&own.keys, status == ClientStatus::Rejected);
             let latency_us = own.created.elapsed().as_micros() as u64;
             client_events.entry(own.client).or_default().push(FinalityEvent { tx: own.tx, id, status, latency_us });
