@@ -313,7 +313,7 @@ impl<S: Signer> Core<S> {
             if status == VertexStatus::Processing {
                 self.dag.processing.insert(seq, ProcEntry { id, arrival_us: now, min_child_seq: u64::MAX });
                 let member = self.flood_member(&v.creator);
-                self.flood.entered(v.creator, member);
+                self.flood.entered(v.creator, member, v.heap_bytes() as u64);
             } else {
                 self.finality.rejected += 1;
                 if self.params.forget_final_after_us > 0 {

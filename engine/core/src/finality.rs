@@ -75,7 +75,7 @@ impl<S: Signer> Core<S> {
         let (seq, arrival, v) = (r.seq, r.arrival_us, r.v.clone());
         self.dag.processing.remove(&seq);
         let member = self.flood_member(&v.creator);
-        self.flood.left(&v.creator, member);
+        self.flood.left(&v.creator, member, v.heap_bytes() as u64);
         self.finality.final_position += 1;
         self.finality.finalized += 1;
         self.finality.digest.add(&id.0);
@@ -121,7 +121,7 @@ impl<S: Signer> Core<S> {
             }
             self.dag.processing.remove(&seq);
             let member = self.flood_member(&v.creator);
-            self.flood.left(&v.creator, member);
+            self.flood.left(&v.creator, member, v.heap_bytes() as u64);
             self.finality.rejected += 1;
             // A rejected child no longer covers its parents: recompute their earliest child.
             for p in &v.parents {

@@ -42,6 +42,13 @@ use crate::types::{shard_of_vertex, Signer, VertexStatus};
 /// with the query bypass a flooder held ~2 500 processing vertices per honest node and honest
 /// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
 pub const CREATOR_PROCESSING_MAX: u32 = 256;
+/// Bytes (`Vertex::heap_bytes`) per vertex of a creator's count bound: its processing vertices
+/// here may weigh at most its bound times this (32 MiB at the bound of 256). By count alone a
+/// member signing vertices of the largest size (512 KiB of transactions, the `fat-flood`
+/// simulator strategy) made every honest node hold 256 x 512 KiB = 128 MiB of them. Honest
+/// vertices average far less (35 payloads of 512 B at 10 000/s on 3 nodes: ~23 KB), and the
+/// count bound grows with honest load (twice the median), so does this.
+pub const CREATOR_PROCESSING_VERTEX_BYTES: u64 = 128 * 1024;
 /// Processing vertices all the creators over their fair share (more than twice the median
 /// count) may hold here together: each gets this divided among them, at most
 /// [`CREATOR_PROCESSING_MAX`] and at least [`PARENT_SHARE_MIN`]. One or two heavy creators keep
@@ -68,6 +75,8 @@ pub(crate) const STRIKE_INTERVAL_US: u64 = 1_000_000;
 pub(crate) struct Flood {
     /// Creator -> its processing vertices in this DAG.
     pub(crate) processing: HashMap<NodeId, u32>,
+    /// Creator -> their bytes (`Vertex::heap_bytes`); the same keys as `processing`.
+    pub(crate) bytes: HashMap<NodeId, u64>,
     /// Nonzero processing count -> how many members (peers and this node) hold exactly it: the
     /// median in [`Core::creator_bound`] walks this (a few distinct counts) instead of sorting
     /// every member's count on each received vertex (12 % of a 1000-node simulation).
@@ -93,9 +102,15 @@ impl Flood {
         self.processing.get(creator).copied().unwrap_or(0)
     }
 
-    /// A vertex of `creator` became processing; `member`: `creator` is a peer or this node
-    /// (counted in the median).
-    pub(crate) fn entered(&mut self, creator: NodeId, member: bool) {
+    /// Bytes of `creator`'s processing vertices here.
+    pub(crate) fn bytes(&self, creator: &NodeId) -> u64 {
+        self.bytes.get(creator).copied().unwrap_or(0)
+    }
+
+    /// A vertex of `creator` weighing `bytes` became processing; `member`: `creator` is a peer
+    /// or this node (counted in the median).
+    pub(crate) fn entered(&mut self, creator: NodeId, member: bool, bytes: u64) {
+        *self.bytes.entry(creator).or_default() += bytes;
         let c = self.processing.entry(creator).or_default();
         let old = *c;
         *c += 1;
@@ -104,14 +119,21 @@ impl Flood {
         }
     }
 
-    /// A vertex of `creator` left processing (final or rejected); `member` as in `entered`.
-    pub(crate) fn left(&mut self, creator: &NodeId, member: bool) {
+    /// A vertex of `creator` left processing (final or rejected); `member` and `bytes` as in
+    /// `entered`.
+    pub(crate) fn left(&mut self, creator: &NodeId, member: bool, bytes: u64) {
         let Some(c) = self.processing.get_mut(creator) else { return };
         let old = *c;
         *c = c.saturating_sub(1);
         let new = *c;
+        if let Some(b) = self.bytes.get_mut(creator) {
+            debug_assert!(*b >= bytes, "a creator's bytes cover each of its vertices");
+            *b = b.saturating_sub(bytes);
+        }
         if new == 0 {
             self.processing.remove(creator);
+            let left = self.bytes.remove(creator);
+            debug_assert!(left.is_none_or(|b| b == 0), "no processing vertex weighs nothing");
         }
         if member && old != new {
             self.histogram_move(old, new);
@@ -226,7 +248,7 @@ impl<S: Signer> Core<S> {
     /// for them again at once.
     pub(crate) fn admit_creator(&mut self, now: u64, v: &Vertex) -> Option<Vec<VertexId>> {
         let needed = self.flood.needed(v);
-        if v.creator != self.me && self.flood.count(&v.creator) >= self.creator_bound() {
+        if self.over_bound(&v.creator, v.heap_bytes() as u64) {
             if !needed {
                 self.flood.dropped += 1;
                 self.flood_strike(now, v.creator);
@@ -275,7 +297,7 @@ impl<S: Signer> Core<S> {
             if by.is_some_and(|c| c == e.v.creator) {
                 continue; // its own creator's need: what its admission marked already
             }
-            let over = e.v.creator != self.me && self.flood.count(&e.v.creator) >= bound;
+            let over = e.v.creator != self.me && (self.flood.count(&e.v.creator) >= bound || self.flood.bytes(&e.v.creator) >= u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES);
             let v = e.v.clone();
             for q in self.missing_parents(&v) {
                 if shard_of_vertex(&q, self.shard_count) != self.shard || !self.flood.want(q, None, now) {
@@ -308,7 +330,18 @@ impl<S: Signer> Core<S> {
     /// then, so such a drop is never held against the creator: it only spares the verify of
     /// what the core would refuse anyway (the creator really holds the bound, verified).
     pub fn admits_creator(&self, v: &Vertex) -> bool {
-        v.creator == self.me || self.flood.count(&v.creator) < self.creator_bound() || self.flood.is_needed(v)
+        !self.over_bound(&v.creator, v.heap_bytes() as u64) || self.flood.is_needed(v)
+    }
+
+    /// Whether a new vertex of `creator` weighing `extra` bytes would take it over its bound
+    /// here: [`Self::creator_bound`] processing vertices, or that many times
+    /// [`CREATOR_PROCESSING_VERTEX_BYTES`]. This node's own vertices never are.
+    fn over_bound(&self, creator: &NodeId, extra: u64) -> bool {
+        if *creator == self.me {
+            return false;
+        }
+        let bound = self.creator_bound();
+        self.flood.count(creator) >= bound || self.flood.bytes(creator).saturating_add(extra) > u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES
     }
 
     /// Whether `creator` (not this node) holds its bound of processing vertices here, so that
@@ -316,7 +349,9 @@ impl<S: Signer> Core<S> {
     /// sending its own vertices over the bound (the transport stops them unread), and releases
     /// them when this turns false.
     pub fn creator_over_bound(&self, creator: &NodeId) -> bool {
-        *creator != self.me && self.flood.count(creator) >= self.creator_bound()
+        // By bytes: once a vertex of the largest size would no longer fit (its next one's size
+        // is unknown until it is read).
+        self.over_bound(creator, pqdag_wire::limits::VERTEX_TX_BYTES_MAX as u64)
     }
 
     /// The shell fetches `ids` because `by`'s finality log names them (history sync): they are

@@ -54,7 +54,7 @@ pub use census::CensusLine;
 pub use batch::{OwnTags, OWN_VERTICES_MAX, REISSUE_MAX};
 pub use cross_shard::WATCHED_MAX;
 pub use dag::VERTICES_MAX;
-pub use flood::CREATOR_PROCESSING_MAX;
+pub use flood::{CREATOR_PROCESSING_MAX, CREATOR_PROCESSING_VERTEX_BYTES};
 pub use gossip::{alert_targets, ALERT_FANOUT};
 pub use id_hash::{HashMap as IdHashMap, HashSet as IdHashSet, IdHasher};
 pub use forgotten::{DecisionArchive, MemArchive};

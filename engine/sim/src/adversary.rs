@@ -59,11 +59,16 @@ pub enum Strategy {
     /// (each honest node's first convicts it; the rest would cost three verifies each): the
     /// shell must drop proofs against a peer it convicted already (one verified per accused).
     AlertFlood,
+    /// Valid signed vertices of the largest size (8 transactions filling 512 KiB) at 500 a
+    /// second: the byte side of the creator bound (`CREATOR_PROCESSING_VERTEX_BYTES`) must hold
+    /// what a node keeps of them (`max_bytes_held_for_one_peer`), where the count bound alone
+    /// let 256 x 512 KiB = 128 MiB in.
+    FatFlood,
 }
 
 impl Strategy {
     /// Every strategy, in `--strategy` spelling order.
-    pub const ALL: [Strategy; 15] = [
+    pub const ALL: [Strategy; 16] = [
         Strategy::FlipVotes,
         Strategy::Equivocate,
         Strategy::Withhold,
@@ -79,6 +84,7 @@ impl Strategy {
         Strategy::Mixed,
         Strategy::ForgeAlerts,
         Strategy::AlertFlood,
+        Strategy::FatFlood,
     ];
 
     /// The `--strategy` spelling.
@@ -99,6 +105,7 @@ impl Strategy {
             Strategy::Mixed => "mixed",
             Strategy::ForgeAlerts => "forge-alerts",
             Strategy::AlertFlood => "alert-flood",
+            Strategy::FatFlood => "fat-flood",
         }
     }
 }
@@ -280,6 +287,7 @@ impl Adversary {
             Strategy::Mixed => Box::new(mixed::Mixed::default()),
             Strategy::ForgeAlerts => Box::new(attacks::ForgeAlerts),
             Strategy::AlertFlood => Box::new(attacks::AlertFlood::default()),
+            Strategy::FatFlood => Box::new(attacks::FatFlood::default()),
         };
         Adversary { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473_0000), behaviour }
     }

@@ -289,6 +289,52 @@ impl Behaviour for VertexFlood {
     }
 }
 
+/// Fat flood (see [`crate::Strategy::FatFlood`]): [`VertexFlood`]'s chain, two vertices a tick
+/// of 8 transactions filling the vertex's transaction budget (512 KiB).
+#[derive(Default)]
+pub(crate) struct FatFlood {
+    tip: Option<VertexId>,
+}
+
+/// Vertices the fat flooder sends per tick ([`FLOOD_TICK_US`]): 500 a second (as `vertex-flood`),
+/// ~262 MB/s: faster than the honest nodes decide them, so they pile up to the creator bound.
+pub(crate) const FAT_VERTICES_PER_TICK: usize = 10;
+
+impl Behaviour for FatFlood {
+    fn first_tick_us(&self, node: usize) -> Option<u64> {
+        Some(50_000 + node as u64)
+    }
+
+    fn tick_period_us(&self) -> u64 {
+        FLOOD_TICK_US
+    }
+
+    fn tick(&mut self, mut ctx: Ctx<'_>) -> Tick {
+        let mut tick = Tick::default();
+        let g = ctx.me.core.genesis_id();
+        for i in 0..FAT_VERTICES_PER_TICK {
+            let parent = if i % 2 == 0 { g } else { self.tip.unwrap_or(g) };
+            // One random stamp per vertex keeps every id fresh; the bulk need not be random.
+            let stamp = random_bytes(&mut ctx, 16);
+            let txs = (0..8u8)
+                .map(|t| {
+                    // The largest that 8 fit in a vertex's transaction budget (65 520 B).
+                    let mut payload = vec![t; pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0)];
+                    payload[..16].copy_from_slice(&stamp);
+                    pqdag_wire::Transaction::new(payload, Vec::new())
+                })
+                .collect();
+            let mut v = Vertex::with_txs(vec![parent], txs, ctx.now / 1000, ctx.me.id);
+            v.signature = ctx.me.signer.sign(Domain::Vertex, v.signed_bytes());
+            let v = Arc::new(v);
+            self.tip = Some(v.id);
+            tick.created.push(v.id);
+            tick.sends.extend(to_honest(&ctx, &Msg::Vertex(v)));
+        }
+        tick
+    }
+}
+
 /// Query flood (see [`crate::Strategy::QueryFlood`]).
 #[derive(Default)]
 pub(crate) struct QueryFlood {

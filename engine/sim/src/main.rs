@@ -31,7 +31,7 @@ struct Args {
     byzantine: f64,
     /// flip-votes | equivocate | withhold | invalid-signatures | malformed | replay-queries |
     /// set-spam | vote-unknown | vertex-flood | query-flood | backdate | selective | mixed |
-    /// forge-alerts
+    /// forge-alerts | alert-flood | fat-flood
     #[arg(long, default_value = "flip-votes")]
     strategy: Strategy,
     /// Partition `0-2|3-5@START-END` (seconds).
