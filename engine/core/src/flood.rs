@@ -369,7 +369,10 @@ impl<S: Signer> Core<S> {
     /// Whether an own vertex may take a processing vertex of `creator` as parent, under the
     /// current `bound` ([`Self::parent_share`], computed once by the caller).
     pub(crate) fn parent_creator_ok(&self, creator: &NodeId, bound: u32) -> bool {
-        *creator == self.me || self.flood.count(creator) < bound
+        // By bytes too: vertices of a creator holding more than its share in bytes may be
+        // dropped over its byte bound at other nodes, and an own vertex built on one would
+        // wait for them there.
+        *creator == self.me || (self.flood.count(creator) < bound && self.flood.bytes(creator) < u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES)
     }
 
     /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`] (shared out of

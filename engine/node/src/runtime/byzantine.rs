@@ -42,6 +42,10 @@ pub enum ByzantineMode {
     /// Valid signed own vertices (on genesis and on its own tips) to every peer, as fast as it
     /// can sign (see [`FLOOD_SIGN_SLICE`]).
     VertexFlood,
+    /// [`Self::VertexFlood`] with vertices of the largest size: 8 transactions filling the
+    /// 512 KiB transaction budget (the simulator's `fat-flood`). What an honest node holds of
+    /// them is bounded by bytes (`pqdag_core::CREATOR_PROCESSING_VERTEX_BYTES`).
+    FatFlood,
     /// Validly signed queries (known and made-up ids) to every peer, as fast as it can sign:
     /// each costs the receiver a verification and a signature to answer.
     QueryFlood,
@@ -57,7 +61,7 @@ impl ByzantineMode {
     /// Whether the mode sends messages of its own, made and signed by the attacker (an attacker
     /// task and/or reactions to what the node receives), beyond filtering honest output.
     pub fn attacks(self) -> bool {
-        matches!(self, Self::ReplayQueries | Self::SetSpam | Self::VertexFlood | Self::QueryFlood | Self::Backdate)
+        matches!(self, Self::ReplayQueries | Self::SetSpam | Self::VertexFlood | Self::FatFlood | Self::QueryFlood | Self::Backdate)
     }
 }
 
@@ -80,6 +84,23 @@ pub const FLOOD_QUERIES_INFLIGHT_MAX: usize = 2048;
 /// A vertex created and signed by `me` (the simulator's `signed_vertex`).
 pub fn signed_vertex(keypair: &Keypair, me: NodeId, parents: Vec<VertexId>, payload: Vec<u8>, keys: Vec<ConflictKey>, timestamp_ms: u64) -> Option<Vertex> {
     let mut v = Vertex::new_unsigned(parents, payload, keys, timestamp_ms, me);
+    v.signature = keypair.sign(Domain::Vertex, v.signed_bytes()).ok()?.into_bytes();
+    Some(v)
+}
+
+/// A vertex of the largest size, signed: 8 transactions of 65 520 B (filling the 512 KiB
+/// transaction budget), each starting with `stamp` so every vertex is new.
+pub fn signed_fat_vertex(keypair: &Keypair, me: NodeId, parents: Vec<VertexId>, stamp: &[u8], timestamp_ms: u64) -> Option<Vertex> {
+    let size = pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0);
+    let txs = (0..8u8)
+        .map(|t| {
+            let mut payload = vec![t; size];
+            let n = stamp.len().min(size);
+            payload[..n].copy_from_slice(&stamp[..n]);
+            pqdag_wire::Transaction::new(payload, Vec::new())
+        })
+        .collect();
+    let mut v = Vertex::with_txs(parents, txs, timestamp_ms, me);
     v.signature = keypair.sign(Domain::Vertex, v.signed_bytes()).ok()?.into_bytes();
     Some(v)
 }
@@ -157,6 +178,7 @@ pub fn tamper_response(mode: ByzantineMode, keypair: &Keypair, to: Recipient, mu
         | ByzantineMode::ReplayQueries
         | ByzantineMode::SetSpam
         | ByzantineMode::VertexFlood
+        | ByzantineMode::FatFlood
         | ByzantineMode::QueryFlood
         | ByzantineMode::Backdate => encode(&response).ok(),
     }

@@ -101,7 +101,7 @@ impl Tamper {
     pub(super) fn new(mode: ByzantineMode, keypair: Arc<Keypair>, roster: Rc<Roster>, start: Instant, ctx: AttackCtx) -> Self {
         let seen = Rc::new(RefCell::new(Seen::default()));
         let me = roster.me_id();
-        if matches!(mode, ByzantineMode::ReplayQueries | ByzantineMode::SetSpam | ByzantineMode::VertexFlood | ByzantineMode::QueryFlood) {
+        if matches!(mode, ByzantineMode::ReplayQueries | ByzantineMode::SetSpam | ByzantineMode::VertexFlood | ByzantineMode::FatFlood | ByzantineMode::QueryFlood) {
             let attacker = Attacker {
                 mode,
                 keypair: keypair.clone(),
@@ -241,7 +241,8 @@ impl Attacker {
         match self.mode {
             ByzantineMode::ReplayQueries => self.replay_queries().await,
             ByzantineMode::SetSpam => self.set_spam().await,
-            ByzantineMode::VertexFlood => self.vertex_flood().await,
+            ByzantineMode::VertexFlood => self.vertex_flood(false).await,
+            ByzantineMode::FatFlood => self.vertex_flood(true).await,
             ByzantineMode::QueryFlood => self.query_flood().await,
             _ => {}
         }
@@ -360,8 +361,9 @@ impl Attacker {
     }
 
     /// Vertex flood (the simulator's `VertexFlood`, at the signing rate): valid own vertices,
-    /// alternately on genesis and on its last one, to every connected peer.
-    async fn vertex_flood(&mut self) {
+    /// alternately on genesis and on its last one, to every connected peer; `fat`: of the
+    /// largest size (the simulator's `FatFlood`).
+    async fn vertex_flood(&mut self, fat: bool) {
         let me = self.roster.me_id();
         let mut tip = self.genesis;
         let mut i = 0u64;
@@ -377,7 +379,12 @@ impl Attacker {
                 let parent = if i % 2 == 0 { self.genesis } else { tip };
                 i += 1;
                 let payload = self.random_bytes(64);
-                let Some(v) = byzantine::signed_vertex(&self.keypair, me, vec![parent], payload, Vec::new(), now_ms()) else { break };
+                let made = if fat {
+                    byzantine::signed_fat_vertex(&self.keypair, me, vec![parent], &payload, now_ms())
+                } else {
+                    byzantine::signed_vertex(&self.keypair, me, vec![parent], payload, Vec::new(), now_ms())
+                };
+                let Some(v) = made else { break };
                 tip = v.id;
                 if let Ok(bytes) = encode(&v) {
                     frames.push(bytes);
@@ -386,7 +393,7 @@ impl Attacker {
             for f in &frames {
                 self.transport.broadcast_vertex(&peers, f);
             }
-            self.count("flood_vertex", frames.len() * peers.len());
+            self.count(if fat { "fat_vertex" } else { "flood_vertex" }, frames.len() * peers.len());
             glommio::timer::Timer::new(byzantine::FLOOD_YIELD).await;
         }
     }
