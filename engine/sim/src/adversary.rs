@@ -287,7 +287,7 @@ impl Adversary {
             Strategy::Mixed => Box::new(mixed::Mixed::default()),
             Strategy::ForgeAlerts => Box::new(attacks::ForgeAlerts),
             Strategy::AlertFlood => Box::new(attacks::AlertFlood::default()),
-            Strategy::FatFlood => Box::new(attacks::FatFlood::default()),
+            Strategy::FatFlood => Box::new(attacks::VertexFlood::fat()),
         };
         Adversary { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473_0000), behaviour }
     }

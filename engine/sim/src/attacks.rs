@@ -257,10 +257,37 @@ impl Behaviour for VoteUnknown {
     }
 }
 
-/// Vertex flood (see [`crate::Strategy::VertexFlood`]).
+/// Vertex flood (see [`crate::Strategy::VertexFlood`]); with `fat`, the fat flood (see
+/// [`crate::Strategy::FatFlood`]): vertices of 8 transactions filling the vertex's 512 KiB
+/// transaction budget.
 #[derive(Default)]
 pub(crate) struct VertexFlood {
     tips: HashMap<usize, VertexId>,
+    fat: bool,
+}
+
+impl VertexFlood {
+    /// The fat flood.
+    pub(crate) fn fat() -> Self {
+        Self { fat: true, ..Self::default() }
+    }
+}
+
+/// A vertex of the largest size signed by `me`: 8 transactions of 65 520 B (filling the 512 KiB
+/// transaction budget), each starting with `stamp` so every vertex is new.
+fn signed_fat_vertex(signer: &MacSigner, me: NodeId, parents: Vec<VertexId>, stamp: &[u8], timestamp_ms: u64) -> Arc<Vertex> {
+    let size = pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0);
+    let txs = (0..8u8)
+        .map(|t| {
+            let mut payload = vec![t; size];
+            let n = stamp.len().min(size);
+            payload[..n].copy_from_slice(&stamp[..n]);
+            pqdag_wire::Transaction::new(payload, Vec::new())
+        })
+        .collect();
+    let mut v = Vertex::with_txs(parents, txs, timestamp_ms, me);
+    v.signature = signer.sign(Domain::Vertex, v.signed_bytes());
+    Arc::new(v)
 }
 
 impl Behaviour for VertexFlood {
@@ -276,58 +303,18 @@ impl Behaviour for VertexFlood {
         let mut tick = Tick::default();
         let g = ctx.me.core.genesis_id();
         let me = ctx.me.index;
+        // 500 a second either way: fat ones are ~262 MB/s, faster than the honest nodes decide
+        // them, so they pile up to the creator bound.
         for i in 0..FLOOD_VERTICES_PER_TICK {
             // Alternately on genesis and on its own last vertex (a chain of its own tips).
             let parent = if i % 2 == 0 { g } else { self.tips.get(&me).copied().unwrap_or(g) };
             let payload = random_bytes(&mut ctx, 64);
-            let v = signed_vertex(ctx.me.signer, ctx.me.id, vec![parent], payload, Vec::new(), ctx.now / 1000);
+            let v = if self.fat {
+                signed_fat_vertex(ctx.me.signer, ctx.me.id, vec![parent], &payload, ctx.now / 1000)
+            } else {
+                signed_vertex(ctx.me.signer, ctx.me.id, vec![parent], payload, Vec::new(), ctx.now / 1000)
+            };
             self.tips.insert(me, v.id);
-            tick.created.push(v.id);
-            tick.sends.extend(to_honest(&ctx, &Msg::Vertex(v)));
-        }
-        tick
-    }
-}
-
-/// Fat flood (see [`crate::Strategy::FatFlood`]): [`VertexFlood`]'s chain, two vertices a tick
-/// of 8 transactions filling the vertex's transaction budget (512 KiB).
-#[derive(Default)]
-pub(crate) struct FatFlood {
-    tip: Option<VertexId>,
-}
-
-/// Vertices the fat flooder sends per tick ([`FLOOD_TICK_US`]): 500 a second (as `vertex-flood`),
-/// ~262 MB/s: faster than the honest nodes decide them, so they pile up to the creator bound.
-pub(crate) const FAT_VERTICES_PER_TICK: usize = 10;
-
-impl Behaviour for FatFlood {
-    fn first_tick_us(&self, node: usize) -> Option<u64> {
-        Some(50_000 + node as u64)
-    }
-
-    fn tick_period_us(&self) -> u64 {
-        FLOOD_TICK_US
-    }
-
-    fn tick(&mut self, mut ctx: Ctx<'_>) -> Tick {
-        let mut tick = Tick::default();
-        let g = ctx.me.core.genesis_id();
-        for i in 0..FAT_VERTICES_PER_TICK {
-            let parent = if i % 2 == 0 { g } else { self.tip.unwrap_or(g) };
-            // One random stamp per vertex keeps every id fresh; the bulk need not be random.
-            let stamp = random_bytes(&mut ctx, 16);
-            let txs = (0..8u8)
-                .map(|t| {
-                    // The largest that 8 fit in a vertex's transaction budget (65 520 B).
-                    let mut payload = vec![t; pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0)];
-                    payload[..16].copy_from_slice(&stamp);
-                    pqdag_wire::Transaction::new(payload, Vec::new())
-                })
-                .collect();
-            let mut v = Vertex::with_txs(vec![parent], txs, ctx.now / 1000, ctx.me.id);
-            v.signature = ctx.me.signer.sign(Domain::Vertex, v.signed_bytes());
-            let v = Arc::new(v);
-            self.tip = Some(v.id);
             tick.created.push(v.id);
             tick.sends.extend(to_honest(&ctx, &Msg::Vertex(v)));
         }
