@@ -250,9 +250,7 @@ fn fat_chain(creator: usize, genesis: VertexId, n: u64) -> Vec<Arc<Vertex>> {
     (0..n)
         .map(|i| {
             let parent = if i % 2 == 0 { genesis } else { tip };
-            let size = pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0);
-            let txs = (0..8u8).map(|t| pqdag_wire::Transaction::new(vec![t ^ i as u8; size], vec![])).collect();
-            let mut v = Vertex::with_txs(vec![parent], txs, i, node(creator));
+            let mut v = Vertex::with_txs(vec![parent], pqdag_wire::largest_batch(&i.to_le_bytes()), i, node(creator));
             v.signature = crate::tests::TestSigner(creator as u8).sign(Domain::Vertex, v.signed_bytes());
             tip = v.id;
             Arc::new(v)

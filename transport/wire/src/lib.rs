@@ -35,5 +35,5 @@ pub use messages::{
     ArchivedVertex, ArchivedVertexReply, ArchivedVertexRequest, Alert, Evidence, Frontier, Query, CANONICAL_VERTEX_VERSION,
     Response, Vertex, VertexReply, VertexRequest, Vote, SyncRequest, SyncReply, ArchivedSyncRequest, ArchivedSyncReply,
 };
-pub use tx::{spends_apart, tx_budget, tx_proof, tx_root, verify_tx_proof, ArchivedTransaction, Transaction};
+pub use tx::{largest_batch, spends_apart, tx_budget, tx_proof, tx_root, verify_tx_proof, ArchivedTransaction, Transaction};
 pub use types::{ArchivedConflictKey, ArchivedNodeId, ArchivedTxId, ArchivedVertexId, ConflictKey, NodeId, TxId, VertexId};

@@ -67,6 +67,22 @@ pub fn tx_budget(payload: usize, keys: usize) -> usize {
     payload + 64 * keys + 16
 }
 
+/// Eight transactions filling a vertex's transaction budget
+/// ([`crate::limits::VERTEX_TX_BYTES_MAX`]) with no keys, each payload starting with `stamp`
+/// (so each batch is new): the largest vertex a member can sign. For tests and the attack tools
+/// (`fat-flood` in the simulator and in `engine run --byzantine`).
+pub fn largest_batch(stamp: &[u8]) -> Vec<Transaction> {
+    let size = crate::limits::VERTEX_TX_BYTES_MAX / 8 - tx_budget(0, 0);
+    (0..8u8)
+        .map(|t| {
+            let mut payload = vec![t; size];
+            let n = stamp.len().min(size);
+            payload[..n].copy_from_slice(&stamp[..n]);
+            Transaction::new(payload, Vec::new())
+        })
+        .collect()
+}
+
 impl ArchivedTransaction {
     /// BLAKE3 id straight from the archive.
     pub fn id(&self) -> TxId {

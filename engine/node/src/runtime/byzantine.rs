@@ -88,19 +88,9 @@ pub fn signed_vertex(keypair: &Keypair, me: NodeId, parents: Vec<VertexId>, payl
     Some(v)
 }
 
-/// A vertex of the largest size, signed: 8 transactions of 65 520 B (filling the 512 KiB
-/// transaction budget), each starting with `stamp` so every vertex is new.
+/// A vertex of the largest size, signed (`pqdag_wire::largest_batch`, stamped with `stamp`).
 pub fn signed_fat_vertex(keypair: &Keypair, me: NodeId, parents: Vec<VertexId>, stamp: &[u8], timestamp_ms: u64) -> Option<Vertex> {
-    let size = pqdag_wire::limits::VERTEX_TX_BYTES_MAX / 8 - pqdag_wire::tx_budget(0, 0);
-    let txs = (0..8u8)
-        .map(|t| {
-            let mut payload = vec![t; size];
-            let n = stamp.len().min(size);
-            payload[..n].copy_from_slice(&stamp[..n]);
-            pqdag_wire::Transaction::new(payload, Vec::new())
-        })
-        .collect();
-    let mut v = Vertex::with_txs(parents, txs, timestamp_ms, me);
+    let mut v = Vertex::with_txs(parents, pqdag_wire::largest_batch(stamp), timestamp_ms, me);
     v.signature = keypair.sign(Domain::Vertex, v.signed_bytes()).ok()?.into_bytes();
     Some(v)
 }
