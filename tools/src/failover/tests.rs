@@ -190,3 +190,29 @@ fn a_payload_outspent_by_its_final_double_spend_is_not_lost() {
     let f = tr.finish();
     assert_eq!((f.c.finalized, f.c.outspent, f.lost_unacknowledged, f.lost()), (1, 1, 1, 1), "{f:?}");
 }
+
+/// Backed-off retries never hold up new payloads, and come out by due time once due (the
+/// queue of backed-off sends is ordered by due time, not scanned).
+#[test]
+fn backed_off_retries_wait_without_blocking_new_payloads() {
+    let (mut tr, t0) = t();
+    for tag in 1..=3 {
+        tr.add(tag, vec![1], vec![ConflictKey([tag as u8; 32])], false, 0, t0);
+        tr.next_send(t0).expect("due");
+        let i = tr.sent(tag, 0, 0, t0);
+        // 1 and 3 overloaded (200 ms), 2 not ready (50 ms).
+        let why = if tag == 2 { Refusal::Other } else { Refusal::Overloaded };
+        tr.refused(tag, i, why, t0);
+    }
+    let t1 = t0 + Duration::from_millis(10);
+    tr.add(4, vec![1], vec![ConflictKey([4; 32])], false, 0, t1);
+    assert_eq!(tr.next_send(t1).map(|s| s.tag), Some(4), "a new payload goes out past the backed-off ones");
+    assert!(tr.next_send(t1).is_none());
+    let t2 = t0 + Duration::from_millis(60);
+    assert_eq!(tr.next_send(t2).map(|s| s.tag), Some(2), "the shorter backoff first");
+    assert!(tr.next_send(t2).is_none());
+    let t3 = t0 + Duration::from_millis(250);
+    tr.add(5, vec![1], vec![ConflictKey([5; 32])], false, 0, t3);
+    let order: Vec<u64> = std::iter::from_fn(|| tr.next_send(t3).map(|s| s.tag)).collect();
+    assert_eq!(order, vec![1, 3, 5], "earliest due first, queueing order among equals");
+}
