@@ -75,6 +75,9 @@ pub struct CoreStatus {
     pub stripped_early: u64,
     /// Bytes of final vertices still held whole (payloads and signatures).
     pub whole_final_bytes: u64,
+    /// Forgotten ids and keys handed to the archive before `archive_after_us` because more
+    /// than `archive_entries_max` were held.
+    pub archived_early: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -203,6 +206,7 @@ impl<S: Signer> Core<S> {
             stalemate_moves: self.conflicts.stalemate_moves,
             stripped_early: self.retention.stripped_early,
             whole_final_bytes: self.retention.whole_bytes as u64,
+            archived_early: self.dag.forgotten.archived_early,
         }
     }
 

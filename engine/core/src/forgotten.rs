@@ -19,6 +19,13 @@ use pqdag_wire::{ConflictKey, VertexId};
 use crate::id_hash::{HashMap, HashSet};
 use crate::types::VertexStatus;
 
+/// How long after it was forgotten an entry may go to the archive before
+/// `Params::archive_after_us` when the window holds more than `Params::archive_entries_max`.
+/// The archive's contract (below) needs the decision in the store: the engine writes it in the
+/// turn that made it and steps the core again only once that write is durable, so any entry
+/// forgotten in an earlier turn qualifies; 2 s is hundreds of turns.
+pub(crate) const ARCHIVE_EARLY_MIN_AGE_US: u64 = 2_000_000;
+
 /// Where decisions the core no longer holds are looked up (the shell's store).
 ///
 /// Contract: after [`DecisionArchive::evicted_final`] for `id`, [`DecisionArchive::status`] of
@@ -92,6 +99,8 @@ pub(crate) struct Forgotten {
     /// Insertion order with the time of insertion (an id or a key), oldest first.
     order: VecDeque<(u64, Entry)>,
     archive: Box<dyn DecisionArchive + Send>,
+    /// Entries handed to the archive before the window passed (`evict`'s count bound).
+    pub(crate) archived_early: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -103,7 +112,7 @@ enum Entry {
 
 impl Default for Forgotten {
     fn default() -> Self {
-        Forgotten { ids: HashSet::default(), rejected: HashSet::default(), keys: HashMap::default(), order: VecDeque::new(), archive: Box::new(MemArchive::default()) }
+        Forgotten { ids: HashSet::default(), rejected: HashSet::default(), keys: HashMap::default(), order: VecDeque::new(), archive: Box::new(MemArchive::default()), archived_early: 0 }
     }
 }
 
@@ -187,14 +196,20 @@ impl Forgotten {
         self.archive.evicted_key(key, winner);
     }
 
-    /// Hands entries older than `window` (microseconds; 0 = never) to the archive.
-    pub(crate) fn evict(&mut self, window: u64, now: u64) {
+    /// Hands entries older than `window` (microseconds; 0 = never) to the archive, and, while
+    /// more than `max` are held (0 = no bound), the oldest of those forgotten at least
+    /// [`ARCHIVE_EARLY_MIN_AGE_US`] ago (counted in `archived_early`).
+    pub(crate) fn evict(&mut self, window: u64, max: usize, now: u64) {
         if window == 0 {
             return;
         }
         while let Some(&(at, e)) = self.order.front() {
             if at.saturating_add(window) > now {
-                break;
+                let over = max > 0 && self.order.len() > max && at.saturating_add(ARCHIVE_EARLY_MIN_AGE_US) <= now;
+                if !over {
+                    break;
+                }
+                self.archived_early += 1;
             }
             self.order.pop_front();
             match e {

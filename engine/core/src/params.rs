@@ -61,6 +61,11 @@ pub struct Params {
     /// store) this long after they were forgotten, keeping memory bounded whatever the history
     /// length (`Core::set_archive`). 0 = keep them in memory forever.
     pub archive_after_us: u64,
+    /// Most forgotten ids and keys held in memory (see `archive_after_us`): past it the oldest
+    /// go to the archive early, once forgotten for 2 s. The window holds a rate times
+    /// `archive_after_us`: at 10 000 payloads/s, 30 s is 300 000 keys, ~50 MB of a node; the
+    /// bound makes it independent of the rate. 0 = no bound.
+    pub archive_entries_max: usize,
     /// Most transactions per own vertex (1: one payload per vertex, the design card's
     /// benchmark; see `batch`).
     pub max_batch: usize,
@@ -104,6 +109,7 @@ impl Params {
             strip_final_bytes_max: 0,
             forget_final_after_us: 0,
             archive_after_us: 0,
+            archive_entries_max: 0,
             max_batch: 1,
             batch_bytes: pqdag_wire::limits::VERTEX_TX_BYTES_MAX,
             batch_linger_us: 5_000,

@@ -66,7 +66,7 @@ impl<S: Signer> Core<S> {
         self.forget_remote_facts(now);
         self.sweep_fetch_state(now);
         self.forget_cross_sets(now);
-        self.dag.forgotten.evict(self.params.archive_after_us, now);
+        self.dag.forgotten.evict(self.params.archive_after_us, self.params.archive_entries_max, now);
         self.shrink_sparse_maps(now);
         self.reask_silent(now);
         if !self.polls.gathers.is_empty() {

@@ -73,6 +73,12 @@ pub const FINAL_RECORD_US: u64 = 30_000_000;
 /// history length, at one bloom-filtered point read per lookup of an older id.
 pub const ARCHIVE_AFTER_US: u64 = 30_000_000;
 
+/// Most forgotten ids and decided keys a node keeps in memory (split evenly over its shards);
+/// past it the oldest go to the store early (once 2 s old). 30 s of decided keys at the 1 200
+/// payloads/s of the README is ~36 000 (not bound), but ~330 000 at 11 000 payloads/s, ~50 MB
+/// of a node (`docs/benchmark.md`, "Forgotten keys by count").
+pub const FORGOTTEN_IN_MEMORY_MAX: usize = 98_304;
+
 /// Memory each shard's executor sets aside for io_uring buffers (glommio's `io_memory`,
 /// default 10 MiB). The node does no file I/O through glommio (RocksDB does its own); only
 /// UDP sends and one-byte peeks take buffers from it, at most `SENDS_IN_FLIGHT_MAX` (32)
@@ -122,6 +128,7 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     params.strip_final_bytes_max = FINAL_IN_MEMORY_BYTES / usize::from(cluster.shards.max(1));
     params.forget_final_after_us = FINAL_RECORD_US;
     params.archive_after_us = ARCHIVE_AFTER_US;
+    params.archive_entries_max = FORGOTTEN_IN_MEMORY_MAX / usize::from(cluster.shards.max(1));
     params.max_batch = p.max_batch;
     params.lock_round_us = p.lock_round_ms.saturating_mul(1000);
     params.poll_interval_us = match p.poll_interval_ms {

@@ -111,6 +111,7 @@ impl Telemetry {
             ("stalemate_moves", s.stalemate_moves),
             ("stripped_early", s.stripped_early),
             ("whole_final_bytes", s.whole_final_bytes),
+            ("archived_early", s.archived_early),
             ("creator_processing_max", s.creator_processing_max),
             ("fetches_in_flight", requested as u64),
             ("needed_ids", wanted as u64),
