@@ -43,12 +43,26 @@ use crate::types::{shard_of_vertex, Signer, VertexStatus};
 /// payloads still missed the 25 s deadline; at 256 it holds <= ~270 and they all finalize.
 pub const CREATOR_PROCESSING_MAX: u32 = 256;
 /// Bytes (`Vertex::heap_bytes`) per vertex of a creator's count bound: its processing vertices
-/// here may weigh at most its bound times this (32 MiB at the bound of 256). By count alone a
+/// here may weigh at most its bound times this (8 MiB at the bound of 256). By count alone a
 /// member signing vertices of the largest size (512 KiB of transactions, the `fat-flood`
-/// simulator strategy) made every honest node hold 256 x 512 KiB = 128 MiB of them. Honest
-/// vertices average far less (35 payloads of 512 B at 10 000/s on 3 nodes: ~23 KB), and the
-/// count bound grows with honest load (twice the median), so does this.
-pub const CREATOR_PROCESSING_VERTEX_BYTES: u64 = 128 * 1024;
+/// simulator strategy) made every honest node hold 256 x 512 KiB = 128 MiB of them. At 128 KiB
+/// (32 MiB) the flooder's vertices were still decided as fast as consensus ran, ~100 a second
+/// of 512 KiB at each honest node, and their hashing, checks and store writes took the honest
+/// nodes' CPU (`sim-soak --strategies fat-flood`: honest p95 up to 10.3 s; 1.6 s at 32 KiB;
+/// `docs/simulator.md`, "Fat vertices"). Honest vertices stay far under it: 35 payloads of
+/// 512 B at 10 000/s on 3 nodes are ~23 KB, ~130 KB at 4 x 90 000/s offered, where no honest
+/// vertex was dropped; and the count bound grows with honest load (twice the median), so does
+/// this. Parent choice keeps a looser byte share ([`PARENT_SHARE_VERTEX_BYTES`]).
+pub const CREATOR_PROCESSING_VERTEX_BYTES: u64 = 32 * 1024;
+/// Bytes per vertex of a creator's parent share ([`Core::parent_share`]): an own vertex takes
+/// a creator's vertices as parents only while they weigh less than its share times this. Four
+/// times the admission's [`CREATOR_PROCESSING_VERTEX_BYTES`], against a share of at least 16
+/// where the admission bound is at least 256: a creator whose vertices an own vertex builds on
+/// holds at most 2 MiB here (with the minimum share), far from the 8 MiB at which other nodes
+/// drop its vertices, so an own vertex rarely waits at a node that dropped its parent. Kept at
+/// the admission's earlier value: honest vertices under heavy batching (~130 KB at 4 x 20 000
+/// payloads/s) stay parents.
+pub(crate) const PARENT_SHARE_VERTEX_BYTES: u64 = 128 * 1024;
 /// Processing vertices all the creators over their fair share (more than twice the median
 /// count) may hold here together: each gets this divided among them, at most
 /// [`CREATOR_PROCESSING_MAX`] and at least [`PARENT_SHARE_MIN`]. One or two heavy creators keep
@@ -372,7 +386,7 @@ impl<S: Signer> Core<S> {
         // By bytes too: vertices of a creator holding more than its share in bytes may be
         // dropped over its byte bound at other nodes, and an own vertex built on one would
         // wait for them there.
-        *creator == self.me || (self.flood.count(creator) < bound && self.flood.bytes(creator) < u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES)
+        *creator == self.me || (self.flood.count(creator) < bound && self.flood.bytes(creator) < u64::from(bound) * PARENT_SHARE_VERTEX_BYTES)
     }
 
     /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`] (shared out of

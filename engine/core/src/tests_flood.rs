@@ -260,7 +260,7 @@ fn fat_chain(creator: usize, genesis: VertexId, n: u64) -> Vec<Arc<Vertex>> {
 
 /// Fat vertices meet the byte side of the creator bound: a member sending vertices of the
 /// largest size gets at most its count bound times `CREATOR_PROCESSING_VERTEX_BYTES` held
-/// here (32 MiB: 63 of them), not 256 x 512 KiB = 128 MiB; the rest are dropped like any flood,
+/// here (8 MiB: 15 of them), not 256 x 512 KiB = 128 MiB; the rest are dropped like any flood,
 /// the shell is told to stop reading its pushes, and a needed one still gets in. Small
 /// vertices of the same creator are held to the count alone (the flood test above). Fails if
 /// bytes are not counted, or not released when its vertices leave.
@@ -271,7 +271,7 @@ fn fat_vertices_are_bounded_by_bytes_per_creator() {
     let fat = fat_chain(3, g, 100);
     let each = fat[0].heap_bytes() as u64;
     let fit = (u64::from(CREATOR_PROCESSING_MAX) * CREATOR_PROCESSING_VERTEX_BYTES / each) as usize;
-    assert!((60..70).contains(&fit), "{fit} of {each} bytes fit");
+    assert!((14..18).contains(&fit), "{fit} of {each} bytes fit");
     for v in &fat[..fit] {
         assert!(core.admits_creator(v));
         core.handle(1, Event::Vertex { from: node(3), vertex: v.clone() }).expect("ok");
