@@ -23,7 +23,10 @@ use crate::types::VertexStatus;
 /// `Params::archive_after_us` when the window holds more than `Params::archive_entries_max`.
 /// The archive's contract (below) needs the decision in the store: the engine writes it in the
 /// turn that made it and steps the core again only once that write is durable, so any entry
-/// forgotten in an earlier turn qualifies; 2 s is hundreds of turns.
+/// forgotten in an earlier turn qualifies; 2 s is hundreds of turns. A key whose winning vertex
+/// lives on another shard is no exception: that shard writes the winner with the vertex's final
+/// status and sends its `ShardMsg::Decide` only once that write is durable (persist before
+/// send), so the key is decided here, and forgotten, after its winner is in a store.
 pub(crate) const ARCHIVE_EARLY_MIN_AGE_US: u64 = 2_000_000;
 
 /// Where decisions the core no longer holds are looked up (the shell's store).
