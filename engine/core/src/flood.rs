@@ -97,6 +97,12 @@ pub(crate) struct Flood {
     pub(crate) histogram: BTreeMap<u32, u32>,
     /// Members with a nonzero count (the sum of `histogram`'s values).
     pub(crate) busy_members: u32,
+    /// The same for bytes, in units of [`CREATOR_PROCESSING_VERTEX_BYTES`] (rounded down):
+    /// nonzero units -> members holding exactly that many. A member of fat vertices holds few
+    /// of them, so the count histogram never names it heavy; this does.
+    pub(crate) units: BTreeMap<u32, u32>,
+    /// Members with nonzero units (the sum of `units`' values).
+    pub(crate) busy_units: u32,
     /// Needed id -> who needs it: `Some(c)` bypasses unless the vertex's creator is `c` (a
     /// creator's own chain never unlocks itself); `None` always bypasses.
     wanted: HashMap<VertexId, Option<NodeId>>,
@@ -124,7 +130,12 @@ impl Flood {
     /// A vertex of `creator` weighing `bytes` became processing; `member`: `creator` is a peer
     /// or this node (counted in the median).
     pub(crate) fn entered(&mut self, creator: NodeId, member: bool, bytes: u64) {
-        *self.bytes.entry(creator).or_default() += bytes;
+        let b = self.bytes.entry(creator).or_default();
+        let (before, after) = (*b, *b + bytes);
+        *b = after;
+        if member {
+            self.units_move(units(before), units(after));
+        }
         let c = self.processing.entry(creator).or_default();
         let old = *c;
         *c += 1;
@@ -142,7 +153,11 @@ impl Flood {
         let new = *c;
         if let Some(b) = self.bytes.get_mut(creator) {
             debug_assert!(*b >= bytes, "a creator's bytes cover each of its vertices");
-            *b = b.saturating_sub(bytes);
+            let (before, after) = (*b, b.saturating_sub(bytes));
+            *b = after;
+            if member {
+                self.units_move(units(before), units(after));
+            }
         }
         if new == 0 {
             self.processing.remove(creator);
@@ -154,40 +169,33 @@ impl Flood {
         }
     }
 
+    /// One member's bytes went from `old` to `new` units.
+    fn units_move(&mut self, old: u32, new: u32) {
+        if old == new {
+            return;
+        }
+        move_in(&mut self.units, &mut self.busy_units, old, new);
+    }
+
+    /// The `mid`-th smallest byte units (0-based) among `members` members (see `nth_count`).
+    pub(crate) fn nth_units(&self, members: u32, mid: u32) -> u32 {
+        nth(&self.units, self.busy_units, members, mid)
+    }
+
+    /// Members holding more than `u` byte units.
+    pub(crate) fn members_above_units(&self, u: u32) -> u32 {
+        self.units.range(u.saturating_add(1)..).map(|(_, &n)| n).sum()
+    }
+
     /// One member's count went from `old` to `new`.
     fn histogram_move(&mut self, old: u32, new: u32) {
-        if old > 0 {
-            if let Some(n) = self.histogram.get_mut(&old) {
-                *n -= 1;
-                if *n == 0 {
-                    self.histogram.remove(&old);
-                }
-            }
-        } else {
-            self.busy_members += 1;
-        }
-        if new > 0 {
-            *self.histogram.entry(new).or_default() += 1;
-        } else {
-            self.busy_members = self.busy_members.saturating_sub(1);
-        }
+        move_in(&mut self.histogram, &mut self.busy_members, old, new);
     }
 
     /// The `mid`-th smallest count (0-based) among `members` members, those without a
     /// processing vertex counting 0: what sorting every member's count would give.
     pub(crate) fn nth_count(&self, members: u32, mid: u32) -> u32 {
-        let zeros = members.saturating_sub(self.busy_members);
-        if mid < zeros {
-            return 0;
-        }
-        let mut left = mid - zeros;
-        for (&count, &n) in &self.histogram {
-            if left < n {
-                return count;
-            }
-            left -= n;
-        }
-        self.histogram.keys().next_back().copied().unwrap_or(0)
+        nth(&self.histogram, self.busy_members, members, mid)
     }
 
     /// Members (peers and this node) holding more than `count` processing vertices.
@@ -255,6 +263,48 @@ impl Flood {
     }
 }
 
+/// Byte units of `bytes`: whole [`CREATOR_PROCESSING_VERTEX_BYTES`] (saturating).
+fn units(bytes: u64) -> u32 {
+    u32::try_from(bytes / CREATOR_PROCESSING_VERTEX_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Moves one member from value `old` to `new` in `histogram` (value -> members holding it,
+/// nonzero values only; `busy` counts them).
+fn move_in(histogram: &mut BTreeMap<u32, u32>, busy: &mut u32, old: u32, new: u32) {
+    if old > 0 {
+        if let Some(n) = histogram.get_mut(&old) {
+            *n -= 1;
+            if *n == 0 {
+                histogram.remove(&old);
+            }
+        }
+    } else {
+        *busy += 1;
+    }
+    if new > 0 {
+        *histogram.entry(new).or_default() += 1;
+    } else {
+        *busy = busy.saturating_sub(1);
+    }
+}
+
+/// The `mid`-th smallest value (0-based) of `histogram` among `members` members, those not in
+/// it counting 0: what sorting every member's value would give.
+fn nth(histogram: &BTreeMap<u32, u32>, busy: u32, members: u32, mid: u32) -> u32 {
+    let zeros = members.saturating_sub(busy);
+    if mid < zeros {
+        return 0;
+    }
+    let mut left = mid - zeros;
+    for (&value, &n) in histogram {
+        if left < n {
+            return value;
+        }
+        left -= n;
+    }
+    histogram.keys().next_back().copied().unwrap_or(0)
+}
+
 impl<S: Signer> Core<S> {
     /// Admission of a received vertex `v` (its parents may be missing). `None`: dropped. On
     /// admission, marks its missing parents as needed by it, and returns the ids that became
@@ -301,6 +351,7 @@ impl<S: Signer> Core<S> {
     fn pass_need_down(&mut self, now: u64, mut stack: Vec<(VertexId, Option<NodeId>)>) -> Vec<VertexId> {
         let mut roots = Vec::new();
         let bound = self.creator_bound();
+        let bytes_bound = self.creator_bytes_bound(bound);
         let mut steps = 0;
         while let Some((p, by)) = stack.pop() {
             steps += 1;
@@ -311,7 +362,7 @@ impl<S: Signer> Core<S> {
             if by.is_some_and(|c| c == e.v.creator) {
                 continue; // its own creator's need: what its admission marked already
             }
-            let over = e.v.creator != self.me && (self.flood.count(&e.v.creator) >= bound || self.flood.bytes(&e.v.creator) >= u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES);
+            let over = e.v.creator != self.me && (self.flood.count(&e.v.creator) >= bound || self.flood.bytes(&e.v.creator) >= bytes_bound);
             let v = e.v.clone();
             for q in self.missing_parents(&v) {
                 if shard_of_vertex(&q, self.shard_count) != self.shard || !self.flood.want(q, None, now) {
@@ -355,7 +406,7 @@ impl<S: Signer> Core<S> {
             return false;
         }
         let bound = self.creator_bound();
-        self.flood.count(creator) >= bound || self.flood.bytes(creator).saturating_add(extra) > u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES
+        self.flood.count(creator) >= bound || self.flood.bytes(creator).saturating_add(extra) > self.creator_bytes_bound(bound)
     }
 
     /// Whether `creator` (not this node) holds its bound of processing vertices here, so that
@@ -400,7 +451,12 @@ impl<S: Signer> Core<S> {
     /// flooder still holds at most twice what an honest creator holds.
     pub(crate) fn creator_bound(&self) -> u32 {
         let fair = self.median_processing().saturating_mul(2);
-        let heavy = self.flood.members_above(fair.max(PARENT_SHARE_MIN)).max(1);
+        // Heavy by count, or by bytes: a member signing vertices of the largest size holds
+        // few of them (15 at 8 MiB), so by count alone each of k such members kept the whole
+        // byte side, k x 8 MiB here; in one pool with the count-heavy ones, a coalition holds
+        // HEAVY_CREATORS_PROCESSING_MAX units of bytes (16 MiB) whatever its size.
+        let fair_units = self.median_units().saturating_mul(2);
+        let heavy = (self.flood.members_above(fair.max(PARENT_SHARE_MIN)) + self.flood.members_above_units(fair_units.max(PARENT_SHARE_MIN))).max(1);
         let floor = (HEAVY_CREATORS_PROCESSING_MAX / heavy).clamp(PARENT_SHARE_MIN, CREATOR_PROCESSING_MAX);
         floor.max(fair)
     }
@@ -469,6 +525,19 @@ impl<S: Signer> Core<S> {
     }
 
     /// The median of every node's processing count here (this node's own included).
+    /// Bytes one creator's processing vertices may weigh here under count bound `bound`:
+    /// `bound` units of [`CREATOR_PROCESSING_VERTEX_BYTES`], or twice the median member's
+    /// units when higher (honest vertices grow with batching under load, as counts do).
+    pub(crate) fn creator_bytes_bound(&self, bound: u32) -> u64 {
+        u64::from(bound.max(self.median_units().saturating_mul(2))) * CREATOR_PROCESSING_VERTEX_BYTES
+    }
+
+    /// The median member's byte units (see `median_processing`).
+    fn median_units(&self) -> u32 {
+        let members = self.peers.ids.len() as u32 + 1;
+        self.flood.nth_units(members, members / 2)
+    }
+
     fn median_processing(&self) -> u32 {
         let members = self.peers.ids.len() as u32 + 1;
         let median = self.flood.nth_count(members, members / 2);

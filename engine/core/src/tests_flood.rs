@@ -325,3 +325,28 @@ fn creator_bytes_are_released_when_vertices_are_decided() {
         assert!(!net.cores[i].creator_over_bound(&node(3)));
     }
 }
+
+/// Several members flooding fat vertices share one pool (`Core::creator_bound` counts members
+/// heavy by bytes as well as by count): three of ten hold at most
+/// `HEAVY_CREATORS_PROCESSING_MAX` units of bytes together (16 MiB, plus a vertex each), not
+/// three times the 8 MiB each would keep alone (24 MiB). Fails if heavy members are counted by
+/// count only (fat vertices are few).
+#[test]
+fn fat_flooders_share_one_byte_pool() {
+    let mut core = lone_core(0, 10);
+    let g = core.genesis_id();
+    let chains: Vec<Vec<Arc<Vertex>>> = (7..10).map(|c| fat_chain(c, g, 40)).collect();
+    for i in 0..40 {
+        for (c, chain) in chains.iter().enumerate() {
+            core.handle(1 + i as u64, Event::Vertex { from: node(7 + c), vertex: chain[i].clone() }).expect("ok");
+        }
+    }
+    drain(&mut core);
+    let held = |c: usize| core.held_vertices().filter(|v| v.creator == node(c)).map(|v| v.heap_bytes() as u64).sum::<u64>();
+    let each: Vec<u64> = (7..10).map(held).collect();
+    let total: u64 = each.iter().sum();
+    let one = chains[0][0].heap_bytes() as u64;
+    let pool = u64::from(crate::flood::HEAVY_CREATORS_PROCESSING_MAX) * CREATOR_PROCESSING_VERTEX_BYTES;
+    assert!(total <= pool + 3 * one, "{each:?} bytes held, {total} in all, pool {pool}");
+    assert!(each.iter().all(|b| *b >= 4 * one), "each still gets a share: {each:?}");
+}
