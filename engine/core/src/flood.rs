@@ -52,17 +52,11 @@ pub const CREATOR_PROCESSING_MAX: u32 = 256;
 /// `docs/simulator.md`, "Fat vertices"). Honest vertices stay far under it: 35 payloads of
 /// 512 B at 10 000/s on 3 nodes are ~23 KB, ~130 KB at 4 x 90 000/s offered, where no honest
 /// vertex was dropped; and the count bound grows with honest load (twice the median), so does
-/// this. Parent choice keeps a looser byte share ([`PARENT_SHARE_VERTEX_BYTES`]).
+/// this. Parent choice uses the same bytes per vertex of its tighter share
+/// (`Core::parent_creator_ok`): with 128 KiB there, honest vertices built on the flooder's fat
+/// ones while peers dropped or held them, and honest p95 was 7.4-9.1 s on 4 real nodes
+/// (`bench --byzantine 3:fat-flood`) against 0.57-0.74 s.
 pub const CREATOR_PROCESSING_VERTEX_BYTES: u64 = 32 * 1024;
-/// Bytes per vertex of a creator's parent share ([`Core::parent_share`]): an own vertex takes
-/// a creator's vertices as parents only while they weigh less than its share times this. Four
-/// times the admission's [`CREATOR_PROCESSING_VERTEX_BYTES`], against a share of at least 16
-/// where the admission bound is at least 256: a creator whose vertices an own vertex builds on
-/// holds at most 2 MiB here (with the minimum share), far from the 8 MiB at which other nodes
-/// drop its vertices, so an own vertex rarely waits at a node that dropped its parent. Kept at
-/// the admission's earlier value: honest vertices under heavy batching (~130 KB at 4 x 20 000
-/// payloads/s) stay parents.
-pub(crate) const PARENT_SHARE_VERTEX_BYTES: u64 = 128 * 1024;
 /// Processing vertices all the creators over their fair share (more than twice the median
 /// count) may hold here together: each gets this divided among them, at most
 /// [`CREATOR_PROCESSING_MAX`] and at least [`PARENT_SHARE_MIN`]. One or two heavy creators keep
@@ -437,7 +431,7 @@ impl<S: Signer> Core<S> {
         // By bytes too: vertices of a creator holding more than its share in bytes may be
         // dropped over its byte bound at other nodes, and an own vertex built on one would
         // wait for them there.
-        *creator == self.me || (self.flood.count(creator) < bound && self.flood.bytes(creator) < u64::from(bound) * PARENT_SHARE_VERTEX_BYTES)
+        *creator == self.me || (self.flood.count(creator) < bound && self.flood.bytes(creator) < u64::from(bound) * CREATOR_PROCESSING_VERTEX_BYTES)
     }
 
     /// The per-creator bound now: [`CREATOR_PROCESSING_MAX`] (shared out of
