@@ -55,7 +55,7 @@ pub const CREATOR_PROCESSING_MAX: u32 = 256;
 /// this. Parent choice uses the same bytes per vertex of its tighter share
 /// (`Core::parent_creator_ok`): with 128 KiB there, honest vertices built on the flooder's fat
 /// ones while peers dropped or held them, and honest p95 was 7.4-9.1 s on 4 real nodes
-/// (`bench --byzantine 3:fat-flood`) against 0.57-0.74 s.
+/// (`bench --byzantine 3:fat-flood`) against 0.53-0.74 s.
 pub const CREATOR_PROCESSING_VERTEX_BYTES: u64 = 32 * 1024;
 /// Processing vertices all the creators over their fair share (more than twice the median
 /// count) may hold here together: each gets this divided among them, at most
@@ -518,7 +518,6 @@ impl<S: Signer> Core<S> {
         });
     }
 
-    /// The median of every node's processing count here (this node's own included).
     /// Bytes one creator's processing vertices may weigh here under count bound `bound`:
     /// `bound` units of [`CREATOR_PROCESSING_VERTEX_BYTES`], or twice the median member's
     /// units when higher (honest vertices grow with batching under load, as counts do).
@@ -532,6 +531,7 @@ impl<S: Signer> Core<S> {
         self.flood.nth_units(members, members / 2)
     }
 
+    /// The median of every node's processing count here (this node's own included).
     fn median_processing(&self) -> u32 {
         let members = self.peers.ids.len() as u32 + 1;
         let median = self.flood.nth_count(members, members / 2);
