@@ -204,7 +204,7 @@ pub struct Tracker {
     /// Decisions pushed before their acknowledgement arrived.
     early: HashMap<VertexId, (bool, Instant)>,
     /// Sends due when queued (new payloads, retries without backoff), in queueing order; their
-    /// due times never decrease (time only moves forward).
+    /// due times never decrease (`enqueue` keeps them so).
     queue: VecDeque<(Instant, u64)>,
     /// Sends queued with a backoff, earliest due first (with the queueing order among equal
     /// times). A linear scan of one queue for the first due entry cost loadgen a fifth of its
@@ -284,8 +284,11 @@ impl Tracker {
     /// Queues a send of `tag` after `delay`.
     fn enqueue(&mut self, tag: u64, now: Instant, delay: Duration) {
         if delay.is_zero() {
-            debug_assert!(self.queue.back().is_none_or(|(due, _)| *due <= now), "time moves forward");
-            self.queue.push_back((now, tag));
+            // Callers pass the time they read, and a reply task may read a later one before the
+            // loop's earlier reading is used: keep the queue ordered (a send due at most a few
+            // microseconds later than asked).
+            let due = self.queue.back().map_or(now, |(last, _)| now.max(*last));
+            self.queue.push_back((due, tag));
         } else {
             self.later_seq += 1;
             self.later.push(Reverse((now + delay, self.later_seq, tag)));

@@ -216,3 +216,17 @@ fn backed_off_retries_wait_without_blocking_new_payloads() {
     let order: Vec<u64> = std::iter::from_fn(|| tr.next_send(t3).map(|s| s.tag)).collect();
     assert_eq!(order, vec![1, 3, 5], "earliest due first, queueing order among equals");
 }
+
+/// A send queued with an earlier reading of the clock than the one before it (a reply task
+/// read the clock after the loop did) keeps the queue ordered instead of panicking, and goes
+/// out in queueing order.
+#[test]
+fn an_earlier_clock_reading_keeps_the_queue_in_order() {
+    let (mut tr, t0) = t();
+    let t1 = t0 + Duration::from_millis(5);
+    tr.add(1, vec![1], vec![ConflictKey([1; 32])], false, 0, t1);
+    tr.add(2, vec![1], vec![ConflictKey([2; 32])], false, 0, t0);
+    assert!(tr.next_send(t0).is_none(), "nothing is due before the first send's time");
+    let order: Vec<u64> = std::iter::from_fn(|| tr.next_send(t1).map(|s| s.tag)).collect();
+    assert_eq!(order, vec![1, 2]);
+}
