@@ -78,6 +78,10 @@ pub struct CoreStatus {
     /// Forgotten ids and keys handed to the archive before `archive_after_us` because more
     /// than `archive_entries_max` were held.
     pub archived_early: u64,
+    /// Keys of this shard remembered as absent from the archive (`forgotten::AbsentKeys`).
+    pub archive_absent_keys: u64,
+    /// Key lookups those answered without an archive read.
+    pub archive_absent_hits: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -207,6 +211,8 @@ impl<S: Signer> Core<S> {
             stripped_early: self.retention.stripped_early,
             whole_final_bytes: self.retention.whole_bytes as u64,
             archived_early: self.dag.forgotten.archived_early,
+            archive_absent_keys: self.dag.forgotten.absent_counts().0 as u64,
+            archive_absent_hits: self.dag.forgotten.absent_counts().1,
         }
     }
 

@@ -33,7 +33,7 @@ impl<S: Signer> Core<S> {
     /// (the engine: its store). Call it before anything is restored or handled; without it
     /// they stay in memory ([`crate::MemArchive`]).
     pub fn set_archive(&mut self, archive: Box<dyn crate::DecisionArchive + Send>) {
-        self.dag.forgotten.set_archive(archive);
+        self.dag.forgotten.set_archive(archive, self.shard, self.shard_count);
     }
 
     /// Restores one final vertex without its record, as if long forgotten (restart of a node

@@ -572,6 +572,50 @@ fn forgotten_entries_over_the_bound_go_to_the_archive_early() {
     assert_eq!(f.key_winner(&ConflictKey([0; 32])), Some(VertexId([0; 32])), "the archive answers for an early one");
 }
 
+/// A key of this shard found absent from the archive is not read again (a submission asks for
+/// each key three times within milliseconds), until the window hands the key to the archive:
+/// then the archive answers again. Keys of other shards are always read (their owner's store
+/// gains winners at any time). Fails if a lookup is not saved, or if an archived key still
+/// reads as absent (a late double spend of it would then be accepted).
+#[test]
+fn keys_found_absent_are_not_read_again_until_archived() {
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reads = || lookups.load(std::sync::atomic::Ordering::Relaxed);
+    let mut f = crate::forgotten::Forgotten::default();
+    f.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }), 0, 2);
+    let mine = (0..=255u8).map(|b| ConflictKey([b; 32])).find(|k| crate::types::shard_of_key(k, 2) == 0).unwrap();
+    let theirs = (0..=255u8).map(|b| ConflictKey([b; 32])).find(|k| crate::types::shard_of_key(k, 2) == 1).unwrap();
+    assert_eq!(f.key_winner(&mine), None);
+    assert_eq!(f.key_winner(&mine), None);
+    assert_eq!(f.key_winner(&mine), None);
+    assert_eq!(reads(), 1, "one archive read for three lookups of an absent key of this shard");
+    assert_eq!(f.absent_counts(), (1, 2));
+    assert_eq!(f.key_winner(&theirs), None);
+    assert_eq!(f.key_winner(&theirs), None);
+    assert_eq!(reads(), 3, "another shard's key is read every time");
+    // Decided: the window answers, then the archive.
+    let w = VertexId([9; 32]);
+    f.insert_key(mine, w, 1_000);
+    assert_eq!(f.key_winner(&mine), Some(w));
+    f.evict(1, 0, 10_000);
+    assert_eq!(f.counts().1, 0, "handed to the archive");
+    assert_eq!(f.key_winner(&mine), Some(w), "an archived key no longer reads as absent");
+    assert_eq!(f.absent_counts().0, 0);
+    // Bounded: the oldest fall off.
+    for i in 0..(crate::forgotten::ABSENT_KEYS_MAX as u64 + 100) {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&i.to_le_bytes());
+        for salt in 0..=255u8 {
+            k[31] = salt;
+            if crate::types::shard_of_key(&ConflictKey(k), 2) == 0 {
+                break;
+            }
+        }
+        f.key_winner(&ConflictKey(k));
+    }
+    assert!(f.absent_counts().0 <= crate::forgotten::ABSENT_KEYS_MAX);
+}
+
 /// A store-like archive: answers what was evicted to it, reports nothing held in memory (as
 /// the engine's RocksDB archive), counts its lookups.
 struct CountingArchive {

@@ -112,6 +112,8 @@ impl Telemetry {
             ("stripped_early", s.stripped_early),
             ("whole_final_bytes", s.whole_final_bytes),
             ("archived_early", s.archived_early),
+            ("archive_absent_keys", s.archive_absent_keys),
+            ("archive_absent_hits", s.archive_absent_hits),
             ("creator_processing_max", s.creator_processing_max),
             ("fetches_in_flight", requested as u64),
             ("needed_ids", wanted as u64),
