@@ -112,7 +112,7 @@ pub(crate) struct Forgotten {
 }
 
 /// Keys of this shard remembered as absent from the archive, at most [`ABSENT_KEYS_MAX`].
-pub(crate) const ABSENT_KEYS_MAX: usize = 32_768;
+pub(crate) const ABSENT_KEYS_MAX: usize = 16_384;
 
 /// Keys of this shard that the archive was found not to hold, oldest first.
 ///
@@ -122,11 +122,13 @@ pub(crate) const ABSENT_KEYS_MAX: usize = 32_768;
 /// of a node's CPU at 10 000 payloads/s of 512 B on 3 nodes, most of it bloom-filter probes
 /// of every L0 file. The second and third are answered here.
 ///
-/// Why it cannot go stale: the archive gains a key of this shard only through this window
-/// ([`Forgotten::evict`], which removes the key from here first, and the restore, which does
-/// too). Before that, the key's decision is answered by its conflict set or by
-/// `Forgotten::keys`, which every lookup asks first. Keys of other shards are never
-/// remembered: their owner's store gains winners at any time.
+/// Why it cannot go stale: a key of this shard is decided only by its conflict set here, and
+/// from the set's creation the set answers for it, then `Forgotten::keys` (every caller asks
+/// the set first, and `key_winner` asks `keys` first), until [`Forgotten::evict`] hands it to
+/// the archive and removes it from here in the same step (the restore removes it too). The
+/// store may hold the winner earlier (written in the deciding turn, with S > 1 by the shard of
+/// the winning vertex), but no lookup reaches the archive for it then. Keys of other shards are
+/// never remembered: their sets live elsewhere, and this shard learns of their decisions late.
 #[derive(Default)]
 struct AbsentKeys {
     keys: HashSet<ConflictKey>,
