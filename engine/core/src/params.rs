@@ -186,6 +186,61 @@ impl Params {
     }
 }
 
+/// The engine's fastest poll cadence (the LAN profile's 20 ms halved): peers' query budgets
+/// (`ratelimit`) assume at most 100 polls a second from each node.
+pub const ENGINE_POLL_INTERVAL_US: u64 = 10_000;
+
+/// The engine's `beta_threshold` when the cluster file names none.
+pub const ENGINE_BETA: u32 = 20;
+
+/// The engine's `sample_size` when the cluster file names none (at most N - 1 is used).
+pub const ENGINE_SAMPLE_SIZE: usize = 10;
+
+/// The engine's `alpha_threshold` when the cluster file names none (for a smaller sample,
+/// [`alpha_for`] of it).
+pub const ENGINE_ALPHA: usize = 8;
+
+/// The engine's poll cadence for a sample of `k` peers when the cluster file names none: 10 ms up
+/// to k = 3 (3 and 4 nodes), 20 ms at k = 4 (5 nodes), 30 ms from k = 5 (6 nodes and more).
+///
+/// A round costs one sign plus k remote verify+sign and k local verifies (~0.7 ms of CPU per
+/// node at k = 3), whatever it carries: the interval grows with k to keep that work per second
+/// roughly constant, up to 30 ms, so that beta (20) rounds take at most 0.6 s, under the 1 s
+/// finality target (until 2026-12-07 it went on to 50 ms: 11 nodes and more never finalized
+/// under 1 s). 4 nodes had 20 ms (finality never under 0.4 s) until their 10 ms stalls were
+/// fixed: the lock rounds' stall of a 4 x 2-shard crash under double spends, then a restarted
+/// node's jammed mesh (2 of the first 24 runs; 0 of the 30 runs since the shard loop yields;
+/// docs/benchmark.md, "Poll cadence"; docs/operations.md, "Known limitations").
+pub fn engine_poll_interval_us(k: usize) -> u64 {
+    ENGINE_POLL_INTERVAL_US
+        * match k {
+            0..=3 => 1,
+            4 => 2,
+            _ => 3,
+        }
+}
+
+impl Params {
+    /// The sample and cadence `engine run` derives for `n` nodes from a cluster file that names
+    /// none: k = [`ENGINE_SAMPLE_SIZE`] (at most N - 1) with alpha [`ENGINE_ALPHA`] (or
+    /// [`alpha_for`] a smaller k), beta [`ENGINE_BETA`], the poll interval of
+    /// [`engine_poll_interval_us`] for that k, a batch linger of one poll interval, at least 8
+    /// polls in flight. The simulator's scaled LAN profile differs (k = 20 from 11 nodes, beta
+    /// 15, 20 ms polls, a 5 ms linger, 4 in flight; its seeds and documented runs keep it);
+    /// `sim --engine-params` uses this instead, so that a model run and a `bench` run of the
+    /// same cluster sample and poll alike.
+    pub fn with_engine_defaults(mut self, n: usize) -> Self {
+        let k = ENGINE_SAMPLE_SIZE.min(n.saturating_sub(1)).max(1);
+        self.sample_size = k;
+        self.alpha = if k < ENGINE_SAMPLE_SIZE { alpha_for(k) } else { ENGINE_ALPHA };
+        self.beta = ENGINE_BETA;
+        self.poll_interval_us = engine_poll_interval_us(self.sample_size);
+        self.batch_linger_us = self.poll_interval_us;
+        self.polls_in_flight_max = self.polls_in_flight_max.max(8);
+        self
+    }
+}
+
 /// alpha for a sample of k: a strict majority, about 75 % (spec: "typically 80 %"; 75 % lets
 /// 3 of 4 nodes outvote one Byzantine node, appendix B scenario 2).
 pub fn alpha_for(k: usize) -> usize {

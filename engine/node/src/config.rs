@@ -99,9 +99,9 @@ fn default_max_batch() -> usize {
 impl Default for ParamsFile {
     fn default() -> Self {
         Self {
-            sample_size: 10,
-            alpha_threshold: 8,
-            beta_threshold: 20,
+            sample_size: pqdag_core::ENGINE_SAMPLE_SIZE,
+            alpha_threshold: pqdag_core::ENGINE_ALPHA,
+            beta_threshold: pqdag_core::ENGINE_BETA as usize,
             finalization_threshold: 0.95,
             query_timeout_ms: 1000,
             max_batch: default_max_batch(),

@@ -158,6 +158,11 @@ pub struct SimConfig {
     /// Length of a lock round (`Params::lock_round_us`; 0: lock rounds off), when not the
     /// profile's.
     pub lock_round_us: Option<u64>,
+    /// Sample and poll as the engine does by default (`Params::with_engine_defaults`: k 10,
+    /// beta 20, its poll interval for the sample size, a one-poll batch linger, 8 polls in
+    /// flight) instead of the scaled profile. Off by default: seeds and documented runs keep the
+    /// profile's.
+    pub engine_params: bool,
     /// The poll interval (`Params::poll_interval_us`), when not the profile's (the engine's
     /// `poll_interval_ms` setting).
     pub poll_interval_us: Option<u64>,
@@ -235,6 +240,7 @@ impl SimConfig {
             twin_ratio: 0.0,
             relay: false,
             lock_round_us: None,
+            engine_params: false,
             poll_interval_us: None,
             liveness_budget_s: 20.0,
             census_every_us: 0,
@@ -358,6 +364,9 @@ impl Sim {
         params.archive_after_us = cfg.forget_final_after_us;
         params.max_batch = cfg.max_batch;
         params.relay = cfg.relay;
+        if cfg.engine_params {
+            params = params.with_engine_defaults(n);
+        }
         if let Some(us) = cfg.lock_round_us {
             params.lock_round_us = us;
         }

@@ -102,6 +102,13 @@ struct Args {
     /// ms on a LAN).
     #[arg(long)]
     lock_round_ms: Option<f64>,
+    /// Sample and poll as `engine run` does with a default cluster file (k 10, beta 20, 10 ms
+    /// polls up to 4 nodes, 20 ms at 5, 30 ms from 6, a batch linger of one poll, 8 polls in
+    /// flight) instead of the scaled LAN profile (k 20 from 11 nodes, beta 15, 20 ms, a 5 ms
+    /// linger, 4 in flight): to compare a model run with a `bench` run. `--poll-interval-ms` and
+    /// `--lock-round-ms` still apply on top.
+    #[arg(long)]
+    engine_params: bool,
     /// Poll interval, ms (`Params::poll_interval_us`, the engine's `poll_interval_ms`; default:
     /// the profile's, 20 ms on a LAN).
     #[arg(long)]
@@ -168,6 +175,7 @@ fn main() {
     cfg.relay = a.relay;
     cfg.lock_round_us = a.lock_round_ms.map(|ms| (ms * 1000.0) as u64);
     cfg.poll_interval_us = a.poll_interval_ms.map(|ms| (ms * 1000.0) as u64);
+    cfg.engine_params = a.engine_params;
     cfg.shell_rate_limits = !a.no_rate_limits;
     cfg.transport_meters_streams = !a.no_stream_meter;
     cfg.transport_holds_pushes = !a.no_push_hold;

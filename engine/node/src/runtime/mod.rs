@@ -88,28 +88,13 @@ pub const FORGOTTEN_IN_MEMORY_MAX: usize = 98_304;
 /// (`docs/benchmark.md`, runs U and V).
 pub const IO_MEMORY_BYTES: usize = 1 << 20;
 
-/// The fastest poll cadence of the engine (the LAN profile's 20 ms halved; see
-/// `default_poll_interval_us`): peers' query budgets assume at most 100 polls a second.
-pub const POLL_INTERVAL_US: u64 = 10_000;
+/// The fastest poll cadence of the engine (`pqdag_core::ENGINE_POLL_INTERVAL_US`).
+pub const POLL_INTERVAL_US: u64 = pqdag_core::ENGINE_POLL_INTERVAL_US;
 
-/// The poll cadence for a sample of `k` peers when the cluster file names none: 10 ms up to
-/// k = 3 (3 and 4 nodes), 20 ms at k = 4 (5 nodes), 30 ms from k = 5 (6 nodes and more).
-///
-/// A round costs one sign plus k remote verify+sign and k local verifies (~0.7 ms of CPU per
-/// node at k = 3), whatever it carries: the interval grows with k to keep that work per second
-/// roughly constant, up to 30 ms, so that beta (20) rounds take at most 0.6 s, under the 1 s
-/// finality target (until 2026-12-07 it went on to 50 ms: 11 nodes and more never finalized
-/// under 1 s). 4 nodes had 20 ms (finality never under 0.4 s) until their 10 ms stalls were
-/// fixed: the lock rounds' stall of a 4 x 2-shard crash under double spends, then a restarted
-/// node's jammed mesh (2 of the first 24 runs; 0 of the 30 runs since the shard loop yields;
-/// docs/benchmark.md, "Poll cadence"; docs/operations.md, "Known limitations").
+/// The poll cadence for a sample of `k` peers when the cluster file names none (the rule and
+/// its reasons: `pqdag_core::engine_poll_interval_us`, shared with `sim --engine-cadence`).
 pub fn default_poll_interval_us(k: usize) -> u64 {
-    POLL_INTERVAL_US
-        * match k {
-            0..=3 => 1,
-            4 => 2,
-            _ => 3,
-        }
+    pqdag_core::engine_poll_interval_us(k)
 }
 
 /// Protocol parameters from the cluster file, on top of the LAN profile, for `n` nodes.
@@ -384,5 +369,22 @@ mod tests {
         assert_eq!(old.batch_linger_us, Some(5_000));
         let written = toml::to_string(&ParamsFile::default()).expect("serialize");
         assert!(!written.contains("batch_linger_us"), "the default is not written out, so it follows the cadence: {written}");
+    }
+
+    /// `sim --engine-params` samples and polls as a node of a default cluster file does (the
+    /// model's comparisons with `bench` rest on it): k, alpha, beta, poll interval, linger and
+    /// polls in flight. Fails if either side changes one alone.
+    #[test]
+    fn the_simulators_engine_params_are_the_engines() {
+        for n in [2, 3, 4, 5, 7, 11, 30, 100] {
+            let node = params_for(&cluster(n, None)).expect("default params");
+            let sim = Params::lan_default().scaled_to(n).with_engine_defaults(n);
+            assert_eq!((sim.sample_size, sim.alpha), (node.sample_size, node.alpha), "{n} nodes: k and alpha");
+            assert_eq!(
+                (sim.beta, sim.poll_interval_us, sim.batch_linger_us, sim.polls_in_flight_max),
+                (node.beta, node.poll_interval_us, node.batch_linger_us, node.polls_in_flight_max),
+                "{n} nodes"
+            );
+        }
     }
 }
