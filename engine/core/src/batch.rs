@@ -57,6 +57,11 @@ pub(crate) struct Batch {
     /// Own vertices adopted by this shard and undecided, with their submissions.
     pub(crate) own_vertices: HashMap<VertexId, OwnTags>,
     own_order: std::collections::VecDeque<VertexId>,
+    /// Innocent transactions moved from a rejected own vertex into the batch again.
+    pub(crate) reissued: u64,
+    /// Innocent transactions NOT moved because they were re-issued [`REISSUE_MAX`] times
+    /// already: their clients hear `Rejected` though no other transaction spent their keys.
+    pub(crate) gave_up: u64,
 }
 
 impl Batch {
@@ -258,6 +263,7 @@ impl<S: Signer> Core<S> {
                 continue;
             }
             if generation >= REISSUE_MAX {
+                self.batch.gave_up += 1;
                 continue;
             }
             if tx.conflict_keys.iter().any(|k| self.batch.spends(k)) {
@@ -268,6 +274,7 @@ impl<S: Signer> Core<S> {
         if moved.is_empty() {
             return;
         }
+        self.batch.reissued += moved.len() as u64;
         self.push(Action::Reissued { id, client_tags: moved.iter().map(|m| m.1).collect() });
         if self.batch.requeue.is_empty() {
             self.batch.timestamp_ms = v.timestamp_ms;

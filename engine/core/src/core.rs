@@ -82,6 +82,11 @@ pub struct CoreStatus {
     pub archive_absent_keys: u64,
     /// Key lookups those answered without an archive read.
     pub archive_absent_hits: u64,
+    /// Innocent transactions of rejected own vertices re-issued in a new vertex (`batch`).
+    pub reissued_txs: u64,
+    /// Innocent transactions given up after `REISSUE_MAX` re-issues (their clients hear
+    /// `Rejected` though nothing else spent their keys): should stay 0.
+    pub reissue_gave_up: u64,
 }
 
 /// One shard instance of the consensus core of one node. See the crate docs for the API shape.
@@ -213,6 +218,8 @@ impl<S: Signer> Core<S> {
             archived_early: self.dag.forgotten.archived_early,
             archive_absent_keys: self.dag.forgotten.absent_counts().0 as u64,
             archive_absent_hits: self.dag.forgotten.absent_counts().1,
+            reissued_txs: self.batch.reissued,
+            reissue_gave_up: self.batch.gave_up,
         }
     }
 

@@ -54,6 +54,12 @@ pub trait DecisionArchive {
     fn held_in_memory(&self) -> usize {
         0
     }
+    /// Whether a key it does not hold now stays absent until the core hands the key over
+    /// (`evicted_key`): what lets the core remember a miss (`AbsentKeys`). False while part of
+    /// the archive is not readable yet (the engine: another shard's store not open).
+    fn misses_are_stable(&self) -> bool {
+        true
+    }
 }
 
 /// The archive used when the shell provides none: everything stays in memory (unbounded, as a
@@ -235,7 +241,7 @@ impl Forgotten {
             }
         }
         let w = self.archive.key_winner(key);
-        if mine && w.is_none() {
+        if mine && w.is_none() && self.archive.misses_are_stable() {
             self.absent.borrow_mut().remember(*key);
         }
         w

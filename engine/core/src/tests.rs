@@ -614,6 +614,34 @@ fn keys_found_absent_are_not_read_again_until_archived() {
         f.key_winner(&ConflictKey(k));
     }
     assert!(f.absent_counts().0 <= crate::forgotten::ABSENT_KEYS_MAX);
+    // An archive not wholly readable yet (the engine: another shard's store not open): no miss
+    // is remembered.
+    struct Unsettled(CountingArchive);
+    impl crate::DecisionArchive for Unsettled {
+        fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+            self.0.status(id)
+        }
+        fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+            self.0.key_winner(key)
+        }
+        fn evicted_final(&mut self, id: VertexId) {
+            self.0.evicted_final(id);
+        }
+        fn evicted_rejected(&mut self, id: VertexId) {
+            self.0.evicted_rejected(id);
+        }
+        fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
+            self.0.evicted_key(key, winner);
+        }
+        fn misses_are_stable(&self) -> bool {
+            false
+        }
+    }
+    let mut f = crate::forgotten::Forgotten::default();
+    let before = reads();
+    f.set_archive(Box::new(Unsettled(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() })), 0, 2);
+    assert_eq!((f.key_winner(&mine), f.key_winner(&mine)), (None, None));
+    assert_eq!(reads() - before, 2, "a miss of an unsettled archive is read again");
 }
 
 /// A store-like archive: answers what was evicted to it, reports nothing held in memory (as

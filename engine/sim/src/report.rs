@@ -125,6 +125,12 @@ pub struct Report {
     pub conflict_sets: u64,
     /// Conflict sets with exactly one winner, the same on every honest node.
     pub conflict_sets_resolved: u64,
+    /// Innocent transactions of rejected own vertices re-issued, summed over the honest nodes
+    /// (`--max-batch` above 1; a crashed node's count restarts with it).
+    pub reissued_txs: u64,
+    /// Innocent transactions given up after `REISSUE_MAX` re-issues on honest nodes (their
+    /// clients would hear `Rejected` though nothing else spent their keys).
+    pub reissue_gave_up: u64,
     /// BLAKE3 of the full event trace (determinism check).
     pub trace_hash: String,
     /// Events processed.
@@ -318,6 +324,8 @@ pub(crate) fn build(cfg: &crate::SimConfig, shells: &[Shell], metrics: &Metrics,
         partition_suspected_seen: metrics.partition_seen,
         conflict_sets: t.conflict_sets,
         conflict_sets_resolved: t.conflict_sets_resolved,
+        reissued_txs: honest.iter().flat_map(|&i| shells[i].cores().iter().map(|c| c.status().reissued_txs)).sum(),
+        reissue_gave_up: honest.iter().flat_map(|&i| shells[i].cores().iter().map(|c| c.status().reissue_gave_up)).sum(),
         trace_hash: trace.hash_hex(),
         events: metrics.events,
         cpu_util_max: t.busy_max as f64 / (t.now.max(1) as f64),

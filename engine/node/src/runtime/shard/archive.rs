@@ -67,6 +67,12 @@ impl DecisionArchive for StoreArchive {
         }
     }
 
+    fn misses_are_stable(&self) -> bool {
+        // A shard that restored without waiting for every store (`STORES_OPEN_WAIT_MAX`) must
+        // not remember a miss that an unopened store may answer later.
+        self.all.iter().all(|s| s.get().is_some())
+    }
+
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
         match self.winner_anywhere(key) {
             Ok(w) => w,

@@ -114,6 +114,7 @@ impl Telemetry {
             ("archived_early", s.archived_early),
             ("archive_absent_keys", s.archive_absent_keys),
             ("archive_absent_hits", s.archive_absent_hits),
+            ("reissue_gave_up", s.reissue_gave_up),
             ("creator_processing_max", s.creator_processing_max),
             ("fetches_in_flight", requested as u64),
             ("needed_ids", wanted as u64),
