@@ -92,7 +92,7 @@ pub const IO_MEMORY_BYTES: usize = 1 << 20;
 pub const POLL_INTERVAL_US: u64 = pqdag_core::ENGINE_POLL_INTERVAL_US;
 
 /// The poll cadence for a sample of `k` peers when the cluster file names none (the rule and
-/// its reasons: `pqdag_core::engine_poll_interval_us`, shared with `sim --engine-cadence`).
+/// its reasons: `pqdag_core::engine_poll_interval_us`, shared with `sim --engine-params`).
 pub fn default_poll_interval_us(k: usize) -> u64 {
     pqdag_core::engine_poll_interval_us(k)
 }
