@@ -195,6 +195,7 @@ impl<S: Signer> Core<S> {
 
     /// Counters for `/status`.
     pub fn status(&self) -> CoreStatus {
+        let (absent_keys, absent_hits) = self.dag.forgotten.absent_counts();
         CoreStatus {
             finalized: self.finality.finalized,
             rejected: self.finality.rejected,
@@ -216,8 +217,8 @@ impl<S: Signer> Core<S> {
             stripped_early: self.retention.stripped_early,
             whole_final_bytes: self.retention.whole_bytes as u64,
             archived_early: self.dag.forgotten.archived_early,
-            archive_absent_keys: self.dag.forgotten.absent_counts().0 as u64,
-            archive_absent_hits: self.dag.forgotten.absent_counts().1,
+            archive_absent_keys: absent_keys as u64,
+            archive_absent_hits: absent_hits,
             reissued_txs: self.batch.reissued,
             reissue_gave_up: self.batch.gave_up,
         }

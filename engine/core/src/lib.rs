@@ -65,7 +65,7 @@ pub use ratelimit::{Admission, Budget, RateLimits, RequestKind};
 pub use retention::{shrink_sparse, Shrink};
 pub use sync::REQUESTED_MAX;
 pub use error::{ConsensusError, ConsensusResult};
-pub use params::{alpha_for, engine_poll_interval_us, Params, ENGINE_ALPHA, ENGINE_BETA, ENGINE_POLL_INTERVAL_US, ENGINE_SAMPLE_SIZE, SAMPLE_SIZE_MAX};
+pub use params::{alpha_for, engine_poll_interval_us, sample_for, Params, ENGINE_ALPHA, ENGINE_BETA, ENGINE_POLL_INTERVAL_US, ENGINE_SAMPLE_SIZE, SAMPLE_SIZE_MAX};
 pub use peers::{Misbehaviour, PeerScore, Roster, EXCLUDE_SCORE, PEER_TIMEOUT_WINDOW, SCORE_HALF_LIFE_US, TIMEOUT_WINDOW};
 pub use types::{genesis, shard_of_key, shard_of_vertex, Action, Config, Event, ShardMsg, Signer, VertexStatus, SHARDS_MAX};
 

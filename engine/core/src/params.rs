@@ -230,15 +230,21 @@ impl Params {
     /// `sim --engine-params` uses this instead, so that a model run and a `bench` run of the
     /// same cluster sample and poll alike.
     pub fn with_engine_defaults(mut self, n: usize) -> Self {
-        let k = ENGINE_SAMPLE_SIZE.min(n.saturating_sub(1)).max(1);
-        self.sample_size = k;
-        self.alpha = if k < ENGINE_SAMPLE_SIZE { alpha_for(k) } else { ENGINE_ALPHA };
+        (self.sample_size, self.alpha) = sample_for(n, ENGINE_SAMPLE_SIZE, ENGINE_ALPHA);
         self.beta = ENGINE_BETA;
         self.poll_interval_us = engine_poll_interval_us(self.sample_size);
         self.batch_linger_us = self.poll_interval_us;
         self.polls_in_flight_max = self.polls_in_flight_max.max(8);
         self
     }
+}
+
+/// The sample `(k, alpha)` the engine uses for `n` nodes from a cluster file's `sample_size` and
+/// `alpha_threshold`: k is at most N - 1 peers, and a sample cut down to fit gets
+/// [`alpha_for`] of its size instead of the file's alpha.
+pub fn sample_for(n: usize, sample_size: usize, alpha_threshold: usize) -> (usize, usize) {
+    let k = sample_size.min(n.saturating_sub(1)).max(1);
+    (k, if k < sample_size { alpha_for(k) } else { alpha_threshold })
 }
 
 /// alpha for a sample of k: a strict majority, about 75 % (spec: "typically 80 %"; 75 % lets

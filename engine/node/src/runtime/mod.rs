@@ -102,9 +102,8 @@ pub fn params_for(cluster: &crate::config::ClusterFile) -> Result<Params, NodeEr
     let n = cluster.nodes.len();
     let p = &cluster.params;
     let mut params = Params::lan_default();
-    let k = p.sample_size.min(n.saturating_sub(1)).max(1);
-    params.sample_size = k;
-    params.alpha = if k < p.sample_size { pqdag_core::alpha_for(k) } else { p.alpha_threshold };
+    (params.sample_size, params.alpha) = pqdag_core::sample_for(n, p.sample_size, p.alpha_threshold);
+    let k = params.sample_size;
     params.beta = u32::try_from(p.beta_threshold).map_err(|_| NodeError::Params("beta too large".into()))?;
     params.finalization_threshold = p.finalization_threshold;
     params.query_timeout_us = p.query_timeout_ms.saturating_mul(1000);
