@@ -70,10 +70,11 @@ pub struct CoreStatus {
     pub creator_processing_max: u64,
     /// Stalled conflict sets moved to break a stalemate (`unblock.rs`, whole-network mode).
     pub stalemate_moves: u64,
-    /// Final vertices stripped before `strip_final_after_us` because the whole finals held
-    /// more than `strip_final_bytes_max` (a finality rate above what the window was sized for).
+    /// Decided vertices stripped before `strip_final_after_us` because the whole ones held
+    /// more than `strip_final_bytes_max` (a decision rate above what the window was sized for).
     pub stripped_early: u64,
-    /// Bytes of final vertices still held whole (payloads and signatures).
+    /// Bytes of decided (final or rejected) vertices still held whole (payloads and
+    /// signatures); the name is kept for the metric `bounded{kind="whole_final_bytes"}`.
     pub whole_final_bytes: u64,
     /// Forgotten ids and keys handed to the archive before `archive_after_us` because more
     /// than `archive_entries_max` were held.
@@ -270,6 +271,22 @@ impl<S: Signer> Core<S> {
     pub fn record_counts(&self) -> (usize, usize, usize, usize) {
         let (ids, keys, archived) = self.dag.forgotten.counts();
         (self.dag.vertices.len(), self.conflicts.sets.len(), ids + archived, keys)
+    }
+
+    /// Vertex bytes (`Vertex::heap_bytes`) the records hold, by status: (processing, final,
+    /// rejected). For the memory metrics (`pqdag_core_records{kind="*_bytes"}`): what a node
+    /// holds under double spends is mostly these. One pass over the records (once a second).
+    pub fn record_bytes(&self) -> (u64, u64, u64) {
+        let (mut processing, mut fin, mut rejected) = (0u64, 0u64, 0u64);
+        for r in self.dag.vertices.values() {
+            let b = r.v.heap_bytes() as u64;
+            match r.status {
+                VertexStatus::Processing => processing += b,
+                VertexStatus::Final => fin += b,
+                VertexStatus::Rejected => rejected += b,
+            }
+        }
+        (processing, fin, rejected)
     }
 
     /// Score of every peer (3.7.2).

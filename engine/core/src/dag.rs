@@ -319,6 +319,9 @@ impl<S: Signer> Core<S> {
                 if self.params.forget_final_after_us > 0 {
                     self.retention.forget_rejected_queue.push_back((now, id));
                 }
+                if self.params.strip_final_after_us > 0 {
+                    self.retention.queue_strip(now, &v);
+                }
             }
             if !quiet {
                 self.push(Action::Persist { vertex: v.clone(), status });

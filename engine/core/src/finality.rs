@@ -119,6 +119,9 @@ impl<S: Signer> Core<S> {
             if self.params.forget_final_after_us > 0 {
                 self.retention.forget_rejected_queue.push_back((self.now, x));
             }
+            if self.params.strip_final_after_us > 0 {
+                self.retention.queue_strip(self.now, &v);
+            }
             self.dag.processing.remove(&seq);
             let member = self.flood_member(&v.creator);
             self.flood.left(&v.creator, member, v.heap_bytes() as u64);

@@ -47,6 +47,7 @@ pub struct Params {
     /// Drop the payload and signature of vertices final for this long, keeping only what
     /// consensus needs (id, parents, keys, status): ~5 KB -> ~0.3 KB per final vertex. 0 = keep
     /// everything (the simulator). The engine enables it and serves old vertices from its store.
+    /// Rejected vertices are stripped on the same schedule and count toward the same bytes.
     pub strip_final_after_us: u64,
     /// Also strip the oldest whole finals, however young, while those not yet stripped hold
     /// more than this many bytes (`Vertex::heap_bytes`). The time window alone lets memory

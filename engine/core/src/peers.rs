@@ -302,8 +302,10 @@ impl<S: Signer> Core<S> {
         if !pqdag_wire::spends_apart(&ra.v, &rb.v) {
             return;
         }
-        // A stripped (old final) vertex no longer carries its signature: the equivocation is
-        // still scored, but without a transferable proof.
+        // A stripped (decided) vertex carries no transactions, so `spends_apart` never finds it
+        // apart from another: a re-issue cannot be told from an equivocation without them, and
+        // wrongly accusing an honest re-issuer is worse than missing an old equivocation (its
+        // vertices still cannot both win). The signature check below is what is left of that.
         let proof = !ra.v.signature.is_empty() && !rb.v.signature.is_empty();
         let ev = proof.then(|| Evidence::Equivocation { a: (*ra.v).clone(), b: (*rb.v).clone() });
         if let Some(&i) = self.peers.index.get(&creator) {

@@ -1,7 +1,7 @@
 //! Batching and re-issue (`batch`): submissions share a vertex; a rejected own vertex's innocent
 //! transactions are final in a new one, its guilty one is not, and nobody calls it equivocation.
 
-use pqdag_wire::{ConflictKey, NodeId, VertexId};
+use pqdag_wire::{ConflictKey, NodeId, Vertex, VertexId};
 
 use crate::tests::{fast_params, Net};
 use crate::*;
@@ -107,6 +107,57 @@ fn innocent_transactions_of_a_rejected_vertex_are_reissued_and_final() {
     for i in 1..4 {
         assert!(!net.cores[i].is_excluded(&crate::tests::node(0)), "node {i} excludes node 0");
     }
+}
+
+/// What a rejected batch leaves behind goes at its decision: the set of an innocent key that
+/// its re-issue won (every other member already rejected) leaves at once, its winner kept as a
+/// forgotten key, and the rejected vertex is stripped of its payloads on the finals' schedule
+/// (`retention`). Under 5 % double spends in batches of ~180 these two held ~50 MB of a node
+/// (`docs/benchmark.md`, "What a rejected batch leaves behind"). A late spend of the key
+/// still loses on every node, the re-issue is still no equivocation, and every node agrees.
+/// Fails if such a set waits for its winner's record to be forgotten, or if a rejected vertex
+/// stays whole.
+#[test]
+fn a_rejected_batch_leaves_no_set_and_no_payload_behind() {
+    let mut p = batch_params(3);
+    p.strip_final_after_us = 200_000;
+    p.forget_final_after_us = 60_000_000;
+    let mut net = Net::new(4, p);
+    net.submit(1, vec![key(7)], 100);
+    net.run(2_000_000);
+    net.submit(0, vec![key(9)], 1);
+    net.submit(0, vec![key(7)], 2);
+    net.submit(0, vec![key(8)], 3);
+    net.submit(0, vec![], 4);
+    let doomed = vertex_of(&net, 0, 2)[0];
+    net.run(net.now + 3_000_000);
+    let moved = vertex_of(&net, 0, 3)[1];
+    for i in 0..4 {
+        let c = &net.cores[i];
+        assert_eq!(c.vertex_status(&moved), Some(VertexStatus::Final), "node {i}");
+        assert_eq!(c.vertex_status(&doomed), Some(VertexStatus::Rejected), "node {i}");
+        assert!(!c.conflicts.sets.contains_key(&key(8)), "node {i}: the re-issue's set left at its decision");
+        assert_eq!(c.dag.forgotten.key_winner(&key(8)), Some(moved), "node {i}: its winner is remembered");
+        let v = c.vertex(&doomed).expect("the rejected record is still held (forgotten after 60 s)");
+        assert!(v.signature.is_empty() && v.txs.is_empty(), "node {i}: the rejected vertex was stripped");
+        assert_eq!(v.conflict_keys, vec![key(7), key(8)], "node {i}: its keys stay");
+    }
+    // A late spend of key 8 by node 3, with another transaction: rejected on every node.
+    let tip = net.finalized[3].last().copied().expect("a final tip");
+    let mut late = Vertex::new_unsigned(vec![tip], b"late".to_vec(), vec![key(8)], net.now / 1000, crate::tests::node(3));
+    late.signature = crate::tests::TestSigner(3).sign(Domain::Vertex, late.signed_bytes());
+    let late = std::sync::Arc::new(late);
+    for i in 0..4 {
+        net.push(i, Event::Vertex { from: crate::tests::node(3), vertex: late.clone() });
+    }
+    net.run(net.now + 2_000_000);
+    for i in 0..4 {
+        assert_eq!(net.cores[i].vertex_status(&late.id), Some(VertexStatus::Rejected), "node {i}: the late spend lost");
+        assert!(!net.cores[i].is_excluded(&crate::tests::node(0)), "node {i} excludes node 0");
+    }
+    assert!(net.alerts.iter().all(|a| !format!("{a:?}").contains(&format!("{:?}", crate::tests::node(0)))), "{:?}", net.alerts);
+    let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "every node finalized the same");
 }
 
 #[test]

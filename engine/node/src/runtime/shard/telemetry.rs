@@ -123,7 +123,18 @@ impl Telemetry {
         }
         let (vertices, sets, forgotten, keys) = core.record_counts();
         let (remote_parents, remote_sets) = core.remote_fact_counts();
-        for (kind, v) in [("vertices", vertices), ("conflict_sets", sets), ("forgotten_ids", forgotten), ("forgotten_keys", keys), ("remote_parents", remote_parents), ("remote_sets", remote_sets)] {
+        let (processing_bytes, final_bytes, rejected_bytes) = core.record_bytes();
+        for (kind, v) in [
+            ("vertices", vertices),
+            ("conflict_sets", sets),
+            ("forgotten_ids", forgotten),
+            ("forgotten_keys", keys),
+            ("remote_parents", remote_parents),
+            ("remote_sets", remote_sets),
+            ("processing_bytes", processing_bytes as usize),
+            ("final_bytes", final_bytes as usize),
+            ("rejected_bytes", rejected_bytes as usize),
+        ] {
             self.metrics.core_records.get_or_create(&label(kind)).set(v as i64);
         }
     }
