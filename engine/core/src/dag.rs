@@ -329,7 +329,12 @@ impl<S: Signer> Core<S> {
                     self.push(Action::Rejected { id });
                 }
             }
-            // Conflict sets (4.5): join every set this vertex claims.
+            // Conflict sets (4.5): join every set this vertex claims. Keys without a set here
+            // are looked up in the archive first, all in one read (`prefetch_keys`).
+            if v.conflict_keys.len() > 1 {
+                let sets = &self.conflicts.sets;
+                self.dag.forgotten.prefetch_keys(v.conflict_keys.iter().filter(|k| !sets.contains_key(*k)));
+            }
             for &k in &v.conflict_keys {
                 self.join_set(now, &v, k);
             }

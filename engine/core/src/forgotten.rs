@@ -43,6 +43,12 @@ pub trait DecisionArchive {
     fn status(&self, id: &VertexId) -> Option<VertexStatus>;
     /// The final vertex that won the decided conflict set of `key`, if the set was decided.
     fn key_winner(&self, key: &ConflictKey) -> Option<VertexId>;
+    /// [`DecisionArchive::key_winner`] of each of `keys`, in order: a store answers many keys
+    /// in one batched read (`Forgotten::prefetch_keys`). `None`: it could not answer (a store
+    /// error), and nothing may be concluded from it.
+    fn key_winners(&self, keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
+        Some(keys.iter().map(|k| self.key_winner(k)).collect())
+    }
     /// The core drops final `id` from memory: from now on only the archive answers for it.
     fn evicted_final(&mut self, id: VertexId);
     /// The core drops rejected `id` from memory: from now on only the archive answers for it
@@ -245,6 +251,35 @@ impl Forgotten {
             self.absent.borrow_mut().remember(*key);
         }
         w
+    }
+
+    /// Asks the archive about every key of `keys` that the next [`Self::key_winner`] would ask
+    /// it about, in one batched read, and remembers the absent ones (most of them: a received
+    /// vertex's keys are new here), so those lookups are answered from memory. Called before a
+    /// vertex joins its sets: a batch vertex's ~50-200 point reads, each probing the bloom
+    /// filter of every L0 file, were ~5 % of a node's CPU at 10 000 payloads/s (one batched
+    /// read costs less per key). Answers nothing itself: a key found with a winner is read
+    /// again by the lookup, so the answers are those of `key_winner` alone.
+    pub(crate) fn prefetch_keys<'a>(&self, keys: impl Iterator<Item = &'a ConflictKey>) {
+        let Some((shard, count)) = self.owner else { return };
+        if !self.archive.misses_are_stable() {
+            return;
+        }
+        let ask: Vec<ConflictKey> = {
+            let absent = self.absent.borrow();
+            keys.filter(|k| crate::types::shard_of_key(k, count) == shard && !self.keys.contains_key(*k) && !absent.keys.contains(*k)).copied().collect()
+        };
+        if ask.len() < 2 {
+            return;
+        }
+        let Some(winners) = self.archive.key_winners(&ask) else { return };
+        debug_assert_eq!(winners.len(), ask.len(), "one answer per key");
+        let mut absent = self.absent.borrow_mut();
+        for (k, w) in ask.iter().zip(winners) {
+            if w.is_none() {
+                absent.remember(*k);
+            }
+        }
     }
 
     /// The decision on forgotten `id` if it is still in the in-memory window (no archive read):

@@ -644,6 +644,63 @@ fn keys_found_absent_are_not_read_again_until_archived() {
     assert_eq!(reads() - before, 2, "a miss of an unsettled archive is read again");
 }
 
+/// A received vertex's keys are read from the archive in one batch before it joins its sets
+/// (`Forgotten::prefetch_keys`): the absent ones are then answered from memory, a key the
+/// archive holds still reads as won, another shard's key is not asked, and an archive that
+/// cannot answer, or is not wholly readable yet, makes nothing remembered. Fails if a key of
+/// the batch is read again, or if a batch answer is taken for more than `key_winner`'s.
+#[test]
+fn a_vertexs_keys_are_read_from_the_archive_in_one_batch() {
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reads = || lookups.load(std::sync::atomic::Ordering::Relaxed);
+    let keys_of = |shard: u32, n: usize| (0..=255u8).map(|b| ConflictKey([b; 32])).filter(|k| crate::types::shard_of_key(k, 2) == shard).take(n).collect::<Vec<_>>();
+    let (mine, theirs) = (keys_of(0, 5), keys_of(1, 1));
+    let won = mine[4];
+    let w = VertexId([9; 32]);
+    let mut f = crate::forgotten::Forgotten::default();
+    f.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }), 0, 2);
+    f.insert_key(won, w, 1_000);
+    f.evict(1, 0, 10_000);
+    assert_eq!(f.counts().1, 0, "the won key is in the archive only");
+    f.prefetch_keys(mine.iter().chain(theirs.iter()));
+    assert_eq!(reads(), 5, "one batch of this shard's five keys (the counting archive counts each)");
+    for k in &mine[..4] {
+        assert_eq!(f.key_winner(k), None);
+    }
+    assert_eq!(reads(), 5, "the absent ones are answered from memory");
+    assert_eq!(f.key_winner(&won), Some(w), "a key the archive holds still reads as won");
+    assert_eq!(f.key_winner(&theirs[0]), None);
+    assert_eq!(reads(), 7, "the won key and the other shard's key are read by the lookup");
+    f.prefetch_keys(mine.iter());
+    assert_eq!(reads(), 7, "nothing left to ask: only the won key, alone, is not batched");
+    // An archive that cannot answer: nothing remembered.
+    struct Failing(CountingArchive);
+    impl crate::DecisionArchive for Failing {
+        fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+            self.0.status(id)
+        }
+        fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+            self.0.key_winner(key)
+        }
+        fn key_winners(&self, _keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
+            None
+        }
+        fn evicted_final(&mut self, id: VertexId) {
+            self.0.evicted_final(id);
+        }
+        fn evicted_rejected(&mut self, id: VertexId) {
+            self.0.evicted_rejected(id);
+        }
+        fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
+            self.0.evicted_key(key, winner);
+        }
+    }
+    let mut f = crate::forgotten::Forgotten::default();
+    f.set_archive(Box::new(Failing(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() })), 0, 2);
+    f.prefetch_keys(mine.iter());
+    assert_eq!(f.absent_counts().0, 0, "a failed batch proves no absence");
+}
+
 /// A store-like archive: answers what was evicted to it, reports nothing held in memory (as
 /// the engine's RocksDB archive), counts its lookups.
 struct CountingArchive {

@@ -109,7 +109,8 @@ pub struct Metrics {
     /// Time a retention step held the store (the shard's loop waits for it between turns).
     pub store_prune: Histogram,
     /// Consensus-core records by shard and kind (vertices, conflict_sets, forgotten_ids,
-    /// forgotten_keys): what the core's share of RSS is made of.
+    /// forgotten_keys; processing_bytes, final_bytes, rejected_bytes: the vertex bytes held by
+    /// status): what the core's share of RSS is made of.
     pub core_records: Family<ShardKindLabel, Gauge>,
     /// Bytes received per peer.
     pub peer_bytes_in: Family<PeerLabel, Gauge>,
@@ -227,7 +228,7 @@ impl Metrics {
         registry.register("disk_free_bytes", "Free bytes on the filesystem of the shard's store (client submissions refused under [storage] min_free_bytes)", m.disk_free_bytes.clone());
         registry.register("store_pruned", "Decided vertices pruned by retention, by shard and kind", m.store_pruned.clone());
         registry.register("store_prune_seconds", "Time a retention step held the store (between turns)", m.store_prune.clone());
-        registry.register("core_records", "Consensus-core records by shard and kind", m.core_records.clone());
+        registry.register("core_records", "Consensus-core records by shard and kind (counts; *_bytes: vertex bytes held by status)", m.core_records.clone());
         registry.register("peer_bytes_in", "Bytes received from a peer", m.peer_bytes_in.clone());
         registry.register("peer_bytes_out", "Bytes sent to a peer", m.peer_bytes_out.clone());
         registry.register("peer_score_milli", "Byzantine score of a peer, x1000 (exclusion at 500)", m.peer_score_milli.clone());

@@ -83,6 +83,36 @@ impl DecisionArchive for StoreArchive {
         }
     }
 
+    fn key_winners(&self, keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
+        let mut out = match self.reader.key_winners(keys) {
+            Ok(w) => w,
+            Err(e) => {
+                self.failed("winners", &e);
+                return None;
+            }
+        };
+        // As `winner_anywhere`: a key missing here may have been written by another shard.
+        for r in self.all.iter().enumerate().filter(|(i, _)| *i != self.shard).filter_map(|(_, s)| s.get()) {
+            let missing: Vec<usize> = (0..keys.len()).filter(|&i| out[i].is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            let ask: Vec<ConflictKey> = missing.iter().map(|&i| keys[i]).collect();
+            match r.key_winners(&ask) {
+                Ok(found) => {
+                    for (i, w) in missing.into_iter().zip(found) {
+                        out[i] = w;
+                    }
+                }
+                Err(e) => {
+                    self.failed("winners", &e);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn evicted_final(&mut self, id: VertexId) {
         debug_assert!(matches!(self.reader.status(&id), Ok(Some(Status::Final { .. }))), "the core archived {id} before the store had it final");
     }
@@ -126,6 +156,17 @@ mod tests {
         let archive = StoreArchive::new(stores[1].reader(), all, 1, super::super::Fatal::new(stop.clone()));
         assert_eq!(archive.key_winner(&key), Some(winner));
         assert_eq!(archive.key_winner(&ConflictKey([8; 32])), None);
+        assert!(!stop.load(Ordering::Relaxed));
+        // The batched read gives the point reads' answers, in order, from either store.
+        let mut b = StoreBatch::new();
+        let own = (ConflictKey([3; 32]), VertexId([4; 32]));
+        b.set_winner(own.0, own.1);
+        stores[1].write(b).expect("write");
+        let keys = [ConflictKey([8; 32]), key, own.0, ConflictKey([5; 32]), key];
+        let batched = archive.key_winners(&keys).expect("answered");
+        assert_eq!(batched, vec![None, Some(winner), Some(own.1), None, Some(winner)]);
+        assert_eq!(batched, keys.iter().map(|k| archive.key_winner(k)).collect::<Vec<_>>(), "as the point reads");
+        assert_eq!(alone.key_winners(&keys).expect("answered"), vec![None, None, Some(own.1), None, None], "only its own store");
         assert!(!stop.load(Ordering::Relaxed));
     }
 }
