@@ -20,7 +20,7 @@ pub(crate) struct Retention {
     /// Sum of the queued vertices' bytes: the whole decided vertices held (see
     /// `Params::strip_final_bytes_max`).
     pub(crate) whole_bytes: usize,
-    /// Finals stripped before their time because of the byte bound.
+    /// Decided vertices stripped before their time because of the byte bound.
     pub(crate) stripped_early: u64,
     /// For forgetting (see `Params::forget_final_after_us`).
     pub(crate) forget_queue: VecDeque<(u64, VertexId)>,

@@ -155,7 +155,7 @@ fn a_rejected_batch_leaves_no_set_and_no_payload_behind() {
         assert_eq!(net.cores[i].vertex_status(&late.id), Some(VertexStatus::Rejected), "node {i}: the late spend lost");
         assert!(!net.cores[i].is_excluded(&crate::tests::node(0)), "node {i} excludes node 0");
     }
-    assert!(net.alerts.iter().all(|a| !format!("{a:?}").contains(&format!("{:?}", crate::tests::node(0)))), "{:?}", net.alerts);
+    assert!(net.alerts.iter().all(|(_, accused)| *accused != crate::tests::node(0)), "{:?}", net.alerts);
     let digests: Vec<_> = net.cores.iter().map(|c| c.status().finalized_digest).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "every node finalized the same");
 }
