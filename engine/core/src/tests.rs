@@ -616,32 +616,49 @@ fn keys_found_absent_are_not_read_again_until_archived() {
     assert!(f.absent_counts().0 <= crate::forgotten::ABSENT_KEYS_MAX);
     // An archive not wholly readable yet (the engine: another shard's store not open): no miss
     // is remembered.
-    struct Unsettled(CountingArchive);
-    impl crate::DecisionArchive for Unsettled {
-        fn status(&self, id: &VertexId) -> Option<VertexStatus> {
-            self.0.status(id)
-        }
-        fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
-            self.0.key_winner(key)
-        }
-        fn evicted_final(&mut self, id: VertexId) {
-            self.0.evicted_final(id);
-        }
-        fn evicted_rejected(&mut self, id: VertexId) {
-            self.0.evicted_rejected(id);
-        }
-        fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
-            self.0.evicted_key(key, winner);
-        }
-        fn misses_are_stable(&self) -> bool {
-            false
-        }
-    }
     let mut f = crate::forgotten::Forgotten::default();
     let before = reads();
-    f.set_archive(Box::new(Unsettled(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() })), 0, 2);
+    f.set_archive(Box::new(Quirky { inner: CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }, unsettled: true, batch_fails: false }), 0, 2);
     assert_eq!((f.key_winner(&mine), f.key_winner(&mine)), (None, None));
     assert_eq!(reads() - before, 2, "a miss of an unsettled archive is read again");
+    let three: Vec<ConflictKey> = (0..=255u8).map(|b| ConflictKey([b; 32])).filter(|k| crate::types::shard_of_key(k, 2) == 0).take(3).collect();
+    f.prefetch_keys(three.iter());
+    assert_eq!(reads() - before, 2, "nor is a batch read for it");
+}
+
+/// A [`CountingArchive`] that is not wholly readable yet (the engine: another shard's store not
+/// open), or that cannot answer a batched read (a store error).
+struct Quirky {
+    inner: CountingArchive,
+    unsettled: bool,
+    batch_fails: bool,
+}
+
+impl crate::DecisionArchive for Quirky {
+    fn status(&self, id: &VertexId) -> Option<VertexStatus> {
+        self.inner.status(id)
+    }
+    fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
+        self.inner.key_winner(key)
+    }
+    fn key_winners(&self, keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
+        if self.batch_fails {
+            return None;
+        }
+        self.inner.key_winners(keys)
+    }
+    fn evicted_final(&mut self, id: VertexId) {
+        self.inner.evicted_final(id);
+    }
+    fn evicted_rejected(&mut self, id: VertexId) {
+        self.inner.evicted_rejected(id);
+    }
+    fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
+        self.inner.evicted_key(key, winner);
+    }
+    fn misses_are_stable(&self) -> bool {
+        !self.unsettled
+    }
 }
 
 /// A received vertex's keys are read from the archive in one batch before it joins its sets
@@ -674,29 +691,8 @@ fn a_vertexs_keys_are_read_from_the_archive_in_one_batch() {
     f.prefetch_keys(mine.iter());
     assert_eq!(reads(), 7, "nothing left to ask: only the won key, alone, is not batched");
     // An archive that cannot answer: nothing remembered.
-    struct Failing(CountingArchive);
-    impl crate::DecisionArchive for Failing {
-        fn status(&self, id: &VertexId) -> Option<VertexStatus> {
-            self.0.status(id)
-        }
-        fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
-            self.0.key_winner(key)
-        }
-        fn key_winners(&self, _keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
-            None
-        }
-        fn evicted_final(&mut self, id: VertexId) {
-            self.0.evicted_final(id);
-        }
-        fn evicted_rejected(&mut self, id: VertexId) {
-            self.0.evicted_rejected(id);
-        }
-        fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
-            self.0.evicted_key(key, winner);
-        }
-    }
     let mut f = crate::forgotten::Forgotten::default();
-    f.set_archive(Box::new(Failing(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() })), 0, 2);
+    f.set_archive(Box::new(Quirky { inner: CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }, unsettled: false, batch_fails: true }), 0, 2);
     f.prefetch_keys(mine.iter());
     assert_eq!(f.absent_counts().0, 0, "a failed batch proves no absence");
 }
