@@ -582,7 +582,7 @@ fn keys_found_absent_are_not_read_again_until_archived() {
     let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reads = || lookups.load(std::sync::atomic::Ordering::Relaxed);
     let mut f = crate::forgotten::Forgotten::default();
-    f.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }), 0, 2);
+    f.set_archive(Box::new(CountingArchive::new(&lookups)), 0, 2);
     let mine = (0..=255u8).map(|b| ConflictKey([b; 32])).find(|k| crate::types::shard_of_key(k, 2) == 0).unwrap();
     let theirs = (0..=255u8).map(|b| ConflictKey([b; 32])).find(|k| crate::types::shard_of_key(k, 2) == 1).unwrap();
     assert_eq!(f.key_winner(&mine), None);
@@ -618,47 +618,12 @@ fn keys_found_absent_are_not_read_again_until_archived() {
     // is remembered.
     let mut f = crate::forgotten::Forgotten::default();
     let before = reads();
-    f.set_archive(Box::new(Quirky { inner: CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }, unsettled: true, batch_fails: false }), 0, 2);
+    f.set_archive(Box::new(CountingArchive { unsettled: true, ..CountingArchive::new(&lookups) }), 0, 2);
     assert_eq!((f.key_winner(&mine), f.key_winner(&mine)), (None, None));
     assert_eq!(reads() - before, 2, "a miss of an unsettled archive is read again");
     let three: Vec<ConflictKey> = (0..=255u8).map(|b| ConflictKey([b; 32])).filter(|k| crate::types::shard_of_key(k, 2) == 0).take(3).collect();
     f.prefetch_keys(three.iter());
     assert_eq!(reads() - before, 2, "nor is a batch read for it");
-}
-
-/// A [`CountingArchive`] that is not wholly readable yet (the engine: another shard's store not
-/// open), or that cannot answer a batched read (a store error).
-struct Quirky {
-    inner: CountingArchive,
-    unsettled: bool,
-    batch_fails: bool,
-}
-
-impl crate::DecisionArchive for Quirky {
-    fn status(&self, id: &VertexId) -> Option<VertexStatus> {
-        self.inner.status(id)
-    }
-    fn key_winner(&self, key: &ConflictKey) -> Option<VertexId> {
-        self.inner.key_winner(key)
-    }
-    fn key_winners(&self, keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
-        if self.batch_fails {
-            return None;
-        }
-        self.inner.key_winners(keys)
-    }
-    fn evicted_final(&mut self, id: VertexId) {
-        self.inner.evicted_final(id);
-    }
-    fn evicted_rejected(&mut self, id: VertexId) {
-        self.inner.evicted_rejected(id);
-    }
-    fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
-        self.inner.evicted_key(key, winner);
-    }
-    fn misses_are_stable(&self) -> bool {
-        !self.unsettled
-    }
 }
 
 /// A received vertex's keys are read from the archive in one batch before it joins its sets
@@ -675,7 +640,7 @@ fn a_vertexs_keys_are_read_from_the_archive_in_one_batch() {
     let won = mine[4];
     let w = VertexId([9; 32]);
     let mut f = crate::forgotten::Forgotten::default();
-    f.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }), 0, 2);
+    f.set_archive(Box::new(CountingArchive::new(&lookups)), 0, 2);
     f.insert_key(won, w, 1_000);
     f.evict(1, 0, 10_000);
     assert_eq!(f.counts().1, 0, "the won key is in the archive only");
@@ -692,7 +657,7 @@ fn a_vertexs_keys_are_read_from_the_archive_in_one_batch() {
     assert_eq!(reads(), 7, "nothing left to ask: only the won key, alone, is not batched");
     // An archive that cannot answer: nothing remembered.
     let mut f = crate::forgotten::Forgotten::default();
-    f.set_archive(Box::new(Quirky { inner: CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }, unsettled: false, batch_fails: true }), 0, 2);
+    f.set_archive(Box::new(CountingArchive { batch_fails: true, ..CountingArchive::new(&lookups) }), 0, 2);
     f.prefetch_keys(mine.iter());
     assert_eq!(f.absent_counts().0, 0, "a failed batch proves no absence");
 }
@@ -702,6 +667,16 @@ fn a_vertexs_keys_are_read_from_the_archive_in_one_batch() {
 struct CountingArchive {
     inner: crate::MemArchive,
     lookups: Arc<std::sync::atomic::AtomicUsize>,
+    /// Not wholly readable yet (the engine: another shard's store not open).
+    unsettled: bool,
+    /// Cannot answer a batched read (a store error).
+    batch_fails: bool,
+}
+
+impl CountingArchive {
+    fn new(lookups: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone(), unsettled: false, batch_fails: false }
+    }
 }
 
 impl crate::DecisionArchive for CountingArchive {
@@ -719,8 +694,17 @@ impl crate::DecisionArchive for CountingArchive {
     fn evicted_rejected(&mut self, id: VertexId) {
         self.inner.evicted_rejected(id);
     }
+    fn key_winners(&self, keys: &[ConflictKey]) -> Option<Vec<Option<VertexId>>> {
+        if self.batch_fails {
+            return None;
+        }
+        Some(keys.iter().map(|k| self.key_winner(k)).collect())
+    }
     fn evicted_key(&mut self, key: ConflictKey, winner: VertexId) {
         self.inner.evicted_key(key, winner);
+    }
+    fn misses_are_stable(&self) -> bool {
+        !self.unsettled
     }
 }
 
@@ -732,7 +716,7 @@ fn forgotten_scenario(archive_after_us: u64, entries_max: usize, archive: Option
     let mut net = Net::new(4, p);
     if let Some(lookups) = &archive {
         for c in &mut net.cores {
-            c.set_archive(Box::new(CountingArchive { inner: crate::MemArchive::default(), lookups: lookups.clone() }));
+            c.set_archive(Box::new(CountingArchive::new(&lookups)));
         }
     }
     let key = ConflictKey([7; 32]);
