@@ -681,6 +681,10 @@ impl StoreReader {
                 None => None,
             });
         }
+        // Callers index the answers by the keys' positions.
+        if out.len() != keys.len() {
+            return Err(corrupt(CF_WINNERS, "a batched read answered a different number of keys"));
+        }
         Ok(out)
     }
 }

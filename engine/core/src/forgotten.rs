@@ -238,7 +238,7 @@ impl Forgotten {
         if let Some(w) = self.keys.get(key) {
             return Some(*w);
         }
-        let mine = self.owner.is_some_and(|(shard, count)| crate::types::shard_of_key(key, count) == shard);
+        let mine = self.remembers(key);
         if mine {
             let mut absent = self.absent.borrow_mut();
             if absent.keys.contains(key) {
@@ -253,6 +253,12 @@ impl Forgotten {
         w
     }
 
+    /// Whether a miss of `key` may be remembered ([`AbsentKeys`]): an external archive is set
+    /// and the key is this shard's.
+    fn remembers(&self, key: &ConflictKey) -> bool {
+        self.owner.is_some_and(|(shard, count)| crate::types::shard_of_key(key, count) == shard)
+    }
+
     /// Asks the archive about every key of `keys` that the next [`Self::key_winner`] would ask
     /// it about, in one batched read, and remembers the absent ones (most of them: a received
     /// vertex's keys are new here), so those lookups are answered from memory. Called before a
@@ -261,13 +267,12 @@ impl Forgotten {
     /// read costs less per key). Answers nothing itself: a key found with a winner is read
     /// again by the lookup, so the answers are those of `key_winner` alone.
     pub(crate) fn prefetch_keys<'a>(&self, keys: impl Iterator<Item = &'a ConflictKey>) {
-        let Some((shard, count)) = self.owner else { return };
         if !self.archive.misses_are_stable() {
             return;
         }
         let ask: Vec<ConflictKey> = {
             let absent = self.absent.borrow();
-            keys.filter(|k| crate::types::shard_of_key(k, count) == shard && !self.keys.contains_key(*k) && !absent.keys.contains(*k)).copied().collect()
+            keys.filter(|k| self.remembers(k) && !self.keys.contains_key(*k) && !absent.keys.contains(*k)).copied().collect()
         };
         if ask.len() < 2 {
             return;
