@@ -5,7 +5,7 @@
 //! engine owns its core, so by default a batch is verified on the calling thread; the engine
 //! may hand large batches to [`BatchVerifier::verify_parallel`] when a core is idle.
 
-use crate::{mldsa::scheme, Domain, PublicKey, SIGNATURE_BYTES};
+use crate::{Domain, PublicKey, SIGNATURE_BYTES};
 
 /// One signed message to check.
 #[derive(Debug, Clone, Copy)]
@@ -80,16 +80,7 @@ impl BatchVerifier {
 }
 
 fn verify_one(item: &BatchItem<'_>) -> bool {
-    if item.signature.len() != SIGNATURE_BYTES {
-        return false;
-    }
-    let Ok(s) = scheme() else { return false };
-    let (Some(pk), Some(sig)) =
-        (s.public_key_from_bytes(item.public_key.as_bytes()), s.signature_from_bytes(item.signature))
-    else {
-        return false;
-    };
-    s.verify_with_ctx_str(item.message, sig, item.domain.context(), pk).is_ok()
+    item.signature.len() == SIGNATURE_BYTES && item.public_key.verify(item.domain, item.message, item.signature).is_ok()
 }
 
 #[cfg(test)]

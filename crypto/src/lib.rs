@@ -19,6 +19,8 @@ mod batch;
 pub mod identity;
 #[cfg(feature = "mldsa")]
 mod mldsa;
+#[cfg(feature = "mldsa")]
+mod prepared;
 
 pub use domain::Domain;
 pub use error::CryptoError;

@@ -1,10 +1,11 @@
 //! ML-DSA-87 (FIPS 204) through liboqs.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use oqs::sig::{Algorithm, Sig};
 
+use crate::prepared::Prepared;
 use crate::{hash, CryptoError, Domain, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SIGNATURE_BYTES};
 
 /// The process-wide liboqs ML-DSA-87 handle. `Sig` is `Send + Sync` and stateless between calls.
@@ -27,35 +28,70 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Cryp
     }
 }
 
-/// An ML-DSA-87 public key (2592 bytes). Cheap to clone (one heap copy).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PublicKey(Box<[u8]>);
+/// An ML-DSA-87 public key (2592 bytes). Cheap to clone (one heap copy; clones share the
+/// key's expansion).
+///
+/// The first verify with a key expands it once ([`crate::prepared`]: `tr`, the matrix `Â`,
+/// `NTT(t1 · 2^d)`, ~64 KiB held as long as the key or a clone of it lives); every later
+/// verify skips that work, about 60 % of a liboqs verify. Where the CPU cannot run liboqs's
+/// AVX2 code, keys verify through liboqs's public API as before.
+#[derive(Clone)]
+pub struct PublicKey {
+    bytes: Box<[u8]>,
+    prepared: Arc<OnceLock<Option<Box<Prepared>>>>,
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
 
 impl PublicKey {
     /// Parses a public key, checking its length.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         check_len("ML-DSA-87 public key", PUBLIC_KEY_BYTES, bytes.len())?;
-        Ok(Self(bytes.into()))
+        Ok(Self { bytes: bytes.into(), prepared: Arc::default() })
     }
 
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// The node id this key names (BLAKE3, see [`hash::node_id`]).
     pub fn node_id(&self) -> [u8; 32] {
-        hash::node_id(&self.0)
+        hash::node_id(&self.bytes)
     }
 
-    /// Verifies `signature` over `message` in `domain`.
+    /// Verifies `signature` over `message` in `domain`, with the key's expansion computed at
+    /// the first call and kept.
     pub fn verify(&self, domain: Domain, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
         check_len("ML-DSA-87 signature", SIGNATURE_BYTES, signature.len())?;
+        match self.prepared.get_or_init(|| Prepared::new(&self.bytes)) {
+            Some(p) if p.verify(domain.context(), message, signature) => Ok(()),
+            Some(_) => Err(CryptoError::InvalidSignature),
+            None => self.verify_without_preparation(domain, message, signature),
+        }
+    }
+
+    /// Verifies through liboqs's public API, which expands the key at every call: the reference
+    /// the prepared path is tested against, and what `bench` measures the ML-DSA floor with.
+    pub fn verify_without_preparation(&self, domain: Domain, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+        check_len("ML-DSA-87 signature", SIGNATURE_BYTES, signature.len())?;
         let s = scheme()?;
-        let pk = s.public_key_from_bytes(&self.0).ok_or(CryptoError::BadLength {
+        let pk = s.public_key_from_bytes(&self.bytes).ok_or(CryptoError::BadLength {
             what: "ML-DSA-87 public key",
             expected: PUBLIC_KEY_BYTES,
-            got: self.0.len(),
+            got: self.bytes.len(),
         })?;
         let sig = s.signature_from_bytes(signature).ok_or(CryptoError::BadLength {
             what: "ML-DSA-87 signature",

@@ -82,6 +82,14 @@ pub fn markdown(r: &Value) -> String {
         fmt_opt(&cl["mldsa_verify_us"], 0),
         if cl["mldsa_floor_measured"].as_bool() == Some(true) { "measured at the start of this run" } else { "reference constants" }
     );
+    if !cl["mldsa_floor_prepared_us_per_vertex"].is_null() {
+        s += &format!(
+            "| the same against the floor with prepared keys (the engine's verify: the key expanded once) | {}x of {} us (verifies of {} us) |\n",
+            fmt_opt(&cl["cpu_per_vertex_over_prepared_floor"], 1),
+            fmt_opt(&cl["mldsa_floor_prepared_us_per_vertex"], 0),
+            fmt_opt(&cl["mldsa_verify_prepared_us"], 0)
+        );
+    }
     s += &format!("| CPU per finalized payload, all nodes | {} us |\n", fmt_opt(&cl["cpu_us_per_finalized_payload_all_nodes"], 1));
     s += &format!("| node CPU total | {} s ({}% of the machine) |\n", fmt_opt(&cl["node_cpu_seconds_total"], 1), fmt_opt(&r["nfr_001"]["cpu_utilization_pct_of_machine"], 1));
     s += &format!("| loadgen CPU | {} s |\n", fmt_opt(&cl["loadgen_cpu_seconds"], 1));
