@@ -21,6 +21,8 @@ pub mod identity;
 mod mldsa;
 #[cfg(feature = "mldsa")]
 mod prepared;
+#[cfg(feature = "mldsa")]
+mod prepared_sign;
 
 pub use domain::Domain;
 pub use error::CryptoError;

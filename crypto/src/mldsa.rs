@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use oqs::sig::{Algorithm, Sig};
 
 use crate::prepared::Prepared;
+use crate::prepared_sign::PreparedSecret;
 use crate::{hash, CryptoError, Domain, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SIGNATURE_BYTES};
 
 /// The process-wide liboqs ML-DSA-87 handle. `Sig` is `Send + Sync` and stateless between calls.
@@ -170,9 +171,14 @@ impl fmt::Debug for Signature {
 }
 
 /// A node's signing identity: an ML-DSA-87 key pair.
+///
+/// The first signature expands the secret key once ([`crate::prepared_sign`], ~80 KiB, zeroed
+/// on drop); every later one skips that work. Where the CPU cannot run liboqs's AVX2 code, it
+/// signs through liboqs's public API as before.
 pub struct Keypair {
     public: PublicKey,
     secret: SecretKey,
+    prepared: OnceLock<Option<Box<PreparedSecret>>>,
 }
 
 impl Keypair {
@@ -182,13 +188,14 @@ impl Keypair {
         Ok(Self {
             public: PublicKey::from_bytes(pk.as_ref())?,
             secret: SecretKey::from_bytes(sk.as_ref())?,
+            prepared: OnceLock::new(),
         })
     }
 
     /// Joins a secret key with its public key, checking that they belong together by signing
     /// and verifying a probe message.
     pub fn from_parts(public: PublicKey, secret: SecretKey) -> Result<Self, CryptoError> {
-        let kp = Self { public, secret };
+        let kp = Self { public, secret, prepared: OnceLock::new() };
         let probe = b"pqdag key pair consistency probe";
         let sig = kp.sign(Domain::Alert, probe)?;
         kp.public.verify(Domain::Alert, probe, sig.as_bytes())?;
@@ -205,8 +212,21 @@ impl Keypair {
         &self.secret
     }
 
-    /// Signs `message` in `domain` (hedged/randomised signing, as FIPS 204 recommends).
+    /// Signs `message` in `domain` (hedged/randomised signing, as FIPS 204 recommends), with
+    /// the secret key's expansion computed at the first call and kept.
     pub fn sign(&self, domain: Domain, message: &[u8]) -> Result<Signature, CryptoError> {
+        match self.prepared.get_or_init(|| PreparedSecret::new(&self.secret.0)) {
+            Some(p) => p
+                .sign(domain.context(), message)
+                .map(Signature)
+                .ok_or_else(|| CryptoError::Oqs("ML-DSA-87 context string over 255 bytes".into())),
+            None => self.sign_without_preparation(domain, message),
+        }
+    }
+
+    /// Signs through liboqs's public API, which expands the secret key at every call (the
+    /// reference the prepared path is tested against).
+    pub fn sign_without_preparation(&self, domain: Domain, message: &[u8]) -> Result<Signature, CryptoError> {
         let s = scheme()?;
         let sk = s.secret_key_from_bytes(&self.secret.0).ok_or(CryptoError::BadLength {
             what: "ML-DSA-87 secret key",

@@ -22,19 +22,19 @@
 use crate::{PUBLIC_KEY_BYTES, SIGNATURE_BYTES};
 
 /// Polynomial degree.
-const N: usize = 256;
+pub(crate) const N: usize = 256;
 /// Rows of `Â` (FIPS 204 `k` for ML-DSA-87).
-const K: usize = 8;
+pub(crate) const K: usize = 8;
 /// Columns of `Â` (`l`).
-const L: usize = 7;
-const SEEDBYTES: usize = 32;
-const TRBYTES: usize = 64;
-const CRHBYTES: usize = 64;
-const CTILDEBYTES: usize = 64;
-const POLYT1_PACKEDBYTES: usize = 320;
-const POLYZ_PACKEDBYTES: usize = 640;
-const POLYW1_PACKEDBYTES: usize = 128;
-const OMEGA: usize = 75;
+pub(crate) const L: usize = 7;
+pub(crate) const SEEDBYTES: usize = 32;
+pub(crate) const TRBYTES: usize = 64;
+pub(crate) const CRHBYTES: usize = 64;
+pub(crate) const CTILDEBYTES: usize = 64;
+pub(crate) const POLYT1_PACKEDBYTES: usize = 320;
+pub(crate) const POLYZ_PACKEDBYTES: usize = 640;
+pub(crate) const POLYW1_PACKEDBYTES: usize = 128;
+pub(crate) const OMEGA: usize = 75;
 
 // The sizes this file's offsets assume are the crate's.
 const _: () = assert!(SEEDBYTES + K * POLYT1_PACKEDBYTES == PUBLIC_KEY_BYTES);
@@ -43,15 +43,15 @@ const _: () = assert!(CTILDEBYTES + L * POLYZ_PACKEDBYTES + OMEGA + K == SIGNATU
 /// liboqs's AVX2 `poly`: a union of `int32_t[256]` and `__m256i[32]`, so 32-byte aligned.
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
-struct Poly {
-    coeffs: [i32; N],
+pub(crate) struct Poly {
+    pub(crate) coeffs: [i32; N],
 }
 
 /// liboqs's `polyvecl`: `L` polynomials.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct PolyVecL {
-    vec: [Poly; L],
+pub(crate) struct PolyVecL {
+    pub(crate) vec: [Poly; L],
 }
 
 /// liboqs's `ALIGNED_UINT8(K * POLYW1_PACKEDBYTES + 14)`: `polyw1_pack` writes 14 bytes past
@@ -61,44 +61,83 @@ struct W1Buf {
     bytes: [u8; K * POLYW1_PACKEDBYTES + 14],
 }
 
-const ZERO: Poly = Poly { coeffs: [0; N] };
+/// liboqs's `polyveck`: `K` polynomials.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PolyVecK {
+    pub(crate) vec: [Poly; K],
+}
+
+pub(crate) const ZERO: Poly = Poly { coeffs: [0; N] };
 
 #[cfg(target_arch = "x86_64")]
-mod ffi {
-    use super::{Poly, PolyVecL};
+pub(crate) mod ffi {
+    use super::{Poly, PolyVecK, PolyVecL};
 
     // liboqs 0.13, `src/sig/ml_dsa/pqcrystals-dilithium-standard_ml-dsa-87_avx2/` (poly.h,
     // polyvec.h, packing via poly.c) and `src/common/sha3/sha3.h`.
     unsafe extern "C" {
         #[link_name = "pqcrystals_ml_dsa_87_avx2_polyvec_matrix_expand"]
-        pub(super) fn polyvec_matrix_expand(mat: *mut PolyVecL, rho: *const u8);
+        pub(crate) fn polyvec_matrix_expand(mat: *mut PolyVecL, rho: *const u8);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_polyt1_unpack"]
-        pub(super) fn polyt1_unpack(r: *mut Poly, a: *const u8);
+        pub(crate) fn polyt1_unpack(r: *mut Poly, a: *const u8);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_shiftl"]
-        pub(super) fn poly_shiftl(a: *mut Poly);
+        pub(crate) fn poly_shiftl(a: *mut Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_ntt"]
-        pub(super) fn poly_ntt(a: *mut Poly);
+        pub(crate) fn poly_ntt(a: *mut Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_challenge"]
-        pub(super) fn poly_challenge(c: *mut Poly, seed: *const u8);
+        pub(crate) fn poly_challenge(c: *mut Poly, seed: *const u8);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_polyz_unpack"]
-        pub(super) fn polyz_unpack(r: *mut Poly, a: *const u8);
+        pub(crate) fn polyz_unpack(r: *mut Poly, a: *const u8);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_polyvecl_pointwise_acc_montgomery"]
-        pub(super) fn polyvecl_pointwise_acc_montgomery(w: *mut Poly, u: *const PolyVecL, v: *const PolyVecL);
+        pub(crate) fn polyvecl_pointwise_acc_montgomery(w: *mut Poly, u: *const PolyVecL, v: *const PolyVecL);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_pointwise_montgomery"]
-        pub(super) fn poly_pointwise_montgomery(c: *mut Poly, a: *const Poly, b: *const Poly);
+        pub(crate) fn poly_pointwise_montgomery(c: *mut Poly, a: *const Poly, b: *const Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_sub"]
-        pub(super) fn poly_sub(c: *mut Poly, a: *const Poly, b: *const Poly);
+        pub(crate) fn poly_sub(c: *mut Poly, a: *const Poly, b: *const Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_reduce"]
-        pub(super) fn poly_reduce(a: *mut Poly);
+        pub(crate) fn poly_reduce(a: *mut Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_invntt_tomont"]
-        pub(super) fn poly_invntt_tomont(a: *mut Poly);
+        pub(crate) fn poly_invntt_tomont(a: *mut Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_caddq"]
-        pub(super) fn poly_caddq(a: *mut Poly);
+        pub(crate) fn poly_caddq(a: *mut Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_use_hint"]
-        pub(super) fn poly_use_hint(b: *mut Poly, a: *const Poly, h: *const Poly);
+        pub(crate) fn poly_use_hint(b: *mut Poly, a: *const Poly, h: *const Poly);
         #[link_name = "pqcrystals_ml_dsa_87_avx2_polyw1_pack"]
-        pub(super) fn polyw1_pack(r: *mut u8, a: *const Poly);
-        pub(super) fn OQS_SHA3_shake256(output: *mut u8, outlen: usize, input: *const u8, inplen: usize);
+        pub(crate) fn polyw1_pack(r: *mut u8, a: *const Poly);
+        pub(crate) fn OQS_SHA3_shake256(output: *mut u8, outlen: usize, input: *const u8, inplen: usize);
+        // Signing (`prepared_sign.rs`).
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_unpack_sk"]
+        pub(crate) fn unpack_sk(rho: *mut u8, tr: *mut u8, key: *mut u8, t0: *mut PolyVecK, s1: *mut PolyVecL, s2: *mut PolyVecK, sk: *const u8);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyvecl_ntt"]
+        pub(crate) fn polyvecl_ntt(v: *mut PolyVecL);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyveck_ntt"]
+        pub(crate) fn polyveck_ntt(v: *mut PolyVecK);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_uniform_gamma1_4x"]
+        pub(crate) fn poly_uniform_gamma1_4x(a0: *mut Poly, a1: *mut Poly, a2: *mut Poly, a3: *mut Poly, seed: *const u8, n0: u16, n1: u16, n2: u16, n3: u16);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyvec_matrix_pointwise_montgomery"]
+        pub(crate) fn polyvec_matrix_pointwise_montgomery(t: *mut PolyVecK, mat: *const PolyVecL, v: *const PolyVecL);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyveck_invntt_tomont"]
+        pub(crate) fn polyveck_invntt_tomont(v: *mut PolyVecK);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyveck_caddq"]
+        pub(crate) fn polyveck_caddq(v: *mut PolyVecK);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyveck_decompose"]
+        pub(crate) fn polyveck_decompose(v1: *mut PolyVecK, v0: *mut PolyVecK, v: *const PolyVecK);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyveck_pack_w1"]
+        pub(crate) fn polyveck_pack_w1(r: *mut u8, w1: *const PolyVecK);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_add"]
+        pub(crate) fn poly_add(c: *mut Poly, a: *const Poly, b: *const Poly);
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_chknorm"]
+        pub(crate) fn poly_chknorm(a: *const Poly, bound: i32) -> i32;
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_poly_make_hint"]
+        pub(crate) fn poly_make_hint(hint: *mut u8, a0: *const Poly, a1: *const Poly) -> u32;
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_polyz_pack"]
+        pub(crate) fn polyz_pack(r: *mut u8, a: *const Poly);
+        /// liboqs 0.13's own signing, for the tests that compare with it byte for byte.
+        #[cfg(test)]
+        #[link_name = "pqcrystals_ml_dsa_87_avx2_signature_internal"]
+        pub(crate) fn signature_internal(sig: *mut u8, siglen: *mut usize, m: *const u8, mlen: usize, pre: *const u8, prelen: usize, rnd: *const u8, sk: *const u8) -> i32;
+        pub(crate) fn OQS_randombytes(out: *mut u8, len: usize);
     }
 }
 
@@ -114,7 +153,7 @@ pub(crate) struct Prepared {
 
 /// Whether this CPU runs liboqs's AVX2 ML-DSA code (liboqs checks the same two features).
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_avx2() -> bool {
+pub(crate) fn cpu_has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
 }
 
