@@ -287,7 +287,10 @@ pub fn build_report(c: &ReportCtx<'_>, stops: &[Stopped]) -> (Value, Vec<String>
     let vertices_final = node_rows.iter().filter_map(|r| r["finalized"].as_f64()).fold(0.0, f64::max);
     let cluster_cpu_per_vertex = if vertices_final > 0.0 { Some(r1(total_cpu_ms * 1000.0 / vertices_final)) } else { None };
     let cluster_cpu_per_payload = if lg_final > 0.0 { Some(r1(total_cpu_ms * 1000.0 / lg_final)) } else { None };
-    let throughput_vps = r1(vertices_final / c.window_s.max(1e-9));
+    // Over the seconds of offered load, as loadgen's payloads/s (before 2026-12-07 over the
+    // measured window, load and drain, which read lower).
+    let load_seconds = c.lg["load_seconds"].as_f64().filter(|s| *s > 0.0).unwrap_or(c.window_s);
+    let throughput_vps = r1(vertices_final / load_seconds.max(1e-9));
     let node0_delta = match (c.end.first().cloned().flatten(), c.baseline.first().cloned().flatten()) {
         (Some(e), Some(b)) => bucket_delta(&e.latency_buckets, &b.latency_buckets),
         (Some(e), None) => e.latency_buckets,

@@ -38,6 +38,7 @@ pub(super) fn write(args: &Args, targets: &[ClientTarget], s: &State) -> Result<
         "node_downs": s.nodes.iter().map(|n| (n.target.name.clone(), n.downs)).collect::<HashMap<_, _>>(),
         "reconnects": s.nodes.iter().map(|n| n.reconnects).sum::<u64>(),
         "throughput_pps": c.finalized as f64 / load_s,
+        "load_seconds": load_s,
         "finality_ms": { "p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "max": h.map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0) },
         // The whole client-side distribution, for `bench`'s latency CDF: [ms, fraction] at every
         // 1 % and the tail's 99.5 / 99.9 / 99.99 %.
