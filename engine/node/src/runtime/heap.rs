@@ -61,18 +61,28 @@ pub(crate) fn c_heap_bytes() -> Option<(usize, usize)> {
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Makes mimalloc give freed pages back to the system at once (`purge_delay` 0, default 1 s)
-/// and commit new arenas only as they are used (`arena_eager_commit` 0). Measured in the
-/// 20-minute bench at 1200/s (docs/benchmark.md, run H): RSS slope 0.71-0.74 MiB/min on every
-/// node and 257 MiB at most, against 0.74-1.78 and 284 MiB with the defaults (run G), at the
-/// same CPU per vertex. An operator's `MIMALLOC_PURGE_DELAY` / `MIMALLOC_ARENA_EAGER_COMMIT`
-/// (read by mimalloc itself, before `main`) wins: then the option is left alone.
+/// How long mimalloc keeps freed pages before it gives them back to the system, ms.
+///
+/// 100, not mimalloc's 1 000 nor the 0 set from 2026-12-03 to 2026-12-07. At 0 every freed
+/// page went back at once and was faulted in again moments later: at one payload per vertex,
+/// page faults and `madvise` were ~7.5 % of a node's CPU. Measured (`bench --nodes 3 --rate
+/// 2500 --max-batch 1 --duration 30`, alternated 0, 100, 0, 100): 2 386 / 2 448 payloads/s at
+/// 0 (saturated, p95 4.0 / 3.5 s, 828 / 799 us of CPU per vertex, max RSS 349 / 340 MiB), all
+/// 2 500 at 100 (p95 0.76 / 1.19 s, 721 / 724 us, 299 / 311 MiB). What 0 was chosen for, the
+/// 20-minute bench's RSS slope, was mostly the kernel folding the heap into huge pages, turned
+/// off since (`disable_transparent_huge_pages`); 100 ms of freed pages is a few MiB.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// Sets mimalloc's purge delay ([`PURGE_DELAY_MS`], default 1 s) and makes it commit new arenas
+/// only as they are used (`arena_eager_commit` 0). An operator's `MIMALLOC_PURGE_DELAY` /
+/// `MIMALLOC_ARENA_EAGER_COMMIT` (read by mimalloc itself, before `main`) wins: then the option
+/// is left alone.
 pub(crate) fn tune_rust_heap() {
-    for (env, option) in [("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY), ("MIMALLOC_ARENA_EAGER_COMMIT", MI_OPTION_ARENA_EAGER_COMMIT)] {
+    for (env, option, value) in [("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS), ("MIMALLOC_ARENA_EAGER_COMMIT", MI_OPTION_ARENA_EAGER_COMMIT, 0)] {
         if std::env::var_os(env).is_none() {
             // SAFETY: mi_option_set stores an integer option; both numbers are valid options
-            // of the vendored mimalloc, and 0 is a valid value for each.
-            unsafe { libmimalloc_sys::mi_option_set(option, 0) };
+            // of the vendored mimalloc, and a delay in ms and 0 are valid values.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
         }
     }
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
@@ -126,22 +136,22 @@ mod tests {
     }
 
     /// The option numbers name the options meant: mimalloc's defaults for them are 1000 (ms) and
-    /// 2, and after tuning both read 0.
+    /// 2, and after tuning they read PURGE_DELAY_MS and 0.
     #[test]
-    fn the_rust_heap_purges_at_once() {
+    fn the_rust_heap_purges_soon() {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() || std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
             return;
         }
         // SAFETY: reads of integer options.
         let (purge, eager) = unsafe { (libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT)) };
-        if (purge, eager) != (0, 0) {
+        if (purge, eager) != (PURGE_DELAY_MS, 0) {
             // Not tuned yet in this process.
             assert_eq!((purge, eager), (1000, 2), "mimalloc's defaults at these option numbers");
         }
         tune_rust_heap();
         // SAFETY: as above.
         let (purge, eager) = unsafe { (libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT)) };
-        assert_eq!((purge, eager), (0, 0));
+        assert_eq!((purge, eager), (PURGE_DELAY_MS, 0));
     }
 
     /// After tuning, the kernel will not back this process with transparent huge pages: no
