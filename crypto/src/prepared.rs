@@ -2,10 +2,10 @@
 //!
 //! liboqs's verify (`crypto_sign_verify_internal`, AVX2) derives three values from the public
 //! key at every call: `tr = H(pk)`, the matrix `Â = ExpandA(ρ)` (56 polynomials sampled from
-//! SHAKE128, ~60 % of a verify) and `NTT(t1 · 2^d)`. They depend on the key alone, and FIPS 204
-//! (section 3.6.3, "Â may be computed once and stored with the public key") allows keeping
-//! them. A node verifies every message of its N - 1 peers with the same N - 1 keys, so here they
-//! are computed once per key ([`Prepared::new`]) and each [`Prepared::verify`] runs the rest
+//! SHAKE128, ~80 % of a verify) and `NTT(t1 · 2^d)`. They depend on the key alone, so keeping
+//! them with the key changes no result (liboqs's signing already expands `Â` once, before its
+//! rejection loop, for the same reason). A node verifies every message of its N - 1 peers with
+//! the same N - 1 keys, so here they are computed once per key ([`Prepared::new`]) and each [`Prepared::verify`] runs the rest
 //! of liboqs's verify step for step, with liboqs's own AVX2 functions in the same order: only
 //! the key-only values moved out of the loop. Profiled at one payload per vertex, the matrix
 //! expansion was 22 % of a node's CPU (`docs/benchmark.md`, "Prepared keys").
@@ -358,6 +358,43 @@ mod tests {
         }
         assert!(checked >= 1000);
         assert!(repeated >= 5, "{repeated} signatures had a hint to repeat");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Untrusted bytes: a signature a peer sent, damaged anywhere in up to 8 places or
+        /// random throughout, gets liboqs's answer (and never a panic or an out-of-bounds read:
+        /// the hint bytes index a 256-coefficient polynomial, any u8 is in range).
+        #[test]
+        fn any_signature_bytes_get_liboqs_answer(
+            edits in proptest::collection::vec((0..SIGNATURE_BYTES, proptest::prelude::any::<u8>()), 0..8),
+            random in proptest::prelude::any::<bool>(),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            use std::sync::OnceLock;
+            static KEY: OnceLock<(Keypair, Box<Prepared>, Vec<u8>)> = OnceLock::new();
+            let (kp, p, sig) = KEY.get_or_init(|| {
+                let kp = Keypair::generate().expect("keygen");
+                let p = prepared(&kp);
+                let sig = kp.sign(Domain::Response, b"a response").expect("sign").into_bytes();
+                (kp, p, sig)
+            });
+            let mut bad = sig.clone();
+            if random {
+                let mut x = seed | 1;
+                for b in bad.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+            }
+            for (at, v) in edits {
+                bad[at] = v;
+            }
+            let want = kp.public().verify_without_preparation(Domain::Response, b"a response", &bad).is_ok();
+            proptest::prop_assert_eq!(p.verify(Domain::Response.context(), b"a response", &bad), want);
+        }
     }
 
     #[test]
