@@ -128,11 +128,7 @@ impl SecretKey {
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // Volatile so the zeroing is not optimised away.
-            // SAFETY: `b` is a valid, aligned, exclusive reference into our own buffer.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        crate::prepared_sign::zero(&mut self.0[..]);
     }
 }
 

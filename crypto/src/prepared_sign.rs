@@ -39,16 +39,19 @@ pub(crate) struct PreparedSecret {
     t0: Box<PolyVecK>,
 }
 
+/// Overwrites `v` with zeros in a way the compiler keeps (secret material).
+pub(crate) fn zero<T: ?Sized>(v: &mut T) {
+    let n = std::mem::size_of_val(v);
+    let p = (v as *mut T).cast::<u8>();
+    for i in 0..n {
+        // SAFETY: `p + i` is inside `*v`, which we hold exclusively; volatile so the zeroing
+        // is not optimised away.
+        unsafe { std::ptr::write_volatile(p.add(i), 0) };
+    }
+}
+
 impl Drop for PreparedSecret {
     fn drop(&mut self) {
-        fn zero<T>(v: &mut T) {
-            let p = (v as *mut T).cast::<u8>();
-            for i in 0..std::mem::size_of::<T>() {
-                // SAFETY: `p + i` is inside `*v`, which we hold exclusively; volatile so the
-                // zeroing is not optimised away.
-                unsafe { std::ptr::write_volatile(p.add(i), 0) };
-            }
-        }
         zero(&mut self.key);
         zero(&mut *self.s1);
         zero(&mut *self.s2);
@@ -116,9 +119,11 @@ impl PreparedSecret {
         #[cfg(target_arch = "x86_64")]
         {
             let shake256 = |out: &mut [u8], parts: &[&[u8]]| {
-                let input: Vec<u8> = parts.concat();
+                let mut input: Vec<u8> = parts.concat();
                 // SAFETY: both buffers are live and of the lengths passed.
                 unsafe { ffi::OQS_SHA3_shake256(out.as_mut_ptr(), out.len(), input.as_ptr(), input.len()) };
+                // One input holds the secret seed K: no copy of it is left in freed memory.
+                zero(&mut input[..]);
             };
             let mut mu = [0u8; CRHBYTES];
             shake256(&mut mu, &[&self.tr, &[0, ctx.len() as u8], ctx, message]);
