@@ -17,7 +17,7 @@
 //! through liboqs's public API as before. Tests compare both paths on valid, tampered and
 //! malformed signatures (`tests` below, `tests/cross_implementation.rs` against RustCrypto).
 
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_imports))]
 
 use crate::{PUBLIC_KEY_BYTES, SIGNATURE_BYTES};
 
@@ -151,10 +151,12 @@ pub(crate) struct Prepared {
     t1_hat: Box<[Poly]>,
 }
 
-/// Whether this CPU runs liboqs's AVX2 ML-DSA code (liboqs checks the same two features).
+/// Whether the prepared paths may run here: this CPU runs liboqs's AVX2 ML-DSA code (liboqs
+/// checks the same two features) and liboqs is initialised (`OQS_init`, which sets up its
+/// SHA-3 dispatch, runs once in `scheme`).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn cpu_has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+pub(crate) fn avx2_ready() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") && crate::mldsa::scheme().is_ok()
 }
 
 impl Prepared {
@@ -166,11 +168,9 @@ impl Prepared {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if !cpu_has_avx2() {
+            if !avx2_ready() {
                 return None;
             }
-            // liboqs' SHA-3 dispatch is set up by `OQS_init`, which `scheme` runs once.
-            crate::mldsa::scheme().ok()?;
             let mut tr = [0u8; TRBYTES];
             let mut mat = vec![PolyVecL { vec: [ZERO; L] }; K].into_boxed_slice();
             let mut t1_hat = vec![ZERO; K].into_boxed_slice();

@@ -11,11 +11,11 @@
 //! The expanded secret (`K`, `s1`, `s2`, `t0` in the NTT domain) is zeroed on drop, as
 //! [`crate::SecretKey`]'s bytes are.
 
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables, unused_imports))]
 
 use crate::prepared::{PolyVecK, PolyVecL, CRHBYTES, CTILDEBYTES, K, L, OMEGA, POLYW1_PACKEDBYTES, POLYZ_PACKEDBYTES, SEEDBYTES, TRBYTES, ZERO};
 #[cfg(target_arch = "x86_64")]
-use crate::prepared::{cpu_has_avx2, ffi, Poly, N};
+use crate::prepared::{avx2_ready, ffi, Poly, N};
 use crate::{SECRET_KEY_BYTES, SIGNATURE_BYTES};
 
 /// FIPS 204 `RNDBYTES`: the randomness of hedged signing.
@@ -68,10 +68,9 @@ impl PreparedSecret {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if !cpu_has_avx2() {
+            if !avx2_ready() {
                 return None;
             }
-            crate::mldsa::scheme().ok()?;
             let mut rho = [0u8; SEEDBYTES];
             let mut p = Box::new(Self {
                 tr: [0; TRBYTES],
